@@ -1,0 +1,600 @@
+//! File contents: exact-size inline bytes for small files, a sector table for
+//! the rest.
+//!
+//! A [`FileData`] is a value (cloning it is O(1)); the published version of a
+//! file holds one, and the file's runner mutates a private working copy that
+//! shares everything untouched with the published one. The rules that make
+//! this race-free are in [`crate::sector::Sector`] ("Contract"); this module
+//! applies them:
+//!
+//! * Every mutation first *plans* (read-only) how many fresh sectors it needs,
+//!   reserves them (failing with `NoSpace` before any change), takes them, and
+//!   only then *applies*, which cannot fail. So a failed operation leaves the
+//!   file exactly as it was.
+//! * A sector present in the table is changed in place only if it is
+//!   exclusive, or if every byte changed is at or past its `init` (never shown
+//!   to a reader). Otherwise it is copied first.
+//! * Bytes a file exposes that were never written read as zero: holes are
+//!   absent sectors, and when a file grows over part of a sector the newly
+//!   visible bytes are zeroed (in place past `init`, else by copy-on-write).
+
+use crate::sector::table::Table;
+use crate::sector::{Charge, Pool, Reservation, Sector};
+use crate::sync::Arc;
+use crate::{Error, Result};
+
+/// `fallocate` mode: keep the file size.
+pub const FALLOC_KEEP_SIZE: u32 = 0x01;
+/// `fallocate` mode: deallocate the range (with `KEEP_SIZE`).
+pub const FALLOC_PUNCH_HOLE: u32 = 0x02;
+/// `fallocate` mode: zero the range, allocating it.
+pub const FALLOC_ZERO_RANGE: u32 = 0x10;
+
+/// What the data layer needs from the engine.
+pub(crate) struct Ctx<'a> {
+    pub(crate) pool: &'a Pool,
+    pub(crate) inline_max: u64,
+    pub(crate) max_size: u64,
+}
+
+impl Ctx<'_> {
+    fn ss(&self) -> u64 {
+        self.pool.sector_size() as u64
+    }
+}
+
+struct Inline {
+    bytes: Box<[u8]>,
+    _charge: Option<Charge>,
+}
+
+#[derive(Clone, Default)]
+enum Content {
+    #[default]
+    Empty,
+    Inline(Arc<Inline>),
+    Sectors(Table),
+}
+
+/// The contents of a regular file.
+#[derive(Clone, Default)]
+pub struct FileData {
+    len: u64,
+    content: Content,
+}
+
+impl std::fmt::Debug for FileData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.content {
+            Content::Empty => "empty",
+            Content::Inline(_) => "inline",
+            Content::Sectors(_) => "sectors",
+        };
+        f.debug_struct("FileData").field("len", &self.len).field("content", &kind).finish()
+    }
+}
+
+/// One sector's part in a mutation.
+#[derive(Clone, Copy)]
+struct Span {
+    k: u64,
+    /// Bytes of the sector visible before and after the mutation.
+    old_vis: usize,
+    new_vis: usize,
+    /// The written range within the sector (`a == b`: none).
+    a: usize,
+    b: usize,
+    /// Fill a hole here (fallocate).
+    fill: bool,
+}
+
+impl Span {
+    /// The lowest byte changed in a present sector, if any.
+    fn modified_start(&self) -> Option<usize> {
+        let w = (self.b > self.a).then_some(self.a);
+        let g = (self.new_vis > self.old_vis).then_some(self.old_vis);
+        match (w, g) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }
+    }
+}
+
+fn clamp(v: u64, base: u64, ss: u64) -> usize {
+    v.saturating_sub(base).min(ss) as usize
+}
+
+impl FileData {
+    /// The file size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of memory holding this file's data (for `st_blocks`).
+    pub fn allocated(&self, ss: u64) -> u64 {
+        match &self.content {
+            Content::Empty => 0,
+            Content::Inline(b) => b.bytes.len() as u64,
+            Content::Sectors(t) => t.count() * ss,
+        }
+    }
+
+    /// Copies bytes at `off` into `buf`, returning how many (0 at or past EOF).
+    pub fn read(&self, ss: u64, off: u64, buf: &mut [u8]) -> usize {
+        if off >= self.len {
+            return 0;
+        }
+        let n = (self.len - off).min(buf.len() as u64) as usize;
+        let buf = &mut buf[..n];
+        match &self.content {
+            Content::Empty => buf.fill(0),
+            Content::Inline(b) => {
+                // Inline bytes are exactly `len` long.
+                let o = off as usize;
+                buf.copy_from_slice(&b.bytes[o..o + n]);
+            }
+            Content::Sectors(t) => {
+                let mut done = 0usize;
+                while done < n {
+                    let pos = off + done as u64;
+                    let (k, within) = (pos / ss, (pos % ss) as usize);
+                    let take = (ss as usize - within).min(n - done);
+                    let dst = &mut buf[done..done + take];
+                    match t.get(k) {
+                        Some(s) => s.read(within, dst),
+                        None => dst.fill(0),
+                    }
+                    done += take;
+                }
+            }
+        }
+        n
+    }
+
+    /// Writes `data` at `off`, growing the file if needed.
+    ///
+    /// # Errors
+    /// `FileTooBig` past the maximum size; `NoSpace` at the memory limit. On
+    /// error nothing changed.
+    pub(crate) fn write(&mut self, cx: &Ctx<'_>, off: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = off.checked_add(data.len() as u64).ok_or(Error::FileTooBig)?;
+        if end > cx.max_size {
+            return Err(Error::FileTooBig);
+        }
+        let new_len = self.len.max(end);
+        self.mutate(cx, new_len, Some((off, data)), None)
+    }
+
+    /// Sets the size (truncate or extend with zeros).
+    ///
+    /// # Errors
+    /// `FileTooBig`, `NoSpace` (growing only). On error nothing changed.
+    pub(crate) fn set_len(&mut self, cx: &Ctx<'_>, new_len: u64) -> Result<()> {
+        if new_len > cx.max_size {
+            return Err(Error::FileTooBig);
+        }
+        if new_len < self.len {
+            self.shrink(cx, new_len);
+            Ok(())
+        } else if new_len > self.len {
+            self.mutate(cx, new_len, None, None)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `fallocate(2)` with `mode` over `off..off + len`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a zero length or bad flag combination,
+    /// `NotSupported` for unknown modes, `FileTooBig`, `NoSpace`.
+    pub(crate) fn fallocate(&mut self, cx: &Ctx<'_>, mode: u32, off: u64, len: u64) -> Result<()> {
+        if mode & !(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE) != 0 {
+            return Err(Error::NotSupported);
+        }
+        if len == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let end = off.checked_add(len).ok_or(Error::FileTooBig)?;
+        if end > cx.max_size || end > i64::MAX as u64 {
+            return Err(Error::FileTooBig);
+        }
+        let keep = mode & FALLOC_KEEP_SIZE != 0;
+        if mode & FALLOC_PUNCH_HOLE != 0 {
+            if !keep {
+                return Err(Error::NotSupported);
+            }
+            if mode & FALLOC_ZERO_RANGE != 0 {
+                return Err(Error::InvalidArgument);
+            }
+            self.punch(cx, off, end.min(self.len));
+            return Ok(());
+        }
+        let new_len = if keep { self.len } else { self.len.max(end) };
+        if mode & FALLOC_ZERO_RANGE != 0 {
+            // Reserve for the whole range first (an upper bound: after the
+            // punch any sector in it may be a hole), so that a NoSpace comes
+            // before the punch and changes nothing. Unused bytes go back.
+            let ss = cx.ss();
+            let most = (end.div_ceil(ss) - off / ss + 1).checked_mul(ss).ok_or(Error::NoSpace)?;
+            let res = cx.pool.reserve(most)?;
+            self.punch(cx, off, end.min(self.len));
+            return self.mutate_reserved(cx, new_len, None, Some((off, end)), res);
+        }
+        self.mutate(cx, new_len, None, Some((off, end)))
+    }
+
+    /// `SEEK_DATA` (`data = true`) or `SEEK_HOLE` from `off`.
+    ///
+    /// # Errors
+    /// `NoSuchOffset` if `off` is at or past the end (or no data follows it).
+    pub fn seek(&self, ss: u64, off: u64, data: bool) -> Result<u64> {
+        if off >= self.len {
+            return Err(Error::NoSuchOffset);
+        }
+        match (&self.content, data) {
+            (Content::Empty, true) => Err(Error::NoSuchOffset),
+            (Content::Empty, false) => Ok(off),
+            (Content::Inline(_), true) => Ok(off),
+            (Content::Inline(_), false) => Ok(self.len),
+            (Content::Sectors(t), true) => match t.next_present(off / ss) {
+                Some(k) => {
+                    let pos = (k.saturating_mul(ss)).max(off);
+                    if pos >= self.len {
+                        Err(Error::NoSuchOffset)
+                    } else {
+                        Ok(pos)
+                    }
+                }
+                None => Err(Error::NoSuchOffset),
+            },
+            (Content::Sectors(t), false) => {
+                let k = t.next_absent(off / ss);
+                Ok(k.saturating_mul(ss).max(off).min(self.len))
+            }
+        }
+    }
+
+    fn inline_bytes(&self) -> &[u8] {
+        match &self.content {
+            Content::Inline(b) => &b.bytes,
+            _ => &[],
+        }
+    }
+
+    fn set_inline(&mut self, bytes: Vec<u8>, charge: Charge) {
+        self.len = bytes.len() as u64;
+        self.content = if bytes.is_empty() {
+            Content::Empty
+        } else {
+            Content::Inline(Arc::new(Inline { bytes: bytes.into_boxed_slice(), _charge: Some(charge) }))
+        };
+    }
+
+    fn shrink(&mut self, cx: &Ctx<'_>, new_len: u64) {
+        let ss = cx.ss();
+        match &mut self.content {
+            Content::Empty => self.len = new_len,
+            Content::Inline(b) => {
+                let bytes = b.bytes[..new_len as usize].to_vec();
+                // Shrinking must not fail when full: the new buffer is smaller
+                // than the one it replaces, which is freed right after.
+                let charge = cx.pool.reserve_forced(new_len).charge(new_len);
+                match charge {
+                    Ok(c) => self.set_inline(bytes, c),
+                    Err(_) => unreachable!("a forced reservation holds the bytes it was made for"),
+                }
+            }
+            Content::Sectors(t) => {
+                t.remove_range(new_len.div_ceil(ss), u64::MAX);
+                self.len = new_len;
+                if new_len == 0 {
+                    self.content = Content::Empty;
+                }
+            }
+        }
+    }
+
+    /// Zeros `off..end` (clipped to the size) without allocating: whole
+    /// sectors become holes, partial ones are zeroed (copy-on-write when shared).
+    fn punch(&mut self, cx: &Ctx<'_>, off: u64, end: u64) {
+        if off >= end {
+            return;
+        }
+        let ss = cx.ss();
+        let len = self.len;
+        match &mut self.content {
+            Content::Empty => {}
+            Content::Inline(b) => {
+                let mut bytes = b.bytes.to_vec();
+                bytes[off as usize..end as usize].fill(0);
+                let charge = cx.pool.reserve_forced(len).charge(len);
+                match charge {
+                    Ok(c) => self.set_inline(bytes, c),
+                    Err(_) => unreachable!("a forced reservation holds the bytes it was made for"),
+                }
+            }
+            Content::Sectors(t) => {
+                let first_whole = off.div_ceil(ss);
+                let end_whole = end / ss;
+                let mut edges = Vec::with_capacity(2);
+                if off % ss != 0 {
+                    edges.push(off / ss);
+                }
+                if end % ss != 0 {
+                    edges.push(end / ss);
+                }
+                edges.dedup();
+                if first_whole < end_whole {
+                    t.remove_range(first_whole, end_whole);
+                }
+                for k in edges {
+                    let base = k * ss;
+                    let vis = clamp(len, base, ss);
+                    let a = clamp(off, base, ss);
+                    let b = clamp(end, base, ss).min(vis);
+                    if a >= b {
+                        continue;
+                    }
+                    let Some(s) = t.get(k).cloned() else { continue };
+                    if a == 0 && b >= vis {
+                        t.set(k, None);
+                    } else if t.is_exclusive(k) {
+                        s.zero(a, b - a);
+                    } else {
+                        let mut res = cx.pool.reserve_forced(ss);
+                        // A forced reservation of one sector only fails if the
+                        // OS refuses memory; then leave the bytes (still a
+                        // consistent file) rather than panic.
+                        if let Ok(n) = res.sector() {
+                            n.copy_from(&s, 0, a);
+                            n.zero(a, b - a);
+                            n.copy_from(&s, b, vis - b);
+                            n.set_init(vis);
+                            t.set(k, Some(n));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Grows to `new_len` (>= len), writing `write` and filling holes in
+    /// `fill` (a byte range), all or nothing.
+    fn mutate(
+        &mut self,
+        cx: &Ctx<'_>,
+        new_len: u64,
+        write: Option<(u64, &[u8])>,
+        fill: Option<(u64, u64)>,
+    ) -> Result<()> {
+        let inline = new_len <= cx.inline_max && !matches!(self.content, Content::Sectors(_));
+        if inline {
+            let mut res = cx.pool.reserve(new_len)?;
+            let mut bytes = vec![0u8; new_len as usize];
+            let old = self.inline_bytes();
+            bytes[..old.len()].copy_from_slice(old);
+            if let Some((off, data)) = write {
+                bytes[off as usize..off as usize + data.len()].copy_from_slice(data);
+            }
+            let charge = res.charge(new_len)?;
+            self.set_inline(bytes, charge);
+            return Ok(());
+        }
+        let need = self.plan_mutation(cx, new_len, write, fill);
+        let res = cx.pool.reserve(need * cx.ss())?;
+        self.mutate_reserved(cx, new_len, write, fill, res)
+    }
+
+    /// The spans a sector mutation touches (sorted by sector, deduplicated).
+    fn spans(
+        &self,
+        ss: u64,
+        new_len: u64,
+        write: Option<(u64, &[u8])>,
+        fill: Option<(u64, u64)>,
+        t: &Table,
+    ) -> Vec<Span> {
+        let old_len = self.len;
+        let mut ks: Vec<u64> = Vec::new();
+        if let Some((off, data)) = write {
+            let end = off + data.len() as u64;
+            ks.extend(off / ss..end.div_ceil(ss));
+        }
+        if let Some((off, end)) = fill {
+            let mut k = off / ss;
+            while k < end.div_ceil(ss) {
+                if t.get(k).is_none() {
+                    ks.push(k);
+                    k += 1;
+                } else {
+                    // Skip the present run.
+                    k = t.next_absent(k);
+                }
+            }
+        }
+        if new_len > old_len {
+            if old_len % ss != 0 {
+                ks.push(old_len / ss);
+            }
+            let mut k = old_len.div_ceil(ss);
+            while let Some(p) = t.next_present(k) {
+                if p >= new_len.div_ceil(ss) {
+                    break;
+                }
+                ks.push(p);
+                k = p + 1;
+            }
+        }
+        ks.sort_unstable();
+        ks.dedup();
+        ks.into_iter()
+            .map(|k| {
+                let base = k * ss;
+                let (a, b) = match write {
+                    Some((off, data)) => {
+                        let end = off + data.len() as u64;
+                        let a = clamp(off, base, ss);
+                        let b = clamp(end, base, ss);
+                        if a < b {
+                            (a, b)
+                        } else {
+                            (0, 0)
+                        }
+                    }
+                    None => (0, 0),
+                };
+                let fill = fill.is_some_and(|(off, end)| off < base + ss && end > base);
+                Span { k, old_vis: clamp(old_len, base, ss), new_vis: clamp(new_len, base, ss), a, b, fill }
+            })
+            .collect()
+    }
+
+    /// How many fresh sectors a mutation needs (read-only).
+    fn plan_mutation(&self, cx: &Ctx<'_>, new_len: u64, write: Option<(u64, &[u8])>, fill: Option<(u64, u64)>) -> u64 {
+        let ss = cx.ss();
+        match &self.content {
+            Content::Sectors(t) => {
+                self.spans(ss, new_len, write, fill, t).iter().filter(|sp| needs_fresh(t, sp)).count() as u64
+            }
+            _ => {
+                // Converting: sector 0 takes the inline bytes, then every
+                // written or filled sector is fresh.
+                let t = Table::default();
+                let spans = self.spans(ss, new_len, write, fill, &t);
+                let mut n = spans.iter().filter(|sp| sp.b > sp.a || sp.fill).count() as u64;
+                if matches!(self.content, Content::Inline(_))
+                    && !spans.iter().any(|sp| sp.k == 0 && (sp.b > sp.a || sp.fill))
+                {
+                    n += 1;
+                }
+                n
+            }
+        }
+    }
+
+    fn mutate_reserved(
+        &mut self,
+        cx: &Ctx<'_>,
+        new_len: u64,
+        write: Option<(u64, &[u8])>,
+        fill: Option<(u64, u64)>,
+        mut res: Reservation,
+    ) -> Result<()> {
+        let ss = cx.ss();
+        // Take every sector before changing anything.
+        let mut fresh = Vec::with_capacity((res.remaining() / ss) as usize);
+        while res.remaining() >= ss {
+            fresh.push(res.sector()?);
+        }
+        let mut table = match std::mem::take(&mut self.content) {
+            Content::Sectors(t) => t,
+            Content::Empty => Table::default(),
+            Content::Inline(b) => {
+                let mut t = Table::default();
+                if let Some(s) = fresh.pop() {
+                    let n = b.bytes.len();
+                    s.write(0, &b.bytes);
+                    s.set_init(n);
+                    t.set(0, Some(s));
+                }
+                t
+            }
+        };
+        for sp in self.spans(ss, new_len, write, fill, &table) {
+            let data = match write {
+                Some((off, d)) if sp.b > sp.a => {
+                    let from = (sp.k * ss + sp.a as u64 - off) as usize;
+                    &d[from..from + (sp.b - sp.a)]
+                }
+                _ => &[][..],
+            };
+            apply_span(&mut table, &sp, data, &mut fresh);
+        }
+        self.len = new_len;
+        self.content = Content::Sectors(table);
+        Ok(())
+    }
+}
+
+fn needs_fresh(t: &Table, sp: &Span) -> bool {
+    match t.get(sp.k) {
+        None => sp.b > sp.a || sp.fill,
+        Some(s) => match sp.modified_start() {
+            None => false,
+            Some(ms) => !(ms >= s.init() || t.is_exclusive(sp.k)),
+        },
+    }
+}
+
+/// Zeros `from..to` of `s` except the written range `a..b`.
+fn zero_except(s: &Sector, from: usize, to: usize, a: usize, b: usize) {
+    if from >= to {
+        return;
+    }
+    if b <= a {
+        s.zero(from, to - from);
+        return;
+    }
+    if from < a {
+        s.zero(from, a.min(to) - from);
+    }
+    if to > b {
+        let z = from.max(b);
+        s.zero(z, to - z);
+    }
+}
+
+fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Vec<Arc<Sector>>) {
+    let Span { k, old_vis, new_vis, a, b, fill } = *sp;
+    match t.get(k).cloned() {
+        None => {
+            if b <= a && !fill {
+                return;
+            }
+            let Some(s) = fresh.pop() else { return };
+            zero_except(&s, 0, new_vis, a, b);
+            if b > a {
+                s.write(a, data);
+            }
+            s.set_init(new_vis.max(b));
+            t.set(k, Some(s));
+        }
+        Some(s) => {
+            let Some(ms) = sp.modified_start() else { return };
+            if ms >= s.init() || t.is_exclusive(k) {
+                if new_vis > old_vis {
+                    zero_except(&s, old_vis, new_vis, a, b);
+                }
+                if b > a {
+                    s.write(a, data);
+                }
+                s.set_init(s.init().max(new_vis).max(b));
+            } else {
+                let Some(n) = fresh.pop() else { return };
+                if b > a {
+                    n.copy_from(&s, 0, a.min(old_vis));
+                    if b < old_vis {
+                        n.copy_from(&s, b, old_vis - b);
+                    }
+                } else {
+                    n.copy_from(&s, 0, old_vis);
+                }
+                zero_except(&n, old_vis, new_vis, a, b);
+                if b > a {
+                    n.write(a, data);
+                }
+                n.set_init(new_vis.max(b));
+                t.set(k, Some(n));
+            }
+        }
+    }
+}

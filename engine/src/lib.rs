@@ -1,0 +1,34 @@
+//! sectorfs engine: an in-memory file system whose file data lives in
+//! fixed-size sectors.
+//!
+//! # Index
+//! * [`Engine`]: the file system; every operation by inode number and name.
+//! * Types: [`Attr`], [`SetAttr`], [`FileType`], [`Time`], [`DirEntry`],
+//!   [`StatFs`], [`Stats`], [`Config`].
+//! * Errors: [`Error`], with [`Error::errno`] and [`Error::ntstatus`].
+//! * Internals (documented for contributors, in `docs/ARCHITECTURE.md`):
+//!   `sync` (the loom facade), `sector` (pool, sectors, the persistent
+//!   table), `data` (file contents), `actor` (the combining executor),
+//!   `node` (inodes).
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[doc(hidden)]
+pub mod actor;
+#[doc(hidden)]
+pub mod data;
+mod error;
+mod fs;
+mod node;
+#[doc(hidden)]
+pub mod sector;
+#[doc(hidden)]
+pub mod sync;
+mod types;
+
+pub use error::{errno, ntstatus, Error, Result};
+pub use fs::{Config, Engine, Stats};
+pub use types::*;
+
+const fn assert_send_sync<T: Send + Sync>() {}
+const _: () = assert_send_sync::<Engine>();

@@ -1,0 +1,447 @@
+//! Sectors: fixed-size blocks of file data, the pool they come from, and the
+//! exact memory limit.
+//!
+//! # Pool
+//! A [`Pool`] hands out [`Sector`]s of one size (a power of two, 4 KiB to
+//! 1 MiB). Memory comes from private anonymous regions of at least 2 MiB
+//! (`sync::Region`), never the process heap. Freed sectors go to one of
+//! `2 × cores` *cache slots* chosen by the freeing thread (a per-thread cache:
+//! each thread sticks to one slot, so slots are almost never contended), which
+//! spill half their contents to the shared free list when they hold more than
+//! [`CACHE_MAX`] sectors, and refill from it in batches of [`CACHE_BATCH`].
+//! Regions are only unmapped when the pool is dropped (unmount frees
+//! everything at once).
+//!
+//! # Memory limit (exact)
+//! `used` counts bytes *charged*: sectors held by files, exact-size inline
+//! buffers of small files, and outstanding [`Reservation`]s. A mutation first
+//! reserves everything it may need with one compare-and-swap loop that never
+//! lets `used` pass `limit` ([`Pool::reserve`]); if that fails it returns
+//! `NoSpace` before touching anything. Sectors and inline buffers are then cut
+//! from the reservation, and what is left over is returned when the
+//! reservation drops. Dropping a sector or an inline buffer uncharges it.
+//! Shrinking operations (truncate, punch hole) may take a *forced* reservation
+//! of at most one sector beyond the limit, so that they never fail when full.
+//!
+//! # Fields and who touches them
+//! * `used`, `peak`, `sectors`, `allocs`: atomics, any thread.
+//! * cache slot `i`: under its own mutex, any thread (by convention the
+//!   threads mapped to slot `i`).
+//! * `shared` (free list and regions): under its mutex; taken only on a cache
+//!   miss or spill, never while a slot lock is held.
+//! * A sector's bytes: see [`Sector`].
+//!
+//! loom: `loom-tests/tests/pool.rs` (no sector handed out twice, none leaked,
+//! exact in-use count) and `limit_reservation.rs` (the limit is never passed
+//! and `NoSpace` only when it is truly reached).
+
+pub mod table;
+
+use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, Mutex, RawMem, Region, REGION_BYTES};
+use crate::Error;
+
+/// Most sectors a cache slot keeps before spilling to the shared list.
+pub const CACHE_MAX: usize = 64;
+/// How many sectors move between a slot and the shared list at once.
+pub const CACHE_BATCH: usize = 16;
+
+/// A pool of fixed-size sectors with an exact byte limit. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("sector_size", &self.inner.sector_size)
+            .field("limit", &self.inner.limit)
+            .field("used", &self.used())
+            .finish()
+    }
+}
+
+struct PoolInner {
+    sector_size: usize,
+    limit: u64,
+    used: AtomicU64,
+    peak: AtomicU64,
+    sectors: AtomicU64,
+    allocs: AtomicU64,
+    // Drop order matters: slots and shared free lists hold pointers into
+    // `shared.regions`; `RawMem` has no destructor, so any order is sound.
+    slots: Box<[Mutex<Vec<RawMem>>]>,
+    shared: Mutex<Shared>,
+}
+
+struct Shared {
+    free: Vec<RawMem>,
+    regions: Vec<Region>,
+    mapped: u64,
+}
+
+/// A snapshot of the pool's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Bytes of one sector.
+    pub sector_size: u64,
+    /// The byte limit.
+    pub limit: u64,
+    /// Bytes charged (sectors, inline buffers, outstanding reservations).
+    pub used: u64,
+    /// Highest `used` seen.
+    pub peak: u64,
+    /// Sectors held by files.
+    pub sectors: u64,
+    /// Sectors handed out since the pool was made.
+    pub allocs: u64,
+    /// Bytes of private memory mapped from the OS.
+    pub mapped: u64,
+}
+
+thread_local! {
+    #[allow(clippy::missing_const_for_thread_local)] // loom's thread_local! has no const form
+    static SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
+}
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn my_slot(n: usize) -> usize {
+    SLOT.with(|s| {
+        let mut v = s.load(Ordering::Relaxed);
+        if v == usize::MAX {
+            v = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            s.store(v, Ordering::Relaxed);
+        }
+        v % n
+    })
+}
+
+impl Pool {
+    /// A pool of sectors of `sector_size` bytes (a power of two) with a limit
+    /// of `limit` bytes, with `slots` per-thread cache slots.
+    pub fn new(sector_size: usize, limit: u64, slots: usize) -> Pool {
+        let slots = (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect();
+        Pool {
+            inner: Arc::new(PoolInner {
+                sector_size,
+                limit,
+                used: AtomicU64::new(0),
+                peak: AtomicU64::new(0),
+                sectors: AtomicU64::new(0),
+                allocs: AtomicU64::new(0),
+                slots,
+                shared: Mutex::new(Shared { free: Vec::new(), regions: Vec::new(), mapped: 0 }),
+            }),
+        }
+    }
+
+    /// Bytes of one sector.
+    pub fn sector_size(&self) -> usize {
+        self.inner.sector_size
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> u64 {
+        self.inner.used.load(Ordering::Acquire)
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.inner.limit
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PoolStats {
+        let i = &self.inner;
+        PoolStats {
+            sector_size: i.sector_size as u64,
+            limit: i.limit,
+            used: i.used.load(Ordering::Acquire),
+            peak: i.peak.load(Ordering::Relaxed),
+            sectors: i.sectors.load(Ordering::Acquire),
+            allocs: i.allocs.load(Ordering::Relaxed),
+            mapped: i.shared.lock().mapped,
+        }
+    }
+
+    /// Reserves `bytes` against the limit.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] if `used + bytes` would pass the limit; nothing is
+    /// charged then.
+    pub fn reserve(&self, bytes: u64) -> Result<Reservation, Error> {
+        let used = &self.inner.used;
+        let mut cur = used.load(Ordering::Relaxed);
+        loop {
+            let next = cur.checked_add(bytes).filter(|&n| n <= self.inner.limit).ok_or(Error::NoSpace)?;
+            match used.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.inner.peak.fetch_max(next, Ordering::Relaxed);
+                    return Ok(Reservation { pool: self.clone(), bytes });
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Reserves `bytes` even past the limit (for shrinking operations that
+    /// need at most one sector of scratch space and must not fail when full).
+    pub fn reserve_forced(&self, bytes: u64) -> Reservation {
+        let next = self.inner.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.inner.peak.fetch_max(next, Ordering::Relaxed);
+        Reservation { pool: self.clone(), bytes }
+    }
+
+    fn uncharge(&self, bytes: u64) {
+        self.inner.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Takes raw memory for one sector: own slot, then the shared list, then a
+    /// new region. `None` if the OS refuses memory.
+    fn take_mem(&self) -> Option<RawMem> {
+        let i = &self.inner;
+        let slot = &i.slots[my_slot(i.slots.len())];
+        if let Some(m) = slot.lock().pop() {
+            return Some(m);
+        }
+        let mut batch = {
+            let mut sh = i.shared.lock();
+            if sh.free.is_empty() {
+                let bytes = REGION_BYTES.max(i.sector_size);
+                let mut region = Region::map(bytes)?;
+                sh.free.extend(region.carve(i.sector_size));
+                sh.regions.push(region);
+                sh.mapped += bytes as u64;
+            }
+            let keep = sh.free.len().saturating_sub(CACHE_BATCH);
+            sh.free.split_off(keep)
+        };
+        let m = batch.pop();
+        if !batch.is_empty() {
+            slot.lock().append(&mut batch);
+        }
+        m
+    }
+
+    fn put_mem(&self, m: RawMem) {
+        let i = &self.inner;
+        let slot = &i.slots[my_slot(i.slots.len())];
+        let spill = {
+            let mut s = slot.lock();
+            s.push(m);
+            if s.len() > CACHE_MAX {
+                let keep = s.len() - CACHE_MAX / 2;
+                Some(s.split_off(keep))
+            } else {
+                None
+            }
+        };
+        if let Some(spill) = spill {
+            i.shared.lock().free.extend(spill);
+        }
+    }
+
+    /// Counts free sectors in slots and the shared list (for tests and checks).
+    pub fn free_sectors(&self) -> usize {
+        let i = &self.inner;
+        let in_slots: usize = i.slots.iter().map(|s| s.lock().len()).sum();
+        in_slots + i.shared.lock().free.len()
+    }
+}
+
+/// Bytes reserved against the limit; what is not used is returned on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    pool: Pool,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Bytes still reserved.
+    pub fn remaining(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Cuts one sector out of the reservation.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] if less than a sector is left in the reservation or
+    /// the OS refuses memory. Callers take all their sectors before mutating.
+    pub fn sector(&mut self) -> Result<Arc<Sector>, Error> {
+        let size = self.pool.inner.sector_size as u64;
+        if self.bytes < size {
+            return Err(Error::NoSpace);
+        }
+        let mem = self.pool.take_mem().ok_or(Error::NoSpace)?;
+        self.bytes -= size;
+        self.pool.inner.sectors.fetch_add(1, Ordering::AcqRel);
+        self.pool.inner.allocs.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(Sector { mem: Some(mem), init: AtomicU32::new(0), pool: self.pool.clone() }))
+    }
+
+    /// Cuts `bytes` out of the reservation as a [`Charge`] that uncharges on drop.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] if fewer bytes are left.
+    pub fn charge(&mut self, bytes: u64) -> Result<Charge, Error> {
+        if self.bytes < bytes {
+            return Err(Error::NoSpace);
+        }
+        self.bytes -= bytes;
+        Ok(Charge { pool: self.pool.clone(), bytes })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.pool.uncharge(self.bytes);
+        }
+    }
+}
+
+/// Bytes charged against the limit for as long as this lives.
+#[derive(Debug)]
+pub struct Charge {
+    pool: Pool,
+    bytes: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.pool.uncharge(self.bytes);
+    }
+}
+
+/// One sector of file data.
+///
+/// # Contract (who may touch which bytes)
+/// A sector is shared (`Arc`) by every table version that reaches it. `init`
+/// is the number of leading bytes that have ever been written (or zeroed);
+/// bytes at `init..` have never been exposed to any reader, because a table
+/// only lets readers see bytes below the file size it was published with, and
+/// a writer raises `init` past every byte before a table that exposes it is
+/// published. Hence:
+///
+/// 1. Readers read only `0..visible` of a sector, where `visible <= init` at
+///    the time the table they loaded was published.
+/// 2. The file's runner (the one thread applying a batch) may write bytes at
+///    `init..` in place even while readers use the sector: no reader reads
+///    there (rule 1), so there is no data race.
+/// 3. The runner may write bytes below `init` only if the sector is
+///    *exclusive* (`Arc` count 1 along the whole table path, so no published
+///    table reaches it); otherwise it copies the sector first (copy-on-write).
+/// 4. `init` itself is only read and written by the runner (relaxed atomics;
+///    the runner role is handed over with acquire/release by the actor).
+///
+/// loom: `table_publish.rs` (no torn read, no byte written while readable)
+/// and `reclaim.rs` (freed only after the last reader).
+pub struct Sector {
+    mem: Option<RawMem>,
+    init: AtomicU32,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Sector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sector").field("init", &self.init()).finish()
+    }
+}
+
+impl Sector {
+    fn mem(&self) -> &RawMem {
+        // `mem` is only `None` inside `drop`.
+        self.mem.as_ref().expect("sector memory present until drop")
+    }
+
+    /// Bytes in the sector.
+    pub fn len(&self) -> usize {
+        self.mem().len()
+    }
+
+    /// Always false (sectors are never empty).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The initialised prefix length (runner only).
+    pub fn init(&self) -> usize {
+        self.init.load(Ordering::Relaxed) as usize
+    }
+
+    pub(crate) fn set_init(&self, v: usize) {
+        self.init.store(v as u32, Ordering::Relaxed);
+    }
+
+    /// Copies `buf.len()` bytes at `off` out of the sector.
+    ///
+    /// Callers are readers holding a table that exposes `off..off + buf.len()`
+    /// (rule 1 of the contract), or the runner.
+    pub fn read(&self, off: usize, buf: &mut [u8]) {
+        let m = self.mem();
+        if off.checked_add(buf.len()).is_some_and(|e| e <= m.len()) {
+            // SAFETY:
+            //  [1] in bounds: checked just above;
+            //  [2] no concurrent writer of these bytes: they are below the `init`
+            //      of the table the caller holds (contract rule 1), and writers
+            //      only write below `init` in exclusive sectors (rule 3), which
+            //      no published table reaches.
+            //  Exercised by loom `table_publish` (bytes are loom cells there).
+            unsafe { m.read(off, buf) }
+        }
+    }
+
+    /// Writes `data` at `off`. Runner only, under contract rules 2–3.
+    pub(crate) fn write(&self, off: usize, data: &[u8]) {
+        let m = self.mem();
+        if off.checked_add(data.len()).is_some_and(|e| e <= m.len()) {
+            // SAFETY:
+            //  [1] in bounds: checked just above;
+            //  [2] exclusive access to the range: the caller is the file's only
+            //      runner, and the range is either at or past `init` (no reader
+            //      reads there, rule 2) or the sector is exclusive (rule 3).
+            //  Exercised by loom `table_publish`.
+            unsafe { m.write(off, data) }
+        }
+    }
+
+    /// Copies `len` bytes at `off` from `src` into `self` at the same offset.
+    /// Runner only: `self` is a fresh sector no table reaches yet (or the
+    /// range is past its `init`), and `src`'s bytes there are below its `init`
+    /// (only read, as readers do).
+    pub(crate) fn copy_from(&self, src: &Sector, off: usize, len: usize) {
+        let (d, s) = (self.mem(), src.mem());
+        if len > 0 && off.checked_add(len).is_some_and(|e| e <= d.len() && e <= s.len()) {
+            // SAFETY:
+            //  [1] in bounds for both: checked just above;
+            //  [2] `self`'s range is written only by this runner (contract rule
+            //      2 or 3) and `src`'s range is only read, which readers may do
+            //      at the same time (no writer: it is below `src`'s init and
+            //      `src` is shared, so rule 3 forbids writing it).
+            //  [3] `self` and `src` are distinct sectors (the caller copies
+            //      into a fresh one), so the ranges do not overlap.
+            unsafe { d.copy_from(off, s, len) }
+        }
+    }
+
+    /// Zeros `len` bytes at `off`. Runner only, under contract rules 2–3.
+    pub(crate) fn zero(&self, off: usize, len: usize) {
+        let m = self.mem();
+        if off.checked_add(len).is_some_and(|e| e <= m.len()) && len > 0 {
+            // SAFETY: as in `write`.
+            unsafe { m.zero(off, len) }
+        }
+    }
+}
+
+impl Drop for Sector {
+    fn drop(&mut self) {
+        if let Some(m) = self.mem.take() {
+            let inner = &self.pool.inner;
+            inner.sectors.fetch_sub(1, Ordering::AcqRel);
+            self.pool.put_mem(m);
+            self.pool.uncharge(inner.sector_size as u64);
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The one place the engine gets its concurrency primitives from.
+//!
+//! Every atomic, `Arc`, lock, condition variable, mailbox, published pointer
+//! (`ArcSwap`), sharded map (`ShardMap`) and every byte of sector memory
+//! (`RawMem`) used by concurrent engine code is imported from here, never from
+//! `std::sync`, `arc_swap`, `dashmap` or `crossbeam_channel` directly
+//! (`clippy.toml` enforces it).
+//!
+//! Two mirror modules have the same names:
+//!
+//! * `real` (the default): std atomics and locks (without poisoning, as in
+//!   tokio's `loom/std/mutex.rs`), `arc_swap::ArcSwap`, `dashmap::DashMap`,
+//!   `crossbeam_channel`, and sector memory carved from private anonymous
+//!   mappings.
+//! * `model` (under `--cfg loom`): loom's primitives, and small stand-ins for
+//!   the three crates loom cannot see inside (arc-swap, dashmap,
+//!   crossbeam-channel). Each stand-in has exactly the methods the engine calls
+//!   and the same contract, built from loom primitives so that loom sees its
+//!   happens-before edges. Sector memory is one `loom::cell::UnsafeCell<u8>`
+//!   per byte, so loom reports any unsynchronised access to sector bytes.
+//!
+//! What the models therefore check is *our* protocol on top of these handles
+//! (publication order, reclamation, the combining actor, reservations), not
+//! the internals of arc-swap, dashmap or crossbeam-channel, which are covered
+//! by those crates' own Miri, TSan and test suites.
+
+#[cfg(not(loom))]
+mod real;
+#[cfg(not(loom))]
+pub use real::*;
+
+#[cfg(loom)]
+mod model;
+#[cfg(loom)]
+pub use model::*;

@@ -1,0 +1,300 @@
+//! loom primitives and loom-visible stand-ins (built only under `--cfg loom`).
+//!
+//! arc-swap, dashmap and crossbeam-channel synchronise with atomics loom cannot
+//! see, so here they are replaced by stand-ins with the same contract built from
+//! loom's `Mutex`: `ArcSwap` (load = clone of the current `Arc` under a lock,
+//! store = replace under the lock; the lock gives the release/acquire edge that
+//! arc-swap's store/load give), `ShardMap` (one map under one lock: linearisable
+//! per key, as each dashmap shard is) and `Mailbox` (a `VecDeque` under a lock:
+//! FIFO, multi-producer). The models check the engine's protocols on top of
+//! these contracts; they do not check the crates' internals.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+pub use loom::sync::atomic;
+pub use loom::sync::Arc;
+pub use loom::thread_local;
+
+/// Spinning under loom must yield so the scheduler can run someone else.
+pub fn spin_loop() {
+    loom::thread::yield_now();
+}
+
+/// loom `Mutex` without poisoning.
+#[derive(Debug)]
+pub struct Mutex<T>(loom::sync::Mutex<T>);
+/// Guard of [`Mutex`].
+pub type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    /// A new mutex.
+    pub fn new(value: T) -> Self {
+        Mutex(loom::sync::Mutex::new(value))
+    }
+    /// Locks, ignoring poison.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Mutex::new(T::default())
+    }
+}
+
+/// loom `Condvar`.
+#[derive(Debug)]
+pub struct Condvar(loom::sync::Condvar);
+
+impl Condvar {
+    /// A new condition variable.
+    pub fn new() -> Self {
+        Condvar(loom::sync::Condvar::new())
+    }
+    /// Blocks until notified.
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0.wait(guard).unwrap_or_else(|p| p.into_inner())
+    }
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
+impl Default for Condvar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// loom `RwLock` without poisoning.
+#[derive(Debug)]
+pub struct RwLock<T>(loom::sync::RwLock<T>);
+/// Shared guard.
+pub type RwLockReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
+/// Exclusive guard.
+pub type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
+
+impl<T> RwLock<T> {
+    /// A new lock.
+    pub fn new(value: T) -> Self {
+        RwLock(loom::sync::RwLock::new(value))
+    }
+    /// Shared access.
+    pub fn read(&self) -> RwLockReadGuard<'_, T> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Exclusive access.
+    pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Stand-in for `arc_swap::ArcSwap` (see the module docs).
+pub struct ArcSwap<T>(loom::sync::Mutex<Arc<T>>);
+
+/// Stand-in for arc-swap's guard: an owned clone.
+pub struct Guard<T>(Arc<T>);
+
+impl<T> std::ops::Deref for Guard<T> {
+    type Target = Arc<T>;
+    fn deref(&self) -> &Arc<T> {
+        &self.0
+    }
+}
+
+impl<T> ArcSwap<T> {
+    /// Publishes the first version.
+    pub fn new(value: Arc<T>) -> Self {
+        ArcSwap(loom::sync::Mutex::new(value))
+    }
+    /// The current version.
+    pub fn load(&self) -> Guard<T> {
+        Guard(self.load_full())
+    }
+    /// The current version, owned.
+    pub fn load_full(&self) -> Arc<T> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&g)
+    }
+    /// Publishes a new version; the old one is dropped outside the lock.
+    pub fn store(&self, value: Arc<T>) {
+        let old = {
+            let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *g, value)
+        };
+        drop(old);
+    }
+}
+
+impl<T> std::fmt::Debug for ArcSwap<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArcSwap(model)")
+    }
+}
+
+/// Stand-in for the dashmap wrapper: one map under one loom lock.
+pub struct ShardMap<K, V>(loom::sync::Mutex<HashMap<K, V>>);
+
+impl<K: Eq + Hash, V: Clone> ShardMap<K, V> {
+    fn map(&self) -> loom::sync::MutexGuard<'_, HashMap<K, V>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// An empty map.
+    pub fn new() -> Self {
+        ShardMap(loom::sync::Mutex::new(HashMap::new()))
+    }
+    /// A clone of the value for `key`.
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.map().get(key).cloned()
+    }
+    /// Inserts, returning the previous value.
+    pub fn insert(&self, key: K, value: V) -> Option<V> {
+        self.map().insert(key, value)
+    }
+    /// Removes and returns.
+    pub fn remove(&self, key: &K) -> Option<V> {
+        self.map().remove(key)
+    }
+    /// Removes if `pred` holds, atomically.
+    pub fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+        let mut m = self.map();
+        if m.get(key).is_some_and(pred) {
+            m.remove(key)
+        } else {
+            None
+        }
+    }
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+    /// Clones out every value.
+    pub fn values(&self) -> Vec<V> {
+        self.map().values().cloned().collect()
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> Default for ShardMap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Stand-in for the crossbeam-channel mailbox: a FIFO under a loom lock.
+pub struct Mailbox<T>(loom::sync::Mutex<VecDeque<T>>);
+
+impl<T> Mailbox<T> {
+    /// An empty mailbox.
+    pub fn new() -> Self {
+        Mailbox(loom::sync::Mutex::new(VecDeque::new()))
+    }
+    /// Enqueues.
+    pub fn send(&self, msg: T) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push_back(msg);
+    }
+    /// Dequeues one if present.
+    pub fn try_recv(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+}
+
+impl<T> Default for Mailbox<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Regions are tiny under loom.
+pub const REGION_BYTES: usize = 64;
+
+/// Stand-in region: sectors are allocated one by one as loom cells.
+pub struct Region {
+    bytes: usize,
+}
+
+impl Region {
+    /// A region of `bytes`.
+    pub fn map(bytes: usize) -> Option<Region> {
+        Some(Region { bytes })
+    }
+    /// Splits into sectors of `sector` bytes, each one loom cell per byte.
+    pub fn carve(&mut self, sector: usize) -> Vec<RawMem> {
+        (0..self.bytes / sector)
+            .map(|_| RawMem { cells: (0..sector).map(|_| loom::cell::UnsafeCell::new(0u8)).collect() })
+            .collect()
+    }
+}
+
+/// Sector bytes as loom cells, so loom checks every access for races.
+#[derive(Debug)]
+pub struct RawMem {
+    cells: Box<[loom::cell::UnsafeCell<u8>]>,
+}
+
+// SAFETY: every access to the cells goes through loom's `with`/`with_mut`,
+// which track it; the engine's protocol (the contract being modelled) is what
+// keeps accesses ordered, and loom reports any access that is not.
+unsafe impl Sync for RawMem {}
+// SAFETY: as for `Sync`: the cells own plain bytes.
+unsafe impl Send for RawMem {}
+
+impl RawMem {
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+    /// Copies bytes out. Same contract as the real one; loom checks it.
+    ///
+    /// # Safety
+    /// As for the real `RawMem::read`.
+    pub unsafe fn read(&self, off: usize, buf: &mut [u8]) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: loom tracks this access and reports a concurrent write.
+            *b = self.cells[off + i].with(|p| unsafe { *p });
+        }
+    }
+    /// Copies bytes in.
+    ///
+    /// # Safety
+    /// As for the real `RawMem::write`.
+    pub unsafe fn write(&self, off: usize, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: loom tracks this access and reports a concurrent access.
+            self.cells[off + i].with_mut(|p| unsafe { *p = *b });
+        }
+    }
+    /// Copies `len` bytes at `off` from `src`.
+    ///
+    /// # Safety
+    /// As for the real `RawMem::copy_from`.
+    pub unsafe fn copy_from(&self, off: usize, src: &RawMem, len: usize) {
+        for i in off..off + len {
+            // SAFETY: loom tracks both accesses and reports races.
+            let b = src.cells[i].with(|p| unsafe { *p });
+            // SAFETY: as above.
+            self.cells[i].with_mut(|p| unsafe { *p = b });
+        }
+    }
+    /// Writes zeros.
+    ///
+    /// # Safety
+    /// As for the real `RawMem::zero`.
+    pub unsafe fn zero(&self, off: usize, len: usize) {
+        for c in &self.cells[off..off + len] {
+            // SAFETY: loom tracks this access and reports a concurrent access.
+            c.with_mut(|p| unsafe { *p = 0 });
+        }
+    }
+}

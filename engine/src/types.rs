@@ -1,0 +1,243 @@
+//! Plain value types of the engine's API.
+
+/// An inode number. The root is [`ROOT`]; numbers are never reused.
+pub type Ino = u64;
+
+/// The root directory's inode number.
+pub const ROOT: Ino = 1;
+
+/// Longest name component, in bytes.
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target, in bytes.
+pub const PATH_MAX: usize = 4096;
+/// Longest extended attribute value, in bytes.
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// Most hard links to one file.
+pub const LINK_MAX: u32 = 65000;
+
+/// What kind of node an inode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// A regular file.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character device node.
+    CharDevice,
+    /// A block device node.
+    BlockDevice,
+    /// A unix socket node.
+    Socket,
+}
+
+impl FileType {
+    /// The `S_IFMT` bits of this type.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            FileType::Regular => 0o100000,
+            FileType::Directory => 0o040000,
+            FileType::Symlink => 0o120000,
+            FileType::Fifo => 0o010000,
+            FileType::CharDevice => 0o020000,
+            FileType::BlockDevice => 0o060000,
+            FileType::Socket => 0o140000,
+        }
+    }
+
+    /// The type named by the `S_IFMT` bits of `mode`, if any.
+    pub fn from_mode(mode: u32) -> Option<FileType> {
+        Some(match mode & 0o170000 {
+            0o100000 | 0 => FileType::Regular,
+            0o040000 => FileType::Directory,
+            0o120000 => FileType::Symlink,
+            0o010000 => FileType::Fifo,
+            0o020000 => FileType::CharDevice,
+            0o060000 => FileType::BlockDevice,
+            0o140000 => FileType::Socket,
+            _ => return None,
+        })
+    }
+}
+
+/// A point in time: seconds and nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Time {
+    /// Seconds since the epoch (negative before it).
+    pub secs: i64,
+    /// Nanoseconds, `0..1_000_000_000`.
+    pub nanos: u32,
+}
+
+impl Time {
+    /// The current wall-clock time.
+    pub fn now() -> Time {
+        Time::from(std::time::SystemTime::now())
+    }
+}
+
+impl From<std::time::SystemTime> for Time {
+    fn from(t: std::time::SystemTime) -> Time {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Time { secs: d.as_secs() as i64, nanos: d.subsec_nanos() },
+            Err(e) => {
+                let d = e.duration();
+                if d.subsec_nanos() == 0 {
+                    Time { secs: -(d.as_secs() as i64), nanos: 0 }
+                } else {
+                    Time { secs: -(d.as_secs() as i64) - 1, nanos: 1_000_000_000 - d.subsec_nanos() }
+                }
+            }
+        }
+    }
+}
+
+impl From<Time> for std::time::SystemTime {
+    fn from(t: Time) -> std::time::SystemTime {
+        let nanos = std::time::Duration::from_nanos(u64::from(t.nanos));
+        if t.secs >= 0 {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.secs as u64) + nanos
+        } else {
+            std::time::UNIX_EPOCH - std::time::Duration::from_secs(t.secs.unsigned_abs()) + nanos
+        }
+    }
+}
+
+/// The attributes of an inode, as `stat(2)` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: Ino,
+    /// Node type.
+    pub kind: FileType,
+    /// Permission bits, including set-user-ID, set-group-ID and sticky (`0o7777`).
+    pub perm: u32,
+    /// Hard link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number for device nodes.
+    pub rdev: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// 512-byte blocks of memory held.
+    pub blocks: u64,
+    /// Preferred I/O size (the sector size).
+    pub blksize: u32,
+    /// Last access.
+    pub atime: Time,
+    /// Last data change.
+    pub mtime: Time,
+    /// Last status change.
+    pub ctime: Time,
+    /// Creation (birth) time.
+    pub crtime: Time,
+    /// Windows file attributes (opaque to the engine).
+    pub flags: u32,
+}
+
+/// A time to set: now, or a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    /// The current time.
+    Now,
+    /// This time.
+    At(Time),
+}
+
+/// Which attributes to change (`None`: leave as is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetAttr {
+    /// New permission bits (only `0o7777` is kept).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (regular files only).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SetTime>,
+    /// New modification time.
+    pub mtime: Option<SetTime>,
+    /// New status change time (otherwise it is set to now on any change).
+    pub ctime: Option<Time>,
+    /// New creation time.
+    pub crtime: Option<Time>,
+    /// New Windows file attributes.
+    pub flags: Option<u32>,
+}
+
+/// `renameat2(2)` flags.
+pub mod rename_flags {
+    /// Fail with `Exists` if the target exists.
+    pub const NOREPLACE: u32 = 1;
+    /// Atomically swap source and target (both must exist).
+    pub const EXCHANGE: u32 = 2;
+}
+
+/// `setxattr(2)` flags.
+pub mod xattr_flags {
+    /// Fail with `Exists` if the attribute exists.
+    pub const CREATE: u32 = 1;
+    /// Fail with `NoData` if the attribute does not exist.
+    pub const REPLACE: u32 = 2;
+}
+
+/// One directory entry as `readdir` reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct DirEntry<'a> {
+    /// Inode number.
+    pub ino: Ino,
+    /// Node type.
+    pub kind: FileType,
+    /// Name as created.
+    pub name: &'a [u8],
+    /// The offset to pass to resume after this entry.
+    pub next: u64,
+}
+
+/// File system totals, as `statfs(2)` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    /// Block size the counts are in.
+    pub bsize: u32,
+    /// Total blocks (the memory limit).
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Free blocks for unprivileged users.
+    pub bavail: u64,
+    /// Inode limit.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Longest name.
+    pub namelen: u32,
+}
+
+/// Caller identity for permission checks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cred {
+    /// Effective user.
+    pub uid: u32,
+    /// Effective group.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// `access(2)` mask bits.
+pub mod access_mask {
+    /// Read.
+    pub const R: u32 = 4;
+    /// Write.
+    pub const W: u32 = 2;
+    /// Execute or search.
+    pub const X: u32 = 1;
+}

@@ -1,0 +1,1 @@
+//! loom models of the engine's concurrent structures; see `tests/`.
