@@ -131,10 +131,6 @@ struct New {
     target: Option<Box<[u8]>>,
 }
 
-fn dir_size(d: &Dir) -> u64 {
-    (d.by_key.len() as u64 + 2) * 20
-}
-
 impl Engine {
     /// A new, empty file system with a root directory.
     ///
@@ -231,7 +227,7 @@ impl Engine {
         let size = match n.kind {
             FileType::Regular => s.data.len(),
             FileType::Symlink => n.target.as_ref().map_or(0, |t| t.len() as u64),
-            FileType::Directory => n.dir.as_ref().map_or(0, |d| dir_size(&d.read())),
+            FileType::Directory => (n.entries.load(Ordering::Acquire) + 2) * 20,
             _ => 0,
         };
         Attr {
@@ -390,6 +386,7 @@ impl Engine {
         node.life.lock().lookups = 1;
         self.nodes.insert(ino, Arc::clone(&node));
         d.insert(key.into_owned().into_boxed_slice(), name.into(), ino, kind);
+        p.sync_entries(&d);
         if kind == FileType::Directory {
             let mut pl = p.life.lock();
             let nl = pl.nlink + 1;
@@ -530,6 +527,7 @@ impl Engine {
             l.lookups += 1;
         }
         d.insert(key.into_owned().into_boxed_slice(), newname.into(), ino, n.kind);
+        p.sync_entries(&d);
         self.touch(&p, true);
         drop(d);
         self.touch(&n, false);
@@ -554,6 +552,7 @@ impl Engine {
         }
         let child = self.node(e.ino)?;
         d.remove(&key);
+        p.sync_entries(&d);
         self.touch(&p, true);
         self.touch(&child, false);
         self.adjust_life(&child, |n, l| {
@@ -589,6 +588,7 @@ impl Engine {
             cd.dead = true;
         }
         d.remove(&key);
+        p.sync_entries(&d);
         self.unlink_dir_locked(&p, &child);
         drop(d);
         Ok(())
@@ -690,18 +690,30 @@ impl Engine {
             return Err(Error::WouldLoop);
         }
         if let Some(t) = &dst {
+            if flags & NOREPLACE != 0 {
+                return Err(Error::Exists);
+            }
             if t.ino == src.ino {
-                // Same inode (the same entry or two hard links): nothing to do.
+                // Same inode (the same entry or two hard links): nothing to
+                // do, except a case-only rename on a case-insensitive mount.
+                if !cross && k1 == k2 && name != newname {
+                    if let Some(e) = g1.by_key.get_mut(&*k1) {
+                        e.name = newname.into();
+                    }
+                }
                 return Ok(());
+            }
+            if cross && t.kind == FileType::Directory && self.is_ancestor(t.ino, parent) {
+                // The target contains the source (it is, or is above, the
+                // source's parent): it is not empty. Checked before locking it,
+                // since the caller may already hold its lock as a parent.
+                return Err(if flags & EXCHANGE != 0 { Error::WouldLoop } else { Error::NotEmpty });
             }
         }
         let src_node = self.node(src.ino)?;
         if flags & EXCHANGE != 0 {
             let dst = dst.ok_or(Error::NotFound)?;
             let dst_dir = dst.kind == FileType::Directory;
-            if dst_dir && cross && self.is_ancestor(dst.ino, parent) {
-                return Err(Error::WouldLoop);
-            }
             let dst_node = self.node(dst.ino)?;
             // Swap which inode each name points to, keeping names and cookies.
             let set = |g: &mut Dir, key: &[u8], e: &crate::node::Ent| {
@@ -746,9 +758,6 @@ impl Engine {
         }
         let mut victim = None;
         if let Some(t) = &dst {
-            if flags & NOREPLACE != 0 {
-                return Err(Error::Exists);
-            }
             let t_dir = t.kind == FileType::Directory;
             match (src_dir, t_dir) {
                 (true, false) => return Err(Error::NotDir),
@@ -777,6 +786,10 @@ impl Engine {
         }
         if let Some(e) = moved {
             target_dir.insert(k2.into_owned().into_boxed_slice(), newname.into(), e.ino, e.kind);
+        }
+        p1.sync_entries(&g1);
+        if let Some(b) = &g2 {
+            p2.sync_entries(b);
         }
         if let Some(tn) = &victim {
             if tn.kind == FileType::Directory {
@@ -846,7 +859,8 @@ impl Engine {
     /// `NotFound`, `NotDir`.
     pub fn readdir_plus(&self, ino: Ino, from: u64, mut f: impl FnMut(DirEntry<'_>, &Attr) -> bool) -> Result<()> {
         let n = self.dir_node(ino)?;
-        let mut stop = false;
+        // `attr_of` takes no directory lock, so calling it for `.`, `..` and
+        // children under this directory's read lock keeps the lock order.
         self.readdir(ino, from, |e| {
             let node = if e.name == b"." { Some(Arc::clone(&n)) } else { self.nodes.get(&e.ino) };
             let Some(node) = node else { return true };
@@ -858,12 +872,9 @@ impl Engine {
                 if !dots {
                     self.adjust_life(&node, |_, l| l.lookups = l.lookups.saturating_sub(1));
                 }
-                stop = true;
                 false
             }
-        })?;
-        let _ = stop;
-        Ok(())
+        })
     }
 
     // ---------------------------------------------------------------- files

@@ -175,6 +175,8 @@ pub(crate) struct Node {
     pub(crate) life: Mutex<Life>,
     pub(crate) nlink: AtomicU32,
     pub(crate) parent: AtomicU64,
+    /// Entries in `dir`, mirrored so `getattr` takes no directory lock.
+    pub(crate) entries: AtomicU64,
     pub(crate) dir: Option<RwLock<Dir>>,
     pub(crate) target: Option<Box<[u8]>>,
 }
@@ -196,6 +198,7 @@ impl Node {
             life: Mutex::new(Life { nlink, lookups: 0, opens: 0, gone: false }),
             nlink: AtomicU32::new(nlink),
             parent: AtomicU64::new(parent),
+            entries: AtomicU64::new(0),
             dir: (kind == FileType::Directory).then(|| RwLock::new(Dir::new())),
             target,
         }
@@ -205,6 +208,11 @@ impl Node {
     pub(crate) fn set_nlink(&self, life: &mut Life, n: u32) {
         life.nlink = n;
         self.nlink.store(n, Ordering::Release);
+    }
+
+    /// Mirrors the entry count of `d` (this node's directory, write-locked by the caller).
+    pub(crate) fn sync_entries(&self, d: &Dir) {
+        self.entries.store(d.by_key.len() as u64, Ordering::Release);
     }
 
     /// Submits one mutation through the node's actor.
