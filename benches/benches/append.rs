@@ -50,7 +50,7 @@ fn append(c: &mut Criterion) {
                 while (v.len() as u64) < size {
                     v.extend_from_slice(&chunk);
                 }
-                criterion::black_box(&v);
+                std::hint::black_box(&v);
             })
         });
         if size <= 64 * MIB {
