@@ -256,7 +256,8 @@ impl Engine {
     }
 
     /// Applies `f` to `n`'s life counts and frees `n` if nothing names it now.
-    fn adjust_life(&self, n: &Node, f: impl FnOnce(&Node, &mut crate::node::Life)) {
+    /// Returns whether `n` was freed.
+    fn adjust_life(&self, n: &Node, f: impl FnOnce(&Node, &mut crate::node::Life)) -> bool {
         let gone = {
             let mut life = n.life.lock();
             f(n, &mut life);
@@ -265,6 +266,7 @@ impl Engine {
         if gone {
             self.free(n);
         }
+        gone
     }
 
     fn free(&self, n: &Node) {
@@ -554,11 +556,14 @@ impl Engine {
         d.remove(&key);
         p.sync_entries(&d);
         self.touch(&p, true);
-        self.touch(&child, false);
-        self.adjust_life(&child, |n, l| {
+        let freed = self.adjust_life(&child, |n, l| {
             let nl = l.nlink.saturating_sub(1);
             n.set_nlink(l, nl);
         });
+        if !freed {
+            // Another link or an open handle still shows the status change.
+            self.touch(&child, false);
+        }
         drop(d);
         Ok(())
     }
