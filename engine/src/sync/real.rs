@@ -158,25 +158,28 @@ impl<K: Eq + Hash, V: Clone> Default for ShardMap<K, V> {
 }
 
 /// A multi-producer FIFO mailbox (one consumer at a time, by protocol).
+///
+/// The channel is created on the first `send`: most files are never written
+/// by two threads at once, and an idle crossbeam channel costs a few hundred
+/// bytes per inode.
 pub struct Mailbox<T> {
-    tx: crossbeam_channel::Sender<T>,
-    rx: crossbeam_channel::Receiver<T>,
+    chan: std::sync::OnceLock<(crossbeam_channel::Sender<T>, crossbeam_channel::Receiver<T>)>,
 }
 
 impl<T> Mailbox<T> {
-    /// An empty, unbounded mailbox.
+    /// An empty, unbounded mailbox (allocates nothing yet).
     pub fn new() -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        Mailbox { tx, rx }
+        Mailbox { chan: std::sync::OnceLock::new() }
     }
     /// Enqueues `msg`. Never blocks.
     pub fn send(&self, msg: T) {
+        let (tx, _) = self.chan.get_or_init(crossbeam_channel::unbounded);
         // Both ends live in `self`, so the channel is never disconnected.
-        let _ = self.tx.send(msg);
+        let _ = tx.send(msg);
     }
     /// Dequeues one message if one is there.
     pub fn try_recv(&self) -> Option<T> {
-        self.rx.try_recv().ok()
+        self.chan.get()?.1.try_recv().ok()
     }
 }
 
