@@ -344,10 +344,12 @@ impl FileData {
                     if a >= b {
                         continue;
                     }
+                    // Exclusivity first: the clone below is one more `Arc`.
+                    let exclusive = t.is_exclusive(k);
                     let Some(s) = t.get(k).cloned() else { continue };
                     if a == 0 && b >= vis {
                         t.set(k, None);
-                    } else if t.is_exclusive(k) {
+                    } else if exclusive {
                         s.zero(a, b - a);
                     } else {
                         let mut res = cx.pool.reserve_forced(ss);
@@ -491,21 +493,21 @@ impl FileData {
     ) -> Result<()> {
         let ss = cx.ss();
         // Take every sector before changing anything.
-        let mut fresh = Vec::with_capacity((res.remaining() / ss) as usize);
+        let mut v = Vec::with_capacity((res.remaining() / ss) as usize);
         while res.remaining() >= ss {
-            fresh.push(res.sector()?);
+            v.push(res.sector()?);
         }
+        let mut fresh = Fresh { v, pool: cx.pool };
         let mut table = match std::mem::take(&mut self.content) {
             Content::Sectors(t) => t,
             Content::Empty => Table::default(),
             Content::Inline(b) => {
                 let mut t = Table::default();
-                if let Some(s) = fresh.pop() {
-                    let n = b.bytes.len();
-                    s.write(0, &b.bytes);
-                    s.set_init(n);
-                    t.set(0, Some(s));
-                }
+                let s = fresh.take()?;
+                let n = b.bytes.len();
+                s.write(0, &b.bytes);
+                s.set_init(n);
+                t.set(0, Some(s));
                 t
             }
         };
@@ -517,7 +519,12 @@ impl FileData {
                 }
                 _ => &[][..],
             };
-            apply_span(&mut table, &sp, data, &mut fresh);
+            if let Err(e) = apply_span(&mut table, &sp, data, &mut fresh) {
+                // Only a failed mapping of new memory gets here; the spans
+                // applied so far are whole, so keep the table they built.
+                self.content = Content::Sectors(table);
+                return Err(e);
+            }
         }
         self.len = new_len;
         self.content = Content::Sectors(table);
@@ -553,14 +560,37 @@ fn zero_except(s: &Sector, from: usize, to: usize, a: usize, b: usize) {
     }
 }
 
-fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Vec<Arc<Sector>>) {
+/// The sectors a plan reserved, handed out by `apply_span`.
+struct Fresh<'a> {
+    v: Vec<Arc<Sector>>,
+    pool: &'a Pool,
+}
+
+impl Fresh<'_> {
+    /// A reserved sector. Should the plan have reserved too few (a bug), a
+    /// forced reservation keeps the write whole rather than dropping bytes
+    /// that are about to be acknowledged.
+    fn take(&mut self) -> Result<Arc<Sector>> {
+        if let Some(s) = self.v.pop() {
+            return Ok(s);
+        }
+        debug_assert!(false, "plan_mutation reserved too few sectors");
+        self.pool.reserve_forced(self.pool.sector_size() as u64).sector()
+    }
+}
+
+fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Fresh<'_>) -> Result<()> {
     let Span { k, old_vis, new_vis, a, b, fill } = *sp;
+    // Decided before the sector is cloned out below: that clone is one more
+    // `Arc` and would make every sector look shared (then the copy-on-write
+    // branch wants a fresh sector the plan did not reserve).
+    let exclusive = t.is_exclusive(k);
     match t.get(k).cloned() {
         None => {
             if b <= a && !fill {
-                return;
+                return Ok(());
             }
-            let Some(s) = fresh.pop() else { return };
+            let s = fresh.take()?;
             zero_except(&s, 0, new_vis, a, b);
             if b > a {
                 s.write(a, data);
@@ -569,8 +599,16 @@ fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Vec<Arc<Sector>
             t.set(k, Some(s));
         }
         Some(s) => {
-            let Some(ms) = sp.modified_start() else { return };
-            if ms >= s.init() || t.is_exclusive(k) {
+            let Some(ms) = sp.modified_start() else { return Ok(()) };
+            #[cfg(not(loom_bug = "sector_write_shared"))]
+            let in_place = ms >= s.init() || exclusive;
+            // Injected bug (loom-tests/tests/table_publish.rs): write in place below `init` when shared.
+            #[cfg(loom_bug = "sector_write_shared")]
+            let in_place = {
+                let _ = (ms, exclusive);
+                true
+            };
+            if in_place {
                 if new_vis > old_vis {
                     zero_except(&s, old_vis, new_vis, a, b);
                 }
@@ -579,7 +617,7 @@ fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Vec<Arc<Sector>
                 }
                 s.set_init(s.init().max(new_vis).max(b));
             } else {
-                let Some(n) = fresh.pop() else { return };
+                let n = fresh.take()?;
                 if b > a {
                     n.copy_from(&s, 0, a.min(old_vis));
                     if b < old_vis {
@@ -597,4 +635,5 @@ fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Vec<Arc<Sector>
             }
         }
     }
+    Ok(())
 }

@@ -193,3 +193,127 @@ impl Error {
 
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::errno::*;
+    use super::ntstatus::*;
+    use super::Error::{self, *};
+
+    /// Every variant with its errno and NTSTATUS, written out independently
+    /// of the two tables above.
+    const TABLE: [(Error, i32, i32); 23] = [
+        (NotFound, ENOENT, STATUS_OBJECT_NAME_NOT_FOUND),
+        (Exists, EEXIST, STATUS_OBJECT_NAME_COLLISION),
+        (NotEmpty, ENOTEMPTY, STATUS_DIRECTORY_NOT_EMPTY),
+        (NotDir, ENOTDIR, STATUS_NOT_A_DIRECTORY),
+        (IsDir, EISDIR, STATUS_FILE_IS_A_DIRECTORY),
+        (NameTooLong, ENAMETOOLONG, STATUS_NAME_TOO_LONG),
+        (InvalidName, EINVAL, STATUS_OBJECT_NAME_INVALID),
+        (InvalidArgument, EINVAL, STATUS_INVALID_PARAMETER),
+        (NoSpace, ENOSPC, STATUS_DISK_FULL),
+        (NoInodes, ENOSPC, STATUS_DISK_FULL),
+        (WouldLoop, EINVAL, STATUS_INVALID_PARAMETER),
+        (Overflow, EOVERFLOW, STATUS_INTEGER_OVERFLOW),
+        (FileTooBig, EFBIG, STATUS_FILE_TOO_LARGE),
+        (TooManyLinks, EMLINK, STATUS_TOO_MANY_LINKS),
+        (NoData, ENODATA, STATUS_NONEXISTENT_EA_ENTRY),
+        (Range, ERANGE, STATUS_BUFFER_TOO_SMALL),
+        (TooBig, E2BIG, STATUS_EA_TOO_LARGE),
+        (Access, EACCES, STATUS_ACCESS_DENIED),
+        (Permission, EPERM, STATUS_ACCESS_DENIED),
+        (NotSupported, EOPNOTSUPP, STATUS_NOT_SUPPORTED),
+        (Busy, EBUSY, STATUS_DEVICE_BUSY),
+        (BadTarget, EINVAL, STATUS_INVALID_PARAMETER),
+        (NoSuchOffset, ENXIO, STATUS_END_OF_FILE),
+    ];
+
+    /// The row of each variant: adding a variant breaks this match until the
+    /// table has a row for it.
+    fn row(e: Error) -> usize {
+        match e {
+            NotFound => 0,
+            Exists => 1,
+            NotEmpty => 2,
+            NotDir => 3,
+            IsDir => 4,
+            NameTooLong => 5,
+            InvalidName => 6,
+            InvalidArgument => 7,
+            NoSpace => 8,
+            NoInodes => 9,
+            WouldLoop => 10,
+            Overflow => 11,
+            FileTooBig => 12,
+            TooManyLinks => 13,
+            NoData => 14,
+            Range => 15,
+            TooBig => 16,
+            Access => 17,
+            Permission => 18,
+            NotSupported => 19,
+            Busy => 20,
+            BadTarget => 21,
+            NoSuchOffset => 22,
+        }
+    }
+
+    #[test]
+    fn every_variant_maps_to_its_errno_and_ntstatus() {
+        for (i, (e, errno, status)) in TABLE.iter().enumerate() {
+            assert_eq!(row(*e), i, "{e:?} listed once, in order");
+            assert_eq!(e.errno(), *errno, "{e:?} errno");
+            assert_eq!(e.ntstatus(), *status, "{e:?} NTSTATUS");
+        }
+    }
+
+    #[test]
+    fn constants_have_the_platform_values() {
+        // Linux asm-generic/errno-base.h and errno.h.
+        let linux = [
+            (EPERM, 1),
+            (ENOENT, 2),
+            (EIO, 5),
+            (ENXIO, 6),
+            (E2BIG, 7),
+            (EACCES, 13),
+            (EBUSY, 16),
+            (EEXIST, 17),
+            (EXDEV, 18),
+            (ENOTDIR, 20),
+            (EISDIR, 21),
+            (EINVAL, 22),
+            (EFBIG, 27),
+            (ENOSPC, 28),
+            (EMLINK, 31),
+            (ERANGE, 34),
+            (ENAMETOOLONG, 36),
+            (ENOSYS, 38),
+            (ENOTEMPTY, 39),
+            (ENODATA, 61),
+            (EOVERFLOW, 75),
+            (EOPNOTSUPP, 95),
+        ];
+        for (c, v) in linux {
+            assert_eq!(c, v);
+        }
+        // ntstatus.h: every error above is an error (severity 3) except
+        // STATUS_DEVICE_BUSY, a warning (severity 2).
+        for (_, _, s) in TABLE {
+            let sev = (s as u32) >> 30;
+            assert!(sev == 3 || s == STATUS_DEVICE_BUSY, "{s:#x}");
+        }
+        assert_eq!(STATUS_OBJECT_NAME_NOT_FOUND as u32, 0xC000_0034);
+        assert_eq!(STATUS_DISK_FULL as u32, 0xC000_007F);
+        assert_eq!(STATUS_END_OF_FILE as u32, 0xC000_0011);
+    }
+
+    #[test]
+    fn display_is_human_readable() {
+        for (e, _, _) in TABLE {
+            let s = e.to_string();
+            assert!(!s.is_empty() && s.is_ascii(), "{e:?}");
+        }
+        assert_eq!(NameTooLong.to_string(), "name longer than 255 bytes");
+    }
+}

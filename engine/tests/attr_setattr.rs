@@ -1,0 +1,260 @@
+//! getattr/setattr (mode, owner, size, times, flags), access, statfs, and
+//! extended attributes.
+
+mod support;
+
+use engine::xattr_flags::{CREATE, REPLACE};
+use engine::{access_mask, Cred, Error, SetAttr, SetTime, Time, ROOT, XATTR_SIZE_MAX};
+use support::*;
+
+fn t(secs: i64, nanos: u32) -> Time {
+    Time { secs, nanos }
+}
+
+#[test]
+fn mode_owner_and_flags() {
+    let e = small();
+    let f = mkfile(&e, ROOT, b"f");
+    let before = e.getattr(f).unwrap();
+    let a = e.setattr(f, &SetAttr { mode: Some(0o104755), ..SetAttr::default() }).unwrap();
+    assert_eq!(a.perm, 0o4755, "only 0o7777 is kept; the type never changes");
+    assert_eq!(a.kind, before.kind);
+    let a = e.setattr(f, &SetAttr { uid: Some(1000), ..SetAttr::default() }).unwrap();
+    assert_eq!((a.uid, a.gid), (1000, 0));
+    let a = e.setattr(f, &SetAttr { gid: Some(2000), flags: Some(0x20), ..SetAttr::default() }).unwrap();
+    assert_eq!((a.uid, a.gid, a.flags), (1000, 2000, 0x20));
+    assert!(a.ctime >= before.ctime, "ctime set to now on change");
+    assert_eq!(a.mtime, before.mtime, "metadata changes keep mtime");
+    assert_eq!(e.getattr(f).unwrap(), a);
+    // An empty change is fine and only touches ctime.
+    let b = e.setattr(f, &SetAttr::default()).unwrap();
+    assert_eq!((b.perm, b.uid, b.gid, b.size, b.mtime), (a.perm, a.uid, a.gid, a.size, a.mtime));
+    // Directories and special files take metadata changes too.
+    let d = e.setattr(ROOT, &SetAttr { mode: Some(0o700), uid: Some(5), ..SetAttr::default() }).unwrap();
+    assert_eq!((d.perm, d.uid), (0o700, 5));
+    let fifo = e.mknod(ROOT, b"p", 0o010600, 0, 0, 0).unwrap();
+    assert_eq!(e.setattr(fifo.ino, &SetAttr { mode: Some(0o666), ..SetAttr::default() }).unwrap().perm, 0o666);
+    e.forget(fifo.ino, 1);
+    assert_eq!(e.setattr(9999, &SetAttr::default()).err(), Some(Error::NotFound));
+    teardown(&e);
+}
+
+#[test]
+fn explicit_times() {
+    let e = small();
+    let f = mkfile(&e, ROOT, b"f");
+    let set = SetAttr {
+        atime: Some(SetTime::At(t(100, 1))),
+        mtime: Some(SetTime::At(t(-5, 999_999_999))),
+        ctime: Some(t(300, 3)),
+        crtime: Some(t(50, 4)),
+        ..SetAttr::default()
+    };
+    let a = e.setattr(f, &set).unwrap();
+    assert_eq!((a.atime, a.mtime, a.ctime, a.crtime), (t(100, 1), t(-5, 999_999_999), t(300, 3), t(50, 4)));
+    assert_eq!(e.getattr(f).unwrap(), a);
+    // "Now" for atime/mtime; ctime then defaults to now as well.
+    let now = Time::now();
+    let b = e.setattr(f, &SetAttr { atime: Some(SetTime::Now), ..SetAttr::default() }).unwrap();
+    assert!(b.atime >= now && b.ctime >= now);
+    assert_eq!((b.mtime, b.crtime), (a.mtime, a.crtime));
+    let c = e.setattr(f, &SetAttr { mtime: Some(SetTime::Now), ..SetAttr::default() }).unwrap();
+    assert!(c.mtime >= now);
+    // Time converts to and from SystemTime, before the epoch included.
+    for x in [t(0, 0), t(1_700_000_000, 123), t(-1, 1), t(-2, 0)] {
+        assert_eq!(Time::from(std::time::SystemTime::from(x)), x);
+    }
+    teardown(&e);
+}
+
+#[test]
+fn size_up_and_down() {
+    let e = small();
+    let f = put(&e, ROOT, b"f", b"hello world");
+    let m0 = e.getattr(f).unwrap().mtime;
+    let a = truncate(&e, f, 5).unwrap();
+    assert_eq!(a.size, 5);
+    assert!(a.mtime >= m0);
+    assert_eq!(read_all(&e, f), b"hello");
+    let a = truncate(&e, f, 10_000).unwrap();
+    assert_eq!(a.size, 10_000);
+    let mut want = b"hello".to_vec();
+    want.resize(10_000, 0);
+    assert_eq!(read_all(&e, f), want, "growth reads as zeros");
+    assert_eq!(truncate(&e, f, 0).unwrap().size, 0);
+    assert_eq!(read_all(&e, f), b"");
+    assert_eq!(e.getattr(f).unwrap().blocks, 0);
+    assert_eq!(e.stats().pool.used, 0);
+    // Size together with other changes, applied together.
+    let a = e.setattr(f, &SetAttr { size: Some(3), mode: Some(0o600), ..SetAttr::default() }).unwrap();
+    assert_eq!((a.size, a.perm), (3, 0o600));
+    assert_eq!(read_all(&e, f), [0, 0, 0]);
+    teardown(&e);
+}
+
+#[test]
+fn size_errors_change_nothing() {
+    let e = small();
+    let d = mkdir(&e, ROOT, b"d");
+    let l = e.symlink(ROOT, b"l", b"target", 0, 0).unwrap();
+    let p = e.mknod(ROOT, b"p", 0o010644, 0, 0, 0).unwrap();
+    let sz = |s| SetAttr { size: Some(s), mode: Some(0o700), ..SetAttr::default() };
+    assert_eq!(e.setattr(d, &sz(0)).err(), Some(Error::IsDir));
+    assert_eq!(e.setattr(ROOT, &sz(10)).err(), Some(Error::IsDir));
+    assert_eq!(e.setattr(l.ino, &sz(0)).err(), Some(Error::InvalidArgument));
+    assert_eq!(e.setattr(p.ino, &sz(0)).err(), Some(Error::InvalidArgument));
+    assert_ne!(e.getattr(d).unwrap().perm, 0o700, "nothing changed on error");
+    assert_eq!(e.getattr(l.ino).unwrap().perm, 0o777);
+    assert_eq!(e.readlink(l.ino).unwrap(), b"target");
+    e.forget(l.ino, 1);
+    e.forget(p.ino, 1);
+    teardown(&e);
+}
+
+#[test]
+fn access_checks_mode_bits() {
+    let e = small();
+    let a = e.create(ROOT, b"f", 0o640, 10, 20).unwrap();
+    let user = Cred { uid: 10, gid: 99, groups: vec![] };
+    let group = Cred { uid: 11, gid: 20, groups: vec![] };
+    let suppl = Cred { uid: 11, gid: 1, groups: vec![5, 20] };
+    let other = Cred { uid: 12, gid: 1, groups: vec![] };
+    let root = Cred::default();
+    use access_mask::{R, W, X};
+    assert_eq!(e.access(a.ino, R | W, &user), Ok(()));
+    assert_eq!(e.access(a.ino, X, &user), Err(Error::Access));
+    assert_eq!(e.access(a.ino, R, &group), Ok(()));
+    assert_eq!(e.access(a.ino, W, &group), Err(Error::Access));
+    assert_eq!(e.access(a.ino, R, &suppl), Ok(()));
+    assert_eq!(e.access(a.ino, R, &other), Err(Error::Access));
+    assert_eq!(e.access(a.ino, 0, &other), Ok(()), "existence check");
+    assert_eq!(e.access(a.ino, R | W, &root), Ok(()));
+    assert_eq!(e.access(a.ino, X, &root), Err(Error::Access), "root needs one x bit to execute");
+    assert_eq!(e.access(ROOT, X, &root), Ok(()), "root may search any directory");
+    assert_eq!(e.access(9999, 0, &root), Err(Error::NotFound));
+    e.forget(a.ino, 1);
+    teardown(&e);
+}
+
+#[test]
+fn xattr_set_get_list_remove() {
+    let e = small();
+    let f = mkfile(&e, ROOT, b"f");
+    assert_eq!(e.listxattr(f).unwrap(), b"");
+    assert_eq!(e.getxattr(f, b"user.a").err(), Some(Error::NoData));
+    e.setxattr(f, b"user.b", b"2", 0).unwrap();
+    e.setxattr(f, b"user.a", b"1", 0).unwrap();
+    e.setxattr(f, b"trusted.t", b"", 0).unwrap();
+    e.setxattr(f, b"security.selinux", b"ctx", 0).unwrap();
+    assert_eq!(e.getxattr(f, b"user.a").unwrap(), b"1");
+    assert_eq!(e.getxattr(f, b"trusted.t").unwrap(), b"");
+    assert_eq!(e.listxattr(f).unwrap(), b"security.selinux\0trusted.t\0user.a\0user.b\0");
+    // Overwrite.
+    e.setxattr(f, b"user.a", b"one", 0).unwrap();
+    assert_eq!(e.getxattr(f, b"user.a").unwrap(), b"one");
+    // CREATE and REPLACE.
+    assert_eq!(e.setxattr(f, b"user.a", b"x", CREATE), Err(Error::Exists));
+    assert_eq!(e.setxattr(f, b"user.new", b"x", REPLACE), Err(Error::NoData));
+    assert_eq!(e.getxattr(f, b"user.new").err(), Some(Error::NoData));
+    e.setxattr(f, b"user.new", b"x", CREATE).unwrap();
+    e.setxattr(f, b"user.new", b"y", REPLACE).unwrap();
+    assert_eq!(e.getxattr(f, b"user.new").unwrap(), b"y");
+    assert_eq!(e.setxattr(f, b"user.a", b"x", CREATE | REPLACE), Err(Error::InvalidArgument));
+    assert_eq!(e.setxattr(f, b"user.a", b"x", 4), Err(Error::InvalidArgument));
+    assert_eq!(e.getxattr(f, b"user.a").unwrap(), b"one", "refused sets change nothing");
+    // Remove.
+    e.removexattr(f, b"user.a").unwrap();
+    assert_eq!(e.removexattr(f, b"user.a"), Err(Error::NoData));
+    assert_eq!(e.getxattr(f, b"user.a").err(), Some(Error::NoData));
+    for n in [&b"user.b"[..], b"trusted.t", b"security.selinux", b"user.new"] {
+        e.removexattr(f, n).unwrap();
+    }
+    assert_eq!(e.listxattr(f).unwrap(), b"");
+    // Directories, symlinks and special files have xattrs too.
+    e.setxattr(ROOT, b"user.d", b"dir", 0).unwrap();
+    assert_eq!(e.getxattr(ROOT, b"user.d").unwrap(), b"dir");
+    let l = e.symlink(ROOT, b"l", b"x", 0, 0).unwrap();
+    e.setxattr(l.ino, b"trusted.l", b"lnk", 0).unwrap();
+    assert_eq!(e.listxattr(l.ino).unwrap(), b"trusted.l\0");
+    e.forget(l.ino, 1);
+    // Unknown inode.
+    assert_eq!(e.setxattr(9999, b"user.a", b"", 0), Err(Error::NotFound));
+    assert_eq!(e.getxattr(9999, b"user.a").err(), Some(Error::NotFound));
+    assert_eq!(e.listxattr(9999).err(), Some(Error::NotFound));
+    assert_eq!(e.removexattr(9999, b"user.a"), Err(Error::NotFound));
+    teardown(&e);
+}
+
+#[test]
+fn xattr_name_and_value_limits() {
+    let e = small();
+    let f = mkfile(&e, ROOT, b"f");
+    let long = [b"user.".to_vec(), vec![b'n'; 251]].concat();
+    assert_eq!(long.len(), 256);
+    let max = &long[..255];
+    assert_eq!(e.setxattr(f, b"", b"v", 0), Err(Error::Range));
+    assert_eq!(e.setxattr(f, &long, b"v", 0), Err(Error::Range));
+    assert_eq!(e.getxattr(f, b"").err(), Some(Error::Range));
+    assert_eq!(e.getxattr(f, &long).err(), Some(Error::Range));
+    assert_eq!(e.removexattr(f, b""), Err(Error::Range));
+    e.setxattr(f, max, b"v", 0).unwrap();
+    assert_eq!(e.getxattr(f, max).unwrap(), b"v");
+    for bad in [&b"other.x"[..], b"system.posix_acl_access", b"user.", b"user", b"USER.x", b"x"] {
+        assert_eq!(e.setxattr(f, bad, b"v", 0), Err(Error::NotSupported), "{bad:?}");
+        assert_eq!(e.getxattr(f, bad).err(), Some(Error::NotSupported), "{bad:?}");
+        assert_eq!(e.removexattr(f, bad), Err(Error::NotSupported), "{bad:?}");
+    }
+    assert_eq!(e.setxattr(f, b"user.a\0b", b"v", 0), Err(Error::InvalidArgument));
+    let big = vec![7u8; XATTR_SIZE_MAX];
+    e.setxattr(f, b"user.big", &big, 0).unwrap();
+    assert_eq!(e.getxattr(f, b"user.big").unwrap(), big);
+    let too_big = vec![7u8; XATTR_SIZE_MAX + 1];
+    assert_eq!(e.setxattr(f, b"user.big", &too_big, 0), Err(Error::TooBig));
+    assert_eq!(e.setxattr(f, b"user.other", &too_big, 0), Err(Error::TooBig));
+    assert_eq!(e.getxattr(f, b"user.big").unwrap().len(), XATTR_SIZE_MAX);
+    assert_eq!(e.listxattr(f).unwrap(), [&b"user.big\0"[..], max, b"\0"].concat(), "sorted by name");
+    teardown(&e);
+}
+
+#[test]
+fn xattrs_survive_data_changes_and_go_with_the_inode() {
+    let e = small();
+    let f = put(&e, ROOT, b"f", b"data");
+    e.setxattr(f, b"user.k", b"v", 0).unwrap();
+    e.write(f, 100_000, b"x").unwrap();
+    truncate(&e, f, 2).unwrap();
+    e.rename(ROOT, b"f", ROOT, b"g", 0).unwrap();
+    e.forget(e.link(f, ROOT, b"h").unwrap().ino, 1);
+    assert_eq!(e.getxattr(f, b"user.k").unwrap(), b"v");
+    assert_eq!(read_all(&e, f), b"da");
+    teardown(&e);
+}
+
+#[test]
+fn statfs_reflects_limits_and_use() {
+    let e = engine::Engine::new(engine::Config {
+        sector_size: 4096,
+        max_bytes: 1 << 20,
+        max_inodes: 100,
+        inline_max: 0,
+        ..engine::Config::default()
+    })
+    .unwrap();
+    let s = e.statfs();
+    assert_eq!((s.bsize, s.blocks, s.bfree, s.bavail), (4096, 256, 256, 256));
+    assert_eq!((s.files, s.ffree, s.namelen), (100, 99, 255));
+    let f = put(&e, ROOT, b"f", &[1u8; 10_000]);
+    let s = e.statfs();
+    assert_eq!((s.bfree, s.bavail, s.ffree), (253, 253, 98));
+    assert_eq!(e.getattr(f).unwrap().blocks, 3 * 8);
+    let st = e.stats();
+    assert_eq!(
+        (st.pool.used, st.pool.limit, st.pool.sectors, st.inodes, st.max_inodes),
+        (3 * 4096, 1 << 20, 3, 2, 100)
+    );
+    assert_eq!(st.logical_bytes, 10_000);
+    assert!(st.pool.peak >= 3 * 4096);
+    teardown(&e);
+    let s = e.statfs();
+    assert_eq!((s.bfree, s.ffree), (256, 99));
+}

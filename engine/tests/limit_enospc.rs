@@ -1,0 +1,201 @@
+//! The exact memory limit and the inode limit: a refused mutation leaves the
+//! file exactly as it was, reads and deletes work when full, and deleting
+//! returns every byte.
+
+mod support;
+
+use engine::data::{FALLOC_KEEP_SIZE as KEEP, FALLOC_PUNCH_HOLE as PUNCH, FALLOC_ZERO_RANGE as ZERO};
+use engine::{Config, Engine, Error, Ino, ROOT};
+use support::*;
+
+/// An engine whose limit is `sectors` sectors of `ss` bytes.
+fn limited(ss: usize, sectors: u64, inline: usize) -> Engine {
+    tiny(ss, ss as u64 * sectors, inline)
+}
+
+fn snapshot(e: &Engine, ino: Ino) -> (u64, Vec<u8>) {
+    (e.getattr(ino).unwrap().size, read_all(e, ino))
+}
+
+#[test]
+fn write_over_the_limit_changes_nothing() {
+    for (ss, inline) in [(4096usize, 0usize), (4096, 4096), (65536, 1024), (16, 0), (16, 8), (64, 32)] {
+        let e = limited(ss, 8, inline);
+        let a = put(&e, ROOT, b"a", &vec![1; 5 * ss + ss / 2]);
+        let b = put(&e, ROOT, b"b", &vec![2; inline.max(1)]);
+        let used = e.stats().pool.used;
+        assert!(used <= e.stats().pool.limit);
+        let sa = snapshot(&e, a);
+        let sb = snapshot(&e, b);
+        // Growth past the limit, in one write.
+        assert_eq!(e.write(a, 0, &vec![3; 9 * ss]), Err(Error::NoSpace), "ss {ss}");
+        assert_eq!(e.write(a, sa.0, &vec![3; 3 * ss]), Err(Error::NoSpace), "ss {ss}");
+        assert_eq!(e.write(b, 100 * ss as u64, &vec![3; 3 * ss]), Err(Error::NoSpace), "ss {ss}");
+        assert_eq!(e.append(a, &vec![3; 3 * ss]), Err(Error::NoSpace), "ss {ss}");
+        assert_eq!(e.fallocate(a, 0, 0, 20 * ss as u64), Err(Error::NoSpace), "ss {ss}");
+        assert_eq!(e.fallocate(a, KEEP, 0, 20 * ss as u64), Err(Error::NoSpace), "ss {ss}");
+        assert_eq!(e.fallocate(a, ZERO, 0, 20 * ss as u64), Err(Error::NoSpace), "ss {ss}");
+        let c = mkfile(&e, ROOT, b"c");
+        assert_eq!(e.copy_file_range(a, 0, c, 0, sa.0), Err(Error::NoSpace), "ss {ss}");
+        assert_eq!(snapshot(&e, a), sa, "ss {ss}: a unchanged");
+        assert_eq!(snapshot(&e, b), sb, "ss {ss}: b unchanged");
+        assert_eq!(snapshot(&e, c), (0, vec![]), "ss {ss}: c unchanged");
+        assert_eq!(e.stats().pool.used, used, "ss {ss}: nothing charged by refused writes");
+        teardown(&e);
+    }
+}
+
+#[test]
+fn fill_exactly_to_the_limit() {
+    let e = limited(4096, 16, 0);
+    let limit = e.stats().pool.limit;
+    let f = mkfile(&e, ROOT, b"f");
+    for k in 0..16u64 {
+        e.write(f, k * 4096, &[k as u8 + 1; 4096]).unwrap();
+    }
+    assert_eq!(e.stats().pool.used, limit, "every byte usable");
+    assert_eq!((e.statfs().bfree, e.statfs().bavail), (0, 0));
+    assert_eq!(e.write(f, 16 * 4096, b"x"), Err(Error::NoSpace));
+    let g = mkfile(&e, ROOT, b"g");
+    assert_eq!(e.write(g, 0, b"x"), Err(Error::NoSpace));
+    // Reads work when full.
+    let got = read_all(&e, f);
+    assert!((0..16).all(|k| got[k * 4096..(k + 1) * 4096].iter().all(|&b| b == k as u8 + 1)));
+    // Growing without data (a hole) needs no memory.
+    truncate(&e, f, 100 * 4096).unwrap();
+    truncate(&e, f, 16 * 4096).unwrap();
+    // Shrinking and punching work when full, even where they must copy.
+    let h = e.link(f, ROOT, b"h").unwrap();
+    e.fallocate(f, PUNCH | KEEP, 4096 + 10, 4096).unwrap();
+    truncate(&e, f, 15 * 4096 + 7).unwrap();
+    assert!(e.stats().pool.used <= limit);
+    let got = read_all(&e, f);
+    assert_eq!(got.len(), 15 * 4096 + 7);
+    assert!(got[4096 + 10..2 * 4096 + 10].iter().all(|&b| b == 0));
+    assert_eq!(got[4096 + 9], 2);
+    assert_eq!(got[2 * 4096 + 10], 3);
+    // Deleting works when full and gives the memory back.
+    e.forget(h.ino, 1);
+    e.unlink(ROOT, b"h").unwrap();
+    e.unlink(ROOT, b"f").unwrap();
+    assert_eq!(e.stats().pool.used, 0);
+    e.write(g, 0, &vec![9; 16 * 4096]).unwrap();
+    teardown(&e);
+}
+
+#[test]
+fn inline_files_count_exact_bytes() {
+    let e = tiny(4096, 1000, 4096);
+    let a = put(&e, ROOT, b"a", &[1; 600]);
+    assert_eq!(e.stats().pool.used, 600);
+    let b = put(&e, ROOT, b"b", &[2; 400]);
+    assert_eq!(e.stats().pool.used, 1000);
+    assert_eq!(e.write(b, 400, b"x"), Err(Error::NoSpace));
+    assert_eq!(read_all(&e, b), vec![2; 400]);
+    // Shrinking an inline file when full.
+    truncate(&e, a, 100).unwrap();
+    assert_eq!(e.stats().pool.used, 500);
+    assert_eq!(read_all(&e, a), vec![1; 100]);
+    e.fallocate(b, PUNCH | KEEP, 0, 10).unwrap();
+    assert_eq!(e.stats().pool.used, 500);
+    teardown(&e);
+}
+
+#[test]
+fn overwrite_when_full_is_all_or_nothing() {
+    // Overwriting published data needs a copy (readers may hold the old
+    // version), so at the limit it may be refused; if so, nothing changed.
+    for ss in [16usize, 4096] {
+        let e = limited(ss, 4, 0);
+        let f = put(&e, ROOT, b"f", &vec![5; 4 * ss]);
+        let before = snapshot(&e, f);
+        match e.write(f, 1, &vec![6; 2 * ss]) {
+            Ok(n) => {
+                assert_eq!(n, 2 * ss);
+                let got = read_all(&e, f);
+                assert!(got[1..1 + 2 * ss].iter().all(|&b| b == 6));
+            }
+            Err(err) => {
+                assert_eq!(err, Error::NoSpace);
+                assert_eq!(snapshot(&e, f), before);
+            }
+        }
+        assert_eq!(e.stats().pool.used, 4 * ss as u64);
+        teardown(&e);
+    }
+}
+
+#[test]
+fn inode_limit() {
+    let e = Engine::new(Config { max_inodes: 4, sector_size: 4096, ..Config::default() }).unwrap();
+    let a = mkfile(&e, ROOT, b"a");
+    let d = mkdir(&e, ROOT, b"d");
+    let l = e.symlink(d, b"l", b"t", 0, 0).unwrap();
+    e.forget(l.ino, 1);
+    assert_eq!(e.stats().inodes, 4);
+    assert_eq!(e.statfs().ffree, 0);
+    assert_eq!(e.create(ROOT, b"x", 0o644, 0, 0).err(), Some(Error::NoInodes));
+    assert_eq!(e.mkdir(ROOT, b"x", 0o755, 0, 0).err(), Some(Error::NoInodes));
+    assert_eq!(e.mknod(ROOT, b"x", 0o010644, 0, 0, 0).err(), Some(Error::NoInodes));
+    assert_eq!(e.symlink(ROOT, b"x", b"t", 0, 0).err(), Some(Error::NoInodes));
+    assert_eq!(e.tmpfile(ROOT, 0o600, 0, 0).err(), Some(Error::NoInodes));
+    assert_eq!(names(&e, ROOT), vec![b"a".to_vec(), b"d".to_vec()], "nothing created");
+    // Existing-name errors come first; links need no new inode.
+    assert_eq!(e.create(ROOT, b"a", 0o644, 0, 0).err(), Some(Error::Exists));
+    e.forget(e.link(a, d, b"a2").unwrap().ino, 1);
+    // Reads and deletes work at the limit; deleting frees an inode.
+    e.write(a, 0, b"data").unwrap();
+    assert_eq!(read_all(&e, a), b"data");
+    e.unlink(d, b"l").unwrap();
+    assert_eq!(e.stats().inodes, 3);
+    let t = e.tmpfile(ROOT, 0o600, 0, 0).unwrap();
+    assert_eq!(e.create(ROOT, b"x", 0o644, 0, 0).err(), Some(Error::NoInodes));
+    e.release(t.ino);
+    e.forget(t.ino, 1);
+    e.forget(e.create(ROOT, b"x", 0o644, 0, 0).unwrap().ino, 1);
+    teardown(&e);
+}
+
+#[test]
+fn deleting_everything_returns_all_memory() {
+    let e = tiny(4096, 256 << 20, 1024);
+    let mut rng = 0x1234_5678_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let dirs = [ROOT, mkdir(&e, ROOT, b"d1"), mkdir(&e, ROOT, b"d2")];
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let dir = dirs[i % 3];
+        let a = e.create(dir, format!("f{i}").as_bytes(), 0o644, 0, 0).unwrap();
+        let len = (next() % 50_000) as usize;
+        e.write(a.ino, next() % 20_000, &vec![i as u8; len]).unwrap();
+        match i % 5 {
+            0 => e.fallocate(a.ino, PUNCH | KEEP, next() % 30_000, 10_000).unwrap(),
+            1 => {
+                truncate(&e, a.ino, next() % 80_000).unwrap();
+            }
+            2 => e.setxattr(a.ino, b"user.x", &[1; 100], 0).unwrap(),
+            3 => {
+                e.open(a.ino).unwrap();
+                held.push(a.ino);
+            }
+            _ => {
+                e.link(a.ino, dirs[(i + 1) % 3], format!("l{i}").as_bytes()).unwrap();
+            }
+        }
+        e.forget(a.ino, if i % 5 == 4 { 2 } else { 1 });
+    }
+    assert!(e.stats().pool.used > 0);
+    assert!(e.stats().logical_bytes > 0);
+    remove_tree(&e, ROOT);
+    assert!(e.stats().pool.used > 0, "open orphans still hold data");
+    for ino in held {
+        e.release(ino);
+    }
+    assert_empty(&e);
+    assert!(e.stats().pool.peak > 0);
+}
