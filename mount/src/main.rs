@@ -1,14 +1,221 @@
-//! `sectorfs`: mount a sectorfs RAM disk. (Until the FUSE frontend lands, an engine demo.)
-use engine::{Config, Engine, ROOT};
+//! `sectorfs`: mount a sectorfs RAM disk (Linux: FUSE through `fuser`).
+//!
+//! # Modules
+//! * `cli`: sizes, modes and defaults (platform-neutral, unit-tested).
+//! * `stats`: the counters a mount reports through the virtual
+//!   `user.sectorfs.stats` attribute of its root (platform-neutral).
+//! * `fuse_fs` (Linux): the FUSE frontend, a thin adapter onto the engine.
+//! * `daemon` (Linux): mount (backgrounding, signals), unmount, stats.
 
-fn main() -> anyhow::Result<()> {
-    let e = Engine::new(Config::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let f = e.create(ROOT, b"demo", 0o644, 0, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let chunk = vec![7u8; 1 << 20];
-    let t = std::time::Instant::now();
-    for i in 0..256u64 {
-        e.write(f.ino, i << 20, &chunk).map_err(|e| anyhow::anyhow!("{e}"))?;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod cli;
+mod stats;
+
+#[cfg(target_os = "linux")]
+mod daemon;
+#[cfg(target_os = "linux")]
+mod fuse_fs;
+
+const EXAMPLES: &str = "\
+Examples:
+  mkdir -p /tmp/ramdisk && sectorfs mount /tmp/ramdisk     # half of RAM, in the background
+  sectorfs mount /mnt/build --size 8G --max-files 2000000  # 8 GiB limit, 2M inodes
+  sectorfs mount /mnt/r --size 25% --allow-other -f        # a quarter of RAM, foreground, all users
+  sectorfs stats /tmp/ramdisk                              # used / free bytes, files, sectors
+  sectorfs stats /tmp/ramdisk --json
+  sectorfs unmount /tmp/ramdisk                            # as root or as the user who mounted";
+
+/// A RAM disk whose file data lives in fixed-size sectors.
+#[derive(Debug, Parser)]
+#[command(name = "sectorfs", version, about, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Mount a new, empty RAM disk on MOUNTPOINT (an empty directory).
+    #[command(after_help = EXAMPLES)]
+    Mount(MountArgs),
+    /// Unmount a sectorfs RAM disk (its contents are gone).
+    #[command(visible_alias = "umount")]
+    Unmount {
+        /// Where the RAM disk is mounted.
+        mountpoint: PathBuf,
+        /// Detach now even if busy; the kernel finishes when it is no longer used.
+        #[arg(short = 'z', long)]
+        lazy: bool,
+    },
+    /// Show a mounted RAM disk's memory and file counters.
+    Stats {
+        /// Where the RAM disk is mounted.
+        mountpoint: PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of `sectorfs mount`.
+#[derive(Debug, Args)]
+pub(crate) struct MountArgs {
+    /// An existing, empty directory.
+    pub(crate) mountpoint: PathBuf,
+    /// Memory limit for file data: bytes with a unit (512M, 8G) or a share of RAM (50%).
+    /// [default: 50%]
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) size: Option<cli::SizeArg>,
+    /// Most files, directories and links (inodes). [default: one per 4 KiB of --size]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_files: Option<u64>,
+    /// Bytes per sector: a power of two from 4K to 1M.
+    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = cli::parse_bytes)]
+    pub(crate) sector_size: u64,
+    /// FUSE worker threads. [default: the number of cores, at least 2]
+    #[arg(long, value_name = "N")]
+    pub(crate) threads: Option<usize>,
+    /// Permission bits of the root directory, in octal.
+    #[arg(long, value_name = "MODE", default_value = "1777", value_parser = cli::parse_mode)]
+    pub(crate) mode: u32,
+    /// Owner of the root directory. [default: the user who mounts]
+    #[arg(long, value_name = "UID")]
+    pub(crate) uid: Option<u32>,
+    /// Group of the root directory. [default: the group of the user who mounts]
+    #[arg(long, value_name = "GID")]
+    pub(crate) gid: Option<u32>,
+    /// Let other users (and root) use the mount; permissions are still checked.
+    /// For non-root mounts this needs `user_allow_other` in /etc/fuse.conf.
+    #[arg(long)]
+    pub(crate) allow_other: bool,
+    /// Stay in the foreground (otherwise: return once the mount is ready, like sshfs).
+    #[arg(short, long)]
+    pub(crate) foreground: bool,
+    /// Case-insensitive, case-preserving names (like Windows).
+    #[arg(long)]
+    pub(crate) case_insensitive: bool,
+    /// Volume label (shown as the source in mount and df).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) label: Option<String>,
+}
+
+fn main() -> ExitCode {
+    init_log();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("sectorfs: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    println!("sectorfs engine demo: appended 256 MiB in {:?}; {:?}", t.elapsed(), e.stats());
-    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Mount(args) => daemon::mount(&args),
+        Cmd::Unmount { mountpoint, lazy } => daemon::unmount(&mountpoint, lazy),
+        Cmd::Stats { mountpoint, json } => daemon::stats(&mountpoint, json),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let _ = (cli.cmd, stats::STATS_XATTR);
+    anyhow::bail!("mounting is only implemented on Linux (FUSE) so far")
+}
+
+/// A minimal `log` backend: messages at or above `SECTORFS_LOG`
+/// (`error`, `warn`, `info`, `debug`, `trace`; default `warn`) go to stderr.
+fn init_log() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::max_level()
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                eprintln!("sectorfs[{}] {}: {}", std::process::id(), r.level(), r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    let level = std::env::var("SECTORFS_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(log::LevelFilter::Warn);
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_mount_options() {
+        let c = Cli::try_parse_from([
+            "sectorfs",
+            "mount",
+            "/mnt/x",
+            "--size",
+            "512M",
+            "--max-files",
+            "10",
+            "--sector-size",
+            "4K",
+            "--threads",
+            "3",
+            "--mode",
+            "0755",
+            "--uid",
+            "5",
+            "--gid",
+            "6",
+            "--allow-other",
+            "-f",
+            "--case-insensitive",
+            "--label",
+            "L",
+        ])
+        .unwrap();
+        let Cmd::Mount(m) = c.cmd else { panic!("not mount") };
+        assert_eq!(m.size, Some(cli::SizeArg::Bytes(512 << 20)));
+        assert_eq!((m.max_files, m.sector_size, m.threads, m.mode), (Some(10), 4096, Some(3), 0o755));
+        assert_eq!((m.uid, m.gid), (Some(5), Some(6)));
+        assert!(m.allow_other && m.foreground && m.case_insensitive);
+        assert_eq!(m.label.as_deref(), Some("L"));
+    }
+
+    #[test]
+    fn mount_defaults_and_errors() {
+        let c = Cli::try_parse_from(["sectorfs", "mount", "/mnt/x"]).unwrap();
+        let Cmd::Mount(m) = c.cmd else { panic!("not mount") };
+        assert_eq!((m.size, m.sector_size, m.mode, m.foreground), (None, 64 << 10, 0o1777, false));
+        assert!(Cli::try_parse_from(["sectorfs", "mount", "/m", "--size", "lots"]).is_err());
+        assert!(Cli::try_parse_from(["sectorfs", "mount", "/m", "--mode", "999"]).is_err());
+        assert!(Cli::try_parse_from(["sectorfs", "mount", "/m", "--sector-size", "10%"]).is_err());
+        let c = Cli::try_parse_from(["sectorfs", "mount", "/m", "--size", "50%"]).unwrap();
+        let Cmd::Mount(m) = c.cmd else { panic!("not mount") };
+        assert_eq!(m.size, Some(cli::SizeArg::PercentOfRam(50)));
+    }
+
+    #[test]
+    fn other_commands() {
+        let c = Cli::try_parse_from(["sectorfs", "umount", "-z", "/m"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Unmount { lazy: true, .. }));
+        let c = Cli::try_parse_from(["sectorfs", "stats", "/m", "--json"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Stats { json: true, .. }));
+    }
 }

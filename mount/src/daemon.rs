@@ -1,0 +1,395 @@
+//! Linux: `sectorfs mount`, `unmount` and `stats`.
+//!
+//! # Mount life cycle
+//! 1. Without `-f`, the command re-executes itself with `-f` and the
+//!    environment variable [`DAEMON_ENV`] set, its stdout on a pipe, and
+//!    waits: the daemon writes one line to stdout once the mount is ready
+//!    and serving, then detaches (new session, cwd `/`, stdio on
+//!    `/dev/null`), and the command exits 0. If the daemon exits instead,
+//!    its one-line error has already gone to the shared stderr and the
+//!    command exits with its status. (fuser sessions and threads do not
+//!    survive `fork`, hence the re-exec.)
+//! 2. The daemon checks the mountpoint (exists, is a directory, is empty, is
+//!    not mounted), blocks SIGINT/SIGTERM/SIGHUP in every thread, mounts
+//!    (fuser's direct `mount(2)` as root; otherwise the setuid
+//!    `fusermount3`), and starts the worker threads.
+//! 3. A signal thread waits for SIGINT/SIGTERM/SIGHUP and unmounts (lazily if
+//!    the mount is busy); `sectorfs unmount` or `umount` do the same from
+//!    outside. Either way the workers see the mount go away and the daemon
+//!    exits 0, freeing all memory at once.
+
+use std::ffi::{CString, OsStr};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use fuser::{MountOption, Session, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cli::{self, format_bytes};
+use crate::fuse_fs::SectorFs;
+use crate::stats::{Snapshot, STATS_XATTR};
+use crate::MountArgs;
+
+/// Set (to `1`) in the environment of the background daemon.
+pub(crate) const DAEMON_ENV: &str = "SECTORFS_DAEMON";
+
+/// The first word of the daemon's readiness line.
+const READY: &str = "sectorfs: mounted";
+
+/// `sectorfs mount`.
+pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
+    if !args.foreground {
+        return spawn_background(args);
+    }
+    let daemon = std::env::var_os(DAEMON_ENV).is_some();
+    if daemon {
+        // Leave the caller's session and terminal: a ^C there must not reach us.
+        let _ = nix::unistd::setsid();
+    }
+    let mp = check_mountpoint(&args.mountpoint)?;
+    let ram = cli::total_ram();
+    let size = args.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram).map_err(|e| anyhow!(e))?;
+    let sector_size = args.sector_size;
+    let max_files = args.max_files.unwrap_or_else(|| cli::default_max_files(size));
+    let threads = args.threads.unwrap_or_else(|| {
+        cli::default_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+    });
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let cfg = engine::Config {
+        sector_size: usize::try_from(sector_size).unwrap_or(usize::MAX),
+        max_bytes: size,
+        max_inodes: max_files,
+        case_insensitive: args.case_insensitive,
+        root_mode: args.mode,
+        root_uid: args.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+        root_gid: args.gid.unwrap_or_else(|| nix::unistd::getegid().as_raw()),
+        ..engine::Config::default()
+    };
+    let engine = engine::Engine::new(cfg).map_err(|e| {
+        anyhow!("bad settings ({e}): --sector-size must be a power of two from 4K to 1M, --max-files at least 1")
+    })?;
+    let fs = SectorFs::new(Arc::new(engine));
+
+    let name = args.label.clone().unwrap_or_else(|| "sectorfs".to_string());
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = vec![
+        MountOption::FSName(name),
+        MountOption::Subtype("sectorfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::RW,
+    ];
+    fcfg.acl = if args.allow_other { SessionACL::All } else { SessionACL::Owner };
+    fcfg.n_threads = Some(threads);
+    // Cloned fds re-open /dev/fuse in this process, which an unprivileged
+    // user may not be allowed to do (fusermount3 opens it for them).
+    fcfg.clone_fd = threads > 1 && std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+
+    // Block the stop signals before any thread starts, so that every thread
+    // inherits the mask and only the signal thread receives them.
+    let mut stop = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        stop.add(s);
+    }
+    stop.thread_block().context("cannot block signals")?;
+
+    let mut session = Session::new(fs, &mp, &fcfg).with_context(|| format!("cannot mount {}", mp.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let sig_mp = mp.clone();
+    std::thread::Builder::new()
+        .name("sectorfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = stop.wait() {
+                log::info!("{sig:?}: unmounting {}", sig_mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::warn!("unmount failed ({e}); detaching lazily");
+                    lazy_unmount(&sig_mp);
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+
+    // The mount is live (INIT is done): report readiness. Requests that come
+    // before the workers start wait in the kernel's queue.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{READY} {} (limit {}, {} files, {} sectors, {threads} threads, pid {})",
+        mp.display(),
+        format_bytes(size),
+        max_files,
+        format_bytes(sector_size),
+        std::process::id()
+    );
+    let _ = out.flush();
+    drop(out);
+    if daemon {
+        detach_stdio();
+    }
+    session.run().context("FUSE session failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the daemon (this binary with `-f`) and waits until it reports the
+/// mount ready, or exits.
+fn spawn_background(args: &MountArgs) -> Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find the sectorfs executable")?;
+    let mut child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .env(DAEMON_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the sectorfs daemon")?;
+    let stdout = child.stdout.take().context("no pipe to the daemon")?;
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    if line.starts_with(READY) {
+        // Ready and serving; the daemon runs on in its own session.
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = child.wait().context("cannot wait for the sectorfs daemon")?;
+    let _ = &args.mountpoint; // the daemon already printed the reason
+    Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(1)))
+}
+
+/// Points stdin, stdout and stderr at `/dev/null` (they must stay open: fd
+/// numbers 0..2 must not be reused by the FUSE device).
+fn detach_stdio() {
+    let _ = std::env::set_current_dir("/");
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: `dup2` onto fds 0..2 only replaces what those numbers
+            // refer to; `null` stays open until after the calls, and no Rust
+            // object owns fds 0..2 exclusively (std's handles re-borrow them).
+            unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
+}
+
+/// Refuses a mountpoint that is missing, not a directory, already mounted
+/// (or a dead mount), or not empty; returns its canonical path.
+fn check_mountpoint(p: &Path) -> Result<PathBuf> {
+    let shown = p.display();
+    let meta = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("mountpoint {shown} does not exist"),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            bail!("{shown} is already mounted by a daemon that is gone; run `sectorfs unmount {shown}`")
+        }
+        Err(e) => bail!("cannot use mountpoint {shown}: {e}"),
+    };
+    if !meta.is_dir() {
+        bail!("mountpoint {shown} is not a directory");
+    }
+    let mp = p.canonicalize().with_context(|| format!("cannot resolve {shown}"))?;
+    if let Some(parent) = mp.parent() {
+        let pm = std::fs::metadata(parent).with_context(|| format!("cannot stat {}", parent.display()))?;
+        if pm.dev() != meta.dev() || mount_entry(&mp).is_some() {
+            bail!("{shown} is already mounted");
+        }
+    } else {
+        bail!("cannot mount over /");
+    }
+    let mut entries = std::fs::read_dir(&mp).with_context(|| format!("cannot read {shown}"))?;
+    if entries.next().is_some() {
+        bail!("mountpoint {shown} is not empty");
+    }
+    Ok(mp)
+}
+
+/// One line of `/proc/self/mountinfo`: file system type and source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountEntry {
+    fstype: String,
+    source: String,
+}
+
+/// The mount whose mount point is exactly `mp` (the last one if stacked).
+fn mount_entry(mp: &Path) -> Option<MountEntry> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    parse_mountinfo(&info, mp.as_os_str().as_bytes())
+}
+
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn parse_mountinfo(info: &str, mp: &[u8]) -> Option<MountEntry> {
+    let mut found = None;
+    for line in info.lines() {
+        let (left, right) = line.split_once(" - ")?;
+        let point = left.split(' ').nth(4)?;
+        if unescape_mountinfo(point) == mp {
+            let mut r = right.split(' ');
+            let fstype = r.next()?.to_string();
+            let source = String::from_utf8_lossy(&unescape_mountinfo(r.next().unwrap_or(""))).into_owned();
+            found = Some(MountEntry { fstype, source });
+        }
+    }
+    found
+}
+
+/// The absolute path of `p` without touching `p` itself (a dead FUSE mount
+/// cannot be stat'ed): the parent is canonicalized and the name appended.
+fn resolve_without_stat(p: &Path) -> Result<PathBuf> {
+    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) };
+    let name = abs.file_name().map(OsStr::to_os_string);
+    match (abs.parent(), name) {
+        (Some(parent), Some(name)) => {
+            Ok(parent.canonicalize().with_context(|| format!("cannot resolve {}", parent.display()))?.join(name))
+        }
+        _ => Ok(abs),
+    }
+}
+
+/// Detaches `mp` now; the kernel finishes the unmount when it is no longer busy.
+fn lazy_unmount(mp: &Path) {
+    if nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).is_err() {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(mp)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `sectorfs unmount`.
+pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
+    let mp = resolve_without_stat(mountpoint)?;
+    let shown = mountpoint.display();
+    let entry = mount_entry(&mp).ok_or_else(|| anyhow!("{shown} is not mounted"))?;
+    if entry.fstype != "fuse" && !entry.fstype.starts_with("fuse.") {
+        bail!("{shown} is not a sectorfs mount (it is {}); not unmounting it", entry.fstype);
+    }
+    // The daemon's pid, to wait for it to exit (its memory is freed then).
+    let pid = read_stats(&mp).ok().and_then(|s| s.get("pid"));
+    if nix::unistd::geteuid().is_root() {
+        let flags = if lazy { nix::mount::MntFlags::MNT_DETACH } else { nix::mount::MntFlags::empty() };
+        nix::mount::umount2(&mp, flags).map_err(|e| match e {
+            nix::errno::Errno::EBUSY => anyhow!("{shown} is busy (in use); close what uses it or add --lazy"),
+            e => anyhow!("cannot unmount {shown}: {}", e.desc()),
+        })?;
+    } else {
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        let out = cmd.arg("--").arg(&mp).output().context("cannot run fusermount3 (is fuse3 installed?)")?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr);
+            bail!("cannot unmount {shown}: {}", msg.trim().trim_start_matches("fusermount3: "));
+        }
+    }
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        wait_gone(pid, Duration::from_secs(10));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits (bounded) until process `pid` has exited.
+fn wait_gone(pid: i32, limit: Duration) {
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < limit {
+        // A zombie (already exited, not yet reaped by its parent) counts as gone.
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads the stats attribute of the mount at `mp`.
+fn read_stats(mp: &Path) -> Result<Snapshot> {
+    let path = CString::new(mp.as_os_str().as_bytes())?;
+    let name = CString::new(STATS_XATTR)?;
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: both strings are NUL-terminated and live across the call, and
+    // the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => anyhow!("{} is not a sectorfs mount", mp.display()),
+            _ => anyhow!("cannot read the stats of {}: {e}", mp.display()),
+        });
+    }
+    buf.truncate(n as usize);
+    Snapshot::from_json(&String::from_utf8_lossy(&buf)).map_err(|e| anyhow!("bad stats from {}: {e}", mp.display()))
+}
+
+/// `sectorfs stats`.
+pub(crate) fn stats(mountpoint: &Path, json: bool) -> Result<ExitCode> {
+    let s = read_stats(mountpoint)?;
+    if json {
+        println!("{}", s.to_json());
+    } else {
+        print!("{}", s.to_table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/root rw
+88 22 0:50 / /tmp/a\\040b rw,nosuid,nodev,relatime shared:40 - fuse sectorfs rw,user_id=0,group_id=0
+89 22 0:51 / /dev/shm rw - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn mountinfo() {
+        assert_eq!(
+            parse_mountinfo(INFO, b"/tmp/a b"),
+            Some(MountEntry { fstype: "fuse".into(), source: "sectorfs".into() })
+        );
+        assert_eq!(parse_mountinfo(INFO, b"/dev/shm").map(|e| e.fstype), Some("tmpfs".into()));
+        assert_eq!(parse_mountinfo(INFO, b"/tmp/a"), None);
+        assert_eq!(unescape_mountinfo("a\\134b\\011"), b"a\\b\t");
+    }
+
+    #[test]
+    fn mountpoint_checks() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("nope");
+        assert!(check_mountpoint(&missing).unwrap_err().to_string().contains("does not exist"));
+        let file = t.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(check_mountpoint(&file).unwrap_err().to_string().contains("not a directory"));
+        assert!(check_mountpoint(t.path()).unwrap_err().to_string().contains("not empty"));
+        let empty = t.path().join("d");
+        std::fs::create_dir(&empty).unwrap();
+        assert_eq!(check_mountpoint(&empty).unwrap(), empty.canonicalize().unwrap());
+    }
+}

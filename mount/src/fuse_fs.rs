@@ -1,0 +1,688 @@
+//! The Linux FUSE frontend: a thin adapter from `fuser` requests to
+//! [`engine::Engine`] calls.
+//!
+//! Each handler validates its arguments, makes one engine call (through
+//! [`call`], which turns a panic into `EIO` so a worker thread never dies and
+//! a reply is never dropped), and ends in one `match` into `reply.*`. No
+//! fuser type reaches the engine.
+//!
+//! # Kernel contract
+//! * **Lookup count.** Every reply that hands the kernel an inode (`lookup`,
+//!   `create`, `mknod`, `mkdir`, `symlink`, `link`, and each `readdirplus`
+//!   entry other than `.`/`..` that fits in the buffer) takes one engine
+//!   lookup reference; `forget` (and fuser's default `batch_forget`, which
+//!   calls `forget` per inode, since fuser 0.18 does not export `ForgetOne`)
+//!   gives them back.
+//! * **Open count.** `open` and `create` call [`engine::Engine::open`];
+//!   `release` calls [`engine::Engine::release`]. An unlinked file lives
+//!   until its last close and last forget.
+//! * **Caching.** The mount is its only writer, so attributes and entries
+//!   get long TTLs ([`TTL`]), negative lookups are cached too, file pages
+//!   are kept across opens (`FOPEN_KEEP_CACHE`) and the kernel's writeback
+//!   cache is on. With a case-insensitive mount several names lead to one
+//!   inode, so entries (positive and negative) are not cached at all.
+//! * **Writeback cache.** The kernel owns size and mtime while pages are
+//!   dirty, handles `O_APPEND` itself (writes arrive with explicit offsets)
+//!   and may read from files opened write-only. A write that passes the
+//!   memory limit is reported (`ENOSPC`) by `fsync`/`close`, or by the
+//!   `write` itself for `O_DIRECT`/`O_SYNC` writers.
+//! * **Permissions.** The mount uses `default_permissions`: the kernel checks
+//!   mode bits, ownership and sticky bits against our attributes, with the
+//!   caller's supplementary groups (which fuser does not pass to us).
+//! * **Not available in fuser 0.18:** `O_TMPFILE` (no `FUSE_TMPFILE` opcode:
+//!   the kernel answers `EOPNOTSUPP`), `syncfs` (a no-op), interrupts.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use engine::{rename_flags, xattr_flags, Attr, Cred, Engine, Error, FileType, SetAttr, SetTime, Time};
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
+};
+
+use crate::stats::{self, STATS_XATTR};
+
+/// Attribute and entry lifetime in the kernel's caches. Every change goes
+/// through this mount, and the kernel invalidates what each of its own
+/// requests changes, so a day is as good as forever.
+pub(crate) const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Largest write request (the kernel caps requests at 1 MiB anyway).
+pub(crate) const MAX_WRITE: u32 = 1 << 20;
+
+/// The FUSE file system: an engine and the caching policy.
+pub(crate) struct SectorFs {
+    engine: Arc<Engine>,
+    entry_ttl: Duration,
+    attr_ttl: Duration,
+    cache_negative: bool,
+    pid: u32,
+}
+
+impl SectorFs {
+    /// A frontend for `engine`. `case_insensitive` turns off entry caching.
+    pub(crate) fn new(engine: Arc<Engine>) -> SectorFs {
+        let ci = engine.config().case_insensitive;
+        SectorFs {
+            engine,
+            entry_ttl: if ci { Duration::ZERO } else { TTL },
+            attr_ttl: TTL,
+            cache_negative: !ci,
+            pid: std::process::id(),
+        }
+    }
+
+    fn entry(&self, reply: ReplyEntry, a: &Attr) {
+        reply.entry_with_ttls(&self.attr_ttl, &self.entry_ttl, &file_attr(a), Generation(0));
+    }
+
+    /// `create` without `O_EXCL` found `name` existing: open it instead, as
+    /// `open(2)` would (a race between the kernel's lookup and create).
+    fn open_existing(&self, req: &Request, parent: u64, name: &[u8], flags: i32) -> engine::Result<Attr> {
+        let a = self.engine.lookup(parent, name)?;
+        let undo = |e: Error| {
+            self.engine.forget(a.ino, 1);
+            e
+        };
+        if a.kind == FileType::Directory {
+            return Err(undo(Error::IsDir));
+        }
+        let want = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => engine::access_mask::R,
+            libc::O_WRONLY => engine::access_mask::W,
+            _ => engine::access_mask::R | engine::access_mask::W,
+        };
+        self.engine.access(a.ino, want, &cred(req)).map_err(undo)?;
+        if flags & libc::O_TRUNC != 0 && a.kind == FileType::Regular {
+            self.engine.setattr(a.ino, &SetAttr { size: Some(0), ..SetAttr::default() }).map_err(undo)?;
+        }
+        self.engine.open(a.ino).map_err(undo)
+    }
+
+    /// `create`: a new file, or the existing one without `O_EXCL`; opened once.
+    fn create_open(&self, req: &Request, parent: u64, name: &[u8], mode: u32, flags: i32) -> engine::Result<Attr> {
+        match self.engine.create(parent, name, mode, req.uid(), req.gid()) {
+            Ok(a) => self.engine.open(a.ino),
+            Err(Error::Exists) if flags & libc::O_EXCL == 0 => self.open_existing(req, parent, name, flags),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stats_json(&self) -> Vec<u8> {
+        stats::snapshot(&self.engine, self.pid).to_json().into_bytes()
+    }
+}
+
+/// Runs one engine call; a panic becomes `EIO` (and is logged) instead of
+/// killing the worker thread with a reply unanswered.
+fn call<T>(f: impl FnOnce() -> engine::Result<T>) -> Result<T, Errno> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(errno(e)),
+        Err(_) => {
+            log::error!("engine call panicked; answering EIO");
+            Err(Errno::EIO)
+        }
+    }
+}
+
+/// The errno for an engine error (the engine's exhaustive table).
+pub(crate) fn errno(e: Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn kind(k: FileType) -> fuser::FileType {
+    match k {
+        FileType::Regular => fuser::FileType::RegularFile,
+        FileType::Directory => fuser::FileType::Directory,
+        FileType::Symlink => fuser::FileType::Symlink,
+        FileType::Fifo => fuser::FileType::NamedPipe,
+        FileType::CharDevice => fuser::FileType::CharDevice,
+        FileType::BlockDevice => fuser::FileType::BlockDevice,
+        FileType::Socket => fuser::FileType::Socket,
+    }
+}
+
+/// Engine attributes as fuser's `FileAttr`.
+pub(crate) fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime.into(),
+        mtime: a.mtime.into(),
+        ctime: a.ctime.into(),
+        crtime: a.crtime.into(),
+        kind: kind(a.kind),
+        perm: (a.perm & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(Time::from(t)),
+    }
+}
+
+fn cred(req: &Request) -> Cred {
+    Cred { uid: req.uid(), gid: req.gid(), groups: Vec::new() }
+}
+
+/// An empty attribute set naming inode 0: a negative dentry when sent as an entry.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
+fn is_stats(ino: INodeNo, name: &OsStr) -> bool {
+    ino.0 == engine::ROOT && name.as_bytes() == STATS_XATTR.as_bytes()
+}
+
+impl Filesystem for SectorFs {
+    fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> io::Result<()> {
+        // Ask for each capability on its own, so one the kernel lacks does not
+        // cost the others.
+        for cap in [
+            InitFlags::FUSE_WRITEBACK_CACHE,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            if let Err(missing) = cfg.add_capabilities(cap) {
+                log::warn!("kernel lacks FUSE capability {missing:?}");
+            }
+        }
+        if let Err(nearest) = cfg.set_max_write(MAX_WRITE) {
+            let _ = cfg.set_max_write(nearest);
+        }
+        if let Err(nearest) = cfg.set_max_background(64) {
+            let _ = cfg.set_max_background(nearest);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match call(|| self.engine.lookup(parent.0, name.as_bytes())) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) if e == Errno::ENOENT && self.cache_negative => {
+                reply.entry_with_ttls(&Duration::ZERO, &self.entry_ttl, &negative_attr(), Generation(0))
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _ = call(|| {
+            self.engine.forget(ino.0, nlookup);
+            Ok(())
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match call(|| self.engine.getattr(ino.0)) {
+            Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime: ctime.map(Time::from),
+            crtime: crtime.map(Time::from),
+            flags: None,
+        };
+        match call(|| self.engine.setattr(ino.0, &set)) {
+            Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match call(|| self.engine.readlink(ino.0)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match call(|| self.engine.mknod(parent.0, name.as_bytes(), mode, rdev, req.uid(), req.gid())) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        match call(|| self.engine.mkdir(parent.0, name.as_bytes(), mode, req.uid(), req.gid())) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match call(|| self.engine.unlink(parent.0, name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match call(|| self.engine.rmdir(parent.0, name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let target = target.as_os_str().as_bytes();
+        match call(|| self.engine.symlink(parent.0, link_name.as_bytes(), target, req.uid(), req.gid())) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        // Translate bit by bit; anything else (RENAME_WHITEOUT) is refused.
+        let mut f = 0;
+        if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            f |= rename_flags::NOREPLACE;
+        }
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            f |= rename_flags::EXCHANGE;
+        }
+        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+        let res = if flags.difference(known).is_empty() {
+            call(|| self.engine.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f))
+        } else {
+            Err(Errno::EINVAL)
+        };
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match call(|| self.engine.link(ino.0, newparent.0, newname.as_bytes())) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match call(|| self.engine.open(ino.0)) {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let mut buf = vec![0u8; size as usize];
+        match call(|| self.engine.read(ino.0, offset, &mut buf)) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // With the writeback cache the kernel resolves O_APPEND: always write
+        // at the offset given.
+        match call(|| self.engine.write(ino.0, offset, data)) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _owner: fuser::LockOwner, reply: ReplyEmpty) {
+        // Nothing is buffered in the daemon.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = call(|| {
+            self.engine.release(ino.0);
+            Ok(())
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // A RAM disk has nothing to make durable.
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Directory handles are stateless: readdir offsets are engine cookies.
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let res = call(|| {
+            self.engine.readdir(ino.0, offset, |e| {
+                let full = reply.add(INodeNo(e.ino), e.next, kind(e.kind), OsStr::from_bytes(e.name));
+                !full
+            })
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let (attr_ttl, entry_ttl) = (self.attr_ttl, self.entry_ttl);
+        // Entry and attribute TTL are one value here: the shorter of the two.
+        let ttl = attr_ttl.min(entry_ttl);
+        let res = call(|| {
+            self.engine.readdir_plus(ino.0, offset, |e, a| {
+                // `add` returns true when the entry did not fit: the engine then
+                // gives back the lookup reference it took for it.
+                let full =
+                    reply.add(INodeNo(e.ino), e.next, OsStr::from_bytes(e.name), &ttl, &file_attr(a), Generation(0));
+                !full
+            })
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match call(|| Ok(self.engine.statfs())) {
+            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let known = (xattr_flags::CREATE | xattr_flags::REPLACE) as i32;
+        let res = if is_stats(ino, name) {
+            Err(Errno::EPERM)
+        } else if position != 0 || flags & !known != 0 {
+            Err(Errno::EINVAL)
+        } else {
+            call(|| self.engine.setxattr(ino.0, name.as_bytes(), value, flags as u32))
+        };
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let res = if is_stats(ino, name) {
+            Ok(self.stats_json())
+        } else {
+            call(|| self.engine.getxattr(ino.0, name.as_bytes()))
+        };
+        match res {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match call(|| self.engine.listxattr(ino.0)) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res = if is_stats(ino, name) {
+            Err(Errno::EPERM)
+        } else {
+            call(|| self.engine.removexattr(ino.0, name.as_bytes()))
+        };
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Only called without `default_permissions` (never by `sectorfs mount`).
+        match call(|| self.engine.access(ino.0, mask.bits() as u32 & 7, &cred(req))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match call(|| self.create_open(req, parent.0, name.as_bytes(), mode, flags)) {
+            Ok(a) => reply.created(
+                &self.entry_ttl,
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match call(|| self.engine.fallocate(ino.0, mode as u32, offset, length)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        // The kernel resolves SEEK_SET/CUR/END itself; only DATA/HOLE come here.
+        let res = match whence {
+            _ if offset < 0 => Err(Errno::ENXIO),
+            libc::SEEK_DATA | libc::SEEK_HOLE => {
+                call(|| self.engine.seek(ino.0, offset as u64, whence == libc::SEEK_DATA))
+            }
+            _ => Err(Errno::EINVAL),
+        };
+        match res {
+            Ok(off) => reply.offset(off as i64),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The reply carries a u32: copy at most 1 GiB per request (callers
+        // loop on short copies).
+        let len = len.min(1 << 30);
+        let res = if flags.is_empty() {
+            call(|| self.engine.copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len))
+        } else {
+            Err(Errno::EINVAL)
+        };
+        match res {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_table_passes_through() {
+        assert_eq!(errno(Error::NotFound), Errno::ENOENT);
+        assert_eq!(errno(Error::NotEmpty), Errno::ENOTEMPTY);
+        assert_eq!(errno(Error::NoSpace).code(), libc::ENOSPC);
+        assert_eq!(errno(Error::NoSuchOffset).code(), libc::ENXIO);
+        assert_eq!(errno(Error::NoData).code(), libc::ENODATA);
+    }
+
+    #[test]
+    fn panics_become_eio() {
+        let r: Result<(), Errno> = call(|| panic!("boom"));
+        assert_eq!(r, Err(Errno::EIO));
+        assert_eq!(call(|| Ok(3)), Ok(3));
+    }
+
+    #[test]
+    fn attr_conversion() {
+        let e = Engine::new(engine::Config::default()).unwrap();
+        let a = e.getattr(engine::ROOT).unwrap();
+        let f = file_attr(&a);
+        assert_eq!(f.ino, INodeNo::ROOT);
+        assert_eq!(f.kind, fuser::FileType::Directory);
+        assert_eq!(f.perm, 0o1777);
+        assert_eq!(f.nlink, 2);
+    }
+}

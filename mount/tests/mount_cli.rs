@@ -1,0 +1,136 @@
+//! The `sectorfs` command line on real mounts: backgrounding, readiness,
+//! mountpoint errors, stats, unmount, signals.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn help_has_examples() {
+    let (ok, out, _) = run(&["--help"]);
+    assert!(ok && out.contains("Examples:") && out.contains("sectorfs mount"), "{out}");
+    let (ok, out, _) = run(&["mount", "--help"]);
+    assert!(ok && out.contains("--size") && out.contains("50%") && out.contains("Examples:"), "{out}");
+    let (ok, _, err) = run(&["mount", "/tmp", "--size", "lots"]);
+    assert!(!ok && err.contains("bad size"), "{err}");
+}
+
+#[test]
+fn background_mount_is_ready_then_unmounts() {
+    let Some(mut m) = Mount::background(&["--size", "64M", "--label", "testlabel"]) else { return };
+    assert!(m.mounted());
+    let pid = m.pid();
+    assert_ne!(pid as u32, std::process::id());
+    fs::write(m.p("f"), b"x").unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info.lines().find(|l| l.contains(m.path.to_str().unwrap())).unwrap().to_string();
+    assert!(line.contains(" - fuse testlabel "), "{line}");
+    assert!(line.contains("default_permissions"), "{line}");
+    // stats, as a table and as JSON.
+    let (ok, out, err) = run(&["stats", m.path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("limit") && out.contains("64 MiB"), "{out}");
+    let (ok, out, _) = run(&["stats", m.path.to_str().unwrap(), "--json"]);
+    assert!(ok);
+    assert_eq!(json_field(&out, "limit_bytes"), 64 << 20);
+    assert_eq!(json_field(&out, "files"), 2);
+    assert_eq!(json_field(&out, "used_bytes"), 1);
+    // The same mountpoint cannot be mounted twice.
+    let (ok, _, err) = run(&["mount", m.path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("already mounted") && err.lines().count() == 1, "{err}");
+    // unmount returns once the daemon is gone.
+    let (ok, _, err) = run(&["unmount", m.path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(!m.mounted());
+    assert!(m.wait_exit(Duration::from_secs(10)), "daemon still running after unmount");
+    let (ok, _, err) = run(&["unmount", m.path.to_str().unwrap()]);
+    assert!(!ok && err.contains("not mounted"), "{err}");
+}
+
+#[test]
+fn bad_mountpoints_fail_with_one_line() {
+    if !fuse_available() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("missing");
+    let (ok, _, err) = run(&["mount", missing.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("does not exist") && err.trim().lines().count() == 1, "{err}");
+    fs::write(t.path().join("file"), b"x").unwrap();
+    let (ok, _, err) = run(&["mount", t.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("not empty") && err.trim().lines().count() == 1, "{err}");
+    let (ok, _, err) = run(&["mount", t.path().join("file").to_str().unwrap(), "-f"]);
+    assert!(!ok && err.contains("not a directory"), "{err}");
+    let (ok, _, err) = run(&["mount", "/dev/shm"]);
+    assert!(!ok && (err.contains("already mounted") || err.contains("not empty")), "{err}");
+    let (ok, _, err) = run(&["unmount", t.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("not mounted"), "{err}");
+    let (ok, _, err) = run(&["stats", t.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("not a sectorfs mount"), "{err}");
+    let d = t.path().join("d");
+    fs::create_dir(&d).unwrap();
+    let (ok, _, err) = run(&["mount", d.to_str().unwrap(), "--sector-size", "3000"]);
+    assert!(!ok && err.contains("sector-size"), "{err}");
+    assert!(!is_mounted(&d));
+}
+
+#[test]
+fn signals_unmount_cleanly() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let Some(mut m) = Mount::new(&["--size", "16M"]) else { return };
+        fs::write(m.p("f"), b"x").unwrap();
+        // SAFETY: kill has no memory preconditions; the pid is our child.
+        assert_eq!(unsafe { libc::kill(m.pid(), sig) }, 0);
+        assert!(m.wait_exit(Duration::from_secs(20)), "daemon did not exit on signal {sig}");
+        assert!(m.exit_status().unwrap().success(), "exit status {:?}", m.exit_status());
+        assert!(!m.mounted(), "still mounted after signal {sig}");
+    }
+}
+
+#[test]
+fn busy_mount_detaches_on_signal() {
+    let Some(mut m) = Mount::new(&["--size", "16M"]) else { return };
+    fs::create_dir(m.p("d")).unwrap();
+    // Keep the mount busy with an open file.
+    let f = fs::File::create(m.p("d/open")).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(m.pid(), libc::SIGTERM) }, 0);
+    // Detached at once (no longer in the mount table); the daemon serves
+    // the open file until it is closed.
+    let mut detached = false;
+    for _ in 0..2000 {
+        if !m.mounted() {
+            detached = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(detached, "busy mount not detached");
+    drop(f);
+    assert!(m.wait_exit(Duration::from_secs(20)), "daemon did not exit after the last user left");
+}
+
+#[test]
+fn foreground_mount_ends_on_external_umount() {
+    let Some(mut m) = Mount::new(&["--threads", "2"]) else { return };
+    fs::write(m.p("f"), b"x").unwrap();
+    let (ok, _, err) = run(&["umount", m.path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(m.wait_exit(Duration::from_secs(20)));
+    assert!(m.exit_status().unwrap().success());
+    assert!(!m.mounted());
+    assert_eq!(fs::read_dir(&m.path).unwrap().count(), 0, "the directory under the mount is untouched");
+}

@@ -1,0 +1,111 @@
+//! Permission checks on a multi-user mount (`--allow-other`,
+//! `default_permissions`): a non-root user (uid/gid 65534, via a thread with
+//! that fsuid/fsgid) gets EACCES/EPERM where Linux says so.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use common::*;
+
+const NOBODY: u32 = 65534;
+
+#[test]
+fn non_root_user_is_checked() {
+    if !is_root() {
+        eprintln!("SKIP: permission tests need root (to act as another user)");
+        return;
+    }
+    let Some(m) = Mount::new(&["--allow-other"]) else { return };
+    // Set up as root: a private dir, a read-only dir, files with modes whose
+    // group bits equal the other bits (the test thread keeps root's groups).
+    fs::create_dir(m.p("ro")).unwrap();
+    fs::set_permissions(m.p("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(m.p("ro/f"), b"root").unwrap();
+    fs::set_permissions(m.p("ro/f"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::create_dir(m.p("private")).unwrap();
+    fs::set_permissions(m.p("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(m.p("secret"), b"s").unwrap();
+    fs::set_permissions(m.p("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(m.p("rootfile"), b"r").unwrap();
+    fs::set_permissions(m.p("rootfile"), fs::Permissions::from_mode(0o666)).unwrap();
+
+    as_user(NOBODY, NOBODY, || {
+        // Reading is allowed by the bits; writing is not.
+        assert_eq!(fs::read(m.p("ro/f")).unwrap(), b"root");
+        assert_eq!(errno(OpenOptions::new().write(true).open(m.p("ro/f"))), libc::EACCES);
+        assert_eq!(errno(File::open(m.p("secret"))), libc::EACCES);
+        assert_eq!(errno(File::create(m.p("ro/new"))), libc::EACCES);
+        assert_eq!(errno(fs::create_dir(m.p("ro/newdir"))), libc::EACCES);
+        assert_eq!(errno(fs::remove_file(m.p("ro/f"))), libc::EACCES);
+        assert_eq!(errno(fs::rename(m.p("ro/f"), m.p("stolen"))), libc::EACCES);
+        assert_eq!(errno(fs::read_dir(m.p("private"))), libc::EACCES);
+        assert_eq!(errno(fs::metadata(m.p("private/x"))), libc::EACCES);
+        assert_eq!(errno(OpenOptions::new().write(true).open(m.p("ro/f")).and_then(|f| f.set_len(0))), libc::EACCES);
+        assert_eq!(errno(setxattr(&m.p("ro/f"), "user.x", b"1", 0)), libc::EACCES);
+        // Only the owner may chmod, chown, or set times other than "now".
+        assert_eq!(errno(fs::set_permissions(m.p("ro/f"), fs::Permissions::from_mode(0o777))), libc::EPERM);
+        assert_eq!(errno(std::os::unix::fs::chown(m.p("ro/f"), Some(NOBODY), None)), libc::EPERM);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let f = OpenOptions::new().write(true).open(m.p("rootfile")).unwrap();
+        assert_eq!(errno(f.set_times(fs::FileTimes::new().set_modified(t))), libc::EPERM);
+        drop(f);
+        // The sticky root (1777): creating is fine, deleting others' files is not.
+        fs::write(m.p("mine"), b"m").unwrap();
+        assert_eq!(errno(fs::remove_file(m.p("rootfile"))), libc::EPERM);
+        assert_eq!(errno(fs::rename(m.p("rootfile"), m.p("mine2"))), libc::EPERM);
+        // Own files: everything is allowed, and they belong to the caller.
+        let md = fs::metadata(m.p("mine")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (NOBODY, NOBODY));
+        fs::set_permissions(m.p("mine"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::create_dir(m.p("mydir")).unwrap();
+        fs::write(m.p("mydir/x"), b"x").unwrap();
+        // chown to someone else is not allowed even for the owner.
+        assert_eq!(errno(std::os::unix::fs::chown(m.p("mine"), Some(0), None)), libc::EPERM);
+        fs::remove_file(m.p("mydir/x")).unwrap();
+        fs::remove_dir(m.p("mydir")).unwrap();
+        fs::remove_file(m.p("mine")).unwrap();
+    });
+    // Root still may do everything, and nothing the user tried went through.
+    assert_eq!(fs::read(m.p("ro/f")).unwrap(), b"root");
+    assert_eq!(fs::metadata(m.p("ro/f")).unwrap().mode() & 0o777, 0o644);
+    assert!(fs::metadata(m.p("rootfile")).is_ok());
+    assert!(fs::metadata(m.p("mine")).is_err());
+}
+
+#[test]
+fn owner_only_mount_refuses_other_users() {
+    if !is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    // Without --allow-other only the mounting user gets in.
+    let Some(m) = Mount::new(&[]) else { return };
+    fs::write(m.p("f"), b"x").unwrap();
+    fs::set_permissions(m.p("f"), fs::Permissions::from_mode(0o666)).unwrap();
+    as_user(NOBODY, NOBODY, || {
+        assert_eq!(errno(File::create(m.p("g"))), libc::EACCES);
+    });
+}
+
+#[test]
+fn root_dir_mode_and_owner_options() {
+    if !is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let Some(m) = Mount::new(&["--mode", "0750", "--uid", "65534", "--gid", "65534", "--allow-other"]) else {
+        return;
+    };
+    let md = fs::metadata(&m.path).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o750);
+    assert_eq!((md.uid(), md.gid()), (NOBODY, NOBODY));
+    as_user(NOBODY, NOBODY, || {
+        fs::write(m.p("by-nobody"), b"n").unwrap();
+    });
+    as_user(1000, 1000, || {
+        assert_eq!(errno(fs::read_dir(&m.path)), libc::EACCES);
+    });
+}
