@@ -81,7 +81,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     let name = args.label.clone().unwrap_or_else(|| "sectorfs".to_string());
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![
-        MountOption::FSName(name),
+        MountOption::FSName(name.clone()),
         MountOption::Subtype("sectorfs".into()),
         MountOption::DefaultPermissions,
         MountOption::RW,
@@ -100,18 +100,38 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     }
     stop.thread_block().context("cannot block signals")?;
 
-    let mut session = Session::new(fs, &mp, &fcfg).with_context(|| format!("cannot mount {}", mp.display()))?;
-    let mut unmounter = session.unmount_callable();
+    // As root, fuser mounts with mount(2). Other users go through the setuid
+    // fusermount3, which we drive ourselves: fuser only falls back to it when
+    // mount(2) says EPERM, not when /dev/fuse is closed to the user (0600, as
+    // in many containers), and its auto_unmount path needs allow_other.
+    let (session, unmounter) = if nix::unistd::geteuid().is_root() {
+        let mut session = Session::new(fs, &mp, &fcfg).with_context(|| format!("cannot mount {}", mp.display()))?;
+        let u = Unmounter::Fuser(session.unmount_callable());
+        (session, u)
+    } else {
+        let mut opts: Vec<String> = vec![
+            format!("fsname={}", escape_mount_option(&name)),
+            "subtype=sectorfs".into(),
+            "default_permissions".into(),
+            "rw".into(),
+        ];
+        if args.allow_other {
+            opts.push("allow_other".into());
+        }
+        let fd = fusermount_mount(&mp, &opts)?;
+        let session = Session::from_fd(fs, fd, fcfg.acl, fcfg.clone()).map_err(|e| {
+            fusermount_unmount(&mp, true);
+            anyhow!("cannot start FUSE on {}: {e}", mp.display())
+        })?;
+        (session, Unmounter::Fusermount(mp.clone()))
+    };
     let sig_mp = mp.clone();
     std::thread::Builder::new()
         .name("sectorfs-signals".into())
         .spawn(move || {
             if let Ok(sig) = stop.wait() {
                 log::info!("{sig:?}: unmounting {}", sig_mp.display());
-                if let Err(e) = unmounter.unmount() {
-                    log::warn!("unmount failed ({e}); detaching lazily");
-                    lazy_unmount(&sig_mp);
-                }
+                unmounter.unmount(&sig_mp);
             }
         })
         .context("cannot start the signal thread")?;
@@ -135,6 +155,100 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     }
     session.run().context("FUSE session failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the signal thread takes the mount down.
+enum Unmounter {
+    /// fuser mounted it (as root).
+    Fuser(fuser::SessionUnmounter),
+    /// `fusermount3` mounted it (as another user).
+    Fusermount(PathBuf),
+}
+
+impl Unmounter {
+    /// Unmounts `mp`, lazily if it is busy.
+    fn unmount(mut self, mp: &Path) {
+        match &mut self {
+            Unmounter::Fuser(u) => {
+                if let Err(e) = u.unmount() {
+                    log::warn!("unmount failed ({e}); detaching lazily");
+                    lazy_unmount(mp);
+                }
+            }
+            Unmounter::Fusermount(p) => {
+                if !fusermount_unmount(p, false) {
+                    log::warn!("unmount failed; detaching lazily");
+                    fusermount_unmount(p, true);
+                }
+            }
+        }
+    }
+}
+
+/// Escapes `,` and `\` for a `-o` list of fusermount3 (as libfuse does).
+fn escape_mount_option(s: &str) -> String {
+    s.replace('\\', "\\\\").replace(',', "\\,")
+}
+
+/// Mounts `mp` through the setuid `fusermount3` and returns the `/dev/fuse`
+/// descriptor it passes back over a socket (`_FUSE_COMMFD`, `SCM_RIGHTS`).
+fn fusermount_mount(mp: &Path, opts: &[String]) -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    // Our end is close-on-exec; fusermount3's end must survive its exec.
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::empty())
+        .context("cannot create a socket for fusermount3")?;
+    nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .context("cannot set close-on-exec")?;
+    let child = Command::new("fusermount3")
+        .arg("-o")
+        .arg(opts.join(","))
+        .arg("--")
+        .arg(mp)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run fusermount3 (needed to mount as a user other than root; install fuse3)")?;
+    drop(theirs);
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut fd = None;
+    if let Ok(msg) = recvmsg::<()>(ours.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+        for c in msg.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for f in fds {
+                    // SAFETY: `f` was just received through SCM_RIGHTS: the
+                    // kernel installed it as a new descriptor of this process
+                    // that nothing else refers to, so it may be owned once.
+                    let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                    fd.get_or_insert(owned);
+                }
+            }
+        }
+    }
+    let out = child.wait_with_output().context("cannot wait for fusermount3")?;
+    match fd {
+        Some(fd) if out.status.success() => Ok(fd),
+        _ => {
+            let msg = String::from_utf8_lossy(&out.stderr);
+            let msg = msg.trim().trim_start_matches("fusermount3: ");
+            bail!("cannot mount {}: {}", mp.display(), if msg.is_empty() { "fusermount3 failed" } else { msg })
+        }
+    }
+}
+
+/// `fusermount3 -u [-z] mp`; true if it succeeded.
+fn fusermount_unmount(mp: &Path, lazy: bool) -> bool {
+    let mut cmd = Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    cmd.arg("--").arg(mp).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// Starts the daemon (this binary with `-f`) and waits until it reports the
@@ -271,12 +385,7 @@ fn resolve_without_stat(p: &Path) -> Result<PathBuf> {
 /// Detaches `mp` now; the kernel finishes the unmount when it is no longer busy.
 fn lazy_unmount(mp: &Path) {
     if nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).is_err() {
-        let _ = Command::new("fusermount3")
-            .args(["-u", "-z", "--"])
-            .arg(mp)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        fusermount_unmount(mp, true);
     }
 }
 

@@ -140,8 +140,16 @@ fn init_log() {
             m.level() <= log::max_level()
         }
         fn log(&self, r: &log::Record<'_>) {
+            // fuser's session tries to unmount once more on the way out; after
+            // an unmount from outside (the usual way out) that fails with
+            // EINVAL, "not mounted", which is not worth a warning.
+            let args = r.args().to_string();
+            if r.target().starts_with("fuser") && args.starts_with("Failed to umount") && args.contains("(os error 22)")
+            {
+                return;
+            }
             if self.enabled(r.metadata()) {
-                eprintln!("sectorfs[{}] {}: {}", std::process::id(), r.level(), r.args());
+                eprintln!("sectorfs[{}] {}: {args}", std::process::id(), r.level());
             }
         }
         fn flush(&self) {}

@@ -109,3 +109,79 @@ fn root_dir_mode_and_owner_options() {
         assert_eq!(errno(fs::read_dir(&m.path)), libc::EACCES);
     });
 }
+
+/// A user other than root mounts through the setuid `fusermount3`, uses the
+/// mount, is alone in it (no `--allow-other`: even root is refused), reads
+/// stats, and unmounts. Runs in a private mount namespace with its own
+/// 0666 `/dev/fuse` node bound over the machine's (which may be 0600, as in
+/// containers, where `fusermount3` refuses other users), so nothing outside
+/// the test sees a change.
+#[test]
+fn non_root_user_mounts_through_fusermount3() {
+    if !is_root() || !fuse_available() {
+        eprintln!("SKIP: needs root (to act as another user) and /dev/fuse");
+        return;
+    }
+    for tool in ["unshare", "setpriv", "fusermount3"] {
+        let found = std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output();
+        if !found.is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIP: {tool} is missing");
+            return;
+        }
+    }
+    let w = tempfile::Builder::new().prefix("sectorfs-user-").tempdir().unwrap();
+    let wp = w.path().canonicalize().unwrap();
+    fs::set_permissions(&wp, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::copy(BIN, wp.join("sectorfs")).unwrap();
+    fs::set_permissions(wp.join("sectorfs"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(wp.join("mp")).unwrap();
+    std::os::unix::fs::chown(wp.join("mp"), Some(NOBODY), Some(NOBODY)).unwrap();
+    let script = format!(
+        r#"set -eu
+w={w}
+U="setpriv --reuid={u} --regid={u} --clear-groups"
+trap '$U $w/sectorfs unmount $w/mp 2>/dev/null || umount -l $w/mp 2>/dev/null || true' EXIT
+mknod $w/fuse c 10 229 && chmod 666 $w/fuse && mount --bind $w/fuse /dev/fuse
+$U $w/sectorfs mount $w/mp --size 64M
+echo "pid $($U $w/sectorfs stats $w/mp --json | sed -E 's/.*"pid":([0-9]+).*/\1/')"
+grep " $w/mp " /proc/self/mounts
+$U sh -c "echo hello > $w/mp/f && mkdir $w/mp/d && cat $w/mp/f"
+stat -c 'owner %u:%g' $w/mp/f 2>&1 || true
+$U stat -c 'owner %u:%g' $w/mp/f
+$U $w/sectorfs stats $w/mp --json
+$U $w/sectorfs unmount $w/mp
+echo unmounted
+grep -c " $w/mp " /proc/self/mounts || true
+"#,
+        w = wp.display(),
+        u = NOBODY
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Whatever happened, no daemon may outlive the test (its mount lives in
+    // the private namespace and goes with its last process).
+    if let Some(pid) = stdout.lines().find_map(|l| l.strip_prefix("pid ")).and_then(|p| p.trim().parse::<i32>().ok()) {
+        let start = std::time::Instant::now();
+        while !process_gone(pid) && start.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if !process_gone(pid) {
+            // SAFETY: kill has no memory preconditions; the pid is the daemon this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("daemon {pid} still running after unmount");
+        }
+    }
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let mount_line = stdout.lines().find(|l| l.contains("/mp ")).unwrap_or_default();
+    assert!(mount_line.contains("user_id=65534") && mount_line.contains("default_permissions"), "{stdout}");
+    assert!(stdout.contains("hello\n"), "{stdout}");
+    // Root is not the mounting user and there is no allow_other.
+    assert!(stdout.contains("Permission denied"), "root got in: {stdout}");
+    assert!(stdout.contains("owner 65534:65534"), "{stdout}");
+    assert!(stdout.contains("\"files\":3"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("unmounted\n0"), "still mounted after unmount: {stdout}");
+}
