@@ -145,7 +145,15 @@ impl<O: Send + 'static, R: Send + 'static> Combiner<O, R> {
             for (d, r) in dones.into_iter().zip(results) {
                 d.complete(r);
             }
+            #[cfg(not(loom_bug = "actor_lost_wakeup"))]
             let prev = self.pending.fetch_sub(budget, Ordering::AcqRel);
+            // Injected bug (loom-tests/tests/combining_actor.rs): a non-atomic subtraction.
+            #[cfg(loom_bug = "actor_lost_wakeup")]
+            let prev = {
+                let p = self.pending.load(Ordering::Acquire);
+                self.pending.store(p - budget, Ordering::Release);
+                p
+            };
             if prev == budget {
                 return;
             }

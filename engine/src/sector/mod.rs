@@ -38,7 +38,7 @@
 pub mod table;
 
 use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{Arc, Mutex, RawMem, Region, REGION_BYTES};
+use crate::sync::{thread_local, Arc, Mutex, RawMem, Region, REGION_BYTES};
 use crate::Error;
 
 /// Most sectors a cache slot keeps before spilling to the shared list.
@@ -175,7 +175,12 @@ impl Pool {
         let mut cur = used.load(Ordering::Relaxed);
         loop {
             let next = cur.checked_add(bytes).filter(|&n| n <= self.inner.limit).ok_or(Error::NoSpace)?;
-            match used.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+            #[cfg(not(loom_bug = "pool_reserve_racy"))]
+            let won = used.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed);
+            // Injected bug (loom-tests/tests/limit_reservation.rs): check, then add.
+            #[cfg(loom_bug = "pool_reserve_racy")]
+            let won = Ok::<u64, u64>(used.fetch_add(bytes, Ordering::AcqRel));
+            match won {
                 Ok(_) => {
                     self.inner.peak.fetch_max(next, Ordering::Relaxed);
                     return Ok(Reservation { pool: self.clone(), bytes });
@@ -278,6 +283,12 @@ impl Reservation {
         self.pool.inner.sectors.fetch_add(1, Ordering::AcqRel);
         self.pool.inner.allocs.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(Sector { mem: Some(mem), init: AtomicU32::new(0), pool: self.pool.clone() }))
+    }
+
+    /// Moves `other`'s bytes into this reservation (both from one pool).
+    pub fn join(&mut self, mut other: Reservation) {
+        debug_assert!(Arc::ptr_eq(&self.pool.inner, &other.pool.inner), "reservations of two pools");
+        self.bytes += std::mem::take(&mut other.bytes);
     }
 
     /// Cuts `bytes` out of the reservation as a [`Charge`] that uncharges on drop.
@@ -390,6 +401,15 @@ impl Sector {
             //  Exercised by loom `table_publish` (bytes are loom cells there).
             unsafe { m.read(off, buf) }
         }
+    }
+
+    /// Writes `data` at `off` of a sector the loom pool model owns alone, to
+    /// mark it. Only under `--cfg loom`: safe code elsewhere must not write
+    /// a sector that a reader may share.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn model_write(&self, off: usize, data: &[u8]) {
+        self.write(off, data);
     }
 
     /// Writes `data` at `off`. Runner only, under contract rules 2–3.

@@ -1,0 +1,204 @@
+//! loom model of the memory limit (`Pool::reserve` / `Reservation` /
+//! `Sector::drop`).
+//!
+//! # Invariant
+//! * The limit is never passed: `used <= limit` whatever the interleaving of
+//!   racing reservations, and `used` is exactly the sum of what is held.
+//! * `NoSpace` only when the limit is truly reached: a reservation that fits
+//!   beside everything held at the same time succeeds (a lost CAS race
+//!   retries instead of failing), and one that fails would not have fit.
+//! * Releasing (dropping a reservation or a sector) makes room that a later
+//!   reservation sees: a reservation that a release happened before never
+//!   fails for want of that room.
+//! * Through the engine: two writes racing for the last free sector get
+//!   exactly one `NoSpace` between them, and the failed write leaves its file
+//!   exactly as it was.
+//!
+//! # What the model covers
+//! The real CAS loop in `Pool::reserve`, `Reservation::sector` (cutting a
+//! sector out of a reservation), `Reservation::drop` and `Sector::drop`
+//! (uncharge), with 16-byte sectors and a limit of two or three sectors; and
+//! once end to end: `Engine::write` → the file's actor → `plan_mutation` →
+//! `Pool::reserve` → taking the sectors → publishing (or not).
+//!
+//! # What it does not cover
+//! `reserve_forced` (shrinking past the limit: single-threaded unit tests),
+//! the inode limit (same CAS shape, `engine/tests/limit_enospc.rs`), and the
+//! file-level all-or-nothing rule (no change on `NoSpace`), which
+//! `engine/tests` checks single-threaded.
+//!
+//! # Injected bug
+//! `bash .ci/loom-bugs pool_reserve_racy`, i.e.
+//! `RUSTFLAGS='--cfg loom -C debug-assertions --cfg loom_bug="pool_reserve_racy"' \
+//!  CARGO_TARGET_DIR=target/loom-bugs cargo test -p loom-tests --release \
+//!  --test limit_reservation -- tests::racing_reservations_at_the_limit`
+//! turns the CAS into "check, then `fetch_add`"; loom finds two threads that
+//! both pass the check and push `used` past the limit ("limit passed").
+
+#[cfg(loom)]
+mod tests {
+    use engine::sector::Pool;
+    use engine::{Engine, Error, ROOT};
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::Arc;
+    use loom::thread;
+    use loom_tests::{tiny_engine, Bound, SS};
+
+    const S: u64 = SS as u64;
+
+    /// Two threads race for 2 sectors each under a 3-sector limit while both
+    /// keep what they got: exactly one wins, the limit holds.
+    #[test]
+    fn racing_reservations_at_the_limit() {
+        loom_tests::check("limit_reservation::racing_reservations_at_the_limit", Bound::Exhaustive, || {
+            let pool = Pool::new(SS, 3 * S, 1);
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let pool = pool.clone();
+                    thread::spawn(move || {
+                        let r = pool.reserve(2 * S);
+                        assert!(pool.used() <= pool.limit(), "limit passed: {}", pool.used());
+                        r
+                    })
+                })
+                .collect();
+            let rs: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            let won = rs.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(won, 1, "exactly one of two 2-sector reservations fits in 3: {rs:?}");
+            assert!(rs.iter().any(|r| matches!(r, Err(Error::NoSpace))));
+            assert_eq!(pool.used(), 2 * S);
+            assert!(pool.stats().peak <= pool.limit(), "peak past the limit");
+            drop(rs);
+            assert_eq!(pool.used(), 0);
+        });
+    }
+
+    /// Three reservations that together exactly fill the limit all succeed,
+    /// however their CAS attempts interleave (no spurious `NoSpace`).
+    #[test]
+    fn reservations_that_fit_all_succeed() {
+        loom_tests::check("limit_reservation::reservations_that_fit_all_succeed", Bound::Exhaustive, || {
+            let pool = Pool::new(SS, 3 * S, 1);
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let pool = pool.clone();
+                    thread::spawn(move || pool.reserve(S).expect("fits: no NoSpace"))
+                })
+                .collect();
+            let mine = pool.reserve(S).expect("fits: no NoSpace");
+            let rs: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            assert_eq!(pool.used(), 3 * S);
+            assert!(matches!(pool.reserve(1), Err(Error::NoSpace)), "the pool is full");
+            drop((mine, rs));
+            assert_eq!(pool.used(), 0);
+        });
+    }
+
+    /// A holder turns its reservation into a sector and then frees it, while
+    /// another thread tries to reserve the room it occupies: a failure is
+    /// only allowed while the holder still holds it, and a retry after the
+    /// holder is done must succeed (the uncharge is visible).
+    #[test]
+    fn release_makes_room() {
+        loom_tests::check("limit_reservation::release_makes_room", Bound::Exhaustive, || {
+            let pool = Pool::new(SS, 2 * S, 1);
+            let done = Arc::new(AtomicBool::new(false));
+            let mut r = pool.reserve(2 * S).expect("empty pool");
+            let (p2, d2) = (pool.clone(), Arc::clone(&done));
+            let holder = thread::spawn(move || {
+                let s = r.sector().expect("reserved");
+                drop(r); // the second sector's worth goes back
+                assert!(p2.used() <= p2.limit());
+                drop(s); // and the first
+                d2.store(true, Ordering::Release);
+            });
+            match pool.reserve(2 * S) {
+                Ok(got) => {
+                    assert!(done.load(Ordering::Acquire) || pool.used() == 2 * S);
+                    drop(got);
+                }
+                Err(Error::NoSpace) => {
+                    holder.join().unwrap();
+                    assert!(done.load(Ordering::Acquire));
+                    let got = pool.reserve(2 * S).expect("room after the holder freed everything");
+                    drop(got);
+                    assert_eq!(pool.used(), 0);
+                    return;
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+            holder.join().unwrap();
+            assert_eq!(pool.used(), 0);
+        });
+    }
+
+    /// `NoSpace` only when the limit is truly reached: a holder drops its
+    /// reservation of the whole limit and then raises a flag. A reservation
+    /// made after seeing the flag (the release happened before it) must
+    /// succeed; one made without seeing it may fail, but only because the
+    /// room may still be held.
+    #[test]
+    fn reserve_after_release_succeeds() {
+        loom_tests::check("limit_reservation::reserve_after_release_succeeds", Bound::Exhaustive, || {
+            let pool = Pool::new(SS, 2 * S, 1);
+            let held = pool.reserve(2 * S).expect("empty pool");
+            let released = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&released);
+            let holder = thread::spawn(move || {
+                drop(held);
+                flag.store(true, Ordering::Release);
+            });
+            let saw_release = released.load(Ordering::Acquire);
+            let got = pool.reserve(S);
+            if saw_release {
+                assert!(got.is_ok(), "NoSpace although the room was released before: {got:?}");
+            }
+            assert!(pool.used() <= pool.limit());
+            holder.join().unwrap();
+            drop(got);
+            assert_eq!(pool.used(), 0);
+        });
+    }
+
+    fn contents(e: &Engine, ino: u64) -> Vec<u8> {
+        let mut buf = [0u8; 2 * SS];
+        let n = e.read(ino, 0, &mut buf).expect("read");
+        buf[..n].to_vec()
+    }
+
+    /// Two writes through the real engine race for the one sector left
+    /// under the limit (another file holds the other): exactly one succeeds,
+    /// the other gets `NoSpace` and leaves its file exactly as it was (empty,
+    /// no sector charged); the limit is never passed; once the winner's
+    /// file is deleted, the loser's retry fits.
+    #[test]
+    fn writes_race_for_the_last_sector() {
+        loom_tests::check("limit_reservation::writes_race_for_the_last_sector", Bound::Exhaustive, || {
+            let e = Arc::new(tiny_engine(2 * S, 0));
+            let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+            e.write(a, 0, &[1; SS]).unwrap();
+            let b = e.create(ROOT, b"b", 0o644, 0, 0).unwrap().ino;
+            let c = e.create(ROOT, b"c", 0o644, 0, 0).unwrap().ino;
+            let e2 = Arc::clone(&e);
+            let other = thread::spawn(move || e2.write(b, 0, &[2; SS]));
+            let mine = e.write(c, 0, &[3; SS]);
+            let theirs = other.join().unwrap();
+            let (won, lost, byte) = match (&theirs, &mine) {
+                (Ok(SS), Err(Error::NoSpace)) => (b, c, 3u8),
+                (Err(Error::NoSpace), Ok(SS)) => (c, b, 2u8),
+                _ => panic!("exactly one of two writes fits in the last sector: {theirs:?} {mine:?}"),
+            };
+            let st = e.stats().pool;
+            assert_eq!((st.used, st.sectors), (2 * S, 2), "the loser charged nothing");
+            assert!(st.peak <= st.limit, "peak past the limit");
+            assert_eq!(e.getattr(lost).unwrap().size, 0, "NoSpace changed the file");
+            assert!(contents(&e, lost).is_empty());
+            assert_eq!(contents(&e, won), vec![5 - byte; SS]);
+            let won_name: &[u8] = if won == b { b"b" } else { b"c" };
+            e.unlink(ROOT, won_name).unwrap();
+            e.forget(won, 1);
+            assert_eq!(e.write(lost, 0, &[byte; SS]), Ok(SS), "room after the winner was deleted");
+            assert_eq!(contents(&e, lost), vec![byte; SS]);
+        });
+    }
+}

@@ -1,0 +1,181 @@
+//! loom model of the sector pool (`engine::sector::Pool`): per-thread cache
+//! slots in front of the shared free list, under concurrent reserve /
+//! allocate / free.
+//!
+//! # Invariant
+//! * No sector is handed out twice: each thread writes its own mark into
+//!   every byte of each sector it holds and reads it back before freeing; a
+//!   sector held by two threads at once would be a loom data race on its
+//!   cells (and a changed mark).
+//! * None is leaked and the counters are exact: with every sector and
+//!   reservation held by the main thread, `stats().sectors` and `used` equal
+//!   what is held, and `free_sectors() + held` equals everything mapped;
+//!   after dropping them, `used == 0`, `sectors == 0` and every mapped
+//!   sector is free again (loom's own leak check covers the `Arc`s).
+//!
+//! # What the model covers
+//! The real `Pool`, `Reservation::sector` and `Sector::drop` code: the slot
+//! mutexes, the shared list's mutex, region mapping on a miss (64-byte
+//! regions of four 16-byte sectors under loom), refills in batches, and the
+//! `used`/`sectors` atomics. Sector bytes are loom cells. With two slots,
+//! threads map to slots in the order they first touch the pool; which thread
+//! gets slot 0 may differ between executions (a std counter, invisible to
+//! loom), but the mapping is a relabelling of symmetric slots, so the
+//! explored interleavings are the same.
+//!
+//! A full slot spilling half its sectors to the shared list while another
+//! thread, its own slot empty, refills from that list (or maps a region if
+//! it comes first) and a third frees into either slot: the one model where
+//! the shared list holds freed sectors under contention
+//! (`spill_races_refill`, which first fills a slot to `CACHE_MAX` = 64 free
+//! sectors single-threaded, so it raises loom's branch limit).
+//!
+//! # What it does not cover
+//! The real mmapped regions (`sync::real`), which the unit and stress tests
+//! cover, and the OS refusing memory (the stand-in `Region::map` never
+//! fails, so `NoSpace` from `take_mem` is not reached); more than three
+//! threads or two slots. The limit under racing
+//! reservations is `limit_reservation.rs`.
+
+#[cfg(loom)]
+mod tests {
+    use engine::sector::{Pool, Reservation, Sector, CACHE_MAX};
+    use engine::sync::Arc;
+    use loom::thread;
+    use loom_tests::{Bound, SS};
+
+    /// Allocates `n` sectors from one reservation and marks every byte.
+    fn take(pool: &Pool, n: usize, mark: u8) -> (Reservation, Vec<Arc<Sector>>) {
+        let mut r = pool.reserve((n * SS) as u64).expect("the limit is ample here");
+        let v = (0..n).map(|_| r.sector().expect("a reserved sector")).collect::<Vec<_>>();
+        for s in &v {
+            s.model_write(0, &[mark; SS]);
+        }
+        (r, v)
+    }
+
+    /// Checks each sector still holds `mark` (nobody else wrote it).
+    fn verify(v: &[Arc<Sector>], mark: u8) {
+        for s in v {
+            let mut b = [0u8; SS];
+            s.read(0, &mut b);
+            assert_eq!(b, [mark; SS], "a sector was handed out twice");
+        }
+    }
+
+    fn check_counts(pool: &Pool, held: usize) {
+        let st = pool.stats();
+        assert_eq!(st.sectors, held as u64, "sectors in use");
+        assert_eq!(st.used, (held * SS) as u64, "bytes charged");
+        assert_eq!(pool.free_sectors() + held, st.mapped as usize / SS, "a sector leaked");
+    }
+
+    /// Two threads each allocate two sectors (missing in their slot, mapping
+    /// or refilling), free one, allocate again and hand the rest to main.
+    #[test]
+    fn alloc_free_two_threads_two_slots() {
+        loom_tests::check("pool::alloc_free_two_threads_two_slots", Bound::Env, || {
+            let pool = Pool::new(SS, 16 * SS as u64, 2);
+            let hs: Vec<_> = [1u8, 2]
+                .into_iter()
+                .map(|mark| {
+                    let pool = pool.clone();
+                    thread::spawn(move || {
+                        let (r, mut v) = take(&pool, 2, mark);
+                        drop(r);
+                        verify(&v, mark);
+                        drop(v.pop());
+                        let (r2, v2) = take(&pool, 1, mark + 10);
+                        drop(r2);
+                        verify(&v, mark);
+                        verify(&v2, mark + 10);
+                        v.extend(v2);
+                        v
+                    })
+                })
+                .collect();
+            let held: Vec<Arc<Sector>> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
+            check_counts(&pool, held.len());
+            drop(held);
+            check_counts(&pool, 0);
+        });
+    }
+
+    /// One shared slot: a thread frees sectors another allocated while a
+    /// third allocates from the same slot, so freed memory is reused at once.
+    #[test]
+    fn free_and_reuse_one_slot_three_threads() {
+        loom_tests::check("pool::free_and_reuse_one_slot_three_threads", Bound::Env, || {
+            let pool = Pool::new(SS, 16 * SS as u64, 1);
+            let (r, given) = take(&pool, 2, 7);
+            drop(r);
+            let freer = thread::spawn(move || {
+                verify(&given, 7);
+                drop(given);
+            });
+            let p2 = pool.clone();
+            let taker = thread::spawn(move || {
+                let (_r, v) = take(&p2, 2, 8);
+                verify(&v, 8);
+                v
+            });
+            let (_r, mine) = take(&pool, 1, 9);
+            freer.join().unwrap();
+            let theirs = taker.join().unwrap();
+            verify(&mine, 9);
+            verify(&theirs, 8);
+            check_counts(&pool, 3);
+            drop((mine, theirs));
+            check_counts(&pool, 0);
+        });
+    }
+
+    /// The shared list under contention. The main thread fills its slot to
+    /// exactly `CACHE_MAX` free sectors (single-threaded set-up), then frees
+    /// one more, which spills half the slot to the shared list, while a
+    /// second thread (its own slot empty) allocates two sectors, refilling
+    /// from the shared list or mapping a region if it gets there first, and
+    /// a third frees two sectors it was given (into whichever slot it maps
+    /// to). No sector is handed out twice, and the counts are exact.
+    #[test]
+    fn spill_races_refill() {
+        let mut b = loom_tests::builder(Bound::Env);
+        b.max_branches = 20_000;
+        loom_tests::check_with("pool::spill_races_refill", b, || {
+            let pool = Pool::new(SS, 256 * SS as u64, 2);
+            // 4 sectors per region: allocating n maps ceil(n / 4) regions and
+            // leaves the rest of the last one in this thread's slot.
+            let n = CACHE_MAX + 3;
+            let (r, mut v) = take(&pool, n, 1);
+            drop(r);
+            let in_slot = pool.free_sectors();
+            // Free until the slot holds CACHE_MAX (no spill yet); keep 3.
+            let keep_back = v.split_off(v.len() - 3);
+            let excess = v.len() + in_slot - CACHE_MAX;
+            let spare = v.split_off(v.len() - excess);
+            drop(v);
+            assert_eq!(pool.free_sectors(), CACHE_MAX);
+            let mut keep_back = keep_back.into_iter();
+            let last = keep_back.next().expect("kept");
+            let given: Vec<_> = keep_back.collect();
+            let p2 = pool.clone();
+            let taker = thread::spawn(move || {
+                let (_r, v) = take(&p2, 2, 8);
+                verify(&v, 8);
+                v
+            });
+            let freer = thread::spawn(move || {
+                verify(&given, 1);
+                drop(given);
+            });
+            drop(last); // CACHE_MAX + 1 in the slot: spills half to the shared list
+            freer.join().unwrap();
+            let theirs = taker.join().unwrap();
+            verify(&theirs, 8);
+            verify(&spare, 1);
+            check_counts(&pool, theirs.len() + spare.len());
+            drop((theirs, spare));
+            check_counts(&pool, 0);
+        });
+    }
+}
