@@ -391,8 +391,15 @@ impl FileData {
             self.set_inline(bytes, charge);
             return Ok(());
         }
-        let need = self.plan_mutation(cx, new_len, write, fill);
-        let res = cx.pool.reserve(need * cx.ss())?;
+        let (grow, replace) = self.plan_mutation(cx, new_len, write, fill);
+        let mut res = cx.pool.reserve(grow * cx.ss())?;
+        if replace > 0 {
+            // A copy-on-write replacement frees the sector it replaces as soon
+            // as the last reader of the old table is done: the file's use does
+            // not grow, so it may pass the limit for that moment, and an
+            // overwrite works on a full file system (as on tmpfs).
+            res.join(cx.pool.reserve_forced(replace * cx.ss()));
+        }
         self.mutate_reserved(cx, new_len, write, fill, res)
     }
 
@@ -460,12 +467,27 @@ impl FileData {
             .collect()
     }
 
-    /// How many fresh sectors a mutation needs (read-only).
-    fn plan_mutation(&self, cx: &Ctx<'_>, new_len: u64, write: Option<(u64, &[u8])>, fill: Option<(u64, u64)>) -> u64 {
+    /// How many fresh sectors a mutation needs (read-only): `(new, replacements)`,
+    /// where a replacement is the copy-on-write twin of a sector readers can see.
+    fn plan_mutation(
+        &self,
+        cx: &Ctx<'_>,
+        new_len: u64,
+        write: Option<(u64, &[u8])>,
+        fill: Option<(u64, u64)>,
+    ) -> (u64, u64) {
         let ss = cx.ss();
         match &self.content {
             Content::Sectors(t) => {
-                self.spans(ss, new_len, write, fill, t).iter().filter(|sp| needs_fresh(t, sp)).count() as u64
+                let (mut grow, mut replace) = (0, 0);
+                for sp in self.spans(ss, new_len, write, fill, t).iter().filter(|sp| needs_fresh(t, sp)) {
+                    if t.get(sp.k).is_some() {
+                        replace += 1;
+                    } else {
+                        grow += 1;
+                    }
+                }
+                (grow, replace)
             }
             _ => {
                 // Converting: sector 0 takes the inline bytes, then every
@@ -478,7 +500,7 @@ impl FileData {
                 {
                     n += 1;
                 }
-                n
+                (n, 0)
             }
         }
     }

@@ -199,3 +199,29 @@ fn deleting_everything_returns_all_memory() {
     assert_empty(&e);
     assert!(e.stats().pool.peak > 0);
 }
+
+/// Overwriting data a reader could see copies its sector (the contract); on a
+/// full file system that copy must not fail: the file's use does not grow,
+/// and the old sector is freed once the new table is published.
+#[test]
+fn overwrite_works_when_full() {
+    for (ss, sectors) in [(4096usize, 16u64), (16, 8), (65536, 4)] {
+        let e = limited(ss, sectors, 0);
+        let limit = e.stats().pool.limit;
+        let f = mkfile(&e, ROOT, b"f");
+        e.write(f, 0, &vec![1; ss * sectors as usize]).unwrap();
+        assert_eq!(e.stats().pool.used, limit, "ss {ss}: full");
+        // One byte, a span across two sectors, and every sector at once.
+        e.write(f, 3, b"x").unwrap();
+        e.write(f, ss as u64 - 2, b"abcd").unwrap();
+        e.write(f, 0, &vec![7; ss * sectors as usize]).unwrap();
+        e.write(f, 1, b"yz").unwrap();
+        assert_eq!(e.stats().pool.used, limit, "ss {ss}: replacements returned their twins");
+        let mut want = vec![7; ss * sectors as usize];
+        want[1..3].copy_from_slice(b"yz");
+        assert_eq!(read_all(&e, f), want, "ss {ss}");
+        // Growth is still refused.
+        assert_eq!(e.write(f, ss as u64 * sectors, b"x"), Err(Error::NoSpace), "ss {ss}");
+        teardown(&e);
+    }
+}

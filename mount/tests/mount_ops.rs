@@ -439,6 +439,23 @@ fn limits_enospc() {
     assert!(ok, "space not returned: used {}", m.stat("used_bytes"));
     fs::write(m.p("fits"), vec![3u8; 2 << 20]).unwrap();
     assert_eq!(fs::read(m.p("fits")).unwrap().len(), 2 << 20);
+    // Exactly full: overwriting in place still works (no growth).
+    fs::write(m.p("fill"), vec![4u8; 2 << 20]).unwrap();
+    assert_eq!(m.stat("used_bytes"), 4 << 20);
+    let f = OpenOptions::new().write(true).open(m.p("fits")).unwrap();
+    f.write_all_at(&vec![5u8; 1 << 20], 4096).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let got = fs::read(m.p("fits")).unwrap();
+    assert!(got[4096..4096 + (1 << 20)].iter().all(|&b| b == 5) && got[..4096].iter().all(|&b| b == 3));
+    assert_eq!(
+        errno(OpenOptions::new().append(true).open(m.p("fill")).and_then(|mut f| {
+            f.write_all(&[6u8; 65536])?;
+            f.sync_all()
+        })),
+        libc::ENOSPC
+    );
+    fs::remove_file(m.p("fill")).unwrap();
     // The inode limit: 20 inodes including the root and "fits".
     let mut made = 0;
     let err = loop {
