@@ -299,7 +299,18 @@ impl Node {
                 if let Some(f) = s.flags {
                     m.flags = f;
                 }
-                m.ctime = s.ctime.unwrap_or(now);
+                if s.kill_suidgid && self.kind != FileType::Directory {
+                    m.perm &= !0o4000;
+                    if m.perm & 0o010 != 0 || s.kill_sgid {
+                        m.perm &= !0o2000;
+                    }
+                    if w.xattrs.as_ref().is_some_and(|x| x.contains_key(&b"security.capability"[..])) {
+                        let mut x = w.xattrs.as_deref().cloned().unwrap_or_default();
+                        x.remove(&b"security.capability"[..]);
+                        w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
+                    }
+                }
+                w.meta.ctime = s.ctime.unwrap_or(now);
                 Ok(0)
             }
             Op::Fallocate { mode, off, len } => {

@@ -171,6 +171,14 @@ pub struct SetAttr {
     pub crtime: Option<Time>,
     /// New Windows file attributes.
     pub flags: Option<u32>,
+    /// Drop privileges as a write, truncate or chown does (non-directories
+    /// only): clear the set-user-ID bit, the set-group-ID bit where group
+    /// execute is set, and the `security.capability` attribute. Applied
+    /// after `mode`.
+    pub kill_suidgid: bool,
+    /// With `kill_suidgid`: clear the set-group-ID bit even without group
+    /// execute (the caller is outside the file's group and unprivileged).
+    pub kill_sgid: bool,
 }
 
 /// `renameat2(2)` flags.

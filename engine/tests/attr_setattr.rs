@@ -258,3 +258,36 @@ fn statfs_reflects_limits_and_use() {
     let s = e.statfs();
     assert_eq!((s.bfree, s.ffree), (256, 99));
 }
+
+#[test]
+fn kill_suidgid_drops_privileges() {
+    let e = small();
+    let f = mkfile(&e, ROOT, b"f");
+    let kill = SetAttr { kill_suidgid: true, ..SetAttr::default() };
+    let kill_all = SetAttr { kill_suidgid: true, kill_sgid: true, ..SetAttr::default() };
+    let mode = |m| SetAttr { mode: Some(m), ..SetAttr::default() };
+    for (from, with, want) in [
+        (0o6755, kill, 0o755),      // set-user-ID, and set-group-ID with group execute
+        (0o4700, kill, 0o700),      // set-user-ID alone
+        (0o2745, kill, 0o2745),     // set-group-ID without group execute: a locking mark, kept
+        (0o2745, kill_all, 0o745),  // ... unless the caller is outside the group
+        (0o1777, kill_all, 0o1777), // sticky is not a privilege
+        (0o755, kill, 0o755),       // nothing to drop
+    ] {
+        e.setattr(f, &mode(from)).unwrap();
+        assert_eq!(e.setattr(f, &with).unwrap().perm, want, "{from:o}");
+    }
+    // Applied after a mode in the same change, atomically.
+    let both = SetAttr { mode: Some(0o4711), kill_suidgid: true, ..SetAttr::default() };
+    assert_eq!(e.setattr(f, &both).unwrap().perm, 0o711);
+    // File capabilities go; other attributes stay.
+    e.setxattr(f, b"security.capability", b"caps", 0).unwrap();
+    e.setxattr(f, b"user.keep", b"v", 0).unwrap();
+    e.setattr(f, &kill).unwrap();
+    assert_eq!(e.getxattr(f, b"security.capability"), Err(Error::NoData));
+    assert_eq!(e.getxattr(f, b"user.keep").unwrap(), b"v");
+    // Directories keep their set-group-ID bit (it means "inherit the group").
+    e.setattr(ROOT, &mode(0o2775)).unwrap();
+    assert_eq!(e.setattr(ROOT, &kill_all).unwrap().perm, 0o2775);
+    teardown(&e);
+}

@@ -26,6 +26,16 @@
 //!   and may read from files opened write-only. A write that passes the
 //!   memory limit is reported (`ENOSPC`) by `fsync`/`close`, or by the
 //!   `write` itself for `O_DIRECT`/`O_SYNC` writers.
+//! * **Dropping privileges.** `FUSE_HANDLE_KILLPRIV_V2` is negotiated, so
+//!   the kernel stops asking for `security.capability` before every write
+//!   (one round trip per write) and leaves it to us to clear set-user-ID and
+//!   set-group-ID bits on chown, on truncate, fallocate and copy_file_range
+//!   by an unprivileged caller, and on writes it flags
+//!   `FUSE_WRITE_KILL_SUIDGID` (see [`SectorFs::kill_suidgid`]).
+//! * **Requests we end for good.** `flush`, `fsync` and `fsyncdir` answer
+//!   `ENOSYS`, which the kernel remembers: it still writes dirty pages back
+//!   and reports their errors, but no longer asks the daemon. `opendir` does
+//!   too when the kernel grants `FUSE_NO_OPENDIR_SUPPORT`.
 //! * **Permissions.** The mount uses `default_permissions`: the kernel checks
 //!   mode bits, ownership and sticky bits against our attributes, with the
 //!   caller's supplementary groups (which fuser does not pass to us).
@@ -65,6 +75,8 @@ pub(crate) struct SectorFs {
     attr_ttl: Duration,
     cache_negative: bool,
     pid: u32,
+    /// The kernel agreed to FUSE_NO_OPENDIR_SUPPORT.
+    no_opendir: bool,
 }
 
 impl SectorFs {
@@ -77,6 +89,7 @@ impl SectorFs {
             attr_ttl: TTL,
             cache_negative: !ci,
             pid: std::process::id(),
+            no_opendir: false,
         }
     }
 
@@ -102,7 +115,9 @@ impl SectorFs {
         };
         self.engine.access(a.ino, want, &cred(req)).map_err(undo)?;
         if flags & libc::O_TRUNC != 0 && a.kind == FileType::Regular {
-            self.engine.setattr(a.ino, &SetAttr { size: Some(0), ..SetAttr::default() }).map_err(undo)?;
+            let (kill_suidgid, kill_sgid) = (!privileged(req), kill_sgid_always(req, &a));
+            let set = SetAttr { size: Some(0), kill_suidgid, kill_sgid, ..SetAttr::default() };
+            self.engine.setattr(a.ino, &set).map_err(undo)?;
         }
         self.engine.open(a.ino).map_err(undo)
     }
@@ -114,6 +129,20 @@ impl SectorFs {
             Err(Error::Exists) if flags & libc::O_EXCL == 0 => self.open_existing(req, parent, name, flags),
             Err(e) => Err(e),
         }
+    }
+
+    /// Drops set-user-ID/set-group-ID bits and file capabilities, as a
+    /// write, truncate or fallocate by an unprivileged caller does; only
+    /// when there is something to drop (both checks read a published
+    /// snapshot without a lock): most files have neither.
+    fn kill_suidgid(&self, req: &Request, ino: u64) -> engine::Result<()> {
+        let a = self.engine.getattr(ino)?;
+        let kill_sgid = kill_sgid_always(req, &a);
+        let bits = a.perm & 0o4000 != 0 || a.perm & 0o2010 == 0o2010 || kill_sgid;
+        if bits || self.engine.getxattr(ino, b"security.capability").is_ok() {
+            self.engine.setattr(ino, &SetAttr { kill_suidgid: true, kill_sgid, ..SetAttr::default() })?;
+        }
+        Ok(())
     }
 
     fn stats_json(&self) -> Vec<u8> {
@@ -179,6 +208,33 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
+/// Whether the caller may keep set-user-ID bits when it changes a file
+/// (`CAP_FSETID`; fuser passes no capabilities, so: root).
+fn privileged(req: &Request) -> bool {
+    req.uid() == 0
+}
+
+/// Whether dropping privileges must clear a set-group-ID bit that has no
+/// group execute: the caller is unprivileged and outside the file's group
+/// (as `setattr_should_drop_sgid` in the kernel).
+fn kill_sgid_always(req: &Request, a: &Attr) -> bool {
+    a.perm & 0o2000 != 0 && !privileged(req) && !in_group(req, a.gid)
+}
+
+/// Whether the caller is in group `gid`: its primary group, or one of its
+/// supplementary groups (fuser passes only the primary one, so they are read
+/// from `/proc`; only a privilege drop on a set-group-ID file asks).
+fn in_group(req: &Request, gid: u32) -> bool {
+    if req.gid() == gid {
+        return true;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+}
+
 fn cred(req: &Request) -> Cred {
     Cred { uid: req.uid(), gid: req.gid(), groups: Vec::new() }
 }
@@ -218,11 +274,13 @@ impl Filesystem for SectorFs {
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             if let Err(missing) = cfg.add_capabilities(cap) {
                 log::warn!("kernel lacks FUSE capability {missing:?}");
             }
         }
+        self.no_opendir = cfg.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
         if let Err(nearest) = cfg.set_max_write(MAX_WRITE) {
             let _ = cfg.set_max_write(nearest);
         }
@@ -258,7 +316,7 @@ impl Filesystem for SectorFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -274,6 +332,11 @@ impl Filesystem for SectorFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping privileges to
+        // us on chown (always) and on truncate (by a caller without
+        // CAP_FSETID, which fuser does not tell us: root stands for it).
+        let kill_suidgid = uid.is_some() || gid.is_some() || (size.is_some() && !privileged(req));
+        let kill_sgid = kill_suidgid && self.engine.getattr(ino.0).is_ok_and(|a| kill_sgid_always(req, &a));
         let set = SetAttr {
             mode,
             uid,
@@ -284,6 +347,8 @@ impl Filesystem for SectorFs {
             ctime: ctime.map(Time::from),
             crtime: crtime.map(Time::from),
             flags: None,
+            kill_suidgid,
+            kill_sgid,
         };
         match call(|| self.engine.setattr(ino.0, &set)) {
             Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
@@ -407,27 +472,36 @@ impl Filesystem for SectorFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
         // With the writeback cache the kernel resolves O_APPEND: always write
-        // at the offset given.
-        match call(|| self.engine.write(ino.0, offset, data)) {
+        // at the offset given. It sends writes that must drop privileges
+        // (FUSE_HANDLE_KILLPRIV_V2) through, flagged, instead of caching them.
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match call(|| {
+            if kill {
+                self.kill_suidgid(req, ino.0)?;
+            }
+            self.engine.write(ino.0, offset, data)
+        }) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _owner: fuser::LockOwner, reply: ReplyEmpty) {
-        // Nothing is buffered in the daemon.
-        reply.ok();
+        // Nothing is buffered in the daemon. ENOSYS tells the kernel never to
+        // send FLUSH again (one round trip less per close); it still writes
+        // back dirty pages and reports their errors (ENOSPC) at close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -451,13 +525,19 @@ impl Filesystem for SectorFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        // A RAM disk has nothing to make durable.
-        reply.ok();
+        // A RAM disk has nothing to make durable. ENOSYS: the kernel stops
+        // sending FSYNC but still writes back and reports errors first.
+        reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         // Directory handles are stateless: readdir offsets are engine cookies.
-        reply.opened(FileHandle(0), FopenFlags::empty());
+        // With FUSE_NO_OPENDIR_SUPPORT, ENOSYS ends OPENDIR/RELEASEDIR for good.
+        if self.no_opendir {
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+        }
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -497,7 +577,8 @@ impl Filesystem for SectorFs {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok();
+        // As `fsync`.
+        reply.error(Errno::ENOSYS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -598,7 +679,7 @@ impl Filesystem for SectorFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -606,7 +687,14 @@ impl Filesystem for SectorFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match call(|| self.engine.fallocate(ino.0, mode as u32, offset, length)) {
+        // The kernel's file_modified() leaves dropping privileges to us
+        // (FUSE_HANDLE_KILLPRIV_V2).
+        match call(|| {
+            if !privileged(req) {
+                self.kill_suidgid(req, ino.0)?;
+            }
+            self.engine.fallocate(ino.0, mode as u32, offset, length)
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -629,7 +717,7 @@ impl Filesystem for SectorFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         _fh_in: FileHandle,
         offset_in: u64,
@@ -644,7 +732,12 @@ impl Filesystem for SectorFs {
         // loop on short copies).
         let len = len.min(1 << 30);
         let res = if flags.is_empty() {
-            call(|| self.engine.copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len))
+            call(|| {
+                if !privileged(req) {
+                    self.kill_suidgid(req, ino_out.0)?;
+                }
+                self.engine.copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
+            })
         } else {
             Err(Errno::EINVAL)
         };

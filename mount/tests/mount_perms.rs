@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::*;
@@ -184,4 +185,78 @@ grep -c " $w/mp " /proc/self/mounts || true
     assert!(stdout.contains("owner 65534:65534"), "{stdout}");
     assert!(stdout.contains("\"files\":3"), "{stdout}");
     assert!(stdout.trim_end().ends_with("unmounted\n0"), "still mounted after unmount: {stdout}");
+}
+
+/// Writes, truncates, fallocate and copy_file_range by an unprivileged user,
+/// and chown by root, drop set-user-ID and set-group-ID bits exactly as on
+/// tmpfs. (The mount negotiates FUSE_HANDLE_KILLPRIV_V2, so the daemon, not
+/// the kernel, drops them.)
+#[test]
+fn privilege_drops_match_tmpfs() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (to act as another user)");
+        return;
+    }
+    let Some(m) = Mount::new(&["--allow-other"]) else { return };
+    let shm = tempfile::Builder::new().prefix("sectorfs-privs-").tempdir_in("/dev/shm").unwrap();
+    fs::set_permissions(shm.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    // (name, mode, what happens to it)
+    let cases: [(&str, u32, &str); 14] = [
+        ("w_suid", 0o4777, "user write"),
+        ("w_sgid_x", 0o2777, "user write"),
+        ("w_sgid_nox", 0o2767, "user write"),
+        ("w_both", 0o6777, "user write"),
+        ("w_plain", 0o777, "user write"),
+        ("w_sgid_nox_group", 0o2767, "user write in group"),
+        ("t_suid", 0o4777, "user truncate"),
+        ("t_both", 0o6777, "user truncate"),
+        ("f_suid", 0o4777, "user fallocate"),
+        ("c_suid", 0o6777, "user copy"),
+        ("root_write", 0o6777, "root write"),
+        ("root_truncate", 0o6777, "root truncate"),
+        ("chown_both", 0o6755, "root chown"),
+        ("chown_sgid_nox", 0o2745, "root chown"),
+    ];
+    let mut got = Vec::new();
+    for root in [shm.path(), m.path.as_path()] {
+        fs::write(root.join("src"), vec![9u8; 8192]).unwrap();
+        for (name, mode, _) in cases {
+            let p = root.join(name);
+            fs::write(&p, vec![1u8; 4096]).unwrap();
+            if name.ends_with("_group") {
+                std::os::unix::fs::chown(&p, None, Some(NOBODY)).unwrap();
+            }
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        for (name, _, what) in cases {
+            let p = root.join(name);
+            let src = root.join("src");
+            let act = move || -> std::io::Result<()> {
+                match what {
+                    "user write" | "user write in group" | "root write" => {
+                        OpenOptions::new().write(true).open(&p)?.write_all_at(b"x", 10)?
+                    }
+                    "user truncate" | "root truncate" => OpenOptions::new().write(true).open(&p)?.set_len(100)?,
+                    "user fallocate" => fallocate(&OpenOptions::new().write(true).open(&p)?, 0, 0, 8192)?,
+                    "user copy" => {
+                        let (a, b) = (File::open(&src)?, OpenOptions::new().write(true).open(&p)?);
+                        copy_file_range(&a, 0, &b, 0, 4096)?;
+                    }
+                    "root chown" => std::os::unix::fs::chown(&p, Some(NOBODY), None)?,
+                    _ => unreachable!(),
+                }
+                Ok(())
+            };
+            if what.starts_with("user") {
+                as_user(NOBODY, NOBODY, act).unwrap();
+            } else {
+                act().unwrap();
+            }
+            got.push(format!("{name}: {:o}", fs::metadata(root.join(name)).unwrap().mode() & 0o7777));
+        }
+    }
+    let (tmpfs, sectorfs) = got.split_at(cases.len());
+    assert_eq!(sectorfs, tmpfs, "modes after each change (right: tmpfs)");
+    // The cases do drop bits (the test would pass vacuously otherwise).
+    assert!(tmpfs.iter().any(|l| l == "w_suid: 777") && tmpfs.iter().any(|l| l == "chown_both: 755"), "{tmpfs:?}");
 }
