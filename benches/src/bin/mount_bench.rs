@@ -48,7 +48,8 @@
 //!   (`O_CREAT|O_EXCL`, write, close), then `stat` of each, then `unlink` of
 //!   each, timed separately, one thread.
 //!
-//! Usage: `mount_bench [--bin PATH] [--rounds N] [--quick] [--size SIZE]`.
+//! Usage: `mount_bench [--bin PATH] [--rounds N] [--quick] [--size SIZE]`;
+//! `SECTORFS_BENCH_MOUNT_ARGS` adds mount options (e.g. `--sector-size 16K`).
 //! Environment: `SECTORFS_BIN`, `SECTORFS_BENCH_ROUNDS` (default 3),
 //! `SECTORFS_BENCH_QUICK=1`. Without `--bin` the `sectorfs` binary next to
 //! this one (same target directory) is used. Needs root or a user allowed
@@ -223,6 +224,8 @@ mod linux {
                 .arg("-f")
                 .arg("--size")
                 .arg(size)
+                // Extra mount options to compare settings, e.g. "--sector-size 16K".
+                .args(std::env::var("SECTORFS_BENCH_MOUNT_ARGS").unwrap_or_default().split_whitespace())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
