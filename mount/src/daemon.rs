@@ -120,7 +120,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         }
         let fd = fusermount_mount(&mp, &opts)?;
         let session = Session::from_fd(fs, fd, fcfg.acl, fcfg.clone()).map_err(|e| {
-            fusermount_unmount(&mp, true);
+            let _ = fusermount_unmount(&mp, true);
             anyhow!("cannot start FUSE on {}: {e}", mp.display())
         })?;
         (session, Unmounter::Fusermount(mp.clone()))
@@ -176,9 +176,9 @@ impl Unmounter {
                 }
             }
             Unmounter::Fusermount(p) => {
-                if !fusermount_unmount(p, false) {
-                    log::warn!("unmount failed; detaching lazily");
-                    fusermount_unmount(p, true);
+                if let Err(e) = fusermount_unmount(p, false) {
+                    log::warn!("unmount failed ({e}); detaching lazily");
+                    let _ = fusermount_unmount(p, true);
                 }
             }
         }
@@ -233,22 +233,34 @@ fn fusermount_mount(mp: &Path, opts: &[String]) -> Result<std::os::fd::OwnedFd> 
     let out = child.wait_with_output().context("cannot wait for fusermount3")?;
     match fd {
         Some(fd) if out.status.success() => Ok(fd),
-        _ => {
-            let msg = String::from_utf8_lossy(&out.stderr);
-            let msg = msg.trim().trim_start_matches("fusermount3: ");
-            bail!("cannot mount {}: {}", mp.display(), if msg.is_empty() { "fusermount3 failed" } else { msg })
-        }
+        _ => bail!("cannot mount {}: {}", mp.display(), fusermount_message(&out.stderr)),
     }
 }
 
-/// `fusermount3 -u [-z] mp`; true if it succeeded.
-fn fusermount_unmount(mp: &Path, lazy: bool) -> bool {
+/// fusermount3's one-line complaint, without its name.
+fn fusermount_message(stderr: &[u8]) -> String {
+    let msg = String::from_utf8_lossy(stderr);
+    let msg = msg.trim().trim_start_matches("fusermount3: ");
+    if msg.is_empty() {
+        "fusermount3 failed".into()
+    } else {
+        msg.into()
+    }
+}
+
+/// `fusermount3 -u [-z] mp`; the error is fusermount3's own message.
+fn fusermount_unmount(mp: &Path, lazy: bool) -> Result<()> {
     let mut cmd = Command::new("fusermount3");
     cmd.arg("-u");
     if lazy {
         cmd.arg("-z");
     }
-    cmd.arg("--").arg(mp).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    let out =
+        cmd.arg("--").arg(mp).stdin(Stdio::null()).output().context("cannot run fusermount3 (is fuse3 installed?)")?;
+    if !out.status.success() {
+        bail!("{}", fusermount_message(&out.stderr));
+    }
+    Ok(())
 }
 
 /// Starts the daemon (this binary with `-f`) and waits until it reports the
@@ -385,7 +397,7 @@ fn resolve_without_stat(p: &Path) -> Result<PathBuf> {
 /// Detaches `mp` now; the kernel finishes the unmount when it is no longer busy.
 fn lazy_unmount(mp: &Path) {
     if nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).is_err() {
-        fusermount_unmount(mp, true);
+        let _ = fusermount_unmount(mp, true);
     }
 }
 
@@ -406,16 +418,7 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
             e => anyhow!("cannot unmount {shown}: {}", e.desc()),
         })?;
     } else {
-        let mut cmd = Command::new("fusermount3");
-        cmd.arg("-u");
-        if lazy {
-            cmd.arg("-z");
-        }
-        let out = cmd.arg("--").arg(&mp).output().context("cannot run fusermount3 (is fuse3 installed?)")?;
-        if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr);
-            bail!("cannot unmount {shown}: {}", msg.trim().trim_start_matches("fusermount3: "));
-        }
+        fusermount_unmount(&mp, lazy).map_err(|e| anyhow!("cannot unmount {shown}: {e:#}"))?;
     }
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
         wait_gone(pid, Duration::from_secs(10));
