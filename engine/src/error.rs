@@ -76,6 +76,14 @@ pub enum Error {
     /// `SEEK_DATA`/`SEEK_HOLE` at or past the end of the file (`ENXIO`).
     #[error("offset at or past the end of the file")]
     NoSuchOffset,
+    /// The request failed inside the engine (a bug: the request panicked);
+    /// the file was left at its last published state (`EIO`).
+    #[error("internal error: the request failed inside the file system and changed nothing")]
+    Internal,
+    /// The operating system refused memory for file data although the limit
+    /// was not reached (`ENOMEM`); nothing was changed.
+    #[error("out of memory: the system refused memory for file data")]
+    OutOfMemory,
 }
 
 /// Linux errno values (platform-neutral constants, so the table is tested everywhere).
@@ -103,6 +111,7 @@ pub mod errno {
     pub const EOVERFLOW: i32 = 75;
     pub const EOPNOTSUPP: i32 = 95;
     pub const ENXIO: i32 = 6;
+    pub const ENOMEM: i32 = 12;
 }
 
 /// Windows NTSTATUS values (plain constants so the table is tested on Linux).
@@ -127,6 +136,8 @@ pub mod ntstatus {
     pub const STATUS_NOT_SUPPORTED: i32 = 0xC000_00BB_u32 as i32;
     pub const STATUS_DEVICE_BUSY: i32 = 0x8000_0011_u32 as i32;
     pub const STATUS_END_OF_FILE: i32 = 0xC000_0011_u32 as i32;
+    pub const STATUS_INTERNAL_ERROR: i32 = 0xC000_00E5_u32 as i32;
+    pub const STATUS_NO_MEMORY: i32 = 0xC000_0017_u32 as i32;
 }
 
 impl Error {
@@ -157,6 +168,8 @@ impl Error {
             Error::Busy => EBUSY,
             Error::BadTarget => EINVAL,
             Error::NoSuchOffset => ENXIO,
+            Error::Internal => EIO,
+            Error::OutOfMemory => ENOMEM,
         }
     }
 
@@ -187,6 +200,8 @@ impl Error {
             Error::Busy => STATUS_DEVICE_BUSY,
             Error::BadTarget => STATUS_INVALID_PARAMETER,
             Error::NoSuchOffset => STATUS_END_OF_FILE,
+            Error::Internal => STATUS_INTERNAL_ERROR,
+            Error::OutOfMemory => STATUS_NO_MEMORY,
         }
     }
 }
@@ -202,7 +217,7 @@ mod tests {
 
     /// Every variant with its errno and NTSTATUS, written out independently
     /// of the two tables above.
-    const TABLE: [(Error, i32, i32); 23] = [
+    const TABLE: [(Error, i32, i32); 25] = [
         (NotFound, ENOENT, STATUS_OBJECT_NAME_NOT_FOUND),
         (Exists, EEXIST, STATUS_OBJECT_NAME_COLLISION),
         (NotEmpty, ENOTEMPTY, STATUS_DIRECTORY_NOT_EMPTY),
@@ -226,6 +241,8 @@ mod tests {
         (Busy, EBUSY, STATUS_DEVICE_BUSY),
         (BadTarget, EINVAL, STATUS_INVALID_PARAMETER),
         (NoSuchOffset, ENXIO, STATUS_END_OF_FILE),
+        (Internal, EIO, STATUS_INTERNAL_ERROR),
+        (OutOfMemory, ENOMEM, STATUS_NO_MEMORY),
     ];
 
     /// The row of each variant: adding a variant breaks this match until the
@@ -255,6 +272,8 @@ mod tests {
             Busy => 20,
             BadTarget => 21,
             NoSuchOffset => 22,
+            Internal => 23,
+            OutOfMemory => 24,
         }
     }
 
@@ -275,6 +294,7 @@ mod tests {
             (ENOENT, 2),
             (EIO, 5),
             (ENXIO, 6),
+            (ENOMEM, 12),
             (E2BIG, 7),
             (EACCES, 13),
             (EBUSY, 16),
@@ -306,6 +326,8 @@ mod tests {
         assert_eq!(STATUS_OBJECT_NAME_NOT_FOUND as u32, 0xC000_0034);
         assert_eq!(STATUS_DISK_FULL as u32, 0xC000_007F);
         assert_eq!(STATUS_END_OF_FILE as u32, 0xC000_0011);
+        assert_eq!(STATUS_INTERNAL_ERROR as u32, 0xC000_00E5);
+        assert_eq!(STATUS_NO_MEMORY as u32, 0xC000_0017);
     }
 
     #[test]

@@ -1127,4 +1127,11 @@ impl Engine {
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
+
+    /// Requests counted in `ino`'s actor and not yet completed (0 for an
+    /// unknown inode). For tests; internal, not semver.
+    #[doc(hidden)]
+    pub fn pending_requests(&self, ino: Ino) -> usize {
+        self.node(ino).map_or(0, |n| n.actor.pending())
+    }
 }

@@ -18,6 +18,7 @@ pub mod actor;
 #[doc(hidden)]
 pub mod data;
 mod error;
+mod fault;
 mod fs;
 mod node;
 #[doc(hidden)]

@@ -235,6 +235,7 @@ impl Node {
                 r
             })
             .collect();
+        crate::fault::fail_point!("node.publish");
         if changed {
             let after = work.data.len();
             if after > before {

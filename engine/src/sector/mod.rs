@@ -271,14 +271,15 @@ impl Reservation {
     /// Cuts one sector out of the reservation.
     ///
     /// # Errors
-    /// [`Error::NoSpace`] if less than a sector is left in the reservation or
-    /// the OS refuses memory. Callers take all their sectors before mutating.
+    /// [`Error::NoSpace`] if less than a sector is left in the reservation;
+    /// [`Error::OutOfMemory`] if the OS refuses memory for a new region.
+    /// Callers take all their sectors before mutating.
     pub fn sector(&mut self) -> Result<Arc<Sector>, Error> {
         let size = self.pool.inner.sector_size as u64;
         if self.bytes < size {
             return Err(Error::NoSpace);
         }
-        let mem = self.pool.take_mem().ok_or(Error::NoSpace)?;
+        let mem = self.pool.take_mem().ok_or(Error::OutOfMemory)?;
         self.bytes -= size;
         self.pool.inner.sectors.fetch_add(1, Ordering::AcqRel);
         self.pool.inner.allocs.fetch_add(1, Ordering::Relaxed);

@@ -203,6 +203,7 @@ pub struct Region {
 impl Region {
     /// Maps `bytes` of fresh zeroed memory. `None` if the OS refuses.
     pub fn map(bytes: usize) -> Option<Region> {
+        crate::fault::fail_point!("region.map", |_| None);
         let map = memmap2::MmapOptions::new().len(bytes).map_anon().ok()?;
         #[cfg(target_os = "linux")]
         {

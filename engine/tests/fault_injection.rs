@@ -1,0 +1,165 @@
+//! Faults injected through the engine's failpoints (`engine/src/fault.rs`):
+//! the OS refusing memory for a new region, and a panic inside a file's
+//! actor. Built only with `--features failpoints` (`scripts/test-all` runs
+//! it in the debug profile).
+#![cfg(feature = "failpoints")]
+
+mod support;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use engine::{Engine, Error, SetAttr, ROOT};
+use fail::FailScenario;
+use support::*;
+
+/// Waits (bounded) until `ino` has `n` requests counted in its actor.
+fn wait_pending(e: &Engine, ino: u64, n: usize) {
+    let t0 = Instant::now();
+    while e.pending_requests(ino) != n {
+        assert!(t0.elapsed() < Duration::from_secs(120), "never reached {n} pending requests");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The expected panics of these tests print nothing; any other panic keeps
+/// the default message.
+fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !msg.contains("node.publish") && !msg.contains("injected") {
+                default(info);
+            }
+        }));
+    });
+}
+
+#[test]
+fn oom_on_region_map_is_enomem_and_leaks_nothing() {
+    let scenario = FailScenario::setup();
+    let e = Engine::new(cfg(64 << 10, 64 << 20, 1024)).unwrap();
+    let f = mkfile(&e, ROOT, b"f");
+    fail::cfg("region.map", "return").unwrap();
+    assert_eq!(e.write(f, 0, &vec![7; 100_000]), Err(Error::OutOfMemory));
+    assert_eq!(e.getattr(f).unwrap().size, 0, "nothing changed");
+    let s = e.stats().pool;
+    assert_eq!((s.used, s.sectors, s.mapped), (0, 0, 0), "the reservation was returned");
+    // Small files live inline (process heap, not regions): still served.
+    assert_eq!(e.write(f, 0, b"small"), Ok(5));
+    assert_eq!(read_all(&e, f), b"small");
+
+    // The first region maps, the second is refused: a 3 MiB write needs two.
+    fail::cfg("region.map", "1*off->return").unwrap();
+    let g = mkfile(&e, ROOT, b"g");
+    assert_eq!(e.write(g, 0, &vec![1; 3 << 20]), Err(Error::OutOfMemory));
+    assert_eq!(e.getattr(g).unwrap().size, 0);
+    let s = e.stats().pool;
+    assert_eq!((s.used, s.sectors), (5, 0), "only f's inline bytes are charged");
+    assert_eq!(s.mapped, 2 << 20, "one region mapped");
+    assert_eq!(e.pool().free_sectors(), 32, "every sector of the mapped region is back in the pool");
+    // A write that fits in the mapped region works while mapping still fails.
+    assert_eq!(e.write(g, 0, &vec![2; 1 << 20]), Ok(1 << 20));
+
+    fail::remove("region.map");
+    assert_eq!(e.write(g, 0, &vec![3; 3 << 20]), Ok(3 << 20), "served again once the OS gives memory");
+    assert_eq!(read_all(&e, g), vec![3; 3 << 20]);
+    e.unlink(ROOT, b"f").unwrap();
+    e.unlink(ROOT, b"g").unwrap();
+    let s = e.stats().pool;
+    assert_eq!((s.used, s.sectors), (0, 0), "nothing leaked");
+    scenario.teardown();
+}
+
+#[test]
+fn panic_in_a_request_is_eio_and_publishes_nothing() {
+    quiet_injected_panics();
+    let scenario = FailScenario::setup();
+    let e = Engine::new(cfg(4096, 64 << 20, 1024)).unwrap();
+    let f = put(&e, ROOT, b"f", &vec![5; 10_000]);
+    let other = put(&e, ROOT, b"other", b"other");
+    let before = e.stats();
+    let attr = e.getattr(f).unwrap();
+
+    fail::cfg("node.publish", "1*panic").unwrap();
+    // A write that grows the file into fresh sectors, panicking before publish.
+    assert_eq!(e.write(f, 5000, &vec![9; 20_000]), Err(Error::Internal));
+    assert_eq!(read_all(&e, f), vec![5; 10_000], "the file is at its last published state");
+    assert_eq!(e.getattr(f).unwrap().mtime, attr.mtime);
+    let after = e.stats();
+    assert_eq!(after.pool.used, before.pool.used, "the batch's sectors went back");
+    assert_eq!(after.pool.sectors, before.pool.sectors);
+    assert_eq!(after.logical_bytes, before.logical_bytes);
+    assert_eq!(e.pending_requests(f), 0, "the runner role was released");
+
+    // Every kind of request fails the same way, then the file works again.
+    fail::cfg("node.publish", "1*panic").unwrap();
+    assert_eq!(e.setattr(f, &SetAttr { size: Some(1), ..SetAttr::default() }).err(), Some(Error::Internal));
+    assert_eq!(e.getattr(f).unwrap().size, 10_000);
+    assert_eq!(e.write(f, 10_000, b"tail"), Ok(4), "the same file is served after the panic");
+    assert_eq!(read_at(&e, f, 9_998, 10), b"\x05\x05tail");
+    assert_eq!(read_all(&e, other), b"other");
+    e.unlink(ROOT, b"f").unwrap();
+    e.unlink(ROOT, b"other").unwrap();
+    assert_eq!(e.stats().pool.used, 0, "nothing leaked");
+    scenario.teardown();
+}
+
+/// A batch of three requests from three threads: the runner's own batch
+/// publishes, the next batch (two requests) panics, both get EIO, and the
+/// file holds exactly what the first batch wrote.
+#[test]
+fn panic_fails_the_whole_batch_and_only_it() {
+    quiet_injected_panics();
+    let scenario = FailScenario::setup();
+    let e = Arc::new(Engine::new(cfg(4096, 64 << 20, 1024)).unwrap());
+    let f = mkfile(&e, ROOT, b"f");
+    // The first publish blocks until released (so two more requests queue up
+    // behind the runner), the second panics, later ones publish.
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let calls = Mutex::new(0);
+    fail::cfg_callback("node.publish", move || {
+        let n = {
+            let mut c = calls.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        match n {
+            1 => release_rx.lock().unwrap().recv().unwrap(),
+            2 => panic!("injected panic in the second batch"),
+            _ => {}
+        }
+    })
+    .unwrap();
+    let spawn_write = |off: u64, data: Vec<u8>| {
+        let e = Arc::clone(&e);
+        thread::spawn(move || e.write(f, off, &data))
+    };
+    let a = spawn_write(0, vec![b'a'; 6000]);
+    wait_pending(&e, f, 1);
+    let b = spawn_write(6000, vec![b'b'; 6000]);
+    wait_pending(&e, f, 2);
+    let c = spawn_write(12_000, vec![b'c'; 6000]);
+    wait_pending(&e, f, 3);
+    release_tx.send(()).unwrap();
+    assert_eq!(a.join().unwrap(), Ok(6000), "the runner's own batch published");
+    assert_eq!(b.join().unwrap(), Err(Error::Internal), "b shared the panicking batch");
+    assert_eq!(c.join().unwrap(), Err(Error::Internal), "c shared the panicking batch");
+    assert_eq!(read_all(&e, f), vec![b'a'; 6000]);
+    assert_eq!(e.pending_requests(f), 0);
+    assert_eq!(e.write(f, 6000, b"next"), Ok(4), "the file is served after the panic");
+    assert_eq!(e.getattr(f).unwrap().size, 6004);
+    e.unlink(ROOT, b"f").unwrap();
+    assert_eq!(e.stats().pool.used, 0, "nothing leaked");
+    scenario.teardown();
+}
