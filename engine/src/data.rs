@@ -181,7 +181,10 @@ impl FileData {
         if new_len > cx.max_size {
             return Err(Error::FileTooBig);
         }
-        if new_len < self.len {
+        let trim = new_len == self.len && matches!(self.content, Content::Sectors(_));
+        if new_len < self.len || trim {
+            // Also for the same size: sectors reserved past the end (by
+            // `fallocate` with `KEEP_SIZE`) go back, as on tmpfs.
             self.shrink(cx, new_len);
             Ok(())
         } else if new_len > self.len {
@@ -380,7 +383,12 @@ impl FileData {
     ) -> Result<()> {
         let inline = new_len <= cx.inline_max && !matches!(self.content, Content::Sectors(_));
         if inline {
-            let mut res = cx.pool.reserve(new_len)?;
+            // The new buffer replaces the old one, which is freed right after:
+            // only the growth counts against the limit, so an overwrite works
+            // on a full file system (as it does for sectors).
+            let old_len = self.inline_bytes().len() as u64;
+            let mut res = cx.pool.reserve(new_len - old_len)?;
+            res.join(cx.pool.reserve_forced(old_len));
             let mut bytes = vec![0u8; new_len as usize];
             let old = self.inline_bytes();
             bytes[..old.len()].copy_from_slice(old);
