@@ -381,7 +381,10 @@ impl FileData {
         write: Option<(u64, &[u8])>,
         fill: Option<(u64, u64)>,
     ) -> Result<()> {
-        let inline = new_len <= cx.inline_max && !matches!(self.content, Content::Sectors(_));
+        // A reservation past the end (`fallocate` with `KEEP_SIZE`) needs
+        // sectors: an inline buffer holds exactly the file's bytes.
+        let past_end = fill.is_some_and(|(_, end)| end > new_len);
+        let inline = new_len <= cx.inline_max && !past_end && !matches!(self.content, Content::Sectors(_));
         if inline {
             // The new buffer replaces the old one, which is freed right after:
             // only the growth counts against the limit, so an overwrite works

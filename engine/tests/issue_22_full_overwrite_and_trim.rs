@@ -4,7 +4,9 @@
 //!   file system, although it does not grow the file (sectors were fine);
 //! * truncating to the current size did not return the sectors reserved past
 //!   the end by `fallocate(KEEP_SIZE)` (tmpfs does; WinFsp's cleanup relies
-//!   on it to drop a file's allocation beyond its size).
+//!   on it to drop a file's allocation beyond its size);
+//! * `fallocate(KEEP_SIZE)` reserved nothing for an empty or inline file
+//!   (Windows programs preallocate with the allocation size at create).
 
 mod support;
 
@@ -48,4 +50,34 @@ fn truncate_to_the_same_size_drops_the_reservation_past_the_end() {
     let mut buf = vec![0; 5000];
     assert_eq!(e.read(c, 0, &mut buf), Ok(5000));
     assert!(buf.iter().all(|&x| x == 1));
+}
+
+/// `fallocate(KEEP_SIZE)` on an empty or inline file reserved nothing (the
+/// inline path ignored the range past the end), so a preallocation promised
+/// memory it did not hold.
+#[test]
+fn keep_size_reserves_for_empty_and_inline_files() {
+    let e = tiny(4096, 100 * 4096, 1024);
+    let a = mkfile(&e, ROOT, b"a");
+    e.fallocate(a, KEEP, 0, 40000).unwrap();
+    assert_eq!(e.stats().pool.used, 10 * 4096);
+    assert_eq!(e.getattr(a).unwrap().size, 0);
+    let b = put(&e, ROOT, b"b", &[7; 500]);
+    let before = e.stats().pool.used;
+    e.fallocate(b, KEEP, 0, 8000).unwrap();
+    assert_eq!(e.stats().pool.used, before - 500 + 2 * 4096);
+    assert_eq!(e.getattr(b).unwrap().size, 500);
+    let mut buf = vec![0; 600];
+    assert_eq!(e.read(b, 0, &mut buf), Ok(500));
+    assert!(buf[..500].iter().all(|&x| x == 7));
+    // Within the size, an inline file stays inline.
+    let c = put(&e, ROOT, b"c", &[1; 300]);
+    let before = e.stats().pool.used;
+    e.fallocate(c, KEEP, 0, 300).unwrap();
+    assert_eq!(e.stats().pool.used, before);
+    // At the limit: refused, nothing changed.
+    let full = tiny(4096, 4096, 1024);
+    let d = mkfile(&full, ROOT, b"d");
+    assert_eq!(full.fallocate(d, KEEP, 0, 8192), Err(Error::NoSpace));
+    assert_eq!(full.stats().pool.used, 0);
 }
