@@ -19,6 +19,11 @@ mod stats;
 mod daemon;
 #[cfg(target_os = "linux")]
 mod fuse_fs;
+// The WinFsp translation: built for Windows, and tested everywhere (off
+// Windows only the tests use it).
+#[cfg(any(windows, test))]
+#[cfg_attr(not(windows), allow(dead_code))]
+mod winfsp_logic;
 
 const EXAMPLES: &str = "\
 Examples:
