@@ -93,6 +93,11 @@ pub(crate) const ALLOCATION_UNIT: u64 = 4096;
 /// Longest volume label, in UTF-16 units (`FSP_FSCTL_VOLUME_INFO`).
 pub(crate) const LABEL_MAX: usize = 32;
 
+/// Now, as a Windows `FILETIME`.
+pub(crate) fn now_filetime() -> u64 {
+    wire::filetime(engine::Time::now())
+}
+
 fn st(e: Error) -> NtStatus {
     e.ntstatus()
 }
@@ -104,6 +109,7 @@ pub(crate) struct Handle {
     dir: bool,
 }
 
+#[cfg(test)]
 impl Handle {
     /// The inode behind this handle.
     pub(crate) fn ino(&self) -> Ino {
@@ -191,6 +197,7 @@ impl WinFs {
     }
 
     /// The engine behind the volume.
+    #[cfg(test)]
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }

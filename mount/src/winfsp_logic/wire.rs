@@ -122,7 +122,8 @@ impl<'a> DirBuf<'a> {
     }
 }
 
-/// One entry decoded from a `read_directory` buffer (for tests and checks).
+/// One entry decoded from a `read_directory` buffer (for tests).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DirEntryBytes {
     pub(crate) name: String,
