@@ -66,6 +66,10 @@ mod nt;
 mod wire;
 
 #[cfg(test)]
+mod fsd;
+#[cfg(test)]
+mod sequences;
+#[cfg(test)]
 mod tests;
 
 use std::sync::{Arc, Mutex};
@@ -321,10 +325,12 @@ impl WinFs {
     // ------------------------------------------------------------ volume
 
     /// `GetVolumeInfo`: the memory limit and what is left of it.
+    /// Free space is counted in whole sectors: a file of that size fits.
     pub(crate) fn volume_info(&self) -> VolumeInfo {
         let s = self.engine.stats().pool;
+        let ss = self.engine.config().sector_size as u64;
         let label = self.label.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        VolumeInfo { total_size: s.limit, free_size: s.limit.saturating_sub(s.used), label }
+        VolumeInfo { total_size: s.limit, free_size: s.limit.saturating_sub(s.used) / ss * ss, label }
     }
 
     /// `SetVolumeLabel` (at most [`LABEL_MAX`] units are kept, as NTFS).
@@ -557,8 +563,9 @@ impl WinFs {
         write_to_eof: bool,
         constrained_io: bool,
     ) -> WinResult<(u32, FileInfo)> {
+        let cur = self.engine.getattr(h.ino).map_err(st)?;
         let n = if constrained_io {
-            let size = self.engine.getattr(h.ino).map_err(st)?.size;
+            let size = cur.size;
             if off >= size {
                 0
             } else {
@@ -571,7 +578,22 @@ impl WinFs {
         } else {
             self.engine.write(h.ino, off, data).map_err(st)?
         };
+        self.keep_times(&cur)?;
         Ok((n as u32, self.info_of(h.ino)?))
+    }
+
+    /// Puts back the write and change times a data call changed: under
+    /// WinFsp they are set by `cleanup` (`FspCleanupSetLastWriteTime`, unless
+    /// the handle set them itself), as memfs does; the lazy writer's
+    /// writes in particular must not move a time a program set.
+    fn keep_times(&self, before: &Attr) -> WinResult<()> {
+        let a = self.engine.getattr(before.ino).map_err(st)?;
+        if (a.mtime, a.ctime) != (before.mtime, before.ctime) {
+            let set =
+                SetAttr { mtime: Some(SetTime::At(before.mtime)), ctime: Some(before.ctime), ..SetAttr::default() };
+            self.engine.setattr(before.ino, &set).map_err(st)?;
+        }
+        Ok(())
     }
 
     /// `Flush`: nothing to write back (every write is stored when it returns).
@@ -651,6 +673,7 @@ impl WinFs {
         } else if new < cur.size {
             self.engine.setattr(h.ino, &SetAttr { size: Some(new), ..SetAttr::default() }).map_err(st)?;
         }
+        self.keep_times(&cur)?;
         self.info_of(h.ino)
     }
 

@@ -21,6 +21,7 @@ pub(crate) const STATUS_BUFFER_OVERFLOW: NtStatus = st(0x8000_0005);
 pub(crate) const STATUS_INVALID_DEVICE_REQUEST: NtStatus = st(0xC000_0010);
 pub(crate) const STATUS_OBJECT_PATH_NOT_FOUND: NtStatus = st(0xC000_003A);
 pub(crate) const STATUS_EAS_NOT_SUPPORTED: NtStatus = st(0xC000_004F);
+pub(crate) const STATUS_DELETE_PENDING: NtStatus = st(0xC000_0056);
 pub(crate) const STATUS_INVALID_SECURITY_DESCR: NtStatus = st(0xC000_0079);
 pub(crate) const STATUS_INSUFFICIENT_RESOURCES: NtStatus = st(0xC000_009A);
 pub(crate) const STATUS_CANNOT_DELETE: NtStatus = st(0xC000_0121);
