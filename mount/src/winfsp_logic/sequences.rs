@@ -438,4 +438,14 @@ fn cleanup_flags_follow_the_fsd() {
     f.read(h, 0, 3).unwrap();
     f.close(h);
     assert!(!f.calls[n..].iter().any(|c| c.starts_with("Cleanup")), "{:?}", &f.calls[n..]);
+    // TRUNCATE_EXISTING (FILE_OVERWRITE), then a preallocation (FileAllocationInfo).
+    assert_eq!(f.create_file("\\g", Req::new(Disp::Overwrite)).unwrap_err(), nt::STATUS_OBJECT_NAME_NOT_FOUND);
+    let h = f.create_file("\\f", Req::new(Disp::Overwrite).file().write()).unwrap();
+    assert_eq!(f.info(h).unwrap().file_size, 0);
+    f.set_allocation(h, 50_000).unwrap();
+    assert_eq!(f.info(h).unwrap().allocation_size, 53_248);
+    f.close(h);
+    let h = f.create_file("\\f", Req::new(Disp::Open)).unwrap();
+    assert_eq!(f.info(h).unwrap().allocation_size, 0, "cleanup gave the preallocation back");
+    f.close(h);
 }
