@@ -60,7 +60,10 @@ Examples:
   sectorfs mount R: -s 8G -n 2000000 -i -l BUILD     # 8 GiB, 2M files, case-insensitive, label BUILD
   sectorfs mount -m * -u \\ram\\share -F NTFS    # memfs-style options: next free drive, UNC share
   sectorfs stats R: [--json]                         # used / free bytes, files, sectors
-  sectorfs unmount R:";
+  sectorfs unmount R:
+
+Served through WinFsp - Windows File System Proxy, Copyright (C) Bill Zissimopoulos,
+https://github.com/winfsp/winfsp (this executable is GPL-3.0: see docs/WINDOWS.md).";
 
 /// A RAM disk whose file data lives in fixed-size sectors.
 #[derive(Debug, Parser)]
