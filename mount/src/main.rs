@@ -18,6 +18,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(any(target_os = "linux", windows))]
+mod background;
 mod cli;
 mod stats;
 

@@ -2,10 +2,9 @@
 //!
 //! # Mount life cycle
 //! 1. Without `-f`, the command starts itself again with `-f` as a detached
-//!    process (no console), its stdout on a pipe, and waits for one line:
-//!    the daemon writes it once the volume is mounted and served, then
-//!    points its stdout and stderr at `NUL`; the command exits 0. If the
-//!    daemon exits instead, its error has gone to the shared stderr.
+//!    process (no console) and waits for its readiness line
+//!    ([`crate::background`], shared with Linux); after it the daemon points
+//!    its stdout and stderr at `NUL`.
 //! 2. The daemon loads WinFsp's DLL (next to `sectorfs.exe`, on the DLL
 //!    path, or from WinFsp's install directory in the registry), creates the
 //!    mount's unmount event (`Local\sectorfs-unmount-<mount point>`; if it
@@ -20,12 +19,12 @@
 //! `DeviceIoControl` ([`IOCTL_SECTORFS_STATS`]), which the daemon answers.
 
 use std::ffi::c_void;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::windows::fs::OpenOptionsExt;
 use std::os::windows::io::AsRawHandle;
 use std::os::windows::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
@@ -41,16 +40,13 @@ use windows::Win32::System::Threading::{
 };
 use winfsp::host::{FileSystemHost, FineGuard, VolumeParams};
 
+use crate::background::{self, READY};
 use crate::cli::{self, format_bytes};
 use crate::stats::Snapshot;
 use crate::win_args::{self, MountTarget, WinMountArgs, WinSettings};
 use crate::winfsp_glue::Glue;
 use crate::winfsp_logic::{self, NtStatus, WinFs, IOCTL_SECTORFS_STATS};
 
-/// Set (to `1`) in the environment of the background daemon.
-const DAEMON_ENV: &str = "SECTORFS_DAEMON";
-/// The first words of the daemon's readiness line.
-const READY: &str = "sectorfs: mounted";
 /// `DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP`: no console, no Ctrl+C from the caller's.
 const DETACH_FLAGS: u32 = 0x0000_0008 | 0x0000_0200;
 /// `FILE_READ_ATTRIBUTES`.
@@ -215,7 +211,7 @@ pub(crate) fn mount(args: &WinMountArgs) -> Result<ExitCode> {
     if !args.foreground {
         return spawn_background();
     }
-    let daemon = std::env::var_os(DAEMON_ENV).is_some();
+    let daemon = background::is_daemon();
     load_winfsp()?;
     if s.target == MountTarget::NextFreeDrive {
         // SAFETY: no arguments; returns a bit mask.
@@ -309,28 +305,12 @@ fn detach_stdio() {
     }
 }
 
-/// Starts the daemon (this program with `-f`) and waits until it reports
-/// the mount ready, or exits.
+/// Starts the daemon (this program with `-f`, detached from the console)
+/// and waits until it reports the mount ready, or exits.
 fn spawn_background() -> Result<ExitCode> {
-    let exe = std::env::current_exe().context("cannot find the sectorfs executable")?;
-    let mut child = Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .arg("--foreground")
-        .env(DAEMON_ENV, "1")
-        .creation_flags(DETACH_FLAGS)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the sectorfs daemon")?;
-    let stdout = child.stdout.take().context("no pipe to the daemon")?;
-    let mut line = String::new();
-    let _ = BufReader::new(stdout).read_line(&mut line);
-    if line.starts_with(READY) {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let status = child.wait().context("cannot wait for the sectorfs daemon")?;
-    Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(1)))
+    let mut cmd = background::daemon_command()?;
+    cmd.creation_flags(DETACH_FLAGS);
+    Ok(ExitCode::from(background::start(cmd)?))
 }
 
 fn target_of(mountpoint: &Path) -> Result<MountTarget> {
@@ -399,11 +379,6 @@ fn read_stats(mountpoint: &Path) -> Result<Snapshot> {
 
 /// `sectorfs stats` on Windows.
 pub(crate) fn stats(mountpoint: &Path, json: bool) -> Result<ExitCode> {
-    let s = read_stats(mountpoint)?;
-    if json {
-        println!("{}", s.to_json());
-    } else {
-        print!("{}", s.to_table());
-    }
+    read_stats(mountpoint)?.print(json);
     Ok(ExitCode::SUCCESS)
 }
