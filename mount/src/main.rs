@@ -77,7 +77,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Mount a new, empty RAM disk on MOUNTPOINT (an empty directory).
+    /// Mount a new, empty RAM disk on MOUNTPOINT (Linux: an empty directory;
+    /// Windows: a drive letter or a new directory).
     #[command(after_help = EXAMPLES)]
     Mount(MountOptions),
     /// Unmount a sectorfs RAM disk (its contents are gone).

@@ -245,8 +245,9 @@ pub(crate) fn mount(args: &WinMountArgs) -> Result<ExitCode> {
     })?;
     // FineGuard: WinFsp calls us on several threads at once, serializing
     // only name-space changes (see winfsp_logic's module doc).
-    let mut host = FileSystemHost::<Glue, FineGuard>::new(volume_params(&s), Glue { fs })
-        .map_err(|e| anyhow!("cannot create the WinFsp file system: {e}"))?;
+    let mut host = FileSystemHost::<Glue, FineGuard>::new(volume_params(&s), Glue { fs }).map_err(|e| {
+        anyhow!("cannot create the WinFsp file system ({e}); is WinFsp installed and its driver running?")
+    })?;
     match &s.target {
         MountTarget::Drive(c) => host.mount(format!("{c}:")),
         MountTarget::Dir(d) => host.mount(d.as_str()),
