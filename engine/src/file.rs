@@ -114,23 +114,40 @@ impl Engine {
             }
         }
         let ss = self.cfg.sector_size as u64;
+        // One version of the source for the whole copy.
         let snap = src.snap.load_full();
         let total = len.min(snap.data.len().saturating_sub(off_in));
-        let mut buf = vec![0u8; total.min(1 << 20) as usize];
-        let mut done = 0u64;
-        while done < total {
-            let n = (total - done).min(buf.len() as u64) as usize;
-            let got = snap.data.read(ss, off_in + done, &mut buf[..n]);
-            if got == 0 {
-                break;
-            }
-            let dst_off = off_out.checked_add(done).ok_or(Error::FileTooBig)?;
-            match dst.submit(&self.cx(), &self.logical, Op::Write { off: dst_off, data: Cow::Borrowed(&buf[..got]) }) {
-                Ok(_) => done += got as u64,
-                Err(e) if done == 0 => return Err(e),
+        let end_in = off_in + total;
+        if total > 0 && off_out.checked_add(total).is_none_or(|e| e > self.cfg.max_file_size) {
+            return Err(Error::FileTooBig);
+        }
+        // Extent by extent: data is copied (in pieces of at most 1 MiB, so
+        // the buffer is bounded), a hole of the source becomes a hole (or
+        // zeros) in the destination, allocating nothing. Time and memory
+        // follow the data the source holds, not `len`.
+        let mut buf = Vec::new();
+        let mut pos = off_in;
+        while pos < end_in {
+            let data_at = snap.data.seek(ss, pos, true).map_or(end_in, |p| p.min(end_in));
+            let (op_end, op) = if data_at > pos {
+                let (off, end) = (off_out + (pos - off_in), off_out + (data_at - off_in));
+                (data_at, Op::Zero { off, end })
+            } else {
+                let hole_at = snap.data.seek(ss, pos, false).map_or(end_in, |p| p.min(end_in));
+                let n = (hole_at - pos).min(1 << 20) as usize;
+                buf.resize(n, 0);
+                let got = snap.data.read(ss, pos, &mut buf);
+                if got == 0 {
+                    break; // cannot happen: `pos` is inside the snapshot's data
+                }
+                (pos + got as u64, Op::Write { off: off_out + (pos - off_in), data: Cow::Borrowed(&buf[..got]) })
+            };
+            match dst.submit(&self.cx(), &self.logical, op) {
+                Ok(_) => pos = op_end,
+                Err(e) if pos == off_in => return Err(e),
                 Err(_) => break,
             }
         }
-        Ok(done)
+        Ok(pos - off_in)
     }
 }
