@@ -18,6 +18,8 @@
 //!   absent sectors, and when a file grows over part of a sector the newly
 //!   visible bytes are zeroed (in place past `init`, else by copy-on-write).
 
+use std::ops::Range;
+
 use crate::sector::table::Table;
 use crate::sector::{Charge, Pool, Reservation, Sector};
 use crate::sync::Arc;
@@ -170,7 +172,7 @@ impl FileData {
             return Err(Error::FileTooBig);
         }
         let new_len = self.len.max(end);
-        self.mutate(cx, new_len, Some((off, data)), None)
+        self.mutate(cx, &Change { new_len, write: Some((off, end, Src::Bytes(data))), fill: None })
     }
 
     /// Sets the size (truncate or extend with zeros).
@@ -181,14 +183,39 @@ impl FileData {
         if new_len > cx.max_size {
             return Err(Error::FileTooBig);
         }
-        if new_len < self.len {
+        let trim = new_len == self.len && matches!(self.content, Content::Sectors(_));
+        if new_len < self.len || trim {
+            // Also for the same size: sectors reserved past the end (by
+            // `fallocate` with `KEEP_SIZE`) go back, as on tmpfs.
             self.shrink(cx, new_len);
             Ok(())
         } else if new_len > self.len {
-            self.mutate(cx, new_len, None, None)
+            self.mutate(cx, &Change { new_len, write: None, fill: None })
         } else {
             Ok(())
         }
+    }
+
+    /// Makes `off..end` read as zeros without allocating for it: the file
+    /// grows to `end` if shorter (sparsely), whole sectors inside the old
+    /// size become holes, partial ones are zeroed (what `copy_file_range`
+    /// does for a hole of its source).
+    ///
+    /// # Errors
+    /// `FileTooBig`; `NoSpace` only if growing converts an inline file.
+    pub(crate) fn zero(&mut self, cx: &Ctx<'_>, off: u64, end: u64) -> Result<()> {
+        if end > cx.max_size {
+            return Err(Error::FileTooBig);
+        }
+        if end > self.len {
+            // Growth first: it is the step that can fail.
+            let old = self.len;
+            self.set_len(cx, end)?;
+            self.punch(cx, off, old);
+        } else {
+            self.punch(cx, off, end);
+        }
+        Ok(())
     }
 
     /// `fallocate(2)` with `mode` over `off..off + len`.
@@ -219,17 +246,11 @@ impl FileData {
             return Ok(());
         }
         let new_len = if keep { self.len } else { self.len.max(end) };
-        if mode & FALLOC_ZERO_RANGE != 0 {
-            // Reserve for the whole range first (an upper bound: after the
-            // punch any sector in it may be a hole), so that a NoSpace comes
-            // before the punch and changes nothing. Unused bytes go back.
-            let ss = cx.ss();
-            let most = (end.div_ceil(ss) - off / ss + 1).checked_mul(ss).ok_or(Error::NoSpace)?;
-            let res = cx.pool.reserve(most)?;
-            self.punch(cx, off, end.min(self.len));
-            return self.mutate_reserved(cx, new_len, None, Some((off, end)), res);
-        }
-        self.mutate(cx, new_len, None, Some((off, end)))
+        // ZERO_RANGE zeroes what is there inside the size (in place or by
+        // copy-on-write, like an overwrite with zeros: no more memory once
+        // done) and allocates the holes; the plain modes only allocate holes.
+        let write = (mode & FALLOC_ZERO_RANGE != 0 && off < new_len).then_some((off, end.min(new_len), Src::Zeros));
+        self.mutate(cx, &Change { new_len, write, fill: Some((off, end)) })
     }
 
     /// `SEEK_DATA` (`data = true`) or `SEEK_HOLE` from `off`.
@@ -369,152 +390,82 @@ impl FileData {
         }
     }
 
-    /// Grows to `new_len` (>= len), writing `write` and filling holes in
-    /// `fill` (a byte range), all or nothing.
-    fn mutate(
-        &mut self,
-        cx: &Ctx<'_>,
-        new_len: u64,
-        write: Option<(u64, &[u8])>,
-        fill: Option<(u64, u64)>,
-    ) -> Result<()> {
-        let inline = new_len <= cx.inline_max && !matches!(self.content, Content::Sectors(_));
+    /// Applies `ch` all or nothing: plans it (counts, read-only), reserves
+    /// what the plan needs, then applies it (infallible but for the OS
+    /// refusing memory).
+    fn mutate(&mut self, cx: &Ctx<'_>, ch: &Change<'_>) -> Result<()> {
+        // A reservation past the end (`fallocate` with `KEEP_SIZE`) needs
+        // sectors: an inline buffer holds exactly the file's bytes.
+        let past_end = ch.fill.is_some_and(|(_, end)| end > ch.new_len);
+        let inline = ch.new_len <= cx.inline_max && !past_end && !matches!(self.content, Content::Sectors(_));
         if inline {
-            let mut res = cx.pool.reserve(new_len)?;
-            let mut bytes = vec![0u8; new_len as usize];
+            // The new buffer replaces the old one, which is freed right after:
+            // only the growth counts against the limit, so an overwrite works
+            // on a full file system (as it does for sectors).
+            let old_len = self.inline_bytes().len() as u64;
+            let mut res = cx.pool.reserve(ch.new_len - old_len)?;
+            res.join(cx.pool.reserve_forced(old_len));
+            let mut bytes = vec![0u8; ch.new_len as usize];
             let old = self.inline_bytes();
             bytes[..old.len()].copy_from_slice(old);
-            if let Some((off, data)) = write {
-                bytes[off as usize..off as usize + data.len()].copy_from_slice(data);
+            if let Some((off, end, src)) = ch.write {
+                let dst = &mut bytes[off as usize..end as usize];
+                match src {
+                    Src::Bytes(d) => dst.copy_from_slice(d),
+                    Src::Zeros => dst.fill(0),
+                }
             }
-            let charge = res.charge(new_len)?;
+            let charge = res.charge(ch.new_len)?;
             self.set_inline(bytes, charge);
             return Ok(());
         }
-        let (grow, replace) = self.plan_mutation(cx, new_len, write, fill);
-        let mut res = cx.pool.reserve(grow * cx.ss())?;
-        if replace > 0 {
+        let ss = cx.ss();
+        let plan = self.plan(ss, ch);
+        let mut res = cx.pool.reserve(plan.grow.checked_mul(ss).ok_or(Error::NoSpace)?)?;
+        if plan.replace > 0 {
             // A copy-on-write replacement frees the sector it replaces as soon
             // as the last reader of the old table is done: the file's use does
             // not grow, so it may pass the limit for that moment, and an
             // overwrite works on a full file system (as on tmpfs).
-            res.join(cx.pool.reserve_forced(replace * cx.ss()));
+            res.join(cx.pool.reserve_forced(plan.replace * ss));
         }
-        self.mutate_reserved(cx, new_len, write, fill, res)
+        self.apply(cx, ch, res)
     }
 
-    /// The spans a sector mutation touches (sorted by sector, deduplicated).
-    fn spans(
-        &self,
-        ss: u64,
-        new_len: u64,
-        write: Option<(u64, &[u8])>,
-        fill: Option<(u64, u64)>,
-        t: &Table,
-    ) -> Vec<Span> {
-        let old_len = self.len;
-        let mut ks: Vec<u64> = Vec::new();
-        if let Some((off, data)) = write {
-            let end = off + data.len() as u64;
-            ks.extend(off / ss..end.div_ceil(ss));
-        }
-        if let Some((off, end)) = fill {
-            let mut k = off / ss;
-            while k < end.div_ceil(ss) {
-                if t.get(k).is_none() {
-                    ks.push(k);
-                    k += 1;
-                } else {
-                    // Skip the present run.
-                    k = t.next_absent(k);
+    /// How many fresh sectors `ch` needs, read-only, in time bounded by the
+    /// sectors the file has in the touched ranges (never by the ranges'
+    /// length: a 10 TiB `fallocate` costs a few table walks).
+    fn plan(&self, ss: u64, ch: &Change<'_>) -> Plan {
+        let shape = Shape::new(self.len, ss, ch);
+        let Content::Sectors(t) = &self.content else {
+            // Converting: every written or filled sector is fresh, and so is
+            // sector 0 for the inline bytes if nothing else covers it.
+            let covered = shape.covered();
+            let inline0 = matches!(self.content, Content::Inline(_)) && !covered.iter().any(|r| r.contains(&0));
+            let grow = covered.iter().map(|r| r.end - r.start).sum::<u64>() + u64::from(inline0);
+            return Plan { grow, replace: 0 };
+        };
+        // Holes in the written or filled ranges each take a fresh sector.
+        let grow = shape.covered().iter().map(|r| (r.end - r.start) - t.count_range(r.start, r.end)).sum();
+        // Present sectors that change take a twin unless changed in place.
+        let mut replace = 0;
+        for r in shape.present_ranges() {
+            let mut k = r.start;
+            while let Some(p) = t.next_present(k).filter(|&p| p < r.end) {
+                if needs_fresh(t, &shape.span(p)) {
+                    replace += 1;
                 }
-            }
-        }
-        if new_len > old_len {
-            if old_len % ss != 0 {
-                ks.push(old_len / ss);
-            }
-            let mut k = old_len.div_ceil(ss);
-            while let Some(p) = t.next_present(k) {
-                if p >= new_len.div_ceil(ss) {
-                    break;
-                }
-                ks.push(p);
                 k = p + 1;
             }
         }
-        ks.sort_unstable();
-        ks.dedup();
-        ks.into_iter()
-            .map(|k| {
-                let base = k * ss;
-                let (a, b) = match write {
-                    Some((off, data)) => {
-                        let end = off + data.len() as u64;
-                        let a = clamp(off, base, ss);
-                        let b = clamp(end, base, ss);
-                        if a < b {
-                            (a, b)
-                        } else {
-                            (0, 0)
-                        }
-                    }
-                    None => (0, 0),
-                };
-                let fill = fill.is_some_and(|(off, end)| off < base + ss && end > base);
-                Span { k, old_vis: clamp(old_len, base, ss), new_vis: clamp(new_len, base, ss), a, b, fill }
-            })
-            .collect()
+        Plan { grow, replace }
     }
 
-    /// How many fresh sectors a mutation needs (read-only): `(new, replacements)`,
-    /// where a replacement is the copy-on-write twin of a sector readers can see.
-    fn plan_mutation(
-        &self,
-        cx: &Ctx<'_>,
-        new_len: u64,
-        write: Option<(u64, &[u8])>,
-        fill: Option<(u64, u64)>,
-    ) -> (u64, u64) {
+    fn apply(&mut self, cx: &Ctx<'_>, ch: &Change<'_>, mut res: Reservation) -> Result<()> {
         let ss = cx.ss();
-        match &self.content {
-            Content::Sectors(t) => {
-                let (mut grow, mut replace) = (0, 0);
-                for sp in self.spans(ss, new_len, write, fill, t).iter().filter(|sp| needs_fresh(t, sp)) {
-                    if t.get(sp.k).is_some() {
-                        replace += 1;
-                    } else {
-                        grow += 1;
-                    }
-                }
-                (grow, replace)
-            }
-            _ => {
-                // Converting: sector 0 takes the inline bytes, then every
-                // written or filled sector is fresh.
-                let t = Table::default();
-                let spans = self.spans(ss, new_len, write, fill, &t);
-                let mut n = spans.iter().filter(|sp| sp.b > sp.a || sp.fill).count() as u64;
-                if matches!(self.content, Content::Inline(_))
-                    && !spans.iter().any(|sp| sp.k == 0 && (sp.b > sp.a || sp.fill))
-                {
-                    n += 1;
-                }
-                (n, 0)
-            }
-        }
-    }
-
-    fn mutate_reserved(
-        &mut self,
-        cx: &Ctx<'_>,
-        new_len: u64,
-        write: Option<(u64, &[u8])>,
-        fill: Option<(u64, u64)>,
-        mut res: Reservation,
-    ) -> Result<()> {
-        let ss = cx.ss();
-        // Take every sector before changing anything.
+        let shape = Shape::new(self.len, ss, ch);
+        // Take every sector before changing anything (as many as the plan
+        // reserved: bounded by the limit and by the file's own sectors).
         let mut v = Vec::with_capacity((res.remaining() / ss) as usize);
         while res.remaining() >= ss {
             v.push(res.sector()?);
@@ -533,24 +484,163 @@ impl FileData {
                 t
             }
         };
-        for sp in self.spans(ss, new_len, write, fill, &table) {
-            let data = match write {
-                Some((off, d)) if sp.b > sp.a => {
-                    let from = (sp.k * ss + sp.a as u64 - off) as usize;
-                    &d[from..from + (sp.b - sp.a)]
+        let mut cursor = Cursor { next: 0 };
+        while let Some(k) = cursor.next(&shape, &table) {
+            let sp = shape.span(k);
+            let src = match ch.write {
+                Some((off, _, Src::Bytes(d))) if sp.b > sp.a => {
+                    let from = (k * ss + sp.a as u64 - off) as usize;
+                    Src::Bytes(&d[from..from + (sp.b - sp.a)])
                 }
-                _ => &[][..],
+                _ => Src::Zeros,
             };
-            if let Err(e) = apply_span(&mut table, &sp, data, &mut fresh) {
+            if let Err(e) = apply_span(&mut table, &sp, src, &mut fresh) {
                 // Only a failed mapping of new memory gets here; the spans
                 // applied so far are whole, so keep the table they built.
                 self.content = Content::Sectors(table);
                 return Err(e);
             }
         }
-        self.len = new_len;
+        self.len = ch.new_len;
         self.content = Content::Sectors(table);
         Ok(())
+    }
+}
+
+/// What a mutation writes into its range.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Bytes(&'a [u8]),
+    Zeros,
+}
+
+/// One mutation of a file's contents: the size becomes `new_len` (never
+/// smaller), `write` (a byte range within `new_len`, and what goes there) is
+/// written, and holes in `fill` (a byte range) are allocated, zeroed.
+struct Change<'a> {
+    new_len: u64,
+    write: Option<(u64, u64, Src<'a>)>,
+    fill: Option<(u64, u64)>,
+}
+
+/// What a mutation needs from the pool.
+struct Plan {
+    /// Fresh sectors for holes (counted against the limit).
+    grow: u64,
+    /// Copy-on-write twins of visible sectors (forced: they replace one).
+    replace: u64,
+}
+
+/// A mutation in sector indices: which sectors it touches and how.
+///
+/// The sectors touched are, in order: every sector of the written range
+/// `w`; the holes of the filled range `f`; and, when the file grows, the
+/// partial last sector `tail` and the sectors present in `g` (reserved past
+/// the old end, whose newly visible bytes must read as zeros).
+struct Shape {
+    ss: u64,
+    old_len: u64,
+    new_len: u64,
+    write: Option<(u64, u64)>,
+    fill: Option<(u64, u64)>,
+    w: Range<u64>,
+    f: Range<u64>,
+    tail: Option<u64>,
+    g: Range<u64>,
+}
+
+impl Shape {
+    fn new(old_len: u64, ss: u64, ch: &Change<'_>) -> Shape {
+        let write = ch.write.map(|(off, end, _)| (off, end)).filter(|&(off, end)| off < end);
+        let fill = ch.fill.filter(|&(off, end)| off < end);
+        let sectors = |r: Option<(u64, u64)>| r.map_or(0..0, |(off, end)| off / ss..end.div_ceil(ss));
+        let grows = ch.new_len > old_len;
+        Shape {
+            ss,
+            old_len,
+            new_len: ch.new_len,
+            write,
+            fill,
+            w: sectors(write),
+            f: sectors(fill),
+            tail: (grows && old_len % ss != 0).then_some(old_len / ss),
+            g: if grows { old_len.div_ceil(ss)..ch.new_len.div_ceil(ss) } else { 0..0 },
+        }
+    }
+
+    /// The sector ranges whose holes take a fresh sector: `w` and `f`, as
+    /// disjoint pieces (so nothing is counted twice).
+    fn covered(&self) -> [Range<u64>; 2] {
+        disjoint([self.w.clone(), self.f.clone()])
+    }
+
+    /// The ranges whose present sectors may change: `w`, `tail` and `g`.
+    fn present_ranges(&self) -> [Range<u64>; 3] {
+        disjoint([self.w.clone(), self.tail.map_or(0..0, |k| k..k + 1), self.g.clone()])
+    }
+
+    /// Sector `k`'s part in the mutation.
+    fn span(&self, k: u64) -> Span {
+        let (ss, base) = (self.ss, k * self.ss);
+        let (a, b) = match self.write {
+            Some((off, end)) => {
+                let (a, b) = (clamp(off, base, ss), clamp(end, base, ss));
+                if a < b {
+                    (a, b)
+                } else {
+                    (0, 0)
+                }
+            }
+            None => (0, 0),
+        };
+        let fill = self.fill.is_some_and(|(off, end)| off < base + ss && end > base);
+        Span { k, old_vis: clamp(self.old_len, base, ss), new_vis: clamp(self.new_len, base, ss), a, b, fill }
+    }
+}
+
+/// The union of `rs` as disjoint ranges in order, padded with empty ones.
+fn disjoint<const N: usize>(mut rs: [Range<u64>; N]) -> [Range<u64>; N] {
+    rs.sort_unstable_by_key(|r| (r.start >= r.end, r.start));
+    let mut out: [Range<u64>; N] = std::array::from_fn(|_| 0..0);
+    let mut n = 0usize;
+    for r in rs.into_iter().filter(|r| r.start < r.end) {
+        match n.checked_sub(1).map(|i| &mut out[i]) {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => {
+                out[n] = r;
+                n += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Walks the sectors a [`Shape`] touches in increasing order, asking the
+/// table (which the caller changes between steps, only at indices already
+/// walked) for the next hole of `f` and the next present sector of `g`, so
+/// each step is O(log n) and the walk visits only sectors it changes.
+struct Cursor {
+    next: u64,
+}
+
+impl Cursor {
+    fn next(&mut self, sh: &Shape, t: &Table) -> Option<u64> {
+        let from = self.next;
+        let mut best: Option<u64> = None;
+        let mut offer = |k: Option<u64>| {
+            if let Some(k) = k {
+                best = Some(best.map_or(k, |b| b.min(k)));
+            }
+        };
+        offer(Some(from.max(sh.w.start)).filter(|&k| k < sh.w.end));
+        let f0 = from.max(sh.f.start);
+        offer(Some(t.next_absent(f0)).filter(|&k| f0 < sh.f.end && k < sh.f.end));
+        offer(sh.tail.filter(|&k| k >= from));
+        let g0 = from.max(sh.g.start);
+        offer(if g0 < sh.g.end { t.next_present(g0).filter(|&k| k < sh.g.end) } else { None });
+        let k = best?;
+        self.next = k.checked_add(1)?;
+        Some(k)
     }
 }
 
@@ -582,6 +672,16 @@ fn zero_except(s: &Sector, from: usize, to: usize, a: usize, b: usize) {
     }
 }
 
+/// Puts `src` (exactly `b - a` bytes, or zeros) at `a..b` of `s`.
+fn put(s: &Sector, a: usize, b: usize, src: Src<'_>) {
+    if b > a {
+        match src {
+            Src::Bytes(d) => s.write(a, d),
+            Src::Zeros => s.zero(a, b - a),
+        }
+    }
+}
+
 /// The sectors a plan reserved, handed out by `apply_span`.
 struct Fresh<'a> {
     v: Vec<Arc<Sector>>,
@@ -601,7 +701,7 @@ impl Fresh<'_> {
     }
 }
 
-fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Fresh<'_>) -> Result<()> {
+fn apply_span(t: &mut Table, sp: &Span, src: Src<'_>, fresh: &mut Fresh<'_>) -> Result<()> {
     let Span { k, old_vis, new_vis, a, b, fill } = *sp;
     // Decided before the sector is cloned out below: that clone is one more
     // `Arc` and would make every sector look shared (then the copy-on-write
@@ -614,9 +714,7 @@ fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Fresh<'_>) -> R
             }
             let s = fresh.take()?;
             zero_except(&s, 0, new_vis, a, b);
-            if b > a {
-                s.write(a, data);
-            }
+            put(&s, a, b, src);
             s.set_init(new_vis.max(b));
             t.set(k, Some(s));
         }
@@ -634,9 +732,7 @@ fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Fresh<'_>) -> R
                 if new_vis > old_vis {
                     zero_except(&s, old_vis, new_vis, a, b);
                 }
-                if b > a {
-                    s.write(a, data);
-                }
+                put(&s, a, b, src);
                 s.set_init(s.init().max(new_vis).max(b));
             } else {
                 let n = fresh.take()?;
@@ -649,9 +745,7 @@ fn apply_span(t: &mut Table, sp: &Span, data: &[u8], fresh: &mut Fresh<'_>) -> R
                     n.copy_from(&s, 0, old_vis);
                 }
                 zero_except(&n, old_vis, new_vis, a, b);
-                if b > a {
-                    n.write(a, data);
-                }
+                put(&n, a, b, src);
                 n.set_init(new_vis.max(b));
                 t.set(k, Some(n));
             }

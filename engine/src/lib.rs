@@ -17,18 +17,21 @@
 pub mod actor;
 #[doc(hidden)]
 pub mod data;
+mod engine;
 mod error;
 mod fault;
-mod fs;
+mod file;
+mod namespace;
 mod node;
 #[doc(hidden)]
 pub mod sector;
 #[doc(hidden)]
 pub mod sync;
 mod types;
+mod xattr;
 
+pub use engine::{Config, Engine, Stats};
 pub use error::{errno, ntstatus, Error, Result};
-pub use fs::{Config, Engine, Stats};
 pub use types::*;
 
 const fn assert_send_sync<T: Send + Sync>() {}

@@ -70,6 +70,12 @@ pub(crate) enum Op<'a> {
         off: u64,
         len: u64,
     },
+    /// Make `off..end` read as zeros, growing the file to `end`, allocating
+    /// nothing for it (`copy_file_range` over a hole of its source).
+    Zero {
+        off: u64,
+        end: u64,
+    },
     SetXattr {
         name: Cow<'a, [u8]>,
         value: Cow<'a, [u8]>,
@@ -97,6 +103,7 @@ impl<'a> Request<'a> for Op<'a> {
             Op::Append { data } => Op::Append { data: own(data) },
             Op::SetAttr(s) => Op::SetAttr(s),
             Op::Fallocate { mode, off, len } => Op::Fallocate { mode, off, len },
+            Op::Zero { off, end } => Op::Zero { off, end },
             Op::SetXattr { name, value, flags } => Op::SetXattr { name: own(name), value: own(value), flags },
             Op::RemoveXattr { name } => Op::RemoveXattr { name: own(name) },
             Op::Touch { mtime, ctime } => Op::Touch { mtime, ctime },
@@ -317,6 +324,13 @@ impl Node {
             Op::Fallocate { mode, off, len } => {
                 self.regular()?;
                 w.data.fallocate(cx, mode, off, len)?;
+                w.meta.mtime = now;
+                w.meta.ctime = now;
+                Ok(0)
+            }
+            Op::Zero { off, end } => {
+                self.regular()?;
+                w.data.zero(cx, off, end)?;
                 w.meta.mtime = now;
                 w.meta.ctime = now;
                 Ok(0)

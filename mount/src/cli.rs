@@ -84,6 +84,7 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Parses an octal permission mode such as `1777`, `0755` or `0o700`.
+#[cfg_attr(windows, allow(dead_code))] // a Linux option
 pub(crate) fn parse_mode(s: &str) -> Result<u32, String> {
     let t = s.trim();
     let t = t.strip_prefix("0o").unwrap_or(t);
@@ -124,6 +125,7 @@ pub(crate) fn default_max_files(size: u64) -> u64 {
 }
 
 /// Default number of FUSE worker threads: the number of cores, at least 2.
+#[cfg_attr(windows, allow(dead_code))] // a Linux option
 pub(crate) fn default_threads(cores: usize) -> usize {
     cores.max(2)
 }
@@ -139,7 +141,11 @@ pub(crate) fn total_ram() -> Option<u64> {
             return Some(pages as u64 * page as u64);
         }
     }
-    None
+    #[cfg(windows)]
+    let ram = crate::win_daemon::total_ram();
+    #[cfg(not(windows))]
+    let ram = None;
+    ram
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! # Mount life cycle
 //! 1. Without `-f`, the command re-executes itself with `-f` and the
-//!    environment variable [`DAEMON_ENV`] set, its stdout on a pipe, and
+//!    environment variable [`background::DAEMON_ENV`] set, its stdout on a pipe, and
 //!    waits: the daemon writes one line to stdout once the mount is ready
 //!    and serving, then detaches (new session, cwd `/`, stdio on
 //!    `/dev/null`), and the command exits 0. If the daemon exits instead,
@@ -19,7 +19,7 @@
 //!    exits 0, freeing all memory at once.
 
 use std::ffi::{CString, OsStr};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -31,23 +31,18 @@ use anyhow::{anyhow, bail, Context, Result};
 use fuser::{MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::background::{self, READY};
 use crate::cli::{self, format_bytes};
 use crate::fuse_fs::SectorFs;
 use crate::stats::{Snapshot, STATS_XATTR};
 use crate::MountArgs;
-
-/// Set (to `1`) in the environment of the background daemon.
-pub(crate) const DAEMON_ENV: &str = "SECTORFS_DAEMON";
-
-/// The first word of the daemon's readiness line.
-const READY: &str = "sectorfs: mounted";
 
 /// `sectorfs mount`.
 pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     if !args.foreground {
         return spawn_background(args);
     }
-    let daemon = std::env::var_os(DAEMON_ENV).is_some();
+    let daemon = background::is_daemon();
     if daemon {
         // Leave the caller's session and terminal: a ^C there must not reach us.
         let _ = nix::unistd::setsid();
@@ -265,27 +260,8 @@ fn fusermount_unmount(mp: &Path, lazy: bool) -> Result<()> {
 
 /// Starts the daemon (this binary with `-f`) and waits until it reports the
 /// mount ready, or exits.
-fn spawn_background(args: &MountArgs) -> Result<ExitCode> {
-    let exe = std::env::current_exe().context("cannot find the sectorfs executable")?;
-    let mut child = Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .arg("--foreground")
-        .env(DAEMON_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the sectorfs daemon")?;
-    let stdout = child.stdout.take().context("no pipe to the daemon")?;
-    let mut line = String::new();
-    let _ = BufReader::new(stdout).read_line(&mut line);
-    if line.starts_with(READY) {
-        // Ready and serving; the daemon runs on in its own session.
-        return Ok(ExitCode::SUCCESS);
-    }
-    let status = child.wait().context("cannot wait for the sectorfs daemon")?;
-    let _ = &args.mountpoint; // the daemon already printed the reason
-    Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(1)))
+fn spawn_background(_args: &MountArgs) -> Result<ExitCode> {
+    Ok(ExitCode::from(background::start(background::daemon_command()?)?))
 }
 
 /// Points stdin, stdout and stderr at `/dev/null` (they must stay open: fd
@@ -461,12 +437,7 @@ fn read_stats(mp: &Path) -> Result<Snapshot> {
 
 /// `sectorfs stats`.
 pub(crate) fn stats(mountpoint: &Path, json: bool) -> Result<ExitCode> {
-    let s = read_stats(mountpoint)?;
-    if json {
-        println!("{}", s.to_json());
-    } else {
-        print!("{}", s.to_table());
-    }
+    read_stats(mountpoint)?.print(json);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,4 +1,5 @@
-//! `sectorfs`: mount a sectorfs RAM disk (Linux: FUSE through `fuser`).
+//! `sectorfs`: mount a sectorfs RAM disk (Linux: FUSE through `fuser`;
+//! Windows: WinFsp through `winfsp`).
 //!
 //! # Modules
 //! * `cli`: sizes, modes and defaults (platform-neutral, unit-tested).
@@ -6,12 +7,19 @@
 //!   `user.sectorfs.stats` attribute of its root (platform-neutral).
 //! * `fuse_fs` (Linux): the FUSE frontend, a thin adapter onto the engine.
 //! * `daemon` (Linux): mount (backgrounding, signals), unmount, stats.
+//! * `winfsp_logic`, `win_args` (platform-neutral, tested everywhere): the
+//!   WinFsp frontend's translation to engine calls, and the Windows options.
+//! * `winfsp_glue`, `win_daemon` (Windows): the `winfsp` host glue; mount,
+//!   unmount, stats.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
+#[cfg(any(target_os = "linux", windows))]
+mod background;
 mod cli;
 mod stats;
 
@@ -19,7 +27,26 @@ mod stats;
 mod daemon;
 #[cfg(target_os = "linux")]
 mod fuse_fs;
+// The WinFsp translation: built for Windows, and tested everywhere (off
+// Windows only the tests use it).
+#[cfg(any(windows, test))]
+#[cfg_attr(not(windows), allow(dead_code))]
+mod win_args;
+#[cfg(windows)]
+mod win_daemon;
+#[cfg(windows)]
+mod winfsp_glue;
+#[cfg(any(windows, test))]
+#[cfg_attr(not(windows), allow(dead_code))]
+mod winfsp_logic;
 
+/// The options of `sectorfs mount` on this platform.
+#[cfg(not(windows))]
+type MountOptions = MountArgs;
+#[cfg(windows)]
+type MountOptions = win_args::WinMountArgs;
+
+#[cfg(not(windows))]
 const EXAMPLES: &str = "\
 Examples:
   mkdir -p /tmp/ramdisk && sectorfs mount /tmp/ramdisk     # half of RAM, in the background
@@ -28,6 +55,17 @@ Examples:
   sectorfs stats /tmp/ramdisk                              # used / free bytes, files, sectors
   sectorfs stats /tmp/ramdisk --json
   sectorfs unmount /tmp/ramdisk                            # as root or as the user who mounted";
+#[cfg(windows)]
+const EXAMPLES: &str = "\
+Examples:
+  sectorfs mount R:                                  # half of RAM, in the background
+  sectorfs mount R: -s 8G -n 2000000 -i -l BUILD     # 8 GiB, 2M files, case-insensitive, label BUILD
+  sectorfs mount -m * -u \\ram\\share -F NTFS    # memfs-style options: next free drive, UNC share
+  sectorfs stats R: [--json]                         # used / free bytes, files, sectors
+  sectorfs unmount R:
+
+Served through WinFsp - Windows File System Proxy, Copyright (C) Bill Zissimopoulos,
+https://github.com/winfsp/winfsp (this executable is GPL-3.0: see docs/WINDOWS.md).";
 
 /// A RAM disk whose file data lives in fixed-size sectors.
 #[derive(Debug, Parser)]
@@ -39,9 +77,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Mount a new, empty RAM disk on MOUNTPOINT (an empty directory).
+    /// Mount a new, empty RAM disk on MOUNTPOINT (Linux: an empty directory;
+    /// Windows: a drive letter or a new directory).
     #[command(after_help = EXAMPLES)]
-    Mount(MountArgs),
+    Mount(MountOptions),
     /// Unmount a sectorfs RAM disk (its contents are gone).
     #[command(visible_alias = "umount")]
     Unmount {
@@ -62,7 +101,8 @@ enum Cmd {
 }
 
 /// Options of `sectorfs mount`.
-#[derive(Debug, Args)]
+#[cfg(not(windows))]
+#[derive(Debug, clap::Args)]
 pub(crate) struct MountArgs {
     /// An existing, empty directory.
     pub(crate) mountpoint: PathBuf,
@@ -125,10 +165,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let _ = stats::STATS_XATTR;
+    match cli.cmd {
+        Cmd::Mount(args) => win_daemon::mount(&args),
+        Cmd::Unmount { mountpoint, lazy } => win_daemon::unmount(&mountpoint, lazy),
+        Cmd::Stats { mountpoint, json } => win_daemon::stats(&mountpoint, json),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = (cli.cmd, stats::STATS_XATTR);
-    anyhow::bail!("mounting is only implemented on Linux (FUSE) so far")
+    anyhow::bail!("mounting is implemented on Linux (FUSE) and Windows (WinFsp) only")
 }
 
 /// A minimal `log` backend: messages at or above `SECTORFS_LOG`
@@ -149,7 +199,8 @@ fn init_log() {
                 return;
             }
             if self.enabled(r.metadata()) {
-                eprintln!("sectorfs[{}] {}: {args}", std::process::id(), r.level());
+                // Not eprintln!: a daemon whose stderr went away must not panic.
+                let _ = writeln!(std::io::stderr(), "sectorfs[{}] {}: {args}", std::process::id(), r.level());
             }
         }
         fn flush(&self) {}
@@ -172,6 +223,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(windows))] // the Windows options: win_args's tests
     fn parses_mount_options() {
         let c = Cli::try_parse_from([
             "sectorfs",
@@ -207,6 +259,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(windows))]
     fn mount_defaults_and_errors() {
         let c = Cli::try_parse_from(["sectorfs", "mount", "/mnt/x"]).unwrap();
         let Cmd::Mount(m) = c.cmd else { panic!("not mount") };

@@ -64,6 +64,15 @@ impl Snapshot {
         Ok(Snapshot(out))
     }
 
+    /// What `sectorfs stats` prints: the JSON object, or the table.
+    pub(crate) fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.to_json());
+        } else {
+            print!("{}", self.to_table());
+        }
+    }
+
     /// A human-readable table, one counter per line.
     pub(crate) fn to_table(&self) -> String {
         let mut s = String::new();

@@ -191,6 +191,15 @@ impl Table {
         }
     }
 
+    /// How many sectors have an index in `from..to`: O(height × 64) plus
+    /// the sectors counted, never O(`to - from`).
+    pub fn count_range(&self, from: u64, to: u64) -> u64 {
+        match self.root.as_deref() {
+            Some(root) if from < to => count_range_in(root, self.height, 0, from, to),
+            _ => 0,
+        }
+    }
+
     /// The first index `>= from` holding a sector.
     pub fn next_present(&self, from: u64) -> Option<u64> {
         let root = self.root.as_deref()?;
@@ -248,6 +257,34 @@ fn remove_in(node: &mut Arc<Node>, h: u32, base: u64, from: u64, to: u64) -> u64
         }
     }
     removed
+}
+
+/// Sectors in `from..to` below `node` (covering `base..base+span(h)`).
+fn count_range_in(node: &Node, h: u32, base: u64, from: u64, to: u64) -> u64 {
+    match node {
+        Node::Leaf(secs) => {
+            secs.iter().enumerate().filter(|&(i, s)| s.is_some() && (from..to).contains(&(base + i as u64))).count()
+                as u64
+        }
+        Node::Inner(kids) => {
+            let child_span = span(h - 1);
+            let mut n = 0;
+            for (i, k) in kids.iter().enumerate() {
+                let cbase = base + i as u64 * child_span;
+                let cend = cbase.saturating_add(child_span);
+                let Some(child) = k.as_deref() else { continue };
+                if cend <= from || cbase >= to {
+                    continue;
+                }
+                n += if from <= cbase && to >= cend {
+                    count_in(child)
+                } else {
+                    count_range_in(child, h - 1, cbase, from, to)
+                };
+            }
+            n
+        }
+    }
 }
 
 fn is_empty(node: &Node) -> bool {

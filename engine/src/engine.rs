@@ -1,0 +1,351 @@
+//! The engine: the inode map, the configuration, attributes and the
+//! counters. The operations live beside it, one file per concern, each an
+//! `impl Engine` block over the same fields:
+//! * `namespace`: lookup, create, link, unlink, rename, readdir;
+//! * `file`: open, read, write, fallocate, seek, copy_file_range;
+//! * `xattr`: extended attributes.
+//!
+//! Every mutation of one inode goes through that node's actor (`node`,
+//! `actor`); reads load the node's published snapshot and take no lock.
+
+use std::borrow::Cow;
+
+use crate::data::Ctx;
+use crate::node::{Meta, Node, Op};
+use crate::sector::{Pool, PoolStats};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex, ShardMap};
+use crate::types::*;
+use crate::{Error, Result};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bytes per sector: a power of two from 4 KiB to 1 MiB.
+    pub sector_size: usize,
+    /// Memory limit for file data, in bytes.
+    pub max_bytes: u64,
+    /// Most inodes (files, directories, links, ...), the root included.
+    pub max_inodes: u64,
+    /// Files up to this size keep their data in one exact-size buffer
+    /// (at most `sector_size`).
+    pub inline_max: usize,
+    /// Largest file size.
+    pub max_file_size: u64,
+    /// Case-insensitive, case-preserving names.
+    pub case_insensitive: bool,
+    /// Root directory permission bits.
+    pub root_mode: u32,
+    /// Root directory owner.
+    pub root_uid: u32,
+    /// Root directory group.
+    pub root_gid: u32,
+    /// Per-thread cache slots in the sector pool (0: twice the cores).
+    pub cache_slots: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            sector_size: 64 << 10,
+            max_bytes: 1 << 30,
+            max_inodes: 1 << 20,
+            inline_max: 4096,
+            max_file_size: i64::MAX as u64,
+            case_insensitive: false,
+            root_mode: 0o1777,
+            root_uid: 0,
+            root_gid: 0,
+            cache_slots: 0,
+        }
+    }
+}
+
+/// Telemetry counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Sector pool counters (bytes used, limit, peak, sectors, ...).
+    pub pool: PoolStats,
+    /// Inodes in use.
+    pub inodes: u64,
+    /// The inode limit.
+    pub max_inodes: u64,
+    /// Sum of file sizes (logical bytes, holes included).
+    pub logical_bytes: u64,
+}
+
+/// An in-memory file system.
+///
+/// All operations take `&self` and may be called from any number of threads.
+pub struct Engine {
+    pub(crate) cfg: Config,
+    pub(crate) pool: Pool,
+    pub(crate) nodes: ShardMap<Ino, Arc<Node>>,
+    pub(crate) next_ino: AtomicU64,
+    pub(crate) inodes: AtomicU64,
+    pub(crate) logical: AtomicU64,
+    pub(crate) rename_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("cfg", &self.cfg).field("pool", &self.pool).finish()
+    }
+}
+
+impl Engine {
+    /// A new, empty file system with a root directory.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if the sector size is not a power of two in
+    /// 4 KiB..=1 MiB, or the inode limit is zero.
+    pub fn new(mut cfg: Config) -> Result<Engine> {
+        let ss = cfg.sector_size;
+        if !ss.is_power_of_two() || !(4096..=1 << 20).contains(&ss) || cfg.max_inodes == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(Self::new_unchecked({
+            cfg.inline_max = cfg.inline_max.min(ss);
+            cfg
+        }))
+    }
+
+    /// Like [`Engine::new`] without the sector size bounds, for loom models and
+    /// tests with tiny geometry. Internal, not semver.
+    #[doc(hidden)]
+    pub fn new_unchecked(cfg: Config) -> Engine {
+        let slots = if cfg.cache_slots == 0 {
+            2 * std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            cfg.cache_slots
+        };
+        let pool = Pool::new(cfg.sector_size, cfg.max_bytes, slots);
+        let now = Time::now();
+        let meta = Meta {
+            perm: cfg.root_mode & 0o7777,
+            uid: cfg.root_uid,
+            gid: cfg.root_gid,
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            flags: 0,
+        };
+        let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, None));
+        let nodes = ShardMap::new();
+        nodes.insert(ROOT, root);
+        Engine {
+            cfg,
+            pool,
+            nodes,
+            next_ino: AtomicU64::new(ROOT + 1),
+            inodes: AtomicU64::new(1),
+            logical: AtomicU64::new(0),
+            rename_lock: Mutex::new(()),
+        }
+    }
+
+    /// The settings this engine was made with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn cx(&self) -> Ctx<'_> {
+        Ctx { pool: &self.pool, inline_max: self.cfg.inline_max as u64, max_size: self.cfg.max_file_size }
+    }
+
+    /// **Locking:** one map shard, for the duration of the call.
+    pub(crate) fn node(&self, ino: Ino) -> Result<Arc<Node>> {
+        self.nodes.get(&ino).ok_or(Error::NotFound)
+    }
+
+    pub(crate) fn dir_node(&self, ino: Ino) -> Result<Arc<Node>> {
+        let n = self.node(ino)?;
+        if n.dir.is_none() {
+            return Err(Error::NotDir);
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn key<'a>(&self, name: &'a [u8]) -> Cow<'a, [u8]> {
+        if !self.cfg.case_insensitive {
+            return Cow::Borrowed(name);
+        }
+        match std::str::from_utf8(name) {
+            Ok(s) => Cow::Owned(s.to_lowercase().into_bytes()),
+            Err(_) => Cow::Owned(name.to_ascii_lowercase()),
+        }
+    }
+
+    pub(crate) fn touch(&self, n: &Node, mtime: bool) {
+        // Touch cannot fail.
+        let _ = n.submit(&self.cx(), &self.logical, Op::Touch { mtime, ctime: true });
+    }
+
+    pub(crate) fn attr_of(&self, n: &Node) -> Attr {
+        let s = n.snap.load();
+        let ss = self.cfg.sector_size as u64;
+        let size = match n.kind {
+            FileType::Regular => s.data.len(),
+            FileType::Symlink => n.target.as_ref().map_or(0, |t| t.len() as u64),
+            FileType::Directory => (n.entries.load(Ordering::Acquire) + 2) * 20,
+            _ => 0,
+        };
+        Attr {
+            ino: n.ino,
+            kind: n.kind,
+            perm: s.meta.perm,
+            nlink: n.nlink.load(Ordering::Acquire),
+            uid: s.meta.uid,
+            gid: s.meta.gid,
+            rdev: s.meta.rdev,
+            size,
+            blocks: s.data.allocated(ss).div_ceil(512),
+            blksize: ss as u32,
+            atime: s.meta.atime,
+            mtime: s.meta.mtime,
+            ctime: s.meta.ctime,
+            crtime: s.meta.crtime,
+            flags: s.meta.flags,
+        }
+    }
+
+    /// Takes one lookup reference on `n` and returns its attributes.
+    pub(crate) fn hand_out(&self, n: &Node) -> Attr {
+        n.life.lock().lookups += 1;
+        self.attr_of(n)
+    }
+
+    /// Applies `f` to `n`'s life counts and frees `n` if nothing names it now.
+    /// Returns whether `n` was freed.
+    pub(crate) fn adjust_life(&self, n: &Node, f: impl FnOnce(&Node, &mut crate::node::Life)) -> bool {
+        let gone = {
+            let mut life = n.life.lock();
+            f(n, &mut life);
+            life.settle()
+        };
+        if gone {
+            self.free(n);
+        }
+        gone
+    }
+
+    pub(crate) fn free(&self, n: &Node) {
+        if let Some(node) = self.nodes.remove_if(&n.ino, |v| std::ptr::eq(&**v, n)) {
+            self.inodes.fetch_sub(1, Ordering::AcqRel);
+            let len = node.snap.load().data.len();
+            self.logical.fetch_sub(len, Ordering::Relaxed);
+            // The node (and its sectors) is freed when the last Arc drops:
+            // here, or when a concurrent reader finishes.
+            drop(node);
+        }
+    }
+
+    pub(crate) fn reserve_inode(&self) -> Result<()> {
+        let mut cur = self.inodes.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.cfg.max_inodes {
+                return Err(Error::NoInodes);
+            }
+            match self.inodes.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// The attributes of `ino`, without taking any lock on the file.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        Ok(self.attr_of(&*self.node(ino)?))
+    }
+
+    /// Changes attributes; a size change truncates or extends with zeros.
+    ///
+    /// # Errors
+    /// `NotFound`; for `size`: `IsDir`, `InvalidArgument` (not a regular
+    /// file), `FileTooBig`, `NoSpace`. On error nothing changed.
+    ///
+    /// # References
+    /// `chmod(2)`, `chown(2)`, `truncate(2)`, `utimensat(2)`
+    pub fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr> {
+        let n = self.node(ino)?;
+        n.submit(&self.cx(), &self.logical, Op::SetAttr(*set))?;
+        Ok(self.attr_of(&n))
+    }
+    // ---------------------------------------------------------------- misc
+
+    /// Checks `mask` ([`access_mask`]) for `cred` against `ino`'s mode bits.
+    ///
+    /// # Errors
+    /// `NotFound`, `Access`.
+    ///
+    /// # References
+    /// `access(2)`
+    pub fn access(&self, ino: Ino, mask: u32, cred: &Cred) -> Result<()> {
+        let a = self.getattr(ino)?;
+        if mask == 0 {
+            return Ok(());
+        }
+        if cred.uid == 0 {
+            let any_x = a.perm & 0o111 != 0 || a.kind == FileType::Directory;
+            return if mask & access_mask::X != 0 && !any_x { Err(Error::Access) } else { Ok(()) };
+        }
+        let bits = if cred.uid == a.uid {
+            (a.perm >> 6) & 7
+        } else if cred.gid == a.gid || cred.groups.contains(&a.gid) {
+            (a.perm >> 3) & 7
+        } else {
+            a.perm & 7
+        };
+        if mask & bits == mask {
+            Ok(())
+        } else {
+            Err(Error::Access)
+        }
+    }
+
+    /// Totals for `statfs(2)`, in 4 KiB blocks: the limit and what is left.
+    pub fn statfs(&self) -> StatFs {
+        let bsize = 4096u64;
+        let limit = self.pool.limit();
+        let used = self.pool.used().min(limit);
+        let inodes = self.inodes.load(Ordering::Acquire);
+        let free = (limit - used) / bsize;
+        StatFs {
+            bsize: bsize as u32,
+            blocks: limit / bsize,
+            bfree: free,
+            bavail: free,
+            files: self.cfg.max_inodes,
+            ffree: self.cfg.max_inodes.saturating_sub(inodes),
+            namelen: NAME_MAX as u32,
+        }
+    }
+
+    /// Telemetry counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            pool: self.pool.stats(),
+            inodes: self.inodes.load(Ordering::Acquire),
+            max_inodes: self.cfg.max_inodes,
+            logical_bytes: self.logical.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The sector pool (for checks and telemetry). Internal, not semver.
+    #[doc(hidden)]
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Requests counted in `ino`'s actor and not yet completed (0 for an
+    /// unknown inode). For tests; internal, not semver.
+    #[doc(hidden)]
+    pub fn pending_requests(&self, ino: Ino) -> usize {
+        self.node(ino).map_or(0, |n| n.actor.pending())
+    }
+}

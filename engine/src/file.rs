@@ -1,0 +1,153 @@
+//! File operations: open and release, read, write and append, fallocate,
+//! seek, copy_file_range. Reads load the node's published snapshot and take
+//! no lock; every change goes through the node's actor (`node::Op`).
+
+use std::borrow::Cow;
+
+use crate::node::Op;
+use crate::types::*;
+use crate::{Engine, Error, Result};
+
+impl Engine {
+    /// Opens `ino` (one more open handle). Opening never fails for an existing inode.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn open(&self, ino: Ino) -> Result<Attr> {
+        let n = self.node(ino)?;
+        n.life.lock().opens += 1;
+        Ok(self.attr_of(&n))
+    }
+
+    /// Closes one handle of `ino`; an unlinked file is freed on its last close.
+    pub fn release(&self, ino: Ino) {
+        if let Ok(n) = self.node(ino) {
+            self.adjust_life(&n, |_, l| l.opens = l.opens.saturating_sub(1));
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes at `off`, returning how many were read
+    /// (0 at or past the end). Takes no lock and never waits for a writer.
+    ///
+    /// # Errors
+    /// `NotFound`, `IsDir`, `InvalidArgument` (not a regular file).
+    ///
+    /// # References
+    /// `pread(2)`
+    pub fn read(&self, ino: Ino, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let n = self.node(ino)?;
+        match n.kind {
+            FileType::Regular => {}
+            FileType::Directory => return Err(Error::IsDir),
+            _ => return Err(Error::InvalidArgument),
+        }
+        let snap = n.snap.load();
+        Ok(snap.data.read(self.cfg.sector_size as u64, off, buf))
+    }
+
+    /// Writes `data` at `off`, growing the file if needed; returns `data.len()`.
+    ///
+    /// # Errors
+    /// `NotFound`, `IsDir`, `InvalidArgument`, `FileTooBig`, `NoSpace`. On
+    /// error the file is exactly as it was.
+    ///
+    /// # References
+    /// `pwrite(2)`
+    pub fn write(&self, ino: Ino, off: u64, data: &[u8]) -> Result<usize> {
+        let n = self.node(ino)?;
+        n.submit(&self.cx(), &self.logical, Op::Write { off, data: Cow::Borrowed(data) }).map(|w| w as usize)
+    }
+
+    /// Appends `data` atomically at the end; returns the offset it was written at.
+    ///
+    /// # Errors
+    /// As [`Engine::write`].
+    pub fn append(&self, ino: Ino, data: &[u8]) -> Result<u64> {
+        let n = self.node(ino)?;
+        n.submit(&self.cx(), &self.logical, Op::Append { data: Cow::Borrowed(data) })
+    }
+
+    /// `fallocate(2)`: `mode` 0 (allocate and extend), `KEEP_SIZE`,
+    /// `PUNCH_HOLE | KEEP_SIZE`, `ZERO_RANGE` (optionally `| KEEP_SIZE`).
+    ///
+    /// # Errors
+    /// `NotFound`, `IsDir`, `InvalidArgument`, `NotSupported`, `FileTooBig`, `NoSpace`.
+    pub fn fallocate(&self, ino: Ino, mode: u32, off: u64, len: u64) -> Result<()> {
+        let n = self.node(ino)?;
+        n.submit(&self.cx(), &self.logical, Op::Fallocate { mode, off, len }).map(|_| ())
+    }
+
+    /// `lseek(2)` with `SEEK_DATA` (`data = true`) or `SEEK_HOLE`.
+    ///
+    /// # Errors
+    /// `NotFound`, `NoSuchOffset` (at or past the end), `InvalidArgument`.
+    pub fn seek(&self, ino: Ino, off: u64, data: bool) -> Result<u64> {
+        let n = self.node(ino)?;
+        if n.kind != FileType::Regular {
+            return Err(Error::InvalidArgument);
+        }
+        n.snap.load().data.seek(self.cfg.sector_size as u64, off, data)
+    }
+
+    /// Copies `len` bytes from `ino_in` at `off_in` to `ino_out` at `off_out`;
+    /// returns the bytes copied (short at the end of the input).
+    ///
+    /// # Errors
+    /// As [`Engine::read`] and [`Engine::write`]; `InvalidArgument` for
+    /// overlapping ranges of one file.
+    pub fn copy_file_range(&self, ino_in: Ino, off_in: u64, ino_out: Ino, off_out: u64, len: u64) -> Result<u64> {
+        if ino_in == ino_out {
+            let (a, b) = (off_in, off_out);
+            let end_a = a.checked_add(len).ok_or(Error::Overflow)?;
+            let end_b = b.checked_add(len).ok_or(Error::Overflow)?;
+            if a < end_b && b < end_a {
+                return Err(Error::InvalidArgument);
+            }
+        }
+        let src = self.node(ino_in)?;
+        let dst = self.node(ino_out)?;
+        for n in [&src, &dst] {
+            match n.kind {
+                FileType::Regular => {}
+                FileType::Directory => return Err(Error::IsDir),
+                _ => return Err(Error::InvalidArgument),
+            }
+        }
+        let ss = self.cfg.sector_size as u64;
+        // One version of the source for the whole copy.
+        let snap = src.snap.load_full();
+        let total = len.min(snap.data.len().saturating_sub(off_in));
+        let end_in = off_in + total;
+        if total > 0 && off_out.checked_add(total).is_none_or(|e| e > self.cfg.max_file_size) {
+            return Err(Error::FileTooBig);
+        }
+        // Extent by extent: data is copied (in pieces of at most 1 MiB, so
+        // the buffer is bounded), a hole of the source becomes a hole (or
+        // zeros) in the destination, allocating nothing. Time and memory
+        // follow the data the source holds, not `len`.
+        let mut buf = Vec::new();
+        let mut pos = off_in;
+        while pos < end_in {
+            let data_at = snap.data.seek(ss, pos, true).map_or(end_in, |p| p.min(end_in));
+            let (op_end, op) = if data_at > pos {
+                let (off, end) = (off_out + (pos - off_in), off_out + (data_at - off_in));
+                (data_at, Op::Zero { off, end })
+            } else {
+                let hole_at = snap.data.seek(ss, pos, false).map_or(end_in, |p| p.min(end_in));
+                let n = (hole_at - pos).min(1 << 20) as usize;
+                buf.resize(n, 0);
+                let got = snap.data.read(ss, pos, &mut buf);
+                if got == 0 {
+                    break; // cannot happen: `pos` is inside the snapshot's data
+                }
+                (pos + got as u64, Op::Write { off: off_out + (pos - off_in), data: Cow::Borrowed(&buf[..got]) })
+            };
+            match dst.submit(&self.cx(), &self.logical, op) {
+                Ok(_) => pos = op_end,
+                Err(e) if pos == off_in => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(pos - off_in)
+    }
+}
