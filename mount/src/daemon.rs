@@ -47,6 +47,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         // Leave the caller's session and terminal: a ^C there must not reach us.
         let _ = nix::unistd::setsid();
     }
+    crate::fault::setup();
     let mp = check_mountpoint(&args.mountpoint)?;
     let ram = cli::total_ram();
     let size = args.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram).map_err(|e| anyhow!(e))?;

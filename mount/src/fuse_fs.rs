@@ -599,6 +599,16 @@ impl Filesystem for SectorFs {
         reply: ReplyEmpty,
     ) {
         let known = (xattr_flags::CREATE | xattr_flags::REPLACE) as i32;
+        #[cfg(feature = "failpoints")]
+        if ino.0 == engine::ROOT && name.as_bytes() == crate::fault::ARM_XATTR.as_bytes() {
+            return match crate::fault::arm(value) {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log::error!("{}: {e}", crate::fault::ARM_XATTR);
+                    reply.error(Errno::EINVAL)
+                }
+            };
+        }
         let res = if is_stats(ino, name) {
             Err(Errno::EPERM)
         } else if position != 0 || flags & !known != 0 {

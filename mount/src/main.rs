@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 #[cfg(any(target_os = "linux", windows))]
 mod background;
 mod cli;
+mod fault;
 mod stats;
 
 #[cfg(target_os = "linux")]
