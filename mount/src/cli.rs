@@ -130,6 +130,132 @@ pub(crate) fn default_threads(cores: usize) -> usize {
     cores.max(2)
 }
 
+/// Bad command-line input (an option's value, not a failure while running):
+/// printed as one line, exit status 2, as clap does for the errors it finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The exit status for bad command-line input.
+pub(crate) const USAGE_EXIT: u8 = 2;
+
+/// Most `--threads` per core: workers beyond a few per core only wait.
+pub(crate) const THREADS_PER_CORE: usize = 64;
+
+/// Descriptors the daemon keeps for itself beside one `/dev/fuse` clone per
+/// worker thread.
+pub(crate) const FD_RESERVE: u64 = 64;
+
+/// Longest `--label` in bytes (it becomes the mount's source, shown by
+/// `mount` and `df`; the kernel takes at most a page for the whole option
+/// string).
+pub(crate) const LABEL_MAX: usize = 255;
+
+/// Checks `--sector-size`: a power of two from 4K to 1M.
+pub(crate) fn check_sector_size(b: u64) -> Result<usize, String> {
+    if !b.is_power_of_two() || !(4096..=1 << 20).contains(&b) {
+        return Err(format!("--sector-size {}: must be a power of two from 4K to 1M", format_bytes(b)));
+    }
+    Ok(b as usize)
+}
+
+/// The memory limit for `--size`, rounded up to whole sectors (as tmpfs
+/// rounds its size up to whole pages), so `df` shows exactly the limit and a
+/// limit below one sector still holds a sector of data.
+pub(crate) fn round_limit(size: u64, sector: u64) -> u64 {
+    size.div_ceil(sector).saturating_mul(sector)
+}
+
+/// Checks `--threads n` against the cores and the open-file limit `nofile`
+/// (the hard limit: the daemon raises its soft limit as far as needed).
+pub(crate) fn check_threads(n: usize, cores: usize, nofile: Option<u64>) -> Result<usize, String> {
+    if n == 0 {
+        return Err("--threads 0: at least one worker thread is needed".into());
+    }
+    let by_cores = cores.max(1).saturating_mul(THREADS_PER_CORE);
+    if n > by_cores {
+        return Err(format!(
+            "--threads {n}: at most {by_cores} on this machine ({THREADS_PER_CORE} per core, {cores} cores; \
+             the default is {})",
+            default_threads(cores)
+        ));
+    }
+    if let Some(limit) = nofile {
+        let by_fds = limit.saturating_sub(FD_RESERVE);
+        if n as u64 > by_fds {
+            return Err(format!(
+                "--threads {n}: at most {by_fds} with this open-file limit ({limit}; each thread holds one \
+                 /dev/fuse descriptor); raise it with `ulimit -n` or give fewer threads"
+            ));
+        }
+    }
+    Ok(n)
+}
+
+/// Checks `--label`: 1 to [`LABEL_MAX`] bytes, no control characters.
+pub(crate) fn check_label(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("--label must not be empty".into());
+    }
+    if s.len() > LABEL_MAX {
+        return Err(format!("--label is {} bytes long; at most {LABEL_MAX}", s.len()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("--label {s:?} contains a control character"));
+    }
+    Ok(())
+}
+
+/// Checks `--uid`/`--gid`: `4294967295` is (uid_t)-1, "no change", not an id.
+pub(crate) fn check_id(flag: &str, id: u32) -> Result<u32, String> {
+    if id == u32::MAX {
+        return Err(format!("{flag} {id}: not a valid id (it is -1, \"no id\")"));
+    }
+    Ok(id)
+}
+
+/// The hard limit on open files of this process, if known.
+pub(crate) fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `getrlimit` writes one `rlimit` into `r`, which lives
+        // across the call.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+            return Some(if r.rlim_max == libc::RLIM_INFINITY { u64::MAX } else { r.rlim_max });
+        }
+    }
+    None
+}
+
+/// Raises this process's soft open-file limit to at least `need` (within
+/// the hard limit). Best effort.
+pub(crate) fn raise_open_file_limit(need: u64) {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as in `open_file_limit`; `setrlimit` only reads `r`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0
+                && r.rlim_cur != libc::RLIM_INFINITY
+                && r.rlim_cur < need
+            {
+                r.rlim_cur = need.min(r.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = need;
+}
+
 /// Physical memory of this machine in bytes, if known.
 pub(crate) fn total_ram() -> Option<u64> {
     #[cfg(unix)]
@@ -202,6 +328,31 @@ mod tests {
         assert_eq!(format_bytes(1536 << 20), "1.5 GiB");
         assert_eq!(format_bytes(100), "100 B");
         assert_eq!(SizeArg::PercentOfRam(50).to_string(), "50%");
+    }
+
+    #[test]
+    fn checks() {
+        assert_eq!(check_sector_size(64 << 10), Ok(64 << 10));
+        for bad in [0, 3 << 10, 2048, 2 << 20, 96 << 10] {
+            assert!(check_sector_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(round_limit(1024, 64 << 10), 64 << 10);
+        assert_eq!(round_limit(128 << 10, 64 << 10), 128 << 10);
+        assert_eq!(round_limit(u64::MAX, 64 << 10), u64::MAX);
+        assert_eq!(check_threads(4, 2, Some(1024)), Ok(4));
+        assert!(check_threads(0, 2, None).unwrap_err().contains("at least one"));
+        let e = check_threads(100_000, 2, Some(1 << 20)).unwrap_err();
+        assert!(e.contains("at most 128") && e.contains("2 cores"), "{e}");
+        let e = check_threads(100, 2, Some(100)).unwrap_err();
+        assert!(e.contains("at most 36") && e.contains("open-file limit"), "{e}");
+        assert_eq!(check_label("scratch, fast"), Ok(()));
+        assert!(check_label("").is_err());
+        assert!(check_label(&"a".repeat(256)).is_err());
+        assert_eq!(check_label(&"a".repeat(255)), Ok(()));
+        assert!(check_label("a\nb").is_err());
+        assert_eq!(check_id("--uid", 1000), Ok(1000));
+        assert!(check_id("--uid", u32::MAX).is_err());
+        assert!(open_file_limit().is_some_and(|n| n > 0) || !cfg!(unix));
     }
 
     #[test]

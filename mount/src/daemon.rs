@@ -39,6 +39,8 @@ use crate::MountArgs;
 
 /// `sectorfs mount`.
 pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
+    // Bad values are refused here, before any daemon starts (exit status 2).
+    let set = settings(args, cli::total_ram(), cli::open_file_limit()).map_err(cli::Usage)?;
     if !args.foreground {
         return spawn_background(args);
     }
@@ -49,32 +51,23 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     }
     crate::fault::setup();
     let mp = check_mountpoint(&args.mountpoint)?;
-    let ram = cli::total_ram();
-    let size = args.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram).map_err(|e| anyhow!(e))?;
-    let sector_size = args.sector_size;
-    let max_files = args.max_files.unwrap_or_else(|| cli::default_max_files(size));
-    let threads = args.threads.unwrap_or_else(|| {
-        cli::default_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
-    });
-    if threads == 0 {
-        bail!("--threads must be at least 1");
-    }
+    let Settings { size, sector_size, max_files, threads, .. } = set;
+    // One /dev/fuse clone per worker, plus what the daemon itself keeps open.
+    cli::raise_open_file_limit(threads as u64 + cli::FD_RESERVE);
     let cfg = engine::Config {
-        sector_size: usize::try_from(sector_size).unwrap_or(usize::MAX),
+        sector_size,
         max_bytes: size,
         max_inodes: max_files,
         case_insensitive: args.case_insensitive,
         root_mode: args.mode,
-        root_uid: args.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
-        root_gid: args.gid.unwrap_or_else(|| nix::unistd::getegid().as_raw()),
+        root_uid: set.uid,
+        root_gid: set.gid,
         ..engine::Config::default()
     };
-    let engine = engine::Engine::new(cfg).map_err(|e| {
-        anyhow!("bad settings ({e}): --sector-size must be a power of two from 4K to 1M, --max-files at least 1")
-    })?;
+    let engine = engine::Engine::new(cfg).map_err(|e| anyhow!("bad settings: {e}"))?;
     let fs = SectorFs::new(Arc::new(engine));
 
-    let name = args.label.clone().unwrap_or_else(|| "sectorfs".to_string());
+    let name = set.label;
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![
         MountOption::FSName(name.clone()),
@@ -141,7 +134,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         mp.display(),
         format_bytes(size),
         max_files,
-        format_bytes(sector_size),
+        format_bytes(sector_size as u64),
         std::process::id()
     );
     let _ = out.flush();
@@ -151,6 +144,39 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     }
     session.run().context("FUSE session failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The checked values of `sectorfs mount`'s options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    /// The memory limit, rounded up to whole sectors.
+    size: u64,
+    sector_size: usize,
+    max_files: u64,
+    threads: usize,
+    uid: u32,
+    gid: u32,
+    label: String,
+}
+
+/// Checks every option of `args` (`ram`: the machine's memory, for `50%`;
+/// `nofile`: the hard open-file limit) and fills in the defaults. The
+/// error is one line naming the option.
+fn settings(args: &MountArgs, ram: Option<u64>, nofile: Option<u64>) -> Result<Settings, String> {
+    let sector_size = cli::check_sector_size(args.sector_size)?;
+    let size = args.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram)?;
+    let size = cli::round_limit(size, sector_size as u64);
+    let max_files = args.max_files.unwrap_or_else(|| cli::default_max_files(size));
+    if max_files == 0 {
+        return Err("--max-files 0: at least 1 (the root directory is one)".into());
+    }
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let threads = cli::check_threads(args.threads.unwrap_or_else(|| cli::default_threads(cores)), cores, nofile)?;
+    let uid = cli::check_id("--uid", args.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw()))?;
+    let gid = cli::check_id("--gid", args.gid.unwrap_or_else(|| nix::unistd::getegid().as_raw()))?;
+    let label = args.label.clone().unwrap_or_else(|| "sectorfs".to_string());
+    cli::check_label(&label)?;
+    Ok(Settings { size, sector_size, max_files, threads, uid, gid, label })
 }
 
 /// How the signal thread takes the mount down.
@@ -318,6 +344,8 @@ fn check_mountpoint(p: &Path) -> Result<PathBuf> {
 struct MountEntry {
     fstype: String,
     source: String,
+    /// `user_id=` of a FUSE mount's super options: who mounted it.
+    user_id: Option<u32>,
 }
 
 /// The mount whose mount point is exactly `mp` (the last one if stacked).
@@ -352,7 +380,11 @@ fn parse_mountinfo(info: &str, mp: &[u8]) -> Option<MountEntry> {
             let mut r = right.split(' ');
             let fstype = r.next()?.to_string();
             let source = String::from_utf8_lossy(&unescape_mountinfo(r.next().unwrap_or(""))).into_owned();
-            found = Some(MountEntry { fstype, source });
+            let user_id = r
+                .next()
+                .and_then(|opts| opts.split(',').find_map(|o| o.strip_prefix("user_id=")))
+                .and_then(|u| u.parse().ok());
+            found = Some(MountEntry { fstype, source, user_id });
         }
     }
     found
@@ -371,6 +403,26 @@ fn resolve_without_stat(p: &Path) -> Result<PathBuf> {
     }
 }
 
+/// `p` with its final component's symlinks followed (without touching what
+/// the last link points to: a dead FUSE mount cannot be stat'ed), so that
+/// `sectorfs unmount LINK` unmounts where LINK points.
+fn follow_symlinks(p: &Path) -> Result<PathBuf> {
+    let mut p = p.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p).with_context(|| format!("cannot read the link {}", p.display()))?;
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    bail!("{}: too many levels of symbolic links", p.display())
+}
+
 /// Detaches `mp` now; the kernel finishes the unmount when it is no longer busy.
 fn lazy_unmount(mp: &Path) {
     if nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH).is_err() {
@@ -380,11 +432,16 @@ fn lazy_unmount(mp: &Path) {
 
 /// `sectorfs unmount`.
 pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
-    let mp = resolve_without_stat(mountpoint)?;
+    let mp = resolve_without_stat(&follow_symlinks(mountpoint)?)?;
     let shown = mountpoint.display();
     let entry = mount_entry(&mp).ok_or_else(|| anyhow!("{shown} is not mounted"))?;
     if entry.fstype != "fuse" && !entry.fstype.starts_with("fuse.") {
         bail!("{shown} is not a sectorfs mount (it is {}); not unmounting it", entry.fstype);
+    }
+    let me = nix::unistd::geteuid();
+    if let Some(owner) = entry.user_id.filter(|&u| !me.is_root() && u != me.as_raw()) {
+        let who = nix::unistd::User::from_uid(owner.into()).ok().flatten().map_or(format!("uid {owner}"), |u| u.name);
+        bail!("cannot unmount {shown}: it was mounted by {who}; only that user or root can unmount it");
     }
     // The daemon's pid, to wait for it to exit (its memory is freed then).
     let pid = read_stats(&mp).ok().and_then(|s| s.get("pid"));
@@ -456,7 +513,7 @@ mod tests {
     fn mountinfo() {
         assert_eq!(
             parse_mountinfo(INFO, b"/tmp/a b"),
-            Some(MountEntry { fstype: "fuse".into(), source: "sectorfs".into() })
+            Some(MountEntry { fstype: "fuse".into(), source: "sectorfs".into(), user_id: Some(0) })
         );
         assert_eq!(parse_mountinfo(INFO, b"/dev/shm").map(|e| e.fstype), Some("tmpfs".into()));
         assert_eq!(parse_mountinfo(INFO, b"/tmp/a"), None);

@@ -107,8 +107,8 @@ enum Cmd {
 pub(crate) struct MountArgs {
     /// An existing, empty directory.
     pub(crate) mountpoint: PathBuf,
-    /// Memory limit for file data: bytes with a unit (512M, 8G) or a share of RAM (50%).
-    /// [default: 50%]
+    /// Memory limit for file data: bytes with a unit (512M, 8G) or a share of RAM (50%),
+    /// rounded up to whole sectors. [default: 50%]
     #[arg(long, value_name = "SIZE")]
     pub(crate) size: Option<cli::SizeArg>,
     /// Most files, directories and links (inodes). [default: one per 4 KiB of --size]
@@ -117,7 +117,8 @@ pub(crate) struct MountArgs {
     /// Bytes per sector: a power of two from 4K to 1M.
     #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = cli::parse_bytes)]
     pub(crate) sector_size: u64,
-    /// FUSE worker threads. [default: the number of cores, at least 2]
+    /// FUSE worker threads, at most 64 per core and within the open-file limit.
+    /// [default: the number of cores, at least 2]
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<usize>,
     /// Permission bits of the root directory, in octal.
@@ -139,7 +140,7 @@ pub(crate) struct MountArgs {
     /// Case-insensitive, case-preserving names (like Windows).
     #[arg(long)]
     pub(crate) case_insensitive: bool,
-    /// Volume label (shown as the source in mount and df).
+    /// Volume label (shown as the source in mount and df): 1 to 255 bytes.
     #[arg(long, value_name = "NAME")]
     pub(crate) label: Option<String>,
 }
@@ -152,7 +153,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the error and its causes.
             eprintln!("sectorfs: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<cli::Usage>().is_some() {
+                ExitCode::from(cli::USAGE_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -167,9 +167,7 @@ impl WinMountArgs {
             None => return Err("give a mount point (X:, * or a directory), or a UNC prefix with -u".into()),
         };
         let size = self.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram)?;
-        if !self.sector_size.is_power_of_two() || !(4096..=1 << 20).contains(&self.sector_size) {
-            return Err(format!("--sector-size {}: a power of two from 4K to 1M", cli::format_bytes(self.sector_size)));
-        }
+        cli::check_sector_size(self.sector_size)?;
         let max_files = self.max_files.unwrap_or_else(|| cli::default_max_files(size));
         if max_files == 0 {
             return Err("--max-files must be at least 1".into());
