@@ -147,15 +147,18 @@ impl std::error::Error for Usage {}
 pub(crate) const USAGE_EXIT: u8 = 2;
 
 /// Most `--threads` per core: workers beyond a few per core only wait.
+#[cfg_attr(windows, allow(dead_code))] // a Linux mount check
 pub(crate) const THREADS_PER_CORE: usize = 64;
 
 /// Descriptors the daemon keeps for itself beside one `/dev/fuse` clone per
 /// worker thread.
+#[cfg_attr(windows, allow(dead_code))] // a Linux mount check
 pub(crate) const FD_RESERVE: u64 = 64;
 
 /// Longest `--label` in bytes (it becomes the mount's source, shown by
 /// `mount` and `df`; the kernel takes at most a page for the whole option
 /// string).
+#[cfg_attr(windows, allow(dead_code))] // a Linux mount check
 pub(crate) const LABEL_MAX: usize = 255;
 
 /// Checks `--sector-size`: a power of two from 4K to 1M.
@@ -175,6 +178,7 @@ pub(crate) fn round_limit(size: u64, sector: u64) -> u64 {
 
 /// Checks `--threads n` against the cores and the open-file limit `nofile`
 /// (the hard limit: the daemon raises its soft limit as far as needed).
+#[cfg_attr(windows, allow(dead_code))] // a Linux mount check
 pub(crate) fn check_threads(n: usize, cores: usize, nofile: Option<u64>) -> Result<usize, String> {
     if n == 0 {
         return Err("--threads 0: at least one worker thread is needed".into());
@@ -200,6 +204,7 @@ pub(crate) fn check_threads(n: usize, cores: usize, nofile: Option<u64>) -> Resu
 }
 
 /// Checks `--label`: 1 to [`LABEL_MAX`] bytes, no control characters.
+#[cfg_attr(windows, allow(dead_code))] // a Linux mount check
 pub(crate) fn check_label(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("--label must not be empty".into());
@@ -214,6 +219,7 @@ pub(crate) fn check_label(s: &str) -> Result<(), String> {
 }
 
 /// Checks `--uid`/`--gid`: `4294967295` is (uid_t)-1, "no change", not an id.
+#[cfg_attr(windows, allow(dead_code))] // a Linux mount check
 pub(crate) fn check_id(flag: &str, id: u32) -> Result<u32, String> {
     if id == u32::MAX {
         return Err(format!("{flag} {id}: not a valid id (it is -1, \"no id\")"));
@@ -222,6 +228,7 @@ pub(crate) fn check_id(flag: &str, id: u32) -> Result<u32, String> {
 }
 
 /// The hard limit on open files of this process, if known.
+#[cfg_attr(windows, allow(dead_code))] // a Linux mount check
 pub(crate) fn open_file_limit() -> Option<u64> {
     #[cfg(unix)]
     {
@@ -237,6 +244,7 @@ pub(crate) fn open_file_limit() -> Option<u64> {
 
 /// Raises this process's soft open-file limit to at least `need` (within
 /// the hard limit). Best effort.
+#[cfg_attr(windows, allow(dead_code))] // a Linux mount check
 pub(crate) fn raise_open_file_limit(need: u64) {
     #[cfg(unix)]
     {

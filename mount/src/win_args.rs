@@ -166,8 +166,8 @@ impl WinMountArgs {
             None if unc_prefix.is_some() => MountTarget::None,
             None => return Err("give a mount point (X:, * or a directory), or a UNC prefix with -u".into()),
         };
-        let size = self.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram)?;
-        cli::check_sector_size(self.sector_size)?;
+        let sector_size = cli::check_sector_size(self.sector_size)?;
+        let size = cli::round_limit(self.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram)?, sector_size as u64);
         let max_files = self.max_files.unwrap_or_else(|| cli::default_max_files(size));
         if max_files == 0 {
             return Err("--max-files must be at least 1".into());

@@ -207,11 +207,13 @@ fn volume_params(s: &WinSettings) -> VolumeParams {
 
 /// `sectorfs mount` on Windows.
 pub(crate) fn mount(args: &WinMountArgs) -> Result<ExitCode> {
-    let mut s = args.settings(cli::total_ram()).map_err(|e| anyhow!(e))?;
+    // Bad values are refused here, before any daemon starts (exit status 2).
+    let mut s = args.settings(cli::total_ram()).map_err(cli::Usage)?;
     if !args.foreground {
         return spawn_background();
     }
     let daemon = background::is_daemon();
+    crate::fault::setup();
     load_winfsp()?;
     if s.target == MountTarget::NextFreeDrive {
         // SAFETY: no arguments; returns a bit mask.
