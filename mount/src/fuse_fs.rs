@@ -58,7 +58,9 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
+use crate::requests::{Op, Requests};
 use crate::stats::{self, STATS_XATTR};
+use crate::CacheMode;
 
 /// Attribute and entry lifetime in the kernel's caches. Every change goes
 /// through this mount, and the kernel invalidates what each of its own
@@ -67,6 +69,11 @@ pub(crate) const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Largest write request (the kernel caps requests at 1 MiB anyway).
 pub(crate) const MAX_WRITE: u32 = 1 << 20;
+
+thread_local! {
+    /// A FUSE worker's read buffer (at most one request's size: 1 MiB).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The FUSE file system: an engine and the caching policy.
 pub(crate) struct SectorFs {
@@ -77,12 +84,26 @@ pub(crate) struct SectorFs {
     pid: u32,
     /// The kernel agreed to FUSE_NO_OPENDIR_SUPPORT.
     no_opendir: bool,
+    /// The data path's caching mode (`--cache`).
+    cache: CacheMode,
+    /// What `open` and `create` answer for a regular file (from `cache`).
+    fopen: FopenFlags,
+    /// Requests served, by opcode (`stats`).
+    req: Requests,
 }
 
 impl SectorFs {
     /// A frontend for `engine`. `case_insensitive` turns off entry caching.
-    pub(crate) fn new(engine: Arc<Engine>) -> SectorFs {
+    pub(crate) fn new(engine: Arc<Engine>, cache: CacheMode) -> SectorFs {
         let ci = engine.config().case_insensitive;
+        let fopen = match cache {
+            // Every read and write goes to the daemon; the kernel keeps no
+            // copy (mmap aside, FUSE_DIRECT_IO_ALLOW_MMAP). Non-extending
+            // writes to one file may come in parallel: its actor orders them.
+            CacheMode::Direct => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            // Pages stay valid across opens: every change goes through us.
+            CacheMode::Writethrough | CacheMode::Writeback => FopenFlags::FOPEN_KEEP_CACHE,
+        };
         SectorFs {
             engine,
             entry_ttl: if ci { Duration::ZERO } else { TTL },
@@ -90,6 +111,9 @@ impl SectorFs {
             cache_negative: !ci,
             pid: std::process::id(),
             no_opendir: false,
+            cache,
+            fopen,
+            req: Requests::default(),
         }
     }
 
@@ -146,7 +170,9 @@ impl SectorFs {
     }
 
     fn stats_json(&self) -> Vec<u8> {
-        stats::snapshot(&self.engine, self.pid).to_json().into_bytes()
+        let mut snap = stats::snapshot(&self.engine, self.pid);
+        snap.add_requests(&self.req);
+        snap.to_json().into_bytes()
     }
 }
 
@@ -268,14 +294,18 @@ impl Filesystem for SectorFs {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> io::Result<()> {
         // Ask for each capability on its own, so one the kernel lacks does not
         // cost the others.
-        for cap in [
-            InitFlags::FUSE_WRITEBACK_CACHE,
+        let data_path = match self.cache {
+            CacheMode::Direct => Some(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP),
+            CacheMode::Writethrough => None,
+            CacheMode::Writeback => Some(InitFlags::FUSE_WRITEBACK_CACHE),
+        };
+        for cap in data_path.into_iter().chain([
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-        ] {
+        ]) {
             if let Err(missing) = cfg.add_capabilities(cap) {
                 log::warn!("kernel lacks FUSE capability {missing:?}");
             }
@@ -291,6 +321,7 @@ impl Filesystem for SectorFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.req.count(Op::Lookup);
         match call(|| self.engine.lookup(parent.0, name.as_bytes())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) if e == Errno::ENOENT && self.cache_negative => {
@@ -301,6 +332,7 @@ impl Filesystem for SectorFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.req.count(Op::Forget);
         let _ = call(|| {
             self.engine.forget(ino.0, nlookup);
             Ok(())
@@ -308,6 +340,7 @@ impl Filesystem for SectorFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.req.count(Op::Getattr);
         match call(|| self.engine.getattr(ino.0)) {
             Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
             Err(e) => reply.error(e),
@@ -332,6 +365,7 @@ impl Filesystem for SectorFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.req.count(Op::Setattr);
         // FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping privileges to
         // us on chown (always) and on truncate (by a caller without
         // CAP_FSETID, which fuser does not tell us: root stands for it).
@@ -357,6 +391,7 @@ impl Filesystem for SectorFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.req.count(Op::Readlink);
         match call(|| self.engine.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
@@ -373,6 +408,7 @@ impl Filesystem for SectorFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.req.count(Op::Mknod);
         match call(|| self.engine.mknod(parent.0, name.as_bytes(), mode, rdev, req.uid(), req.gid())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(e),
@@ -380,6 +416,7 @@ impl Filesystem for SectorFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.req.count(Op::Mkdir);
         match call(|| self.engine.mkdir(parent.0, name.as_bytes(), mode, req.uid(), req.gid())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(e),
@@ -387,6 +424,7 @@ impl Filesystem for SectorFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.req.count(Op::Unlink);
         match call(|| self.engine.unlink(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -394,6 +432,7 @@ impl Filesystem for SectorFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.req.count(Op::Rmdir);
         match call(|| self.engine.rmdir(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -401,6 +440,7 @@ impl Filesystem for SectorFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        self.req.count(Op::Symlink);
         let target = target.as_os_str().as_bytes();
         match call(|| self.engine.symlink(parent.0, link_name.as_bytes(), target, req.uid(), req.gid())) {
             Ok(a) => self.entry(reply, &a),
@@ -418,6 +458,7 @@ impl Filesystem for SectorFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.req.count(Op::Rename);
         // Translate bit by bit; anything else (RENAME_WHITEOUT) is refused.
         let mut f = 0;
         if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -439,6 +480,7 @@ impl Filesystem for SectorFs {
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.req.count(Op::Link);
         match call(|| self.engine.link(ino.0, newparent.0, newname.as_bytes())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(e),
@@ -446,8 +488,9 @@ impl Filesystem for SectorFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.req.count(Op::Open);
         match call(|| self.engine.open(ino.0)) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(_) => reply.opened(FileHandle(0), self.fopen),
             Err(e) => reply.error(e),
         }
     }
@@ -463,11 +506,20 @@ impl Filesystem for SectorFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let mut buf = vec![0u8; size as usize];
-        match call(|| self.engine.read(ino.0, offset, &mut buf)) {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(e) => reply.error(e),
-        }
+        self.req.count(Op::Read);
+        // One buffer per worker thread, grown once to the largest read: no
+        // allocation and no zero-fill per request (only the `n` bytes the
+        // engine wrote are sent).
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            let buf = &mut buf[..size as usize];
+            match call(|| self.engine.read(ino.0, offset, buf)) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn write(
@@ -482,6 +534,7 @@ impl Filesystem for SectorFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.req.count(Op::Write);
         // With the writeback cache the kernel resolves O_APPEND: always write
         // at the offset given. It sends writes that must drop privileges
         // (FUSE_HANDLE_KILLPRIV_V2) through, flagged, instead of caching them.
@@ -498,6 +551,7 @@ impl Filesystem for SectorFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _owner: fuser::LockOwner, reply: ReplyEmpty) {
+        self.req.count(Op::Flush);
         // Nothing is buffered in the daemon. ENOSYS tells the kernel never to
         // send FLUSH again (one round trip less per close); it still writes
         // back dirty pages and reports their errors (ENOSPC) at close.
@@ -514,6 +568,7 @@ impl Filesystem for SectorFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.req.count(Op::Release);
         let res = call(|| {
             self.engine.release(ino.0);
             Ok(())
@@ -525,12 +580,14 @@ impl Filesystem for SectorFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.req.count(Op::Fsync);
         // A RAM disk has nothing to make durable. ENOSYS: the kernel stops
         // sending FSYNC but still writes back and reports errors first.
         reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.req.count(Op::Opendir);
         // Directory handles are stateless: readdir offsets are engine cookies.
         // With FUSE_NO_OPENDIR_SUPPORT, ENOSYS ends OPENDIR/RELEASEDIR for good.
         if self.no_opendir {
@@ -541,6 +598,7 @@ impl Filesystem for SectorFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.req.count(Op::Readdir);
         let res = call(|| {
             self.engine.readdir(ino.0, offset, |e| {
                 let full = reply.add(INodeNo(e.ino), e.next, kind(e.kind), OsStr::from_bytes(e.name));
@@ -554,6 +612,7 @@ impl Filesystem for SectorFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        self.req.count(Op::Readdirplus);
         let (attr_ttl, entry_ttl) = (self.attr_ttl, self.entry_ttl);
         // Entry and attribute TTL are one value here: the shorter of the two.
         let ttl = attr_ttl.min(entry_ttl);
@@ -573,15 +632,18 @@ impl Filesystem for SectorFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.req.count(Op::Releasedir);
         reply.ok();
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.req.count(Op::Fsyncdir);
         // As `fsync`.
         reply.error(Errno::ENOSYS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.req.count(Op::Statfs);
         match call(|| Ok(self.engine.statfs())) {
             Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize),
             Err(e) => reply.error(e),
@@ -598,6 +660,7 @@ impl Filesystem for SectorFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
+        self.req.count(Op::Setxattr);
         let known = (xattr_flags::CREATE | xattr_flags::REPLACE) as i32;
         #[cfg(feature = "failpoints")]
         if ino.0 == engine::ROOT && name.as_bytes() == crate::fault::ARM_XATTR.as_bytes() {
@@ -623,6 +686,7 @@ impl Filesystem for SectorFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.req.count(Op::Getxattr);
         let res = if is_stats(ino, name) {
             Ok(self.stats_json())
         } else {
@@ -637,6 +701,7 @@ impl Filesystem for SectorFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.req.count(Op::Listxattr);
         match call(|| self.engine.listxattr(ino.0)) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
@@ -646,6 +711,7 @@ impl Filesystem for SectorFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.req.count(Op::Removexattr);
         let res = if is_stats(ino, name) {
             Err(Errno::EPERM)
         } else {
@@ -658,6 +724,7 @@ impl Filesystem for SectorFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.req.count(Op::Access);
         // Only called without `default_permissions` (never by `sectorfs mount`).
         match call(|| self.engine.access(ino.0, mask.bits() as u32 & 7, &cred(req))) {
             Ok(()) => reply.ok(),
@@ -675,14 +742,9 @@ impl Filesystem for SectorFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.req.count(Op::Create);
         match call(|| self.create_open(req, parent.0, name.as_bytes(), mode, flags)) {
-            Ok(a) => reply.created(
-                &self.entry_ttl,
-                &file_attr(&a),
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(a) => reply.created(&self.entry_ttl, &file_attr(&a), Generation(0), FileHandle(0), self.fopen),
             Err(e) => reply.error(e),
         }
     }
@@ -697,6 +759,7 @@ impl Filesystem for SectorFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.req.count(Op::Fallocate);
         // The kernel's file_modified() leaves dropping privileges to us
         // (FUSE_HANDLE_KILLPRIV_V2).
         match call(|| {
@@ -711,6 +774,7 @@ impl Filesystem for SectorFs {
     }
 
     fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        self.req.count(Op::Lseek);
         // The kernel resolves SEEK_SET/CUR/END itself; only DATA/HOLE come here.
         let res = match whence {
             _ if offset < 0 => Err(Errno::ENXIO),
@@ -738,6 +802,7 @@ impl Filesystem for SectorFs {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        self.req.count(Op::CopyFileRange);
         // The reply carries a u32: copy at most 1 GiB per request (callers
         // loop on short copies).
         let len = len.min(1 << 30);
