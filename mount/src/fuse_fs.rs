@@ -16,16 +16,26 @@
 //! * **Open count.** `open` and `create` call [`engine::Engine::open`];
 //!   `release` calls [`engine::Engine::release`]. An unlinked file lives
 //!   until its last close and last forget.
-//! * **Caching.** The mount is its only writer, so attributes and entries
-//!   get long TTLs ([`TTL`]), negative lookups are cached too, file pages
-//!   are kept across opens (`FOPEN_KEEP_CACHE`) and the kernel's writeback
-//!   cache is on. With a case-insensitive mount several names lead to one
-//!   inode, so entries (positive and negative) are not cached at all.
-//! * **Writeback cache.** The kernel owns size and mtime while pages are
-//!   dirty, handles `O_APPEND` itself (writes arrive with explicit offsets)
-//!   and may read from files opened write-only. A write that passes the
-//!   memory limit is reported (`ENOSPC`) by `fsync`/`close`, or by the
-//!   `write` itself for `O_DIRECT`/`O_SYNC` writers.
+//! * **Caching** (`--cache`, [`CacheMode`]). The mount is its only writer,
+//!   so attributes and entries get long TTLs ([`TTL`]) and negative lookups
+//!   are cached too (with a case-insensitive mount several names lead to
+//!   one inode, so entries are not cached at all). File data depends on the
+//!   mode. `direct` (the default) answers `open`/`create` with
+//!   `FOPEN_DIRECT_IO` and negotiates `FUSE_DIRECT_IO_ALLOW_MMAP`: every
+//!   `read(2)`/`write(2)` is a request to the daemon, so a write that returns
+//!   success is stored and `ENOSPC` comes from the `write(2)` that would pass
+//!   the limit, and the kernel holds no copy of file data except the pages of
+//!   mmapped files (exec, `ld`, rustc's metadata), which it keeps coherent
+//!   with direct reads and writes. `writethrough` keeps the page cache for
+//!   reads (`FOPEN_KEEP_CACHE`) and sends every write at once (same write
+//!   guarantee, data held twice until the kernel reclaims clean pages).
+//!   `writeback` turns on the kernel's writeback cache: the kernel owns size
+//!   and mtime while pages are dirty, a write past the limit fails only at
+//!   `fsync`/`close`, and a killed daemon loses acknowledged writes.
+//! * **Fewer round trips.** `FUSE_ATOMIC_O_TRUNC` (open truncates, no
+//!   `SETATTR` after it); `FUSE_NO_OPENDIR_SUPPORT`; readdirplus fills the
+//!   dentry cache; `FLUSH`/`FSYNC` end for good with `ENOSYS`. Every request
+//!   is counted by opcode ([`Requests`], `sectorfs stats`).
 //! * **Dropping privileges.** `FUSE_HANDLE_KILLPRIV_V2` is negotiated, so
 //!   the kernel stops asking for `security.capability` before every write
 //!   (one round trip per write) and leaves it to us to clear set-user-ID and
@@ -138,12 +148,21 @@ impl SectorFs {
             _ => engine::access_mask::R | engine::access_mask::W,
         };
         self.engine.access(a.ino, want, &cred(req)).map_err(undo)?;
-        if flags & libc::O_TRUNC != 0 && a.kind == FileType::Regular {
-            let (kill_suidgid, kill_sgid) = (!privileged(req), kill_sgid_always(req, &a));
-            let set = SetAttr { size: Some(0), kill_suidgid, kill_sgid, ..SetAttr::default() };
-            self.engine.setattr(a.ino, &set).map_err(undo)?;
+        if flags & libc::O_TRUNC != 0 {
+            self.truncate_for_open(req, &a).map_err(undo)?;
         }
         self.engine.open(a.ino).map_err(undo)
+    }
+
+    /// `O_TRUNC` of an existing file at open: to size 0, dropping privileges
+    /// as `truncate(2)` by this caller would.
+    fn truncate_for_open(&self, req: &Request, a: &Attr) -> engine::Result<()> {
+        if a.kind != FileType::Regular {
+            return Ok(());
+        }
+        let (kill_suidgid, kill_sgid) = (!privileged(req), kill_sgid_always(req, a));
+        let set = SetAttr { size: Some(0), kill_suidgid, kill_sgid, ..SetAttr::default() };
+        self.engine.setattr(a.ino, &set).map(|_| ())
     }
 
     /// `create`: a new file, or the existing one without `O_EXCL`; opened once.
@@ -305,6 +324,7 @@ impl Filesystem for SectorFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
         ]) {
             if let Err(missing) = cfg.add_capabilities(cap) {
                 log::warn!("kernel lacks FUSE capability {missing:?}");
@@ -487,9 +507,16 @@ impl Filesystem for SectorFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.req.count(Op::Open);
-        match call(|| self.engine.open(ino.0)) {
+        // FUSE_ATOMIC_O_TRUNC: the kernel passes O_TRUNC here instead of
+        // sending a SETATTR (and a GETXATTR for the privilege check) after.
+        match call(|| {
+            if flags.0 & libc::O_TRUNC != 0 {
+                self.truncate_for_open(req, &self.engine.getattr(ino.0)?)?;
+            }
+            self.engine.open(ino.0)
+        }) {
             Ok(_) => reply.opened(FileHandle(0), self.fopen),
             Err(e) => reply.error(e),
         }
