@@ -1,5 +1,7 @@
 //! The data path's two rules on a real mount (issue 15), in the default
-//! caching mode (`--cache direct`) unless a test says otherwise:
+//! caching mode, `--cache direct` (given explicitly, so that a run of the
+//! suite in another mode through `SECTORFS_TEST_MOUNT_ARGS` still checks
+//! it; `writeback_mode_is_an_explicit_option` checks it is the default):
 //!
 //! 1. a write that returns success is stored, and at the limit the failing
 //!    call is the one that would exceed it (as on tmpfs: never a deferred
@@ -115,7 +117,7 @@ fn wait_used(m: &Mount, want: u64) {
 
 #[test]
 fn full_fs_write_fails_at_the_limit_and_keeps_every_acknowledged_byte() {
-    let Some(m) = Mount::new(&["--size", "64M"]) else { return };
+    let Some(m) = Mount::new(&["--size", "64M", "--cache", "direct"]) else { return };
     let chunk = Aligned::new(MIB, 7);
     let limit = 64 * MIB;
     // Each kind of writer in turn fills the whole file system, and gets
@@ -174,7 +176,7 @@ fn full_fs_write_fails_at_the_limit_and_keeps_every_acknowledged_byte() {
 
 #[test]
 fn a_killed_daemon_fails_the_next_writes() {
-    let Some(mut m) = Mount::new(&["--size", "1G"]) else { return };
+    let Some(mut m) = Mount::new(&["--size", "1G", "--cache", "direct"]) else { return };
     let chunk = vec![5u8; MIB];
     let mut f = File::create(m.p("log")).unwrap();
     for _ in 0..8 {
@@ -207,7 +209,7 @@ fn a_killed_daemon_fails_the_next_writes() {
 
 #[test]
 fn seek_data_and_blocks_right_after_pwrite() {
-    let Some(m) = Mount::new(&["--size", "64M"]) else { return };
+    let Some(m) = Mount::new(&["--size", "64M", "--cache", "direct"]) else { return };
     let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.p("s")).unwrap();
     f.write_all_at(b"data", MIB as u64).unwrap();
     // No fsync, no close: the daemon already has it.
@@ -249,7 +251,7 @@ fn rss(pid: i32) -> u64 {
 
 #[test]
 fn one_copy_in_ram() {
-    let Some(m) = Mount::new(&["--size", "2G"]) else { return };
+    let Some(m) = Mount::new(&["--size", "2G", "--cache", "direct"]) else { return };
     let before = rss(m.pid());
     let p = m.p("big");
     let chunk = vec![9u8; MIB];
@@ -288,7 +290,7 @@ fn set_user_id_bits_cleared_at_once_by_a_non_owner_write() {
     if !is_root() {
         return;
     }
-    let Some(m) = Mount::new(&["--allow-other"]) else { return };
+    let Some(m) = Mount::new(&["--allow-other", "--cache", "direct"]) else { return };
     let p = m.p("suid");
     fs::write(&p, b"x").unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o6777)).unwrap();
@@ -305,7 +307,7 @@ fn set_user_id_bits_cleared_at_once_by_a_non_owner_write() {
 
 #[test]
 fn mmap_and_exec_work() {
-    let Some(m) = Mount::new(&[]) else { return };
+    let Some(m) = Mount::new(&["--cache", "direct"]) else { return };
     // A binary copied onto the mount runs (exec maps it).
     let bin = m.p("true");
     fs::copy("/bin/true", &bin).unwrap();
