@@ -65,7 +65,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         ..engine::Config::default()
     };
     let engine = engine::Engine::new(cfg).map_err(|e| anyhow!("bad settings: {e}"))?;
-    let fs = SectorFs::new(Arc::new(engine));
+    let fs = SectorFs::new(Arc::new(engine), args.cache);
 
     let name = set.label;
     let mut fcfg = fuser::Config::default();

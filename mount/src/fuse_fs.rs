@@ -16,16 +16,26 @@
 //! * **Open count.** `open` and `create` call [`engine::Engine::open`];
 //!   `release` calls [`engine::Engine::release`]. An unlinked file lives
 //!   until its last close and last forget.
-//! * **Caching.** The mount is its only writer, so attributes and entries
-//!   get long TTLs ([`TTL`]), negative lookups are cached too, file pages
-//!   are kept across opens (`FOPEN_KEEP_CACHE`) and the kernel's writeback
-//!   cache is on. With a case-insensitive mount several names lead to one
-//!   inode, so entries (positive and negative) are not cached at all.
-//! * **Writeback cache.** The kernel owns size and mtime while pages are
-//!   dirty, handles `O_APPEND` itself (writes arrive with explicit offsets)
-//!   and may read from files opened write-only. A write that passes the
-//!   memory limit is reported (`ENOSPC`) by `fsync`/`close`, or by the
-//!   `write` itself for `O_DIRECT`/`O_SYNC` writers.
+//! * **Caching** (`--cache`, [`CacheMode`]). The mount is its only writer,
+//!   so attributes and entries get long TTLs ([`TTL`]) and negative lookups
+//!   are cached too (with a case-insensitive mount several names lead to
+//!   one inode, so entries are not cached at all). File data depends on the
+//!   mode. `direct` (the default) answers `open`/`create` with
+//!   `FOPEN_DIRECT_IO` and negotiates `FUSE_DIRECT_IO_ALLOW_MMAP`: every
+//!   `read(2)`/`write(2)` is a request to the daemon, so a write that returns
+//!   success is stored and `ENOSPC` comes from the `write(2)` that would pass
+//!   the limit, and the kernel holds no copy of file data except the pages of
+//!   mmapped files (exec, `ld`, rustc's metadata), which it keeps coherent
+//!   with direct reads and writes. `writethrough` keeps the page cache for
+//!   reads (`FOPEN_KEEP_CACHE`) and sends every write at once (same write
+//!   guarantee, data held twice until the kernel reclaims clean pages).
+//!   `writeback` turns on the kernel's writeback cache: the kernel owns size
+//!   and mtime while pages are dirty, a write past the limit fails only at
+//!   `fsync`/`close`, and a killed daemon loses acknowledged writes.
+//! * **Fewer round trips.** `FUSE_ATOMIC_O_TRUNC` (open truncates, no
+//!   `SETATTR` after it); `FUSE_NO_OPENDIR_SUPPORT`; readdirplus fills the
+//!   dentry cache; `FLUSH`/`FSYNC` end for good with `ENOSYS`. Every request
+//!   is counted by opcode ([`Requests`], `sectorfs stats`).
 //! * **Dropping privileges.** `FUSE_HANDLE_KILLPRIV_V2` is negotiated, so
 //!   the kernel stops asking for `security.capability` before every write
 //!   (one round trip per write) and leaves it to us to clear set-user-ID and
@@ -58,7 +68,9 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
+use crate::requests::{Op, Requests};
 use crate::stats::{self, STATS_XATTR};
+use crate::CacheMode;
 
 /// Attribute and entry lifetime in the kernel's caches. Every change goes
 /// through this mount, and the kernel invalidates what each of its own
@@ -67,6 +79,11 @@ pub(crate) const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Largest write request (the kernel caps requests at 1 MiB anyway).
 pub(crate) const MAX_WRITE: u32 = 1 << 20;
+
+thread_local! {
+    /// A FUSE worker's read buffer (at most one request's size: 1 MiB).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The FUSE file system: an engine and the caching policy.
 pub(crate) struct SectorFs {
@@ -77,12 +94,26 @@ pub(crate) struct SectorFs {
     pid: u32,
     /// The kernel agreed to FUSE_NO_OPENDIR_SUPPORT.
     no_opendir: bool,
+    /// The data path's caching mode (`--cache`).
+    cache: CacheMode,
+    /// What `open` and `create` answer for a regular file (from `cache`).
+    fopen: FopenFlags,
+    /// Requests served, by opcode (`stats`).
+    req: Requests,
 }
 
 impl SectorFs {
     /// A frontend for `engine`. `case_insensitive` turns off entry caching.
-    pub(crate) fn new(engine: Arc<Engine>) -> SectorFs {
+    pub(crate) fn new(engine: Arc<Engine>, cache: CacheMode) -> SectorFs {
         let ci = engine.config().case_insensitive;
+        let fopen = match cache {
+            // Every read and write goes to the daemon; the kernel keeps no
+            // copy (mmap aside, FUSE_DIRECT_IO_ALLOW_MMAP). Non-extending
+            // writes to one file may come in parallel: its actor orders them.
+            CacheMode::Direct => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            // Pages stay valid across opens: every change goes through us.
+            CacheMode::Writethrough | CacheMode::Writeback => FopenFlags::FOPEN_KEEP_CACHE,
+        };
         SectorFs {
             engine,
             entry_ttl: if ci { Duration::ZERO } else { TTL },
@@ -90,6 +121,9 @@ impl SectorFs {
             cache_negative: !ci,
             pid: std::process::id(),
             no_opendir: false,
+            cache,
+            fopen,
+            req: Requests::default(),
         }
     }
 
@@ -114,12 +148,21 @@ impl SectorFs {
             _ => engine::access_mask::R | engine::access_mask::W,
         };
         self.engine.access(a.ino, want, &cred(req)).map_err(undo)?;
-        if flags & libc::O_TRUNC != 0 && a.kind == FileType::Regular {
-            let (kill_suidgid, kill_sgid) = (!privileged(req), kill_sgid_always(req, &a));
-            let set = SetAttr { size: Some(0), kill_suidgid, kill_sgid, ..SetAttr::default() };
-            self.engine.setattr(a.ino, &set).map_err(undo)?;
+        if flags & libc::O_TRUNC != 0 {
+            self.truncate_for_open(req, &a).map_err(undo)?;
         }
         self.engine.open(a.ino).map_err(undo)
+    }
+
+    /// `O_TRUNC` of an existing file at open: to size 0, dropping privileges
+    /// as `truncate(2)` by this caller would.
+    fn truncate_for_open(&self, req: &Request, a: &Attr) -> engine::Result<()> {
+        if a.kind != FileType::Regular {
+            return Ok(());
+        }
+        let (kill_suidgid, kill_sgid) = (!privileged(req), kill_sgid_always(req, a));
+        let set = SetAttr { size: Some(0), kill_suidgid, kill_sgid, ..SetAttr::default() };
+        self.engine.setattr(a.ino, &set).map(|_| ())
     }
 
     /// `create`: a new file, or the existing one without `O_EXCL`; opened once.
@@ -146,7 +189,9 @@ impl SectorFs {
     }
 
     fn stats_json(&self) -> Vec<u8> {
-        stats::snapshot(&self.engine, self.pid).to_json().into_bytes()
+        let mut snap = stats::snapshot(&self.engine, self.pid);
+        snap.add_requests(&self.req);
+        snap.to_json().into_bytes()
     }
 }
 
@@ -268,14 +313,19 @@ impl Filesystem for SectorFs {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> io::Result<()> {
         // Ask for each capability on its own, so one the kernel lacks does not
         // cost the others.
-        for cap in [
-            InitFlags::FUSE_WRITEBACK_CACHE,
+        let data_path = match self.cache {
+            CacheMode::Direct => Some(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP),
+            CacheMode::Writethrough => None,
+            CacheMode::Writeback => Some(InitFlags::FUSE_WRITEBACK_CACHE),
+        };
+        for cap in data_path.into_iter().chain([
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-        ] {
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+        ]) {
             if let Err(missing) = cfg.add_capabilities(cap) {
                 log::warn!("kernel lacks FUSE capability {missing:?}");
             }
@@ -291,6 +341,7 @@ impl Filesystem for SectorFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.req.count(Op::Lookup);
         match call(|| self.engine.lookup(parent.0, name.as_bytes())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) if e == Errno::ENOENT && self.cache_negative => {
@@ -301,6 +352,7 @@ impl Filesystem for SectorFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.req.count(Op::Forget);
         let _ = call(|| {
             self.engine.forget(ino.0, nlookup);
             Ok(())
@@ -308,6 +360,7 @@ impl Filesystem for SectorFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.req.count(Op::Getattr);
         match call(|| self.engine.getattr(ino.0)) {
             Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
             Err(e) => reply.error(e),
@@ -332,6 +385,7 @@ impl Filesystem for SectorFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.req.count(Op::Setattr);
         // FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping privileges to
         // us on chown (always) and on truncate (by a caller without
         // CAP_FSETID, which fuser does not tell us: root stands for it).
@@ -357,6 +411,7 @@ impl Filesystem for SectorFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.req.count(Op::Readlink);
         match call(|| self.engine.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
@@ -373,6 +428,7 @@ impl Filesystem for SectorFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.req.count(Op::Mknod);
         match call(|| self.engine.mknod(parent.0, name.as_bytes(), mode, rdev, req.uid(), req.gid())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(e),
@@ -380,6 +436,7 @@ impl Filesystem for SectorFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.req.count(Op::Mkdir);
         match call(|| self.engine.mkdir(parent.0, name.as_bytes(), mode, req.uid(), req.gid())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(e),
@@ -387,6 +444,7 @@ impl Filesystem for SectorFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.req.count(Op::Unlink);
         match call(|| self.engine.unlink(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -394,6 +452,7 @@ impl Filesystem for SectorFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.req.count(Op::Rmdir);
         match call(|| self.engine.rmdir(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -401,6 +460,7 @@ impl Filesystem for SectorFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        self.req.count(Op::Symlink);
         let target = target.as_os_str().as_bytes();
         match call(|| self.engine.symlink(parent.0, link_name.as_bytes(), target, req.uid(), req.gid())) {
             Ok(a) => self.entry(reply, &a),
@@ -418,6 +478,7 @@ impl Filesystem for SectorFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.req.count(Op::Rename);
         // Translate bit by bit; anything else (RENAME_WHITEOUT) is refused.
         let mut f = 0;
         if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -439,15 +500,24 @@ impl Filesystem for SectorFs {
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.req.count(Op::Link);
         match call(|| self.engine.link(ino.0, newparent.0, newname.as_bytes())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(e),
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match call(|| self.engine.open(ino.0)) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.req.count(Op::Open);
+        // FUSE_ATOMIC_O_TRUNC: the kernel passes O_TRUNC here instead of
+        // sending a SETATTR (and a GETXATTR for the privilege check) after.
+        match call(|| {
+            if flags.0 & libc::O_TRUNC != 0 {
+                self.truncate_for_open(req, &self.engine.getattr(ino.0)?)?;
+            }
+            self.engine.open(ino.0)
+        }) {
+            Ok(_) => reply.opened(FileHandle(0), self.fopen),
             Err(e) => reply.error(e),
         }
     }
@@ -463,11 +533,20 @@ impl Filesystem for SectorFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let mut buf = vec![0u8; size as usize];
-        match call(|| self.engine.read(ino.0, offset, &mut buf)) {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(e) => reply.error(e),
-        }
+        self.req.count(Op::Read);
+        // One buffer per worker thread, grown once to the largest read: no
+        // allocation and no zero-fill per request (only the `n` bytes the
+        // engine wrote are sent).
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            let buf = &mut buf[..size as usize];
+            match call(|| self.engine.read(ino.0, offset, buf)) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn write(
@@ -482,6 +561,7 @@ impl Filesystem for SectorFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.req.count(Op::Write);
         // With the writeback cache the kernel resolves O_APPEND: always write
         // at the offset given. It sends writes that must drop privileges
         // (FUSE_HANDLE_KILLPRIV_V2) through, flagged, instead of caching them.
@@ -498,6 +578,7 @@ impl Filesystem for SectorFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _owner: fuser::LockOwner, reply: ReplyEmpty) {
+        self.req.count(Op::Flush);
         // Nothing is buffered in the daemon. ENOSYS tells the kernel never to
         // send FLUSH again (one round trip less per close); it still writes
         // back dirty pages and reports their errors (ENOSPC) at close.
@@ -514,6 +595,7 @@ impl Filesystem for SectorFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.req.count(Op::Release);
         let res = call(|| {
             self.engine.release(ino.0);
             Ok(())
@@ -525,12 +607,14 @@ impl Filesystem for SectorFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.req.count(Op::Fsync);
         // A RAM disk has nothing to make durable. ENOSYS: the kernel stops
         // sending FSYNC but still writes back and reports errors first.
         reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.req.count(Op::Opendir);
         // Directory handles are stateless: readdir offsets are engine cookies.
         // With FUSE_NO_OPENDIR_SUPPORT, ENOSYS ends OPENDIR/RELEASEDIR for good.
         if self.no_opendir {
@@ -541,6 +625,7 @@ impl Filesystem for SectorFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.req.count(Op::Readdir);
         let res = call(|| {
             self.engine.readdir(ino.0, offset, |e| {
                 let full = reply.add(INodeNo(e.ino), e.next, kind(e.kind), OsStr::from_bytes(e.name));
@@ -554,6 +639,7 @@ impl Filesystem for SectorFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        self.req.count(Op::Readdirplus);
         let (attr_ttl, entry_ttl) = (self.attr_ttl, self.entry_ttl);
         // Entry and attribute TTL are one value here: the shorter of the two.
         let ttl = attr_ttl.min(entry_ttl);
@@ -573,15 +659,18 @@ impl Filesystem for SectorFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.req.count(Op::Releasedir);
         reply.ok();
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.req.count(Op::Fsyncdir);
         // As `fsync`.
         reply.error(Errno::ENOSYS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.req.count(Op::Statfs);
         match call(|| Ok(self.engine.statfs())) {
             Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize),
             Err(e) => reply.error(e),
@@ -598,6 +687,7 @@ impl Filesystem for SectorFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
+        self.req.count(Op::Setxattr);
         let known = (xattr_flags::CREATE | xattr_flags::REPLACE) as i32;
         #[cfg(feature = "failpoints")]
         if ino.0 == engine::ROOT && name.as_bytes() == crate::fault::ARM_XATTR.as_bytes() {
@@ -623,6 +713,7 @@ impl Filesystem for SectorFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.req.count(Op::Getxattr);
         let res = if is_stats(ino, name) {
             Ok(self.stats_json())
         } else {
@@ -637,6 +728,7 @@ impl Filesystem for SectorFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.req.count(Op::Listxattr);
         match call(|| self.engine.listxattr(ino.0)) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
@@ -646,6 +738,7 @@ impl Filesystem for SectorFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.req.count(Op::Removexattr);
         let res = if is_stats(ino, name) {
             Err(Errno::EPERM)
         } else {
@@ -658,6 +751,7 @@ impl Filesystem for SectorFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.req.count(Op::Access);
         // Only called without `default_permissions` (never by `sectorfs mount`).
         match call(|| self.engine.access(ino.0, mask.bits() as u32 & 7, &cred(req))) {
             Ok(()) => reply.ok(),
@@ -675,14 +769,9 @@ impl Filesystem for SectorFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.req.count(Op::Create);
         match call(|| self.create_open(req, parent.0, name.as_bytes(), mode, flags)) {
-            Ok(a) => reply.created(
-                &self.entry_ttl,
-                &file_attr(&a),
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(a) => reply.created(&self.entry_ttl, &file_attr(&a), Generation(0), FileHandle(0), self.fopen),
             Err(e) => reply.error(e),
         }
     }
@@ -697,6 +786,7 @@ impl Filesystem for SectorFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.req.count(Op::Fallocate);
         // The kernel's file_modified() leaves dropping privileges to us
         // (FUSE_HANDLE_KILLPRIV_V2).
         match call(|| {
@@ -711,6 +801,7 @@ impl Filesystem for SectorFs {
     }
 
     fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        self.req.count(Op::Lseek);
         // The kernel resolves SEEK_SET/CUR/END itself; only DATA/HOLE come here.
         let res = match whence {
             _ if offset < 0 => Err(Errno::ENXIO),
@@ -738,6 +829,7 @@ impl Filesystem for SectorFs {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        self.req.count(Op::CopyFileRange);
         // The reply carries a u32: copy at most 1 GiB per request (callers
         // loop on short copies).
         let len = len.min(1 << 30);

@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 mod background;
 mod cli;
 mod fault;
+mod requests;
 mod stats;
 
 #[cfg(target_os = "linux")]
@@ -143,6 +144,31 @@ pub(crate) struct MountArgs {
     /// Volume label (shown as the source in mount and df): 1 to 255 bytes.
     #[arg(long, value_name = "NAME")]
     pub(crate) label: Option<String>,
+    /// How the kernel caches file data (see docs/ARCHITECTURE.md, "Data path"):
+    /// `direct` (default) keeps both rules: a write that returns success is
+    /// stored and ENOSPC comes from the write(2) that would pass the limit,
+    /// and each byte is held in RAM once (no page-cache copy, except pages of
+    /// mmapped files); `writethrough` adds the page cache for reads (same
+    /// write guarantee, but read data is held twice until the kernel reclaims
+    /// it); `writeback` is the kernel's writeback cache: fastest small writes,
+    /// but writes past the limit are acknowledged and fail only at fsync or
+    /// close (data is LOST), a killed daemon loses acknowledged writes, and
+    /// data is held twice.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = CacheMode::Direct)]
+    pub(crate) cache: CacheMode,
+}
+
+/// The data path's caching mode (`--cache`).
+#[cfg(not(windows))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CacheMode {
+    /// `FOPEN_DIRECT_IO` with `FUSE_DIRECT_IO_ALLOW_MMAP`: reads and writes go
+    /// to the daemon; only mmapped files use the page cache.
+    Direct,
+    /// Page cache for reads, every write sent to the daemon at once.
+    Writethrough,
+    /// The kernel's writeback cache (breaks the limit and durability rules).
+    Writeback,
 }
 
 fn main() -> ExitCode {

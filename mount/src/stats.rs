@@ -13,6 +13,9 @@ use crate::cli::format_bytes;
 /// The virtual extended attribute on the root directory.
 pub(crate) const STATS_XATTR: &str = "user.sectorfs.stats";
 
+/// The prefix of the per-opcode request counters in the JSON object.
+pub(crate) const REQ_PREFIX: &str = "req_";
+
 /// The counters, in output order, with a human label each.
 pub(crate) const FIELDS: [(&str, &str); 12] = [
     ("used_bytes", "used"),
@@ -37,6 +40,12 @@ impl Snapshot {
     /// The value of `key`, if present.
     pub(crate) fn get(&self, key: &str) -> Option<u64> {
         self.0.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+    }
+
+    /// Appends the request counters as `req_<opcode>`.
+    #[cfg_attr(windows, allow(dead_code))] // the Linux frontend counts
+    pub(crate) fn add_requests(&mut self, req: &crate::requests::Requests) {
+        self.0.extend(req.snapshot().map(|(name, n)| (format!("{REQ_PREFIX}{name}"), n)));
     }
 
     /// The flat JSON object `{"key":value,...}`.
@@ -89,6 +98,18 @@ impl Snapshot {
         if let (Some(used), Some(limit)) = (self.get("used_bytes"), self.get("limit_bytes")) {
             if limit > 0 {
                 s.push_str(&format!("{:<22}{:.1}%\n", "use", used as f64 * 100.0 / limit as f64));
+            }
+        }
+        let reqs: Vec<(&str, u64)> =
+            self.0.iter().filter_map(|(k, v)| Some((k.strip_prefix(REQ_PREFIX)?, *v))).collect();
+        if !reqs.is_empty() {
+            let total: u64 = reqs.iter().map(|&(_, v)| v).sum();
+            s.push_str(&format!("{:<22}{total}\n", "requests served"));
+            let mut busy: Vec<_> = reqs.into_iter().filter(|&(_, v)| v > 0).collect();
+            busy.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            for line in busy.chunks(4) {
+                let items: Vec<String> = line.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                s.push_str(&format!("{:<22}{}\n", "", items.join(", ")));
             }
         }
         s

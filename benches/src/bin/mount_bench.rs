@@ -128,6 +128,30 @@ mod linux {
         rounds: usize,
         quick: bool,
         size: String,
+        /// `--cache` modes to run sectorfs (and the null fs) in.
+        modes: Vec<String>,
+        /// The null file system (`nullfs`), if it is to be run.
+        nullfs: Option<PathBuf>,
+    }
+
+    /// What one column of the table measures.
+    #[derive(Clone, PartialEq, Eq)]
+    enum Side {
+        Tmpfs,
+        /// `sectorfs mount --cache MODE`.
+        Sectorfs(String),
+        /// `nullfs --cache MODE`: the transport's ceiling in that mode.
+        Nullfs(String),
+    }
+
+    impl Side {
+        fn label(&self) -> String {
+            match self {
+                Side::Tmpfs => "tmpfs".into(),
+                Side::Sectorfs(m) => format!("sectorfs {m}"),
+                Side::Nullfs(m) => format!("null fs {m}"),
+            }
+        }
     }
 
     // ---------------------------------------------------------------- signals
@@ -215,17 +239,20 @@ mod linux {
     }
 
     impl MountGuard {
-        fn new(bin: &Path, size: &str) -> io::Result<MountGuard> {
+        /// `sectorfs mount` (`null` false) or `nullfs` (`null` true) with
+        /// `--cache mode`.
+        fn new(bin: &Path, size: &str, mode: &str, null: bool) -> io::Result<MountGuard> {
             let path = fresh_dir(&std::env::temp_dir(), "sectorfs-mount-bench")?;
             let mut g = MountGuard { path, child: None, _stdout: None };
-            let mut child = Command::new(bin)
-                .arg("mount")
-                .arg(&g.path)
-                .arg("-f")
-                .arg("--size")
-                .arg(size)
+            let mut cmd = Command::new(bin);
+            if null {
+                cmd.arg(&g.path).args(["--cache", mode]);
+            } else {
+                cmd.arg("mount").arg(&g.path).arg("-f").arg("--size").arg(size).args(["--cache", mode]);
                 // Extra mount options to compare settings, e.g. "--sector-size 16K".
-                .args(std::env::var("SECTORFS_BENCH_MOUNT_ARGS").unwrap_or_default().split_whitespace())
+                cmd.args(std::env::var("SECTORFS_BENCH_MOUNT_ARGS").unwrap_or_default().split_whitespace());
+            }
+            let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -246,7 +273,7 @@ mod linux {
             });
             let line = line_rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
             g._stdout = Some(out_rx);
-            if !line.starts_with("sectorfs: mounted") {
+            if !line.starts_with("sectorfs: mounted") && !line.starts_with("nullfs: mounted") {
                 return Err(io::Error::other(format!("mount did not become ready: {line:?}")));
             }
             if !is_mounted(&g.path) {
@@ -510,12 +537,6 @@ mod linux {
 
     // ------------------------------------------------------------- results
 
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Side {
-        Sectorfs,
-        Tmpfs,
-    }
-
     #[derive(Clone, Copy)]
     enum Work {
         Bytes(u64),
@@ -525,39 +546,32 @@ mod linux {
     struct Row {
         name: String,
         work: Work,
-        sectorfs: Vec<Duration>,
-        tmpfs: Vec<Duration>,
-        /// The sectorfs daemon's CPU time during each sectorfs run.
-        daemon_cpu: Vec<Duration>,
+        /// Per side (index into `Results::sides`): wall times, one per round.
+        times: Vec<Vec<Duration>>,
+        /// Per side: the daemon's CPU time, one per round (FUSE sides).
+        cpu: Vec<Vec<Duration>>,
     }
 
-    #[derive(Default)]
     struct Results {
+        sides: Vec<Side>,
         rows: Vec<Row>,
         notes: Vec<String>,
     }
 
     impl Results {
-        fn record(&mut self, side: Side, name: &str, work: Work, d: Duration, cpu: Option<Duration>) {
+        fn record(&mut self, side: &Side, name: &str, work: Work, d: Duration, cpu: Option<Duration>) {
+            let n = self.sides.len();
+            let s = self.sides.iter().position(|x| x == side).expect("a known side");
             let i = match self.rows.iter().position(|r| r.name == name) {
                 Some(i) => i,
                 None => {
-                    self.rows.push(Row {
-                        name: name.to_owned(),
-                        work,
-                        sectorfs: vec![],
-                        tmpfs: vec![],
-                        daemon_cpu: vec![],
-                    });
+                    self.rows.push(Row { name: name.to_owned(), work, times: vec![vec![]; n], cpu: vec![vec![]; n] });
                     self.rows.len() - 1
                 }
             };
             let row = &mut self.rows[i];
-            match side {
-                Side::Sectorfs => row.sectorfs.push(d),
-                Side::Tmpfs => row.tmpfs.push(d),
-            }
-            row.daemon_cpu.extend(cpu);
+            row.times[s].push(d);
+            row.cpu[s].extend(cpu);
         }
     }
 
@@ -604,33 +618,59 @@ mod linux {
     }
 
     fn print_table(res: &Results, rounds: usize) {
+        let tmpfs = res.sides.iter().position(|x| *x == Side::Tmpfs).expect("tmpfs side");
+        let ceiling = |s: &Side| match s {
+            Side::Sectorfs(m) => res.sides.iter().position(|x| *x == Side::Nullfs(m.clone())),
+            _ => None,
+        };
         println!();
-        println!(
-            "| workload | sectorfs best | sectorfs median | tmpfs best | tmpfs median \
-             | x of tmpfs (best) | x of tmpfs (median) | daemon CPU (median) |"
-        );
-        println!("|---|---|---|---|---|---|---|---|");
+        let mut head = String::from("| workload | tmpfs median |");
+        let mut rule = String::from("|---|---|");
+        for side in res.sides.iter().filter(|x| **x != Side::Tmpfs) {
+            let l = side.label();
+            head.push_str(&format!(" {l} median | {l} x of tmpfs |"));
+            rule.push_str("---|---|");
+            if ceiling(side).is_some() {
+                head.push_str(&format!(" {l} x of ceiling |"));
+                rule.push_str("---|");
+            }
+            if matches!(side, Side::Sectorfs(_)) {
+                head.push_str(&format!(" {l} daemon CPU |"));
+                rule.push_str("---|");
+            }
+        }
+        println!("{head}");
+        println!("{rule}");
         for r in &res.rows {
-            println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.name,
-                cell(best(&r.sectorfs), r.work),
-                cell(median(&r.sectorfs), r.work),
-                cell(best(&r.tmpfs), r.work),
-                cell(median(&r.tmpfs), r.work),
-                ratio(best(&r.sectorfs), best(&r.tmpfs)),
-                ratio(median(&r.sectorfs), median(&r.tmpfs)),
-                cpu_cell(median(&r.daemon_cpu), median(&r.sectorfs)),
-            );
+            let mut line = format!("| {} | {} |", r.name, cell(median(&r.times[tmpfs]), r.work));
+            for (i, side) in res.sides.iter().enumerate().filter(|(_, x)| **x != Side::Tmpfs) {
+                line.push_str(&format!(
+                    " {} | {} |",
+                    cell(median(&r.times[i]), r.work),
+                    ratio(best(&r.times[i]), best(&r.times[tmpfs]))
+                ));
+                if let Some(c) = ceiling(side) {
+                    line.push_str(&format!(" {} |", ratio(best(&r.times[i]), best(&r.times[c]))));
+                }
+                if matches!(side, Side::Sectorfs(_)) {
+                    line.push_str(&format!(" {} |", cpu_cell(median(&r.cpu[i]), median(&r.times[i]))));
+                }
+            }
+            println!("{line}");
         }
         println!();
-        println!("x of tmpfs = tmpfs time / sectorfs time ({rounds} interleaved rounds per side).");
-        println!("daemon CPU = CPU time of all sectorfs daemon threads during the workload (% of its wall time).");
-        println!("Per-round times, ms (sectorfs | tmpfs):");
+        println!(
+            "x of tmpfs = tmpfs time / this side's time, best of {rounds} interleaved rounds each; x of ceiling = the \
+             null fs's time in the same --cache mode / sectorfs's time (1.00x: as fast as a FUSE fs that stores nothing)."
+        );
+        println!("daemon CPU = CPU time of all daemon threads during the workload, median (% of its wall time).");
+        let labels: Vec<String> = res.sides.iter().map(Side::label).collect();
+        println!("Per-round times, ms ({}):", labels.join(" | "));
         let ms =
             |v: &[Duration]| v.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).collect::<Vec<_>>().join(" ");
         for r in &res.rows {
-            println!("  {:<40} {} | {}", r.name, ms(&r.sectorfs), ms(&r.tmpfs));
+            let cols: Vec<String> = r.times.iter().map(|v| ms(v)).collect();
+            println!("  {:<40} {}", r.name, cols.join(" | "));
         }
         for n in &res.notes {
             println!("note: {n}");
@@ -652,8 +692,8 @@ mod linux {
     /// Where a round runs and where its figures go.
     struct Ctx<'a> {
         dir: &'a Path,
-        side: Side,
-        /// The sectorfs daemon's pid (sectorfs rounds).
+        side: &'a Side,
+        /// The daemon's pid (FUSE rounds).
         daemon: Option<u32>,
         res: &'a mut Results,
     }
@@ -675,7 +715,7 @@ mod linux {
     /// One round of every workload in `cx.dir` (an empty directory on the
     /// file system under test).
     fn round(cx: &mut Ctx<'_>, p: &Params) -> io::Result<()> {
-        let (dir, side) = (cx.dir, cx.side);
+        let (dir, side) = (cx.dir, cx.side.clone());
         let (n, block) = (p.seq_bytes, p.block);
         let sz = fmt_size(n);
         let seq = dir.join("seq");
@@ -683,8 +723,9 @@ mod linux {
         cx.measure(&format!("seq write {sz}, warm (overwrite)"), Work::Bytes(n), || seq_write(&seq, n, block, false))?;
         cx.measure(&format!("seq read {sz}, page cache hot"), Work::Bytes(n), || seq_read(&seq, n, block))?;
         let left = drop_cache(&seq)?;
-        if side == Side::Sectorfs && left > 0.05 {
-            cx.res.notes.push(format!("sectorfs: {:.0}% of the seq file stayed cached after DONTNEED", left * 100.0));
+        if side != Side::Tmpfs && left > 0.05 {
+            let l = side.label();
+            cx.res.notes.push(format!("{l}: {:.0}% of the seq file stayed cached after DONTNEED", left * 100.0));
         }
         cx.measure(&format!("seq read {sz}, page cache dropped"), Work::Bytes(n), || seq_read(&seq, n, block))?;
         std::fs::remove_file(&seq)?;
@@ -705,8 +746,9 @@ mod linux {
         let offs = uniform_offsets(rn, t, p.rand_ops_per_thread, SEED + 1);
         cx.measure(&format!("4K rand write {rsz}, {t} thr, + fsync"), ops, || rand_io(&rand, &offs, true))?;
         let left = drop_cache(&rand)?;
-        if side == Side::Sectorfs && left > 0.05 {
-            cx.res.notes.push(format!("sectorfs: {:.0}% of the rand file stayed cached after DONTNEED", left * 100.0));
+        if side != Side::Tmpfs && left > 0.05 {
+            let l = side.label();
+            cx.res.notes.push(format!("{l}: {:.0}% of the rand file stayed cached after DONTNEED", left * 100.0));
         }
         let offs = distinct_offsets(rn, t, p.miss_ops_per_thread, SEED + 2);
         let mops = Work::Ops((t * p.miss_ops_per_thread) as u64);
@@ -761,8 +803,14 @@ mod linux {
     // ----------------------------------------------------------------- main
 
     fn usage() -> ! {
-        eprintln!("usage: mount_bench [--bin PATH_TO_SECTORFS] [--rounds N] [--quick] [--size SIZE]");
-        eprintln!("env: SECTORFS_BIN, SECTORFS_BENCH_ROUNDS (default 3), SECTORFS_BENCH_QUICK=1");
+        eprintln!(
+            "usage: mount_bench [--bin PATH_TO_SECTORFS] [--rounds N] [--quick] [--size SIZE] \
+             [--modes direct,writethrough,writeback] [--no-ceiling]"
+        );
+        eprintln!(
+            "env: SECTORFS_BIN, SECTORFS_BENCH_ROUNDS (default 3), SECTORFS_BENCH_QUICK=1, \
+             SECTORFS_BENCH_MODES (default direct)"
+        );
         std::process::exit(2);
     }
 
@@ -778,6 +826,8 @@ mod linux {
         };
         let mut quick = std::env::var("SECTORFS_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let mut size = "4G".to_owned();
+        let mut modes = std::env::var("SECTORFS_BENCH_MODES").unwrap_or_else(|_| "direct".into());
+        let mut ceiling = true;
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
@@ -785,13 +835,23 @@ mod linux {
                 "--rounds" => rounds = args.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| usage()),
                 "--quick" => quick = true,
                 "--size" => size = args.next().unwrap_or_else(|| usage()),
+                "--modes" => modes = args.next().unwrap_or_else(|| usage()),
+                "--no-ceiling" => ceiling = false,
                 _ => usage(),
             }
         }
-        if rounds == 0 {
+        let modes: Vec<String> = modes.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned).collect();
+        let known = ["direct", "writethrough", "writeback"];
+        if rounds == 0 || modes.is_empty() || modes.iter().any(|m| !known.contains(&m.as_str())) {
             usage();
         }
-        Opts { bin, rounds, quick, size }
+        // The null fs is built next to this binary (`cargo build -p sectorfs-benches`).
+        let me = std::env::current_exe().unwrap_or_default();
+        let nullfs = me.parent().map(|d| d.join("nullfs")).filter(|p| ceiling && p.is_file());
+        if ceiling && nullfs.is_none() {
+            eprintln!("warning: no nullfs binary next to mount_bench: the ceiling is not measured");
+        }
+        Opts { bin, rounds, quick, size, modes, nullfs }
     }
 
     pub(super) fn main() -> i32 {
@@ -814,30 +874,44 @@ mod linux {
         install_signal_handlers();
         let p = if opts.quick { Params::quick() } else { Params::full() };
         println!(
-            "mount_bench: {} vs tmpfs /dev/shm, {} interleaved rounds{}, {} threads for random I/O, {} cores",
+            "mount_bench: {} (--cache {}) vs tmpfs /dev/shm{}, {} interleaved rounds{}, {} threads for random I/O, {} cores",
             opts.bin.display(),
+            opts.modes.join(","),
+            if opts.nullfs.is_some() { " and the null fs" } else { "" },
             opts.rounds,
             if opts.quick { " (quick sizes)" } else { "" },
             p.threads,
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         );
-        let mut res = Results::default();
+        let mut sides = vec![Side::Tmpfs];
+        for m in &opts.modes {
+            sides.push(Side::Sectorfs(m.clone()));
+            if opts.nullfs.is_some() {
+                sides.push(Side::Nullfs(m.clone()));
+            }
+        }
+        let mut res = Results { sides: sides.clone(), rows: vec![], notes: vec![] };
         let start = Instant::now();
         let r = (|| -> io::Result<()> {
             for i in 1..=opts.rounds {
-                let t = Instant::now();
-                {
-                    let m = MountGuard::new(&opts.bin, &opts.size)?;
-                    let daemon = m.child.as_ref().map(Child::id);
-                    round(&mut Ctx { dir: &m.path, side: Side::Sectorfs, daemon, res: &mut res }, &p)?;
+                // Interleaved: every side once per round.
+                for side in &sides {
+                    let t = Instant::now();
+                    match side {
+                        Side::Tmpfs => {
+                            let d = ShmDir::new()?;
+                            round(&mut Ctx { dir: &d.path, side, daemon: None, res: &mut res }, &p)?;
+                        }
+                        Side::Sectorfs(mode) | Side::Nullfs(mode) => {
+                            let null = matches!(side, Side::Nullfs(_));
+                            let bin = if null { opts.nullfs.as_ref().expect("nullfs") } else { &opts.bin };
+                            let m = MountGuard::new(bin, &opts.size, mode, null)?;
+                            let daemon = m.child.as_ref().map(Child::id);
+                            round(&mut Ctx { dir: &m.path, side, daemon, res: &mut res }, &p)?;
+                        }
+                    }
+                    eprintln!("round {i}/{}: {} {:.1} s", opts.rounds, side.label(), t.elapsed().as_secs_f64());
                 }
-                eprintln!("round {i}/{}: sectorfs {:.1} s", opts.rounds, t.elapsed().as_secs_f64());
-                let t = Instant::now();
-                {
-                    let d = ShmDir::new()?;
-                    round(&mut Ctx { dir: &d.path, side: Side::Tmpfs, daemon: None, res: &mut res }, &p)?;
-                }
-                eprintln!("round {i}/{}: tmpfs {:.1} s", opts.rounds, t.elapsed().as_secs_f64());
             }
             Ok(())
         })();

@@ -51,6 +51,7 @@ impl Mount {
             .arg("mount")
             .arg(&path)
             .arg("-f")
+            .args(env_args(extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -76,7 +77,14 @@ impl Mount {
         let dir = tempfile::Builder::new().prefix("sectorfs-test-").tempdir().expect("tempdir");
         let path = dir.path().canonicalize().expect("canonicalize");
         let mut m = Mount { dir: Some(dir), path, child: None, pid: None };
-        let out = Command::new(BIN).arg("mount").arg(&m.path).args(extra).stdin(Stdio::null()).output().unwrap();
+        let out = Command::new(BIN)
+            .arg("mount")
+            .arg(&m.path)
+            .args(env_args(extra))
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "background mount failed: {}", String::from_utf8_lossy(&out.stderr));
         // Ready means serving: this must work at once, with no retry.
         let st = getxattr(&m.path, "user.sectorfs.stats").expect("stats right after mount");
@@ -163,6 +171,26 @@ impl Drop for Mount {
             }
         }
     }
+}
+
+/// Mount options for every test mount from `SECTORFS_TEST_MOUNT_ARGS`
+/// (space-separated, e.g. `--cache writethrough`), so that CI can run the
+/// whole suite in another mode; an option the test gives itself wins.
+pub fn env_args(extra: &[&str]) -> Vec<String> {
+    let all = std::env::var("SECTORFS_TEST_MOUNT_ARGS").unwrap_or_default();
+    let words: Vec<String> = all.split_whitespace().map(str::to_string).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        // An option and its value (if the next word is not an option).
+        let takes_value = words.get(i + 1).is_some_and(|w| !w.starts_with('-'));
+        let n = if takes_value { 2 } else { 1 };
+        if !extra.contains(&words[i].as_str()) {
+            out.extend_from_slice(&words[i..i + n]);
+        }
+        i += n;
+    }
+    out
 }
 
 /// Whether `/proc/<pid>` is gone or a zombie.
