@@ -562,7 +562,7 @@ impl Filesystem for SectorFs {
         reply: ReplyWrite,
     ) {
         self.req.count(Op::Write);
-        // With the writeback cache the kernel resolves O_APPEND: always write
+        // The kernel resolves O_APPEND (in every --cache mode): always write
         // at the offset given. It sends writes that must drop privileges
         // (FUSE_HANDLE_KILLPRIV_V2) through, flagged, instead of caching them.
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
