@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sectorfs_fuzz::{CountingAlloc, BYTES, CASES, OPS};
 
@@ -50,7 +50,9 @@ fn save_crash(data: &[u8]) {
 fn ops() {
     let _ = sectorfs_fuzz::CRASH_DIR.set(corpus_dir());
     let start = Instant::now();
-    bolero::check!().with_generator(bolero::produce::<Vec<u8>>().with().len(0usize..=8192)).for_each(|data| {
+    // Shrinking gets 10 s (bolero's default is 1 s, little for 4 KiB inputs).
+    let check = bolero::check!().with_shrink_time(Duration::from_secs(10));
+    check.with_generator(bolero::produce::<Vec<u8>>().with().len(0usize..=8192)).for_each(|data| {
         if let Err(panic) = std::panic::catch_unwind(|| sectorfs_fuzz::run(data)) {
             save_crash(data);
             std::panic::resume_unwind(panic);
