@@ -266,13 +266,25 @@ impl Engine {
     /// Changes attributes; a size change truncates or extends with zeros.
     ///
     /// # Errors
-    /// `NotFound`; for `size`: `IsDir`, `InvalidArgument` (not a regular
-    /// file), `FileTooBig`, `NoSpace`. On error nothing changed.
+    /// `NotFound`; `InvalidArgument` for a time with nanoseconds outside
+    /// `0..1_000_000_000` (as `utimensat(2)`); for `size`: `IsDir`,
+    /// `InvalidArgument` (not a regular file), `FileTooBig`, `NoSpace`. On
+    /// error nothing changed.
     ///
     /// # References
     /// `chmod(2)`, `chown(2)`, `truncate(2)`, `utimensat(2)`
     pub fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr> {
         let n = self.node(ino)?;
+        let at = |t: Option<SetTime>| match t {
+            Some(SetTime::At(t)) => Some(t),
+            _ => None,
+        };
+        if [at(set.atime), at(set.mtime), set.ctime, set.crtime].into_iter().flatten().any(|t| t.nanos >= 1_000_000_000)
+        {
+            // Found by the fuzzer (issue 19): a time the engine would store
+            // and hand out, that `Time`'s own contract and `SystemTime` reject.
+            return Err(Error::InvalidArgument);
+        }
         n.submit(&self.cx(), &self.logical, Op::SetAttr(*set))?;
         Ok(self.attr_of(&n))
     }

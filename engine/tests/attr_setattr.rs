@@ -69,6 +69,37 @@ fn explicit_times() {
     teardown(&e);
 }
 
+/// Found by the fuzzer (issue 19): a time with nanoseconds out of range was
+/// stored and handed back by `getattr` (and `SystemTime::from` of it can
+/// overflow). Refused like `utimensat(2)` does, changing nothing; the edges
+/// of the valid range (any `secs`, nanoseconds up to 999,999,999) are kept.
+#[test]
+fn setattr_refuses_nanoseconds_out_of_range() {
+    let e = small();
+    let f = mkfile(&e, ROOT, b"f");
+    let before = e.getattr(f).unwrap();
+    for bad in [1_000_000_000, u32::MAX] {
+        let sets = [
+            SetAttr { atime: Some(SetTime::At(t(1, bad))), ..SetAttr::default() },
+            SetAttr { mtime: Some(SetTime::At(t(1, bad))), size: Some(10), ..SetAttr::default() },
+            SetAttr { ctime: Some(t(1, bad)), mode: Some(0o600), ..SetAttr::default() },
+            SetAttr { crtime: Some(t(i64::MAX, bad)), ..SetAttr::default() },
+        ];
+        for set in sets {
+            assert_eq!(e.setattr(f, &set), Err(Error::InvalidArgument), "{set:?}");
+            assert_eq!(e.getattr(f).unwrap(), before, "a refused setattr changes nothing");
+        }
+    }
+    for edge in [t(i64::MAX, 999_999_999), t(i64::MIN, 0), t(-1, 999_999_999)] {
+        let a = e.setattr(f, &SetAttr { mtime: Some(SetTime::At(edge)), ..SetAttr::default() }).unwrap();
+        assert_eq!(a.mtime, edge);
+        if cfg!(unix) {
+            // Representable in Unix's SystemTime (i64 seconds): no overflow.
+            let _ = std::time::SystemTime::from(a.mtime);
+        }
+    }
+}
+
 #[test]
 fn size_up_and_down() {
     let e = small();

@@ -134,3 +134,21 @@ fn foreground_mount_ends_on_external_umount() {
     assert!(!m.mounted());
     assert_eq!(fs::read_dir(&m.path).unwrap().count(), 0, "the directory under the mount is untouched");
 }
+
+/// A crash of the daemon (here SIGKILL, nothing cleaned up): the file system
+/// is gone with it (RAM), the mountpoint answers `ENOTCONN` instead of
+/// hanging, and `sectorfs unmount` clears the dead mount.
+#[test]
+fn killed_daemon_leaves_enotconn_until_unmounted() {
+    let Some(mut m) = Mount::new(&["--size", "16M"]) else { return };
+    fs::write(m.p("f"), b"acknowledged").unwrap();
+    // SAFETY: kill has no memory preconditions; the pid is our child.
+    assert_eq!(unsafe { libc::kill(m.pid(), libc::SIGKILL) }, 0);
+    assert!(m.wait_exit(Duration::from_secs(20)), "daemon survived SIGKILL");
+    assert!(m.mounted(), "the kernel keeps the dead mount until it is unmounted");
+    assert_eq!(errno(fs::metadata(&m.path)), libc::ENOTCONN);
+    assert_eq!(errno(fs::read(m.p("f"))), libc::ENOTCONN, "the data died with the daemon");
+    let (ok, _, err) = run(&["unmount", m.path.to_str().unwrap()]);
+    assert!(ok, "unmount of a dead mount: {err}");
+    assert!(!m.mounted());
+}
