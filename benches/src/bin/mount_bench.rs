@@ -1,15 +1,19 @@
 //! Mount-level benchmark: a real `sectorfs` mount against tmpfs (`/dev/shm`)
-//! in the same run, on the workloads of the FUSE-ceiling table in DESIGN.md
-//! ("What the FUSE transport allows on this machine"), so that the ratios are
-//! comparable with it.
+//! and against `nullfs` (this crate's FUSE file system that stores nothing:
+//! the transport's ceiling) in the same run, for each `--cache` mode asked
+//! for (`--modes direct,writethrough,writeback`; default `direct`), on the
+//! workloads of the FUSE-ceiling table in DESIGN.md ("What the FUSE transport
+//! allows on this machine"), so that the ratios are comparable with it.
 //!
-//! Rounds are interleaved: sectorfs round 1, tmpfs round 1, sectorfs round 2,
-//! ... Each sectorfs round mounts a fresh `sectorfs mount MP -f --size 4G` on a
-//! fresh temporary directory (so its memory is cold at the start of the round)
-//! and unmounts it at the end; each tmpfs round uses a fresh directory under
-//! `/dev/shm`, removed at the end. Per workload it prints best-of-N and median
-//! for each side and `tmpfs time / sectorfs time` ("x of tmpfs speed": 1.00x
-//! is as fast as tmpfs, 0.50x takes twice as long).
+//! Rounds are interleaved: tmpfs, then sectorfs and nullfs in each mode, then
+//! round 2, ... Each FUSE round mounts fresh (`sectorfs mount MP -f --size 4G
+//! --cache MODE` or `nullfs MP --cache MODE`) on a fresh temporary directory
+//! (so its memory is cold at the start of the round) and unmounts it at the
+//! end; each tmpfs round uses a fresh directory under `/dev/shm`, removed at
+//! the end. Per workload it prints the median per side, "x of tmpfs" (tmpfs
+//! time / this time, best of the rounds) and, for sectorfs, "x of ceiling"
+//! (nullfs time / sectorfs time in the same mode) and the daemon's CPU time.
+//! nullfs reads zeros, so its reads are not checked.
 //!
 //! What each workload measures (full size; `--quick` scales them down):
 //!
@@ -25,10 +29,10 @@
 //!   the same size written: sectorfs reuses its freed sectors (warm pool) but
 //!   the kernel page cache of the new inode is new; tmpfs gets pages back
 //!   from the kernel.
-//! * `seq read, page cache hot`: reading the file just written. sectorfs
-//!   mounts with writeback cache and `FOPEN_KEEP_CACHE`, so the written pages
-//!   are in the FUSE inode's page cache and this read never reaches the
-//!   daemon: it measures the kernel's page-cache path, like tmpfs.
+//! * `seq read, page cache hot`: reading the file just written. In the
+//!   cached modes (`writethrough`, `writeback`: `FOPEN_KEEP_CACHE`) the
+//!   written pages are in the FUSE inode's page cache and this read never
+//!   reaches the daemon; in `direct` mode every read is a request.
 //! * `seq read, page cache dropped`: the same after
 //!   `posix_fadvise(DONTNEED)` on the (clean, fsynced) file: every read goes
 //!   to the daemon (FUSE READ requests, with kernel readahead). The share of
