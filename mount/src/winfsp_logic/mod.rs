@@ -866,7 +866,7 @@ impl WinFs {
         if code != IOCTL_SECTORFS_STATS {
             return Err(nt::STATUS_INVALID_DEVICE_REQUEST);
         }
-        let json = crate::stats::snapshot(&self.engine, self.pid).to_json();
+        let json = crate::stats::Report::new(&self.engine, self.pid, None).to_json();
         Ok(Self::copy_out(json.as_bytes(), output)? as u32)
     }
 }
