@@ -498,10 +498,15 @@ fn read_stats(mp: &Path) -> Result<Report> {
 
 /// `sectorfs stats`: once, or every `watch` until Ctrl-C or the mount goes.
 pub(crate) fn stats(mountpoint: &Path, format: Format, watch: Option<Duration>) -> Result<ExitCode> {
-    // The label of Prometheus samples: the absolute path, however it was given.
-    let label = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let Some(every) = watch else {
-        return st::print(&read_stats(mountpoint)?, format, &label.to_string_lossy());
+        let report = read_stats(mountpoint)?;
+        // The label of Prometheus samples: the absolute path, however it was
+        // given (only then: resolving it costs the mount a request or two).
+        let label = match format {
+            Format::Prometheus => std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+            _ => mountpoint.to_path_buf(),
+        };
+        return st::print(&report, format, &label.to_string_lossy());
     };
     // SIGINT/SIGTERM are blocked and taken synchronously between lines, so
     // Ctrl-C ends the watch after a whole line, with status 0.

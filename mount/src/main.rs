@@ -28,8 +28,6 @@ mod cli;
 mod fault;
 mod requests;
 mod stats;
-// Sampled by the Linux daemon; the Windows frontend reports no trends yet.
-#[cfg_attr(windows, allow(dead_code))]
 mod telemetry;
 
 #[cfg(target_os = "linux")]
