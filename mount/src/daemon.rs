@@ -34,7 +34,8 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::background::{self, READY};
 use crate::cli::{self, format_bytes};
 use crate::fuse_fs::SectorFs;
-use crate::stats::{Snapshot, STATS_XATTR};
+use crate::stats::{self as st, Format, Report, STATS_XATTR};
+use crate::telemetry::Telemetry;
 use crate::MountArgs;
 
 /// `sectorfs mount`.
@@ -64,8 +65,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         root_gid: set.gid,
         ..engine::Config::default()
     };
-    let engine = engine::Engine::new(cfg).map_err(|e| anyhow!("bad settings: {e}"))?;
-    let fs = SectorFs::new(Arc::new(engine), args.cache);
+    let engine = Arc::new(engine::Engine::new(cfg).map_err(|e| anyhow!("bad settings: {e}"))?);
 
     let name = set.label;
     let mut fcfg = fuser::Config::default();
@@ -88,6 +88,9 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         stop.add(s);
     }
     stop.thread_block().context("cannot block signals")?;
+    // The sampler thread starts after the block, so it inherits the mask.
+    let telemetry = Telemetry::start(engine.clone()).context("cannot start the telemetry thread")?;
+    let fs = SectorFs::new(engine, args.cache, telemetry);
 
     // As root, fuser mounts with mount(2). Other users go through the setuid
     // fusermount3, which we drive ourselves: fuser only falls back to it when
@@ -444,7 +447,7 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
         bail!("cannot unmount {shown}: it was mounted by {who}; only that user or root can unmount it");
     }
     // The daemon's pid, to wait for it to exit (its memory is freed then).
-    let pid = read_stats(&mp).ok().and_then(|s| s.get("pid"));
+    let pid = read_stats(&mp).ok().map(|s| s.pid);
     if nix::unistd::geteuid().is_root() {
         let flags = if lazy { nix::mount::MntFlags::MNT_DETACH } else { nix::mount::MntFlags::empty() };
         nix::mount::umount2(&mp, flags).map_err(|e| match e {
@@ -475,7 +478,7 @@ fn wait_gone(pid: i32, limit: Duration) {
 }
 
 /// Reads the stats attribute of the mount at `mp`.
-fn read_stats(mp: &Path) -> Result<Snapshot> {
+fn read_stats(mp: &Path) -> Result<Report> {
     let path = CString::new(mp.as_os_str().as_bytes())?;
     let name = CString::new(STATS_XATTR)?;
     let mut buf = vec![0u8; 64 << 10];
@@ -490,13 +493,36 @@ fn read_stats(mp: &Path) -> Result<Snapshot> {
         });
     }
     buf.truncate(n as usize);
-    Snapshot::from_json(&String::from_utf8_lossy(&buf)).map_err(|e| anyhow!("bad stats from {}: {e}", mp.display()))
+    Report::from_json(&String::from_utf8_lossy(&buf)).map_err(|e| anyhow!("bad stats from {}: {e}", mp.display()))
 }
 
-/// `sectorfs stats`.
-pub(crate) fn stats(mountpoint: &Path, json: bool) -> Result<ExitCode> {
-    read_stats(mountpoint)?.print(json);
-    Ok(ExitCode::SUCCESS)
+/// `sectorfs stats`: once, or every `watch` until Ctrl-C or the mount goes.
+pub(crate) fn stats(mountpoint: &Path, format: Format, watch: Option<Duration>) -> Result<ExitCode> {
+    let Some(every) = watch else {
+        let report = read_stats(mountpoint)?;
+        // The label of Prometheus samples: the absolute path, however it was
+        // given (only then: resolving it costs the mount a request or two).
+        let label = match format {
+            Format::Prometheus => std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+            _ => mountpoint.to_path_buf(),
+        };
+        return st::print(&report, format, &label.to_string_lossy());
+    };
+    // SIGINT/SIGTERM are blocked and taken synchronously between lines, so
+    // Ctrl-C ends the watch after a whole line, with status 0.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGINT);
+    stop.add(Signal::SIGTERM);
+    stop.thread_block().context("cannot block signals")?;
+    let wait = |d: Duration| {
+        let ts = libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos().into() };
+        // SAFETY: `stop` is a valid signal set and `ts` a valid timespec,
+        // both alive across the call; a null `siginfo_t` is allowed.
+        let sig = unsafe { libc::sigtimedwait(stop.as_ref(), std::ptr::null_mut(), &ts) };
+        sig > 0
+    };
+    let shown = mountpoint.display().to_string();
+    st::watch(&shown, every, format, || read_stats(mountpoint), wait, &mut std::io::stdout().lock())
 }
 
 #[cfg(test)]

@@ -69,7 +69,8 @@ use fuser::{
 };
 
 use crate::requests::{Op, Requests};
-use crate::stats::{self, STATS_XATTR};
+use crate::stats::{Report, STATS_XATTR};
+use crate::telemetry::Telemetry;
 use crate::CacheMode;
 
 /// Attribute and entry lifetime in the kernel's caches. Every change goes
@@ -100,11 +101,14 @@ pub(crate) struct SectorFs {
     fopen: FopenFlags,
     /// Requests served, by opcode (`stats`).
     req: Requests,
+    /// Usage over time (`stats`): the sampler's history.
+    telemetry: Arc<Telemetry>,
 }
 
 impl SectorFs {
-    /// A frontend for `engine`. `case_insensitive` turns off entry caching.
-    pub(crate) fn new(engine: Arc<Engine>, cache: CacheMode) -> SectorFs {
+    /// A frontend for `engine` (whose usage `telemetry` samples). A
+    /// case-insensitive engine turns off entry caching.
+    pub(crate) fn new(engine: Arc<Engine>, cache: CacheMode, telemetry: Arc<Telemetry>) -> SectorFs {
         let ci = engine.config().case_insensitive;
         let fopen = match cache {
             // Every read and write goes to the daemon; the kernel keeps no
@@ -124,6 +128,7 @@ impl SectorFs {
             cache,
             fopen,
             req: Requests::default(),
+            telemetry,
         }
     }
 
@@ -189,7 +194,7 @@ impl SectorFs {
     }
 
     fn stats_json(&self) -> Vec<u8> {
-        let mut snap = stats::snapshot(&self.engine, self.pid);
+        let mut snap = Report::new(&self.engine, self.pid, Some(&self.telemetry.trends()));
         snap.add_requests(&self.req);
         snap.to_json().into_bytes()
     }
@@ -304,6 +309,9 @@ fn negative_attr() -> FileAttr {
         flags: 0,
     }
 }
+
+/// Bytes added to the stats attribute's size when the kernel asks for it.
+const STATS_SLACK: u32 = 1024;
 
 fn is_stats(ino: INodeNo, name: &OsStr) -> bool {
     ino.0 == engine::ROOT && name.as_bytes() == STATS_XATTR.as_bytes()
@@ -714,12 +722,12 @@ impl Filesystem for SectorFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.req.count(Op::Getxattr);
-        let res = if is_stats(ino, name) {
-            Ok(self.stats_json())
-        } else {
-            call(|| self.engine.getxattr(ino.0, name.as_bytes()))
-        };
+        let stats = is_stats(ino, name);
+        let res = if stats { Ok(self.stats_json()) } else { call(|| self.engine.getxattr(ino.0, name.as_bytes())) };
         match res {
+            // The stats change between a size probe and the read that
+            // follows (getfattr): room for them to grow, not ERANGE.
+            Ok(v) if size == 0 && stats => reply.size(v.len() as u32 + STATS_SLACK),
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
             Ok(v) => reply.data(&v),

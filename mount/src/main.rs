@@ -4,7 +4,10 @@
 //! # Modules
 //! * `cli`: sizes, modes and defaults (platform-neutral, unit-tested).
 //! * `stats`: the counters a mount reports through the virtual
-//!   `user.sectorfs.stats` attribute of its root (platform-neutral).
+//!   `user.sectorfs.stats` attribute of its root, and how `sectorfs stats`
+//!   shows them (platform-neutral).
+//! * `telemetry`: usage over time: the sampler's ring, rates, trends and
+//!   the time-to-full forecast (platform-neutral).
 //! * `fuse_fs` (Linux): the FUSE frontend, a thin adapter onto the engine.
 //! * `daemon` (Linux): mount (backgrounding, signals), unmount, stats.
 //! * `winfsp_logic`, `win_args` (platform-neutral, tested everywhere): the
@@ -15,6 +18,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +28,7 @@ mod cli;
 mod fault;
 mod requests;
 mod stats;
+mod telemetry;
 
 #[cfg(target_os = "linux")]
 mod daemon;
@@ -54,8 +59,10 @@ Examples:
   mkdir -p /tmp/ramdisk && sectorfs mount /tmp/ramdisk     # half of RAM, in the background
   sectorfs mount /mnt/build --size 8G --max-files 2000000  # 8 GiB limit, 2M inodes
   sectorfs mount /mnt/r --size 25% --allow-other -f        # a quarter of RAM, foreground, all users
-  sectorfs stats /tmp/ramdisk                              # used / free bytes, files, sectors
+  sectorfs stats /tmp/ramdisk                              # used / free, trend, time to full, requests
+  sectorfs stats /tmp/ramdisk --watch 2                    # one line every 2 s, like vmstat
   sectorfs stats /tmp/ramdisk --json
+  sectorfs stats /tmp/ramdisk --prometheus > /var/lib/node_exporter/ramdisk.prom
   sectorfs unmount /tmp/ramdisk                            # as root or as the user who mounted";
 #[cfg(windows)]
 const EXAMPLES: &str = "\
@@ -92,14 +99,51 @@ enum Cmd {
         #[arg(short = 'z', long)]
         lazy: bool,
     },
-    /// Show a mounted RAM disk's memory and file counters.
+    /// Show a mounted RAM disk's memory and file counters, its usage trend
+    /// and when it will be full.
+    ///
+    /// The daemon samples its counters every second and keeps the last 5
+    /// minutes. It reports sector allocation and free rates (last 10 s), the
+    /// trend of used bytes (least-squares slope, bytes/s, over the last 10 s
+    /// and 5 min; negative when shrinking), and the seconds until the limit
+    /// is reached at that trend (none when usage is flat, falling, or the
+    /// trend is lost in noise).
+    #[command(after_help = EXAMPLES)]
     Stats {
         /// Where the RAM disk is mounted.
         mountpoint: PathBuf,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
+        /// Print one JSON object instead of a table (with --watch: one per line).
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Print the Prometheus text format (node_exporter's textfile
+        /// collector, or a scrape), labelled with the mountpoint.
+        #[arg(long, conflicts_with = "watch")]
+        prometheus: bool,
+        /// Print one line every SECS seconds (default 1) until Ctrl-C: used,
+        /// free, use%, trend, time to full, requests/s. Exits with status 1
+        /// and a message if the mount goes away.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1",
+              value_parser = parse_interval)]
+        watch: Option<Duration>,
     },
+}
+
+/// `--watch` SECS: 0.1 to 3600 seconds.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("bad interval {s:?} (seconds, e.g. 1 or 0.5)"))?;
+    if !(0.1..=3600.0).contains(&v) {
+        return Err(format!("interval {s:?} out of range (0.1 to 3600 seconds)"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// The output format `stats` was asked for.
+fn stats_format(json: bool, prometheus: bool) -> stats::Format {
+    match (json, prometheus) {
+        (true, _) => stats::Format::Json,
+        (_, true) => stats::Format::Prometheus,
+        _ => stats::Format::Table,
+    }
 }
 
 /// Options of `sectorfs mount`.
@@ -193,7 +237,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Mount(args) => daemon::mount(&args),
         Cmd::Unmount { mountpoint, lazy } => daemon::unmount(&mountpoint, lazy),
-        Cmd::Stats { mountpoint, json } => daemon::stats(&mountpoint, json),
+        Cmd::Stats { mountpoint, json, prometheus, watch } => {
+            daemon::stats(&mountpoint, stats_format(json, prometheus), watch)
+        }
     }
 }
 
@@ -203,7 +249,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Mount(args) => win_daemon::mount(&args),
         Cmd::Unmount { mountpoint, lazy } => win_daemon::unmount(&mountpoint, lazy),
-        Cmd::Stats { mountpoint, json } => win_daemon::stats(&mountpoint, json),
+        Cmd::Stats { mountpoint, json, prometheus, watch } => {
+            win_daemon::stats(&mountpoint, stats_format(json, prometheus), watch)
+        }
     }
 }
 
@@ -309,6 +357,16 @@ mod tests {
         let c = Cli::try_parse_from(["sectorfs", "umount", "-z", "/m"]).unwrap();
         assert!(matches!(c.cmd, Cmd::Unmount { lazy: true, .. }));
         let c = Cli::try_parse_from(["sectorfs", "stats", "/m", "--json"]).unwrap();
-        assert!(matches!(c.cmd, Cmd::Stats { json: true, .. }));
+        assert!(matches!(c.cmd, Cmd::Stats { json: true, watch: None, .. }));
+        let c = Cli::try_parse_from(["sectorfs", "stats", "/m", "--watch"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Stats { watch: Some(d), .. } if d == Duration::from_secs(1)));
+        let c = Cli::try_parse_from(["sectorfs", "stats", "/m", "--watch", "0.5", "--json"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Stats { watch: Some(d), json: true, .. } if d == Duration::from_millis(500)));
+        let c = Cli::try_parse_from(["sectorfs", "stats", "/m", "--prometheus"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Stats { prometheus: true, .. }));
+        for bad in [&["--watch", "0"][..], &["--watch", "x"], &["--json", "--prometheus"], &["--prometheus", "--watch"]]
+        {
+            assert!(Cli::try_parse_from(["sectorfs", "stats", "/m"].iter().chain(bad)).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,14 +1,32 @@
-//! `sectorfs stats`: how a running mount reports its counters.
+//! `sectorfs stats`: how a running mount reports its counters and trends.
 //!
 //! The daemon answers `getxattr(<mountpoint>, "user.sectorfs.stats")` on the
-//! root directory with a flat JSON object of unsigned integers (see
-//! [`FIELDS`]). The attribute is virtual: it is not listed by `listxattr`,
-//! and setting or removing it fails with `EPERM`. Anyone who may read the
-//! root directory may read it, e.g. `getfattr -n user.sectorfs.stats /mnt`.
-//! The CLI reads it and prints it as a table, or as the JSON itself
-//! (`--json`). Platform-neutral: rendering and parsing are tested everywhere.
+//! root directory (Windows: an `IOCTL` on the volume) with one flat JSON
+//! object, [`Report`], written and read with `serde_json`. The attribute is
+//! virtual: it is not listed by `listxattr`, and setting or removing it
+//! fails with `EPERM`. Anyone who may read the root directory may read it,
+//! e.g. `getfattr -n user.sectorfs.stats /mnt`.
+//!
+//! Every counter is an unsigned integer under a fixed key (`used_bytes`,
+//! `pid`, `req_<opcode>`, ...); the trends ([`crate::telemetry`]) are
+//! numbers that may be negative or fractional, and `null` when there is no
+//! value (no history yet; no forecast when usage is flat or falling).
+//!
+//! The CLI prints it as a table, as the JSON itself (`--json`), in the
+//! Prometheus text format (`--prometheus`), or as one line per interval
+//! (`--watch`). Platform-neutral: rendering and parsing are tested
+//! everywhere.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::cli::format_bytes;
+use crate::telemetry::Trends;
 
 /// The virtual extended attribute on the root directory.
 pub(crate) const STATS_XATTR: &str = "user.sectorfs.stats";
@@ -16,163 +34,531 @@ pub(crate) const STATS_XATTR: &str = "user.sectorfs.stats";
 /// The prefix of the per-opcode request counters in the JSON object.
 pub(crate) const REQ_PREFIX: &str = "req_";
 
-/// The counters, in output order, with a human label each.
-pub(crate) const FIELDS: [(&str, &str); 12] = [
-    ("used_bytes", "used"),
-    ("free_bytes", "free"),
-    ("limit_bytes", "limit"),
-    ("peak_bytes", "peak used"),
-    ("logical_bytes", "file bytes (logical)"),
-    ("mapped_bytes", "memory mapped"),
-    ("sectors", "sectors in use"),
-    ("sector_size", "sector size"),
-    ("sector_allocs", "sector allocations"),
-    ("files", "inodes in use"),
-    ("max_files", "inode limit"),
-    ("pid", "daemon pid"),
-];
+/// A mount's counters and trends: the JSON object of the stats attribute.
+/// Keys are the field names. Fields a daemon does not send read as 0 or
+/// `None`, and keys this version does not know are kept in `other`, so old
+/// and new `sectorfs` binaries read each other's reports.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct Report {
+    /// Bytes charged against the limit (sectors, inline data, reservations).
+    pub(crate) used_bytes: u64,
+    /// `limit_bytes - used_bytes`.
+    pub(crate) free_bytes: u64,
+    /// The memory limit (`--size`).
+    pub(crate) limit_bytes: u64,
+    /// Highest `used_bytes` since the mount.
+    pub(crate) peak_bytes: u64,
+    /// Sum of file sizes (holes included).
+    pub(crate) logical_bytes: u64,
+    /// Private memory mapped from the OS for sectors.
+    pub(crate) mapped_bytes: u64,
+    /// Sectors held by files.
+    pub(crate) sectors: u64,
+    /// Bytes per sector.
+    pub(crate) sector_size: u64,
+    /// Sectors handed out since the mount.
+    pub(crate) sector_allocs: u64,
+    /// Sectors given back since the mount (`sector_allocs - sectors`).
+    pub(crate) sector_frees: u64,
+    /// Inodes in use.
+    pub(crate) files: u64,
+    /// The inode limit.
+    pub(crate) max_files: u64,
+    /// The daemon's process id.
+    pub(crate) pid: u64,
+    /// Sector bytes allocated per second over the short window.
+    pub(crate) alloc_rate_bytes_per_s: Option<f64>,
+    /// Sector bytes freed per second over the short window.
+    pub(crate) free_rate_bytes_per_s: Option<f64>,
+    /// Least-squares slope of `used_bytes` over the short window (signed).
+    pub(crate) trend_short_bytes_per_s: Option<f64>,
+    /// Seconds the short trend covers (up to 10).
+    pub(crate) trend_short_window_s: Option<f64>,
+    /// Least-squares slope of `used_bytes` over the long window (signed).
+    pub(crate) trend_long_bytes_per_s: Option<f64>,
+    /// Seconds the long trend covers (up to 300).
+    pub(crate) trend_long_window_s: Option<f64>,
+    /// Seconds until `used_bytes` reaches the limit at the trend; `None`
+    /// when flat, falling or indistinguishable from noise; 0 when full.
+    pub(crate) seconds_to_full: Option<f64>,
+    /// `req_<opcode>` request counters, and keys of newer daemons.
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, serde_json::Value>,
+}
 
-/// A snapshot of a mount's counters, by [`FIELDS`] name.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Snapshot(pub(crate) Vec<(String, u64)>);
+/// `x` to one decimal (the JSON shows no false precision).
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
 
-impl Snapshot {
-    /// The value of `key`, if present.
-    pub(crate) fn get(&self, key: &str) -> Option<u64> {
-        self.0.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+impl Report {
+    /// The counters of `engine` for the daemon `pid`, with `trends` if the
+    /// mount keeps them.
+    pub(crate) fn new(engine: &engine::Engine, pid: u32, trends: Option<&Trends>) -> Report {
+        let st = engine.stats();
+        let p = st.pool;
+        let mut r = Report {
+            used_bytes: p.used,
+            free_bytes: p.limit.saturating_sub(p.used),
+            limit_bytes: p.limit,
+            peak_bytes: p.peak,
+            logical_bytes: st.logical_bytes,
+            mapped_bytes: p.mapped,
+            sectors: p.sectors,
+            sector_size: p.sector_size,
+            sector_allocs: p.allocs,
+            sector_frees: p.allocs.saturating_sub(p.sectors),
+            files: st.inodes,
+            max_files: st.max_inodes,
+            pid: u64::from(pid),
+            ..Report::default()
+        };
+        if let Some(t) = trends {
+            r.alloc_rate_bytes_per_s = t.alloc_rate.map(round1);
+            r.free_rate_bytes_per_s = t.free_rate.map(round1);
+            r.trend_short_bytes_per_s = t.short.map(|f| round1(f.slope));
+            r.trend_short_window_s = t.short.map(|f| round1(f.span));
+            r.trend_long_bytes_per_s = t.long.map(|f| round1(f.slope));
+            r.trend_long_window_s = t.long.map(|f| round1(f.span));
+            r.seconds_to_full = t.seconds_to_full.map(|s| (s * 100.0).round() / 100.0);
+        }
+        r
     }
 
-    /// Appends the request counters as `req_<opcode>`.
+    /// Adds the request counters as `req_<opcode>`.
     #[cfg_attr(windows, allow(dead_code))] // the Linux frontend counts
     pub(crate) fn add_requests(&mut self, req: &crate::requests::Requests) {
-        self.0.extend(req.snapshot().map(|(name, n)| (format!("{REQ_PREFIX}{name}"), n)));
+        for (name, n) in req.snapshot() {
+            self.other.insert(format!("{REQ_PREFIX}{name}"), n.into());
+        }
     }
 
-    /// The flat JSON object `{"key":value,...}`.
+    /// `(opcode, count)` of every request counter, by name.
+    pub(crate) fn requests(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.other.iter().filter_map(|(k, v)| Some((k.strip_prefix(REQ_PREFIX)?, v.as_u64()?)))
+    }
+
+    /// Requests served, all opcodes.
+    pub(crate) fn requests_total(&self) -> u64 {
+        self.requests().map(|(_, n)| n).sum()
+    }
+
+    /// The JSON object, on one line.
     pub(crate) fn to_json(&self) -> String {
-        let body: Vec<String> = self.0.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        format!("{{{}}}", body.join(","))
+        serde_json::to_string(self).expect("a report always serializes")
     }
 
-    /// Parses what [`Snapshot::to_json`] writes (a flat object of unsigned
-    /// integers; whitespace allowed).
-    pub(crate) fn from_json(s: &str) -> Result<Snapshot, String> {
-        let inner = s
-            .trim()
-            .strip_prefix('{')
-            .and_then(|t| t.strip_suffix('}'))
-            .ok_or_else(|| format!("not a JSON object: {s:?}"))?;
-        let mut out = Vec::new();
-        for item in inner.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (k, v) = item.split_once(':').ok_or_else(|| format!("bad JSON member {item:?}"))?;
-            let k = k.trim().strip_prefix('"').and_then(|t| t.strip_suffix('"'));
-            let k = k.ok_or_else(|| format!("bad JSON key in {item:?}"))?;
-            let v: u64 = v.trim().parse().map_err(|_| format!("bad JSON number in {item:?}"))?;
-            out.push((k.to_string(), v));
-        }
-        Ok(Snapshot(out))
+    /// Parses what [`Report::to_json`] writes.
+    pub(crate) fn from_json(s: &str) -> Result<Report, String> {
+        serde_json::from_str(s).map_err(|e| format!("{e} in {s:?}"))
     }
 
-    /// What `sectorfs stats` prints: the JSON object, or the table.
-    pub(crate) fn print(&self, json: bool) {
-        if json {
-            println!("{}", self.to_json());
-        } else {
-            print!("{}", self.to_table());
-        }
+    /// Used share of the limit, in percent.
+    fn use_percent(&self) -> Option<f64> {
+        (self.limit_bytes > 0).then(|| self.used_bytes as f64 * 100.0 / self.limit_bytes as f64)
     }
 
-    /// A human-readable table, one counter per line.
+    /// A human-readable table, one counter per line, then the trends.
     pub(crate) fn to_table(&self) -> String {
         let mut s = String::new();
-        for (key, label) in FIELDS {
-            if let Some(v) = self.get(key) {
-                let shown = if key.ends_with("_bytes") || key == "sector_size" {
-                    format!("{} ({v} bytes)", format_bytes(v))
-                } else {
-                    v.to_string()
-                };
-                s.push_str(&format!("{label:<22}{shown}\n"));
-            }
+        let bytes = |v: u64| format!("{} ({v} bytes)", format_bytes(v));
+        let rows = [
+            ("used", bytes(self.used_bytes)),
+            ("free", bytes(self.free_bytes)),
+            ("limit", bytes(self.limit_bytes)),
+            ("peak used", bytes(self.peak_bytes)),
+            ("file bytes (logical)", bytes(self.logical_bytes)),
+            ("memory mapped", bytes(self.mapped_bytes)),
+            ("sectors in use", self.sectors.to_string()),
+            ("sector size", bytes(self.sector_size)),
+            ("sector allocations", self.sector_allocs.to_string()),
+            ("sector frees", self.sector_frees.to_string()),
+            ("inodes in use", self.files.to_string()),
+            ("inode limit", self.max_files.to_string()),
+            ("daemon pid", self.pid.to_string()),
+        ];
+        for (label, v) in rows {
+            let _ = writeln!(s, "{label:<22}{v}");
         }
-        if let (Some(used), Some(limit)) = (self.get("used_bytes"), self.get("limit_bytes")) {
-            if limit > 0 {
-                s.push_str(&format!("{:<22}{:.1}%\n", "use", used as f64 * 100.0 / limit as f64));
-            }
+        if let Some(p) = self.use_percent() {
+            let _ = writeln!(s, "{:<22}{p:.1}%", "use");
         }
-        let reqs: Vec<(&str, u64)> =
-            self.0.iter().filter_map(|(k, v)| Some((k.strip_prefix(REQ_PREFIX)?, *v))).collect();
+        if let (Some(a), Some(f)) = (self.alloc_rate_bytes_per_s, self.free_rate_bytes_per_s) {
+            let over = self.trend_short_window_s.map_or(String::new(), |w| format!(" (last {})", format_duration(w)));
+            let _ = writeln!(s, "{:<22}{} allocated, {} freed{over}", "sector churn", format_rate(a), format_rate(f));
+        }
+        if let Some(t) = self.trend_line() {
+            let _ = writeln!(s, "{:<22}{t}", "trend");
+        }
+        let reqs: Vec<(&str, u64)> = self.requests().collect();
         if !reqs.is_empty() {
-            let total: u64 = reqs.iter().map(|&(_, v)| v).sum();
-            s.push_str(&format!("{:<22}{total}\n", "requests served"));
+            let _ = writeln!(s, "{:<22}{}", "requests served", self.requests_total());
             let mut busy: Vec<_> = reqs.into_iter().filter(|&(_, v)| v > 0).collect();
             busy.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             for line in busy.chunks(4) {
                 let items: Vec<String> = line.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                s.push_str(&format!("{:<22}{}\n", "", items.join(", ")));
+                let _ = writeln!(s, "{:<22}{}", "", items.join(", "));
             }
+        }
+        s
+    }
+
+    /// "+12.3 MiB/s (10 s), +8.1 MiB/s (5 min); full in 3 min 20 s".
+    fn trend_line(&self) -> Option<String> {
+        let one =
+            |v: Option<f64>, w: Option<f64>| Some(format!("{} ({})", format_rate_signed(v?), format_duration(w?)));
+        let parts: Vec<String> = [
+            one(self.trend_short_bytes_per_s, self.trend_short_window_s),
+            one(self.trend_long_bytes_per_s, self.trend_long_window_s),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        Some(format!("{}; {}", parts.join(", "), self.full_in()))
+    }
+
+    /// "full in 3 min 20 s", "full now", or why there is no forecast.
+    fn full_in(&self) -> String {
+        match self.seconds_to_full {
+            Some(s) if s <= 0.0 => "full now".into(),
+            Some(s) => format!("full in {}", format_duration(s)),
+            None if self.trend_short_bytes_per_s.is_some_and(|t| t > 0.0) => "no clear trend to full".into(),
+            None => "not filling up".into(),
+        }
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4), every sample
+    /// labelled `mountpoint`: for node_exporter's textfile collector or a
+    /// scrape. Values without a reading (no forecast) are left out.
+    pub(crate) fn to_prometheus(&self, mountpoint: &str) -> String {
+        let mp = format!("mountpoint=\"{}\"", escape_label(mountpoint));
+        let mut s = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, Option<f64>)]| {
+            let _ = writeln!(s, "# HELP sectorfs_{name} {help}");
+            let _ = writeln!(s, "# TYPE sectorfs_{name} {kind}");
+            for (labels, v) in samples {
+                if let Some(v) = v {
+                    let sep = if labels.is_empty() { "" } else { "," };
+                    let _ = writeln!(s, "sectorfs_{name}{{{mp}{sep}{labels}}} {v}");
+                }
+            }
+        };
+        let n = |v: u64| Some(v as f64);
+        family("used_bytes", "gauge", "Bytes charged against the limit.", &[("", n(self.used_bytes))]);
+        family("free_bytes", "gauge", "Bytes left under the limit.", &[("", n(self.free_bytes))]);
+        family("limit_bytes", "gauge", "The memory limit.", &[("", n(self.limit_bytes))]);
+        family("peak_bytes", "gauge", "Highest used bytes since the mount.", &[("", n(self.peak_bytes))]);
+        family("logical_bytes", "gauge", "Sum of file sizes, holes included.", &[("", n(self.logical_bytes))]);
+        family("mapped_bytes", "gauge", "Memory mapped from the OS for sectors.", &[("", n(self.mapped_bytes))]);
+        family("sectors", "gauge", "Sectors held by files.", &[("", n(self.sectors))]);
+        family("sector_size_bytes", "gauge", "Bytes per sector.", &[("", n(self.sector_size))]);
+        family("files", "gauge", "Inodes in use.", &[("", n(self.files))]);
+        family("max_files", "gauge", "The inode limit.", &[("", n(self.max_files))]);
+        family("sector_allocs_total", "counter", "Sectors handed out.", &[("", n(self.sector_allocs))]);
+        family("sector_frees_total", "counter", "Sectors given back.", &[("", n(self.sector_frees))]);
+        let rate = "Sector bytes per second over the last 10 s.";
+        family("alloc_rate_bytes_per_second", "gauge", rate, &[("", self.alloc_rate_bytes_per_s)]);
+        family("free_rate_bytes_per_second", "gauge", rate, &[("", self.free_rate_bytes_per_s)]);
+        family(
+            "trend_bytes_per_second",
+            "gauge",
+            "Least-squares slope of used bytes over the window (10s, 300s).",
+            &[("window=\"10s\"", self.trend_short_bytes_per_s), ("window=\"300s\"", self.trend_long_bytes_per_s)],
+        );
+        family(
+            "seconds_to_full",
+            "gauge",
+            "Seconds until the limit is reached at the current trend (absent: not filling up).",
+            &[("", self.seconds_to_full)],
+        );
+        let ops: Vec<(String, Option<f64>)> =
+            self.requests().map(|(op, v)| (format!("op=\"{}\"", escape_label(op)), n(v))).collect();
+        if !ops.is_empty() {
+            let ops: Vec<(&str, Option<f64>)> = ops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            family("requests_total", "counter", "FUSE requests served, by opcode.", &ops);
         }
         s
     }
 }
 
-/// The snapshot of an engine's counters for the process `pid`.
-pub(crate) fn snapshot(engine: &engine::Engine, pid: u32) -> Snapshot {
-    let st = engine.stats();
-    let p = st.pool;
-    let vals = [
-        ("used_bytes", p.used),
-        ("free_bytes", p.limit.saturating_sub(p.used)),
-        ("limit_bytes", p.limit),
-        ("peak_bytes", p.peak),
-        ("logical_bytes", st.logical_bytes),
-        ("mapped_bytes", p.mapped),
-        ("sectors", p.sectors),
-        ("sector_size", p.sector_size),
-        ("sector_allocs", p.allocs),
-        ("files", st.inodes),
-        ("max_files", st.max_inodes),
-        ("pid", u64::from(pid)),
-    ];
-    Snapshot(vals.iter().map(|&(k, v)| (k.to_string(), v)).collect())
+/// A Prometheus label value: `\`, `"` and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// "12.3 MiB/s": a rate in binary units with one decimal.
+pub(crate) fn format_rate(bps: f64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bps.abs();
+    if v < 1024.0 {
+        return format!("{v:.0} B/s");
+    }
+    let mut unit = "B";
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}/s")
+}
+
+/// "+12.3 MiB/s", "-512.0 KiB/s", "0 B/s".
+pub(crate) fn format_rate_signed(bps: f64) -> String {
+    let r = format_rate(bps);
+    if r.starts_with("0 ") {
+        r
+    } else if bps < 0.0 {
+        format!("-{r}")
+    } else {
+        format!("+{r}")
+    }
+}
+
+/// "< 1 s", "45 s", "3 min 20 s", "2 h 5 min", "3 d 4 h".
+pub(crate) fn format_duration(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "forever".into();
+    }
+    if secs < 1.0 {
+        return if secs <= 0.0 { "0 s".into() } else { "< 1 s".into() };
+    }
+    let s = secs.round() as u64;
+    let pair = |a: u64, ua: &str, b: u64, ub: &str| {
+        if b == 0 {
+            format!("{a} {ua}")
+        } else {
+            format!("{a} {ua} {b} {ub}")
+        }
+    };
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => pair(s / 60, "min", s % 60, "s"),
+        3600..86400 => pair(s / 3600, "h", s % 3600 / 60, "min"),
+        _ => pair(s / 86400, "d", s % 86400 / 3600, "h"),
+    }
+}
+
+/// How `sectorfs stats` prints a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// The human table (or, with `--watch`, one line per interval).
+    Table,
+    /// The JSON object (one per line with `--watch`).
+    Json,
+    /// The Prometheus text format.
+    Prometheus,
+}
+
+/// Prints one report in `format` (`mountpoint`: the label of the
+/// Prometheus samples). A closed stdout (`| head`) is not an error.
+pub(crate) fn print(r: &Report, format: Format, mountpoint: &str) -> anyhow::Result<ExitCode> {
+    let text = match format {
+        Format::Table => r.to_table(),
+        Format::Json => r.to_json() + "\n",
+        Format::Prometheus => r.to_prometheus(mountpoint),
+    };
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The header of `--watch`'s lines.
+pub(crate) const WATCH_HEADER: &str = "      used       free   use%   trend (10 s)       full in     req/s";
+
+/// One `--watch` line; `req_rate` from the previous report, if any.
+pub(crate) fn watch_line(r: &Report, req_rate: Option<f64>) -> String {
+    let pct = r.use_percent().map_or("-".into(), |p| format!("{p:.1}%"));
+    let trend = r.trend_short_bytes_per_s.map_or("-".into(), format_rate_signed);
+    let full = match r.seconds_to_full {
+        Some(s) if s <= 0.0 => "full".into(),
+        Some(s) => format_duration(s),
+        None => "-".into(),
+    };
+    let req = req_rate.map_or("-".into(), |v| format!("{v:.0}"));
+    format!(
+        "{:>10} {:>10} {pct:>6} {trend:>14} {full:>13} {req:>9}",
+        format_bytes(r.used_bytes),
+        format_bytes(r.free_bytes)
+    )
+}
+
+/// `sectorfs stats --watch`: one line (or JSON object) per `every`, until
+/// `wait` says stop (Ctrl-C: status 0) or the mount goes away (a one-line
+/// error, status 1). `read` asks the mount; `wait(d)` sleeps `d` and
+/// returns true if the user asked to stop. Each read is one GETXATTR of
+/// our own, taken out of the requests/s.
+pub(crate) fn watch(
+    shown: &str,
+    every: Duration,
+    format: Format,
+    mut read: impl FnMut() -> anyhow::Result<Report>,
+    mut wait: impl FnMut(Duration) -> bool,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    let mut prev: Option<(Instant, u64)> = None;
+    let mut next = Instant::now();
+    loop {
+        let r = match read() {
+            Ok(r) => r,
+            Err(e) if prev.is_none() => return Err(e),
+            Err(e) => anyhow::bail!("{shown} went away (unmounted or its daemon ended): {e:#}"),
+        };
+        let now = Instant::now();
+        let total = r.requests_total();
+        let rate = prev.map(|(t, n)| total.saturating_sub(n).saturating_sub(1) as f64 / (now - t).as_secs_f64());
+        let text = match format {
+            Format::Json => r.to_json(),
+            _ if prev.is_none() => format!("{WATCH_HEADER}\n{}", watch_line(&r, rate)),
+            _ => watch_line(&r, rate),
+        };
+        prev = Some((now, total));
+        match writeln!(out, "{text}").and_then(|()| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
+        }
+        // A steady rhythm: the next line is due `every` after the last one.
+        next += every;
+        let now = Instant::now();
+        if next < now {
+            next = now;
+        }
+        if wait(next - now) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::{Fit, Trends};
+
+    fn trends() -> Trends {
+        let fit = |slope, span| Some(Fit { slope, stderr: 0.0, n: 10, span });
+        Trends {
+            alloc_rate: Some(13.0 * 1048576.0),
+            free_rate: Some(1048576.0),
+            short: fit(12.3 * 1048576.0, 10.0),
+            long: fit(8.1 * 1048576.0, 300.0),
+            seconds_to_full: Some(200.0),
+        }
+    }
 
     #[test]
     fn json_round_trip() {
         let e = engine::Engine::new(engine::Config::default()).unwrap();
-        let s = snapshot(&e, 42);
+        let mut s = Report::new(&e, 42, Some(&trends()));
+        s.add_requests(&crate::requests::Requests::default());
         let j = s.to_json();
         assert!(j.starts_with("{\"used_bytes\":"), "{j}");
-        assert_eq!(Snapshot::from_json(&j), Ok(s.clone()));
-        assert_eq!(s.get("pid"), Some(42));
-        assert_eq!(s.get("files"), Some(1));
-        assert_eq!(s.0.len(), FIELDS.len());
-        for (k, _) in FIELDS {
-            assert!(s.get(k).is_some(), "{k} missing");
+        assert!(j.contains("\"pid\":42,") && j.contains("\"files\":1,") && j.contains("\"req_lookup\":0"), "{j}");
+        assert!(j.contains("\"seconds_to_full\":200.0"), "{j}");
+        assert_eq!(Report::from_json(&j), Ok(s.clone()));
+        assert_eq!(s.requests().count(), crate::requests::OPS.len());
+        // No trends: null, and null reads back as None.
+        let s = Report::new(&e, 1, None);
+        let j = s.to_json();
+        assert!(j.contains("\"seconds_to_full\":null"), "{j}");
+        assert_eq!(Report::from_json(&j), Ok(s));
+    }
+
+    #[test]
+    fn json_old_and_new_daemons() {
+        // An older daemon: fewer keys. A newer one: keys we do not know.
+        let s = Report::from_json(" { \"used_bytes\" : 1 , \"pid\":2, \"req_write\": 3, \"x\": [1.5] } ").unwrap();
+        assert_eq!((s.used_bytes, s.pid, s.seconds_to_full), (1, 2, None));
+        assert_eq!(s.requests().collect::<Vec<_>>(), vec![("write", 3)]);
+        assert_eq!(Report::from_json("{}"), Ok(Report::default()));
+        for bad in ["", "[]", "{a:1}", "{\"used_bytes\":x}", "{\"used_bytes\"}", "{\"used_bytes\":-1}"] {
+            assert!(Report::from_json(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
-    fn json_parse_whitespace_and_errors() {
-        let s = Snapshot::from_json(" { \"a\" : 1 , \"b\":2 } ").unwrap();
-        assert_eq!(s.get("a"), Some(1));
-        assert_eq!(s.get("b"), Some(2));
-        assert_eq!(Snapshot::from_json("{}"), Ok(Snapshot(vec![])));
-        for bad in ["", "[]", "{a:1}", "{\"a\":x}", "{\"a\"}", "{\"a\":-1}"] {
-            assert!(Snapshot::from_json(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn table_lists_every_field() {
-        let s = Snapshot(vec![("used_bytes".into(), 1 << 20), ("limit_bytes".into(), 4 << 20), ("files".into(), 3)]);
+    fn table_shows_counters_and_trends() {
+        let s = Report { used_bytes: 1 << 20, limit_bytes: 4 << 20, files: 3, ..Report::default() };
         let t = s.to_table();
         assert!(t.contains("used                  1 MiB (1048576 bytes)"), "{t}");
         assert!(t.contains("inodes in use         3"), "{t}");
         assert!(t.contains("use                   25.0%"), "{t}");
+        assert!(!t.contains("trend"), "{t}");
+        let e = engine::Engine::new(engine::Config::default()).unwrap();
+        let t = Report::new(&e, 1, Some(&trends())).to_table();
+        assert!(t.contains("trend                 +12.3 MiB/s (10 s), +8.1 MiB/s (5 min); full in 3 min 20 s"), "{t}");
+        assert!(t.contains("sector churn          13.0 MiB/s allocated, 1.0 MiB/s freed (last 10 s)"), "{t}");
+        let flat = Trends { seconds_to_full: None, short: None, ..trends() };
+        let t = Report::new(&e, 1, Some(&flat)).to_table();
+        assert!(t.contains("+8.1 MiB/s (5 min); not filling up"), "{t}");
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(format_rate_signed(12.3 * 1048576.0), "+12.3 MiB/s");
+        assert_eq!(format_rate_signed(-512.0 * 1024.0), "-512.0 KiB/s");
+        assert_eq!(format_rate_signed(0.2), "0 B/s");
+        assert_eq!(format_rate(100.0), "100 B/s");
+        assert_eq!(format_duration(0.0), "0 s");
+        assert_eq!(format_duration(0.4), "< 1 s");
+        assert_eq!(format_duration(45.2), "45 s");
+        assert_eq!(format_duration(200.0), "3 min 20 s");
+        assert_eq!(format_duration(300.0), "5 min");
+        assert_eq!(format_duration(7500.0), "2 h 5 min");
+        assert_eq!(format_duration(3.0 * 86400.0 + 4.0 * 3600.0), "3 d 4 h");
+    }
+
+    #[test]
+    fn prometheus_text() {
+        let mut r = Report { used_bytes: 5, sector_allocs: 7, ..Report::default() };
+        r.other.insert("req_lookup".into(), 9u64.into());
+        let p = r.to_prometheus("/mnt/a \"b\"\\");
+        assert!(p.contains("# TYPE sectorfs_used_bytes gauge\n"), "{p}");
+        assert!(p.contains("sectorfs_used_bytes{mountpoint=\"/mnt/a \\\"b\\\"\\\\\"} 5\n"), "{p}");
+        assert!(p.contains("# TYPE sectorfs_sector_allocs_total counter\n"), "{p}");
+        assert!(p.contains("sectorfs_requests_total{mountpoint=\"/mnt/a \\\"b\\\"\\\\\",op=\"lookup\"} 9\n"), "{p}");
+        // No forecast: the family is declared, without a sample.
+        assert!(p.contains("# TYPE sectorfs_seconds_to_full gauge\n") && !p.contains("sectorfs_seconds_to_full{"));
+    }
+
+    #[test]
+    fn watch_lines_and_end() {
+        let e = engine::Engine::new(engine::Config { max_bytes: 4 << 20, ..engine::Config::default() }).unwrap();
+        let mut r = Report::new(&e, 1, Some(&trends()));
+        let mut n = 0;
+        let mut out = Vec::new();
+        let read = || {
+            n += 1;
+            r.other.insert("req_getxattr".into(), (n as u64).into());
+            if n <= 3 {
+                Ok(r.clone())
+            } else {
+                Err(anyhow::anyhow!("not a sectorfs mount"))
+            }
+        };
+        let err = watch("/m", Duration::ZERO, Format::Table, read, |_| false, &mut out).unwrap_err();
+        assert_eq!(format!("{err:#}"), "/m went away (unmounted or its daemon ended): not a sectorfs mount");
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], WATCH_HEADER);
+        assert!(lines[1].contains("+12.3 MiB/s") && lines[1].contains("3 min 20 s"), "{text}");
+        assert!(lines[1].trim_end().ends_with('-') && lines[2].trim_end().ends_with(" 0"), "{text}");
+        // Stopped (Ctrl-C) after the first line: status 0.
+        let mut out = Vec::new();
+        let code = watch("/m", Duration::ZERO, Format::Json, || Ok(Report::default()), |_| true, &mut out).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+        // The first read fails: its own error.
+        let err =
+            watch("/m", Duration::ZERO, Format::Table, || Err(anyhow::anyhow!("nope")), |_| false, &mut Vec::new());
+        assert_eq!(err.unwrap_err().to_string(), "nope");
     }
 }

@@ -42,7 +42,7 @@ use winfsp::host::{FileSystemHost, FineGuard, VolumeParams};
 
 use crate::background::{self, READY};
 use crate::cli::{self, format_bytes};
-use crate::stats::Snapshot;
+use crate::stats::{self as st, Format, Report};
 use crate::win_args::{self, MountTarget, WinMountArgs, WinSettings};
 use crate::winfsp_glue::Glue;
 use crate::winfsp_logic::{self, NtStatus, WinFs, IOCTL_SECTORFS_STATS};
@@ -329,7 +329,7 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     let shown = mountpoint.display();
     let target = target_of(mountpoint)?;
     let name = win_args::unmount_event_name(&target, None).map_err(|e| anyhow!(e))?;
-    let pid = read_stats(mountpoint).ok().and_then(|s| s.get("pid")).and_then(|p| u32::try_from(p).ok());
+    let pid = read_stats(mountpoint).ok().and_then(|s| u32::try_from(s.pid).ok());
     // SAFETY: a name we own across the call.
     let ev = unsafe { OpenEventW(EVENT_MODIFY_STATE, false, &HSTRING::from(name.as_str())) }
         .map_err(|_| anyhow!("{shown} is not a sectorfs mount of this session"))?;
@@ -351,7 +351,7 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
 }
 
 /// Asks the mount at `mountpoint` for its counters.
-fn read_stats(mountpoint: &Path) -> Result<Snapshot> {
+fn read_stats(mountpoint: &Path) -> Result<Report> {
     let target = target_of(mountpoint)?;
     let root = target.root_path(None).ok_or_else(|| anyhow!("give the drive letter or directory of the mount"))?;
     let f = std::fs::OpenOptions::new()
@@ -376,12 +376,21 @@ fn read_stats(mountpoint: &Path) -> Result<Snapshot> {
     }
     .map_err(|_| anyhow!("{} is not a sectorfs mount", mountpoint.display()))?;
     buf.truncate(n as usize);
-    Snapshot::from_json(&String::from_utf8_lossy(&buf))
+    Report::from_json(&String::from_utf8_lossy(&buf))
         .map_err(|e| anyhow!("bad stats from {}: {e}", mountpoint.display()))
 }
 
-/// `sectorfs stats` on Windows.
-pub(crate) fn stats(mountpoint: &Path, json: bool) -> Result<ExitCode> {
-    read_stats(mountpoint)?.print(json);
-    Ok(ExitCode::SUCCESS)
+/// `sectorfs stats` on Windows (Ctrl-C ends `--watch` the default way).
+pub(crate) fn stats(mountpoint: &Path, format: Format, watch: Option<std::time::Duration>) -> Result<ExitCode> {
+    let shown = mountpoint.display().to_string();
+    match watch {
+        None => st::print(&read_stats(mountpoint)?, format, &shown),
+        Some(every) => {
+            let wait = |d| {
+                std::thread::sleep(d);
+                false
+            };
+            st::watch(&shown, every, format, || read_stats(mountpoint), wait, &mut std::io::stdout().lock())
+        }
+    }
 }

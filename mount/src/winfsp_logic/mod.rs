@@ -185,6 +185,8 @@ pub(crate) struct WinFs {
     engine: Arc<Engine>,
     label: Mutex<Vec<u16>>,
     pid: u32,
+    /// Usage over time (`sectorfs stats`).
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl WinFs {
@@ -197,7 +199,13 @@ impl WinFs {
         Self::check_sd(root_sd)?;
         engine.setxattr(ROOT, SD_XATTR, root_sd, 0).map_err(st)?;
         let label: Vec<u16> = label.encode_utf16().take(LABEL_MAX).collect();
-        Ok(WinFs { engine, label: Mutex::new(label), pid: std::process::id() })
+        // The sampler thread on Windows; tests off Windows tick by hand.
+        #[cfg(windows)]
+        let telemetry = crate::telemetry::Telemetry::start(engine.clone())
+            .unwrap_or_else(|_| Arc::new(crate::telemetry::Telemetry::new(engine.clone())));
+        #[cfg(not(windows))]
+        let telemetry = Arc::new(crate::telemetry::Telemetry::new(engine.clone()));
+        Ok(WinFs { engine, label: Mutex::new(label), pid: std::process::id(), telemetry })
     }
 
     /// The engine behind the volume.
@@ -866,7 +874,7 @@ impl WinFs {
         if code != IOCTL_SECTORFS_STATS {
             return Err(nt::STATUS_INVALID_DEVICE_REQUEST);
         }
-        let json = crate::stats::snapshot(&self.engine, self.pid).to_json();
+        let json = crate::stats::Report::new(&self.engine, self.pid, Some(&self.telemetry.trends())).to_json();
         Ok(Self::copy_out(json.as_bytes(), output)? as u32)
     }
 }

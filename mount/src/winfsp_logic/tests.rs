@@ -543,9 +543,9 @@ fn volume_label_and_stats() {
     assert_eq!(v.set_volume_label(&with_nul).label, w("NEW"));
     let mut out = vec![0u8; nt::DEVICECONTROL_SIZEMAX];
     let n = v.control(IOCTL_SECTORFS_STATS, &mut out).unwrap() as usize;
-    let s = crate::stats::Snapshot::from_json(std::str::from_utf8(&out[..n]).unwrap()).unwrap();
-    assert_eq!(s.get("used_bytes"), Some(8192));
-    assert_eq!(s.get("files"), Some(2));
+    let s = crate::stats::Report::from_json(std::str::from_utf8(&out[..n]).unwrap()).unwrap();
+    assert_eq!((s.used_bytes, s.files), (8192, 2));
+    assert_eq!((s.seconds_to_full, s.alloc_rate_bytes_per_s.is_some()), (None, true));
     assert_eq!(v.control(IOCTL_SECTORFS_STATS, &mut out[..10]), Err(nt::STATUS_BUFFER_TOO_SMALL));
     assert_eq!(v.control(0x1234, &mut out), Err(nt::STATUS_INVALID_DEVICE_REQUEST));
     v.close(f.handle);

@@ -1,0 +1,393 @@
+//! Usage over time: a sampler that keeps a bounded history of the pool's
+//! counters, and the math that turns it into rates, trends and a forecast
+//! of when the limit will be reached (`sectorfs stats`).
+//!
+//! # The sampler
+//! One thread per mount ([`Telemetry::start`]) wakes every [`PERIOD`] and
+//! reads the engine's counters (`Engine::stats`: a few relaxed atomic loads
+//! and the pool's region lock for `mapped`, once a second), and pushes one
+//! [`Sample`] into a ring of [`CAPACITY`] samples: [`LONG_WINDOW`] worth,
+//! 32 bytes each, allocated once (about 10 KiB), the oldest overwritten. The
+//! file-system hot path does nothing for it: the counters it reads exist
+//! anyway. A thread rather than sampling on request, because the history
+//! must exist when nobody asks (the first `stats` after an hour shows the
+//! last 5 minutes). A stats request adds a *live* sample of the moment to
+//! the computation without storing it, so a fast `--watch` does not flood
+//! the ring, and the newest point is always now.
+//!
+//! # The math ([`Trends::compute`], platform-neutral, unit-tested)
+//! * **Rates**: sector allocations and frees over the short window, in
+//!   bytes/s: Δcount × sector size / Δt between its oldest sample and now.
+//! * **Trends**: the least-squares slope of used bytes against time over the
+//!   last [`SHORT_WINDOW`] and [`LONG_WINDOW`] (Prometheus' `deriv()`).
+//!   Least squares rather than an EWMA: it is unbiased for linear growth
+//!   (what a forecast extrapolates), its window means exactly "the last 10
+//!   s", it uses real timestamps (a late tick on a loaded machine does not
+//!   bend it), and it comes with a standard error, so a trend that noise
+//!   explains can be told apart. An EWMA lags by its time constant and gives
+//!   no such measure. Cost: O(samples) ≤ 301 per request.
+//! * **Forecast**: seconds until `used` reaches the limit at the trend's
+//!   slope: (limit − used now) / slope, from the short trend when it is
+//!   significant (slope beyond [`T_MIN`] standard errors, at least 3
+//!   points), else from the long trend when that one is; none when the
+//!   basis is flat or falling or nothing is significant. 0 when full.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// How often the sampler records the counters.
+pub(crate) const PERIOD: Duration = Duration::from_secs(1);
+/// The short trend's window, in seconds.
+pub(crate) const SHORT_WINDOW: f64 = 10.0;
+/// The long trend's window, in seconds.
+pub(crate) const LONG_WINDOW: f64 = 300.0;
+/// Samples kept: the long window at one per [`PERIOD`], plus its first edge.
+pub(crate) const CAPACITY: usize = 301;
+/// A trend is significant when its slope is at least this many standard
+/// errors away from zero (noise alone passes this rarely).
+pub(crate) const T_MIN: f64 = 3.0;
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Sample {
+    /// Seconds since the sampler started.
+    pub(crate) t: f64,
+    /// Bytes charged against the limit.
+    pub(crate) used: u64,
+    /// Sectors handed out so far.
+    pub(crate) allocs: u64,
+    /// Sectors given back so far (allocations minus sectors in use).
+    pub(crate) frees: u64,
+}
+
+/// A least-squares line through `(t, used)` points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Fit {
+    /// Bytes per second.
+    pub(crate) slope: f64,
+    /// The slope's standard error (infinite with fewer than 3 points).
+    pub(crate) stderr: f64,
+    /// Points in the fit.
+    pub(crate) n: usize,
+    /// Seconds between the first and the last point.
+    pub(crate) span: f64,
+}
+
+impl Fit {
+    /// The least-squares fit of `points`; `None` with fewer than 2 points or
+    /// no time between them.
+    pub(crate) fn of(points: &[(f64, f64)]) -> Option<Fit> {
+        let n = points.len();
+        if n < 2 {
+            return None;
+        }
+        // Centred sums (and y relative to the first point) keep the
+        // precision with byte counts near 2^40.
+        let y0 = points[0].1;
+        let mt = points.iter().map(|p| p.0).sum::<f64>() / n as f64;
+        let my = points.iter().map(|p| p.1 - y0).sum::<f64>() / n as f64;
+        let (mut sxx, mut sxy) = (0.0, 0.0);
+        for &(t, y) in points {
+            let (dx, dy) = (t - mt, y - y0 - my);
+            sxx += dx * dx;
+            sxy += dx * dy;
+        }
+        let span = points[n - 1].0 - points[0].0;
+        if sxx <= 0.0 || !sxx.is_finite() || span <= 0.0 {
+            return None;
+        }
+        let slope = sxy / sxx;
+        let stderr = if n > 2 {
+            let ss: f64 = points.iter().map(|&(t, y)| (y - y0 - my - slope * (t - mt)).powi(2)).sum();
+            (ss / (n - 2) as f64 / sxx).sqrt()
+        } else {
+            f64::INFINITY
+        };
+        Some(Fit { slope, stderr, n, span })
+    }
+
+    /// Whether the slope stands out of the noise ([`T_MIN`]).
+    pub(crate) fn significant(&self) -> bool {
+        self.n >= 3 && self.slope.abs() >= T_MIN * self.stderr
+    }
+}
+
+/// What `stats` reports about usage over time.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Trends {
+    /// Sector bytes allocated per second over the short window.
+    pub(crate) alloc_rate: Option<f64>,
+    /// Sector bytes freed per second over the short window.
+    pub(crate) free_rate: Option<f64>,
+    /// The short window's fit.
+    pub(crate) short: Option<Fit>,
+    /// The long window's fit.
+    pub(crate) long: Option<Fit>,
+    /// Seconds until the limit is reached at the trend (`None`: flat,
+    /// falling, or not distinguishable from noise).
+    pub(crate) seconds_to_full: Option<f64>,
+}
+
+impl Trends {
+    /// The trends of `history` (oldest first, strictly before `now`) and the
+    /// live sample `now`, for a pool of `limit` bytes in sectors of
+    /// `sector_size` bytes.
+    pub(crate) fn compute<'a>(
+        history: impl IntoIterator<Item = &'a Sample>,
+        now: Sample,
+        limit: u64,
+        sector_size: u64,
+    ) -> Trends {
+        let mut pts: Vec<Sample> =
+            history.into_iter().filter(|s| s.t < now.t && s.t >= now.t - LONG_WINDOW).copied().collect();
+        pts.push(now);
+        let xy = |s: &[Sample]| s.iter().map(|p| (p.t, p.used as f64)).collect::<Vec<_>>();
+        let short_from = pts.iter().position(|s| s.t >= now.t - SHORT_WINDOW).unwrap_or(pts.len() - 1);
+        let short_pts = &pts[short_from..];
+        let short = Fit::of(&xy(short_pts));
+        let long = Fit::of(&xy(&pts));
+        let first = short_pts[0];
+        let dt = now.t - first.t;
+        let rate = |a: u64, b: u64| (dt > 0.0).then(|| b.saturating_sub(a) as f64 * sector_size as f64 / dt);
+        let basis = short.filter(Fit::significant).or(long.filter(Fit::significant));
+        Trends {
+            alloc_rate: rate(first.allocs, now.allocs),
+            free_rate: rate(first.frees, now.frees),
+            short,
+            long,
+            seconds_to_full: forecast(basis, now.used, limit),
+        }
+    }
+}
+
+/// Seconds until `used` reaches `limit` at `basis`'s slope.
+pub(crate) fn forecast(basis: Option<Fit>, used: u64, limit: u64) -> Option<f64> {
+    if used >= limit {
+        return Some(0.0);
+    }
+    let f = basis?;
+    if f.slope <= 0.0 {
+        return None;
+    }
+    let secs = (limit - used) as f64 / f.slope;
+    secs.is_finite().then_some(secs)
+}
+
+/// A mount's sampler and its ring of samples.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    engine: Arc<engine::Engine>,
+    start: Instant,
+    /// At most [`CAPACITY`] samples, oldest first. Locked for a push once a
+    /// second and for a copy-free read per stats request.
+    ring: Mutex<VecDeque<Sample>>,
+}
+
+impl Telemetry {
+    /// Telemetry of `engine`, without a sampler thread (tests tick by hand).
+    pub(crate) fn new(engine: Arc<engine::Engine>) -> Telemetry {
+        let t = Telemetry { engine, start: Instant::now(), ring: Mutex::new(VecDeque::with_capacity(CAPACITY)) };
+        t.tick();
+        t
+    }
+
+    /// Telemetry of `engine` with its sampler thread, which ends when the
+    /// returned `Arc` is dropped (at the latest one [`PERIOD`] later).
+    /// Start it after the stop signals are blocked: it inherits the mask.
+    pub(crate) fn start(engine: Arc<engine::Engine>) -> std::io::Result<Arc<Telemetry>> {
+        let t = Arc::new(Telemetry::new(engine));
+        let weak: Weak<Telemetry> = Arc::downgrade(&t);
+        std::thread::Builder::new().name("sectorfs-telemetry".into()).spawn(move || {
+            let mut next = Instant::now();
+            loop {
+                next += PERIOD;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                let Some(t) = weak.upgrade() else { return };
+                t.tick();
+                // After a long stall (suspend), start the rhythm afresh.
+                if Instant::now() > next + PERIOD {
+                    next = Instant::now();
+                }
+            }
+        })?;
+        Ok(t)
+    }
+
+    /// The counters now.
+    fn sample(&self) -> Sample {
+        let p = self.engine.stats().pool;
+        Sample {
+            t: self.start.elapsed().as_secs_f64(),
+            used: p.used,
+            allocs: p.allocs,
+            frees: p.allocs.saturating_sub(p.sectors),
+        }
+    }
+
+    /// Records one sample (the sampler thread, once per [`PERIOD`]).
+    pub(crate) fn tick(&self) {
+        let s = self.sample();
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() == CAPACITY {
+            ring.pop_front();
+        }
+        ring.push_back(s);
+    }
+
+    /// The trends up to now.
+    pub(crate) fn trends(&self) -> Trends {
+        let now = self.sample();
+        let p = self.engine.stats().pool;
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        Trends::compute(ring.iter(), now, p.limit, p.sector_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: f64 = (1 << 20) as f64;
+
+    /// A tiny deterministic generator (xorshift), uniform in [-1, 1).
+    struct Noise(u64);
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        }
+    }
+
+    /// Samples at `t = 0, 1, ..` seconds with `used = f(t)`; the last is "now".
+    fn run(secs: usize, jitter: f64, mut f: impl FnMut(f64) -> f64) -> (Vec<Sample>, Sample) {
+        let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+        let mut v: Vec<Sample> = (0..=secs)
+            .map(|i| {
+                // Ticks come a little late on a busy machine.
+                let t = i as f64 + jitter * (noise.next() + 1.0) / 2.0;
+                Sample { t, used: f(t).max(0.0) as u64, allocs: 0, frees: 0 }
+            })
+            .collect();
+        let now = v.pop().unwrap();
+        (v, now)
+    }
+
+    #[test]
+    fn steady_writer_predicts_full_within_20_percent() {
+        let limit = 512u64 << 20;
+        // 40 MiB/s from t = 0.3: full at 0.3 + 12.8 s. Asked at 3..12 s.
+        let rate = 40.0 * MIB;
+        let full_at = 0.3 + limit as f64 / rate;
+        for at in 3..=12 {
+            // Writes land in 4 MiB steps every 100 ms (a staircase).
+            let (hist, now) = run(at, 0.2, |t| ((t - 0.3).max(0.0) * 10.0).floor() * 4.0 * MIB);
+            let tr = Trends::compute(&hist, now, limit, 64 << 10);
+            let pred = tr.seconds_to_full.unwrap_or_else(|| panic!("no forecast at {at} s: {tr:?}"));
+            let real = full_at - now.t;
+            assert!((pred / real - 1.0).abs() < 0.2, "at {at} s: predicted {pred:.2} s, real {real:.2} s");
+            let short = tr.short.unwrap().slope;
+            assert!((short / rate - 1.0).abs() < 0.2, "short trend {short} vs {rate}");
+        }
+    }
+
+    #[test]
+    fn noisy_steady_writer_still_predicts() {
+        let limit = 8u64 << 30;
+        let rate = 20.0 * MIB;
+        let mut noise = Noise(12345);
+        // ±30 MiB of churn (temporary files) around a 20 MiB/s rise, 60 s in.
+        let (hist, now) = run(60, 0.3, |t| 1e9 + rate * t + 30.0 * MIB * noise.next());
+        let tr = Trends::compute(&hist, now, limit, 64 << 10);
+        let real = (limit as f64 - now.used as f64) / rate;
+        let pred = tr.seconds_to_full.expect("a forecast");
+        assert!((pred / real - 1.0).abs() < 0.2, "predicted {pred:.1} s, real {real:.1} s");
+        let long = tr.long.unwrap().slope;
+        assert!((long / rate - 1.0).abs() < 0.05, "long trend {long} vs {rate}");
+    }
+
+    #[test]
+    fn flat_and_falling_give_no_forecast() {
+        let limit = 1u64 << 30;
+        let (hist, now) = run(30, 0.1, |_| 100.0 * MIB);
+        let tr = Trends::compute(&hist, now, limit, 4096);
+        assert_eq!(tr.seconds_to_full, None, "{tr:?}");
+        assert_eq!(tr.short.unwrap().slope, 0.0);
+        let (hist, now) = run(30, 0.1, |t| 900.0 * MIB - 10.0 * MIB * t);
+        let tr = Trends::compute(&hist, now, limit, 4096);
+        assert_eq!(tr.seconds_to_full, None, "{tr:?}");
+        assert!(tr.short.unwrap().slope < 0.0 && tr.long.unwrap().slope < 0.0);
+        // Rose for a long while, now falling: the short trend wins.
+        let (hist, now) = run(120, 0.1, |t| if t < 110.0 { t * MIB } else { (220.0 - t) * MIB });
+        let tr = Trends::compute(&hist, now, limit, 4096);
+        assert!(tr.long.unwrap().slope > 0.0);
+        assert_eq!(tr.seconds_to_full, None, "{tr:?}");
+    }
+
+    #[test]
+    fn noise_gives_no_absurd_forecast() {
+        let limit = 1u64 << 30;
+        let mut forecasts = 0;
+        for seed in 1..=200u64 {
+            let mut noise = Noise(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+            // Usage wandering ±50 MiB around 300 MiB, no trend.
+            let (hist, now) = run(40, 0.3, |_| 300.0 * MIB + 50.0 * MIB * noise.next());
+            let tr = Trends::compute(&hist, now, limit, 4096);
+            for f in [tr.short, tr.long].into_iter().flatten() {
+                assert!(f.slope.is_finite() && f.stderr.is_finite() && f.slope.abs() < 20.0 * MIB, "{f:?}");
+            }
+            if let Some(s) = tr.seconds_to_full {
+                forecasts += 1;
+                // If noise passes for a trend, it is not an imminent one.
+                assert!(s.is_finite() && s > 10.0, "seed {seed}: full in {s} s");
+            }
+        }
+        assert!(forecasts <= 10, "{forecasts} of 200 pure-noise runs gave a forecast");
+    }
+
+    #[test]
+    fn edges() {
+        // No history: no trend, no rates, no forecast.
+        let now = Sample { t: 0.0, used: 10, allocs: 1, frees: 0 };
+        let tr = Trends::compute(&[], now, 100, 4096);
+        assert_eq!(tr, Trends::default());
+        // Full: 0 s, whatever the trend.
+        let tr = Trends::compute(&[], Sample { used: 100, ..now }, 100, 4096);
+        assert_eq!(tr.seconds_to_full, Some(0.0));
+        // Two points: a slope, but not significant yet.
+        let a = Sample { t: 0.0, used: 0, allocs: 0, frees: 0 };
+        let b = Sample { t: 1.0, used: 4096, allocs: 2, frees: 1 };
+        let tr = Trends::compute(&[a], b, 1 << 20, 4096);
+        assert_eq!(tr.short.unwrap().slope, 4096.0);
+        assert_eq!(tr.seconds_to_full, None);
+        assert_eq!((tr.alloc_rate, tr.free_rate), (Some(8192.0), Some(4096.0)));
+        // Samples at the same instant: no fit.
+        assert_eq!(Fit::of(&[(1.0, 1.0), (1.0, 2.0)]), None);
+        // Old samples fall out of both windows.
+        let old = Sample { t: -1000.0, used: 0, allocs: 0, frees: 0 };
+        let tr = Trends::compute(&[old], now, 100, 4096);
+        assert_eq!(tr.long, None);
+        // Huge counts keep their precision.
+        let big = 1u64 << 50;
+        let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, (big + i * 4096) as f64)).collect();
+        let f = Fit::of(&pts).unwrap();
+        assert!((f.slope - 4096.0).abs() < 1e-3 && f.significant(), "{f:?}");
+    }
+
+    #[test]
+    fn ring_is_bounded() {
+        let e = Arc::new(engine::Engine::new(engine::Config::default()).unwrap());
+        let t = Telemetry::new(e);
+        for _ in 0..CAPACITY * 3 {
+            t.tick();
+        }
+        let ring = t.ring.lock().unwrap();
+        assert_eq!((ring.len(), ring.capacity() >= CAPACITY), (CAPACITY, true));
+        drop(ring);
+        let tr = t.trends();
+        assert_eq!(tr.seconds_to_full, None);
+        assert_eq!(tr.alloc_rate, Some(0.0));
+    }
+}
