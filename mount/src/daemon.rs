@@ -69,12 +69,22 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
 
     let name = set.label;
     let mut fcfg = fuser::Config::default();
+    let k = args.kernel_options;
     fcfg.mount_options = vec![
         MountOption::FSName(name.clone()),
         MountOption::Subtype("sectorfs".into()),
         MountOption::DefaultPermissions,
-        MountOption::RW,
     ];
+    fcfg.mount_options.extend(k.words().into_iter().map(|w| match w {
+        "ro" => MountOption::RO,
+        "suid" => MountOption::Suid,
+        "nosuid" => MountOption::NoSuid,
+        "dev" => MountOption::Dev,
+        "nodev" => MountOption::NoDev,
+        "exec" => MountOption::Exec,
+        "noexec" => MountOption::NoExec,
+        _ => MountOption::RW,
+    }));
     fcfg.acl = if args.allow_other { SessionACL::All } else { SessionACL::Owner };
     fcfg.n_threads = Some(threads);
     // Cloned fds re-open /dev/fuse in this process, which an unprivileged
@@ -105,8 +115,8 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
             format!("fsname={}", escape_mount_option(&name)),
             "subtype=sectorfs".into(),
             "default_permissions".into(),
-            "rw".into(),
         ];
+        opts.extend(k.words().into_iter().map(String::from));
         if args.allow_other {
             opts.push("allow_other".into());
         }

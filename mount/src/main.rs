@@ -26,6 +26,8 @@ use clap::{Parser, Subcommand};
 mod background;
 mod cli;
 mod fault;
+#[cfg(not(windows))]
+mod fstab;
 mod requests;
 mod stats;
 mod telemetry;
@@ -200,6 +202,10 @@ pub(crate) struct MountArgs {
     /// data is held twice.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = CacheMode::Direct)]
     pub(crate) cache: CacheMode,
+    /// Kernel mount flags from `mount -o` (nosuid, nodev, noexec, ro), set by
+    /// the `mount -t fuse.sectorfs` translation (src/fstab.rs).
+    #[arg(long, value_name = "FLAGS", hide = true, value_parser = fstab::parse_kernel_options, default_value = "")]
+    pub(crate) kernel_options: fstab::KernelOptions,
 }
 
 /// The data path's caching mode (`--cache`).
@@ -217,7 +223,13 @@ pub(crate) enum CacheMode {
 
 fn main() -> ExitCode {
     init_log();
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("sectorfs: {e}");
+            return ExitCode::from(cli::USAGE_EXIT);
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -259,6 +271,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = (cli.cmd, stats::STATS_XATTR);
     anyhow::bail!("mounting is implemented on Linux (FUSE) and Windows (WinFsp) only")
+}
+
+/// The command line; on Linux also the `mount.fuse3` helper form
+/// (`sectorfs SOURCE MOUNTPOINT -o OPTIONS`, from `mount -t fuse.sectorfs`
+/// and `/etc/fstab`), translated by [`fstab::helper_args`].
+fn parse_cli() -> Result<Cli, String> {
+    #[cfg(not(windows))]
+    {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let subcommands: Vec<String> = <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .flat_map(|c| std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string)))
+            .chain(["help".to_string()])
+            .collect();
+        let subs: Vec<&str> = subcommands.iter().map(String::as_str).collect();
+        if fstab::is_helper_form(&args, &subs) {
+            let translated = fstab::helper_args(&args)?;
+            return Cli::try_parse_from(std::iter::once("sectorfs".into()).chain(translated)).map_err(|e| {
+                e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
+            });
+        }
+    }
+    Ok(Cli::parse())
 }
 
 /// A minimal `log` backend: messages at or above `SECTORFS_LOG`

@@ -1,0 +1,300 @@
+//! `mount -t fuse.sectorfs` and `/etc/fstab`: the `mount.fuse3` helper
+//! convention, translated to `sectorfs mount`.
+//!
+//! `mount -t fuse.sectorfs sectorfs /mnt/ram -o size=8G,mode=1777` (or the
+//! fstab line `sectorfs /mnt/ram fuse.sectorfs size=8G,mode=1777 0 0`) makes
+//! mount(8) run `mount.fuse3 sectorfs /mnt/ram -o rw,size=8G,mode=1777`,
+//! which runs `sectorfs sectorfs /mnt/ram -o rw,size=8G,mode=1777,dev,suid`
+//! through `sh -c` (the file system type after `fuse.` names the program,
+//! found in `PATH`). [`helper_args`] turns that into the arguments of
+//! `sectorfs mount`, so every value is checked by the same parser and a bad
+//! one gets the same one-line error (exit status 2).
+//!
+//! Options, by tmpfs's names where tmpfs has one: `size=` (bytes with a
+//! K/M/G/T suffix, or `N%` of RAM), `nr_inodes=` (a count with an optional
+//! k/m/g suffix, powers of 1024 as tmpfs), `mode=`, `uid=`, `gid=`; and
+//! sectorfs's own: `sector_size=`, `threads=`, `cache=`, `label=` (also
+//! FUSE's `fsname=`), `case_insensitive`, `allow_other`. The kernel's
+//! `nosuid`, `nodev`, `noexec` and `ro` are passed to the mount. Options that
+//! change nothing here are accepted: `rw`, `suid`, `dev`, `exec`, `async`,
+//! `atime`/`noatime`/`relatime`/`strictatime`/`nodiratime` (sectorfs never
+//! updates atime on read), `default_permissions` (always on), `defaults`,
+//! `auto`/`noauto`, `user`/`users`/`nouser`, `nofail`, `_netdev`, and
+//! `x-*`/`comment=` (for systemd and fstab tools). Anything else is an
+//! error naming the option.
+
+use std::ffi::OsString;
+
+/// Whether `argv` (without the program name) is the helper form
+/// `SOURCE MOUNTPOINT [-o OPTIONS]` or `MOUNTPOINT -o OPTIONS`, rather than
+/// a `sectorfs` subcommand.
+pub(crate) fn is_helper_form(args: &[OsString], subcommands: &[&str]) -> bool {
+    let Some(first) = args.first().and_then(|a| a.to_str()) else {
+        return false;
+    };
+    if first.starts_with('-') || subcommands.contains(&first) {
+        return false;
+    }
+    // At least a mountpoint, or a source and a mountpoint.
+    args.len() >= 2
+}
+
+/// The `sectorfs mount ...` arguments for a helper-form call (`args` without
+/// the program name). Errors name the option.
+pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
+    let mut positional: Vec<&OsString> = Vec::new();
+    let mut foreground = false;
+    let mut opts: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-o") => {
+                let o = it.next().ok_or("-o needs a list of options")?;
+                let o = o.to_str().ok_or("mount options must be UTF-8")?;
+                opts.extend(o.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+            }
+            Some(o) if o.starts_with("-o") && o.len() > 2 => {
+                opts.extend(o[2..].split(',').filter(|s| !s.is_empty()).map(str::to_string));
+            }
+            // Stay in the foreground (also how the background start re-runs
+            // this command line for its daemon).
+            Some("-f" | "--foreground") => foreground = true,
+            // mount(8)'s verbose and no-mtab flags.
+            Some("-v" | "-n") => {}
+            Some(o) if o.starts_with('-') => return Err(format!("unknown argument {o:?}")),
+            _ => positional.push(a),
+        }
+    }
+    let (source, mountpoint) = match positional.as_slice() {
+        [mp] => (None, *mp),
+        [src, mp] => (Some(*src), *mp),
+        _ => return Err("expected SOURCE MOUNTPOINT [-o OPTIONS] (the mount.fuse3 convention)".into()),
+    };
+    let mut out: Vec<OsString> = vec!["mount".into(), mountpoint.clone()];
+    let mut label = None;
+    let mut kernel: Vec<&str> = Vec::new();
+    for opt in &opts {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt.as_str(), None),
+        };
+        let need = || value.filter(|v| !v.is_empty()).ok_or_else(|| format!("option {key}= needs a value"));
+        let flag = || match value {
+            None => Ok(()),
+            Some(_) => Err(format!("option {key} takes no value")),
+        };
+        match key {
+            "size" => out.extend(["--size".into(), need()?.into()]),
+            "nr_inodes" => out.extend(["--max-files".into(), parse_count(need()?)?.to_string().into()]),
+            "mode" => out.extend(["--mode".into(), need()?.into()]),
+            "uid" => out.extend(["--uid".into(), need()?.into()]),
+            "gid" => out.extend(["--gid".into(), need()?.into()]),
+            "sector_size" => out.extend(["--sector-size".into(), need()?.into()]),
+            "threads" => out.extend(["--threads".into(), need()?.into()]),
+            "cache" => out.extend(["--cache".into(), need()?.into()]),
+            "label" | "fsname" => label = Some(need()?.to_string()),
+            "case_insensitive" => {
+                flag()?;
+                out.push("--case-insensitive".into());
+            }
+            "allow_other" => {
+                flag()?;
+                out.push("--allow-other".into());
+            }
+            "nosuid" | "suid" | "nodev" | "dev" | "noexec" | "exec" | "ro" | "rw" => {
+                flag()?;
+                kernel.push(key);
+            }
+            "async"
+            | "sync"
+            | "atime"
+            | "noatime"
+            | "relatime"
+            | "strictatime"
+            | "nodiratime"
+            | "diratime"
+            | "lazytime"
+            | "nolazytime"
+            | "default_permissions"
+            | "defaults"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "users"
+            | "nouser"
+            | "nofail"
+            | "_netdev"
+            | "silent"
+            | "loud" => flag()?,
+            "comment" | "subtype" => {}
+            k if k.starts_with("x-") => {}
+            _ => return Err(format!("unknown mount option {opt:?} (see `sectorfs mount --help` and docs/GUIDE.md)")),
+        }
+    }
+    // The source names the disk in `mount` and `df`, like a tmpfs's source,
+    // unless a label says otherwise.
+    if let Some(l) = label.or_else(|| source.and_then(|s| s.to_str()).map(str::to_string)) {
+        out.extend(["--label".into(), l.into()]);
+    }
+    if !kernel.is_empty() {
+        out.extend(["--kernel-options".into(), kernel.join(",").into()]);
+    }
+    if foreground {
+        out.push("--foreground".into());
+    }
+    Ok(out)
+}
+
+/// A count with an optional `k`, `m` or `g` suffix (powers of 1024, as
+/// tmpfs's `nr_inodes=`).
+fn parse_count(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("nr_inodes={s}: expected a count such as 2000000 or 2m"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("nr_inodes={s} is too large"))
+}
+
+/// The kernel mount flags of `--kernel-options` (`[no]suid`, `[no]dev`,
+/// `[no]exec`, `ro`/`rw`; the last of a pair wins). `None`: the default of
+/// `sectorfs mount` (`nosuid`, `nodev`, `exec`, `rw`). `mount.fuse3` passes
+/// `dev,suid` unless `nodev`/`nosuid` were given, as for any FUSE file
+/// system mounted from fstab.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KernelOptions {
+    pub(crate) suid: Option<bool>,
+    pub(crate) dev: Option<bool>,
+    pub(crate) exec: Option<bool>,
+    pub(crate) ro: bool,
+}
+
+impl KernelOptions {
+    /// The options as `mount(8)`/`fusermount3` spell them.
+    pub(crate) fn words(&self) -> Vec<&'static str> {
+        let mut w = vec![if self.ro { "ro" } else { "rw" }];
+        let pick = |v: Option<bool>, yes: &'static str, no: &'static str| v.map(|on| if on { yes } else { no });
+        w.extend(pick(self.suid, "suid", "nosuid"));
+        w.extend(pick(self.dev, "dev", "nodev"));
+        w.extend(pick(self.exec, "exec", "noexec"));
+        w
+    }
+}
+
+/// Parses `--kernel-options`.
+pub(crate) fn parse_kernel_options(s: &str) -> Result<KernelOptions, String> {
+    let mut k = KernelOptions::default();
+    for o in s.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "suid" | "nosuid" => k.suid = Some(o == "suid"),
+            "dev" | "nodev" => k.dev = Some(o == "dev"),
+            "exec" | "noexec" => k.exec = Some(o == "exec"),
+            "ro" | "rw" => k.ro = o == "ro",
+            _ => return Err(format!("--kernel-options: unknown {o:?} ([no]suid, [no]dev, [no]exec, ro, rw)")),
+        }
+    }
+    Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    fn strs(v: Vec<OsString>) -> Vec<String> {
+        v.into_iter().map(|s| s.into_string().unwrap()).collect()
+    }
+
+    const SUB: &[&str] = &["mount", "unmount", "umount", "stats", "help"];
+
+    #[test]
+    fn recognises_the_helper_form() {
+        assert!(is_helper_form(&os(&["sectorfs", "/mnt/ram", "-o", "rw"]), SUB));
+        assert!(is_helper_form(&os(&["/mnt/ram", "-o", "size=1G"]), SUB));
+        assert!(!is_helper_form(&os(&["mount", "/mnt/ram"]), SUB));
+        assert!(!is_helper_form(&os(&["stats", "/mnt/ram"]), SUB));
+        assert!(!is_helper_form(&os(&["--help"]), SUB));
+        assert!(!is_helper_form(&os(&["/mnt/ram"]), SUB));
+        assert!(!is_helper_form(&os(&[]), SUB));
+    }
+
+    #[test]
+    fn translates_tmpfs_and_own_options() {
+        let got = strs(
+            helper_args(&os(&[
+                "ramdisk",
+                "/mnt/ram",
+                "-o",
+                "rw,size=8G,nr_inodes=2m,mode=1777,uid=1000,gid=100,dev,suid,noatime,x-systemd.automount,cache=writethrough,sector_size=16K,threads=4,allow_other,case_insensitive",
+            ]))
+            .unwrap(),
+        );
+        assert_eq!(
+            got,
+            [
+                "mount",
+                "/mnt/ram",
+                "--size",
+                "8G",
+                "--max-files",
+                "2097152",
+                "--mode",
+                "1777",
+                "--uid",
+                "1000",
+                "--gid",
+                "100",
+                "--cache",
+                "writethrough",
+                "--sector-size",
+                "16K",
+                "--threads",
+                "4",
+                "--allow-other",
+                "--case-insensitive",
+                "--label",
+                "ramdisk",
+                "--kernel-options",
+                "rw,dev,suid"
+            ]
+        );
+    }
+
+    #[test]
+    fn label_kernel_flags_and_no_source() {
+        let got = strs(helper_args(&os(&["/mnt/ram", "-o", "nosuid,nodev,label=BUILD", "-v"])).unwrap());
+        assert_eq!(got, ["mount", "/mnt/ram", "--label", "BUILD", "--kernel-options", "nosuid,nodev"]);
+        let got = strs(helper_args(&os(&["src", "/m", "-osize=1G,fsname=x", "--foreground"])).unwrap());
+        assert_eq!(got, ["mount", "/m", "--size", "1G", "--label", "x", "--foreground"]);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let e = helper_args(&os(&["s", "/m", "-o", "size=1G,bogus=3"])).unwrap_err();
+        assert!(e.contains("bogus=3"), "{e}");
+        assert!(helper_args(&os(&["s", "/m", "-o", "size="])).unwrap_err().contains("size="));
+        assert!(helper_args(&os(&["s", "/m", "-o", "nosuid=1"])).unwrap_err().contains("no value"));
+        assert!(helper_args(&os(&["s", "/m", "-o", "nr_inodes=lots"])).unwrap_err().contains("nr_inodes"));
+        assert!(helper_args(&os(&["s", "/m", "/x", "-o", "rw"])).unwrap_err().contains("SOURCE MOUNTPOINT"));
+        assert!(helper_args(&os(&["s", "/m", "-o"])).unwrap_err().contains("-o needs"));
+        assert!(helper_args(&os(&["s", "/m", "--weird"])).unwrap_err().contains("--weird"));
+    }
+
+    #[test]
+    fn counts_and_kernel_options() {
+        assert_eq!(parse_count("2000"), Ok(2000));
+        assert_eq!(parse_count("4k"), Ok(4096));
+        assert_eq!(parse_count("1G"), Ok(1 << 30));
+        assert!(parse_count("99999999999999g").is_err());
+        let k = parse_kernel_options("nosuid,ro,dev,suid").unwrap();
+        assert_eq!(k, KernelOptions { suid: Some(true), dev: Some(true), exec: None, ro: true });
+        assert_eq!(k.words(), ["ro", "suid", "dev"]);
+        assert_eq!(parse_kernel_options("").unwrap().words(), ["rw"]);
+        assert!(parse_kernel_options("nosuid,huge").is_err());
+    }
+}
