@@ -202,8 +202,28 @@ impl Table {
 
     /// The first index `>= from` holding a sector.
     pub fn next_present(&self, from: u64) -> Option<u64> {
+        self.next_present_before(from, u64::MAX)
+    }
+
+    /// The first index in `from..to` holding a sector: visits only the nodes
+    /// that overlap `from..to` (never the rest of the file).
+    pub fn next_present_before(&self, from: u64, to: u64) -> Option<u64> {
         let root = self.root.as_deref()?;
-        next_in(root, self.height, 0, from, true)
+        next_in(root, self.height, 0, from, to, true)
+    }
+
+    /// The first index in `from..to` holding no sector, visiting only the
+    /// nodes that overlap `from..to`.
+    pub fn next_absent_before(&self, from: u64, to: u64) -> Option<u64> {
+        if from >= to {
+            return None;
+        }
+        let k = match self.root.as_deref() {
+            None => from,
+            Some(_) if from >= span(self.height) && self.height < MAX_HEIGHT => from,
+            Some(root) => next_in(root, self.height, 0, from, to, false).unwrap_or(span(self.height).max(from)),
+        };
+        (k < to).then_some(k)
     }
 
     /// The first index `>= from` holding no sector.
@@ -214,7 +234,7 @@ impl Table {
                 if from >= span(self.height) && self.height < MAX_HEIGHT {
                     return from;
                 }
-                next_in(root, self.height, 0, from, false).unwrap_or(span(self.height).max(from))
+                next_in(root, self.height, 0, from, u64::MAX, false).unwrap_or(span(self.height).max(from))
             }
         }
     }
@@ -301,31 +321,62 @@ fn count_in(node: &Node) -> u64 {
     }
 }
 
-/// The first index `>= from` below `node` that is present (`want = true`) or
-/// absent (`want = false`).
-fn next_in(node: &Node, h: u32, base: u64, from: u64, want: bool) -> Option<u64> {
+/// The first index in `from..to` below `node` that is present (`want =
+/// true`) or absent (`want = false`); nodes past `to` are not visited.
+fn next_in(node: &Node, h: u32, base: u64, from: u64, to: u64, want: bool) -> Option<u64> {
     match node {
         Node::Leaf(secs) => {
             let start = from.saturating_sub(base).min(FAN as u64) as usize;
-            (start..FAN).find(|&i| secs[i].is_some() == want).map(|i| base + i as u64)
+            let end = to.saturating_sub(base).min(FAN as u64) as usize;
+            (start..end).find(|&i| secs[i].is_some() == want).map(|i| base + i as u64)
         }
         Node::Inner(kids) => {
             let child_span = span(h - 1);
             let first = (from.saturating_sub(base) / child_span).min(FAN as u64) as usize;
             for (i, k) in kids.iter().enumerate().skip(first) {
                 let cbase = base + i as u64 * child_span;
+                if cbase >= to {
+                    return None;
+                }
                 let cfrom = from.max(cbase);
                 match k {
                     None if !want => return Some(cfrom),
                     None => {}
                     Some(c) => {
-                        if let Some(r) = next_in(c, h - 1, cbase, cfrom, want) {
+                        if let Some(r) = next_in(c, h - 1, cbase, cfrom, to, want) {
                             return Some(r);
                         }
                     }
                 }
             }
             None
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sector::Pool;
+
+    /// `next_*_before` agree with a plain scan, and stay inside their range.
+    #[test]
+    fn bounded_searches_match_a_scan() {
+        let pool = Pool::new(4096, 1 << 30, 1);
+        let mut res = pool.reserve(300 * 4096).unwrap();
+        let mut t = Table::default();
+        let present: Vec<u64> = (0..5000).filter(|k| k % 7 == 0 || (100..4200).contains(k)).take(300).collect();
+        for &k in &present {
+            t.set(k, Some(res.sector().unwrap()));
+        }
+        let is = |k: u64| present.contains(&k);
+        for from in [0, 1, 63, 64, 99, 100, 101, 4095, 4096, 4199, 4200, 4999] {
+            for to in [from, from + 1, from + 5, from + 64, from + 5000, u64::MAX] {
+                let want_p = (from..to.min(6000)).find(|&k| is(k));
+                assert_eq!(t.next_present_before(from, to), want_p, "present {from}..{to}");
+                let want_a = (from..to).find(|&k| !is(k));
+                assert_eq!(t.next_absent_before(from, to), want_a, "absent {from}..{to}");
+            }
         }
     }
 }
