@@ -478,11 +478,18 @@ impl FileData {
         let shape = Shape::new(self.len, ss, ch);
         // Take every sector before changing anything (as many as the plan
         // reserved: bounded by the limit and by the file's own sectors).
-        let mut v = Vec::with_capacity((res.remaining() / ss) as usize);
-        while res.remaining() >= ss {
-            v.push(res.sector()?);
+        let mut fresh = Fresh { few: [None, None], more: Vec::new(), pool: cx.pool };
+        let n = (res.remaining() / ss) as usize;
+        if n > fresh.few.len() {
+            fresh.more.reserve_exact(n);
         }
-        let mut fresh = Fresh { v, pool: cx.pool };
+        for i in 0..n {
+            let s = res.sector()?;
+            match fresh.few.get_mut(i).filter(|_| n <= 2) {
+                Some(slot) => *slot = Some(s),
+                None => fresh.more.push(s),
+            }
+        }
         let mut table = match std::mem::take(&mut self.content) {
             Content::Sectors(t) => t,
             Content::Empty => Table::default(),
@@ -708,9 +715,11 @@ unsafe fn put(s: &Sector, a: usize, b: usize, src: Src<'_>) {
     }
 }
 
-/// The sectors a plan reserved, handed out by `apply_span`.
+/// The sectors a plan reserved, handed out by `apply_span`: up to two
+/// (a write inside one sector or across a boundary) without a `Vec`.
 struct Fresh<'a> {
-    v: Vec<Arc<Sector>>,
+    few: [Option<Arc<Sector>>; 2],
+    more: Vec<Arc<Sector>>,
     pool: &'a Pool,
 }
 
@@ -719,7 +728,7 @@ impl Fresh<'_> {
     /// forced reservation keeps the write whole rather than dropping bytes
     /// that are about to be acknowledged.
     fn take(&mut self) -> Result<Arc<Sector>> {
-        if let Some(s) = self.v.pop() {
+        if let Some(s) = self.more.pop().or_else(|| self.few.iter_mut().find_map(Option::take)) {
             return Ok(s);
         }
         debug_assert!(false, "plan_mutation reserved too few sectors");

@@ -15,7 +15,7 @@
 use super::Sector;
 use crate::sync::Arc;
 
-const BITS: u32 = 6;
+const BITS: u32 = 4;
 const FAN: usize = 1 << BITS;
 const MASK: u64 = FAN as u64 - 1;
 /// Levels above the leaves needed for any `u64` index.
@@ -23,16 +23,18 @@ const MAX_HEIGHT: u32 = 64_u32.div_ceil(BITS) - 1;
 
 #[derive(Clone)]
 enum Node {
-    Leaf(Box<[Option<Arc<Sector>>; FAN]>),
-    Inner(Box<[Option<Arc<Node>>; FAN]>),
+    // The slots live inside the node's `Arc` allocation (no `Box`): one
+    // allocation per copied node, one pointer chase per level.
+    Leaf([Option<Arc<Sector>>; FAN]),
+    Inner([Option<Arc<Node>>; FAN]),
 }
 
 impl Node {
     fn new(height: u32) -> Node {
         if height == 0 {
-            Node::Leaf(Box::new(std::array::from_fn(|_| None)))
+            Node::Leaf(std::array::from_fn(|_| None))
         } else {
-            Node::Inner(Box::new(std::array::from_fn(|_| None)))
+            Node::Inner(std::array::from_fn(|_| None))
         }
     }
 }
@@ -279,23 +281,22 @@ fn remove_in(node: &mut Arc<Node>, h: u32, base: u64, from: u64, to: u64) -> u64
     removed
 }
 
-/// Sectors in `from..to` below `node` (covering `base..base+span(h)`).
+/// Sectors in `from..to` below `node` (covering `base..base+span(h)`):
+/// visits only the slots that overlap the range.
 fn count_range_in(node: &Node, h: u32, base: u64, from: u64, to: u64) -> u64 {
     match node {
         Node::Leaf(secs) => {
-            secs.iter().enumerate().filter(|&(i, s)| s.is_some() && (from..to).contains(&(base + i as u64))).count()
-                as u64
+            let (i, j) = slots_in(base, 1, from, to);
+            secs[i..j].iter().filter(|s| s.is_some()).count() as u64
         }
         Node::Inner(kids) => {
             let child_span = span(h - 1);
+            let (i, j) = slots_in(base, child_span, from, to);
             let mut n = 0;
-            for (i, k) in kids.iter().enumerate() {
+            for (i, k) in kids.iter().enumerate().take(j).skip(i) {
+                let Some(child) = k.as_deref() else { continue };
                 let cbase = base + i as u64 * child_span;
                 let cend = cbase.saturating_add(child_span);
-                let Some(child) = k.as_deref() else { continue };
-                if cend <= from || cbase >= to {
-                    continue;
-                }
                 n += if from <= cbase && to >= cend {
                     count_in(child)
                 } else {
@@ -305,6 +306,14 @@ fn count_range_in(node: &Node, h: u32, base: u64, from: u64, to: u64) -> u64 {
             n
         }
     }
+}
+
+/// The slots `i..j` of a node at `base` with children of `child_span`
+/// indices that overlap `from..to` (`from < to`).
+fn slots_in(base: u64, child_span: u64, from: u64, to: u64) -> (usize, usize) {
+    let i = (from.saturating_sub(base) / child_span).min(FAN as u64) as usize;
+    let j = (to.saturating_sub(base).div_ceil(child_span)).min(FAN as u64) as usize;
+    (i, j.max(i))
 }
 
 fn is_empty(node: &Node) -> bool {
@@ -374,6 +383,8 @@ mod tests {
             for to in [from, from + 1, from + 5, from + 64, from + 5000, u64::MAX] {
                 let want_p = (from..to.min(6000)).find(|&k| is(k));
                 assert_eq!(t.next_present_before(from, to), want_p, "present {from}..{to}");
+                let want_n = present.iter().filter(|&&k| (from..to).contains(&k)).count() as u64;
+                assert_eq!(t.count_range(from, to), want_n, "count {from}..{to}");
                 let want_a = (from..to).find(|&k| !is(k));
                 assert_eq!(t.next_absent_before(from, to), want_a, "absent {from}..{to}");
             }
