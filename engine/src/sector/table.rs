@@ -1,8 +1,8 @@
 //! The sector table: a persistent radix tree from sector index to sector.
 //!
 //! A [`Table`] is a value: cloning it is O(1) (one `Arc` increment), and a
-//! change copies only the path from the root to the touched leaf (64-way
-//! nodes, so a path has `log64(sectors)` nodes); untouched subtrees and the
+//! change copies only the path from the root to the touched leaf (16-way
+//! nodes, so a path has `log16(sectors)` nodes); untouched subtrees and the
 //! sectors themselves stay shared between versions. That makes publishing a
 //! new version O(log n) per touched sector, never O(file size).
 //!
