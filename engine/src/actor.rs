@@ -176,7 +176,12 @@ impl<O: Send + 'static, R: Send + 'static + Outcome> Combiner<O, R> {
     where
         Q: Request<'a, Owned = O>,
     {
-        let one = |q: Q| apply(vec![q]).pop().unwrap_or_else(R::panicked);
+        // As `guarded` does for a batch: anything but exactly one result
+        // counts as a failed batch.
+        let one = |q: Q| {
+            let mut v = apply(vec![q]);
+            if v.len() == 1 { v.pop() } else { None }.unwrap_or_else(R::panicked)
+        };
         self.submit_with(req, &one, apply)
     }
 
