@@ -60,15 +60,31 @@ fn engine(ss: usize) -> EngineFs {
     EngineFs::new(FILE + 256 * MIB, ss)
 }
 
+/// The owned buffer `memcpy` rows copy into (made on first use).
+fn memory() -> Vec<u8> {
+    vec![0x5Au8; FILE as usize]
+}
+
+/// An engine with one written 1 GiB file (made on first use).
+fn engine_file(ss: u64) -> (EngineFs, u64) {
+    let fs = engine(ss as usize);
+    let id = filled(&fs, "f", FILE);
+    (fs, id)
+}
+
+// Every row makes its file system inside its closure, on first use, so a
+// filtered run (`cargo bench --bench overwrite -- NAME`) fills only what it
+// measures; each is dropped after its row.
 fn overwrite(c: &mut Criterion) {
     let mut g = c.benchmark_group("overwrite");
     g.sample_size(20);
     for ws in [4 * KIB, 64 * KIB, MIB] {
         let data = vec![0xC3u8; ws as usize];
         let label = format!("{}K", ws / KIB);
-        let mut mem = vec![0x5Au8; FILE as usize];
+        let mut mem = None;
         let mut o = Offsets::new(FILE, ws);
         g.bench_function(BenchmarkId::new("memcpy", &label), |b| {
+            let mem = mem.get_or_insert_with(memory);
             b.iter(|| {
                 let off = o.next() as usize;
                 mem[off..off + ws as usize].copy_from_slice(black_box(&data));
@@ -76,18 +92,25 @@ fn overwrite(c: &mut Criterion) {
         });
         drop(mem);
         for ss in [4 * KIB, 16 * KIB, 64 * KIB] {
-            let fs = engine(ss as usize);
-            let id = filled(&fs, "f", FILE);
+            let mut st = None;
             let mut o = Offsets::new(FILE, ws);
             g.bench_function(BenchmarkId::new(format!("sectorfs_{}K", ss / KIB), &label), |b| {
-                b.iter(|| fs.write(id, o.next(), black_box(&data)))
+                let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
+                b.iter(|| fs.write(*id, o.next(), black_box(&data)))
             });
         }
-        for fs in [&VecFs::default() as &dyn BenchFs, &MutexFs::default()] {
-            let id = filled(fs, "f", FILE);
+        for name in ["vecfs", "mutexfs"] {
+            let mut st: Option<(Box<dyn BenchFs>, u64)> = None;
             let mut o = Offsets::new(FILE, ws);
-            let name = if fs.name().starts_with("vecfs") { "vecfs" } else { "mutexfs" };
-            g.bench_function(BenchmarkId::new(name, &label), |b| b.iter(|| fs.write(id, o.next(), black_box(&data))));
+            g.bench_function(BenchmarkId::new(name, &label), |b| {
+                let (fs, id) = st.get_or_insert_with(|| {
+                    let fs: Box<dyn BenchFs> =
+                        if name == "vecfs" { Box::new(VecFs::default()) } else { Box::new(MutexFs::default()) };
+                    let id = filled(&*fs, "f", FILE);
+                    (fs, id)
+                });
+                b.iter(|| fs.write(*id, o.next(), black_box(&data)))
+            });
         }
     }
     g.finish();
@@ -97,9 +120,10 @@ fn sequential(c: &mut Criterion) {
     let mut g = c.benchmark_group("seq_1M");
     g.sample_size(20);
     let data = vec![0xC3u8; MIB as usize];
-    let mut mem = vec![0x5Au8; FILE as usize];
+    let mut mem = None;
     let mut off = 0u64;
     g.bench_function("memcpy", |b| {
+        let mem = mem.get_or_insert_with(memory);
         b.iter(|| {
             let o = off as usize;
             mem[o..o + MIB as usize].copy_from_slice(black_box(&data));
@@ -107,24 +131,30 @@ fn sequential(c: &mut Criterion) {
         })
     });
     drop(mem);
-    let fs = engine(64 << 10);
-    let id = filled(&fs, "f", FILE);
+    let mut st = None;
     let mut off = 0u64;
     g.bench_function("sectorfs_64K_overwrite", |b| {
+        let (fs, id) = st.get_or_insert_with(|| engine_file(64 * KIB));
         b.iter(|| {
-            fs.write(id, off, black_box(&data));
+            fs.write(*id, off, black_box(&data));
             off = (off + MIB) % FILE;
         })
     });
+    drop(st);
     // Appends to a new file, 256 MiB per file (the memory is warm: the
     // engine reuses the sectors of the file removed before).
     let per_file = 256 * MIB;
-    let mut cur = (fs.create("a"), 0u64);
+    let mut st = None;
     g.bench_function("sectorfs_64K_append", |b| {
+        let (fs, cur) = st.get_or_insert_with(|| {
+            let fs = engine(64 << 10);
+            let id = fs.create("a");
+            (fs, (id, 0u64))
+        });
         b.iter(|| {
             if cur.1 == per_file {
                 fs.remove("a", cur.0);
-                cur = (fs.create("a"), 0);
+                *cur = (fs.create("a"), 0);
             }
             fs.write(cur.0, cur.1, black_box(&data));
             cur.1 += MIB;
@@ -137,9 +167,10 @@ fn read(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_4K");
     g.sample_size(20);
     let mut buf = vec![0u8; 4 * KIB as usize];
-    let mem = vec![0x5Au8; FILE as usize];
+    let mut mem = None;
     let mut o = Offsets::new(FILE, 4 * KIB);
     g.bench_function("memcpy", |b| {
+        let mem = mem.get_or_insert_with(memory);
         b.iter(|| {
             let off = o.next() as usize;
             buf.copy_from_slice(&mem[off..off + 4 * KIB as usize]);
@@ -148,10 +179,12 @@ fn read(c: &mut Criterion) {
     });
     drop(mem);
     for ss in [4 * KIB, 64 * KIB] {
-        let fs = engine(ss as usize);
-        let id = filled(&fs, "f", FILE);
+        let mut st = None;
         let mut o = Offsets::new(FILE, 4 * KIB);
-        g.bench_function(format!("sectorfs_{}K", ss / KIB), |b| b.iter(|| fs.read(id, o.next(), black_box(&mut buf))));
+        g.bench_function(format!("sectorfs_{}K", ss / KIB), |b| {
+            let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
+            b.iter(|| fs.read(*id, o.next(), black_box(&mut buf)))
+        });
     }
     g.finish();
 }
@@ -179,10 +212,20 @@ fn per_thread(fs: &EngineFs, ids: &[u64], iters: u64) -> Duration {
 fn two_files(c: &mut Criterion) {
     let mut g = c.benchmark_group("threads_4K");
     g.sample_size(20);
-    let fs = engine(64 << 10);
-    let ids = [filled(&fs, "a", 64 * MIB), filled(&fs, "b", 64 * MIB)];
-    g.bench_function("one_file_4K", |b| b.iter_custom(|n| per_thread(&fs, &ids[..1], n)));
-    g.bench_function("two_files_4K", |b| b.iter_custom(|n| per_thread(&fs, &ids, n)));
+    let mut st = None;
+    let mut setup = || {
+        let fs = engine(64 << 10);
+        let ids = [filled(&fs, "a", 64 * MIB), filled(&fs, "b", 64 * MIB)];
+        (fs, ids)
+    };
+    g.bench_function("one_file_4K", |b| {
+        let (fs, ids) = st.get_or_insert_with(&mut setup);
+        b.iter_custom(|n| per_thread(fs, &ids[..1], n))
+    });
+    g.bench_function("two_files_4K", |b| {
+        let (fs, ids) = st.get_or_insert_with(&mut setup);
+        b.iter_custom(|n| per_thread(fs, ids, n))
+    });
     g.finish();
 }
 
