@@ -14,8 +14,8 @@
 //!
 //! # Protocol
 //! 1. *Fast path.* A submitter that moves `pending` 0 → 1 with a CAS is the
-//!    runner and applies its own request directly (borrowed, no allocation,
-//!    no mailbox), as a batch of one.
+//!    runner and applies its own request directly (borrowed, no mailbox, and
+//!    through the caller's batch-of-one function: no `Vec`), as a batch of one.
 //! 2. *Slow path.* Otherwise it sends its request (made owned) with a
 //!    completion slot into the mailbox, and only **then** increments
 //!    `pending`. If that increment moved it from 0, it is the runner;
@@ -176,8 +176,25 @@ impl<O: Send + 'static, R: Send + 'static + Outcome> Combiner<O, R> {
     where
         Q: Request<'a, Owned = O>,
     {
+        // As `guarded` does for a batch: anything but exactly one result
+        // counts as a failed batch.
+        let one = |q: Q| {
+            let mut v = apply(vec![q]);
+            if v.len() == 1 { v.pop() } else { None }.unwrap_or_else(R::panicked)
+        };
+        self.submit_with(req, &one, apply)
+    }
+
+    /// [`Combiner::submit`] with `one`, which applies a batch of exactly one
+    /// request (equivalent to `apply(vec![req])`): the fast path (nobody
+    /// else running) calls it with the caller's own request, so that path
+    /// needs no `Vec` (no allocation).
+    pub fn submit_with<'a, Q>(&self, req: Q, one: &dyn Fn(Q) -> R, apply: &dyn Fn(Vec<Q>) -> Vec<R>) -> R
+    where
+        Q: Request<'a, Owned = O>,
+    {
         if self.pending.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            let r = guarded(apply, vec![req]).pop().unwrap_or_else(R::panicked);
+            let r = guarded_one(one, req);
             if let Some(budget) = self.end_batch(1, 1) {
                 self.run(None, budget, 1, apply);
             }
@@ -289,6 +306,17 @@ fn guarded<Q, R: Outcome>(apply: &dyn Fn(Vec<Q>) -> Vec<R>, reqs: Vec<Q>) -> Vec
     #[cfg(loom_bug = "actor_panic_unwinds")]
     let out = Some(apply(reqs));
     out.unwrap_or_else(|| (0..n).map(|_| R::panicked()).collect())
+}
+
+/// Applies a batch of one request, as [`guarded`] does a batch.
+fn guarded_one<Q, R: Outcome>(one: &dyn Fn(Q) -> R, req: Q) -> R {
+    // `AssertUnwindSafe`: as in `guarded`.
+    #[cfg(not(loom_bug = "actor_panic_unwinds"))]
+    let out = catch_unwind(AssertUnwindSafe(|| one(req))).unwrap_or_else(|_| R::panicked());
+    // Injected bug (combining_actor.rs): no guard (as in `guarded`).
+    #[cfg(loom_bug = "actor_panic_unwinds")]
+    let out = one(req);
+    out
 }
 
 impl Request<'_> for u64 {

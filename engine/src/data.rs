@@ -148,7 +148,12 @@ impl FileData {
                     let take = (ss as usize - within).min(n - done);
                     let dst = &mut buf[done..done + take];
                     match t.get(k) {
-                        Some(s) => s.read(within, dst),
+                        // SAFETY: `dst` is inside this version's size, so below
+                        // the `init` the sector had when `t` was published
+                        // (contract rule 1), where no runner writes while a
+                        // table reaching the sector is published. loom:
+                        // `table_publish`.
+                        Some(s) => unsafe { s.read(within, dst) },
                         None => dst.fill(0),
                     }
                     done += take;
@@ -371,16 +376,23 @@ impl FileData {
                     if a == 0 && b >= vis {
                         t.set(k, None);
                     } else if exclusive {
-                        s.zero(a, b - a);
+                        // SAFETY: no published table reaches `s` (exclusive along
+                        // its path, rule 3), and this runner is its only user.
+                        unsafe { s.zero(a, b - a) };
                     } else {
                         let mut res = cx.pool.reserve_forced(ss);
                         // A forced reservation of one sector only fails if the
                         // OS refuses memory; then leave the bytes (still a
                         // consistent file) rather than panic.
                         if let Ok(n) = res.sector() {
-                            n.copy_from(&s, 0, a);
-                            n.zero(a, b - a);
-                            n.copy_from(&s, b, vis - b);
+                            // SAFETY: `n` is fresh (no table reaches it yet);
+                            // `s`'s bytes below `vis` are only read, as readers
+                            // do (rule 3 forbids writing them). Distinct sectors.
+                            unsafe {
+                                n.copy_from(&s, 0, a);
+                                n.zero(a, b - a);
+                                n.copy_from(&s, b, vis - b);
+                            }
                             n.set_init(vis);
                             t.set(k, Some(n));
                         }
@@ -451,7 +463,7 @@ impl FileData {
         let mut replace = 0;
         for r in shape.present_ranges() {
             let mut k = r.start;
-            while let Some(p) = t.next_present(k).filter(|&p| p < r.end) {
+            while let Some(p) = t.next_present_before(k, r.end) {
                 if needs_fresh(t, &shape.span(p)) {
                     replace += 1;
                 }
@@ -466,11 +478,18 @@ impl FileData {
         let shape = Shape::new(self.len, ss, ch);
         // Take every sector before changing anything (as many as the plan
         // reserved: bounded by the limit and by the file's own sectors).
-        let mut v = Vec::with_capacity((res.remaining() / ss) as usize);
-        while res.remaining() >= ss {
-            v.push(res.sector()?);
+        let mut fresh = Fresh { few: [None, None], more: Vec::new(), pool: cx.pool };
+        let n = (res.remaining() / ss) as usize;
+        if n > fresh.few.len() {
+            fresh.more.reserve_exact(n);
         }
-        let mut fresh = Fresh { v, pool: cx.pool };
+        for i in 0..n {
+            let s = res.sector()?;
+            match fresh.few.get_mut(i).filter(|_| n <= 2) {
+                Some(slot) => *slot = Some(s),
+                None => fresh.more.push(s),
+            }
+        }
         let mut table = match std::mem::take(&mut self.content) {
             Content::Sectors(t) => t,
             Content::Empty => Table::default(),
@@ -478,7 +497,8 @@ impl FileData {
                 let mut t = Table::default();
                 let s = fresh.take()?;
                 let n = b.bytes.len();
-                s.write(0, &b.bytes);
+                // SAFETY: `s` is fresh: no table reaches it yet.
+                unsafe { s.write(0, &b.bytes) };
                 s.set_init(n);
                 t.set(0, Some(s));
                 t
@@ -634,10 +654,12 @@ impl Cursor {
         };
         offer(Some(from.max(sh.w.start)).filter(|&k| k < sh.w.end));
         let f0 = from.max(sh.f.start);
-        offer(Some(t.next_absent(f0)).filter(|&k| f0 < sh.f.end && k < sh.f.end));
+        // Bounded by the range: an unbounded search from `f0` would walk
+        // every sector after it when nothing is filled (issue 18).
+        offer(t.next_absent_before(f0, sh.f.end));
         offer(sh.tail.filter(|&k| k >= from));
         let g0 = from.max(sh.g.start);
-        offer(if g0 < sh.g.end { t.next_present(g0).filter(|&k| k < sh.g.end) } else { None });
+        offer(t.next_present_before(g0, sh.g.end));
         let k = best?;
         self.next = k.checked_add(1)?;
         Some(k)
@@ -655,36 +677,49 @@ fn needs_fresh(t: &Table, sp: &Span) -> bool {
 }
 
 /// Zeros `from..to` of `s` except the written range `a..b`.
-fn zero_except(s: &Sector, from: usize, to: usize, a: usize, b: usize) {
+///
+/// # Safety
+/// As for [`Sector::write`] over `from..to`: the range is the caller's alone.
+unsafe fn zero_except(s: &Sector, from: usize, to: usize, a: usize, b: usize) {
     if from >= to {
         return;
     }
     if b <= a {
-        s.zero(from, to - from);
+        // SAFETY: inside `from..to`, the caller's alone.
+        unsafe { s.zero(from, to - from) };
         return;
     }
     if from < a {
-        s.zero(from, a.min(to) - from);
+        // SAFETY: inside `from..to`, the caller's alone.
+        unsafe { s.zero(from, a.min(to) - from) };
     }
     if to > b {
         let z = from.max(b);
-        s.zero(z, to - z);
+        // SAFETY: inside `from..to`, the caller's alone.
+        unsafe { s.zero(z, to - z) };
     }
 }
 
 /// Puts `src` (exactly `b - a` bytes, or zeros) at `a..b` of `s`.
-fn put(s: &Sector, a: usize, b: usize, src: Src<'_>) {
+///
+/// # Safety
+/// As for [`Sector::write`] over `a..b`: the range is the caller's alone.
+unsafe fn put(s: &Sector, a: usize, b: usize, src: Src<'_>) {
     if b > a {
         match src {
-            Src::Bytes(d) => s.write(a, d),
-            Src::Zeros => s.zero(a, b - a),
+            // SAFETY: `a..b` is the caller's alone (this function's contract).
+            Src::Bytes(d) => unsafe { s.write(a, d) },
+            // SAFETY: as above.
+            Src::Zeros => unsafe { s.zero(a, b - a) },
         }
     }
 }
 
-/// The sectors a plan reserved, handed out by `apply_span`.
+/// The sectors a plan reserved, handed out by `apply_span`: up to two
+/// (a write inside one sector or across a boundary) without a `Vec`.
 struct Fresh<'a> {
-    v: Vec<Arc<Sector>>,
+    few: [Option<Arc<Sector>>; 2],
+    more: Vec<Arc<Sector>>,
     pool: &'a Pool,
 }
 
@@ -693,7 +728,7 @@ impl Fresh<'_> {
     /// forced reservation keeps the write whole rather than dropping bytes
     /// that are about to be acknowledged.
     fn take(&mut self) -> Result<Arc<Sector>> {
-        if let Some(s) = self.v.pop() {
+        if let Some(s) = self.more.pop().or_else(|| self.few.iter_mut().find_map(Option::take)) {
             return Ok(s);
         }
         debug_assert!(false, "plan_mutation reserved too few sectors");
@@ -713,8 +748,11 @@ fn apply_span(t: &mut Table, sp: &Span, src: Src<'_>, fresh: &mut Fresh<'_>) -> 
                 return Ok(());
             }
             let s = fresh.take()?;
-            zero_except(&s, 0, new_vis, a, b);
-            put(&s, a, b, src);
+            // SAFETY: `s` is fresh: no table reaches it yet (rule 3).
+            unsafe {
+                zero_except(&s, 0, new_vis, a, b);
+                put(&s, a, b, src);
+            }
             s.set_init(new_vis.max(b));
             t.set(k, Some(s));
         }
@@ -729,23 +767,37 @@ fn apply_span(t: &mut Table, sp: &Span, src: Src<'_>, fresh: &mut Fresh<'_>) -> 
                 true
             };
             if in_place {
-                if new_vis > old_vis {
-                    zero_except(&s, old_vis, new_vis, a, b);
+                // SAFETY: every byte changed is at or past `ms`: either past
+                // `init`, which no table exposes (rule 2: readers of the
+                // published table read only below it), or the sector is
+                // exclusive along its table path (rule 3). loom:
+                // `table_publish::append_in_place_past_init`,
+                // `overwrite_visible_sector` (bug `sector_write_shared`).
+                unsafe {
+                    if new_vis > old_vis {
+                        zero_except(&s, old_vis, new_vis, a, b);
+                    }
+                    put(&s, a, b, src);
                 }
-                put(&s, a, b, src);
                 s.set_init(s.init().max(new_vis).max(b));
             } else {
                 let n = fresh.take()?;
-                if b > a {
-                    n.copy_from(&s, 0, a.min(old_vis));
-                    if b < old_vis {
-                        n.copy_from(&s, b, old_vis - b);
+                // SAFETY: `n` is fresh (no table reaches it yet); `s`'s bytes
+                // below `old_vis <= init` are only read, as readers do (rule 3
+                // forbids writing them: `s` is shared). Distinct sectors.
+                // loom: `table_publish::partial_overwrite`.
+                unsafe {
+                    if b > a {
+                        n.copy_from(&s, 0, a.min(old_vis));
+                        if b < old_vis {
+                            n.copy_from(&s, b, old_vis - b);
+                        }
+                    } else {
+                        n.copy_from(&s, 0, old_vis);
                     }
-                } else {
-                    n.copy_from(&s, 0, old_vis);
+                    zero_except(&n, old_vis, new_vis, a, b);
+                    put(&n, a, b, src);
                 }
-                zero_except(&n, old_vis, new_vis, a, b);
-                put(&n, a, b, src);
                 n.set_init(new_vis.max(b));
                 t.set(k, Some(n));
             }

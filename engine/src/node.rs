@@ -224,24 +224,38 @@ impl Node {
 
     /// Submits one mutation through the node's actor.
     pub(crate) fn submit(&self, cx: &Ctx<'_>, logical: &AtomicU64, op: Op<'_>) -> Result<u64> {
-        self.actor.submit(op, &|ops: Vec<Op<'_>>| self.apply_batch(cx, logical, ops))
+        let one = |op: Op<'_>| {
+            let mut out = Err(Error::Internal);
+            self.apply_ops(cx, logical, std::iter::once(op), &mut |r| out = r);
+            out
+        };
+        let batch = |ops: Vec<Op<'_>>| {
+            let mut out = Vec::with_capacity(ops.len());
+            self.apply_ops(cx, logical, ops.into_iter(), &mut |r| out.push(r));
+            out
+        };
+        self.actor.submit_with(op, &one, &batch)
     }
 
-    /// Applies a batch (runner only) and publishes one new version.
-    fn apply_batch(&self, cx: &Ctx<'_>, logical: &AtomicU64, ops: Vec<Op<'_>>) -> Vec<Result<u64>> {
+    /// Applies a batch (runner only), handing each result to `out` in
+    /// order, and publishes one new version.
+    fn apply_ops<'o>(
+        &self,
+        cx: &Ctx<'_>,
+        logical: &AtomicU64,
+        ops: impl Iterator<Item = Op<'o>>,
+        out: &mut dyn FnMut(Result<u64>),
+    ) {
         let cur = self.snap.load_full();
         let mut work = Snap::clone(&cur);
         drop(cur);
         let before = work.data.len();
         let mut changed = false;
-        let out = ops
-            .into_iter()
-            .map(|op| {
-                let r = self.apply_one(cx, &mut work, op);
-                changed |= r.is_ok();
-                r
-            })
-            .collect();
+        for op in ops {
+            let r = self.apply_one(cx, &mut work, op);
+            changed |= r.is_ok();
+            out(r);
+        }
         crate::fault::fail_point!("node.publish");
         if changed {
             let after = work.data.len();
@@ -252,7 +266,6 @@ impl Node {
             }
             self.snap.store(Arc::new(work));
         }
-        out
     }
 
     fn apply_one(&self, cx: &Ctx<'_>, w: &mut Snap, op: Op<'_>) -> Result<u64> {

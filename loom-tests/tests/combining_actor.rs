@@ -26,7 +26,7 @@
 //!
 //! # What it does not cover
 //! crossbeam-channel's own internals (the real mailbox); the file-level
-//! `apply_batch` (covered by `table_publish.rs`); more than 3 threads or 2
+//! `Node::apply_ops` (covered by `table_publish.rs`); more than 3 threads or 2
 //! requests per thread (bounded for time).
 //!
 //! # Injected bugs (`bash .ci/loom-bugs NAME`)

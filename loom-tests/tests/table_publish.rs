@@ -12,7 +12,7 @@
 //!
 //! # What the model covers
 //! The real write path: `Engine::write` → the node's `Combiner` →
-//! `apply_batch` → `FileData::write` (plan, reserve, take sectors,
+//! `Node::apply_ops` → `FileData::write` (plan, reserve, take sectors,
 //! `apply_span`) → one `ArcSwap::store`; and the real read path:
 //! `Engine::read` → one `load` → `FileData::read` → `Sector::read`. Geometry:
 //! 16-byte sectors, inline data off (`inline_max` 0) so every byte lives in

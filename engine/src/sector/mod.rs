@@ -386,71 +386,86 @@ impl Sector {
         self.init.store(v as u32, Ordering::Relaxed);
     }
 
-    /// Copies `buf.len()` bytes at `off` out of the sector.
+    /// Copies `buf.len()` bytes at `off` out of the sector (nothing if the
+    /// range is out of bounds).
     ///
-    /// Callers are readers holding a table that exposes `off..off + buf.len()`
-    /// (rule 1 of the contract), or the runner.
-    pub fn read(&self, off: usize, buf: &mut [u8]) {
+    /// # Safety
+    /// No thread writes any byte of `off..off + buf.len()` while this runs.
+    /// That holds for a reader holding a table that exposes the range
+    /// (contract rule 1: the runner writes only past `init` or in sectors no
+    /// published table reaches), and for the runner itself.
+    pub unsafe fn read(&self, off: usize, buf: &mut [u8]) {
         let m = self.mem();
         if off.checked_add(buf.len()).is_some_and(|e| e <= m.len()) {
             // SAFETY:
             //  [1] in bounds: checked just above;
-            //  [2] no concurrent writer of these bytes: they are below the `init`
-            //      of the table the caller holds (contract rule 1), and writers
-            //      only write below `init` in exclusive sectors (rule 3), which
-            //      no published table reaches.
+            //  [2] no concurrent writer of these bytes: the caller's contract.
             //  Exercised by loom `table_publish` (bytes are loom cells there).
             unsafe { m.read(off, buf) }
         }
     }
 
     /// Writes `data` at `off` of a sector the loom pool model owns alone, to
-    /// mark it. Only under `--cfg loom`: safe code elsewhere must not write
-    /// a sector that a reader may share.
+    /// mark it. Only under `--cfg loom`.
+    ///
+    /// # Safety
+    /// As for [`Sector::write`]: no other thread reads or writes the range.
     #[cfg(loom)]
     #[doc(hidden)]
-    pub fn model_write(&self, off: usize, data: &[u8]) {
-        self.write(off, data);
+    pub unsafe fn model_write(&self, off: usize, data: &[u8]) {
+        // SAFETY: the caller's contract is `write`'s.
+        unsafe { self.write(off, data) }
     }
 
-    /// Writes `data` at `off`. Runner only, under contract rules 2–3.
-    pub(crate) fn write(&self, off: usize, data: &[u8]) {
+    /// Writes `data` at `off` (nothing if the range is out of bounds).
+    ///
+    /// # Safety
+    /// No other thread reads or writes any byte of `off..off + data.len()`
+    /// while this runs. For the file's runner (the only writer of a file's
+    /// sectors) that means contract rule 2 or 3: the range is at or past
+    /// `init` (no table exposes it), or no published table reaches the
+    /// sector (a fresh sector, or one exclusive along its table path).
+    pub(crate) unsafe fn write(&self, off: usize, data: &[u8]) {
         let m = self.mem();
         if off.checked_add(data.len()).is_some_and(|e| e <= m.len()) {
             // SAFETY:
             //  [1] in bounds: checked just above;
-            //  [2] exclusive access to the range: the caller is the file's only
-            //      runner, and the range is either at or past `init` (no reader
-            //      reads there, rule 2) or the sector is exclusive (rule 3).
+            //  [2] exclusive access to the range: the caller's contract.
             //  Exercised by loom `table_publish`.
             unsafe { m.write(off, data) }
         }
     }
 
-    /// Copies `len` bytes at `off` from `src` into `self` at the same offset.
-    /// Runner only: `self` is a fresh sector no table reaches yet (or the
-    /// range is past its `init`), and `src`'s bytes there are below its `init`
-    /// (only read, as readers do).
-    pub(crate) fn copy_from(&self, src: &Sector, off: usize, len: usize) {
+    /// Copies `len` bytes at `off` from `src` into `self` at the same offset
+    /// (nothing if either range is out of bounds).
+    ///
+    /// # Safety
+    /// `self` and `src` are distinct sectors; `self`'s range is the caller's
+    /// alone as for [`Sector::write`]; nobody writes `src`'s range while
+    /// this runs (it is below `src`'s `init` in a sector a published table
+    /// may reach, which only readers read: rule 3 forbids writing it).
+    pub(crate) unsafe fn copy_from(&self, src: &Sector, off: usize, len: usize) {
         let (d, s) = (self.mem(), src.mem());
         if len > 0 && off.checked_add(len).is_some_and(|e| e <= d.len() && e <= s.len()) {
             // SAFETY:
             //  [1] in bounds for both: checked just above;
-            //  [2] `self`'s range is written only by this runner (contract rule
-            //      2 or 3) and `src`'s range is only read, which readers may do
-            //      at the same time (no writer: it is below `src`'s init and
-            //      `src` is shared, so rule 3 forbids writing it).
-            //  [3] `self` and `src` are distinct sectors (the caller copies
-            //      into a fresh one), so the ranges do not overlap.
+            //  [2] no concurrent access to `self`'s range and no writer of
+            //      `src`'s range: the caller's contract;
+            //  [3] distinct sectors (caller), so the ranges do not overlap.
+            //  Exercised by loom `table_publish::partial_overwrite`.
             unsafe { d.copy_from(off, s, len) }
         }
     }
 
-    /// Zeros `len` bytes at `off`. Runner only, under contract rules 2–3.
-    pub(crate) fn zero(&self, off: usize, len: usize) {
+    /// Zeros `len` bytes at `off` (nothing if out of bounds).
+    ///
+    /// # Safety
+    /// As for [`Sector::write`].
+    pub(crate) unsafe fn zero(&self, off: usize, len: usize) {
         let m = self.mem();
         if off.checked_add(len).is_some_and(|e| e <= m.len()) && len > 0 {
-            // SAFETY: as in `write`.
+            // SAFETY: in bounds (checked above); exclusive access to the
+            // range is the caller's contract, as in `write`.
             unsafe { m.zero(off, len) }
         }
     }

@@ -1,8 +1,8 @@
 //! The sector table: a persistent radix tree from sector index to sector.
 //!
 //! A [`Table`] is a value: cloning it is O(1) (one `Arc` increment), and a
-//! change copies only the path from the root to the touched leaf (64-way
-//! nodes, so a path has `log64(sectors)` nodes); untouched subtrees and the
+//! change copies only the path from the root to the touched leaf (16-way
+//! nodes, so a path has `log16(sectors)` nodes); untouched subtrees and the
 //! sectors themselves stay shared between versions. That makes publishing a
 //! new version O(log n) per touched sector, never O(file size).
 //!
@@ -15,7 +15,7 @@
 use super::Sector;
 use crate::sync::Arc;
 
-const BITS: u32 = 6;
+const BITS: u32 = 4;
 const FAN: usize = 1 << BITS;
 const MASK: u64 = FAN as u64 - 1;
 /// Levels above the leaves needed for any `u64` index.
@@ -23,16 +23,18 @@ const MAX_HEIGHT: u32 = 64_u32.div_ceil(BITS) - 1;
 
 #[derive(Clone)]
 enum Node {
-    Leaf(Box<[Option<Arc<Sector>>; FAN]>),
-    Inner(Box<[Option<Arc<Node>>; FAN]>),
+    // The slots live inside the node's `Arc` allocation (no `Box`): one
+    // allocation per copied node, one pointer chase per level.
+    Leaf([Option<Arc<Sector>>; FAN]),
+    Inner([Option<Arc<Node>>; FAN]),
 }
 
 impl Node {
     fn new(height: u32) -> Node {
         if height == 0 {
-            Node::Leaf(Box::new(std::array::from_fn(|_| None)))
+            Node::Leaf(std::array::from_fn(|_| None))
         } else {
-            Node::Inner(Box::new(std::array::from_fn(|_| None)))
+            Node::Inner(std::array::from_fn(|_| None))
         }
     }
 }
@@ -202,8 +204,28 @@ impl Table {
 
     /// The first index `>= from` holding a sector.
     pub fn next_present(&self, from: u64) -> Option<u64> {
+        self.next_present_before(from, u64::MAX)
+    }
+
+    /// The first index in `from..to` holding a sector: visits only the nodes
+    /// that overlap `from..to` (never the rest of the file).
+    pub fn next_present_before(&self, from: u64, to: u64) -> Option<u64> {
         let root = self.root.as_deref()?;
-        next_in(root, self.height, 0, from, true)
+        next_in(root, self.height, 0, from, to, true)
+    }
+
+    /// The first index in `from..to` holding no sector, visiting only the
+    /// nodes that overlap `from..to`.
+    pub fn next_absent_before(&self, from: u64, to: u64) -> Option<u64> {
+        if from >= to {
+            return None;
+        }
+        let k = match self.root.as_deref() {
+            None => from,
+            Some(_) if from >= span(self.height) && self.height < MAX_HEIGHT => from,
+            Some(root) => next_in(root, self.height, 0, from, to, false).unwrap_or(span(self.height).max(from)),
+        };
+        (k < to).then_some(k)
     }
 
     /// The first index `>= from` holding no sector.
@@ -214,7 +236,7 @@ impl Table {
                 if from >= span(self.height) && self.height < MAX_HEIGHT {
                     return from;
                 }
-                next_in(root, self.height, 0, from, false).unwrap_or(span(self.height).max(from))
+                next_in(root, self.height, 0, from, u64::MAX, false).unwrap_or(span(self.height).max(from))
             }
         }
     }
@@ -259,23 +281,22 @@ fn remove_in(node: &mut Arc<Node>, h: u32, base: u64, from: u64, to: u64) -> u64
     removed
 }
 
-/// Sectors in `from..to` below `node` (covering `base..base+span(h)`).
+/// Sectors in `from..to` below `node` (covering `base..base+span(h)`):
+/// visits only the slots that overlap the range.
 fn count_range_in(node: &Node, h: u32, base: u64, from: u64, to: u64) -> u64 {
     match node {
         Node::Leaf(secs) => {
-            secs.iter().enumerate().filter(|&(i, s)| s.is_some() && (from..to).contains(&(base + i as u64))).count()
-                as u64
+            let (i, j) = slots_in(base, 1, from, to);
+            secs[i..j].iter().filter(|s| s.is_some()).count() as u64
         }
         Node::Inner(kids) => {
             let child_span = span(h - 1);
+            let (i, j) = slots_in(base, child_span, from, to);
             let mut n = 0;
-            for (i, k) in kids.iter().enumerate() {
+            for (i, k) in kids.iter().enumerate().take(j).skip(i) {
+                let Some(child) = k.as_deref() else { continue };
                 let cbase = base + i as u64 * child_span;
                 let cend = cbase.saturating_add(child_span);
-                let Some(child) = k.as_deref() else { continue };
-                if cend <= from || cbase >= to {
-                    continue;
-                }
                 n += if from <= cbase && to >= cend {
                     count_in(child)
                 } else {
@@ -285,6 +306,14 @@ fn count_range_in(node: &Node, h: u32, base: u64, from: u64, to: u64) -> u64 {
             n
         }
     }
+}
+
+/// The slots `i..j` of a node at `base` with children of `child_span`
+/// indices that overlap `from..to` (`from < to`).
+fn slots_in(base: u64, child_span: u64, from: u64, to: u64) -> (usize, usize) {
+    let i = (from.saturating_sub(base) / child_span).min(FAN as u64) as usize;
+    let j = (to.saturating_sub(base).div_ceil(child_span)).min(FAN as u64) as usize;
+    (i, j.max(i))
 }
 
 fn is_empty(node: &Node) -> bool {
@@ -301,31 +330,64 @@ fn count_in(node: &Node) -> u64 {
     }
 }
 
-/// The first index `>= from` below `node` that is present (`want = true`) or
-/// absent (`want = false`).
-fn next_in(node: &Node, h: u32, base: u64, from: u64, want: bool) -> Option<u64> {
+/// The first index in `from..to` below `node` that is present (`want =
+/// true`) or absent (`want = false`); nodes past `to` are not visited.
+fn next_in(node: &Node, h: u32, base: u64, from: u64, to: u64, want: bool) -> Option<u64> {
     match node {
         Node::Leaf(secs) => {
             let start = from.saturating_sub(base).min(FAN as u64) as usize;
-            (start..FAN).find(|&i| secs[i].is_some() == want).map(|i| base + i as u64)
+            let end = to.saturating_sub(base).min(FAN as u64) as usize;
+            (start..end).find(|&i| secs[i].is_some() == want).map(|i| base + i as u64)
         }
         Node::Inner(kids) => {
             let child_span = span(h - 1);
             let first = (from.saturating_sub(base) / child_span).min(FAN as u64) as usize;
             for (i, k) in kids.iter().enumerate().skip(first) {
                 let cbase = base + i as u64 * child_span;
+                if cbase >= to {
+                    return None;
+                }
                 let cfrom = from.max(cbase);
                 match k {
                     None if !want => return Some(cfrom),
                     None => {}
                     Some(c) => {
-                        if let Some(r) = next_in(c, h - 1, cbase, cfrom, want) {
+                        if let Some(r) = next_in(c, h - 1, cbase, cfrom, to, want) {
                             return Some(r);
                         }
                     }
                 }
             }
             None
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sector::Pool;
+
+    /// `next_*_before` agree with a plain scan, and stay inside their range.
+    #[test]
+    fn bounded_searches_match_a_scan() {
+        let pool = Pool::new(4096, 1 << 30, 1);
+        let mut res = pool.reserve(300 * 4096).unwrap();
+        let mut t = Table::default();
+        let present: Vec<u64> = (0..5000).filter(|k| k % 7 == 0 || (100..4200).contains(k)).take(300).collect();
+        for &k in &present {
+            t.set(k, Some(res.sector().unwrap()));
+        }
+        let is = |k: u64| present.contains(&k);
+        for from in [0, 1, 63, 64, 99, 100, 101, 4095, 4096, 4199, 4200, 4999] {
+            for to in [from, from + 1, from + 5, from + 64, from + 5000, u64::MAX] {
+                let want_p = (from..to.min(6000)).find(|&k| is(k));
+                assert_eq!(t.next_present_before(from, to), want_p, "present {from}..{to}");
+                let want_n = present.iter().filter(|&&k| (from..to).contains(&k)).count() as u64;
+                assert_eq!(t.count_range(from, to), want_n, "count {from}..{to}");
+                let want_a = (from..to).find(|&k| !is(k));
+                assert_eq!(t.next_absent_before(from, to), want_a, "absent {from}..{to}");
+            }
         }
     }
 }

@@ -1,0 +1,233 @@
+//! Overwrites of a 1 GiB file already written (issue 18), against the same
+//! run's `copy_from_slice` into owned memory (`memcpy`), the contiguous-buffer
+//! baseline (`vecfs`) and the single-lock baseline (`mutexfs`).
+//!
+//! * `random/<sector>/<write>`: writes of 4 KiB, 64 KiB and 1 MiB at random
+//!   offsets aligned to the write size, with 4K, 16K and 64K sectors;
+//! * `seq_1M/<sector>`: 1 MiB writes walking the file in order;
+//! * `append_1M`: 1 MiB appends to a new file up to 256 MiB (then removed);
+//! * `read_4K/<sector>`: 4 KiB reads at random aligned offsets;
+//! * `two_files_4K`: two threads, each overwriting its own 64 MiB file with
+//!   4 KiB random writes (64K sectors), time per write per thread, beside
+//!   `one_file_4K`, the same on one thread (scaling = 2 × one / two).
+//!
+//! The offsets come from a fixed xorshift sequence, the same for every row.
+//! Criterion reports time per write (`iter` is one write); the table in
+//! `docs/BENCHMARKS.md` ("Engine: overwrite") is these medians.
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use sectorfs_benches::{BenchFs, EngineFs, MutexFs, VecFs};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const FILE: u64 = GIB;
+
+struct Offsets {
+    x: u64,
+    slots: u64,
+    size: u64,
+}
+
+impl Offsets {
+    fn new(file: u64, size: u64) -> Offsets {
+        Offsets { x: 0x9E37_79B9_7F4A_7C15, slots: file / size, size }
+    }
+    fn next(&mut self) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        (self.x % self.slots) * self.size
+    }
+}
+
+/// A new file of `size` bytes, all written. The last MiB goes first, so
+/// `vecfs` grows once (filling it in order would copy ~512 GiB).
+fn filled(fs: &dyn BenchFs, name: &str, size: u64) -> u64 {
+    let id = fs.create(name);
+    let chunk = vec![0x5Au8; MIB as usize];
+    fs.write(id, size - MIB, &chunk);
+    let mut off = 0;
+    while off < size - MIB {
+        fs.write(id, off, &chunk);
+        off += MIB;
+    }
+    id
+}
+
+fn engine(ss: usize) -> EngineFs {
+    EngineFs::new(FILE + 256 * MIB, ss)
+}
+
+/// The owned buffer `memcpy` rows copy into (made on first use).
+fn memory() -> Vec<u8> {
+    vec![0x5Au8; FILE as usize]
+}
+
+/// An engine with one written 1 GiB file (made on first use).
+fn engine_file(ss: u64) -> (EngineFs, u64) {
+    let fs = engine(ss as usize);
+    let id = filled(&fs, "f", FILE);
+    (fs, id)
+}
+
+// Every row makes its file system inside its closure, on first use, so a
+// filtered run (`cargo bench --bench overwrite -- NAME`) fills only what it
+// measures; each is dropped after its row.
+fn overwrite(c: &mut Criterion) {
+    let mut g = c.benchmark_group("overwrite");
+    g.sample_size(20);
+    for ws in [4 * KIB, 64 * KIB, MIB] {
+        let data = vec![0xC3u8; ws as usize];
+        let label = format!("{}K", ws / KIB);
+        let mut mem = None;
+        let mut o = Offsets::new(FILE, ws);
+        g.bench_function(BenchmarkId::new("memcpy", &label), |b| {
+            let mem = mem.get_or_insert_with(memory);
+            b.iter(|| {
+                let off = o.next() as usize;
+                mem[off..off + ws as usize].copy_from_slice(black_box(&data));
+            })
+        });
+        drop(mem);
+        for ss in [4 * KIB, 16 * KIB, 64 * KIB] {
+            let mut st = None;
+            let mut o = Offsets::new(FILE, ws);
+            g.bench_function(BenchmarkId::new(format!("sectorfs_{}K", ss / KIB), &label), |b| {
+                let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
+                b.iter(|| fs.write(*id, o.next(), black_box(&data)))
+            });
+        }
+        for name in ["vecfs", "mutexfs"] {
+            let mut st: Option<(Box<dyn BenchFs>, u64)> = None;
+            let mut o = Offsets::new(FILE, ws);
+            g.bench_function(BenchmarkId::new(name, &label), |b| {
+                let (fs, id) = st.get_or_insert_with(|| {
+                    let fs: Box<dyn BenchFs> =
+                        if name == "vecfs" { Box::new(VecFs::default()) } else { Box::new(MutexFs::default()) };
+                    let id = filled(&*fs, "f", FILE);
+                    (fs, id)
+                });
+                b.iter(|| fs.write(*id, o.next(), black_box(&data)))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn sequential(c: &mut Criterion) {
+    let mut g = c.benchmark_group("seq_1M");
+    g.sample_size(20);
+    let data = vec![0xC3u8; MIB as usize];
+    let mut mem = None;
+    let mut off = 0u64;
+    g.bench_function("memcpy", |b| {
+        let mem = mem.get_or_insert_with(memory);
+        b.iter(|| {
+            let o = off as usize;
+            mem[o..o + MIB as usize].copy_from_slice(black_box(&data));
+            off = (off + MIB) % FILE;
+        })
+    });
+    drop(mem);
+    let mut st = None;
+    let mut off = 0u64;
+    g.bench_function("sectorfs_64K_overwrite", |b| {
+        let (fs, id) = st.get_or_insert_with(|| engine_file(64 * KIB));
+        b.iter(|| {
+            fs.write(*id, off, black_box(&data));
+            off = (off + MIB) % FILE;
+        })
+    });
+    drop(st);
+    // Appends to a new file, 256 MiB per file (the memory is warm: the
+    // engine reuses the sectors of the file removed before).
+    let per_file = 256 * MIB;
+    let mut st = None;
+    g.bench_function("sectorfs_64K_append", |b| {
+        let (fs, cur) = st.get_or_insert_with(|| {
+            let fs = engine(64 << 10);
+            let id = fs.create("a");
+            (fs, (id, 0u64))
+        });
+        b.iter(|| {
+            if cur.1 == per_file {
+                fs.remove("a", cur.0);
+                *cur = (fs.create("a"), 0);
+            }
+            fs.write(cur.0, cur.1, black_box(&data));
+            cur.1 += MIB;
+        })
+    });
+    g.finish();
+}
+
+fn read(c: &mut Criterion) {
+    let mut g = c.benchmark_group("read_4K");
+    g.sample_size(20);
+    let mut buf = vec![0u8; 4 * KIB as usize];
+    let mut mem = None;
+    let mut o = Offsets::new(FILE, 4 * KIB);
+    g.bench_function("memcpy", |b| {
+        let mem = mem.get_or_insert_with(memory);
+        b.iter(|| {
+            let off = o.next() as usize;
+            buf.copy_from_slice(&mem[off..off + 4 * KIB as usize]);
+            black_box(&buf);
+        })
+    });
+    drop(mem);
+    for ss in [4 * KIB, 64 * KIB] {
+        let mut st = None;
+        let mut o = Offsets::new(FILE, 4 * KIB);
+        g.bench_function(format!("sectorfs_{}K", ss / KIB), |b| {
+            let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
+            b.iter(|| fs.read(*id, o.next(), black_box(&mut buf)))
+        });
+    }
+    g.finish();
+}
+
+/// `threads` threads each overwrite their own 64 MiB file; time per write
+/// per thread.
+fn per_thread(fs: &EngineFs, ids: &[u64], iters: u64) -> Duration {
+    let data = vec![0xC3u8; 4 * KIB as usize];
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for &id in ids {
+            let data = &data;
+            s.spawn(move || {
+                let mut o = Offsets::new(64 * MIB, 4 * KIB);
+                o.x ^= id;
+                for _ in 0..iters {
+                    fs.write(id, o.next(), data);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn two_files(c: &mut Criterion) {
+    let mut g = c.benchmark_group("threads_4K");
+    g.sample_size(20);
+    let mut st = None;
+    let mut setup = || {
+        let fs = engine(64 << 10);
+        let ids = [filled(&fs, "a", 64 * MIB), filled(&fs, "b", 64 * MIB)];
+        (fs, ids)
+    };
+    g.bench_function("one_file_4K", |b| {
+        let (fs, ids) = st.get_or_insert_with(&mut setup);
+        b.iter_custom(|n| per_thread(fs, &ids[..1], n))
+    });
+    g.bench_function("two_files_4K", |b| {
+        let (fs, ids) = st.get_or_insert_with(&mut setup);
+        b.iter_custom(|n| per_thread(fs, ids, n))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, overwrite, sequential, read, two_files);
+criterion_main!(benches);
