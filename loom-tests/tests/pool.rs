@@ -30,6 +30,10 @@
 //! (`spill_races_refill`, which first fills a slot to `CACHE_MAX` = 64 free
 //! sectors single-threaded, so it raises loom's branch limit).
 //!
+//! `Pool::trim` (giving free sectors' pages back to the OS) racing a refill
+//! from the same shared list and a free (`trim_races_alloc_and_free`), and
+//! reuse of the cold sectors (`cold_sectors_are_reused`).
+//!
 //! # What it does not cover
 //! The real mmapped regions (`sync::real`), which the unit and stress tests
 //! cover, and the OS refusing memory (the stand-in `Region::map` never
@@ -180,6 +184,79 @@ mod tests {
             verify(&spare, 1);
             check_counts(&pool, theirs.len() + spare.len());
             drop((theirs, spare));
+            check_counts(&pool, 0);
+        });
+    }
+
+    /// Giving free sectors' pages back to the OS (`Pool::trim`, issue 17)
+    /// while another thread refills its empty slot from the same shared list
+    /// and writes what it gets, and main frees into its own slot: a sector is
+    /// given back only while this call alone owns it (off the warm list, not
+    /// yet on the cold one), so the allocator's writes and the trim's zeroing
+    /// never touch the same cells (the injected bug `pool_trim_in_list`
+    /// zeroes sectors still on the list: a loom race). Afterwards the counts
+    /// are exact, the trimmed bytes are reported as returned, and a sector
+    /// taken from the cold list works like any other.
+    #[test]
+    fn trim_races_alloc_and_free() {
+        let mut b = loom_tests::builder(Bound::Env);
+        b.max_branches = 20_000;
+        loom_tests::check_with("pool::trim_races_alloc_and_free", b, || {
+            let pool = Pool::new(SS, 256 * SS as u64, 2);
+            // Single-threaded set-up: free CACHE_MAX + 1 sectors into this
+            // thread's slot, which spills half of them to the shared list.
+            let (r, mut v) = take(&pool, CACHE_MAX + 2, 1);
+            drop(r);
+            let mine = v.pop().expect("kept");
+            drop(v);
+            assert!(pool.free_sectors() > CACHE_MAX, "set-up: sectors on the shared list");
+            // Trim the whole shared list (keep nothing warm there): the
+            // allocator's refill takes from the same list.
+            let keep = 0;
+            let p2 = pool.clone();
+            let taker = thread::spawn(move || {
+                let (_r, v) = take(&p2, 2, 8);
+                verify(&v, 8);
+                v
+            });
+            let p3 = pool.clone();
+            let trimmer = thread::spawn(move || p3.trim(keep));
+            drop(mine); // into main's slot, concurrently
+            let theirs = taker.join().unwrap();
+            let returned = trimmer.join().unwrap();
+            verify(&theirs, 8);
+            check_counts(&pool, theirs.len());
+            assert!(returned > 0, "the shared list was trimmed");
+            // What the trim gave back is cold now, less what the allocator
+            // took from the cold list after it.
+            assert!(pool.stats().returned <= returned, "returned bytes reported");
+            drop(theirs);
+            check_counts(&pool, 0);
+        });
+    }
+
+    /// A sector whose pages were given back is handed out again once no warm
+    /// sector is left, and reads as written (single thread).
+    #[test]
+    fn cold_sectors_are_reused() {
+        let mut b = loom_tests::builder(Bound::Exhaustive);
+        b.max_branches = 20_000;
+        loom_tests::check_with("pool::cold_sectors_are_reused", b, || {
+            let pool = Pool::new(SS, 256 * SS as u64, 1);
+            let (r, v) = take(&pool, CACHE_MAX + 2, 1);
+            drop(r);
+            drop(v);
+            let returned = pool.trim(0);
+            assert!(returned > 0);
+            assert_eq!(pool.stats().returned, returned);
+            // Take everything that is free: the slot, then the cold list.
+            let mapped = pool.stats().mapped;
+            let all = pool.free_sectors();
+            let (_r, v) = take(&pool, all, 5);
+            verify(&v, 5);
+            assert_eq!(pool.stats().mapped, mapped, "no new region while cold sectors are left");
+            assert_eq!(pool.stats().returned, 0);
+            drop(v);
             check_counts(&pool, 0);
         });
     }

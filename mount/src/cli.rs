@@ -83,6 +83,15 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses `--reserve`: a byte count, `0` allowed.
+#[cfg_attr(windows, allow(dead_code))] // a Linux option
+pub(crate) fn parse_reserve(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    parse_bytes(s)
+}
+
 /// Parses an octal permission mode such as `1777`, `0755` or `0o700`.
 #[cfg_attr(windows, allow(dead_code))] // a Linux option
 pub(crate) fn parse_mode(s: &str) -> Result<u32, String> {

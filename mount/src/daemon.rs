@@ -99,7 +99,8 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     }
     stop.thread_block().context("cannot block signals")?;
     // The sampler thread starts after the block, so it inherits the mask.
-    let telemetry = Telemetry::start(engine.clone()).context("cannot start the telemetry thread")?;
+    let telemetry =
+        Telemetry::start(engine.clone(), Some(args.reserve)).context("cannot start the telemetry thread")?;
     let fs = SectorFs::new(engine, args.cache, telemetry);
 
     // As root, fuser mounts with mount(2). Other users go through the setuid

@@ -92,6 +92,7 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
             "sector_size" => out.extend(["--sector-size".into(), need()?.into()]),
             "threads" => out.extend(["--threads".into(), need()?.into()]),
             "cache" => out.extend(["--cache".into(), need()?.into()]),
+            "reserve" => out.extend(["--reserve".into(), need()?.into()]),
             "label" | "fsname" => label = Some(need()?.to_string()),
             "case_insensitive" => {
                 flag()?;

@@ -202,6 +202,12 @@ pub(crate) struct MountArgs {
     /// data is held twice.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = CacheMode::Direct)]
     pub(crate) cache: CacheMode,
+    /// Free memory kept warm for reuse after deletes (rewriting into it is
+    /// ~10x cheaper than first-touching new memory); free memory beyond it
+    /// goes back to the system a second or two after it became free. `0`
+    /// gives everything back.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = cli::parse_reserve)]
+    pub(crate) reserve: u64,
     /// Kernel mount flags from `mount -o` (nosuid, nodev, noexec, ro), set by
     /// the `mount -t fuse.sectorfs` translation (src/fstab.rs).
     #[arg(long, value_name = "FLAGS", hide = true, value_parser = fstab::parse_kernel_options, default_value = "")]

@@ -53,6 +53,12 @@ pub(crate) struct Report {
     pub(crate) logical_bytes: u64,
     /// Private memory mapped from the OS for sectors.
     pub(crate) mapped_bytes: u64,
+    /// Free sector memory kept resident for reuse (the warm reserve).
+    #[serde(default)]
+    pub(crate) reserve_bytes: u64,
+    /// Free sector memory given back to the OS (mapped, not resident).
+    #[serde(default)]
+    pub(crate) returned_bytes: u64,
     /// Sectors held by files.
     pub(crate) sectors: u64,
     /// Bytes per sector.
@@ -105,6 +111,8 @@ impl Report {
             peak_bytes: p.peak,
             logical_bytes: st.logical_bytes,
             mapped_bytes: p.mapped,
+            reserve_bytes: p.free_warm,
+            returned_bytes: p.returned,
             sectors: p.sectors,
             sector_size: p.sector_size,
             sector_allocs: p.allocs,
@@ -170,6 +178,8 @@ impl Report {
             ("peak used", bytes(self.peak_bytes)),
             ("file bytes (logical)", bytes(self.logical_bytes)),
             ("memory mapped", bytes(self.mapped_bytes)),
+            ("free, kept warm", bytes(self.reserve_bytes)),
+            ("free, given back", bytes(self.returned_bytes)),
             ("sectors in use", self.sectors.to_string()),
             ("sector size", bytes(self.sector_size)),
             ("sector allocations", self.sector_allocs.to_string()),
@@ -254,6 +264,8 @@ impl Report {
         family("peak_bytes", "gauge", "Highest used bytes since the mount.", &[("", n(self.peak_bytes))]);
         family("logical_bytes", "gauge", "Sum of file sizes, holes included.", &[("", n(self.logical_bytes))]);
         family("mapped_bytes", "gauge", "Memory mapped from the OS for sectors.", &[("", n(self.mapped_bytes))]);
+        family("reserve_bytes", "gauge", "Free sector memory kept resident for reuse.", &[("", n(self.reserve_bytes))]);
+        family("returned_bytes", "gauge", "Free sector memory given back to the OS.", &[("", n(self.returned_bytes))]);
         family("sectors", "gauge", "Sectors held by files.", &[("", n(self.sectors))]);
         family("sector_size_bytes", "gauge", "Bytes per sector.", &[("", n(self.sector_size))]);
         family("files", "gauge", "Inodes in use.", &[("", n(self.files))]);

@@ -162,6 +162,18 @@ impl Trends {
 }
 
 /// Seconds until `used` reaches `limit` at `basis`'s slope.
+/// One step of the memory-return policy (issue 17): free sector memory
+/// above `reserve` that was already above it at the previous step (one
+/// [`PERIOD`] ago) goes back to the OS ([`engine::sector::Pool::trim`]), so a
+/// delete followed at once by a rewrite keeps its memory warm, and memory
+/// that stays free returns within two periods. Returns the bytes given back.
+pub(crate) fn trim_step(pool: &engine::sector::Pool, reserve: u64, was_over: &mut bool) -> u64 {
+    let over = pool.stats().free_warm > reserve;
+    let given = if over && *was_over { pool.trim(reserve) } else { 0 };
+    *was_over = over;
+    given
+}
+
 pub(crate) fn forecast(basis: Option<Fit>, used: u64, limit: u64) -> Option<f64> {
     if used >= limit {
         return Some(0.0);
@@ -195,16 +207,24 @@ impl Telemetry {
     /// Telemetry of `engine` with its sampler thread, which ends when the
     /// returned `Arc` is dropped (at the latest one [`PERIOD`] later).
     /// Start it after the stop signals are blocked: it inherits the mask.
-    pub(crate) fn start(engine: Arc<engine::Engine>) -> std::io::Result<Arc<Telemetry>> {
+    ///
+    /// With `reserve`, each tick also gives free sector memory back to the
+    /// OS beyond `reserve` bytes, once it has stayed free for a tick
+    /// ([`trim_step`]).
+    pub(crate) fn start(engine: Arc<engine::Engine>, reserve: Option<u64>) -> std::io::Result<Arc<Telemetry>> {
         let t = Arc::new(Telemetry::new(engine));
         let weak: Weak<Telemetry> = Arc::downgrade(&t);
         std::thread::Builder::new().name("sectorfs-telemetry".into()).spawn(move || {
             let mut next = Instant::now();
+            let mut was_over = false;
             loop {
                 next += PERIOD;
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 let Some(t) = weak.upgrade() else { return };
                 t.tick();
+                if let Some(reserve) = reserve {
+                    trim_step(t.engine.pool(), reserve, &mut was_over);
+                }
                 // After a long stall (suspend), start the rhythm afresh.
                 if Instant::now() > next + PERIOD {
                     next = Instant::now();
@@ -374,6 +394,27 @@ mod tests {
         let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, (big + i * 4096) as f64)).collect();
         let f = Fit::of(&pts).unwrap();
         assert!((f.slope - 4096.0).abs() < 1e-3 && f.significant(), "{f:?}");
+    }
+
+    #[test]
+    fn trim_step_waits_a_period_then_keeps_the_reserve() {
+        let e = engine::Engine::new(engine::Config { sector_size: 4096, ..engine::Config::default() }).unwrap();
+        let pool = e.pool();
+        // 4 MiB of sectors, then all freed.
+        let mut r = pool.reserve(4 << 20).unwrap();
+        let v: Vec<_> = (0..1024).map(|_| r.sector().unwrap()).collect();
+        drop((r, v));
+        let warm = pool.stats().free_warm;
+        assert!(warm >= 4 << 20);
+        let mut was = false;
+        assert_eq!(trim_step(pool, 1 << 20, &mut was), 0, "not at the first step over the reserve");
+        let given = trim_step(pool, 1 << 20, &mut was);
+        assert!(given > 0 && pool.stats().returned == given);
+        let st = pool.stats();
+        // What is left warm: the reserve on the shared list, plus the
+        // per-thread caches (at most CACHE_MAX sectors each).
+        assert!(st.free_warm <= (1 << 20) + (engine::sector::CACHE_MAX as u64) * 4096, "{st:?}");
+        assert_eq!(trim_step(pool, 1 << 20, &mut was), 0, "nothing more to give back");
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! spill half their contents to the shared free list when they hold more than
 //! [`CACHE_MAX`] sectors, and refill from it in batches of [`CACHE_BATCH`].
 //! Regions are only unmapped when the pool is dropped (unmount frees
-//! everything at once).
+//! everything at once), but their free sectors' pages go back to the OS on
+//! demand ([`Pool::trim`]): free sectors beyond a warm reserve are taken off
+//! the shared free list, `madvise(MADV_DONTNEED)`d (the daemon's resident
+//! memory goes down; the mapping stays), and kept on a *cold* list that is
+//! used only when no warm sector is left (its pages are fresh zeros then,
+//! which costs a first touch, as a new region would).
 //!
 //! # Memory limit (exact)
 //! `used` counts bytes *charged*: sectors held by files, exact-size inline
@@ -27,8 +32,12 @@
 //! * `used`, `peak`, `sectors`, `allocs`: atomics, any thread.
 //! * cache slot `i`: under its own mutex, any thread (by convention the
 //!   threads mapped to slot `i`).
-//! * `shared` (free list and regions): under its mutex; taken only on a cache
-//!   miss or spill, never while a slot lock is held.
+//! * `shared` (warm and cold free lists, regions): under its mutex; taken only
+//!   on a cache miss or spill, by [`Pool::trim`] and by `stats`, never while
+//!   a slot lock is held. A sector being trimmed is on neither list: `trim`
+//!   takes it off the warm list, gives its pages back, then puts it on the
+//!   cold list, so no other thread can reach it meanwhile (loom
+//!   `pool::trim_races_alloc_and_free`, injected bug `pool_trim_in_list`).
 //! * A sector's bytes: see [`Sector`].
 //!
 //! loom: `loom-tests/tests/pool.rs` (no sector handed out twice, none leaked,
@@ -76,7 +85,10 @@ struct PoolInner {
 }
 
 struct Shared {
+    /// Free sectors whose pages are resident (warm).
     free: Vec<RawMem>,
+    /// Free sectors whose pages were given back to the OS ([`Pool::trim`]).
+    cold: Vec<RawMem>,
     regions: Vec<Region>,
     mapped: u64,
 }
@@ -98,6 +110,12 @@ pub struct PoolStats {
     pub allocs: u64,
     /// Bytes of private memory mapped from the OS.
     pub mapped: u64,
+    /// Bytes of free sectors kept resident for reuse (the warm reserve:
+    /// per-thread caches and the shared free list).
+    pub free_warm: u64,
+    /// Bytes of free sectors whose pages were given back to the OS (mapped,
+    /// not resident).
+    pub returned: u64,
 }
 
 thread_local! {
@@ -131,7 +149,7 @@ impl Pool {
                 sectors: AtomicU64::new(0),
                 allocs: AtomicU64::new(0),
                 slots,
-                shared: Mutex::new(Shared { free: Vec::new(), regions: Vec::new(), mapped: 0 }),
+                shared: Mutex::new(Shared { free: Vec::new(), cold: Vec::new(), regions: Vec::new(), mapped: 0 }),
             }),
         }
     }
@@ -154,14 +172,67 @@ impl Pool {
     /// The counters.
     pub fn stats(&self) -> PoolStats {
         let i = &self.inner;
+        let ss = i.sector_size as u64;
+        let in_slots: usize = i.slots.iter().map(|s| s.lock().len()).sum();
+        let sh = i.shared.lock();
         PoolStats {
-            sector_size: i.sector_size as u64,
+            sector_size: ss,
             limit: i.limit,
             used: i.used.load(Ordering::Acquire),
             peak: i.peak.load(Ordering::Relaxed),
             sectors: i.sectors.load(Ordering::Acquire),
             allocs: i.allocs.load(Ordering::Relaxed),
-            mapped: i.shared.lock().mapped,
+            mapped: sh.mapped,
+            free_warm: (in_slots + sh.free.len()) as u64 * ss,
+            returned: sh.cold.len() as u64 * ss,
+        }
+    }
+
+    /// Gives the pages of free sectors on the shared list beyond `keep` warm
+    /// bytes back to the OS; returns the bytes given back. The per-thread
+    /// caches (at most [`CACHE_MAX`] sectors each) stay warm.
+    ///
+    /// Cost: one `madvise` per run of adjacent sectors, under the shared
+    /// lock's protection only for the list moves (the sectors trimmed are
+    /// owned by this call meanwhile).
+    pub fn trim(&self, keep: u64) -> u64 {
+        let i = &self.inner;
+        let ss = i.sector_size as u64;
+        let keep_n = usize::try_from(keep / ss).unwrap_or(usize::MAX);
+        #[cfg(not(loom_bug = "pool_trim_in_list"))]
+        {
+            let mut batch = {
+                let mut sh = i.shared.lock();
+                let n = sh.free.len().saturating_sub(keep_n);
+                let at = sh.free.len() - n;
+                sh.free.split_off(at)
+            };
+            if batch.is_empty() {
+                return 0;
+            }
+            // SAFETY: `batch` was taken off the free list under its lock, so
+            // this call is its only owner: no `Sector` holds these sectors
+            // and no list hands them out until they are pushed below.
+            unsafe { crate::sync::discard(&mut batch) };
+            let n = batch.len() as u64;
+            i.shared.lock().cold.append(&mut batch);
+            n * ss
+        }
+        // Injected bug (loom-tests/tests/pool.rs): give back the pages of
+        // sectors that are still on the free list, where another thread can
+        // take one and write it meanwhile.
+        #[cfg(loom_bug = "pool_trim_in_list")]
+        {
+            let (ptr, n, at) = {
+                let sh = i.shared.lock();
+                let n = sh.free.len().saturating_sub(keep_n);
+                (sh.free.as_ptr(), n, sh.free.len() - n)
+            };
+            for k in at..at + n {
+                // SAFETY: none: this is the bug the model must catch.
+                unsafe { (*ptr.add(k)).discard_one() };
+            }
+            n as u64 * ss
         }
     }
 
@@ -212,6 +283,12 @@ impl Pool {
         }
         let mut batch = {
             let mut sh = i.shared.lock();
+            if sh.free.is_empty() && !sh.cold.is_empty() {
+                // Sectors given back to the OS: zero pages on first touch.
+                let keep = sh.cold.len().saturating_sub(CACHE_BATCH);
+                let mut c = sh.cold.split_off(keep);
+                sh.free.append(&mut c);
+            }
             if sh.free.is_empty() {
                 let bytes = REGION_BYTES.max(i.sector_size);
                 let mut region = Region::map(bytes)?;
@@ -251,7 +328,8 @@ impl Pool {
     pub fn free_sectors(&self) -> usize {
         let i = &self.inner;
         let in_slots: usize = i.slots.iter().map(|s| s.lock().len()).sum();
-        in_slots + i.shared.lock().free.len()
+        let sh = i.shared.lock();
+        in_slots + sh.free.len() + sh.cold.len()
     }
 }
 

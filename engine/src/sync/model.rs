@@ -290,11 +290,31 @@ impl RawMem {
     /// Writes zeros.
     ///
     /// # Safety
+    /// The stand-in for handing a sector's pages back to the OS: every byte
+    /// becomes 0, as a write loom checks.
+    ///
+    /// # Safety
+    /// As for the real [`discard`].
+    pub unsafe fn discard_one(&self) {
+        // SAFETY: the caller's contract.
+        unsafe { self.zero(0, self.len()) }
+    }
     /// As for the real `RawMem::zero`.
     pub unsafe fn zero(&self, off: usize, len: usize) {
         for c in &self.cells[off..off + len] {
             // SAFETY: loom tracks this access and reports a concurrent access.
             c.with_mut(|p| unsafe { *p = 0 });
         }
+    }
+}
+
+/// As the real `discard`: every byte of `mems` becomes 0 (a write loom checks).
+///
+/// # Safety
+/// As for the real `discard`.
+pub unsafe fn discard(mems: &mut [RawMem]) {
+    for m in mems.iter() {
+        // SAFETY: the caller's contract.
+        unsafe { m.discard_one() }
     }
 }

@@ -306,3 +306,42 @@ impl RawMem {
         unsafe { std::ptr::write_bytes(self.ptr.add(off), 0, len) }
     }
 }
+
+/// Gives the pages of `mems` back to the OS (`MADV_DONTNEED`): the memory
+/// stays mapped and reads as zeros when next touched, so the sectors can be
+/// handed out again. Adjacent sectors are given back in one call.
+///
+/// # Safety
+/// No thread reads or writes any byte of `mems` while this runs: the caller
+/// holds them as a free list's owner (no `Sector` holds them, and no other
+/// list does).
+pub unsafe fn discard(mems: &mut [RawMem]) {
+    mems.sort_unstable_by_key(|m| m.ptr as usize);
+    let mut i = 0;
+    while i < mems.len() {
+        let start = mems[i].ptr;
+        let mut len = mems[i].len;
+        let mut j = i + 1;
+        while j < mems.len() && mems[j].ptr as usize == start as usize + len {
+            len += mems[j].len;
+            j += 1;
+        }
+        #[cfg(unix)]
+        // SAFETY:
+        //  [1] `start..start + len` is inside one live mapping: adjacent
+        //      sectors of one region (a run never crosses into memory that
+        //      is not a sector of ours, because it only joins sectors whose
+        //      ranges touch, and every sector lies inside a region);
+        //  [2] page-aligned: regions are page-aligned mappings and sectors
+        //      are whole multiples of 4 KiB;
+        //  [3] nobody accesses these bytes meanwhile (caller's contract), so
+        //      replacing them by zero pages is no data race. Exercised by
+        //      loom `pool::trim_races_alloc_and_free` (bytes are cells there).
+        unsafe {
+            libc::madvise(start.cast(), len, libc::MADV_DONTNEED);
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+        i = j;
+    }
+}

@@ -201,7 +201,8 @@ impl WinFs {
         let label: Vec<u16> = label.encode_utf16().take(LABEL_MAX).collect();
         // The sampler thread on Windows; tests off Windows tick by hand.
         #[cfg(windows)]
-        let telemetry = crate::telemetry::Telemetry::start(engine.clone())
+        // No memory return on Windows yet (the pool's `discard` is a no-op there).
+        let telemetry = crate::telemetry::Telemetry::start(engine.clone(), None)
             .unwrap_or_else(|_| Arc::new(crate::telemetry::Telemetry::new(engine.clone())));
         #[cfg(not(windows))]
         let telemetry = Arc::new(crate::telemetry::Telemetry::new(engine.clone()));
