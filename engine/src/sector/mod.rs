@@ -46,6 +46,8 @@
 
 pub mod table;
 
+use crossbeam_utils::CachePadded;
+
 use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{thread_local, Arc, Mutex, RawMem, Region, REGION_BYTES};
 use crate::Error;
@@ -74,10 +76,13 @@ impl std::fmt::Debug for Pool {
 struct PoolInner {
     sector_size: usize,
     limit: u64,
-    used: AtomicU64,
-    peak: AtomicU64,
-    sectors: AtomicU64,
-    allocs: AtomicU64,
+    // Each hot counter on its own cache line: every reservation and every
+    // sector hand-out or free touches `used` and `sectors`, from every
+    // thread; sharing a line would make writers of unrelated files contend.
+    used: CachePadded<AtomicU64>,
+    peak: CachePadded<AtomicU64>,
+    sectors: CachePadded<AtomicU64>,
+    allocs: CachePadded<AtomicU64>,
     // Drop order matters: slots and shared free lists hold pointers into
     // `shared.regions`; `RawMem` has no destructor, so any order is sound.
     slots: Box<[Mutex<Vec<RawMem>>]>,
@@ -144,10 +149,10 @@ impl Pool {
             inner: Arc::new(PoolInner {
                 sector_size,
                 limit,
-                used: AtomicU64::new(0),
-                peak: AtomicU64::new(0),
-                sectors: AtomicU64::new(0),
-                allocs: AtomicU64::new(0),
+                used: CachePadded::new(AtomicU64::new(0)),
+                peak: CachePadded::new(AtomicU64::new(0)),
+                sectors: CachePadded::new(AtomicU64::new(0)),
+                allocs: CachePadded::new(AtomicU64::new(0)),
                 slots,
                 shared: Mutex::new(Shared { free: Vec::new(), cold: Vec::new(), regions: Vec::new(), mapped: 0 }),
             }),
@@ -253,7 +258,7 @@ impl Pool {
             let won = Ok::<u64, u64>(used.fetch_add(bytes, Ordering::AcqRel));
             match won {
                 Ok(_) => {
-                    self.inner.peak.fetch_max(next, Ordering::Relaxed);
+                    self.raise_peak(next);
                     return Ok(Reservation { pool: self.clone(), bytes });
                 }
                 Err(now) => cur = now,
@@ -265,8 +270,17 @@ impl Pool {
     /// need at most one sector of scratch space and must not fail when full).
     pub fn reserve_forced(&self, bytes: u64) -> Reservation {
         let next = self.inner.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.inner.peak.fetch_max(next, Ordering::Relaxed);
+        self.raise_peak(next);
         Reservation { pool: self.clone(), bytes }
+    }
+
+    /// Raises `peak` to `v`; a plain load when it is already higher (the
+    /// usual case once a mount is warm), so reservations do not all write
+    /// the peak's cache line.
+    fn raise_peak(&self, v: u64) {
+        if self.inner.peak.load(Ordering::Relaxed) < v {
+            self.inner.peak.fetch_max(v, Ordering::Relaxed);
+        }
     }
 
     fn uncharge(&self, bytes: u64) {
