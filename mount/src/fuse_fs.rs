@@ -49,6 +49,11 @@
 //! * **Permissions.** The mount uses `default_permissions`: the kernel checks
 //!   mode bits, ownership and sticky bits against our attributes, with the
 //!   caller's supplementary groups (which fuser does not pass to us).
+//! * **POSIX ACLs.** `FUSE_POSIX_ACL` (the kernel checks ACLs, validates
+//!   and permission-checks `setfacl`, leaves mode sync and inheritance to
+//!   us) and `FUSE_DONT_MASK` (unmasked modes, the `umask` passed to
+//!   `create`/`mkdir`/`mknod` for the engine to apply unless a default ACL
+//!   is inherited). See `engine::acl`.
 //! * **Not available in fuser 0.18:** `O_TMPFILE` (no `FUSE_TMPFILE` opcode:
 //!   the kernel answers `EOPNOTSUPP`), `syncfs` (a no-op), interrupts.
 
