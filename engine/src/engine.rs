@@ -42,6 +42,11 @@ pub struct Config {
     pub root_gid: u32,
     /// Per-thread cache slots in the sector pool (0: twice the cores).
     pub cache_slots: usize,
+    /// POSIX ACLs ([`crate::acl`]): keep `system.posix_acl_access` and
+    /// `system.posix_acl_default`, in step with the mode bits, and let new
+    /// nodes inherit their directory's default ACL. Off: those names are
+    /// refused as any `system.` attribute is (`NotSupported`).
+    pub posix_acl: bool,
 }
 
 impl Default for Config {
@@ -57,6 +62,7 @@ impl Default for Config {
             root_uid: 0,
             root_gid: 0,
             cache_slots: 0,
+            posix_acl: false,
         }
     }
 }
@@ -132,7 +138,7 @@ impl Engine {
             crtime: now,
             flags: 0,
         };
-        let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, None));
+        let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, None, None));
         let nodes = ShardMap::new();
         nodes.insert(ROOT, root);
         Engine {

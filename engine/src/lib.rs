@@ -5,6 +5,7 @@
 //! * [`Engine`]: the file system; every operation by inode number and name.
 //! * Types: [`Attr`], [`SetAttr`], [`FileType`], [`Time`], [`DirEntry`],
 //!   [`StatFs`], [`Stats`], [`Config`].
+//! * POSIX ACLs: [`acl`] (format, validation, mode sync; `Config::posix_acl`).
 //! * Errors: [`Error`], with [`Error::errno`] and [`Error::ntstatus`].
 //! * Internals (documented for contributors, in `docs/ARCHITECTURE.md`):
 //!   `sync` (the loom facade), `sector` (pool, sectors, the persistent
@@ -13,6 +14,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod acl;
 #[doc(hidden)]
 pub mod actor;
 #[doc(hidden)]

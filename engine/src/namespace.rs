@@ -49,6 +49,8 @@ struct New {
     uid: u32,
     gid: u32,
     target: Option<Box<[u8]>>,
+    /// Bits to clear from `perm` unless a default ACL is inherited.
+    umask: u32,
 }
 
 impl Engine {
@@ -93,7 +95,7 @@ impl Engine {
     // ---------------------------------------------------------------- create
 
     fn make(&self, parent: Ino, name: &[u8], new: New) -> Result<Attr> {
-        let New { kind, perm, rdev, uid, gid, target } = new;
+        let New { kind, perm, rdev, uid, gid, target, umask } = new;
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -108,9 +110,28 @@ impl Engine {
             return Err(Error::Exists);
         }
         self.reserve_inode()?;
-        let pmeta = p.snap.load().meta.clone();
+        let psnap = p.snap.load_full();
+        let pmeta = &psnap.meta;
         let mut gid = gid;
         let mut perm = perm & 0o7777;
+        // The parent's default ACL or the umask (Linux `posix_acl_create`),
+        // decided from the same snapshot of the parent and set on the node
+        // before anyone can see it. Symlinks take neither.
+        let mut xattrs = None;
+        if kind != FileType::Symlink {
+            let default =
+                if self.cfg.posix_acl { psnap.xattrs.as_ref().and_then(|x| x.get(crate::acl::DEFAULT)) } else { None };
+            let inh = crate::acl::inherit(default.map(|v| &**v), perm, umask, kind == FileType::Directory);
+            perm = inh.perm;
+            let mut x = crate::node::Xattrs::new();
+            if let Some(a) = inh.access {
+                x.insert(crate::acl::ACCESS.into(), a.into_boxed_slice());
+            }
+            if let Some(d) = inh.default {
+                x.insert(crate::acl::DEFAULT.into(), d.into_boxed_slice());
+            }
+            xattrs = (!x.is_empty()).then(|| Arc::new(x));
+        }
         if pmeta.perm & 0o2000 != 0 {
             // Set-group-ID directory: new entries take its group, and new
             // directories inherit the bit.
@@ -123,7 +144,7 @@ impl Engine {
         let meta = Meta { perm, uid, gid, rdev, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 };
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let nlink = if kind == FileType::Directory { 2 } else { 1 };
-        let node = Arc::new(Node::new(ino, kind, meta, nlink, parent, target));
+        let node = Arc::new(Node::new(ino, kind, meta, nlink, parent, target, xattrs));
         node.life.lock().lookups = 1;
         self.nodes.insert(ino, Arc::clone(&node));
         d.insert(key.into_owned().into_boxed_slice(), name.into(), ino, kind);
@@ -147,7 +168,19 @@ impl Engine {
     /// # References
     /// `open(2)` with `O_CREAT | O_EXCL`
     pub fn create(&self, parent: Ino, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
-        self.make(parent, name, New { kind: FileType::Regular, perm: mode, rdev: 0, uid, gid, target: None })
+        self.create_umask(parent, name, mode, 0, uid, gid)
+    }
+
+    /// [`Engine::create`] with the caller's `umask`, applied as Linux does
+    /// on a file system with POSIX ACLs: when `Config::posix_acl` is on and
+    /// `parent` has a default ACL, the new file inherits it and the umask is
+    /// ignored; otherwise `mode & !umask`.
+    ///
+    /// # Errors
+    /// As [`Engine::create`].
+    pub fn create_umask(&self, parent: Ino, name: &[u8], mode: u32, umask: u32, uid: u32, gid: u32) -> Result<Attr> {
+        let new = New { kind: FileType::Regular, perm: mode, rdev: 0, uid, gid, target: None, umask };
+        self.make(parent, name, new)
     }
 
     /// Creates a directory.
@@ -158,7 +191,17 @@ impl Engine {
     /// # References
     /// `mkdir(2)`
     pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
-        self.make(parent, name, New { kind: FileType::Directory, perm: mode, rdev: 0, uid, gid, target: None })
+        self.mkdir_umask(parent, name, mode, 0, uid, gid)
+    }
+
+    /// [`Engine::mkdir`] with the caller's `umask`, as [`Engine::create_umask`];
+    /// a directory that inherits a default ACL also keeps it as its own.
+    ///
+    /// # Errors
+    /// As [`Engine::mkdir`].
+    pub fn mkdir_umask(&self, parent: Ino, name: &[u8], mode: u32, umask: u32, uid: u32, gid: u32) -> Result<Attr> {
+        let new = New { kind: FileType::Directory, perm: mode, rdev: 0, uid, gid, target: None, umask };
+        self.make(parent, name, new)
     }
 
     /// Creates a regular file, fifo, socket or device node. The type comes
@@ -171,12 +214,22 @@ impl Engine {
     /// # References
     /// `mknod(2)`
     pub fn mknod(&self, parent: Ino, name: &[u8], mode: u32, rdev: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.mknod_umask(parent, name, mode, 0, rdev, Cred { uid, gid, groups: Vec::new() })
+    }
+
+    /// [`Engine::mknod`] with the caller's `umask`, as [`Engine::create_umask`];
+    /// the owner is `owner.uid`/`owner.gid` (`groups` unused).
+    ///
+    /// # Errors
+    /// As [`Engine::mknod`].
+    pub fn mknod_umask(&self, parent: Ino, name: &[u8], mode: u32, umask: u32, rdev: u32, owner: Cred) -> Result<Attr> {
+        let Cred { uid, gid, .. } = owner;
         let kind = FileType::from_mode(mode).ok_or(Error::InvalidArgument)?;
         if matches!(kind, FileType::Directory | FileType::Symlink) {
             return Err(Error::InvalidArgument);
         }
         let rdev = if matches!(kind, FileType::CharDevice | FileType::BlockDevice) { rdev } else { 0 };
-        self.make(parent, name, New { kind, perm: mode, rdev, uid, gid, target: None })
+        self.make(parent, name, New { kind, perm: mode, rdev, uid, gid, target: None, umask })
     }
 
     /// Creates a symbolic link to `target`.
@@ -197,7 +250,7 @@ impl Engine {
         self.make(
             parent,
             name,
-            New { kind: FileType::Symlink, perm: 0o777, rdev: 0, uid, gid, target: Some(target.into()) },
+            New { kind: FileType::Symlink, perm: 0o777, rdev: 0, uid, gid, target: Some(target.into()), umask: 0 },
         )
     }
 
@@ -222,7 +275,7 @@ impl Engine {
         let meta =
             Meta { perm: mode & 0o7777, uid, gid, rdev: 0, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 };
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-        let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, None));
+        let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, None, None));
         {
             let mut l = node.life.lock();
             l.lookups = 1;

@@ -23,6 +23,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::acl::{Acl, AclKind};
 use crate::actor::{Combiner, Request};
 use crate::data::{Ctx, FileData};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -84,6 +85,16 @@ pub(crate) enum Op<'a> {
     RemoveXattr {
         name: Cow<'a, [u8]>,
     },
+    /// Set (`Some`, already validated) or remove (`None`) a POSIX ACL,
+    /// keeping the mode bits in step ([`crate::acl`]). `kill_sgid`: the
+    /// caller is outside the file's group and unprivileged, so setting an
+    /// access ACL clears the set-group-ID bit (Linux `posix_acl_update_mode`).
+    SetAcl {
+        kind: AclKind,
+        acl: Option<Acl>,
+        flags: u32,
+        kill_sgid: bool,
+    },
     /// Set mtime and/or ctime to now (directory changes, link count changes).
     Touch {
         mtime: bool,
@@ -106,6 +117,7 @@ impl<'a> Request<'a> for Op<'a> {
             Op::Zero { off, end } => Op::Zero { off, end },
             Op::SetXattr { name, value, flags } => Op::SetXattr { name: own(name), value: own(value), flags },
             Op::RemoveXattr { name } => Op::RemoveXattr { name: own(name) },
+            Op::SetAcl { kind, acl, flags, kill_sgid } => Op::SetAcl { kind, acl, flags, kill_sgid },
             Op::Touch { mtime, ctime } => Op::Touch { mtime, ctime },
         }
     }
@@ -196,11 +208,12 @@ impl Node {
         nlink: u32,
         parent: Ino,
         target: Option<Box<[u8]>>,
+        xattrs: Option<Arc<Xattrs>>,
     ) -> Node {
         Node {
             ino,
             kind,
-            snap: ArcSwap::new(Arc::new(Snap { meta, data: FileData::default(), xattrs: None })),
+            snap: ArcSwap::new(Arc::new(Snap { meta, data: FileData::default(), xattrs })),
             actor: Combiner::new(),
             life: Mutex::new(Life { nlink, lookups: 0, opens: 0, gone: false }),
             nlink: AtomicU32::new(nlink),
@@ -298,6 +311,17 @@ impl Node {
                     w.data.set_len(cx, size)?;
                     w.meta.mtime = now;
                 }
+                if let Some(mode) = s.mode {
+                    // chmod rewrites a stored access ACL's owner, group
+                    // class and other entries (Linux `posix_acl_chmod`).
+                    let stored = w.xattrs.as_ref().and_then(|x| x.get(crate::acl::ACCESS));
+                    if let Some(Ok(Some(mut acl))) = stored.map(|v| Acl::parse(v)) {
+                        acl.chmod(mode);
+                        let mut x = w.xattrs.as_deref().cloned().unwrap_or_default();
+                        x.insert(crate::acl::ACCESS.into(), acl.to_bytes().into_boxed_slice());
+                        w.xattrs = Some(Arc::new(x));
+                    }
+                }
                 let m = &mut w.meta;
                 if let Some(mode) = s.mode {
                     m.perm = mode & 0o7777;
@@ -378,6 +402,46 @@ impl Node {
                     return Err(Error::NoData);
                 }
                 w.xattrs = if x.is_empty() { None } else { Some(Arc::new(x)) };
+                w.meta.ctime = now;
+                Ok(0)
+            }
+            Op::SetAcl { kind, acl, flags, kill_sgid } => {
+                match (kind, self.kind) {
+                    (_, FileType::Symlink) => return Err(Error::NotSupported),
+                    // Linux: EACCES for a default ACL on a non-directory,
+                    // and removing one there is a successful no-op.
+                    (AclKind::Default, k) if k != FileType::Directory => {
+                        return if acl.is_some() { Err(Error::Access) } else { Ok(0) };
+                    }
+                    _ => {}
+                }
+                let name = kind.name();
+                let exists = w.xattrs.as_ref().is_some_and(|x| x.contains_key(name));
+                if flags & xattr_flags::CREATE != 0 && exists {
+                    return Err(Error::Exists);
+                }
+                if flags & xattr_flags::REPLACE != 0 && !exists {
+                    return Err(Error::NoData);
+                }
+                let mut keep = acl;
+                if let (AclKind::Access, Some(a)) = (kind, &keep) {
+                    // The mode follows the ACL; an ACL the mode says in full
+                    // is not stored (Linux `posix_acl_update_mode`).
+                    let (mode, extended) = a.equiv_mode();
+                    w.meta.perm = (w.meta.perm & !0o777) | mode;
+                    if kill_sgid {
+                        w.meta.perm &= !0o2000;
+                    }
+                    if !extended {
+                        keep = None;
+                    }
+                }
+                let mut x = w.xattrs.as_deref().cloned().unwrap_or_default();
+                match keep {
+                    Some(a) => x.insert(name.into(), a.to_bytes().into_boxed_slice()),
+                    None => x.remove(name),
+                };
+                w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
                 w.meta.ctime = now;
                 Ok(0)
             }

@@ -63,6 +63,8 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         root_mode: args.mode,
         root_uid: set.uid,
         root_gid: set.gid,
+        // POSIX ACLs as on tmpfs (FUSE_POSIX_ACL, negotiated in `init`).
+        posix_acl: true,
         ..engine::Config::default()
     };
     let engine = Arc::new(engine::Engine::new(cfg).map_err(|e| anyhow!("bad settings: {e}"))?);

@@ -49,6 +49,11 @@
 //! * **Permissions.** The mount uses `default_permissions`: the kernel checks
 //!   mode bits, ownership and sticky bits against our attributes, with the
 //!   caller's supplementary groups (which fuser does not pass to us).
+//! * **POSIX ACLs.** `FUSE_POSIX_ACL` (the kernel checks ACLs, validates
+//!   and permission-checks `setfacl`, leaves mode sync and inheritance to
+//!   us) and `FUSE_DONT_MASK` (unmasked modes, the `umask` passed to
+//!   `create`/`mkdir`/`mknod` for the engine to apply unless a default ACL
+//!   is inherited). See `engine::acl`.
 //! * **Not available in fuser 0.18:** `O_TMPFILE` (no `FUSE_TMPFILE` opcode:
 //!   the kernel answers `EOPNOTSUPP`), `syncfs` (a no-op), interrupts.
 
@@ -171,8 +176,16 @@ impl SectorFs {
     }
 
     /// `create`: a new file, or the existing one without `O_EXCL`; opened once.
-    fn create_open(&self, req: &Request, parent: u64, name: &[u8], mode: u32, flags: i32) -> engine::Result<Attr> {
-        match self.engine.create(parent, name, mode, req.uid(), req.gid()) {
+    fn create_open(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> engine::Result<Attr> {
+        match self.engine.create_umask(parent, name, mode, umask, req.uid(), req.gid()) {
             Ok(a) => self.engine.open(a.ino),
             Err(Error::Exists) if flags & libc::O_EXCL == 0 => self.open_existing(req, parent, name, flags),
             Err(e) => Err(e),
@@ -191,6 +204,12 @@ impl SectorFs {
             self.engine.setattr(ino, &SetAttr { kill_suidgid: true, kill_sgid, ..SetAttr::default() })?;
         }
         Ok(())
+    }
+
+    /// The ACL an attribute name stands for, on a mount with ACLs.
+    fn acl_kind(&self, name: &OsStr) -> Option<engine::acl::AclKind> {
+        let on = self.engine.config().posix_acl;
+        on.then(|| engine::acl::AclKind::of_name(name.as_bytes())).flatten()
     }
 
     fn stats_json(&self) -> Vec<u8> {
@@ -339,6 +358,16 @@ impl Filesystem for SectorFs {
             }
         }
         self.no_opendir = cfg.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
+        // POSIX ACLs: the kernel checks them (and turns on
+        // default_permissions), and sends the umask with unmasked modes
+        // (FUSE_DONT_MASK) so the engine applies a default ACL or the umask.
+        if self.engine.config().posix_acl {
+            for cap in [InitFlags::FUSE_POSIX_ACL, InitFlags::FUSE_DONT_MASK] {
+                if let Err(missing) = cfg.add_capabilities(cap) {
+                    log::warn!("kernel lacks FUSE capability {missing:?}: no POSIX ACLs");
+                }
+            }
+        }
         if let Err(nearest) = cfg.set_max_write(MAX_WRITE) {
             let _ = cfg.set_max_write(nearest);
         }
@@ -426,26 +455,18 @@ impl Filesystem for SectorFs {
         }
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         self.req.count(Op::Mknod);
-        match call(|| self.engine.mknod(parent.0, name.as_bytes(), mode, rdev, req.uid(), req.gid())) {
+        let owner = engine::Cred { uid: req.uid(), gid: req.gid(), groups: Vec::new() };
+        match call(|| self.engine.mknod_umask(parent.0, name.as_bytes(), mode, umask, rdev, owner)) {
             Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(e),
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         self.req.count(Op::Mkdir);
-        match call(|| self.engine.mkdir(parent.0, name.as_bytes(), mode, req.uid(), req.gid())) {
+        match call(|| self.engine.mkdir_umask(parent.0, name.as_bytes(), mode, umask, req.uid(), req.gid())) {
             Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(e),
         }
@@ -687,7 +708,7 @@ impl Filesystem for SectorFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -711,6 +732,14 @@ impl Filesystem for SectorFs {
             Err(Errno::EPERM)
         } else if position != 0 || flags & !known != 0 {
             Err(Errno::EINVAL)
+        } else if let Some(kind) = self.acl_kind(name) {
+            // The kernel checked the owner and the format (vfs_set_acl); it
+            // leaves the mode to us, and the set-group-ID drop too (fuser
+            // 0.18 cannot take FUSE_SETXATTR_EXT, which would flag it).
+            call(|| {
+                let kill_sgid = kill_sgid_always(req, &self.engine.getattr(ino.0)?);
+                self.engine.set_acl(ino.0, kind, Some(value), flags as u32, kill_sgid)
+            })
         } else {
             call(|| self.engine.setxattr(ino.0, name.as_bytes(), value, flags as u32))
         };
@@ -773,12 +802,12 @@ impl Filesystem for SectorFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         self.req.count(Op::Create);
-        match call(|| self.create_open(req, parent.0, name.as_bytes(), mode, flags)) {
+        match call(|| self.create_open(req, parent.0, name.as_bytes(), mode, umask, flags)) {
             Ok(a) => reply.created(&self.entry_ttl, &file_attr(&a), Generation(0), FileHandle(0), self.fopen),
             Err(e) => reply.error(e),
         }
