@@ -196,7 +196,9 @@ pub(crate) struct Node {
     pub(crate) parent: AtomicU64,
     /// Entries in `dir`, mirrored so `getattr` takes no directory lock.
     pub(crate) entries: AtomicU64,
-    pub(crate) dir: Option<RwLock<Dir>>,
+    /// Boxed: a regular file (most inodes) pays one pointer, not a lock
+    /// and two empty maps (issue 17: per-file cost).
+    pub(crate) dir: Option<Box<RwLock<Dir>>>,
     pub(crate) target: Option<Box<[u8]>>,
 }
 
@@ -219,7 +221,7 @@ impl Node {
             nlink: AtomicU32::new(nlink),
             parent: AtomicU64::new(parent),
             entries: AtomicU64::new(0),
-            dir: (kind == FileType::Directory).then(|| RwLock::new(Dir::new())),
+            dir: (kind == FileType::Directory).then(|| Box::new(RwLock::new(Dir::new()))),
             target,
         }
     }
