@@ -343,6 +343,42 @@ fn mmap_and_exec_work() {
 }
 
 #[test]
+fn mmap_store_past_the_limit_fails_at_msync() {
+    let Some(m) = Mount::new(&["--size", "64M", "--cache", "direct"]) else { return };
+    // Fill the mount.
+    let chunk = vec![3u8; MIB];
+    let mut f = File::create(m.p("full")).unwrap();
+    let (acked, err) = fill(&mut f, &chunk, 128 * MIB);
+    assert_eq!(err, Some(libc::ENOSPC));
+    drop(f);
+    // A sparse file (no memory needed), mapped and stored into: the pages
+    // live in the kernel until writeback, which the full mount refuses.
+    let p = m.p("mapped");
+    let g = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+    g.set_len(MIB as u64).unwrap();
+    // SAFETY: a fresh shared mapping of the 1 MiB file, used only through
+    // `map` below and unmapped at the end.
+    let addr = unsafe {
+        libc::mmap(std::ptr::null_mut(), MIB, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, g.as_raw_fd(), 0)
+    };
+    assert_ne!(addr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+    // SAFETY: `addr` maps MIB bytes, readable and writable, until munmap.
+    let map = unsafe { std::slice::from_raw_parts_mut(addr.cast::<u8>(), MIB) };
+    map.fill(0x77);
+    // SAFETY: the mapping made above.
+    let rc = unsafe { libc::msync(addr, MIB, libc::MS_SYNC) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    // SAFETY: the mapping made above; `map` is not used after.
+    unsafe { libc::munmap(addr, MIB) };
+    assert_eq!(rc, -1, "msync of stores past the limit must fail");
+    assert!(e == Some(libc::ENOSPC) || e == Some(libc::EIO), "msync failed with {e:?}");
+    // The full file is intact, and the refused stores were not stored.
+    drop(g);
+    check_prefix(&m.p("full"), &chunk, acked);
+    assert_eq!(m.stat("used_bytes"), 64 * MIB as u64);
+}
+
+#[test]
 fn writeback_mode_is_an_explicit_option() {
     // The old mode stays available for those who want its speed, and says
     // what it costs; the default keeps the rules.
