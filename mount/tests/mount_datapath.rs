@@ -242,13 +242,6 @@ fn cached_bytes(p: &Path) -> u64 {
     vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * page as u64
 }
 
-/// The resident set of process `pid`, in bytes.
-fn rss(pid: i32) -> u64 {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
 #[test]
 fn one_copy_in_ram() {
     let Some(m) = Mount::new(&["--size", "2G", "--cache", "direct"]) else { return };

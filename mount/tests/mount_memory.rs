@@ -13,13 +13,6 @@ use common::*;
 
 const MIB: u64 = 1 << 20;
 
-/// The resident set of process `pid`, in bytes.
-fn rss(pid: i32) -> u64 {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
 #[test]
 fn rss_returns_after_deleting_2_gib() {
     let Some(m) = Mount::new(&["--size", "4G"]) else { return };

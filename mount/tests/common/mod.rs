@@ -193,6 +193,13 @@ pub fn env_args(extra: &[&str]) -> Vec<String> {
     out
 }
 
+/// The resident set of process `pid`, in bytes (`VmRSS`).
+pub fn rss(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
 /// Whether `/proc/<pid>` is gone or a zombie.
 pub fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
