@@ -123,12 +123,12 @@ impl Engine {
                 if self.cfg.posix_acl { psnap.xattrs.as_ref().and_then(|x| x.get(crate::acl::DEFAULT)) } else { None };
             let inh = crate::acl::inherit(default.map(|v| &**v), perm, umask, kind == FileType::Directory);
             perm = inh.perm;
-            let mut x = crate::node::Xattrs::new();
+            let mut x = crate::node::Xattrs::new_sync();
             if let Some(a) = inh.access {
-                x.insert(crate::acl::ACCESS.into(), a.into_boxed_slice());
+                x.insert_mut(crate::acl::ACCESS.into(), a.into_boxed_slice());
             }
             if let Some(d) = inh.default {
-                x.insert(crate::acl::DEFAULT.into(), d.into_boxed_slice());
+                x.insert_mut(crate::acl::DEFAULT.into(), d.into_boxed_slice());
             }
             xattrs = (!x.is_empty()).then(|| Arc::new(x));
         }

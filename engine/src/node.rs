@@ -32,7 +32,12 @@ use crate::types::{xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX,
 use crate::{Error, Result};
 
 /// Extended attributes of one node.
-pub(crate) type Xattrs = BTreeMap<Box<[u8]>, Box<[u8]>>;
+///
+/// Persistent (rpds's red-black tree with structural sharing): a batch's
+/// private copy of the published map is one reference count, and a set or
+/// remove copies only the path to its key, so `setxattr` costs O(log n) in
+/// time and memory however many attributes the inode has (issue 17).
+pub(crate) type Xattrs = rpds::RedBlackTreeMapSync<Box<[u8]>, Box<[u8]>>;
 
 /// Metadata of a node.
 #[derive(Debug, Clone)]
@@ -319,8 +324,8 @@ impl Node {
                     let stored = w.xattrs.as_ref().and_then(|x| x.get(crate::acl::ACCESS));
                     if let Some(Ok(Some(mut acl))) = stored.map(|v| Acl::parse(v)) {
                         acl.chmod(mode);
-                        let mut x = w.xattrs.as_deref().cloned().unwrap_or_default();
-                        x.insert(crate::acl::ACCESS.into(), acl.to_bytes().into_boxed_slice());
+                        let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
+                        x.insert_mut(crate::acl::ACCESS.into(), acl.to_bytes().into_boxed_slice());
                         w.xattrs = Some(Arc::new(x));
                     }
                 }
@@ -352,8 +357,8 @@ impl Node {
                         m.perm &= !0o2000;
                     }
                     if w.xattrs.as_ref().is_some_and(|x| x.contains_key(&b"security.capability"[..])) {
-                        let mut x = w.xattrs.as_deref().cloned().unwrap_or_default();
-                        x.remove(&b"security.capability"[..]);
+                        let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
+                        x.remove_mut(&b"security.capability"[..]);
                         w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
                     }
                 }
@@ -391,16 +396,16 @@ impl Node {
                 if flags & xattr_flags::REPLACE != 0 && !exists {
                     return Err(Error::NoData);
                 }
-                let mut x = w.xattrs.as_deref().cloned().unwrap_or_default();
-                x.insert(name.into_owned().into_boxed_slice(), value.into_owned().into_boxed_slice());
+                let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
+                x.insert_mut(name.into_owned().into_boxed_slice(), value.into_owned().into_boxed_slice());
                 w.xattrs = Some(Arc::new(x));
                 w.meta.ctime = now;
                 Ok(0)
             }
             Op::RemoveXattr { name } => {
                 check_xattr_name(&name)?;
-                let mut x = w.xattrs.as_deref().cloned().unwrap_or_default();
-                if x.remove(&*name).is_none() {
+                let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
+                if !x.remove_mut(&*name) {
                     return Err(Error::NoData);
                 }
                 w.xattrs = if x.is_empty() { None } else { Some(Arc::new(x)) };
@@ -438,11 +443,13 @@ impl Node {
                         keep = None;
                     }
                 }
-                let mut x = w.xattrs.as_deref().cloned().unwrap_or_default();
+                let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
                 match keep {
-                    Some(a) => x.insert(name.into(), a.to_bytes().into_boxed_slice()),
-                    None => x.remove(name),
-                };
+                    Some(a) => x.insert_mut(name.into(), a.to_bytes().into_boxed_slice()),
+                    None => {
+                        x.remove_mut(name);
+                    }
+                }
                 w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
                 w.meta.ctime = now;
                 Ok(0)

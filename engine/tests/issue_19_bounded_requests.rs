@@ -270,3 +270,28 @@ fn copy_file_range_onto_a_full_file_system() {
     assert_eq!(e.copy_file_range(src, MIB, dst, MIB, 2 * MIB), Err(Error::NoSpace));
     assert_eq!(e.getattr(dst).unwrap().size, MIB);
 }
+
+#[test]
+fn setxattr_costs_what_it_sets_not_what_the_inode_has() {
+    // 2,000 attributes of 1 KiB on one file; one more set, replace or
+    // remove must not copy them (before: the whole map, ~2 MiB, per call).
+    let e = engine_1g();
+    let f = put(&e, ROOT, b"f", b"x");
+    let value = vec![9u8; 1024];
+    for i in 0..2000 {
+        e.setxattr(f, format!("user.a{i:05}").as_bytes(), &value, 0).unwrap();
+    }
+    let (r, heap) = peak_heap(|| e.setxattr(f, b"user.new", &value, 0));
+    r.unwrap();
+    assert!(heap < 16 * 1024, "setxattr on an inode with 2,000 attributes used {heap} bytes of heap");
+    let (r, heap) = peak_heap(|| e.setxattr(f, b"user.a01000", b"short", engine::xattr_flags::REPLACE));
+    r.unwrap();
+    assert!(heap < 16 * 1024, "replace: {heap} bytes");
+    let (r, heap) = peak_heap(|| e.removexattr(f, b"user.a00007"));
+    r.unwrap();
+    assert!(heap < 16 * 1024, "remove: {heap} bytes");
+    assert_eq!(e.getxattr(f, b"user.a01000").unwrap(), b"short");
+    assert_eq!(e.getxattr(f, b"user.new").unwrap(), value);
+    assert_eq!(e.getxattr(f, b"user.a00007"), Err(Error::NoData));
+    assert_eq!(e.getxattr(f, b"user.a01999").unwrap(), value);
+}
