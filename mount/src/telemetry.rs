@@ -161,7 +161,6 @@ impl Trends {
     }
 }
 
-/// Seconds until `used` reaches `limit` at `basis`'s slope.
 /// One step of the memory-return policy (issue 17): free sector memory
 /// above `reserve` that was already above it at the previous step (one
 /// [`PERIOD`] ago) goes back to the OS ([`engine::sector::Pool::trim`]), so a
@@ -174,6 +173,7 @@ pub(crate) fn trim_step(pool: &engine::sector::Pool, reserve: u64, was_over: &mu
     given
 }
 
+/// Seconds until `used` reaches `limit` at `basis`'s slope.
 pub(crate) fn forecast(basis: Option<Fit>, used: u64, limit: u64) -> Option<f64> {
     if used >= limit {
         return Some(0.0);

@@ -177,18 +177,25 @@ impl Pool {
     pub fn stats(&self) -> PoolStats {
         let i = &self.inner;
         let ss = i.sector_size as u64;
-        let in_slots: usize = i.slots.iter().map(|s| s.lock().len()).sum();
-        let sh = i.shared.lock();
+        let sectors = i.sectors.load(Ordering::Acquire);
+        let (mapped, returned) = {
+            let sh = i.shared.lock();
+            (sh.mapped, sh.cold.len() as u64 * ss)
+        };
         PoolStats {
             sector_size: ss,
             limit: i.limit,
             used: i.used.load(Ordering::Acquire),
             peak: i.peak.load(Ordering::Relaxed),
-            sectors: i.sectors.load(Ordering::Acquire),
+            sectors,
             allocs: i.allocs.load(Ordering::Relaxed),
-            mapped: sh.mapped,
-            free_warm: (in_slots + sh.free.len()) as u64 * ss,
-            returned: sh.cold.len() as u64 * ss,
+            mapped,
+            // Every mapped sector is held by a file, cold, or warm (in a
+            // slot or on the shared list), so the warm bytes follow without
+            // taking every slot's lock. A sector moving between a list and
+            // its holder at this instant counts as warm.
+            free_warm: mapped.saturating_sub(sectors * ss + returned),
+            returned,
         }
     }
 
