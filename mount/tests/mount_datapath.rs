@@ -28,44 +28,6 @@ use common::*;
 
 const MIB: usize = 1 << 20;
 
-/// A buffer of `len` bytes aligned for `O_DIRECT`, filled with a pattern
-/// that differs per MiB (so a misplaced or lost chunk shows).
-struct Aligned {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Aligned {
-    fn new(len: usize, seed: u8) -> Aligned {
-        let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
-        // SAFETY: `layout` has a non-zero size.
-        let ptr = unsafe { std::alloc::alloc(layout) };
-        assert!(!ptr.is_null());
-        let mut a = Aligned { ptr, len };
-        for (i, b) in a.as_mut().iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(31).wrapping_add(seed);
-        }
-        a
-    }
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: `ptr` owns `len` initialized bytes (filled in `new`).
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-    fn as_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_ref`; `&mut self` makes the access unique. The
-        // bytes are written before they are read (`new` fills them first,
-        // through this slice: `alloc` memory may be written uninitialized).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr, std::alloc::Layout::from_size_align(self.len, 4096).unwrap()) };
-    }
-}
-
 /// Writes 1 MiB chunks until `write(2)` fails; returns the bytes it
 /// acknowledged and the error.
 fn fill(f: &mut File, chunk: &[u8], max: usize) -> (usize, Option<i32>) {

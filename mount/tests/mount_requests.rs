@@ -105,16 +105,9 @@ fn requests_per_user_operation() {
     let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.p("w")).unwrap();
     // A page-aligned 1 MiB buffer: one request (an unaligned one spans 257
     // pages and the kernel splits it at its 256-page limit).
-    let layout = std::alloc::Layout::from_size_align(1 << 20, 4096).unwrap();
-    // SAFETY: a non-zero layout; freed below with the same layout.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-    assert!(!ptr.is_null());
-    // SAFETY: `ptr` holds 1 MiB of zeroed bytes until the dealloc below.
-    let big = unsafe { std::slice::from_raw_parts(ptr, 1 << 20) };
-    let mib = per_op(&m, 20, |_| f.write_all_at(big, 0).unwrap());
+    let big = Aligned::new(1 << 20, 0);
+    let mib = per_op(&m, 20, |_| f.write_all_at(big.as_ref(), 0).unwrap());
     show("1 MiB write (aligned buffer)", &mib);
-    // SAFETY: allocated above with `layout`; `big` is not used after.
-    unsafe { std::alloc::dealloc(ptr, layout) };
     let small = per_op(&m, n, |i| f.write_all_at(&data, (i % 256) * 4096).unwrap());
     show("4 KiB write", &small);
 

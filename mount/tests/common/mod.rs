@@ -193,6 +193,46 @@ pub fn env_args(extra: &[&str]) -> Vec<String> {
     out
 }
 
+/// A page-aligned buffer of `len` bytes (for `O_DIRECT`, and so that a
+/// 1 MiB write spans 256 pages, one FUSE request), filled with a pattern
+/// that differs per byte position and `seed` (a misplaced or lost chunk
+/// shows).
+pub struct Aligned {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Aligned {
+    fn layout(len: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(len, 4096).unwrap()
+    }
+    pub fn new(len: usize, seed: u8) -> Aligned {
+        // SAFETY: the layout has a non-zero size (`len.max(1)`).
+        let ptr = unsafe { std::alloc::alloc_zeroed(Self::layout(len.max(1))) };
+        assert!(!ptr.is_null());
+        let mut a = Aligned { ptr, len };
+        for (i, b) in a.as_mut().iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(31).wrapping_add(seed);
+        }
+        a
+    }
+    pub fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` owns `len` bytes, initialized (zeroed, then filled).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    pub fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_ref`; `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, Self::layout(self.len.max(1))) };
+    }
+}
+
 /// The resident set of process `pid`, in bytes (`VmRSS`).
 pub fn rss(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
