@@ -1,0 +1,1 @@
+//! `/dev/fuse`: mounting, the classic read/write loop, notifications.

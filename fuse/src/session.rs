@@ -1,0 +1,1 @@
+//! The filesystem trait, `INIT`, and the dispatch both transports share.
