@@ -7,12 +7,12 @@
 //!    and serving, then detaches (new session, cwd `/`, stdio on
 //!    `/dev/null`), and the command exits 0. If the daemon exits instead,
 //!    its one-line error has already gone to the shared stderr and the
-//!    command exits with its status. (fuser sessions and threads do not
-//!    survive `fork`, hence the re-exec.)
+//!    command exits with its status. (Threads do not survive `fork`,
+//!    hence the re-exec.)
 //! 2. The daemon checks the mountpoint (exists, is a directory, is empty, is
 //!    not mounted), blocks SIGINT/SIGTERM/SIGHUP in every thread, mounts
-//!    (fuser's direct `mount(2)` as root; otherwise the setuid
-//!    `fusermount3`), and starts the worker threads.
+//!    (`mount(2)` as root; otherwise the setuid `fusermount3`), answers
+//!    the kernel's `INIT`, and starts the worker threads.
 //! 3. A signal thread waits for SIGINT/SIGTERM/SIGHUP and unmounts (lazily if
 //!    the mount is busy); `sectorfs unmount` or `umount` do the same from
 //!    outside. Either way the workers see the mount go away and the daemon
@@ -20,6 +20,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use fuser::{MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
+use sectorfs_fuse::session::Session;
 
 use crate::background::{self, READY};
 use crate::cli::{self, format_bytes};
@@ -70,29 +71,6 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     let engine = Arc::new(engine::Engine::new(cfg).map_err(|e| anyhow!("bad settings: {e}"))?);
 
     let name = set.label;
-    let mut fcfg = fuser::Config::default();
-    let k = args.kernel_options;
-    fcfg.mount_options = vec![
-        MountOption::FSName(name.clone()),
-        MountOption::Subtype("sectorfs".into()),
-        MountOption::DefaultPermissions,
-    ];
-    fcfg.mount_options.extend(k.words().into_iter().map(|w| match w {
-        "ro" => MountOption::RO,
-        "suid" => MountOption::Suid,
-        "nosuid" => MountOption::NoSuid,
-        "dev" => MountOption::Dev,
-        "nodev" => MountOption::NoDev,
-        "exec" => MountOption::Exec,
-        "noexec" => MountOption::NoExec,
-        _ => MountOption::RW,
-    }));
-    fcfg.acl = if args.allow_other { SessionACL::All } else { SessionACL::Owner };
-    fcfg.n_threads = Some(threads);
-    // Cloned fds re-open /dev/fuse in this process, which an unprivileged
-    // user may not be allowed to do (fusermount3 opens it for them).
-    fcfg.clone_fd = threads > 1 && std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
-
     // Block the stop signals before any thread starts, so that every thread
     // inherits the mask and only the signal thread receives them.
     let mut stop = SigSet::empty();
@@ -105,14 +83,21 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         Telemetry::start(engine.clone(), Some(args.reserve)).context("cannot start the telemetry thread")?;
     let fs = SectorFs::new(engine, args.cache, telemetry);
 
-    // As root, fuser mounts with mount(2). Other users go through the setuid
-    // fusermount3, which we drive ourselves: fuser only falls back to it when
-    // mount(2) says EPERM, not when /dev/fuse is closed to the user (0600, as
-    // in many containers), and its auto_unmount path needs allow_other.
-    let (session, unmounter) = if nix::unistd::geteuid().is_root() {
-        let mut session = Session::new(fs, &mp, &fcfg).with_context(|| format!("cannot mount {}", mp.display()))?;
-        let u = Unmounter::Fuser(session.unmount_callable());
-        (session, u)
+    // As root, mount(2) directly. Other users go through the setuid
+    // fusermount3, which we drive ourselves (also when /dev/fuse is closed
+    // to the user, 0600, as in many containers).
+    let k = args.kernel_options;
+    let (fd, unmounter) = if nix::unistd::geteuid().is_root() {
+        let fd = sectorfs_fuse::dev::open_dev().context("cannot open /dev/fuse (is the fuse module loaded?)")?;
+        let opts = sectorfs_fuse::dev::MountOptions {
+            fsname: name.clone(),
+            subtype: "sectorfs".into(),
+            flags: mount_flags(&k.words()),
+            default_permissions: true,
+            allow_other: args.allow_other,
+        };
+        sectorfs_fuse::dev::mount(&mp, fd.as_fd(), &opts).map_err(|e| anyhow!("cannot mount {}: {e}", mp.display()))?;
+        (fd, Unmounter::Root(mp.clone()))
     } else {
         let mut opts: Vec<String> = vec![
             format!("fsname={}", escape_mount_option(&name)),
@@ -123,13 +108,18 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         if args.allow_other {
             opts.push("allow_other".into());
         }
-        let fd = fusermount_mount(&mp, &opts)?;
-        let session = Session::from_fd(fs, fd, fcfg.acl, fcfg.clone()).map_err(|e| {
-            let _ = fusermount_unmount(&mp, true);
-            anyhow!("cannot start FUSE on {}: {e}", mp.display())
-        })?;
-        (session, Unmounter::Fusermount(mp.clone()))
+        (fusermount_mount(&mp, &opts)?, Unmounter::Fusermount(mp.clone()))
     };
+    // INIT, before any worker starts: the mount answers once this returns.
+    let mut session = Session::new(fs);
+    if !args.allow_other {
+        session.owner_only(nix::unistd::geteuid().as_raw());
+    }
+    if let Err(e) = sectorfs_fuse::dev::handshake(&mut session, fd.as_fd()) {
+        lazy_unmount(&mp);
+        bail!("cannot start FUSE on {}: {e}", mp.display());
+    }
+    let session = Arc::new(session);
     let sig_mp = mp.clone();
     std::thread::Builder::new()
         .name("sectorfs-signals".into())
@@ -158,7 +148,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     if daemon {
         detach_stdio();
     }
-    session.run().context("FUSE session failed")?;
+    sectorfs_fuse::dev::run(&session, fd, threads).context("FUSE session failed")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -195,10 +185,30 @@ fn settings(args: &MountArgs, ram: Option<u64>, nofile: Option<u64>) -> Result<S
     Ok(Settings { size, sector_size, max_files, threads, uid, gid, label })
 }
 
+/// The `MS_*` flags for the kernel options (`ro`, `nosuid`, ...): `nosuid`
+/// and `nodev` unless asked otherwise, as fusermount3 does.
+fn mount_flags(words: &[&str]) -> libc::c_ulong {
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    for w in words {
+        match *w {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" => flags &= !libc::MS_RDONLY,
+            "suid" => flags &= !libc::MS_NOSUID,
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "dev" => flags &= !libc::MS_NODEV,
+            "nodev" => flags |= libc::MS_NODEV,
+            "exec" => flags &= !libc::MS_NOEXEC,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            _ => {}
+        }
+    }
+    flags
+}
+
 /// How the signal thread takes the mount down.
 enum Unmounter {
-    /// fuser mounted it (as root).
-    Fuser(fuser::SessionUnmounter),
+    /// mount(2) mounted it (as root).
+    Root(PathBuf),
     /// `fusermount3` mounted it (as another user).
     Fusermount(PathBuf),
 }
@@ -207,8 +217,8 @@ impl Unmounter {
     /// Unmounts `mp`, lazily if it is busy.
     fn unmount(mut self, mp: &Path) {
         match &mut self {
-            Unmounter::Fuser(u) => {
-                if let Err(e) = u.unmount() {
+            Unmounter::Root(p) => {
+                if let Err(e) = nix::mount::umount2(p.as_path(), nix::mount::MntFlags::empty()) {
                     log::warn!("unmount failed ({e}); detaching lazily");
                     lazy_unmount(mp);
                 }

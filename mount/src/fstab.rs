@@ -13,7 +13,7 @@
 //! Options, by tmpfs's names where tmpfs has one: `size=` (bytes with a
 //! K/M/G/T suffix, or `N%` of RAM), `nr_inodes=` (a count with an optional
 //! k/m/g suffix, powers of 1024 as tmpfs), `mode=`, `uid=`, `gid=`; and
-//! sectorfs's own: `sector_size=`, `threads=`, `cache=`, `label=` (also
+//! sectorfs's own: `sector_size=`, `threads=`, `cache=`, `transport=`, `label=` (also
 //! FUSE's `fsname=`), `case_insensitive`, `allow_other`. The kernel's
 //! `nosuid`, `nodev`, `noexec` and `ro` are passed to the mount. Options that
 //! change nothing here are accepted: `rw`, `suid`, `dev`, `exec`, `async`,
@@ -92,6 +92,7 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
             "sector_size" => out.extend(["--sector-size".into(), need()?.into()]),
             "threads" => out.extend(["--threads".into(), need()?.into()]),
             "cache" => out.extend(["--cache".into(), need()?.into()]),
+            "transport" => out.extend(["--transport".into(), need()?.into()]),
             "reserve" => out.extend(["--reserve".into(), need()?.into()]),
             "label" | "fsname" => label = Some(need()?.to_string()),
             "case_insensitive" => {
@@ -231,7 +232,7 @@ mod tests {
                 "ramdisk",
                 "/mnt/ram",
                 "-o",
-                "rw,size=8G,nr_inodes=2m,mode=1777,uid=1000,gid=100,dev,suid,noatime,x-systemd.automount,cache=writethrough,sector_size=16K,threads=4,allow_other,case_insensitive",
+                "rw,size=8G,nr_inodes=2m,mode=1777,uid=1000,gid=100,dev,suid,noatime,x-systemd.automount,cache=writethrough,transport=classic,sector_size=16K,threads=4,allow_other,case_insensitive",
             ]))
             .unwrap(),
         );
@@ -252,6 +253,8 @@ mod tests {
                 "100",
                 "--cache",
                 "writethrough",
+                "--transport",
+                "classic",
                 "--sector-size",
                 "16K",
                 "--threads",

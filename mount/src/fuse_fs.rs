@@ -1,18 +1,16 @@
-//! The Linux FUSE frontend: a thin adapter from `fuser` requests to
-//! [`engine::Engine`] calls.
+//! The Linux FUSE frontend: a thin adapter from the session layer's
+//! requests (`sectorfs-fuse`) to [`engine::Engine`] calls.
 //!
 //! Each handler validates its arguments, makes one engine call (through
 //! [`call`], which turns a panic into `EIO` so a worker thread never dies and
 //! a reply is never dropped), and ends in one `match` into `reply.*`. No
-//! fuser type reaches the engine.
+//! FUSE type reaches the engine.
 //!
 //! # Kernel contract
 //! * **Lookup count.** Every reply that hands the kernel an inode (`lookup`,
 //!   `create`, `mknod`, `mkdir`, `symlink`, `link`, and each `readdirplus`
 //!   entry other than `.`/`..` that fits in the buffer) takes one engine
-//!   lookup reference; `forget` (and fuser's default `batch_forget`, which
-//!   calls `forget` per inode, since fuser 0.18 does not export `ForgetOne`)
-//!   gives them back.
+//!   lookup reference; `forget` and `batch_forget` give them back.
 //! * **Open count.** `open` and `create` call [`engine::Engine::open`];
 //!   `release` calls [`engine::Engine::release`]. An unlinked file lives
 //!   until its last close and last forget.
@@ -48,32 +46,30 @@
 //!   too when the kernel grants `FUSE_NO_OPENDIR_SUPPORT`.
 //! * **Permissions.** The mount uses `default_permissions`: the kernel checks
 //!   mode bits, ownership and sticky bits against our attributes, with the
-//!   caller's supplementary groups (which fuser does not pass to us).
+//!   caller's supplementary groups (which FUSE does not pass to us).
 //! * **POSIX ACLs.** `FUSE_POSIX_ACL` (the kernel checks ACLs, validates
 //!   and permission-checks `setfacl`, leaves mode sync and inheritance to
 //!   us) and `FUSE_DONT_MASK` (unmasked modes, the `umask` passed to
 //!   `create`/`mkdir`/`mknod` for the engine to apply unless a default ACL
 //!   is inherited). See `engine::acl`.
-//! * **Not available in fuser 0.18:** `O_TMPFILE` (no `FUSE_TMPFILE` opcode:
-//!   the kernel answers `EOPNOTSUPP`), `syncfs` (a no-op), interrupts.
+//! * **`O_TMPFILE`** (`FUSE_TMPFILE`): an anonymous file from
+//!   `Engine::tmpfile`, opened once. **`statx`** (`FUSE_STATX`, sent for the
+//!   birth time): all basic fields and `btime`. **`syncfs`**: nothing to do.
+//!   Interrupts are not needed: every request is answered as soon as it is
+//!   served.
 
-use std::ffi::OsStr;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use engine::{rename_flags, xattr_flags, Attr, Cred, Engine, Error, FileType, SetAttr, SetTime, Time};
-use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
-};
+use sectorfs_fuse::abi;
+use sectorfs_fuse::decode::{Header, Op, Request};
+use sectorfs_fuse::reply::{DirBuf, Reply};
+use sectorfs_fuse::session::{Filesystem, InitConfig};
 
-use crate::requests::{Op, Requests};
+use crate::requests::{Op as Counted, Requests};
 use crate::stats::{Report, STATS_XATTR};
 use crate::telemetry::Telemetry;
 use crate::CacheMode;
@@ -88,7 +84,9 @@ pub(crate) const MAX_WRITE: u32 = 1 << 20;
 
 thread_local! {
     /// A FUSE worker's read buffer (at most one request's size: 1 MiB).
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// A FUSE worker's directory listing buffer.
+    static DIR_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The FUSE file system: an engine and the caching policy.
@@ -100,10 +98,14 @@ pub(crate) struct SectorFs {
     pid: u32,
     /// The kernel agreed to FUSE_NO_OPENDIR_SUPPORT.
     no_opendir: bool,
+    /// The kernel sends unmasked modes and the umask (FUSE_DONT_MASK).
+    dont_mask: bool,
     /// The data path's caching mode (`--cache`).
     cache: CacheMode,
     /// What `open` and `create` answer for a regular file (from `cache`).
-    fopen: FopenFlags,
+    fopen: u32,
+    /// Ask for FUSE over io_uring at INIT.
+    want_uring: bool,
     /// Requests served, by opcode (`stats`).
     req: Requests,
     /// Usage over time (`stats`): the sampler's history.
@@ -119,9 +121,9 @@ impl SectorFs {
             // Every read and write goes to the daemon; the kernel keeps no
             // copy (mmap aside, FUSE_DIRECT_IO_ALLOW_MMAP). Non-extending
             // writes to one file may come in parallel: its actor orders them.
-            CacheMode::Direct => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            CacheMode::Direct => abi::FOPEN_DIRECT_IO | abi::FOPEN_PARALLEL_DIRECT_WRITES,
             // Pages stay valid across opens: every change goes through us.
-            CacheMode::Writethrough | CacheMode::Writeback => FopenFlags::FOPEN_KEEP_CACHE,
+            CacheMode::Writethrough | CacheMode::Writeback => abi::FOPEN_KEEP_CACHE,
         };
         SectorFs {
             engine,
@@ -130,20 +132,51 @@ impl SectorFs {
             cache_negative: !ci,
             pid: std::process::id(),
             no_opendir: false,
+            dont_mask: false,
             cache,
             fopen,
+            want_uring: false,
             req: Requests::default(),
             telemetry,
         }
     }
 
-    fn entry(&self, reply: ReplyEntry, a: &Attr) {
-        reply.entry_with_ttls(&self.attr_ttl, &self.entry_ttl, &file_attr(a), Generation(0));
+    /// Asks for FUSE over io_uring at INIT (the daemon starts the ring if granted).
+    pub(crate) fn want_uring(&mut self, on: bool) {
+        self.want_uring = on;
+    }
+
+    fn entry_out(&self, a: &Attr) -> abi::fuse_entry_out {
+        abi::fuse_entry_out {
+            nodeid: a.ino,
+            generation: 0,
+            entry_valid: self.entry_ttl.as_secs(),
+            attr_valid: self.attr_ttl.as_secs(),
+            entry_valid_nsec: self.entry_ttl.subsec_nanos(),
+            attr_valid_nsec: self.attr_ttl.subsec_nanos(),
+            attr: fuse_attr(a),
+        }
+    }
+
+    fn attr_out(&self, a: &Attr) -> abi::fuse_attr_out {
+        abi::fuse_attr_out {
+            attr_valid: self.attr_ttl.as_secs(),
+            attr_valid_nsec: self.attr_ttl.subsec_nanos(),
+            dummy: 0,
+            attr: fuse_attr(a),
+        }
+    }
+
+    fn entry(&self, reply: Reply<'_>, r: Result<Attr, i32>) {
+        match r {
+            Ok(a) => reply.entry(&self.entry_out(&a)),
+            Err(e) => reply.error(e),
+        }
     }
 
     /// `create` without `O_EXCL` found `name` existing: open it instead, as
     /// `open(2)` would (a race between the kernel's lookup and create).
-    fn open_existing(&self, req: &Request, parent: u64, name: &[u8], flags: i32) -> engine::Result<Attr> {
+    fn open_existing(&self, h: &Header, parent: u64, name: &[u8], flags: u32) -> engine::Result<Attr> {
         let a = self.engine.lookup(parent, name)?;
         let undo = |e: Error| {
             self.engine.forget(a.ino, 1);
@@ -152,53 +185,54 @@ impl SectorFs {
         if a.kind == FileType::Directory {
             return Err(undo(Error::IsDir));
         }
-        let want = match flags & libc::O_ACCMODE {
+        let want = match flags as i32 & libc::O_ACCMODE {
             libc::O_RDONLY => engine::access_mask::R,
             libc::O_WRONLY => engine::access_mask::W,
             _ => engine::access_mask::R | engine::access_mask::W,
         };
-        self.engine.access(a.ino, want, &cred(req)).map_err(undo)?;
-        if flags & libc::O_TRUNC != 0 {
-            self.truncate_for_open(req, &a).map_err(undo)?;
+        self.engine.access(a.ino, want, &cred(h)).map_err(undo)?;
+        if flags as i32 & libc::O_TRUNC != 0 {
+            self.truncate_for_open(h, &a).map_err(undo)?;
         }
         self.engine.open(a.ino).map_err(undo)
     }
 
     /// `O_TRUNC` of an existing file at open: to size 0, dropping privileges
     /// as `truncate(2)` by this caller would.
-    fn truncate_for_open(&self, req: &Request, a: &Attr) -> engine::Result<()> {
+    fn truncate_for_open(&self, h: &Header, a: &Attr) -> engine::Result<()> {
         if a.kind != FileType::Regular {
             return Ok(());
         }
-        let (kill_suidgid, kill_sgid) = (!privileged(req), kill_sgid_always(req, a));
+        let (kill_suidgid, kill_sgid) = (!privileged(h), kill_sgid_always(h, a));
         let set = SetAttr { size: Some(0), kill_suidgid, kill_sgid, ..SetAttr::default() };
         self.engine.setattr(a.ino, &set).map(|_| ())
     }
 
     /// `create`: a new file, or the existing one without `O_EXCL`; opened once.
-    fn create_open(
-        &self,
-        req: &Request,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        umask: u32,
-        flags: i32,
-    ) -> engine::Result<Attr> {
-        match self.engine.create_umask(parent, name, mode, umask, req.uid(), req.gid()) {
+    fn create_open(&self, h: &Header, name: &[u8], arg: &abi::fuse_create_in) -> engine::Result<Attr> {
+        let (mode, umask) = self.mode_umask(arg.mode, arg.umask);
+        match self.engine.create_umask(h.nodeid, name, mode, umask, h.uid, h.gid) {
             Ok(a) => self.engine.open(a.ino),
-            Err(Error::Exists) if flags & libc::O_EXCL == 0 => self.open_existing(req, parent, name, flags),
+            Err(Error::Exists) if arg.flags as i32 & libc::O_EXCL == 0 => {
+                self.open_existing(h, h.nodeid, name, arg.flags)
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// The mode and umask to create with: without FUSE_DONT_MASK the kernel
+    /// has applied the umask already.
+    fn mode_umask(&self, mode: u32, umask: u32) -> (u32, u32) {
+        (mode, if self.dont_mask { umask } else { 0 })
     }
 
     /// Drops set-user-ID/set-group-ID bits and file capabilities, as a
     /// write, truncate or fallocate by an unprivileged caller does; only
     /// when there is something to drop (both checks read a published
     /// snapshot without a lock): most files have neither.
-    fn kill_suidgid(&self, req: &Request, ino: u64) -> engine::Result<()> {
+    fn kill_suidgid(&self, h: &Header, ino: u64) -> engine::Result<()> {
         let a = self.engine.getattr(ino)?;
-        let kill_sgid = kill_sgid_always(req, &a);
+        let kill_sgid = kill_sgid_always(h, &a);
         let bits = a.perm & 0o4000 != 0 || a.perm & 0o2010 == 0o2010 || kill_sgid;
         if bits || self.engine.getxattr(ino, b"security.capability").is_ok() {
             self.engine.setattr(ino, &SetAttr { kill_suidgid: true, kill_sgid, ..SetAttr::default() })?;
@@ -207,9 +241,9 @@ impl SectorFs {
     }
 
     /// The ACL an attribute name stands for, on a mount with ACLs.
-    fn acl_kind(&self, name: &OsStr) -> Option<engine::acl::AclKind> {
+    fn acl_kind(&self, name: &[u8]) -> Option<engine::acl::AclKind> {
         let on = self.engine.config().posix_acl;
-        on.then(|| engine::acl::AclKind::of_name(name.as_bytes())).flatten()
+        on.then(|| engine::acl::AclKind::of_name(name)).flatten()
     }
 
     fn stats_json(&self) -> Vec<u8> {
@@ -217,50 +251,176 @@ impl SectorFs {
         snap.add_requests(&self.req);
         snap.to_json().into_bytes()
     }
-}
 
-/// Runs one engine call; a panic becomes `EIO` (and is logged) instead of
-/// killing the worker thread with a reply unanswered.
-fn call<T>(f: impl FnOnce() -> engine::Result<T>) -> Result<T, Errno> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(errno(e)),
-        Err(_) => {
-            log::error!("engine call panicked; answering EIO");
-            Err(Errno::EIO)
+    fn setattr(&self, h: &Header, s: &abi::fuse_setattr_in) -> Result<Attr, i32> {
+        let has = |f: u32| s.valid & f != 0;
+        let time = |now: u32, set: u32, secs: u64, nanos: u32| {
+            if has(now) {
+                Some(SetTime::Now)
+            } else if has(set) {
+                Some(SetTime::At(Time { secs: secs as i64, nanos }))
+            } else {
+                None
+            }
+        };
+        let (uid, gid) = (has(abi::FATTR_UID).then_some(s.uid), has(abi::FATTR_GID).then_some(s.gid));
+        let size = has(abi::FATTR_SIZE).then_some(s.size);
+        // FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping privileges to
+        // us on chown (always) and on truncate by a caller without
+        // CAP_FSETID (it flags those: FATTR_KILL_SUIDGID; root stands in too).
+        let kill_suidgid =
+            uid.is_some() || gid.is_some() || (size.is_some() && (has(abi::FATTR_KILL_SUIDGID) || !privileged(h)));
+        let kill_sgid = kill_suidgid && self.engine.getattr(h.nodeid).is_ok_and(|a| kill_sgid_always(h, &a));
+        let set = SetAttr {
+            mode: has(abi::FATTR_MODE).then_some(s.mode),
+            uid,
+            gid,
+            size,
+            atime: time(abi::FATTR_ATIME_NOW, abi::FATTR_ATIME, s.atime, s.atimensec),
+            mtime: time(abi::FATTR_MTIME_NOW, abi::FATTR_MTIME, s.mtime, s.mtimensec),
+            ctime: has(abi::FATTR_CTIME).then_some(Time { secs: s.ctime as i64, nanos: s.ctimensec }),
+            crtime: None,
+            flags: None,
+            kill_suidgid,
+            kill_sgid,
+        };
+        call(|| self.engine.setattr(h.nodeid, &set))
+    }
+
+    fn read(&self, ino: u64, offset: u64, size: u32, reply: Reply<'_>) {
+        // One buffer per worker thread, grown once to the largest read: no
+        // allocation and no zero-fill per request (only the `n` bytes the
+        // engine wrote are sent).
+        READ_BUF.with_borrow_mut(|buf| {
+            let size = (size as usize).min(MAX_WRITE as usize);
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            let buf = &mut buf[..size];
+            match call(|| self.engine.read(ino, offset, buf)) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readdir(&self, ino: u64, arg: &abi::fuse_read_in, plus: bool, reply: Reply<'_>) {
+        let max = (arg.size as usize).min(MAX_WRITE as usize);
+        DIR_BUF.with_borrow_mut(|buf| {
+            let mut d = DirBuf::new(buf, max);
+            let res = if plus {
+                call(|| {
+                    self.engine.readdir_plus(ino, arg.offset, |e, a| {
+                        // False when the entry did not fit: the engine then
+                        // gives back the lookup reference it took for it.
+                        d.add_plus(&self.entry_out(a), e.next, dt(e.kind), e.name)
+                    })
+                })
+            } else {
+                call(|| self.engine.readdir(ino, arg.offset, |e| d.add(e.ino, e.next, dt(e.kind), e.name)))
+            };
+            match res {
+                Ok(()) => reply.data(d.bytes()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setxattr(&self, h: &Header, name: &[u8], value: &[u8], flags: u32, setxattr_flags: u32) -> Result<(), i32> {
+        let ino = h.nodeid;
+        let known = xattr_flags::CREATE | xattr_flags::REPLACE;
+        #[cfg(feature = "failpoints")]
+        if ino == engine::ROOT && name == crate::fault::ARM_XATTR.as_bytes() {
+            return crate::fault::arm(value).map_err(|e| {
+                log::error!("{}: {e}", crate::fault::ARM_XATTR);
+                libc::EINVAL
+            });
+        }
+        if is_stats(ino, name) {
+            Err(libc::EPERM)
+        } else if flags & !known != 0 {
+            Err(libc::EINVAL)
+        } else if let Some(kind) = self.acl_kind(name) {
+            // The kernel checked the owner and the format (vfs_set_acl); it
+            // leaves the mode to us, and flags the set-group-ID drop
+            // (FUSE_SETXATTR_EXT).
+            call(|| {
+                let kill_sgid = setxattr_flags & abi::FUSE_SETXATTR_ACL_KILL_SGID != 0
+                    || kill_sgid_always(h, &self.engine.getattr(ino)?);
+                self.engine.set_acl(ino, kind, Some(value), flags, kill_sgid)
+            })
+        } else {
+            call(|| self.engine.setxattr(ino, name, value, flags))
+        }
+    }
+
+    fn statx(&self, h: &Header, reply: Reply<'_>) {
+        match call(|| self.engine.getattr(h.nodeid)) {
+            Ok(a) => {
+                let t = |t: Time| abi::fuse_sx_time { tv_sec: t.secs, tv_nsec: t.nanos, __reserved: 0 };
+                let stat = abi::fuse_statx {
+                    // STATX_BASIC_STATS | STATX_BTIME
+                    mask: 0x7ff | 0x800,
+                    blksize: a.blksize,
+                    nlink: a.nlink,
+                    uid: a.uid,
+                    gid: a.gid,
+                    mode: (a.kind.mode_bits() | (a.perm & 0o7777)) as u16,
+                    ino: a.ino,
+                    size: a.size,
+                    blocks: a.blocks,
+                    atime: t(a.atime),
+                    btime: t(a.crtime),
+                    ctime: t(a.ctime),
+                    mtime: t(a.mtime),
+                    rdev_major: libc::major(u64::from(a.rdev)),
+                    rdev_minor: libc::minor(u64::from(a.rdev)),
+                    ..Default::default()
+                };
+                let out = abi::fuse_statx_out {
+                    attr_valid: self.attr_ttl.as_secs(),
+                    attr_valid_nsec: self.attr_ttl.subsec_nanos(),
+                    stat,
+                    ..Default::default()
+                };
+                reply.statx(&out)
+            }
+            Err(e) => reply.error(e),
         }
     }
 }
 
-/// The errno for an engine error (the engine's exhaustive table).
-pub(crate) fn errno(e: Error) -> Errno {
-    Errno::from_i32(e.errno())
-}
-
-fn kind(k: FileType) -> fuser::FileType {
-    match k {
-        FileType::Regular => fuser::FileType::RegularFile,
-        FileType::Directory => fuser::FileType::Directory,
-        FileType::Symlink => fuser::FileType::Symlink,
-        FileType::Fifo => fuser::FileType::NamedPipe,
-        FileType::CharDevice => fuser::FileType::CharDevice,
-        FileType::BlockDevice => fuser::FileType::BlockDevice,
-        FileType::Socket => fuser::FileType::Socket,
+/// Runs one engine call; a panic becomes `EIO` (and is logged) instead of
+/// killing the worker thread with a reply unanswered.
+fn call<T>(f: impl FnOnce() -> engine::Result<T>) -> Result<T, i32> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.errno()),
+        Err(_) => {
+            log::error!("engine call panicked; answering EIO");
+            Err(libc::EIO)
+        }
     }
 }
 
-/// Engine attributes as fuser's `FileAttr`.
-pub(crate) fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
+/// A directory entry's type (`DT_*`).
+fn dt(k: FileType) -> u32 {
+    k.mode_bits() >> 12
+}
+
+/// Engine attributes as the kernel's `fuse_attr`.
+pub(crate) fn fuse_attr(a: &Attr) -> abi::fuse_attr {
+    abi::fuse_attr {
+        ino: a.ino,
         size: a.size,
         blocks: a.blocks,
-        atime: a.atime.into(),
-        mtime: a.mtime.into(),
-        ctime: a.ctime.into(),
-        crtime: a.crtime.into(),
-        kind: kind(a.kind),
-        perm: (a.perm & 0o7777) as u16,
+        atime: a.atime.secs as u64,
+        mtime: a.mtime.secs as u64,
+        ctime: a.ctime.secs as u64,
+        atimensec: a.atime.nanos,
+        mtimensec: a.mtime.nanos,
+        ctimensec: a.ctime.nanos,
+        mode: a.kind.mode_bits() | (a.perm & 0o7777),
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
@@ -270,619 +430,406 @@ pub(crate) fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn set_time(t: TimeOrNow) -> SetTime {
-    match t {
-        TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => SetTime::At(Time::from(t)),
-    }
-}
-
 /// Whether the caller may keep set-user-ID bits when it changes a file
-/// (`CAP_FSETID`; fuser passes no capabilities, so: root).
-fn privileged(req: &Request) -> bool {
-    req.uid() == 0
+/// (`CAP_FSETID`; FUSE passes no capabilities, so: root).
+fn privileged(h: &Header) -> bool {
+    h.uid == 0
 }
 
 /// Whether dropping privileges must clear a set-group-ID bit that has no
 /// group execute: the caller is unprivileged and outside the file's group
 /// (as `setattr_should_drop_sgid` in the kernel).
-fn kill_sgid_always(req: &Request, a: &Attr) -> bool {
-    a.perm & 0o2000 != 0 && !privileged(req) && !in_group(req, a.gid)
+fn kill_sgid_always(h: &Header, a: &Attr) -> bool {
+    a.perm & 0o2000 != 0 && !privileged(h) && !in_group(h, a.gid)
 }
 
 /// Whether the caller is in group `gid`: its primary group, or one of its
-/// supplementary groups (fuser passes only the primary one, so they are read
+/// supplementary groups (FUSE passes only the primary one, so they are read
 /// from `/proc`; only a privilege drop on a set-group-ID file asks).
-fn in_group(req: &Request, gid: u32) -> bool {
-    if req.gid() == gid {
+fn in_group(h: &Header, gid: u32) -> bool {
+    if h.gid == gid {
         return true;
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid())).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
         .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }
 
-fn cred(req: &Request) -> Cred {
-    Cred { uid: req.uid(), gid: req.gid(), groups: Vec::new() }
-}
-
-/// An empty attribute set naming inode 0: a negative dentry when sent as an entry.
-fn negative_attr() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: fuser::FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
-    }
+fn cred(h: &Header) -> Cred {
+    Cred { uid: h.uid, gid: h.gid, groups: Vec::new() }
 }
 
 /// Bytes added to the stats attribute's size when the kernel asks for it.
 const STATS_SLACK: u32 = 1024;
 
-fn is_stats(ino: INodeNo, name: &OsStr) -> bool {
-    ino.0 == engine::ROOT && name.as_bytes() == STATS_XATTR.as_bytes()
+fn is_stats(ino: u64, name: &[u8]) -> bool {
+    ino == engine::ROOT && name == STATS_XATTR.as_bytes()
+}
+
+/// An xattr value or list for a `size`-byte buffer (0: its size).
+fn xattr_reply(reply: Reply<'_>, res: Result<Vec<u8>, i32>, size: u32, slack: u32) {
+    match res {
+        Ok(v) if size == 0 => reply.xattr_size(v.len() as u32 + slack),
+        Ok(v) if v.len() > size as usize => reply.error(libc::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn empty(reply: Reply<'_>, r: Result<(), i32>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
 }
 
 impl Filesystem for SectorFs {
-    fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> io::Result<()> {
-        // Ask for each capability on its own, so one the kernel lacks does not
+    fn init(&mut self, offered: u64, cfg: &mut InitConfig) {
+        // Ask for each capability on its own: one the kernel lacks does not
         // cost the others.
-        let data_path = match self.cache {
-            CacheMode::Direct => Some(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP),
-            CacheMode::Writethrough => None,
-            CacheMode::Writeback => Some(InitFlags::FUSE_WRITEBACK_CACHE),
+        let mut want = match self.cache {
+            CacheMode::Direct => abi::FUSE_DIRECT_IO_ALLOW_MMAP,
+            CacheMode::Writethrough => 0,
+            CacheMode::Writeback => abi::FUSE_WRITEBACK_CACHE,
         };
-        for cap in data_path.into_iter().chain([
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
-            InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-            InitFlags::FUSE_ATOMIC_O_TRUNC,
-        ]) {
-            if let Err(missing) = cfg.add_capabilities(cap) {
-                log::warn!("kernel lacks FUSE capability {missing:?}");
-            }
-        }
-        self.no_opendir = cfg.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
+        want |= abi::FUSE_PARALLEL_DIROPS
+            | abi::FUSE_DO_READDIRPLUS
+            | abi::FUSE_READDIRPLUS_AUTO
+            | abi::FUSE_CACHE_SYMLINKS
+            | abi::FUSE_HANDLE_KILLPRIV_V2
+            | abi::FUSE_ATOMIC_O_TRUNC
+            | abi::FUSE_NO_OPENDIR_SUPPORT
+            | abi::FUSE_SETXATTR_EXT;
         // POSIX ACLs: the kernel checks them (and turns on
         // default_permissions), and sends the umask with unmasked modes
         // (FUSE_DONT_MASK) so the engine applies a default ACL or the umask.
         if self.engine.config().posix_acl {
-            for cap in [InitFlags::FUSE_POSIX_ACL, InitFlags::FUSE_DONT_MASK] {
-                if let Err(missing) = cfg.add_capabilities(cap) {
-                    log::warn!("kernel lacks FUSE capability {missing:?}: no POSIX ACLs");
+            want |= abi::FUSE_POSIX_ACL | abi::FUSE_DONT_MASK;
+        }
+        if self.want_uring {
+            want |= abi::FUSE_OVER_IO_URING;
+        }
+        let missing = want & !offered;
+        if missing != 0 {
+            log::warn!("kernel lacks FUSE capabilities {missing:#x}");
+        }
+        cfg.want |= want;
+        self.no_opendir = offered & abi::FUSE_NO_OPENDIR_SUPPORT != 0;
+        self.dont_mask = offered & abi::FUSE_DONT_MASK != 0 && self.engine.config().posix_acl;
+        cfg.max_write = MAX_WRITE;
+        cfg.max_background = 64;
+    }
+
+    fn handle(&self, req: Request<'_>, reply: Reply<'_>) {
+        let h = &req.header;
+        let ino = h.nodeid;
+        match req.op {
+            Op::Lookup { name } => {
+                self.req.count(Counted::Lookup);
+                match call(|| self.engine.lookup(ino, name)) {
+                    Ok(a) => reply.entry(&self.entry_out(&a)),
+                    Err(libc::ENOENT) if self.cache_negative => {
+                        // An entry for inode 0: a negative dentry, cached.
+                        let out = abi::fuse_entry_out {
+                            entry_valid: self.entry_ttl.as_secs(),
+                            entry_valid_nsec: self.entry_ttl.subsec_nanos(),
+                            ..Default::default()
+                        };
+                        reply.entry(&out)
+                    }
+                    Err(e) => reply.error(e),
                 }
             }
-        }
-        if let Err(nearest) = cfg.set_max_write(MAX_WRITE) {
-            let _ = cfg.set_max_write(nearest);
-        }
-        if let Err(nearest) = cfg.set_max_background(64) {
-            let _ = cfg.set_max_background(nearest);
-        }
-        Ok(())
-    }
-
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.req.count(Op::Lookup);
-        match call(|| self.engine.lookup(parent.0, name.as_bytes())) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) if e == Errno::ENOENT && self.cache_negative => {
-                reply.entry_with_ttls(&Duration::ZERO, &self.entry_ttl, &negative_attr(), Generation(0))
+            Op::Forget { nlookup } => {
+                self.req.count(Counted::Forget);
+                let _ = call(|| {
+                    self.engine.forget(ino, nlookup);
+                    Ok(())
+                });
+                reply.no_reply();
             }
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.req.count(Op::Forget);
-        let _ = call(|| {
-            self.engine.forget(ino.0, nlookup);
-            Ok(())
-        });
-    }
-
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.req.count(Op::Getattr);
-        match call(|| self.engine.getattr(ino.0)) {
-            Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn setattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        self.req.count(Op::Setattr);
-        // FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping privileges to
-        // us on chown (always) and on truncate (by a caller without
-        // CAP_FSETID, which fuser does not tell us: root stands for it).
-        let kill_suidgid = uid.is_some() || gid.is_some() || (size.is_some() && !privileged(req));
-        let kill_sgid = kill_suidgid && self.engine.getattr(ino.0).is_ok_and(|a| kill_sgid_always(req, &a));
-        let set = SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime: atime.map(set_time),
-            mtime: mtime.map(set_time),
-            ctime: ctime.map(Time::from),
-            crtime: crtime.map(Time::from),
-            flags: None,
-            kill_suidgid,
-            kill_sgid,
-        };
-        match call(|| self.engine.setattr(ino.0, &set)) {
-            Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.req.count(Op::Readlink);
-        match call(|| self.engine.readlink(ino.0)) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        self.req.count(Op::Mknod);
-        let owner = engine::Cred { uid: req.uid(), gid: req.gid(), groups: Vec::new() };
-        match call(|| self.engine.mknod_umask(parent.0, name.as_bytes(), mode, umask, rdev, owner)) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        self.req.count(Op::Mkdir);
-        match call(|| self.engine.mkdir_umask(parent.0, name.as_bytes(), mode, umask, req.uid(), req.gid())) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.req.count(Op::Unlink);
-        match call(|| self.engine.unlink(parent.0, name.as_bytes())) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.req.count(Op::Rmdir);
-        match call(|| self.engine.rmdir(parent.0, name.as_bytes())) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        self.req.count(Op::Symlink);
-        let target = target.as_os_str().as_bytes();
-        match call(|| self.engine.symlink(parent.0, link_name.as_bytes(), target, req.uid(), req.gid())) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.req.count(Op::Rename);
-        // Translate bit by bit; anything else (RENAME_WHITEOUT) is refused.
-        let mut f = 0;
-        if flags.contains(RenameFlags::RENAME_NOREPLACE) {
-            f |= rename_flags::NOREPLACE;
-        }
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-            f |= rename_flags::EXCHANGE;
-        }
-        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
-        let res = if flags.difference(known).is_empty() {
-            call(|| self.engine.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f))
-        } else {
-            Err(Errno::EINVAL)
-        };
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        self.req.count(Op::Link);
-        match call(|| self.engine.link(ino.0, newparent.0, newname.as_bytes())) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.req.count(Op::Open);
-        // FUSE_ATOMIC_O_TRUNC: the kernel passes O_TRUNC here instead of
-        // sending a SETATTR (and a GETXATTR for the privilege check) after.
-        match call(|| {
-            if flags.0 & libc::O_TRUNC != 0 {
-                self.truncate_for_open(req, &self.engine.getattr(ino.0)?)?;
-            }
-            self.engine.open(ino.0)
-        }) {
-            Ok(_) => reply.opened(FileHandle(0), self.fopen),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn read(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        reply: ReplyData,
-    ) {
-        self.req.count(Op::Read);
-        // One buffer per worker thread, grown once to the largest read: no
-        // allocation and no zero-fill per request (only the `n` bytes the
-        // engine wrote are sent).
-        READ_BUF.with_borrow_mut(|buf| {
-            if buf.len() < size as usize {
-                buf.resize(size as usize, 0);
-            }
-            let buf = &mut buf[..size as usize];
-            match call(|| self.engine.read(ino.0, offset, buf)) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn write(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        self.req.count(Op::Write);
-        // The kernel resolves O_APPEND (in every --cache mode): always write
-        // at the offset given. It sends writes that must drop privileges
-        // (FUSE_HANDLE_KILLPRIV_V2) through, flagged, instead of caching them.
-        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match call(|| {
-            if kill {
-                self.kill_suidgid(req, ino.0)?;
-            }
-            self.engine.write(ino.0, offset, data)
-        }) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _owner: fuser::LockOwner, reply: ReplyEmpty) {
-        self.req.count(Op::Flush);
-        // Nothing is buffered in the daemon. ENOSYS tells the kernel never to
-        // send FLUSH again (one round trip less per close); it still writes
-        // back dirty pages and reports their errors (ENOSPC) at close.
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.req.count(Op::Release);
-        let res = call(|| {
-            self.engine.release(ino.0);
-            Ok(())
-        });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.req.count(Op::Fsync);
-        // A RAM disk has nothing to make durable. ENOSYS: the kernel stops
-        // sending FSYNC but still writes back and reports errors first.
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.req.count(Op::Opendir);
-        // Directory handles are stateless: readdir offsets are engine cookies.
-        // With FUSE_NO_OPENDIR_SUPPORT, ENOSYS ends OPENDIR/RELEASEDIR for good.
-        if self.no_opendir {
-            reply.error(Errno::ENOSYS);
-        } else {
-            reply.opened(FileHandle(0), FopenFlags::empty());
-        }
-    }
-
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        self.req.count(Op::Readdir);
-        let res = call(|| {
-            self.engine.readdir(ino.0, offset, |e| {
-                let full = reply.add(INodeNo(e.ino), e.next, kind(e.kind), OsStr::from_bytes(e.name));
-                !full
-            })
-        });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        self.req.count(Op::Readdirplus);
-        let (attr_ttl, entry_ttl) = (self.attr_ttl, self.entry_ttl);
-        // Entry and attribute TTL are one value here: the shorter of the two.
-        let ttl = attr_ttl.min(entry_ttl);
-        let res = call(|| {
-            self.engine.readdir_plus(ino.0, offset, |e, a| {
-                // `add` returns true when the entry did not fit: the engine then
-                // gives back the lookup reference it took for it.
-                let full =
-                    reply.add(INodeNo(e.ino), e.next, OsStr::from_bytes(e.name), &ttl, &file_attr(a), Generation(0));
-                !full
-            })
-        });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.req.count(Op::Releasedir);
-        reply.ok();
-    }
-
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.req.count(Op::Fsyncdir);
-        // As `fsync`.
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.req.count(Op::Statfs);
-        match call(|| Ok(self.engine.statfs())) {
-            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn setxattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        name: &OsStr,
-        value: &[u8],
-        flags: i32,
-        position: u32,
-        reply: ReplyEmpty,
-    ) {
-        self.req.count(Op::Setxattr);
-        let known = (xattr_flags::CREATE | xattr_flags::REPLACE) as i32;
-        #[cfg(feature = "failpoints")]
-        if ino.0 == engine::ROOT && name.as_bytes() == crate::fault::ARM_XATTR.as_bytes() {
-            return match crate::fault::arm(value) {
-                Ok(()) => reply.ok(),
-                Err(e) => {
-                    log::error!("{}: {e}", crate::fault::ARM_XATTR);
-                    reply.error(Errno::EINVAL)
+            Op::BatchForget(nodes) => {
+                self.req.count(Counted::BatchForget);
+                for (ino, nlookup) in nodes {
+                    let _ = call(|| {
+                        self.engine.forget(ino, nlookup);
+                        Ok(())
+                    });
                 }
-            };
-        }
-        let res = if is_stats(ino, name) {
-            Err(Errno::EPERM)
-        } else if position != 0 || flags & !known != 0 {
-            Err(Errno::EINVAL)
-        } else if let Some(kind) = self.acl_kind(name) {
-            // The kernel checked the owner and the format (vfs_set_acl); it
-            // leaves the mode to us, and the set-group-ID drop too (fuser
-            // 0.18 cannot take FUSE_SETXATTR_EXT, which would flag it).
-            call(|| {
-                let kill_sgid = kill_sgid_always(req, &self.engine.getattr(ino.0)?);
-                self.engine.set_acl(ino.0, kind, Some(value), flags as u32, kill_sgid)
-            })
-        } else {
-            call(|| self.engine.setxattr(ino.0, name.as_bytes(), value, flags as u32))
-        };
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.req.count(Op::Getxattr);
-        let stats = is_stats(ino, name);
-        let res = if stats { Ok(self.stats_json()) } else { call(|| self.engine.getxattr(ino.0, name.as_bytes())) };
-        match res {
-            // The stats change between a size probe and the read that
-            // follows (getfattr): room for them to grow, not ERANGE.
-            Ok(v) if size == 0 && stats => reply.size(v.len() as u32 + STATS_SLACK),
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.req.count(Op::Listxattr);
-        match call(|| self.engine.listxattr(ino.0)) {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.req.count(Op::Removexattr);
-        let res = if is_stats(ino, name) {
-            Err(Errno::EPERM)
-        } else {
-            call(|| self.engine.removexattr(ino.0, name.as_bytes()))
-        };
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        self.req.count(Op::Access);
-        // Only called without `default_permissions` (never by `sectorfs mount`).
-        match call(|| self.engine.access(ino.0, mask.bits() as u32 & 7, &cred(req))) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn create(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-        reply: ReplyCreate,
-    ) {
-        self.req.count(Op::Create);
-        match call(|| self.create_open(req, parent.0, name.as_bytes(), mode, umask, flags)) {
-            Ok(a) => reply.created(&self.entry_ttl, &file_attr(&a), Generation(0), FileHandle(0), self.fopen),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn fallocate(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        length: u64,
-        mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        self.req.count(Op::Fallocate);
-        // The kernel's file_modified() leaves dropping privileges to us
-        // (FUSE_HANDLE_KILLPRIV_V2).
-        match call(|| {
-            if !privileged(req) {
-                self.kill_suidgid(req, ino.0)?;
+                reply.no_reply();
             }
-            self.engine.fallocate(ino.0, mode as u32, offset, length)
-        }) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        self.req.count(Op::Lseek);
-        // The kernel resolves SEEK_SET/CUR/END itself; only DATA/HOLE come here.
-        let res = match whence {
-            _ if offset < 0 => Err(Errno::ENXIO),
-            libc::SEEK_DATA | libc::SEEK_HOLE => {
-                call(|| self.engine.seek(ino.0, offset as u64, whence == libc::SEEK_DATA))
-            }
-            _ => Err(Errno::EINVAL),
-        };
-        match res {
-            Ok(off) => reply.offset(off as i64),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn copy_file_range(
-        &self,
-        req: &Request,
-        ino_in: INodeNo,
-        _fh_in: FileHandle,
-        offset_in: u64,
-        ino_out: INodeNo,
-        _fh_out: FileHandle,
-        offset_out: u64,
-        len: u64,
-        flags: CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
-        self.req.count(Op::CopyFileRange);
-        // The reply carries a u32: copy at most 1 GiB per request (callers
-        // loop on short copies).
-        let len = len.min(1 << 30);
-        let res = if flags.is_empty() {
-            call(|| {
-                if !privileged(req) {
-                    self.kill_suidgid(req, ino_out.0)?;
+            Op::Getattr { .. } => {
+                self.req.count(Counted::Getattr);
+                match call(|| self.engine.getattr(ino)) {
+                    Ok(a) => reply.attr(&self.attr_out(&a)),
+                    Err(e) => reply.error(e),
                 }
-                self.engine.copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
-            })
-        } else {
-            Err(Errno::EINVAL)
-        };
-        match res {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(e),
+            }
+            Op::Setattr(s) => {
+                self.req.count(Counted::Setattr);
+                match self.setattr(h, &s) {
+                    Ok(a) => reply.attr(&self.attr_out(&a)),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::Readlink => {
+                self.req.count(Counted::Readlink);
+                match call(|| self.engine.readlink(ino)) {
+                    Ok(t) => reply.data(&t),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::Mknod { name, mode, rdev, umask } => {
+                self.req.count(Counted::Mknod);
+                let (mode, umask) = self.mode_umask(mode, umask);
+                let owner = Cred { uid: h.uid, gid: h.gid, groups: Vec::new() };
+                self.entry(reply, call(|| self.engine.mknod_umask(ino, name, mode, umask, rdev, owner)));
+            }
+            Op::Mkdir { name, mode, umask } => {
+                self.req.count(Counted::Mkdir);
+                let (mode, umask) = self.mode_umask(mode, umask);
+                self.entry(reply, call(|| self.engine.mkdir_umask(ino, name, mode, umask, h.uid, h.gid)));
+            }
+            Op::Unlink { name } => {
+                self.req.count(Counted::Unlink);
+                empty(reply, call(|| self.engine.unlink(ino, name)));
+            }
+            Op::Rmdir { name } => {
+                self.req.count(Counted::Rmdir);
+                empty(reply, call(|| self.engine.rmdir(ino, name)));
+            }
+            Op::Symlink { name, target } => {
+                self.req.count(Counted::Symlink);
+                self.entry(reply, call(|| self.engine.symlink(ino, name, target, h.uid, h.gid)));
+            }
+            Op::Rename { newdir, flags, name, newname } => {
+                self.req.count(Counted::Rename);
+                // Translate bit by bit; anything else (RENAME_WHITEOUT) is refused.
+                let mut f = 0;
+                if flags & libc::RENAME_NOREPLACE != 0 {
+                    f |= rename_flags::NOREPLACE;
+                }
+                if flags & libc::RENAME_EXCHANGE != 0 {
+                    f |= rename_flags::EXCHANGE;
+                }
+                let res = if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) == 0 {
+                    call(|| self.engine.rename(ino, name, newdir, newname, f))
+                } else {
+                    Err(libc::EINVAL)
+                };
+                empty(reply, res);
+            }
+            Op::Link { oldnodeid, name } => {
+                self.req.count(Counted::Link);
+                self.entry(reply, call(|| self.engine.link(oldnodeid, ino, name)));
+            }
+            Op::Open { flags, .. } => {
+                self.req.count(Counted::Open);
+                // FUSE_ATOMIC_O_TRUNC: the kernel passes O_TRUNC here instead of
+                // sending a SETATTR (and a GETXATTR for the privilege check) after.
+                match call(|| {
+                    if flags as i32 & libc::O_TRUNC != 0 {
+                        self.truncate_for_open(h, &self.engine.getattr(ino)?)?;
+                    }
+                    self.engine.open(ino)
+                }) {
+                    Ok(_) => reply.open(0, self.fopen),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::Read(r) => {
+                self.req.count(Counted::Read);
+                self.read(ino, r.offset, r.size, reply);
+            }
+            Op::Write { arg, data } => {
+                self.req.count(Counted::Write);
+                // The kernel resolves O_APPEND (in every --cache mode): always write
+                // at the offset given. It sends writes that must drop privileges
+                // (FUSE_HANDLE_KILLPRIV_V2) through, flagged, instead of caching them.
+                let kill = arg.write_flags & abi::FUSE_WRITE_KILL_SUIDGID != 0;
+                match call(|| {
+                    if kill {
+                        self.kill_suidgid(h, ino)?;
+                    }
+                    self.engine.write(ino, arg.offset, data)
+                }) {
+                    Ok(n) => reply.written(n as u32),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::Statfs => {
+                self.req.count(Counted::Statfs);
+                match call(|| Ok(self.engine.statfs())) {
+                    Ok(s) => reply.statfs(abi::fuse_kstatfs {
+                        blocks: s.blocks,
+                        bfree: s.bfree,
+                        bavail: s.bavail,
+                        files: s.files,
+                        ffree: s.ffree,
+                        bsize: s.bsize,
+                        namelen: s.namelen,
+                        frsize: s.bsize,
+                        ..Default::default()
+                    }),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::Release(_) => {
+                self.req.count(Counted::Release);
+                empty(
+                    reply,
+                    call(|| {
+                        self.engine.release(ino);
+                        Ok(())
+                    }),
+                );
+            }
+            Op::Flush(_) => {
+                self.req.count(Counted::Flush);
+                // Nothing is buffered in the daemon. ENOSYS tells the kernel never to
+                // send FLUSH again (one round trip less per close); it still writes
+                // back dirty pages and reports their errors (ENOSPC) at close.
+                reply.error(libc::ENOSYS);
+            }
+            Op::Fsync { .. } => {
+                self.req.count(Counted::Fsync);
+                // A RAM disk has nothing to make durable. ENOSYS: the kernel stops
+                // sending FSYNC but still writes back and reports errors first.
+                reply.error(libc::ENOSYS);
+            }
+            Op::Fsyncdir { .. } => {
+                self.req.count(Counted::Fsyncdir);
+                reply.error(libc::ENOSYS);
+            }
+            Op::Syncfs => {
+                self.req.count(Counted::Syncfs);
+                reply.ok();
+            }
+            Op::Opendir { .. } => {
+                self.req.count(Counted::Opendir);
+                // Directory handles are stateless: readdir offsets are engine cookies.
+                // With FUSE_NO_OPENDIR_SUPPORT, ENOSYS ends OPENDIR/RELEASEDIR for good.
+                if self.no_opendir {
+                    reply.error(libc::ENOSYS);
+                } else {
+                    reply.open(0, 0);
+                }
+            }
+            Op::Readdir(r) => {
+                self.req.count(Counted::Readdir);
+                self.readdir(ino, &r, false, reply);
+            }
+            Op::Readdirplus(r) => {
+                self.req.count(Counted::Readdirplus);
+                self.readdir(ino, &r, true, reply);
+            }
+            Op::Releasedir(_) => {
+                self.req.count(Counted::Releasedir);
+                reply.ok();
+            }
+            Op::Setxattr { name, value, flags, setxattr_flags } => {
+                self.req.count(Counted::Setxattr);
+                empty(reply, self.setxattr(h, name, value, flags, setxattr_flags));
+            }
+            Op::Getxattr { name, size } => {
+                self.req.count(Counted::Getxattr);
+                // The stats change between a size probe and the read that
+                // follows (getfattr): room for them to grow, not ERANGE.
+                if is_stats(ino, name) {
+                    xattr_reply(reply, Ok(self.stats_json()), size, STATS_SLACK);
+                } else {
+                    xattr_reply(reply, call(|| self.engine.getxattr(ino, name)), size, 0);
+                }
+            }
+            Op::Listxattr { size } => {
+                self.req.count(Counted::Listxattr);
+                xattr_reply(reply, call(|| self.engine.listxattr(ino)), size, 0);
+            }
+            Op::Removexattr { name } => {
+                self.req.count(Counted::Removexattr);
+                let res =
+                    if is_stats(ino, name) { Err(libc::EPERM) } else { call(|| self.engine.removexattr(ino, name)) };
+                empty(reply, res);
+            }
+            Op::Access { mask } => {
+                self.req.count(Counted::Access);
+                // Only called without `default_permissions` (never by `sectorfs mount`).
+                empty(reply, call(|| self.engine.access(ino, mask & 7, &cred(h))));
+            }
+            Op::Create { arg, name } => {
+                self.req.count(Counted::Create);
+                match call(|| self.create_open(h, name, &arg)) {
+                    Ok(a) => reply.create(&self.entry_out(&a), 0, self.fopen),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::Tmpfile { arg } => {
+                self.req.count(Counted::Tmpfile);
+                // Opened once and referenced once by the engine, as CREATE.
+                let (mode, umask) = self.mode_umask(arg.mode, arg.umask);
+                match call(|| self.engine.tmpfile(ino, mode & !umask, h.uid, h.gid)) {
+                    Ok(a) => reply.create(&self.entry_out(&a), 0, self.fopen),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::Fallocate(f) => {
+                self.req.count(Counted::Fallocate);
+                // The kernel's file_modified() leaves dropping privileges to us
+                // (FUSE_HANDLE_KILLPRIV_V2).
+                empty(
+                    reply,
+                    call(|| {
+                        if !privileged(h) {
+                            self.kill_suidgid(h, ino)?;
+                        }
+                        self.engine.fallocate(ino, f.mode, f.offset, f.length)
+                    }),
+                );
+            }
+            Op::Lseek(l) => {
+                self.req.count(Counted::Lseek);
+                // The kernel resolves SEEK_SET/CUR/END itself; only DATA/HOLE come here.
+                let res = match l.whence as i32 {
+                    _ if (l.offset as i64) < 0 => Err(libc::ENXIO),
+                    libc::SEEK_DATA | libc::SEEK_HOLE => {
+                        call(|| self.engine.seek(ino, l.offset, l.whence as i32 == libc::SEEK_DATA))
+                    }
+                    _ => Err(libc::EINVAL),
+                };
+                match res {
+                    Ok(off) => reply.offset(off),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::CopyFileRange { arg, wide } => {
+                self.req.count(Counted::CopyFileRange);
+                // The narrow reply carries a u32: copy at most 1 GiB per
+                // request then (callers loop on short copies).
+                let len = if wide { arg.len } else { arg.len.min(1 << 30) };
+                let res = if arg.flags == 0 {
+                    call(|| {
+                        if !privileged(h) {
+                            self.kill_suidgid(h, arg.nodeid_out)?;
+                        }
+                        self.engine.copy_file_range(ino, arg.off_in, arg.nodeid_out, arg.off_out, len)
+                    })
+                } else {
+                    Err(libc::EINVAL)
+                };
+                match res {
+                    Ok(n) if wide => reply.copied(n),
+                    Ok(n) => reply.written(n as u32),
+                    Err(e) => reply.error(e),
+                }
+            }
+            Op::Statx(_) => {
+                self.req.count(Counted::Statx);
+                self.statx(h, reply);
+            }
+            // The session answers the rest itself.
+            _ => reply.error(libc::ENOSYS),
         }
     }
 }
@@ -893,17 +840,17 @@ mod tests {
 
     #[test]
     fn errno_table_passes_through() {
-        assert_eq!(errno(Error::NotFound), Errno::ENOENT);
-        assert_eq!(errno(Error::NotEmpty), Errno::ENOTEMPTY);
-        assert_eq!(errno(Error::NoSpace).code(), libc::ENOSPC);
-        assert_eq!(errno(Error::NoSuchOffset).code(), libc::ENXIO);
-        assert_eq!(errno(Error::NoData).code(), libc::ENODATA);
+        assert_eq!(Error::NotFound.errno(), libc::ENOENT);
+        assert_eq!(Error::NotEmpty.errno(), libc::ENOTEMPTY);
+        assert_eq!(Error::NoSpace.errno(), libc::ENOSPC);
+        assert_eq!(Error::NoSuchOffset.errno(), libc::ENXIO);
+        assert_eq!(Error::NoData.errno(), libc::ENODATA);
     }
 
     #[test]
     fn panics_become_eio() {
-        let r: Result<(), Errno> = call(|| panic!("boom"));
-        assert_eq!(r, Err(Errno::EIO));
+        let r: Result<(), i32> = call(|| panic!("boom"));
+        assert_eq!(r, Err(libc::EIO));
         assert_eq!(call(|| Ok(3)), Ok(3));
     }
 
@@ -911,10 +858,9 @@ mod tests {
     fn attr_conversion() {
         let e = Engine::new(engine::Config::default()).unwrap();
         let a = e.getattr(engine::ROOT).unwrap();
-        let f = file_attr(&a);
-        assert_eq!(f.ino, INodeNo::ROOT);
-        assert_eq!(f.kind, fuser::FileType::Directory);
-        assert_eq!(f.perm, 0o1777);
+        let f = fuse_attr(&a);
+        assert_eq!(f.ino, abi::FUSE_ROOT_ID);
+        assert_eq!(f.mode, libc::S_IFDIR | 0o1777);
         assert_eq!(f.nlink, 2);
     }
 }

@@ -4,8 +4,8 @@
 //! round trips a user operation costs can be counted on a live mount
 //! (`docs/BENCHMARKS.md`, "Requests per operation").
 //!
-//! Requests fuser answers itself (`INIT`, `DESTROY`, `INTERRUPT`, and
-//! opcodes sectorfs does not implement) are not counted.
+//! Requests the session layer answers itself (`INIT`, `DESTROY`,
+//! `INTERRUPT`, and opcodes sectorfs does not serve) are not counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,10 +46,14 @@ pub(crate) enum Op {
     Fallocate,
     Lseek,
     CopyFileRange,
+    BatchForget,
+    Tmpfile,
+    Statx,
+    Syncfs,
 }
 
 /// Every [`Op`], in report order, with its name in `stats`.
-pub(crate) const OPS: [(Op, &str); 33] = [
+pub(crate) const OPS: [(Op, &str); 37] = [
     (Op::Lookup, "lookup"),
     (Op::Forget, "forget"),
     (Op::Getattr, "getattr"),
@@ -83,6 +87,10 @@ pub(crate) const OPS: [(Op, &str); 33] = [
     (Op::Fallocate, "fallocate"),
     (Op::Lseek, "lseek"),
     (Op::CopyFileRange, "copy_file_range"),
+    (Op::BatchForget, "batch_forget"),
+    (Op::Tmpfile, "tmpfile"),
+    (Op::Statx, "statx"),
+    (Op::Syncfs, "syncfs"),
 ];
 
 /// One counter per [`Op`].

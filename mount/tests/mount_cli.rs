@@ -34,7 +34,7 @@ fn background_mount_is_ready_then_unmounts() {
     fs::write(m.p("f"), b"x").unwrap();
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = info.lines().find(|l| l.contains(m.path.to_str().unwrap())).unwrap().to_string();
-    assert!(line.contains(" - fuse testlabel "), "{line}");
+    assert!(line.contains(" - fuse.sectorfs testlabel "), "{line}");
     assert!(line.contains("default_permissions"), "{line}");
     // stats, as a table and as JSON.
     let (ok, out, err) = run(&["stats", m.path.to_str().unwrap()]);

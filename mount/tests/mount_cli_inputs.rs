@@ -140,7 +140,7 @@ fn label_is_what_mount_and_df_show() {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let line = info.lines().find(|x| x.contains(m.path.to_str().unwrap())).unwrap().to_string();
         let shown = l.replace(' ', "\\040");
-        assert!(line.contains(&format!(" - fuse {shown} ")), "{line}");
+        assert!(line.contains(&format!(" - fuse.sectorfs {shown} ")), "{line}");
     }
 }
 

@@ -396,9 +396,51 @@ fn open_unlinked_files_and_forget() {
     for i in 0..200 {
         assert_eq!(fs::read_to_string(m.p(&format!("d/{i}"))).unwrap(), i.to_string());
     }
-    // O_TMPFILE is not available through fuser 0.18 (no FUSE_TMPFILE).
-    let r = open_raw(&m.path, libc::O_TMPFILE | libc::O_RDWR, 0o600);
-    assert_eq!(errno(r), libc::EOPNOTSUPP);
+}
+
+#[test]
+fn o_tmpfile() {
+    let Some(m) = Mount::new(&[]) else { return };
+    // An anonymous file: writable, readable, no name, link count 0.
+    let mut f = open_raw(&m.path, libc::O_TMPFILE | libc::O_RDWR, 0o640).expect("O_TMPFILE");
+    f.write_all(b"anonymous").unwrap();
+    let md = f.metadata().unwrap();
+    assert_eq!((md.nlink(), md.len(), md.mode() & 0o7777), (0, 9, 0o640 & !umask()));
+    assert_eq!(fs::read_dir(&m.path).unwrap().count(), 0);
+    // linkat(2) from /proc/self/fd gives it a name (as root: AT_SYMLINK_FOLLOW).
+    let src = cstr(std::path::Path::new(&format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f))));
+    let dst = cstr(&m.p("named"));
+    // SAFETY: both paths are NUL-terminated and alive during the call.
+    let r =
+        unsafe { libc::linkat(libc::AT_FDCWD, src.as_ptr(), libc::AT_FDCWD, dst.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    assert_eq!(r, 0, "linkat: {}", std::io::Error::last_os_error());
+    assert_eq!(fs::read(m.p("named")).unwrap(), b"anonymous");
+    assert_eq!(f.metadata().unwrap().nlink(), 1);
+    drop(f);
+    // One left unnamed is freed at its last close (and the kernel's forget).
+    let mut g = open_raw(&m.p(""), libc::O_TMPFILE | libc::O_WRONLY, 0o600).unwrap();
+    g.write_all(&vec![7u8; 1 << 20]).unwrap();
+    drop(g);
+    let mut ok = false;
+    for _ in 0..2000 {
+        if m.stat("files") == 2 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ok, "unnamed O_TMPFILE not freed: files {}", m.stat("files"));
+    // Not in a file: ENOTDIR.
+    assert_eq!(errno(open_raw(&m.p("named"), libc::O_TMPFILE | libc::O_RDWR, 0o600)), libc::ENOTDIR);
+}
+
+/// The process umask.
+fn umask() -> u32 {
+    // SAFETY: umask cannot fail; it is set back at once.
+    let u = unsafe { libc::umask(0o022) };
+    // SAFETY: as above.
+    unsafe { libc::umask(u) };
+    u
 }
 
 #[test]

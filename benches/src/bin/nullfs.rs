@@ -1,5 +1,6 @@
-//! The FUSE transport's ceiling on this machine: a file system with the same
-//! fuser settings as `sectorfs mount` (threads, cloned fds, capabilities,
+//! The FUSE transport's ceiling on this machine: a file system on the same
+//! session layer and settings as `sectorfs mount` (transport, threads,
+//! cloned fds, capabilities,
 //! TTLs, max write, and the `--cache` mode's open flags) that keeps only
 //! names and sizes and answers every request at once from memory. Writes are
 //! acknowledged and dropped; reads return zeros. `mount_bench` runs it beside
@@ -7,7 +8,8 @@
 //! ceiling" from one run.
 //!
 //! Usage: `nullfs MOUNTPOINT [--cache direct|writethrough|writeback]
-//! [--threads N]`; stays in the foreground, prints `nullfs: mounted ...` once
+//! [--threads N] [--transport classic|uring]`; stays in the foreground,
+//! prints `nullfs: mounted ...` once
 //! it serves, unmounts on SIGINT/SIGTERM or an external `umount`.
 
 #[cfg(target_os = "linux")]
@@ -24,16 +26,15 @@ fn main() {
 #[cfg(target_os = "linux")]
 mod linux {
     use std::collections::HashMap;
-    use std::ffi::{OsStr, OsString};
     use std::io::{self, Write};
-    use std::sync::Mutex;
-    use std::time::{Duration, SystemTime};
+    use std::os::fd::AsFd;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use fuser::{
-        Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-        MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-        ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
-    };
+    use sectorfs_fuse::abi;
+    use sectorfs_fuse::decode::{Op, Request};
+    use sectorfs_fuse::reply::{DirBuf, Reply};
+    use sectorfs_fuse::session::{Filesystem, InitConfig, Session};
 
     /// As `sectorfs mount` (`mount/src/fuse_fs.rs`).
     const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -47,9 +48,9 @@ mod linux {
     }
 
     struct Node {
-        attr: FileAttr,
+        attr: abi::fuse_attr,
         /// Directories: name → inode.
-        entries: HashMap<OsString, u64>,
+        entries: HashMap<Vec<u8>, u64>,
     }
 
     struct Tree {
@@ -60,283 +61,197 @@ mod linux {
     struct NullFs {
         tree: Mutex<Tree>,
         cache: Cache,
+        uring: bool,
     }
 
-    fn attr(ino: u64, kind: FileType, perm: u16, uid: u32, gid: u32) -> FileAttr {
-        let now = SystemTime::now();
-        FileAttr {
-            ino: INodeNo(ino),
-            size: 0,
-            blocks: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
+    fn attr(ino: u64, mode: u32, uid: u32, gid: u32) -> abi::fuse_attr {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (secs, nanos) = (now.as_secs(), now.subsec_nanos());
+        abi::fuse_attr {
+            ino,
+            atime: secs,
+            mtime: secs,
+            ctime: secs,
+            atimensec: nanos,
+            mtimensec: nanos,
+            ctimensec: nanos,
+            mode,
+            nlink: if mode & libc::S_IFMT == libc::S_IFDIR { 2 } else { 1 },
             uid,
             gid,
-            rdev: 0,
             blksize: 4096,
-            flags: 0,
+            ..Default::default()
         }
+    }
+
+    fn entry(a: &abi::fuse_attr) -> abi::fuse_entry_out {
+        abi::fuse_entry_out {
+            nodeid: a.ino,
+            entry_valid: TTL.as_secs(),
+            attr_valid: TTL.as_secs(),
+            attr: *a,
+            ..Default::default()
+        }
+    }
+
+    fn attr_out(a: &abi::fuse_attr) -> abi::fuse_attr_out {
+        abi::fuse_attr_out { attr_valid: TTL.as_secs(), attr: *a, ..Default::default() }
     }
 
     impl NullFs {
-        fn new(cache: Cache) -> NullFs {
+        fn new(cache: Cache, uring: bool) -> NullFs {
             // SAFETY: geteuid/getegid have no preconditions.
             let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-            let root = Node { attr: attr(1, FileType::Directory, 0o1777, uid, gid), entries: HashMap::new() };
-            NullFs { tree: Mutex::new(Tree { nodes: HashMap::from([(1, root)]), next: 2 }), cache }
+            let root = Node { attr: attr(1, libc::S_IFDIR | 0o1777, uid, gid), entries: HashMap::new() };
+            NullFs { tree: Mutex::new(Tree { nodes: HashMap::from([(1, root)]), next: 2 }), cache, uring }
         }
 
-        fn fopen(&self) -> FopenFlags {
+        fn fopen(&self) -> u32 {
             match self.cache {
-                Cache::Direct => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
-                _ => FopenFlags::FOPEN_KEEP_CACHE,
+                Cache::Direct => abi::FOPEN_DIRECT_IO | abi::FOPEN_PARALLEL_DIRECT_WRITES,
+                _ => abi::FOPEN_KEEP_CACHE,
             }
         }
 
-        fn make(
-            &self,
-            req: &Request,
-            parent: INodeNo,
-            name: &OsStr,
-            kind: FileType,
-            mode: u32,
-        ) -> Result<FileAttr, Errno> {
+        fn make(&self, req: &Request<'_>, name: &[u8], mode: u32) -> Result<abi::fuse_attr, i32> {
             let mut t = self.tree.lock().unwrap();
             let ino = t.next;
-            let dir = t.nodes.get_mut(&parent.0).ok_or(Errno::ENOENT)?;
+            let dir = t.nodes.get_mut(&req.header.nodeid).ok_or(libc::ENOENT)?;
             if dir.entries.contains_key(name) {
-                return Err(Errno::EEXIST);
+                return Err(libc::EEXIST);
             }
             dir.entries.insert(name.to_owned(), ino);
             t.next += 1;
-            let a = attr(ino, kind, (mode & 0o7777) as u16, req.uid(), req.gid());
+            let a = attr(ino, mode, req.header.uid, req.header.gid);
             t.nodes.insert(ino, Node { attr: a, entries: HashMap::new() });
             Ok(a)
         }
 
-        fn remove(&self, parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
+        fn remove(&self, parent: u64, name: &[u8]) -> Result<(), i32> {
             let mut t = self.tree.lock().unwrap();
-            let dir = t.nodes.get_mut(&parent.0).ok_or(Errno::ENOENT)?;
-            let ino = dir.entries.remove(name).ok_or(Errno::ENOENT)?;
+            let dir = t.nodes.get_mut(&parent).ok_or(libc::ENOENT)?;
+            let ino = dir.entries.remove(name).ok_or(libc::ENOENT)?;
             t.nodes.remove(&ino);
             Ok(())
         }
     }
 
     impl Filesystem for NullFs {
-        fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> io::Result<()> {
-            let data_path = match self.cache {
-                Cache::Direct => Some(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP),
-                Cache::Writethrough => None,
-                Cache::Writeback => Some(InitFlags::FUSE_WRITEBACK_CACHE),
+        fn init(&mut self, _offered: u64, cfg: &mut InitConfig) {
+            cfg.want |= match self.cache {
+                Cache::Direct => abi::FUSE_DIRECT_IO_ALLOW_MMAP,
+                Cache::Writethrough => 0,
+                Cache::Writeback => abi::FUSE_WRITEBACK_CACHE,
             };
-            for cap in data_path.into_iter().chain([
-                // (No readdirplus: the bench lists no directory, and plain
-                // readdir is enough for `ls` by hand.)
-                InitFlags::FUSE_PARALLEL_DIROPS,
-                InitFlags::FUSE_CACHE_SYMLINKS,
-                InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-                InitFlags::FUSE_NO_OPENDIR_SUPPORT,
-            ]) {
-                let _ = cfg.add_capabilities(cap);
+            // (No readdirplus: the bench lists no directory, and plain
+            // readdir is enough for `ls` by hand.)
+            cfg.want |= abi::FUSE_PARALLEL_DIROPS
+                | abi::FUSE_CACHE_SYMLINKS
+                | abi::FUSE_HANDLE_KILLPRIV_V2
+                | abi::FUSE_NO_OPENDIR_SUPPORT;
+            if self.uring {
+                cfg.want |= abi::FUSE_OVER_IO_URING;
             }
-            if let Err(n) = cfg.set_max_write(MAX_WRITE) {
-                let _ = cfg.set_max_write(n);
-            }
-            if let Err(n) = cfg.set_max_background(64) {
-                let _ = cfg.set_max_background(n);
-            }
-            Ok(())
+            cfg.max_write = MAX_WRITE;
+            cfg.max_background = 64;
         }
 
-        fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-            let t = self.tree.lock().unwrap();
-            match t.nodes.get(&parent.0).and_then(|d| d.entries.get(name)).and_then(|i| t.nodes.get(i)) {
-                Some(n) => reply.entry(&TTL, &n.attr, Generation(0)),
-                None => reply.error(Errno::ENOENT),
-            }
-        }
-
-        fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-            match self.tree.lock().unwrap().nodes.get(&ino.0) {
-                Some(n) => reply.attr(&TTL, &n.attr),
-                None => reply.error(Errno::ENOENT),
-            }
-        }
-
-        fn setattr(
-            &self,
-            _req: &Request,
-            ino: INodeNo,
-            mode: Option<u32>,
-            uid: Option<u32>,
-            gid: Option<u32>,
-            size: Option<u64>,
-            atime: Option<TimeOrNow>,
-            mtime: Option<TimeOrNow>,
-            _ctime: Option<SystemTime>,
-            _fh: Option<FileHandle>,
-            _crtime: Option<SystemTime>,
-            _chgtime: Option<SystemTime>,
-            _bkuptime: Option<SystemTime>,
-            _flags: Option<fuser::BsdFileFlags>,
-            reply: ReplyAttr,
-        ) {
-            let mut t = self.tree.lock().unwrap();
-            let Some(n) = t.nodes.get_mut(&ino.0) else { return reply.error(Errno::ENOENT) };
-            let time = |x: TimeOrNow| match x {
-                TimeOrNow::Now => SystemTime::now(),
-                TimeOrNow::SpecificTime(t) => t,
-            };
-            if let Some(m) = mode {
-                n.attr.perm = (m & 0o7777) as u16;
-            }
-            n.attr.uid = uid.unwrap_or(n.attr.uid);
-            n.attr.gid = gid.unwrap_or(n.attr.gid);
-            if let Some(s) = size {
-                n.attr.size = s;
-            }
-            if let Some(a) = atime {
-                n.attr.atime = time(a);
-            }
-            if let Some(m) = mtime {
-                n.attr.mtime = time(m);
-            }
-            reply.attr(&TTL, &n.attr);
-        }
-
-        fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-            match self.make(req, parent, name, FileType::Directory, mode) {
-                Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-                Err(e) => reply.error(e),
-            }
-        }
-
-        fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-            match self.remove(parent, name) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        }
-
-        fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-            match self.remove(parent, name) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        }
-
-        fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-            reply.opened(FileHandle(0), self.fopen());
-        }
-
-        fn create(
-            &self,
-            req: &Request,
-            parent: INodeNo,
-            name: &OsStr,
-            mode: u32,
-            _umask: u32,
-            _flags: i32,
-            reply: ReplyCreate,
-        ) {
-            match self.make(req, parent, name, FileType::RegularFile, mode) {
-                Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), self.fopen()),
-                Err(e) => reply.error(e),
-            }
-        }
-
-        fn read(
-            &self,
-            _req: &Request,
-            ino: INodeNo,
-            _fh: FileHandle,
-            offset: u64,
-            size: u32,
-            _flags: OpenFlags,
-            _lock: Option<fuser::LockOwner>,
-            reply: ReplyData,
-        ) {
-            static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
-            let len = self.tree.lock().unwrap().nodes.get(&ino.0).map_or(0, |n| n.attr.size);
-            let n = len.saturating_sub(offset).min(u64::from(size)).min(ZEROS.len() as u64) as usize;
-            reply.data(&ZEROS[..n]);
-        }
-
-        fn write(
-            &self,
-            _req: &Request,
-            ino: INodeNo,
-            _fh: FileHandle,
-            offset: u64,
-            data: &[u8],
-            _wf: WriteFlags,
-            _flags: OpenFlags,
-            _lock: Option<fuser::LockOwner>,
-            reply: ReplyWrite,
-        ) {
-            if let Some(n) = self.tree.lock().unwrap().nodes.get_mut(&ino.0) {
-                let end = offset + data.len() as u64;
-                if end > n.attr.size {
-                    n.attr.size = end;
-                    n.attr.blocks = end.div_ceil(512);
+        fn handle(&self, req: Request<'_>, reply: Reply<'_>) {
+            let ino = req.header.nodeid;
+            match req.op {
+                Op::Lookup { name } => {
+                    let t = self.tree.lock().unwrap();
+                    match t.nodes.get(&ino).and_then(|d| d.entries.get(name)).and_then(|i| t.nodes.get(i)) {
+                        Some(n) => reply.entry(&entry(&n.attr)),
+                        None => reply.error(libc::ENOENT),
+                    }
                 }
-            }
-            reply.written(data.len() as u32);
-        }
-
-        fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _o: fuser::LockOwner, reply: ReplyEmpty) {
-            reply.error(Errno::ENOSYS);
-        }
-
-        fn release(
-            &self,
-            _req: &Request,
-            _ino: INodeNo,
-            _fh: FileHandle,
-            _flags: OpenFlags,
-            _lock: Option<fuser::LockOwner>,
-            _flush: bool,
-            reply: ReplyEmpty,
-        ) {
-            reply.ok();
-        }
-
-        fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _d: bool, reply: ReplyEmpty) {
-            reply.error(Errno::ENOSYS);
-        }
-
-        fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-            reply.error(Errno::ENOSYS);
-        }
-
-        fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-            let t = self.tree.lock().unwrap();
-            let Some(d) = t.nodes.get(&ino.0) else { return reply.error(Errno::ENOENT) };
-            for (i, (name, child)) in d.entries.iter().enumerate().skip(offset as usize) {
-                let kind = t.nodes.get(child).map_or(FileType::RegularFile, |n| n.attr.kind);
-                if reply.add(INodeNo(*child), i as u64 + 1, kind, name) {
-                    break;
+                Op::Forget { .. } | Op::BatchForget(_) => reply.no_reply(),
+                Op::Getattr { .. } => match self.tree.lock().unwrap().nodes.get(&ino) {
+                    Some(n) => reply.attr(&attr_out(&n.attr)),
+                    None => reply.error(libc::ENOENT),
+                },
+                Op::Setattr(s) => {
+                    let mut t = self.tree.lock().unwrap();
+                    let Some(n) = t.nodes.get_mut(&ino) else { return reply.error(libc::ENOENT) };
+                    if s.valid & abi::FATTR_MODE != 0 {
+                        n.attr.mode = (n.attr.mode & libc::S_IFMT) | (s.mode & 0o7777);
+                    }
+                    if s.valid & abi::FATTR_UID != 0 {
+                        n.attr.uid = s.uid;
+                    }
+                    if s.valid & abi::FATTR_GID != 0 {
+                        n.attr.gid = s.gid;
+                    }
+                    if s.valid & abi::FATTR_SIZE != 0 {
+                        n.attr.size = s.size;
+                    }
+                    if s.valid & abi::FATTR_ATIME != 0 {
+                        (n.attr.atime, n.attr.atimensec) = (s.atime, s.atimensec);
+                    }
+                    if s.valid & abi::FATTR_MTIME != 0 {
+                        (n.attr.mtime, n.attr.mtimensec) = (s.mtime, s.mtimensec);
+                    }
+                    reply.attr(&attr_out(&n.attr));
                 }
+                Op::Mkdir { name, mode, .. } => match self.make(&req, name, libc::S_IFDIR | (mode & 0o7777)) {
+                    Ok(a) => reply.entry(&entry(&a)),
+                    Err(e) => reply.error(e),
+                },
+                Op::Unlink { name } | Op::Rmdir { name } => match self.remove(ino, name) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(e),
+                },
+                Op::Open { .. } => reply.open(0, self.fopen()),
+                Op::Create { arg, name } => match self.make(&req, name, libc::S_IFREG | (arg.mode & 0o7777)) {
+                    Ok(a) => reply.create(&entry(&a), 0, self.fopen()),
+                    Err(e) => reply.error(e),
+                },
+                Op::Read(r) => {
+                    static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+                    let len = self.tree.lock().unwrap().nodes.get(&ino).map_or(0, |n| n.attr.size);
+                    let n = len.saturating_sub(r.offset).min(u64::from(r.size)).min(ZEROS.len() as u64) as usize;
+                    reply.data(&ZEROS[..n]);
+                }
+                Op::Write { arg, data } => {
+                    if let Some(n) = self.tree.lock().unwrap().nodes.get_mut(&ino) {
+                        let end = arg.offset + data.len() as u64;
+                        if end > n.attr.size {
+                            n.attr.size = end;
+                            n.attr.blocks = end.div_ceil(512);
+                        }
+                    }
+                    reply.written(data.len() as u32);
+                }
+                Op::Release(_) | Op::Releasedir(_) | Op::Syncfs => reply.ok(),
+                Op::Flush(_) | Op::Fsync { .. } | Op::Fsyncdir { .. } | Op::Opendir { .. } => reply.error(libc::ENOSYS),
+                Op::Readdir(r) => {
+                    let t = self.tree.lock().unwrap();
+                    let Some(d) = t.nodes.get(&ino) else { return reply.error(libc::ENOENT) };
+                    let mut buf = Vec::new();
+                    let mut out = DirBuf::new(&mut buf, r.size as usize);
+                    for (i, (name, child)) in d.entries.iter().enumerate().skip(r.offset as usize) {
+                        let mode = t.nodes.get(child).map_or(libc::S_IFREG, |n| n.attr.mode);
+                        if !out.add(*child, i as u64 + 1, (mode & libc::S_IFMT) >> 12, name) {
+                            break;
+                        }
+                    }
+                    reply.data(out.bytes());
+                }
+                Op::Statfs => reply.statfs(abi::fuse_kstatfs {
+                    blocks: 1 << 20,
+                    bfree: 1 << 20,
+                    bavail: 1 << 20,
+                    files: 1 << 20,
+                    ffree: 1 << 20,
+                    bsize: 4096,
+                    namelen: 255,
+                    frsize: 4096,
+                    ..Default::default()
+                }),
+                Op::Getxattr { .. } | Op::Listxattr { .. } => reply.error(libc::ENODATA),
+                _ => reply.error(libc::ENOSYS),
             }
-            reply.ok();
-        }
-
-        fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-            reply.statfs(1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 4096, 255, 4096);
-        }
-
-        fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-            reply.error(Errno::ENODATA);
-        }
-
-        fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _d: bool, reply: ReplyEmpty) {
-            reply.error(Errno::ENOSYS);
         }
     }
 
@@ -345,6 +260,7 @@ mod linux {
         let mut mp = None;
         let mut cache = Cache::Direct;
         let mut threads = 2usize;
+        let mut uring = false;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -355,6 +271,16 @@ mod linux {
                         Some("writeback") => Cache::Writeback,
                         other => {
                             eprintln!("nullfs: --cache {other:?}: direct, writethrough or writeback");
+                            return 2;
+                        }
+                    }
+                }
+                "--transport" => {
+                    uring = match it.next().map(String::as_str) {
+                        Some("uring") => true,
+                        Some("classic") => false,
+                        other => {
+                            eprintln!("nullfs: --transport {other:?}: classic or uring");
                             return 2;
                         }
                     }
@@ -375,20 +301,10 @@ mod linux {
             }
         }
         let Some(mp) = mp else {
-            eprintln!("usage: nullfs MOUNTPOINT [--cache MODE] [--threads N]");
+            eprintln!("usage: nullfs MOUNTPOINT [--cache MODE] [--threads N] [--transport classic|uring]");
             return 2;
         };
-        let mut cfg = fuser::Config::default();
-        cfg.mount_options = vec![
-            MountOption::FSName("nullfs".into()),
-            MountOption::Subtype("nullfs".into()),
-            MountOption::DefaultPermissions,
-            MountOption::RW,
-        ];
-        cfg.acl = SessionACL::Owner;
-        cfg.n_threads = Some(threads);
-        cfg.clone_fd = threads > 1;
-        // SIGINT/SIGTERM: unmount (the session then ends).
+        // SIGINT/SIGTERM: unmount (the workers then end).
         let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: sigemptyset initialises `set`; sigaddset/pthread_sigmask
         // read the initialised set; blocking the signals before any thread
@@ -401,23 +317,53 @@ mod linux {
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             set
         };
-        let mut session = match Session::new(NullFs::new(cache), std::path::Path::new(&mp), &cfg) {
-            Ok(s) => s,
+        if uring {
+            if let Err(e) = sectorfs_fuse::dev::enable_uring() {
+                eprintln!("nullfs: FUSE over io_uring: {e}");
+                return 1;
+            }
+        }
+        let path = std::path::PathBuf::from(&mp);
+        let opts = sectorfs_fuse::dev::MountOptions {
+            fsname: "nullfs".into(),
+            subtype: "nullfs".into(),
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            default_permissions: true,
+            allow_other: false,
+        };
+        let fd = match sectorfs_fuse::dev::open_dev()
+            .and_then(|fd| sectorfs_fuse::dev::mount(&path, fd.as_fd(), &opts).map(|()| fd))
+        {
+            Ok(fd) => fd,
             Err(e) => {
                 eprintln!("nullfs: cannot mount {mp}: {e}");
                 return 1;
             }
         };
-        let mut unmounter = session.unmount_callable();
+        let mut session = Session::new(NullFs::new(cache, uring));
+        let neg = match sectorfs_fuse::dev::handshake(&mut session, fd.as_fd()) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("nullfs: INIT: {e}");
+                let c = std::ffi::CString::new(mp.clone()).unwrap_or_default();
+                // SAFETY: `c` is a NUL-terminated path that outlives the call.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                return 1;
+            }
+        };
+        let uring = neg.has(abi::FUSE_OVER_IO_URING);
+        let unmount_mp = mp.clone();
         std::thread::spawn(move || {
             let mut sig = 0;
             // SAFETY: `set` is an initialised signal set; `sig` is written.
             unsafe { libc::sigwait(&set, &mut sig) };
-            let _ = unmounter.unmount();
+            let c = std::ffi::CString::new(unmount_mp).unwrap_or_default();
+            // SAFETY: `c` is a NUL-terminated path that outlives the call.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         });
-        println!("nullfs: mounted {mp} ({threads} threads)");
+        println!("nullfs: mounted {mp} ({threads} threads, {} transport)", if uring { "uring" } else { "classic" });
         let _ = io::stdout().flush();
-        match session.run() {
+        match sectorfs_fuse::dev::run(&Arc::new(session), fd, threads) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("nullfs: {e}");

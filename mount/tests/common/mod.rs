@@ -270,7 +270,8 @@ pub fn errno<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
     }
 }
 
-fn cstr(p: &Path) -> CString {
+/// `p` as a C string (no NUL inside: test paths).
+pub fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
 }
 
