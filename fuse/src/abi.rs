@@ -701,3 +701,84 @@ pub struct fuse_uring_cmd_req {
     pub qid: u16,
     pub padding: [u8; 6],
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// Every struct's size against the C one: `sizeof(struct …)` printed
+    /// by a program compiled with gcc (x86_64) against `fuse_kernel.h` 7.45.
+    /// A mismatch means a generated field is missing, extra or of the wrong
+    /// width (implicit padding cannot hide one: `IntoBytes` refuses it).
+    #[test]
+    fn sizes_match_the_c_header() {
+        macro_rules! sizes {
+            ($($t:ident = $n:expr),* $(,)?) => {
+                $(assert_eq!(size_of::<$t>(), $n, "sizeof(struct {})", stringify!($t));)*
+            };
+        }
+        sizes! {
+            fuse_attr = 88,
+            fuse_sx_time = 16,
+            fuse_statx = 256,
+            fuse_kstatfs = 80,
+            fuse_file_lock = 24,
+            fuse_entry_out = 128,
+            fuse_forget_in = 8,
+            fuse_forget_one = 16,
+            fuse_batch_forget_in = 8,
+            fuse_getattr_in = 16,
+            fuse_attr_out = 104,
+            fuse_statx_in = 24,
+            fuse_statx_out = 288,
+            fuse_mknod_in = 16,
+            fuse_mkdir_in = 8,
+            fuse_rename_in = 8,
+            fuse_rename2_in = 16,
+            fuse_link_in = 8,
+            fuse_setattr_in = 88,
+            fuse_open_in = 8,
+            fuse_create_in = 16,
+            fuse_open_out = 16,
+            fuse_release_in = 24,
+            fuse_flush_in = 24,
+            fuse_read_in = 40,
+            fuse_write_in = 40,
+            fuse_write_out = 8,
+            fuse_statfs_out = 80,
+            fuse_fsync_in = 16,
+            fuse_setxattr_in = 16,
+            fuse_getxattr_in = 8,
+            fuse_getxattr_out = 8,
+            fuse_lk_in = 48,
+            fuse_lk_out = 24,
+            fuse_access_in = 8,
+            fuse_init_in = 64,
+            fuse_init_out = 64,
+            fuse_interrupt_in = 8,
+            fuse_fallocate_in = 32,
+            fuse_in_header = 40,
+            fuse_out_header = 16,
+            // Without the flexible `name[]`: FUSE_NAME_OFFSET.
+            fuse_dirent = 24,
+            fuse_direntplus = 152,
+            fuse_notify_inval_inode_out = 24,
+            fuse_notify_inval_entry_out = 16,
+            fuse_notify_delete_out = 24,
+            fuse_lseek_in = 24,
+            fuse_lseek_out = 8,
+            fuse_copy_file_range_in = 56,
+            fuse_copy_file_range_out = 8,
+            fuse_syncfs_in = 8,
+            fuse_ext_header = 8,
+            fuse_uring_ent_in_out = 32,
+            fuse_uring_req_header = 288,
+            fuse_uring_cmd_req = 24,
+        }
+        // The sizes given as constants in the header.
+        assert_eq!(FUSE_COMPAT_SETXATTR_IN_SIZE, 8);
+        assert_eq!(FUSE_URING_IN_OUT_HEADER_SZ, 128);
+        assert_eq!(FUSE_URING_OP_IN_OUT_SZ, 128);
+    }
+}

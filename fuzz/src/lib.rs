@@ -30,6 +30,12 @@
 //! (`tests/__fuzz__/ops/`) serves `cargo test` (bolero's random engine on
 //! stable), `scripts/fuzz` (the same, for a time budget) and `cargo bolero`
 //! with libFuzzer or AFL where a nightly toolchain is available.
+//!
+//! The second target, [`decode`], fuzzes the FUSE request decoder
+//! (`sectorfs-fuse`) on both transports; [`save_crash`] keeps a failing
+//! input of either target.
+
+pub mod decode;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -44,6 +50,33 @@ use engine::xattr_flags::{CREATE, REPLACE};
 use engine::{
     Config, Cred, Engine, Error, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, PATH_MAX, ROOT, XATTR_SIZE_MAX,
 };
+
+// ------------------------------------------------------------ failing inputs
+
+/// Keeps the smallest failing input this process saw in `dir`, as
+/// `crash-<hash>` (the larger one saved before is removed), and prints its
+/// name. A target's test calls it when its run panics.
+pub fn save_crash(dir: &std::path::Path, data: &[u8]) {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    static SMALLEST: Mutex<Option<(usize, PathBuf)>> = Mutex::new(None);
+    let mut s = SMALLEST.lock().unwrap_or_else(|p| p.into_inner());
+    if s.as_ref().is_some_and(|(len, _)| *len <= data.len()) {
+        return;
+    }
+    if let Some((_, old)) = s.take() {
+        let _ = std::fs::remove_file(old);
+    }
+    let hash = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let path = dir.join(format!("crash-{hash:016x}"));
+    match std::fs::write(&path, data) {
+        Ok(()) => {
+            eprintln!("fuzz: failing input ({} bytes) saved to {}", data.len(), path.display());
+            *s = Some((data.len(), path));
+        }
+        Err(e) => eprintln!("fuzz: cannot save the failing input to {}: {e}", path.display()),
+    }
+}
 
 // ------------------------------------------------------------ counters
 

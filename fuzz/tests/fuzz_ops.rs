@@ -24,28 +24,6 @@ fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus")
 }
 
-/// Keeps the smallest failing input this process saw in `fuzz/corpus/`.
-fn save_crash(data: &[u8]) {
-    use std::sync::Mutex;
-    static SMALLEST: Mutex<Option<(usize, PathBuf)>> = Mutex::new(None);
-    let mut s = SMALLEST.lock().unwrap_or_else(|p| p.into_inner());
-    if s.as_ref().is_some_and(|(len, _)| *len <= data.len()) {
-        return;
-    }
-    if let Some((_, old)) = s.take() {
-        let _ = std::fs::remove_file(old);
-    }
-    let hash = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let path = corpus_dir().join(format!("crash-{hash:016x}"));
-    match std::fs::write(&path, data) {
-        Ok(()) => {
-            eprintln!("fuzz: failing input ({} bytes) saved to {}", data.len(), path.display());
-            *s = Some((data.len(), path));
-        }
-        Err(e) => eprintln!("fuzz: cannot save the failing input to {}: {e}", path.display()),
-    }
-}
-
 #[test]
 fn ops() {
     let _ = sectorfs_fuzz::CRASH_DIR.set(corpus_dir());
@@ -54,7 +32,7 @@ fn ops() {
     let check = bolero::check!().with_shrink_time(Duration::from_secs(10));
     check.with_generator(bolero::produce::<Vec<u8>>().with().len(0usize..=8192)).for_each(|data| {
         if let Err(panic) = std::panic::catch_unwind(|| sectorfs_fuzz::run(data)) {
-            save_crash(data);
+            sectorfs_fuzz::save_crash(&corpus_dir(), data);
             std::panic::resume_unwind(panic);
         }
     });
