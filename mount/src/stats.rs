@@ -79,6 +79,18 @@ pub(crate) struct Report {
     pub(crate) max_files: u64,
     /// The daemon's process id.
     pub(crate) pid: u64,
+    /// How FUSE requests travel: `uring` or `classic` (`--transport`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) transport: Option<String>,
+    /// Requests served through the io_uring queues (the rest came over
+    /// `/dev/fuse` reads: forgets, interrupts, and all of them on `classic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ring_requests: Option<u64>,
+    /// Request and reply buffers of the transport, at most (a bounded
+    /// reserve: ring entries and classic workers' read buffers; pages are
+    /// touched only as far as requests fill them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) transport_buffer_bytes: Option<u64>,
     /// Sector bytes allocated per second over the short window.
     pub(crate) alloc_rate_bytes_per_s: Option<f64>,
     /// Sector bytes freed per second over the short window.
@@ -199,6 +211,11 @@ impl Report {
         for (label, v) in rows {
             let _ = writeln!(s, "{label:<22}{v}");
         }
+        if let Some(t) = &self.transport {
+            let buf = self.transport_buffer_bytes.map_or(String::new(), |b| format!(", buffers up to {}", format_bytes(b)));
+            let ring = self.ring_requests.map_or(String::new(), |n| format!(", {n} requests through the ring"));
+            let _ = writeln!(s, "{:<22}{t}{ring}{buf}", "transport");
+        }
         if let Some(p) = self.use_percent() {
             let _ = writeln!(s, "{:<22}{p:.1}%", "use");
         }
@@ -286,6 +303,17 @@ impl Report {
         family("max_files", "gauge", "The inode limit.", &[("", n(self.max_files))]);
         family("sector_allocs_total", "counter", "Sectors handed out.", &[("", n(self.sector_allocs))]);
         family("sector_frees_total", "counter", "Sectors given back.", &[("", n(self.sector_frees))]);
+        if let Some(t) = &self.transport {
+            let l = format!("transport=\"{}\"", escape_label(t));
+            family("transport_info", "gauge", "The FUSE transport in use (value 1).", &[(l.as_str(), Some(1.0))]);
+        }
+        if let Some(r) = self.ring_requests {
+            family("ring_requests_total", "counter", "Requests served through the io_uring queues.", &[("", n(r))]);
+        }
+        if let Some(b) = self.transport_buffer_bytes {
+            let help = "Request and reply buffers of the transport, at most.";
+            family("transport_buffer_bytes", "gauge", help, &[("", n(b))]);
+        }
         let rate = "Sector bytes per second over the last 10 s.";
         family("alloc_rate_bytes_per_second", "gauge", rate, &[("", self.alloc_rate_bytes_per_s)]);
         family("free_rate_bytes_per_second", "gauge", rate, &[("", self.free_rate_bytes_per_s)]);
