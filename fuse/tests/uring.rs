@@ -1,0 +1,587 @@
+//! FUSE over io_uring on a live mount, with a minimal session written here
+//! (the real one is `session.rs`/`dev.rs`): `/dev/fuse`, `mount(2)`, the
+//! `INIT` handshake, a classic `read(2)` loop, and [`Ring`].
+//!
+//! Needs root, `/dev/fuse` and a kernel with FUSE over io_uring
+//! (`/sys/module/fuse/parameters/enable_uring`, which is switched on if it is
+//! off: that only changes what later `INIT`s offer). Skipped, with a note,
+//! otherwise. The tests run one at a time (they measure, and they check that
+//! their threads are gone). Every mount is a fresh tempdir, unmounted
+//! (`MNT_DETACH`) by a guard even when the test fails.
+#![cfg(target_os = "linux")]
+
+use std::ffi::CString;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use sectorfs_fuse::abi::{self, opcode};
+use sectorfs_fuse::reply::Sink;
+use sectorfs_fuse::uring::{self, Ring, RingConfig, RingHandler};
+use zerocopy::{FromBytes, IntoBytes};
+
+const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+const MAX_WRITE: u32 = 1 << 20;
+const MAX_PAGES: u16 = 256;
+const READ_BUF: usize = (1 << 20) + 4096;
+
+/// One test at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why this machine cannot run the tests, if it cannot.
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("no /dev/fuse".into());
+    }
+    if !Path::new(PARAM).exists() {
+        return Some(format!("no {PARAM}: the kernel has no FUSE over io_uring"));
+    }
+    let on = std::fs::read_to_string(PARAM).map(|s| s.trim() == "Y").unwrap_or(false);
+    if !on {
+        if let Err(e) = std::fs::write(PARAM, "Y") {
+            return Some(format!("cannot enable FUSE over io_uring: {e}"));
+        }
+    }
+    None
+}
+
+macro_rules! require_uring {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// What the root `stat`s, `statfs` and lookups of the tests need, and
+/// switches to misbehave on purpose.
+struct TestFs {
+    payload_size: usize,
+    lookups: AtomicU64,
+    getattrs: AtomicU64,
+    statfs: AtomicU64,
+    statfs_mode: AtomicU8,
+}
+
+const NORMAL: u8 = 0;
+const OVERSIZE: u8 = 1;
+const PANIC: u8 = 2;
+
+impl TestFs {
+    fn new(payload_size: usize) -> Arc<TestFs> {
+        Arc::new(TestFs {
+            payload_size,
+            lookups: AtomicU64::new(0),
+            getattrs: AtomicU64::new(0),
+            statfs: AtomicU64::new(0),
+            statfs_mode: AtomicU8::new(NORMAL),
+        })
+    }
+
+    fn oversize(&self, unique: u64, sink: &mut dyn Sink) {
+        let big = vec![0u8; self.payload_size + 1];
+        assert!(sink.send(unique, 0, &[IoSlice::new(&big)]).is_err(), "an oversized reply is refused");
+    }
+}
+
+impl RingHandler for TestFs {
+    fn handle(&self, in_header: &[u8], _op_in: &[u8], payload: &[u8], sink: &mut dyn Sink) {
+        let (h, _) = abi::fuse_in_header::read_from_prefix(in_header).expect("short in_header");
+        let _ = match h.opcode {
+            opcode::FUSE_LOOKUP => {
+                self.lookups.fetch_add(1, Ordering::Relaxed);
+                let name = payload.split(|&b| b == 0).next().unwrap_or_default();
+                match name {
+                    b"big" => return self.oversize(h.unique, sink),
+                    b"panic" => panic!("the handler panics on purpose"),
+                    b"silent" => return,
+                    _ => sink.send(h.unique, -libc::ENOENT, &[]),
+                }
+            }
+            opcode::FUSE_GETATTR if h.nodeid == abi::FUSE_ROOT_ID => {
+                self.getattrs.fetch_add(1, Ordering::Relaxed);
+                let out = abi::fuse_attr_out {
+                    attr: abi::fuse_attr {
+                        ino: abi::FUSE_ROOT_ID,
+                        mode: libc::S_IFDIR | 0o755,
+                        nlink: 2,
+                        blksize: 4096,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                sink.send(h.unique, 0, &[IoSlice::new(out.as_bytes())])
+            }
+            opcode::FUSE_STATFS => {
+                self.statfs.fetch_add(1, Ordering::Relaxed);
+                match self.statfs_mode.load(Ordering::Relaxed) {
+                    OVERSIZE => return self.oversize(h.unique, sink),
+                    PANIC => panic!("the handler panics on purpose"),
+                    _ => {}
+                }
+                let out = abi::fuse_statfs_out {
+                    st: abi::fuse_kstatfs {
+                        blocks: 1000,
+                        bfree: 500,
+                        bavail: 500,
+                        files: 100,
+                        ffree: 50,
+                        bsize: 4096,
+                        namelen: 255,
+                        frsize: 4096,
+                        ..Default::default()
+                    },
+                };
+                sink.send(h.unique, 0, &[IoSlice::new(out.as_bytes())])
+            }
+            _ => sink.send(h.unique, -libc::ENOSYS, &[]),
+        };
+    }
+}
+
+/// The classic channel's sink: one `writev(2)` of header and parts.
+struct DevSink<'a>(BorrowedFd<'a>);
+
+impl Sink for DevSink<'_> {
+    fn send(&mut self, unique: u64, error: i32, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        let len = size_of::<abi::fuse_out_header>() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let out = abi::fuse_out_header { len: len as u32, error, unique };
+        let mut iov = Vec::with_capacity(parts.len() + 1);
+        iov.push(IoSlice::new(out.as_bytes()));
+        iov.extend_from_slice(parts);
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and every
+        // slice outlives the call.
+        let n = unsafe { libc::writev(self.0.as_raw_fd(), iov.as_ptr().cast(), iov.len() as libc::c_int) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// What a classic loop saw.
+#[derive(Default)]
+struct Classic {
+    forgets: AtomicU64,
+    interrupts: AtomicU64,
+    /// Everything else (served, or answered ENOSYS).
+    others: AtomicU64,
+}
+
+fn read_dev(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: reads at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// The classic `read(2)` loop. With `serve`, requests go to `fs` (the
+/// message split as in-header, no `op_in`, the rest as payload: enough for
+/// `TestFs`); without, they are answered ENOSYS. FORGETs and INTERRUPTs get
+/// no reply. Ends when the read fails with ENODEV (unmounted).
+fn classic_loop(dev: Arc<OwnedFd>, fs: Arc<TestFs>, serve: bool, seen: Arc<Classic>) {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = match read_dev(dev.as_fd(), &mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::ENOENT)) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return,
+            Err(e) => panic!("read /dev/fuse: {e}"),
+        };
+        let msg = &buf[..n];
+        let (h, _) = abi::fuse_in_header::read_from_prefix(msg).expect("short request");
+        match h.opcode {
+            opcode::FUSE_FORGET | opcode::FUSE_BATCH_FORGET => {
+                seen.forgets.fetch_add(1, Ordering::Relaxed);
+            }
+            opcode::FUSE_INTERRUPT => {
+                seen.interrupts.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                seen.others.fetch_add(1, Ordering::Relaxed);
+                let mut sink = DevSink(dev.as_fd());
+                if serve {
+                    let hdr = size_of::<abi::fuse_in_header>();
+                    fs.handle(&msg[..hdr], &[], &msg[hdr..], &mut sink);
+                } else {
+                    let _ = sink.send(h.unique, -libc::ENOSYS, &[]);
+                }
+            }
+        }
+    }
+}
+
+fn cstring(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("NUL in path")
+}
+
+/// A mounted test filesystem with its threads. Dropping it unmounts first
+/// (which ends the ring's threads and the classic loops), then stops the
+/// ring and joins the loops.
+struct Harness {
+    mnt: PathBuf,
+    dev: Arc<OwnedFd>,
+    fs: Arc<TestFs>,
+    mounted: bool,
+    ring: Option<Ring>,
+    classic: Vec<JoinHandle<()>>,
+    seen: Arc<Classic>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Mounts and answers INIT, granting FUSE_OVER_IO_URING if `uring`.
+    fn mount(uring: bool) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().to_path_buf();
+        // SAFETY: opens a path from a NUL-terminated literal.
+        let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "open /dev/fuse: {}", io::Error::last_os_error());
+        // SAFETY: `fd` is new and ours.
+        let dev = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let data = CString::new(format!("fd={fd},rootmode=40000,user_id=0,group_id=0")).unwrap();
+        let target = cstring(&mnt);
+        // SAFETY: every pointer is a live NUL-terminated string.
+        let rc = unsafe {
+            libc::mount(
+                c"sectorfs-test".as_ptr(),
+                target.as_ptr(),
+                c"fuse.sectorfs-test".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount: {}", io::Error::last_os_error());
+        let payload_size = uring::payload_size(MAX_WRITE, MAX_PAGES);
+        let mut h = Harness {
+            mnt,
+            dev,
+            fs: TestFs::new(payload_size),
+            mounted: true,
+            ring: None,
+            classic: Vec::new(),
+            seen: Arc::new(Classic::default()),
+            _dir: dir,
+        };
+        h.init(uring);
+        h
+    }
+
+    fn init(&mut self, uring: bool) {
+        let mut buf = vec![0u8; READ_BUF];
+        let n = read_dev(self.dev.as_fd(), &mut buf).expect("read INIT");
+        let (h, rest) = abi::fuse_in_header::read_from_prefix(&buf[..n]).expect("short INIT");
+        assert_eq!(h.opcode, opcode::FUSE_INIT);
+        let (init, _) = abi::fuse_init_in::read_from_prefix(rest).expect("short fuse_init_in");
+        let offered = u64::from(init.flags) | (u64::from(init.flags2) << 32);
+        assert!(offered & abi::FUSE_INIT_EXT != 0, "the kernel offers no FUSE_INIT_EXT");
+        let mut flags = abi::FUSE_INIT_EXT | abi::FUSE_MAX_PAGES | abi::FUSE_PARALLEL_DIROPS;
+        if uring {
+            assert!(offered & abi::FUSE_OVER_IO_URING != 0, "the kernel offers no FUSE_OVER_IO_URING");
+            flags |= abi::FUSE_OVER_IO_URING;
+        }
+        let out = abi::fuse_init_out {
+            major: abi::FUSE_KERNEL_VERSION,
+            minor: abi::FUSE_KERNEL_MINOR_VERSION,
+            max_readahead: init.max_readahead,
+            flags: flags as u32,
+            flags2: (flags >> 32) as u32,
+            max_write: MAX_WRITE,
+            max_pages: MAX_PAGES,
+            time_gran: 1,
+            ..Default::default()
+        };
+        DevSink(self.dev.as_fd()).send(h.unique, 0, &[IoSlice::new(out.as_bytes())]).expect("INIT reply");
+    }
+
+    fn config(&self) -> RingConfig {
+        RingConfig {
+            queues: uring::possible_cpus().expect("possible CPUs"),
+            depth: 8,
+            payload_size: self.fs.payload_size,
+        }
+    }
+
+    fn start_ring(&mut self, cfg: RingConfig) -> io::Result<()> {
+        self.ring = Some(Ring::start(self.dev.as_fd(), cfg, self.fs.clone())?);
+        Ok(())
+    }
+
+    fn start_classic(&mut self, threads: usize, serve: bool) {
+        for i in 0..threads {
+            let (dev, fs, seen) = (self.dev.clone(), self.fs.clone(), self.seen.clone());
+            let t = thread::Builder::new()
+                .name(format!("fuse-classic-{i}"))
+                .spawn(move || classic_loop(dev, fs, serve, seen))
+                .expect("spawn");
+            self.classic.push(t);
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    fn unmount(&mut self) {
+        if std::mem::take(&mut self.mounted) {
+            let target = cstring(&self.mnt);
+            // SAFETY: a live NUL-terminated path; the mount is ours.
+            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+                eprintln!("umount2 {}: {}", self.mnt.display(), io::Error::last_os_error());
+            }
+        }
+    }
+
+    /// Unmounts, waits for the ring's threads to end by themselves (the
+    /// kernel ends their entries with ENOTCONN), stops the ring, joins the
+    /// classic loops, and checks that no thread of ours is left.
+    fn finish(mut self) {
+        self.unmount();
+        let ended_alone = wait_until(Duration::from_secs(5), || ring_threads().is_empty());
+        assert!(ended_alone, "ring threads still running after the unmount: {:?}", ring_threads());
+        if let Some(ring) = self.ring.take() {
+            ring.stop();
+        }
+        for t in self.classic.drain(..) {
+            t.join().expect("classic loop panicked");
+        }
+        assert_eq!(our_threads(), Vec::<String>::new(), "threads left behind");
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.unmount();
+        drop(self.ring.take());
+        for t in self.classic.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn thread_names() -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim().to_owned())
+        .collect()
+}
+
+fn ring_threads() -> Vec<String> {
+    thread_names().into_iter().filter(|n| n.starts_with("sectorfs-ring")).collect()
+}
+
+fn our_threads() -> Vec<String> {
+    thread_names().into_iter().filter(|n| n.starts_with("sectorfs-ring") || n.starts_with("fuse-classic")).collect()
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if done() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: cpu_set_t is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is a small CPU number, inside the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: passes a live cpu_set_t and its size.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(rc, 0, "pin to CPU {cpu}: {}", io::Error::last_os_error());
+}
+
+fn stat(path: &Path) -> io::Result<libc::stat> {
+    let path = cstring(path);
+    // SAFETY: all-zero is a valid `struct stat`.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a live NUL-terminated path and a live `struct stat`.
+    if unsafe { libc::stat(path.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn statfs(path: &Path) -> io::Result<libc::statfs> {
+    let path = cstring(path);
+    // SAFETY: all-zero is a valid `struct statfs`.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a live NUL-terminated path and a live `struct statfs`.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn errno(r: io::Result<impl Sized>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+fn check_root(h: &Harness) {
+    let st = stat(&h.mnt).expect("stat of the root");
+    assert_eq!(st.st_mode, libc::S_IFDIR | 0o755);
+    assert_eq!(st.st_nlink, 2);
+    assert_eq!(st.st_ino, abi::FUSE_ROOT_ID);
+}
+
+/// `per_cpu` stats on each CPU at once (a thread pinned to each), of fresh
+/// missing names, or alternately of such names and of the root with `root`.
+/// Returns the elapsed time.
+fn stat_storm(h: &Harness, cpus: usize, per_cpu: usize, root: bool, tag: &str) -> Duration {
+    let start = Instant::now();
+    thread::scope(|s| {
+        for cpu in 0..cpus {
+            s.spawn(move || {
+                pin(cpu);
+                for i in 0..per_cpu {
+                    if root && i % 2 == 1 {
+                        check_root(h);
+                    } else {
+                        let r = stat(&h.path(&format!("{tag}-{cpu}-{i}")));
+                        assert_eq!(errno(r), Some(libc::ENOENT));
+                    }
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// 10,000 stats (missing names and the root) from both CPUs go through the
+/// ring, each to its CPU's queue; nothing but FORGETs reaches `/dev/fuse`;
+/// after the unmount the ring's threads end by themselves.
+#[test]
+fn ring_serves_stats() {
+    let _serial = serial();
+    require_uring!();
+    let mut h = Harness::mount(true);
+    h.start_classic(1, false);
+    let cfg = h.config();
+    let queues = cfg.queues;
+    h.start_ring(cfg).expect("Ring::start");
+    assert_eq!(ring_threads().len(), queues);
+
+    let cpus = queues.min(thread::available_parallelism().map_or(1, |n| n.get()));
+    let per_cpu = 10_000 / cpus;
+    stat_storm(&h, cpus, per_cpu, true, "missing");
+    let served = h.ring.as_ref().unwrap().served();
+    let (lookups, getattrs) = (h.fs.lookups.load(Ordering::Relaxed), h.fs.getattrs.load(Ordering::Relaxed));
+    let others = h.seen.others.load(Ordering::Relaxed);
+    eprintln!("served per queue {served:?}; lookups {lookups}, getattrs {getattrs}; over /dev/fuse: {others}");
+    let total = (cpus * per_cpu) as u64;
+    assert!(lookups + getattrs >= total, "every stat asked the filesystem");
+    assert!(served.iter().sum::<u64>() >= total, "every request came through the ring");
+    for (cpu, &n) in served.iter().enumerate().take(cpus) {
+        assert!(n >= per_cpu as u64, "queue {cpu} served {n} < the {per_cpu} stats pinned to CPU {cpu}");
+    }
+    assert_eq!(others, 0, "no request but FORGET/INTERRUPT comes over /dev/fuse once the ring is ready");
+    h.finish();
+}
+
+/// A reply larger than the payload buffer, a handler that panics and one
+/// that does not reply each give the caller EIO, on the staged (LOOKUP, with
+/// a name) and the direct (STATFS, no payload) path; the mount keeps serving.
+#[test]
+fn ring_errors_become_eio() {
+    let _serial = serial();
+    require_uring!();
+    let mut h = Harness::mount(true);
+    h.start_classic(1, false);
+    h.start_ring(h.config()).expect("Ring::start");
+
+    assert_eq!(statfs(&h.mnt).expect("statfs").f_blocks, 1000);
+    for name in ["big", "panic", "silent"] {
+        assert_eq!(errno(stat(&h.path(name))), Some(libc::EIO), "LOOKUP {name}");
+        check_root(&h);
+    }
+    for mode in [OVERSIZE, PANIC] {
+        h.fs.statfs_mode.store(mode, Ordering::Relaxed);
+        assert_eq!(errno(statfs(&h.mnt)), Some(libc::EIO), "STATFS mode {mode}");
+        h.fs.statfs_mode.store(NORMAL, Ordering::Relaxed);
+        assert_eq!(statfs(&h.mnt).expect("statfs").f_blocks, 1000);
+    }
+    assert_eq!(errno(stat(&h.path("missing"))), Some(libc::ENOENT));
+    // Every entry came back: a full round of requests on every queue still works.
+    stat_storm(&h, h.config().queues, 64, true, "after");
+    assert_eq!(h.seen.others.load(Ordering::Relaxed), 0);
+    h.finish();
+}
+
+/// When `Ring::start` fails after `INIT` granted io_uring, the connection is
+/// handed back to `/dev/fuse`: by our own refusal (too few queues, no
+/// registration at all) and by the kernel's (payload buffer too small).
+#[test]
+fn failed_start_falls_back_to_dev() {
+    let _serial = serial();
+    require_uring!();
+    let cpus = uring::possible_cpus().expect("possible CPUs");
+    let mut cases = vec![("payload buffer too small", RingConfig { queues: cpus, depth: 2, payload_size: 8192 })];
+    if cpus > 1 {
+        cases.push(("too few queues", RingConfig { queues: cpus - 1, depth: 2, payload_size: 1 << 20 }));
+    }
+    for (what, cfg) in cases {
+        let mut h = Harness::mount(true);
+        h.start_classic(1, true);
+        let e = h.start_ring(cfg).expect_err(what);
+        eprintln!("{what}: Ring::start failed as it should: {e}");
+        assert!(ring_threads().is_empty(), "{what}: threads left after a failed start");
+        check_root(&h);
+        assert_eq!(errno(stat(&h.path("missing"))), Some(libc::ENOENT));
+        assert!(h.seen.others.load(Ordering::Relaxed) >= 2, "{what}: served over /dev/fuse");
+        h.finish();
+    }
+}
+
+/// Rates of stats of missing names (one LOOKUP each) through the ring and
+/// through the classic loop alone (`INIT` without io_uring, one reader
+/// thread per CPU), from one CPU and from every CPU at once. Printed, not
+/// asserted.
+#[test]
+fn rates_ring_vs_classic() {
+    let _serial = serial();
+    require_uring!();
+    let cpus =
+        uring::possible_cpus().expect("possible CPUs").min(thread::available_parallelism().map_or(1, |n| n.get()));
+    let per_cpu = 20_000;
+    for ring in [false, true] {
+        let mut h = Harness::mount(ring);
+        if ring {
+            h.start_classic(1, false);
+            h.start_ring(h.config()).expect("Ring::start");
+        } else {
+            h.start_classic(cpus, true);
+        }
+        let name = if ring { "io_uring" } else { "classic" };
+        stat_storm(&h, cpus, 1000, false, "warm");
+        for callers in [1, cpus] {
+            let t = stat_storm(&h, callers, per_cpu, false, &format!("rate{callers}"));
+            let n = (callers * per_cpu) as f64;
+            eprintln!(
+                "{name:>8}: {callers} caller(s): {:>8.0} LOOKUPs/s ({:.1} us each)",
+                n / t.as_secs_f64(),
+                t.as_secs_f64() * 1e6 / n * callers as f64
+            );
+        }
+        h.finish();
+    }
+}
