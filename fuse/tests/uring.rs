@@ -15,8 +15,8 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -230,17 +230,47 @@ fn cstring(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("NUL in path")
 }
 
+/// The mount itself, shared with the watchdog.
+struct Mounted {
+    mnt: PathBuf,
+    mounted: AtomicBool,
+}
+
+impl Mounted {
+    /// Lazily unmounts (once): the kernel aborts the connection as soon as
+    /// nothing uses the mount any more, which ends the ring's entries
+    /// (ENOTCONN) and the classic loops' reads (ENODEV). `force` aborts the
+    /// connection at once (`MNT_FORCE` runs FUSE's `umount_begin`), failing
+    /// requests in flight: a hung request would otherwise keep the mount in
+    /// use, and so itself waiting, forever.
+    fn unmount(&self, force: bool) {
+        if self.mounted.swap(false, Ordering::SeqCst) {
+            let target = cstring(&self.mnt);
+            let flags = libc::MNT_DETACH | if force { libc::MNT_FORCE } else { 0 };
+            // SAFETY: a live NUL-terminated path; the mount is ours.
+            if unsafe { libc::umount2(target.as_ptr(), flags) } != 0 {
+                eprintln!("umount2 {}: {}", self.mnt.display(), io::Error::last_os_error());
+            }
+        }
+    }
+}
+
+/// How long a test may keep its mount before the watchdog unmounts it, so
+/// that a hung request fails the test (ENOTCONN) instead of hanging it.
+const WATCHDOG: Duration = Duration::from_secs(60);
+
 /// A mounted test filesystem with its threads. Dropping it unmounts first
 /// (which ends the ring's threads and the classic loops), then stops the
-/// ring and joins the loops.
+/// ring and joins the loops and the watchdog.
 struct Harness {
     mnt: PathBuf,
+    m: Arc<Mounted>,
     dev: Arc<OwnedFd>,
     fs: Arc<TestFs>,
-    mounted: bool,
     ring: Option<Ring>,
     classic: Vec<JoinHandle<()>>,
     seen: Arc<Classic>,
+    watchdog: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     _dir: tempfile::TempDir,
 }
 
@@ -267,15 +297,28 @@ impl Harness {
             )
         };
         assert_eq!(rc, 0, "mount: {}", io::Error::last_os_error());
+        let m = Arc::new(Mounted { mnt: mnt.clone(), mounted: AtomicBool::new(true) });
+        let (stop, stopped) = mpsc::channel::<()>();
+        let dog = m.clone();
+        let watchdog = thread::Builder::new()
+            .name("fuse-watchdog".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCHDOG) {
+                    eprintln!("watchdog: unmounting {} after {WATCHDOG:?}", dog.mnt.display());
+                    dog.unmount(true);
+                }
+            })
+            .expect("spawn");
         let payload_size = uring::payload_size(MAX_WRITE, MAX_PAGES);
         let mut h = Harness {
             mnt,
+            m,
             dev,
             fs: TestFs::new(payload_size),
-            mounted: true,
             ring: None,
             classic: Vec::new(),
             seen: Arc::new(Classic::default()),
+            watchdog: Some((stop, watchdog)),
             _dir: dir,
         };
         h.init(uring);
@@ -290,6 +333,7 @@ impl Harness {
         let (init, _) = abi::fuse_init_in::read_from_prefix(rest).expect("short fuse_init_in");
         let offered = u64::from(init.flags) | (u64::from(init.flags2) << 32);
         assert!(offered & abi::FUSE_INIT_EXT != 0, "the kernel offers no FUSE_INIT_EXT");
+        // PARALLEL_DIROPS: lookups in one directory from several CPUs at once.
         let mut flags = abi::FUSE_INIT_EXT | abi::FUSE_MAX_PAGES | abi::FUSE_PARALLEL_DIROPS;
         if uring {
             assert!(offered & abi::FUSE_OVER_IO_URING != 0, "the kernel offers no FUSE_OVER_IO_URING");
@@ -337,40 +381,41 @@ impl Harness {
         self.mnt.join(name)
     }
 
-    fn unmount(&mut self) {
-        if std::mem::take(&mut self.mounted) {
-            let target = cstring(&self.mnt);
-            // SAFETY: a live NUL-terminated path; the mount is ours.
-            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
-                eprintln!("umount2 {}: {}", self.mnt.display(), io::Error::last_os_error());
-            }
-        }
+    fn unmount(&self) {
+        self.m.unmount(false);
     }
 
-    /// Unmounts, waits for the ring's threads to end by themselves (the
-    /// kernel ends their entries with ENOTCONN), stops the ring, joins the
-    /// classic loops, and checks that no thread of ours is left.
+    /// Unmounts (forcibly, if the test has not: it failed), stops the ring,
+    /// joins the classic loops and the watchdog.
+    fn teardown(&mut self) -> thread::Result<()> {
+        self.m.unmount(true);
+        drop(self.ring.take());
+        let mut res = Ok(());
+        for t in self.classic.drain(..) {
+            res = res.and(t.join());
+        }
+        if let Some((stop, dog)) = self.watchdog.take() {
+            drop(stop);
+            res = res.and(dog.join());
+        }
+        res
+    }
+
+    /// Unmounts, checks that the ring's threads end by themselves (the
+    /// kernel ends their entries with ENOTCONN), tears down, and checks that
+    /// no thread of ours is left.
     fn finish(mut self) {
         self.unmount();
         let ended_alone = wait_until(Duration::from_secs(5), || ring_threads().is_empty());
         assert!(ended_alone, "ring threads still running after the unmount: {:?}", ring_threads());
-        if let Some(ring) = self.ring.take() {
-            ring.stop();
-        }
-        for t in self.classic.drain(..) {
-            t.join().expect("classic loop panicked");
-        }
+        self.teardown().expect("a classic loop or the watchdog panicked");
         assert_eq!(our_threads(), Vec::<String>::new(), "threads left behind");
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.unmount();
-        drop(self.ring.take());
-        for t in self.classic.drain(..) {
-            let _ = t.join();
-        }
+        let _ = self.teardown();
     }
 }
 
@@ -387,7 +432,8 @@ fn ring_threads() -> Vec<String> {
 }
 
 fn our_threads() -> Vec<String> {
-    thread_names().into_iter().filter(|n| n.starts_with("sectorfs-ring") || n.starts_with("fuse-classic")).collect()
+    let ours = ["sectorfs-ring", "fuse-classic", "fuse-watchdog"];
+    thread_names().into_iter().filter(|n| ours.iter().any(|o| n.starts_with(o))).collect()
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -584,4 +630,28 @@ fn rates_ring_vs_classic() {
         }
         h.finish();
     }
+}
+
+/// From the `INIT` reply that grants io_uring until every queue has entries,
+/// the kernel holds new requests (Linux 6.14+), neither failing them nor
+/// sending them over `/dev/fuse`; `Ring::start` releases them to the ring.
+#[test]
+fn requests_wait_for_the_ring() {
+    let _serial = serial();
+    require_uring!();
+    let mut h = Harness::mount(true);
+    h.start_classic(1, true);
+    let cfg = h.config();
+    let ring = thread::scope(|s| {
+        let waiter = s.spawn(|| check_root(&h));
+        thread::sleep(Duration::from_millis(300));
+        assert!(!waiter.is_finished(), "a stat before the ring is ready was answered");
+        assert_eq!(h.seen.others.load(Ordering::Relaxed), 0, "it was sent over /dev/fuse");
+        let ring = Ring::start(h.dev.as_fd(), cfg, h.fs.clone()).expect("Ring::start");
+        waiter.join().expect("the held stat");
+        ring
+    });
+    assert_eq!(ring.served().iter().sum::<u64>(), 1, "the held stat went through the ring");
+    h.ring = Some(ring);
+    h.finish();
 }
