@@ -152,6 +152,11 @@ pub struct Ring {
     served: Arc<[Served]>,
 }
 
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Ring>();
+};
+
 /// A request counter on its own cache lines (each is written by one thread).
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -536,7 +541,9 @@ fn uring_cmd_bytes(qid: u16, commit_id: u64) -> [u8; 80] {
 
 /// Turns io_uring off for the connection on `fd`, so that requests go back to
 /// `read(2)`: the kernel does so when a `REGISTER` fails, and a `REGISTER`
-/// with `sqe->len = 0` (no iovecs) must fail with `EINVAL`.
+/// with `sqe->len = 0` (no iovecs) must fail with `EINVAL`. Any failure but
+/// `EAGAIN` (`INIT` not answered yet) leaves io_uring off, or the connection
+/// dead.
 fn hand_back_to_dev(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut ring: Uring = IoUring::builder().build(1)?;
     let sqe = opcode::UringCmd80::new(types::Fd(fd.as_raw_fd()), abi::FUSE_IO_URING_CMD_REGISTER)
@@ -545,12 +552,17 @@ fn hand_back_to_dev(fd: BorrowedFd<'_>) -> io::Result<()> {
         .user_data(0);
     // SAFETY: the SQE points at no memory (no `addr`); `fd` outlives the call.
     unsafe { ring.submission().push(&sqe) }.map_err(|_| io::Error::other("io_uring SQ full"))?;
-    ring.submit_and_wait(1)?;
+    let limit = types::Timespec::from(std::time::Duration::from_secs(1));
+    match ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&limit)) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+        Err(e) => return Err(e),
+    }
     let res = ring.completion().next().map(|c| c.result());
     match res {
-        Some(r) if r == -libc::EINVAL || r == -libc::ENOTCONN || r == -libc::ECONNABORTED => Ok(()),
-        Some(r) if r < 0 => Err(io::Error::from_raw_os_error(-r)),
-        _ => Err(io::Error::other("the kernel accepted an invalid REGISTER")),
+        Some(r) if r == -libc::EAGAIN => Err(io::Error::other("INIT is not answered yet")),
+        Some(r) if r < 0 => Ok(()),
+        _ => Err(io::Error::other("the kernel accepted a REGISTER without buffers")),
     }
 }
 
@@ -590,7 +602,11 @@ impl Server {
 
     /// Submits every entry's `REGISTER` and the eventfd poll. Returns the
     /// completions already posted (requests may arrive at once), or the error
-    /// of a registration the kernel refused right away.
+    /// the kernel refused this queue's registrations with right away.
+    ///
+    /// If it refuses only some (it treats each alone: a failed allocation),
+    /// the queue serves with the rest, and the refused entries stay unused:
+    /// the ring may already be in use, and stopping now would strand requests.
     fn register(&mut self, ring: &mut Uring, wake: RawFd) -> io::Result<Vec<(u64, i32)>> {
         {
             let (submitter, mut sq, _) = ring.split();
@@ -605,11 +621,25 @@ impl Server {
             unsafe { push(&submitter, &mut sq, &poll.into())? };
         }
         ring.submit()?;
-        let backlog: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for &(user_data, res) in &backlog {
+        let mut backlog = Vec::with_capacity(self.iovs.len() + 1);
+        let mut refused = Vec::new();
+        for (user_data, res) in ring.completion().map(|c| (c.user_data(), c.result())) {
             if user_data != WAKE && res < 0 && res != -libc::EINTR && res != -libc::EAGAIN {
-                return Err(io::Error::from_raw_os_error(-res));
+                refused.push(-res);
+            } else {
+                backlog.push((user_data, res));
             }
+        }
+        match refused.first() {
+            None => {}
+            Some(&errno) if refused.len() == self.iovs.len() => return Err(io::Error::from_raw_os_error(errno)),
+            Some(&errno) => log::warn!(
+                "sectorfs-ring-{}: {} of {} entries refused ({}); serving with the rest",
+                self.qid,
+                refused.len(),
+                self.iovs.len(),
+                io::Error::from_raw_os_error(errno)
+            ),
         }
         Ok(backlog)
     }
