@@ -38,7 +38,8 @@
 //!
 //! 1. While an entry's command is in flight, only the kernel does, and only in
 //!    the context of the queue's thread (inside its `io_uring_enter`, or task
-//!    work run on its behalf). The thread does not touch the entry.
+//!    work or an io-wq worker on its behalf). The thread does not touch the
+//!    entry.
 //! 2. From the entry's CQE until its next command is pushed, only the queue's
 //!    thread does. It lends `&[u8]` views of `in_out`, `op_in` and the payload
 //!    to [`RingHandler::handle`] and writes nothing those views cover while
@@ -52,9 +53,10 @@
 //!    a thread that has exited can no longer have the kernel write into its
 //!    buffers (its io_uring is closed, its task work is dead).
 //!
-//! Every entry is always either in the kernel or being served by its thread:
-//! a handler that does not reply, or panics before replying, gets `-EIO`
-//! committed; a reply too large for the buffer is committed as `-EIO`.
+//! Every entry is always either in the kernel or being served by its thread
+//! (but for entries whose registration the kernel refused, which stay
+//! unused): a handler that does not reply, or panics before replying, gets
+//! `-EIO` committed; a reply too large for the buffer is committed as `-EIO`.
 //!
 //! The only state shared between threads is the per-queue served counter
 //! (relaxed atomics, read by [`Ring::served`]) and the eventfds (written by
@@ -415,9 +417,12 @@ impl Setup {
     fn run(self) {
         let qid = self.qid;
         pin_to_cpu(usize::from(qid));
-        let report = self.report.clone();
-        let self_wake = self.wake;
-        let mut ring = match self.prepare() {
+        let (depth, wake) = (self.depth, self.wake);
+        let (mut server, dev, report) = self.into_server();
+        // Declared after `server`, so dropped (closed) before it: the kernel
+        // is done with the iovecs before they are freed, and with the buffers
+        // before `Ring` unmaps them (after joining this thread).
+        let mut ring = match prepare(&dev, depth) {
             Ok(ring) => ring,
             Err(e) => {
                 log::error!("sectorfs-ring-{qid}: setup: {e}");
@@ -425,8 +430,7 @@ impl Setup {
                 return;
             }
         };
-        let (mut server, dev) = self.into_server();
-        let backlog = match server.register(&mut ring, self_wake) {
+        let backlog = match server.register(&mut ring, wake) {
             Ok(backlog) => backlog,
             Err(e) => {
                 log::error!("sectorfs-ring-{qid}: registration refused: {e}");
@@ -443,19 +447,9 @@ impl Setup {
             End::Stopped | End::Disconnected => log::debug!("sectorfs-ring-{qid}: ended"),
             End::Failed => log::error!("sectorfs-ring-{qid}: ended by an error; requests on CPU {qid} will wait"),
         }
-        // `ring` is dropped (closed) here, before `Ring` unmaps the buffers.
     }
 
-    /// Creates the io_uring: room for every entry's command and the eventfd
-    /// poll, a completion queue that cannot overflow, the device as fixed file 0.
-    fn prepare(&self) -> io::Result<Uring> {
-        let sqes = u32::try_from(self.depth + 1).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let ring: Uring = IoUring::builder().setup_cqsize(sqes.saturating_mul(2)).setup_submit_all().build(sqes)?;
-        ring.submitter().register_files(&[self.dev.as_raw_fd()])?;
-        Ok(ring)
-    }
-
-    fn into_server(self) -> (Server, Arc<OwnedFd>) {
+    fn into_server(self) -> (Server, Arc<OwnedFd>, mpsc::Sender<io::Result<()>>) {
         let base = self.base.0;
         let page = self.stride - self.payload_size.next_multiple_of(page_size());
         let iovs = (0..self.depth)
@@ -482,8 +476,18 @@ impl Setup {
             handler: self.handler,
             served: self.served,
         };
-        (server, self.dev)
+        (server, self.dev, self.report)
     }
+}
+
+/// Creates a queue's io_uring: room for every entry's command and the
+/// eventfd poll, a completion queue that cannot overflow, the device as fixed
+/// file 0.
+fn prepare(dev: &OwnedFd, depth: usize) -> io::Result<Uring> {
+    let sqes = u32::try_from(depth + 1).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let ring: Uring = IoUring::builder().setup_cqsize(sqes.saturating_mul(2)).setup_submit_all().build(sqes)?;
+    ring.submitter().register_files(&[dev.as_raw_fd()])?;
+    Ok(ring)
 }
 
 /// Pins the calling thread to `cpu`; logs if it cannot (e.g. the CPU is
