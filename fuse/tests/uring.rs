@@ -787,3 +787,21 @@ fn requests_wait_for_the_ring() {
     h.ring = Some(ring);
     h.finish();
 }
+
+/// `stop` on a live mount wakes the threads through their eventfds and joins
+/// them (a session stops the ring after the unmount; this is the other way).
+#[test]
+fn stop_wakes_waiting_threads() {
+    let _serial = serial();
+    require_uring!();
+    let mut h = Harness::mount(true);
+    h.start_classic(1, false);
+    h.start_ring(h.config()).expect("Ring::start");
+    check_root(&h);
+    let t = Instant::now();
+    h.ring.take().expect("the ring").stop();
+    eprintln!("stopped in {:?}", t.elapsed());
+    let gone = wait_until(Duration::from_secs(2), || ring_threads().is_empty());
+    assert!(gone, "ring threads left after stop: {:?}", ring_threads());
+    h.finish();
+}
