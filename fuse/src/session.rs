@@ -79,6 +79,8 @@ pub struct Negotiated {
     pub granted: u64,
     /// Largest `WRITE`: a classic read buffer is this plus a page.
     pub max_write: u32,
+    /// Largest request in pages (`max_pages` of the `INIT` reply).
+    pub max_pages: u16,
 }
 
 impl Negotiated {
@@ -195,7 +197,7 @@ impl<F: Filesystem> Session<F> {
         };
         sink.send(unique, 0, &[IoSlice::new(out.as_bytes())])?;
         self.proto.setxattr_ext = granted & abi::FUSE_SETXATTR_EXT != 0;
-        let n = Negotiated { minor: init.minor, granted, max_write };
+        let n = Negotiated { minor: init.minor, granted, max_write, max_pages };
         self.negotiated = Some(n);
         Ok(Some(n))
     }

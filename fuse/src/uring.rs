@@ -152,12 +152,24 @@ pub struct Ring {
     /// In queue order. Each stops and joins its thread when dropped.
     queues: Vec<Queue>,
     served: Arc<[Served]>,
+    cfg: RingConfig,
 }
 
 const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     send_sync::<Ring>();
 };
+
+/// Requests a [`Ring`] served, readable from anywhere (and after it stopped).
+#[derive(Debug, Clone)]
+pub struct RingCounter(Arc<[Served]>);
+
+impl RingCounter {
+    /// Requests served through every queue so far.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
 
 /// A request counter on its own cache lines (each is written by one thread).
 #[derive(Debug, Default)]
@@ -219,7 +231,7 @@ impl Ring {
         let dev = Arc::new(fd.try_clone_to_owned()?);
 
         let served: Arc<[Served]> = (0..cfg.queues).map(|_| Served::default()).collect();
-        let mut ring = Ring { queues: Vec::with_capacity(cfg.queues), served: Arc::clone(&served) };
+        let mut ring = Ring { queues: Vec::with_capacity(cfg.queues), served: Arc::clone(&served), cfg: cfg.clone() };
         let (report, reports) = mpsc::channel();
         for qid in 0..cfg.queues {
             let mem = Mapping::new(len)?;
@@ -254,6 +266,16 @@ impl Ring {
             }
         }
         Ok(ring)
+    }
+
+    /// The shape it was started with.
+    pub fn config(&self) -> &RingConfig {
+        &self.cfg
+    }
+
+    /// A handle on the served counters that outlives the ring (for `stats`).
+    pub fn counter(&self) -> RingCounter {
+        RingCounter(Arc::clone(&self.served))
     }
 
     /// Requests served so far, per queue.
@@ -870,6 +892,43 @@ impl Sink for EntrySink<'_> {
         }
         self.reply = Some((unique, 0, len));
         Ok(())
+    }
+}
+
+impl<F: crate::session::Filesystem> RingHandler for crate::session::Session<F> {
+    fn handle(&self, in_header: &[u8], op_in: &[u8], payload: &[u8], sink: &mut dyn Sink) {
+        self.dispatch_ring(in_header, op_in, payload, sink);
+    }
+}
+
+/// Entries per queue by default: requests one CPU's queue holds at once
+/// (each entry is a page of header and a payload buffer of `max_write`).
+pub const DEFAULT_DEPTH: usize = 8;
+
+/// Starts the ring for `session` (whose `INIT` granted `FUSE_OVER_IO_URING`)
+/// on its fd: one queue per possible CPU, `depth` entries each, payload
+/// buffers as the connection needs. On error the connection is back on
+/// `/dev/fuse` (see [`Ring::start`]).
+pub fn start<F: crate::session::Filesystem>(
+    session: &Arc<crate::session::Session<F>>,
+    fd: BorrowedFd<'_>,
+    depth: usize,
+) -> io::Result<Ring> {
+    let neg = session
+        .negotiated()
+        .filter(|n| n.has(abi::FUSE_OVER_IO_URING))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "INIT did not grant FUSE_OVER_IO_URING"))?;
+    let cfg = RingConfig { queues: possible_cpus()?, depth, payload_size: payload_size(neg.max_write, neg.max_pages) };
+    let handler: Arc<dyn RingHandler> = Arc::clone(session) as Arc<dyn RingHandler>;
+    Ring::start(fd, cfg, handler)
+}
+
+impl RingConfig {
+    /// The address space the ring's buffers take (resident only as far as
+    /// requests fill them).
+    pub fn buffer_bytes(&self) -> usize {
+        let page = page_size();
+        self.queues * self.depth * (page + self.payload_size.next_multiple_of(page))
     }
 }
 

@@ -34,10 +34,10 @@ use sectorfs_fuse::session::Session;
 
 use crate::background::{self, READY};
 use crate::cli::{self, format_bytes};
-use crate::fuse_fs::SectorFs;
+use crate::fuse_fs::{SectorFs, TransportInfo};
 use crate::stats::{self as st, Format, Report, STATS_XATTR};
 use crate::telemetry::Telemetry;
-use crate::MountArgs;
+use crate::{MountArgs, Transport};
 
 /// `sectorfs mount`.
 pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
@@ -81,7 +81,9 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     // The sampler thread starts after the block, so it inherits the mask.
     let telemetry =
         Telemetry::start(engine.clone(), Some(args.reserve)).context("cannot start the telemetry thread")?;
-    let fs = SectorFs::new(engine, args.cache, telemetry);
+    let mut fs = SectorFs::new(engine, args.cache, telemetry);
+    let want_uring = want_uring(args.transport)?;
+    fs.want_uring(want_uring);
 
     // As root, mount(2) directly. Other users go through the setuid
     // fusermount3, which we drive ourselves (also when /dev/fuse is closed
@@ -115,11 +117,48 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     if !args.allow_other {
         session.owner_only(nix::unistd::geteuid().as_raw());
     }
-    if let Err(e) = sectorfs_fuse::dev::handshake(&mut session, fd.as_fd()) {
-        lazy_unmount(&mp);
-        bail!("cannot start FUSE on {}: {e}", mp.display());
-    }
+    let neg = match sectorfs_fuse::dev::handshake(&mut session, fd.as_fd()) {
+        Ok(n) => n,
+        Err(e) => {
+            lazy_unmount(&mp);
+            bail!("cannot start FUSE on {}: {e}", mp.display());
+        }
+    };
     let session = Arc::new(session);
+    // The ring, where INIT granted it. Requests wait in the kernel until
+    // every queue has its entries; a ring that fails to start hands the
+    // connection back to /dev/fuse.
+    let ring = if neg.has(sectorfs_fuse::abi::FUSE_OVER_IO_URING) {
+        match sectorfs_fuse::uring::start(&session, fd.as_fd(), sectorfs_fuse::uring::DEFAULT_DEPTH) {
+            Ok(r) => Some(r),
+            Err(e) if args.transport == Transport::Uring => {
+                lazy_unmount(&mp);
+                bail!("cannot start FUSE over io_uring on {}: {e}", mp.display());
+            }
+            Err(e) => {
+                log::warn!("FUSE over io_uring did not start ({e}); serving with the classic transport");
+                None
+            }
+        }
+    } else {
+        if args.transport == Transport::Uring {
+            lazy_unmount(&mp);
+            bail!("cannot mount {} with --transport uring: the kernel did not grant FUSE over io_uring", mp.display());
+        }
+        None
+    };
+    // With the ring, one classic worker is enough: FORGETs and INTERRUPTs
+    // still come over /dev/fuse.
+    let workers = if ring.is_some() { 1 } else { threads };
+    let classic_buffers = (workers * neg.buffer_size()) as u64;
+    session.fs().set_transport(match &ring {
+        Some(r) => TransportInfo {
+            kind: "uring",
+            buffer_bytes: r.config().buffer_bytes() as u64 + classic_buffers,
+            ring: Some(r.counter()),
+        },
+        None => TransportInfo { kind: "classic", buffer_bytes: classic_buffers, ring: None },
+    });
     let sig_mp = mp.clone();
     std::thread::Builder::new()
         .name("sectorfs-signals".into())
@@ -136,11 +175,15 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{READY} {} (limit {}, {} files, {} sectors, {threads} threads, pid {})",
+        "{READY} {} (limit {}, {} files, {} sectors, {}, pid {})",
         mp.display(),
         format_bytes(size),
         max_files,
         format_bytes(sector_size as u64),
+        match &ring {
+            Some(r) => format!("io_uring, {} queues", r.config().queues),
+            None => format!("{workers} threads"),
+        },
         std::process::id()
     );
     let _ = out.flush();
@@ -148,7 +191,10 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     if daemon {
         detach_stdio();
     }
-    sectorfs_fuse::dev::run(&session, fd, threads).context("FUSE session failed")?;
+    let served = sectorfs_fuse::dev::run(&session, fd, workers).context("FUSE session failed");
+    // Unmounted: the ring's threads have ended (or end now).
+    drop(ring);
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -183,6 +229,30 @@ fn settings(args: &MountArgs, ram: Option<u64>, nofile: Option<u64>) -> Result<S
     let label = args.label.clone().unwrap_or_else(|| "sectorfs".to_string());
     cli::check_label(&label)?;
     Ok(Settings { size, sector_size, max_files, threads, uid, gid, label })
+}
+
+/// Whether to ask for FUSE over io_uring at INIT: `uring` needs it (and
+/// turns on the kernel's `enable_uring` as root), `auto` takes it where the
+/// kernel has it and the switch is on or can be turned on.
+fn want_uring(t: Transport) -> Result<bool> {
+    match t {
+        Transport::Classic => Ok(false),
+        Transport::Uring => {
+            sectorfs_fuse::dev::enable_uring().map_err(|e| anyhow!("--transport uring: {e}"))?;
+            Ok(true)
+        }
+        Transport::Auto => Ok(match sectorfs_fuse::dev::uring_enabled() {
+            Some(true) => true,
+            Some(false) if nix::unistd::geteuid().is_root() => match sectorfs_fuse::dev::enable_uring() {
+                Ok(()) => true,
+                Err(e) => {
+                    log::info!("FUSE over io_uring not available ({e}); classic transport");
+                    false
+                }
+            },
+            _ => false,
+        }),
+    }
 }
 
 /// The `MS_*` flags for the kernel options (`ro`, `nosuid`, ...): `nosuid`

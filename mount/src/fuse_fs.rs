@@ -89,6 +89,16 @@ thread_local! {
     static DIR_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// How the mount's requests travel, for `stats`.
+pub(crate) struct TransportInfo {
+    /// `uring` or `classic`.
+    pub(crate) kind: &'static str,
+    /// The transport's request and reply buffers, at most.
+    pub(crate) buffer_bytes: u64,
+    /// The ring's served counters (`uring`).
+    pub(crate) ring: Option<sectorfs_fuse::uring::RingCounter>,
+}
+
 /// The FUSE file system: an engine and the caching policy.
 pub(crate) struct SectorFs {
     engine: Arc<Engine>,
@@ -108,6 +118,8 @@ pub(crate) struct SectorFs {
     want_uring: bool,
     /// Requests served, by opcode (`stats`).
     req: Requests,
+    /// The transport, once it runs (`stats`).
+    transport: std::sync::OnceLock<TransportInfo>,
     /// Usage over time (`stats`): the sampler's history.
     telemetry: Arc<Telemetry>,
 }
@@ -137,6 +149,7 @@ impl SectorFs {
             fopen,
             want_uring: false,
             req: Requests::default(),
+            transport: std::sync::OnceLock::new(),
             telemetry,
         }
     }
@@ -144,6 +157,11 @@ impl SectorFs {
     /// Asks for FUSE over io_uring at INIT (the daemon starts the ring if granted).
     pub(crate) fn want_uring(&mut self, on: bool) {
         self.want_uring = on;
+    }
+
+    /// Records the transport that serves the mount (once, before READY).
+    pub(crate) fn set_transport(&self, t: TransportInfo) {
+        let _ = self.transport.set(t);
     }
 
     fn entry_out(&self, a: &Attr) -> abi::fuse_entry_out {
@@ -249,6 +267,11 @@ impl SectorFs {
     fn stats_json(&self) -> Vec<u8> {
         let mut snap = Report::new(&self.engine, self.pid, Some(&self.telemetry.trends()));
         snap.add_requests(&self.req);
+        if let Some(t) = self.transport.get() {
+            snap.transport = Some(t.kind.to_string());
+            snap.ring_requests = t.ring.as_ref().map(|r| r.total());
+            snap.transport_buffer_bytes = Some(t.buffer_bytes);
+        }
         snap.to_json().into_bytes()
     }
 

@@ -212,7 +212,8 @@ impl Report {
             let _ = writeln!(s, "{label:<22}{v}");
         }
         if let Some(t) = &self.transport {
-            let buf = self.transport_buffer_bytes.map_or(String::new(), |b| format!(", buffers up to {}", format_bytes(b)));
+            let buf =
+                self.transport_buffer_bytes.map_or(String::new(), |b| format!(", buffers up to {}", format_bytes(b)));
             let ring = self.ring_requests.map_or(String::new(), |n| format!(", {n} requests through the ring"));
             let _ = writeln!(s, "{:<22}{t}{ring}{buf}", "transport");
         }
