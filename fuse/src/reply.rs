@@ -46,13 +46,18 @@ impl<'s> Reply<'s> {
     }
 
     fn send(mut self, error: i32, parts: &[IoSlice<'_>]) {
-        if let Some(sink) = self.sink.take() {
-            if let Err(e) = sink.send(self.unique, error, parts) {
-                // ENOENT: the request was interrupted and the kernel no
-                // longer waits for it. Anything else: the channel is gone
-                // (unmounted) or broken; the transport notices on its next read.
-                if e.raw_os_error() != Some(libc_enoent()) {
-                    log::debug!("reply to request {} not sent: {e}", self.unique);
+        let Some(sink) = self.sink.take() else { return };
+        let Err(e) = send_checked(sink, self.unique, error, parts) else { return };
+        match e.raw_os_error() {
+            // The request was interrupted and the kernel no longer waits
+            // for it, or the mount is gone.
+            Some(ENOENT | ENODEV) => {}
+            // The kernel refused the reply (or the write failed): the
+            // caller would wait forever. Answer EIO instead, once.
+            _ => {
+                log::error!("reply to request {} not sent ({e}); answering EIO", self.unique);
+                if let Err(e) = sink.send(self.unique, -EIO, &[]) {
+                    log::error!("EIO to request {} not sent either: {e}", self.unique);
                 }
             }
         }
@@ -151,9 +156,15 @@ impl Drop for Reply<'_> {
 }
 
 const EIO: i32 = 5;
+const ENOENT: i32 = 2;
+const ENODEV: i32 = 19;
 
-fn libc_enoent() -> i32 {
-    2
+/// `sink.send`, behind the test-only `fuse.reply` failpoint (a failed reply
+/// write: `fuse.reply=1*return`).
+fn send_checked(sink: &mut dyn Sink, unique: u64, error: i32, parts: &[IoSlice<'_>]) -> io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("fuse.reply", |_| Err(io::Error::from_raw_os_error(EIO)));
+    sink.send(unique, error, parts)
 }
 
 /// A directory listing being built for `READDIR` or `READDIRPLUS`: records
@@ -228,7 +239,7 @@ mod tests {
     #[test]
     fn each_encoder_sends_once() {
         let mut r = Record::default();
-        Reply::new(1, &mut r).error(libc_enoent());
+        Reply::new(1, &mut r).error(ENOENT);
         Reply::new(2, &mut r).written(7);
         Reply::new(3, &mut r).create(&abi::fuse_entry_out::default(), 9, 1);
         Reply::none(4).no_reply();
@@ -237,6 +248,28 @@ mod tests {
         assert_eq!(r.0[0], (1, -2, vec![]));
         assert_eq!(r.0[1].2, 7u32.to_ne_bytes().iter().chain(&[0; 4]).copied().collect::<Vec<_>>());
         assert_eq!(r.0[2].2.len(), 128 + 16);
+    }
+
+    /// Fails its first send with `errno`.
+    struct FailOnce(Record, Option<i32>);
+
+    impl Sink for FailOnce {
+        fn send(&mut self, unique: u64, error: i32, parts: &[IoSlice<'_>]) -> io::Result<()> {
+            match self.1.take() {
+                Some(e) => Err(io::Error::from_raw_os_error(e)),
+                None => self.0.send(unique, error, parts),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_reply_becomes_eio_but_an_interrupted_one_does_not() {
+        let mut s = FailOnce(Record::default(), Some(22));
+        Reply::new(1, &mut s).written(7);
+        assert_eq!(s.0 .0, vec![(1, -EIO, vec![])]);
+        let mut s = FailOnce(Record::default(), Some(ENOENT));
+        Reply::new(2, &mut s).written(7);
+        assert!(s.0 .0.is_empty());
     }
 
     #[test]

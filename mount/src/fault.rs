@@ -13,8 +13,9 @@
 //!
 //! ACTIONS is `fail`'s syntax: `panic`, `return`, `1*off->return`, `pause`, ...
 //!
-//! To add a site here (e.g. the FUSE reply write of the session layer), write
-//! `fail_point!("fuse.reply", |_| Err(io::Error::from_raw_os_error(libc::EIO)))`
+//! The session layer has its own: `fuse.reply` (a reply write that fails,
+//! `fuse/src/reply.rs`). To add a site here, write
+//! `fail_point!("daemon.site", |_| Err(io::Error::from_raw_os_error(libc::EIO)))`
 //! with the macro below, and list it in `docs/RELIABILITY.md`.
 
 /// The root attribute that arms a failpoint at run time.

@@ -1,6 +1,7 @@
 //! A panic inside a file's actor on a real mount: the request fails with
 //! EIO, the file stays at its last published state, and the mount keeps
-//! serving. The panic is injected through the daemon's failpoints
+//! serving. A reply the kernel refuses: the caller gets EIO instead of
+//! waiting forever. The panic is injected through the daemon's failpoints
 //! (`mount/src/fault.rs`), so this test exists only with
 //! `--features failpoints` (`scripts/test-all` runs it in the debug profile).
 #![cfg(all(target_os = "linux", feature = "failpoints"))]
@@ -60,4 +61,18 @@ fn panic_in_a_request_is_eio_and_the_mount_keeps_serving() {
     assert_eq!(errno(r), libc::ENOMEM, "a write the OS has no memory for fails with ENOMEM");
     std::fs::write(&h, vec![2u8; 4 << 20]).unwrap();
     assert_eq!(std::fs::read(&h).unwrap(), vec![2u8; 4 << 20]);
+}
+
+#[test]
+fn a_reply_that_cannot_be_sent_becomes_eio() {
+    let Some(m) = Mount::new(&[]) else { return };
+    std::fs::write(m.path.join("f"), b"x").unwrap();
+    // The arming request's own reply passes; the next reply write fails
+    // once (as if the kernel had refused it), then all pass again.
+    arm(&m, "fuse.reply=1*off->1*return->off");
+    assert_eq!(errno(std::fs::File::create(m.path.join("g"))), libc::EIO, "the caller gets EIO, not a hang");
+    arm(&m, "fuse.reply=");
+    std::fs::write(m.path.join("h"), b"y").unwrap();
+    assert_eq!(std::fs::read(m.path.join("h")).unwrap(), b"y", "the mount keeps serving");
+    assert_eq!(std::fs::read(m.path.join("f")).unwrap(), b"x");
 }
