@@ -263,3 +263,38 @@ impl<F: AsFd> Notifier<F> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use zerocopy::FromBytes;
+
+    /// A notification is one message: an out header (unique 0, error = the
+    /// code, len = all of it), the struct, and the NUL-terminated name.
+    #[test]
+    fn notifications_are_whole_messages() {
+        let (r, w) = std::io::pipe().unwrap();
+        let n = Notifier::new(OwnedFd::from(w));
+        n.inval_entry(7, b"name").unwrap();
+        n.delete(7, 9, b"gone").unwrap();
+        n.inval_inode(9, -1, 0).unwrap();
+        drop(n);
+        let mut bytes = Vec::new();
+        std::fs::File::from(OwnedFd::from(r)).read_to_end(&mut bytes).unwrap();
+        let mut at = &bytes[..];
+        for (code, body) in [
+            (abi::notify::FUSE_NOTIFY_INVAL_ENTRY, 16 + 5),
+            (abi::notify::FUSE_NOTIFY_DELETE, 24 + 5),
+            (abi::notify::FUSE_NOTIFY_INVAL_INODE, 24),
+        ] {
+            let (h, rest) = abi::fuse_out_header::read_from_prefix(at).unwrap();
+            assert_eq!((h.unique, h.error, h.len as usize), (0, code, 16 + body));
+            at = &rest[body..];
+        }
+        assert!(at.is_empty());
+        let (e, name) = abi::fuse_notify_inval_entry_out::read_from_prefix(&bytes[16..]).unwrap();
+        assert_eq!((e.parent, e.namelen), (7, 4));
+        assert_eq!(&name[..5], b"name\0");
+    }
+}
