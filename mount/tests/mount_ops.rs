@@ -378,14 +378,7 @@ fn open_unlinked_files_and_forget() {
     drop(f);
     // After the last close (and the kernel's forget) the memory is free and
     // the inode gone: only the root is left.
-    let mut ok = false;
-    for _ in 0..2000 {
-        if m.stat("used_bytes") == 0 && m.stat("files") == 1 {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let ok = eventually(|| m.stat("used_bytes") == 0 && m.stat("files") == 1);
     assert!(ok, "unlinked file not freed: used {} files {}", m.stat("used_bytes"), m.stat("files"));
     // Many lookups, then the kernel forgets them (drop_caches): still consistent.
     fs::create_dir(m.p("d")).unwrap();
@@ -421,15 +414,7 @@ fn o_tmpfile() {
     let mut g = open_raw(&m.p(""), libc::O_TMPFILE | libc::O_WRONLY, 0o600).unwrap();
     g.write_all(&vec![7u8; 1 << 20]).unwrap();
     drop(g);
-    let mut ok = false;
-    for _ in 0..2000 {
-        if m.stat("files") == 2 {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(ok, "unnamed O_TMPFILE not freed: files {}", m.stat("files"));
+    assert!(eventually(|| m.stat("files") == 2), "unnamed O_TMPFILE not freed: files {}", m.stat("files"));
     // Not in a file: ENOTDIR.
     assert_eq!(errno(open_raw(&m.p("named"), libc::O_TMPFILE | libc::O_RDWR, 0o600)), libc::ENOTDIR);
 }

@@ -270,6 +270,19 @@ pub fn errno<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
     }
 }
 
+/// Polls `cond` every 10 ms for up to 20 s; true once it holds. (The kernel
+/// sends RELEASE and FORGET after `close(2)` returns: what they free shows a
+/// moment later.)
+pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..2000 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    cond()
+}
+
 /// `p` as a C string (no NUL inside: test paths).
 pub fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
