@@ -18,6 +18,7 @@
 //!   absent sectors, and when a file grows over part of a sector the newly
 //!   visible bytes are zeroed (in place past `init`, else by copy-on-write).
 
+use std::io::IoSlice;
 use std::ops::Range;
 
 use crate::sector::table::Table;
@@ -161,6 +162,124 @@ impl FileData {
             }
         }
         n
+    }
+
+    /// Calls `f` with the bytes at `off..off + len` (clipped at the end of
+    /// the file; none at or past it) as slices in order: of the sector memory
+    /// of this version (present sectors), of its inline buffer (small
+    /// files), and of a static zero page (holes). No byte is copied, and up
+    /// to [`READ_PIECES`] slices nothing is allocated (a 1 MiB read is at
+    /// most 17 slices of 64 KiB sectors, 257 of 4 KiB ones); past that the
+    /// slices go into one `Vec` (still no copy of the bytes).
+    ///
+    /// # Why the slices are not written while `f` runs
+    /// `f` runs while `self` is borrowed, so this version (its table, every
+    /// sector it reaches, the inline buffer) is held until `f` returns: no
+    /// sector it reaches is freed, and the borrow checker keeps the slices
+    /// from outliving the call. The runner writes a sector's bytes in place
+    /// only (sector contract, [`Sector`]):
+    ///
+    /// 1. past the sector's `init`, which is at least as high as when this
+    ///    version was published (`init` never goes down), while every slice
+    ///    lies below this version's size and so below that `init` (rule 1);
+    /// 2. or in a sector no table but the runner's working copy reaches
+    ///    (`Arc` count 1 along its path, rule 3). This version's table
+    ///    holds a count on every node and sector it reaches, whether it is
+    ///    still the published one or only held here, so no sector lent here
+    ///    is ever exclusive: overwrites of it are copy-on-write into a fresh
+    ///    sector, and this version keeps the old one until `f` returns.
+    ///
+    /// Inline buffers and the zero page are never written after they are
+    /// made. So no byte lent to `f` is written while `f` runs, as `&[u8]`
+    /// requires; the same argument as for [`FileData::read`], held for `f`'s
+    /// duration instead of a copy's. loom: `read_with` (slices held across a
+    /// concurrent overwrite, append and reuse of freed sectors).
+    pub fn read_with<R>(&self, ss: u64, off: u64, len: usize, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            let mut iov = Iov::new();
+            self.pieces(ss, off, len, |p| match p {
+                Piece::Mem(b) => iov.push(b),
+                Piece::Zeros(n) => iov.zeros(n),
+                // SAFETY: the range is inside this version's size, below the
+                // `init` the sector had when this version was published, and
+                // the slice cannot outlive `self` (this version) (see "Why
+                // the slices are not written while `f` runs" above: the
+                // runner writes in place only past `init` or in sectors no
+                // held table reaches). loom: `read_with`.
+                Piece::Sector(s, within, take) => iov.push(unsafe { s.lend(within, take) }),
+            });
+            f(iov.slices())
+        }
+        #[cfg(loom)]
+        {
+            // Under loom a lent range is a `Lent` holding the cells as being
+            // read, so the pieces are collected first and lent in order.
+            enum Held<'a> {
+                Mem(&'a [u8]),
+                Zeros(usize),
+                Lent(crate::sync::Lent<'a>),
+            }
+            let mut held = Vec::new();
+            self.pieces(ss, off, len, |p| {
+                held.push(match p {
+                    Piece::Mem(b) => Held::Mem(b),
+                    Piece::Zeros(n) => Held::Zeros(n),
+                    // SAFETY: as in the normal build above; loom checks it
+                    // (`read_with`): the `Lent` marks the cells as being
+                    // read until it drops, after `f` returns.
+                    Piece::Sector(s, within, take) => Held::Lent(unsafe { s.lend(within, take) }),
+                })
+            });
+            let mut iov = Iov::new();
+            for h in &held {
+                match h {
+                    Held::Mem(b) => iov.push(b),
+                    Held::Zeros(n) => iov.zeros(*n),
+                    Held::Lent(l) => iov.push(l),
+                }
+            }
+            f(iov.slices())
+        }
+    }
+
+    /// Walks the bytes at `off..off + len`, clipped at the end of the file,
+    /// as pieces in order: at most one per sector.
+    fn pieces<'a>(&'a self, ss: u64, off: u64, len: usize, mut each: impl FnMut(Piece<'a>)) {
+        if off >= self.len {
+            return;
+        }
+        #[cfg(not(loom_bug = "read_with_past_eof"))]
+        let end = self.len;
+        // Injected bug (loom-tests/tests/read_with.rs): clip at the end of the
+        // last sector instead of the file, lending bytes past `init`.
+        #[cfg(loom_bug = "read_with_past_eof")]
+        let end = match self.content {
+            Content::Sectors(_) => self.len.next_multiple_of(ss),
+            _ => self.len,
+        };
+        let n = (end - off).min(len as u64) as usize;
+        match &self.content {
+            Content::Empty => each(Piece::Zeros(n)),
+            Content::Inline(b) => {
+                // Inline bytes are exactly `len` long.
+                let o = off as usize;
+                each(Piece::Mem(&b.bytes[o..o + n]));
+            }
+            Content::Sectors(t) => {
+                let mut done = 0usize;
+                while done < n {
+                    let pos = off + done as u64;
+                    let (k, within) = (pos / ss, (pos % ss) as usize);
+                    let take = (ss as usize - within).min(n - done);
+                    match t.get(k) {
+                        Some(s) => each(Piece::Sector(s, within, take)),
+                        None => each(Piece::Zeros(take)),
+                    }
+                    done += take;
+                }
+            }
+        }
     }
 
     /// Writes `data` at `off`, growing the file if needed.
@@ -524,6 +643,84 @@ impl FileData {
         self.len = ch.new_len;
         self.content = Content::Sectors(table);
         Ok(())
+    }
+}
+
+/// Slices a read lends without a heap allocation ([`FileData::read_with`]):
+/// 1 MiB of 4 KiB sectors with holes between them is at most 257 (129
+/// sectors, 128 holes), and the FUSE frontend's `writev` takes up to 319
+/// pieces after its header.
+pub const READ_PIECES: usize = 320;
+
+/// Zeros for holes: a hole is lent as slices of this (adjacent holes merged,
+/// 64 KiB a slice). Never written (an immutable static).
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// One piece of a read, in file order.
+enum Piece<'a> {
+    /// Bytes of an immutable buffer (an inline file's).
+    Mem(&'a [u8]),
+    /// Bytes that read as zero (a hole, an empty file's size).
+    Zeros(usize),
+    /// `len` bytes at `within` of a sector this version reaches.
+    Sector(&'a Sector, usize, usize),
+}
+
+/// The slices of one read: [`READ_PIECES`] on the stack, more in a `Vec`
+/// (the stack ones moved into it once, then every later one).
+struct Iov<'a> {
+    stack: [IoSlice<'a>; READ_PIECES],
+    n: usize,
+    heap: Vec<IoSlice<'a>>,
+    /// Zero bytes not yet pushed: adjacent holes become one run.
+    zeros: usize,
+}
+
+impl<'a> Iov<'a> {
+    fn new() -> Self {
+        Iov { stack: [IoSlice::new(&[]); READ_PIECES], n: 0, heap: Vec::new(), zeros: 0 }
+    }
+
+    fn push(&mut self, b: &'a [u8]) {
+        self.flush_zeros();
+        self.push_slice(b);
+    }
+
+    fn zeros(&mut self, n: usize) {
+        self.zeros += n;
+    }
+
+    fn flush_zeros(&mut self) {
+        while self.zeros > 0 {
+            let k = self.zeros.min(ZEROS.len());
+            self.push_slice(&ZEROS[..k]);
+            self.zeros -= k;
+        }
+    }
+
+    fn push_slice(&mut self, b: &'a [u8]) {
+        if b.is_empty() {
+            return;
+        }
+        if self.heap.is_empty() && self.n < READ_PIECES {
+            self.stack[self.n] = IoSlice::new(b);
+            self.n += 1;
+            return;
+        }
+        if self.heap.is_empty() {
+            self.heap.reserve(2 * READ_PIECES);
+            self.heap.extend_from_slice(&self.stack[..self.n]);
+        }
+        self.heap.push(IoSlice::new(b));
+    }
+
+    fn slices(&mut self) -> &[IoSlice<'a>] {
+        self.flush_zeros();
+        if self.heap.is_empty() {
+            &self.stack[..self.n]
+        } else {
+            &self.heap
+        }
     }
 }
 

@@ -13,7 +13,7 @@ pub mod table;
 pub use pool::{Charge, Pool, PoolStats, Reservation, CACHE_BATCH, CACHE_MAX};
 
 use crate::sync::atomic::{AtomicU32, Ordering};
-use crate::sync::RawMem;
+use crate::sync::{Lent, RawMem};
 
 /// One sector of file data.
 ///
@@ -92,6 +92,34 @@ impl Sector {
             //  Exercised by loom `table_publish` (bytes are loom cells there).
             unsafe { m.read(off, buf) }
         }
+    }
+
+    /// Lends the `len` bytes at `off` as a slice of the sector memory itself
+    /// (no copy), for as long as `self` is borrowed: the zero-copy sibling of
+    /// [`Sector::read`].
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    ///
+    /// # Safety
+    /// No thread writes any byte of `off..off + len` while the returned value
+    /// lives (a `&[u8]` over bytes another thread writes is a data race).
+    /// That holds for a reader that holds a table exposing the range for at
+    /// least as long as the slice lives (contract rules 1–3: the runner
+    /// writes in place only past `init`, which no table exposes, or in a
+    /// sector no published *or held* table reaches; see
+    /// `FileData::read_with`), and for the runner itself.
+    pub unsafe fn lend(&self, off: usize, len: usize) -> Lent<'_> {
+        let m = self.mem();
+        assert!(off.checked_add(len).is_some_and(|e| e <= m.len()), "lend past the sector's end");
+        // SAFETY:
+        //  [1] in bounds: asserted just above;
+        //  [2] no writer of these bytes while the `Lent` lives: the caller's
+        //      contract, and the `Lent` borrows `self`, so it cannot outlive
+        //      the sector (or the memory under it).
+        //  Exercised by loom `read_with` (a `Lent` keeps the cells marked as
+        //  being read there until it drops).
+        unsafe { m.lend(off, len) }
     }
 
     /// Writes `data` at `off` of a sector the loom pool model owns alone, to
