@@ -1000,7 +1000,7 @@ fn apply_span(t: &mut Table, sp: &Span, src: Src<'_>, fresh: &mut Fresh<'_>) -> 
         }
         Some(s) => {
             let Some(ms) = sp.modified_start() else { return Ok(()) };
-            #[cfg(not(loom_bug = "sector_write_shared"))]
+            #[cfg(not(any(loom_bug = "sector_write_shared", loom_bug = "sector_write_past_size")))]
             let in_place = ms >= s.init() || exclusive;
             // Injected bug (loom-tests/tests/table_publish.rs): write in place below `init` when shared.
             #[cfg(loom_bug = "sector_write_shared")]
@@ -1008,6 +1008,11 @@ fn apply_span(t: &mut Table, sp: &Span, src: Src<'_>, fresh: &mut Fresh<'_>) -> 
                 let _ = (ms, exclusive);
                 true
             };
+            // Injected bug (loom-tests/tests/read_with.rs): take "past the old
+            // size" for "past `init`", so a file truncated into a sector and
+            // grown again rewrites in place bytes an older version still shows.
+            #[cfg(loom_bug = "sector_write_past_size")]
+            let in_place = ms >= old_vis || exclusive;
             if in_place {
                 // SAFETY: every byte changed is at or past `ms`: either past
                 // `init`, which no table exposes (rule 2: readers of the
