@@ -31,13 +31,21 @@ use crate::sync::{Lent, RawMem};
 ///    `init..` in place even while readers use the sector: no reader reads
 ///    there (rule 1), so there is no data race.
 /// 3. The runner may write bytes below `init` only if the sector is
-///    *exclusive* (`Arc` count 1 along the whole table path, so no published
-///    table reaches it); otherwise it copies the sector first (copy-on-write).
+///    *exclusive* (`Arc` count 1 along the whole table path, so no other
+///    table reaches it: neither the published one nor an older one a reader
+///    still holds); otherwise it copies the sector first (copy-on-write).
+///    `init` never goes down (truncation leaves it), so rule 2 never
+///    reaches below a byte that some version showed.
 /// 4. `init` itself is only read and written by the runner (relaxed atomics;
 ///    the runner role is handed over with acquire/release by the actor).
 ///
-/// loom: `table_publish.rs` (no torn read, no byte written while readable)
-/// and `reclaim.rs` (freed only after the last reader).
+/// Rules 1–3 hold for as long as a reader holds a table, not only at the
+/// moment it copies: that is what lets [`Sector::lend`] hand out slices of
+/// the memory itself for the length of a `read_with`.
+///
+/// loom: `table_publish.rs` (no torn read, no byte written while readable),
+/// `reclaim.rs` (freed only after the last reader) and `read_with.rs`
+/// (no byte written while lent).
 pub struct Sector {
     mem: Option<RawMem>,
     init: AtomicU32,
