@@ -7,6 +7,10 @@
 //! * `seq_1M/<sector>`: 1 MiB writes walking the file in order;
 //! * `append_1M`: 1 MiB appends to a new file up to 256 MiB (then removed);
 //! * `read_4K/<sector>`: 4 KiB reads at random aligned offsets;
+//! * `read_with/<row>/<size>`: 4 KiB and 1 MiB reads at random aligned
+//!   offsets, `read` into a buffer (`read_<sector>`) against the zero-copy
+//!   `read_with` that only sums the slice lengths (`read_with_<sector>`),
+//!   with 4K and 64K sectors, and `memcpy` of the same size;
 //! * `two_files_4K`: two threads, each overwriting its own 64 MiB file with
 //!   4 KiB random writes (64K sectors), time per write per thread, beside
 //!   `one_file_4K`, the same on one thread (scaling = 2 × one / two).
@@ -189,6 +193,52 @@ fn read(c: &mut Criterion) {
     g.finish();
 }
 
+/// Zero-copy reads (issue 16): `read` into a buffer against `read_with`,
+/// whose `f` only sums the slice lengths (a frontend hands the slices to
+/// `writev`, so the copy moves into the kernel's), at random offsets aligned
+/// to the read size, with 4K and 64K sectors; `memcpy` copies the same size
+/// out of owned memory.
+fn read_vectored(c: &mut Criterion) {
+    let mut g = c.benchmark_group("read_with");
+    g.sample_size(20);
+    let sizes = [4 * KIB, MIB];
+    let mut mem = None;
+    for rs in sizes {
+        let mut buf = vec![0u8; rs as usize];
+        let mut o = Offsets::new(FILE, rs);
+        g.bench_function(BenchmarkId::new("memcpy", format!("{}K", rs / KIB)), |b| {
+            let mem = mem.get_or_insert_with(memory);
+            b.iter(|| {
+                let off = o.next() as usize;
+                buf.copy_from_slice(&mem[off..off + rs as usize]);
+                black_box(&buf);
+            })
+        });
+    }
+    drop(mem);
+    for ss in [4 * KIB, 64 * KIB] {
+        let mut st = None;
+        for rs in sizes {
+            let label = format!("{}K", rs / KIB);
+            let mut buf = vec![0u8; rs as usize];
+            let mut o = Offsets::new(FILE, rs);
+            g.bench_function(BenchmarkId::new(format!("read_{}K", ss / KIB), &label), |b| {
+                let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
+                b.iter(|| fs.read(*id, o.next(), black_box(&mut buf)))
+            });
+            let mut o = Offsets::new(FILE, rs);
+            g.bench_function(BenchmarkId::new(format!("read_with_{}K", ss / KIB), &label), |b| {
+                let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
+                b.iter(|| {
+                    let n = fs.0.read_with(*id, o.next(), rs as usize, |s| s.iter().map(|p| p.len()).sum::<usize>());
+                    black_box(n.expect("read_with"))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// `threads` threads each overwrite their own 64 MiB file; time per write
 /// per thread.
 fn per_thread(fs: &EngineFs, ids: &[u64], iters: u64) -> Duration {
@@ -229,5 +279,5 @@ fn two_files(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, overwrite, sequential, read, two_files);
+criterion_group!(benches, overwrite, sequential, read, read_vectored, two_files);
 criterion_main!(benches);

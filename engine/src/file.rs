@@ -45,6 +45,50 @@ impl Engine {
         Ok(snap.data.read(self.cfg.sector_size as u64, off, buf))
     }
 
+    /// Calls `f` with the bytes at `off..off + len` (clipped at the end of
+    /// the file; no slices at or past it) as slices, in order, of the memory
+    /// of one published version of the file, and returns what `f` returns:
+    /// the zero-copy [`Engine::read`], for a frontend that hands the bytes
+    /// to the kernel with `writev(2)`. Present sectors are lent as slices of
+    /// the sector memory, a small file's inline bytes as a slice of them,
+    /// holes as slices of a static zero page. No byte is copied, no lock is
+    /// taken, nothing waits for a writer, and up to
+    /// [`data::READ_PIECES`](crate::data::READ_PIECES) slices (any read of
+    /// up to 1 MiB with 4 KiB sectors or larger) nothing is allocated; more
+    /// slices go into one `Vec`.
+    ///
+    /// The version is held while `f` runs: nobody writes the lent bytes
+    /// meanwhile (a concurrent write goes copy-on-write into other sectors
+    /// and is published as a newer version), and the sectors are not freed
+    /// before `f` returns. So `f` sees one version whole, as `read` would,
+    /// but should not take long: memory that newer versions replaced stays
+    /// in use until it returns. `f` may call the engine, even to write this
+    /// file (the slices keep showing the version they were lent from).
+    ///
+    /// # Errors
+    /// As [`Engine::read`]: `NotFound`, `IsDir`, `InvalidArgument` (not a
+    /// regular file); `f` is not called then.
+    ///
+    /// # References
+    /// `pread(2)`, `writev(2)`
+    pub fn read_with<R>(
+        &self,
+        ino: Ino,
+        off: u64,
+        len: usize,
+        f: impl FnOnce(&[std::io::IoSlice<'_>]) -> R,
+    ) -> Result<R> {
+        let n = self.node(ino)?;
+        match n.kind {
+            FileType::Regular => {}
+            FileType::Directory => return Err(Error::IsDir),
+            _ => return Err(Error::InvalidArgument),
+        }
+        // One load: the version `f` sees, held (this guard) until it returns.
+        let snap = n.snap.load();
+        Ok(snap.data.read_with(self.cfg.sector_size as u64, off, len, f))
+    }
+
     /// Writes `data` at `off`, growing the file if needed; returns `data.len()`.
     ///
     /// # Errors

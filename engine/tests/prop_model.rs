@@ -423,6 +423,18 @@ impl Harness {
             let d = self.data(ino);
             assert_eq!(&buf[..n], &d[off as usize..off as usize + n], "step {}: read bytes", self.step);
         }
+        // The zero-copy read lends the same bytes (issue 16).
+        let lent = self.e.read_with(ino, off, len as usize, |s| {
+            let mut all = Vec::new();
+            for p in s {
+                all.extend_from_slice(p);
+            }
+            all
+        });
+        assert_eq!(lent.as_ref().map(Vec::len), want.as_ref().copied(), "step {}: read_with", self.step);
+        if let Ok(lent) = lent {
+            assert_eq!(&lent[..], &buf[..lent.len()], "step {}: read_with bytes", self.step);
+        }
     }
 
     fn fallocate(&mut self, ino: Ino, mode: u32, off: u64, len: u64) {

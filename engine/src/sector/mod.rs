@@ -13,7 +13,7 @@ pub mod table;
 pub use pool::{Charge, Pool, PoolStats, Reservation, CACHE_BATCH, CACHE_MAX};
 
 use crate::sync::atomic::{AtomicU32, Ordering};
-use crate::sync::RawMem;
+use crate::sync::{Lent, RawMem};
 
 /// One sector of file data.
 ///
@@ -31,13 +31,21 @@ use crate::sync::RawMem;
 ///    `init..` in place even while readers use the sector: no reader reads
 ///    there (rule 1), so there is no data race.
 /// 3. The runner may write bytes below `init` only if the sector is
-///    *exclusive* (`Arc` count 1 along the whole table path, so no published
-///    table reaches it); otherwise it copies the sector first (copy-on-write).
+///    *exclusive* (`Arc` count 1 along the whole table path, so no other
+///    table reaches it: neither the published one nor an older one a reader
+///    still holds); otherwise it copies the sector first (copy-on-write).
+///    `init` never goes down (truncation leaves it), so rule 2 never
+///    reaches below a byte that some version showed.
 /// 4. `init` itself is only read and written by the runner (relaxed atomics;
 ///    the runner role is handed over with acquire/release by the actor).
 ///
-/// loom: `table_publish.rs` (no torn read, no byte written while readable)
-/// and `reclaim.rs` (freed only after the last reader).
+/// Rules 1–3 hold for as long as a reader holds a table, not only at the
+/// moment it copies: that is what lets [`Sector::lend`] hand out slices of
+/// the memory itself for the length of a `read_with`.
+///
+/// loom: `table_publish.rs` (no torn read, no byte written while readable),
+/// `reclaim.rs` (freed only after the last reader) and `read_with.rs`
+/// (no byte written while lent).
 pub struct Sector {
     mem: Option<RawMem>,
     init: AtomicU32,
@@ -92,6 +100,34 @@ impl Sector {
             //  Exercised by loom `table_publish` (bytes are loom cells there).
             unsafe { m.read(off, buf) }
         }
+    }
+
+    /// Lends the `len` bytes at `off` as a slice of the sector memory itself
+    /// (no copy), for as long as `self` is borrowed: the zero-copy sibling of
+    /// [`Sector::read`].
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    ///
+    /// # Safety
+    /// No thread writes any byte of `off..off + len` while the returned value
+    /// lives (a `&[u8]` over bytes another thread writes is a data race).
+    /// That holds for a reader that holds a table exposing the range for at
+    /// least as long as the slice lives (contract rules 1–3: the runner
+    /// writes in place only past `init`, which no table exposes, or in a
+    /// sector no published *or held* table reaches; see
+    /// `FileData::read_with`), and for the runner itself.
+    pub unsafe fn lend(&self, off: usize, len: usize) -> Lent<'_> {
+        let m = self.mem();
+        assert!(off.checked_add(len).is_some_and(|e| e <= m.len()), "lend past the sector's end");
+        // SAFETY:
+        //  [1] in bounds: asserted just above;
+        //  [2] no writer of these bytes while the `Lent` lives: the caller's
+        //      contract, and the `Lent` borrows `self`, so it cannot outlive
+        //      the sector (or the memory under it).
+        //  Exercised by loom `read_with` (a `Lent` keeps the cells marked as
+        //  being read there until it drops).
+        unsafe { m.lend(off, len) }
     }
 
     /// Writes `data` at `off` of a sector the loom pool model owns alone, to

@@ -233,6 +233,40 @@ impl Region {
     }
 }
 
+/// Sector bytes lent to a reader (the stand-in for the real `&[u8]` over
+/// sector memory, which loom cannot track): a copy of the bytes taken
+/// through loom `ConstPtr`s that live as long as it does. So loom reports a
+/// write to a lent cell while the reader holds it ("currently reading from
+/// cell"), and a later write that does not happen after the reader let go
+/// (a causality violation). On drop it also checks that the cells still hold
+/// the bytes it lent.
+pub struct Lent<'a> {
+    copy: Box<[u8]>,
+    reads: Vec<loom::cell::ConstPtr<u8>>,
+    _mem: std::marker::PhantomData<&'a RawMem>,
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.copy
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for (p, b) in self.reads.iter().zip(self.copy.iter()) {
+            // SAFETY: the cell outlives the `Lent` (`'a`); the read is the
+            // one loom has tracked since `lend`.
+            let now = unsafe { *p.deref() };
+            assert_eq!(now, *b, "a lent sector byte changed while lent");
+        }
+    }
+}
+
 /// Sector bytes as loom cells, so loom checks every access for races.
 #[derive(Debug)]
 pub struct RawMem {
@@ -264,6 +298,21 @@ impl RawMem {
             // SAFETY: loom tracks this access and reports a concurrent write.
             *b = self.cells[off + i].with(|p| unsafe { *p });
         }
+    }
+    /// The stand-in for lending `len` bytes at `off` as a slice of the sector
+    /// memory: a [`Lent`] that keeps those cells marked as being read until it
+    /// drops.
+    ///
+    /// # Safety
+    /// As for the real `RawMem::lend`: in bounds, and no thread writes the
+    /// range while the returned value lives (loom checks that).
+    pub unsafe fn lend(&self, off: usize, len: usize) -> Lent<'_> {
+        let reads: Vec<_> = self.cells[off..off + len].iter().map(|c| c.get()).collect();
+        // SAFETY: each `ConstPtr` points into `self.cells`, which outlive
+        // `self`'s borrow (and so the `Lent`); loom tracks the read from
+        // `get` until the pointer drops and reports any write meanwhile.
+        let copy = reads.iter().map(|p| unsafe { *p.deref() }).collect();
+        Lent { copy, reads, _mem: std::marker::PhantomData }
     }
     /// Copies bytes in.
     ///

@@ -229,6 +229,11 @@ impl Region {
     }
 }
 
+/// Sector bytes lent to a reader by [`RawMem::lend`]: the sector memory
+/// itself. (Under loom, a copy that keeps the cells marked as being read
+/// until it drops, so loom reports a write while it lives.)
+pub type Lent<'a> = &'a [u8];
+
 /// The bytes of one sector: a pointer into a [`Region`] and a length.
 ///
 /// A `RawMem` is owned by exactly one `Sector` (or one free list) at a time.
@@ -275,6 +280,28 @@ impl RawMem {
         //  [2] no concurrent writer (caller's contract), so this is no data race;
         //  [3] `buf` is a distinct `&mut`, so the ranges do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), buf.as_mut_ptr(), buf.len()) }
+    }
+    /// The `len` bytes at `off`, lent out as a slice of the sector memory
+    /// itself (no copy), for as long as `self` is borrowed.
+    ///
+    /// # Safety
+    /// `off + len <= self.len()`, and no thread writes any of those bytes
+    /// while the returned slice lives (a `&[u8]` over memory another thread
+    /// writes is a data race, even if nobody looks at those bytes).
+    pub unsafe fn lend(&self, off: usize, len: usize) -> Lent<'_> {
+        debug_assert!(off + len <= self.len);
+        // SAFETY:
+        //  [1] `ptr + off .. ptr + off + len` is inside the live mapping (the
+        //      range is in bounds by the caller's contract; the pool keeps the
+        //      region mapped while this `RawMem` exists, and the returned
+        //      lifetime is that of `&self`);
+        //  [2] the bytes are initialised: the mapping is anonymous (zero
+        //      pages) and only ever holds bytes;
+        //  [3] no thread writes them while the slice lives: the caller's
+        //      contract (the read path's argument: engine/src/data.rs,
+        //      `FileData::read_with`; loom `read_with`, where a `Lent` keeps
+        //      the cells marked as being read until it drops).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(off), len) }
     }
     /// Copies `data` into the sector at `off`.
     ///

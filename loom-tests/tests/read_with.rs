@@ -1,0 +1,182 @@
+//! loom model of zero-copy reads: a reader holds the slices `Engine::read_with`
+//! lends it while a writer changes the same range of the same file.
+//!
+//! # Invariant
+//! The slices a reader is lent are never written while it holds them (a
+//! `&[u8]` over bytes another thread writes is a data race), the sectors
+//! under them are not freed or reused before it lets go, and together they
+//! show one version of the file: the whole old or the whole new contents of
+//! the range, never a mix, from the first look to the last. Under loom a lent
+//! range is a `Lent` (the stand-in for the real `&[u8]` over sector memory)
+//! that keeps its loom cells marked as being read until it drops, so a write
+//! to a lent byte while it is held is a loom failure ("currently reading from
+//! cell"), and one after it that does not happen after the reader let go is a
+//! causality violation.
+//!
+//! # What the model covers
+//! The real read path `Engine::read_with` → one `load` → `FileData::read_with`
+//! (`pieces`, `Sector::lend`) → `f`, and the real write path (actor, plan,
+//! `apply_span`, copy-on-write or in place, one `ArcSwap::store`, the old
+//! version's sectors freed when its last holder drops it). `f` looks at its
+//! slices, passes a scheduling point (an atomic operation, so the writer can
+//! run while the slices are held, as a `writev` would let it), and looks
+//! again. Geometry: 16-byte sectors, inline data off, one cache slot (a
+//! sector freed too early is the next one a writer gets).
+//!
+//! # What it does not cover
+//! The real `&[u8]` (loom sees the `Lent` stand-in: the same ranges, held
+//! for the same time); holes and inline bytes (a static zero page and an
+//! immutable buffer: nothing writes them; `engine/tests/issue_16_read_with.rs`
+//! checks their contents); the kernel's copy out of the slices in `writev`.
+//!
+//! # Injected bugs
+//! * `bash .ci/loom-bugs sector_write_past_size`: `apply_span` decides "in
+//!   place" by the old size instead of `init`, so growing a file that was
+//!   truncated into a sector rewrites, in place, bytes that an older
+//!   version (held by the reader) still shows; `regrow_while_lent` fails
+//!   with loom's report of the write to cells the reader holds. No `read`
+//!   model catches it (none truncates and regrows).
+//! * `bash .ci/loom-bugs sector_write_shared` also runs
+//!   `overwrite_while_lent`: `apply_span` writes in place below `init` in a
+//!   sector a table reaches; loom reports the write to cells the reader
+//!   holds.
+
+#[cfg(loom)]
+mod tests {
+    use engine::sync::Arc;
+    use engine::{Engine, ROOT};
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+    use loom_tests::{tiny_engine, Bound, SS};
+
+    /// An engine with one file holding `init`; returns the engine and the inode.
+    fn file_with(init: &[u8], max_sectors: u64) -> (Arc<Engine>, u64) {
+        let e = tiny_engine(max_sectors * SS as u64, 0);
+        let ino = e.create(ROOT, b"f", 0o644, 0, 0).expect("create").ino;
+        e.write(ino, 0, init).expect("initial write");
+        (Arc::new(e), ino)
+    }
+
+    /// Reads `len` bytes at 0 with `read_with`: the lent bytes at a first
+    /// look, then (after a scheduling point, the writer free to run) at a
+    /// second; both must agree. Returns them.
+    fn read_lent(e: &Engine, ino: u64, len: usize, tick: &AtomicUsize) -> Vec<u8> {
+        e.read_with(ino, 0, len, |s| {
+            let first: Vec<u8> = s.iter().flat_map(|p| p.iter().copied()).collect();
+            tick.fetch_add(1, Ordering::SeqCst);
+            let second: Vec<u8> = s.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(first, second, "lent bytes changed while held");
+            first
+        })
+        .expect("read_with")
+    }
+
+    /// A write over two whole visible sectors (copy-on-write of both, one
+    /// publish) while the reader holds slices of both: it was lent all-old
+    /// or all-new, and nothing it holds is written.
+    #[test]
+    fn overwrite_while_lent() {
+        loom_tests::check("read_with::overwrite_while_lent", Bound::Exhaustive, || {
+            let (e, ino) = file_with(&[1; 2 * SS], 8);
+            let w = Arc::clone(&e);
+            let writer = thread::spawn(move || {
+                w.write(ino, 0, &[2; 2 * SS]).expect("write");
+            });
+            let tick = AtomicUsize::new(0);
+            let got = read_lent(&e, ino, 2 * SS, &tick);
+            assert!(got == [1; 2 * SS] || got == [2; 2 * SS], "torn read: {got:?}");
+            writer.join().unwrap();
+            assert_eq!(read_lent(&e, ino, 2 * SS, &tick), [2; 2 * SS]);
+        });
+    }
+
+    /// A write across the boundary of two sectors (copy-on-write keeping the
+    /// rest of each) while the reader holds both: old or new, whole.
+    #[test]
+    fn partial_overwrite_while_lent() {
+        loom_tests::check("read_with::partial_overwrite_while_lent", Bound::Exhaustive, || {
+            let (e, ino) = file_with(&[1; 2 * SS], 8);
+            let w = Arc::clone(&e);
+            let writer = thread::spawn(move || {
+                w.write(ino, 8, &[2; SS]).expect("write");
+            });
+            let mut new = [1u8; 2 * SS];
+            new[8..8 + SS].fill(2);
+            let tick = AtomicUsize::new(0);
+            let got = read_lent(&e, ino, 2 * SS, &tick);
+            assert!(got == [1; 2 * SS] || got == new, "torn read: {got:?}");
+            writer.join().unwrap();
+            assert_eq!(read_lent(&e, ino, 2 * SS, &tick), new);
+        });
+    }
+
+    /// An append inside the last sector (in place, past `init`) and into a
+    /// fresh one while the reader holds a read of more than the file: it is
+    /// lent exactly the old size (never the bytes past it, which the append
+    /// writes in place) or the new contents.
+    #[test]
+    fn append_while_lent() {
+        loom_tests::check("read_with::append_while_lent", Bound::Exhaustive, || {
+            let (e, ino) = file_with(&[1; 8], 8);
+            let w = Arc::clone(&e);
+            let writer = thread::spawn(move || {
+                w.write(ino, 8, &[2; SS]).expect("append");
+            });
+            let mut new = vec![1u8; 8];
+            new.extend([2u8; SS]);
+            let tick = AtomicUsize::new(0);
+            let got = read_lent(&e, ino, 2 * SS, &tick);
+            assert!(got == [1; 8] || got == new, "torn read: {got:?}");
+            writer.join().unwrap();
+            assert_eq!(read_lent(&e, ino, 2 * SS, &tick), new);
+        });
+    }
+
+    /// Truncating into a sector and growing it again while the reader holds
+    /// the longer first version: the regrown bytes are past the new size but
+    /// below the sector's `init` (which never goes down), so they are
+    /// written by copy-on-write, never in place under the reader's slices.
+    #[test]
+    fn regrow_while_lent() {
+        loom_tests::check("read_with::regrow_while_lent", Bound::Exhaustive, || {
+            let (e, ino) = file_with(&[1; SS], 8);
+            let w = Arc::clone(&e);
+            let writer = thread::spawn(move || {
+                let cut = engine::SetAttr { size: Some(8), ..engine::SetAttr::default() };
+                w.setattr(ino, &cut).expect("truncate");
+                w.write(ino, 8, &[2; 8]).expect("regrow");
+            });
+            let mut new = [1u8; SS];
+            new[8..].fill(2);
+            let tick = AtomicUsize::new(0);
+            let got = read_lent(&e, ino, 2 * SS, &tick);
+            assert!(got == [1; SS] || got == [1; 8] || got == new, "torn read: {got:?}");
+            writer.join().unwrap();
+            assert_eq!(read_lent(&e, ino, 2 * SS, &tick), new);
+            assert_eq!(e.stats().pool.sectors, 1, "old versions' sectors freed");
+        });
+    }
+
+    /// Two overwrites in a row while the reader holds version 1: the second
+    /// copy-on-write takes the sector the first one freed, so a version
+    /// released before `f` returns would have its sector rewritten under
+    /// the reader. Every read is one whole version; old sectors are freed
+    /// once nobody holds them.
+    #[test]
+    fn reuse_after_lent_version_dropped() {
+        loom_tests::check("read_with::reuse_after_lent_version_dropped", Bound::Exhaustive, || {
+            let (e, ino) = file_with(&[1; SS], 4);
+            let w = Arc::clone(&e);
+            let writer = thread::spawn(move || {
+                w.write(ino, 0, &[2; SS]).expect("write 2");
+                w.write(ino, 0, &[3; SS]).expect("write 3");
+            });
+            let tick = AtomicUsize::new(0);
+            let got = read_lent(&e, ino, SS, &tick);
+            assert!(got == [1; SS] || got == [2; SS] || got == [3; SS], "torn read: {got:?}");
+            writer.join().unwrap();
+            assert_eq!(read_lent(&e, ino, SS, &tick), [3; SS]);
+            assert_eq!(e.stats().pool.sectors, 1, "old versions' sectors freed");
+        });
+    }
+}
