@@ -83,8 +83,6 @@ pub(crate) const TTL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const MAX_WRITE: u32 = 1 << 20;
 
 thread_local! {
-    /// A FUSE worker's read buffer (at most one request's size: 1 MiB).
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// A FUSE worker's directory listing buffer.
     static DIR_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -311,20 +309,22 @@ impl SectorFs {
     }
 
     fn read(&self, ino: u64, offset: u64, size: u32, reply: Reply<'_>) {
-        // One buffer per worker thread, grown once to the largest read: no
-        // allocation and no zero-fill per request (only the `n` bytes the
-        // engine wrote are sent).
-        READ_BUF.with_borrow_mut(|buf| {
-            let size = (size as usize).min(MAX_WRITE as usize);
-            if buf.len() < size {
-                buf.resize(size, 0);
-            }
-            let buf = &mut buf[..size];
-            match call(|| self.engine.read(ino, offset, buf)) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(e),
-            }
+        // The reply goes out from the sectors of the version read (holes
+        // from a static zero page): no buffer, no copy in the daemon. The
+        // classic transport hands the pieces to writev(2); the ring copies
+        // them once into its entry.
+        let size = (size as usize).min(MAX_WRITE as usize);
+        let mut reply = Some(reply);
+        let res = call(|| {
+            self.engine.read_with(ino, offset, size, |pieces| {
+                if let Some(r) = reply.take() {
+                    r.data_vectored(pieces);
+                }
+            })
         });
+        if let (Err(e), Some(r)) = (res, reply) {
+            r.error(e);
+        }
     }
 
     fn readdir(&self, ino: u64, arg: &abi::fuse_read_in, plus: bool, reply: Reply<'_>) {
