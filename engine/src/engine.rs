@@ -47,6 +47,11 @@ pub struct Config {
     /// nodes inherit their directory's default ACL. Off: those names are
     /// refused as any `system.` attribute is (`NotSupported`).
     pub posix_acl: bool,
+    /// Bytes of one page, the unit of copy-on-write inside a sector (0: 4
+    /// KiB, or the sector size if smaller). For loom models and tests with
+    /// tiny geometry (`Engine::new_unchecked`); internal, not semver.
+    #[doc(hidden)]
+    pub page_size: usize,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             root_gid: 0,
             cache_slots: 0,
             posix_acl: false,
+            page_size: 0,
         }
     }
 }
@@ -104,10 +110,15 @@ impl Engine {
     ///
     /// # Errors
     /// `InvalidArgument` if the sector size is not a power of two in
-    /// 4 KiB..=1 MiB, or the inode limit is zero.
+    /// 4 KiB..=1 MiB, the inode limit is zero, or a page size is given that
+    /// is not a power of two of 512 B..=32 KiB dividing the sector size.
     pub fn new(mut cfg: Config) -> Result<Engine> {
         let ss = cfg.sector_size;
         if !ss.is_power_of_two() || !(4096..=1 << 20).contains(&ss) || cfg.max_inodes == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let ps = cfg.page_size;
+        if ps != 0 && (!ps.is_power_of_two() || !(512..=32 << 10).contains(&ps) || ps > ss) {
             return Err(Error::InvalidArgument);
         }
         Ok(Self::new_unchecked({
@@ -125,7 +136,10 @@ impl Engine {
         } else {
             cfg.cache_slots
         };
-        let pool = Pool::new(cfg.sector_size, cfg.max_bytes, slots);
+        let pool = match cfg.page_size {
+            0 => Pool::new(cfg.sector_size, cfg.max_bytes, slots),
+            ps => Pool::with_page_size(cfg.sector_size, ps, cfg.max_bytes, slots),
+        };
         let now = Time::now();
         let meta = Meta {
             perm: cfg.root_mode & 0o7777,

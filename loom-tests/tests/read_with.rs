@@ -15,13 +15,16 @@
 //!
 //! # What the model covers
 //! The real read path `Engine::read_with` → one `load` → `FileData::read_with`
-//! (`pieces`, `Sector::lend`) → `f`, and the real write path (actor, plan,
-//! `apply_span`, copy-on-write or in place, one `ArcSwap::store`, the old
-//! version's sectors freed when its last holder drops it). `f` looks at its
-//! slices, passes a scheduling point (an atomic operation, so the writer can
-//! run while the slices are held, as a `writev` would let it), and looks
-//! again. Geometry: 16-byte sectors, inline data off, one cache slot (a
-//! sector freed too early is the next one a writer gets).
+//! (`pieces`, `RawMem::lend`) → `f`, and the real write path (actor, plan,
+//! `apply_sector`, page copy-on-write or in place, one `ArcSwap::swap`, what
+//! the batch retired freed at once if nobody holds the old version, else by
+//! the old version's last holder, oldest version first: `node.rs`,
+//! "Versions"). `f` looks at its slices, passes a scheduling point (an
+//! atomic operation, so the writer can run while the slices are held, as a
+//! `writev` would let it), and looks again. Geometry: 16-byte sectors of two
+//! 8-byte pages, inline data off, one cache slot (a page freed too early is
+//! the next one a writer gets), table nodes with loom-visible stamps (a node
+//! reused while a reader may walk it is a loom error too).
 //!
 //! # What it does not cover
 //! The real `&[u8]` (loom sees the `Lent` stand-in: the same ranges, held
@@ -30,14 +33,27 @@
 //! checks their contents); the kernel's copy out of the slices in `writev`.
 //!
 //! # Injected bugs
-//! * `bash .ci/loom-bugs sector_write_past_size`: `apply_span` decides "in
+//! * `bash .ci/loom-bugs version_reclaim_early`: the runner frees what a
+//!   batch retired as soon as it has published, without checking that
+//!   nobody holds the version it replaced; `reuse_after_lent_version_dropped`
+//!   fails with loom's report of the next copy-on-write writing a page the
+//!   reader holds lent.
+//! * `bash .ci/loom-bugs version_chain_unlinked`: a superseded version does
+//!   not keep the next one alive, so that one is found alone (and its
+//!   retired list freed) while an older version that still reaches part of
+//!   it is lent; `older_version_keeps_newer_alive` fails the same way.
+//! * `bash .ci/loom-bugs leaf_copy_keeps_fresh` also runs
+//!   `overwrite_while_lent`: a leaf copied into a draft keeps its "fresh"
+//!   marks, so pages published by an earlier batch look fresh and are
+//!   overwritten in place under the reader.
+//! * `bash .ci/loom-bugs sector_write_past_size`: `apply_sector` decides "in
 //!   place" by the old size instead of `init`, so growing a file that was
 //!   truncated into a sector rewrites, in place, bytes that an older
 //!   version (held by the reader) still shows; `regrow_while_lent` fails
 //!   with loom's report of the write to cells the reader holds. No `read`
 //!   model catches it (none truncates and regrows).
 //! * `bash .ci/loom-bugs sector_write_shared` also runs
-//!   `overwrite_while_lent`: `apply_span` writes in place below `init` in a
+//!   `overwrite_while_lent`: `apply_sector` writes in place below `init` in a
 //!   sector a table reaches; loom reports the write to cells the reader
 //!   holds.
 
@@ -158,10 +174,12 @@ mod tests {
     }
 
     /// Two overwrites in a row while the reader holds version 1: the second
-    /// copy-on-write takes the sector the first one freed, so a version
-    /// released before `f` returns would have its sector rewritten under
-    /// the reader. Every read is one whole version; old sectors are freed
-    /// once nobody holds them.
+    /// copy-on-write takes the page the first one freed, so a version
+    /// released before `f` returns would have its pages rewritten under
+    /// the reader (the injected bug `version_reclaim_early`: the runner frees
+    /// what a batch retired without checking that nobody holds the version it
+    /// replaced). Every read is one whole version; old pages are freed once
+    /// nobody holds them.
     #[test]
     fn reuse_after_lent_version_dropped() {
         loom_tests::check("read_with::reuse_after_lent_version_dropped", Bound::Exhaustive, || {
@@ -177,6 +195,39 @@ mod tests {
             writer.join().unwrap();
             assert_eq!(read_lent(&e, ino, SS, &tick), [3; SS]);
             assert_eq!(e.stats().pool.sectors, 1, "old versions' sectors freed");
+        });
+    }
+
+    /// Three writes while the reader holds version 1 of a one-sector file
+    /// of two pages: page 1, then page 0, then page 1 again. The second
+    /// write retires page 0's memory, which version 1 still shows, into
+    /// version 2, which nobody but version 1 holds: it may go back only when
+    /// version 1 is gone too (older versions keep newer ones alive). The
+    /// third write's copy-on-write takes the page freed last (one cache
+    /// slot), so freeing it early is a write under the reader's slices (the
+    /// injected bug `version_chain_unlinked`).
+    #[test]
+    fn older_version_keeps_newer_alive() {
+        loom_tests::check("read_with::older_version_keeps_newer_alive", Bound::Preemptions(7), || {
+            let (e, ino) = file_with(&[1; SS], 8);
+            let w = Arc::clone(&e);
+            let half = SS / 2;
+            let writer = thread::spawn(move || {
+                w.write(ino, half as u64, &[2; SS / 2]).expect("write page 1");
+                w.write(ino, 0, &[3; SS / 2]).expect("write page 0");
+                w.write(ino, half as u64, &[4; SS / 2]).expect("write page 1 again");
+            });
+            let version = |a: u8, b: u8| {
+                let mut v = vec![a; half];
+                v.extend(vec![b; half]);
+                v
+            };
+            let tick = AtomicUsize::new(0);
+            let got = read_lent(&e, ino, SS, &tick);
+            assert!([version(1, 1), version(1, 2), version(3, 2), version(3, 4)].contains(&got), "torn read: {got:?}");
+            writer.join().unwrap();
+            assert_eq!(read_lent(&e, ino, SS, &tick), version(3, 4));
+            assert_eq!(e.stats().pool.sectors, 1, "old versions' pages freed");
         });
     }
 }

@@ -12,11 +12,11 @@
 //!
 //! # What the model covers
 //! The real write path: `Engine::write` → the node's `Combiner` →
-//! `Node::apply_ops` → `FileData::write` (plan, reserve, take sectors,
-//! `apply_span`) → one `ArcSwap::store`; and the real read path:
-//! `Engine::read` → one `load` → `FileData::read` → `Sector::read`. Geometry:
-//! 16-byte sectors, inline data off (`inline_max` 0) so every byte lives in
-//! a sector, one cache slot.
+//! `Node::apply_ops` → `FileData::write` (plan, reserve, take pages,
+//! `apply_sector`) → one `ArcSwap::swap`; and the real read path:
+//! `Engine::read` → one `load` → `FileData::read` → `RawMem::read`. Geometry:
+//! 16-byte sectors of two 8-byte pages, inline data off (`inline_max` 0) so
+//! every byte lives in a page, one cache slot.
 //!
 //! # What it does not cover
 //! arc-swap's own load/store (the facade's stand-in is a loom mutex around
@@ -25,14 +25,18 @@
 //! deeper than one leaf (path copying is single-threaded code, covered by
 //! the table's unit and property tests).
 //!
-//! # Injected bug
-//! `bash .ci/loom-bugs sector_write_shared`, i.e.
-//! `RUSTFLAGS='--cfg loom -C debug-assertions --cfg loom_bug="sector_write_shared"' \
-//!  CARGO_TARGET_DIR=target/loom-bugs cargo test -p loom-tests --release \
-//!  --test table_publish -- tests::overwrite_visible_sector`
-//! makes `apply_span` write in place below `init` in a sector that a
-//! published table reaches; loom reports the reader's access to those cells
-//! as a causality violation (a data race).
+//! # Injected bugs
+//! * `bash .ci/loom-bugs sector_write_shared`, i.e.
+//!   `RUSTFLAGS='--cfg loom -C debug-assertions --cfg loom_bug="sector_write_shared"' \
+//!   CARGO_TARGET_DIR=target/loom-bugs cargo test -p loom-tests --release \
+//!   --test table_publish -- tests::overwrite_visible_sector`
+//!   makes `apply_sector` write in place below `init` in a page that a
+//!   published version reaches; loom reports the reader's access to those
+//!   cells as a causality violation (a data race).
+//! * `bash .ci/loom-bugs leaf_copy_keeps_fresh`: a table leaf copied into a
+//!   draft keeps the "fresh" marks of the batch that made it, so pages that
+//!   batch published look fresh (rule 3) and are overwritten in place;
+//!   `overwrite_visible_sector` fails the same way.
 
 #[cfg(loom)]
 mod tests {
