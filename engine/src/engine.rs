@@ -111,14 +111,14 @@ impl Engine {
     /// # Errors
     /// `InvalidArgument` if the sector size is not a power of two in
     /// 4 KiB..=1 MiB, the inode limit is zero, or a page size is given that
-    /// is not a power of two of 512 B..=32 KiB dividing the sector size.
+    /// is not a power of two of 512 B..=64 KiB dividing the sector size.
     pub fn new(mut cfg: Config) -> Result<Engine> {
         let ss = cfg.sector_size;
         if !ss.is_power_of_two() || !(4096..=1 << 20).contains(&ss) || cfg.max_inodes == 0 {
             return Err(Error::InvalidArgument);
         }
         let ps = cfg.page_size;
-        if ps != 0 && (!ps.is_power_of_two() || !(512..=32 << 10).contains(&ps) || ps > ss) {
+        if ps != 0 && (!ps.is_power_of_two() || !(512..=64 << 10).contains(&ps) || ps > ss) {
             return Err(Error::InvalidArgument);
         }
         Ok(Self::new_unchecked({

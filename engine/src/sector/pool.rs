@@ -169,7 +169,7 @@ impl Pool {
     }
 
     /// As [`Pool::new`] with pages of `page_size` bytes (a power of two that
-    /// divides `sector_size`, at most 32 KiB), for tests and loom models
+    /// divides `sector_size`, at most 64 KiB), for tests and loom models
     /// with tiny geometry.
     ///
     /// # Panics
@@ -179,7 +179,7 @@ impl Pool {
             page_size.is_power_of_two()
                 && page_size <= sector_size
                 && sector_size % page_size == 0
-                && page_size <= 1 << 15,
+                && page_size <= 1 << 16,
             "page size {page_size} for sectors of {sector_size}"
         );
         let slots = (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect();

@@ -71,8 +71,10 @@ enum Body {
 #[derive(Clone, Copy)]
 pub struct Leaf {
     pages: [Option<RawMem>; FAN],
-    /// Per page: bytes ever written (the page contract's `init`, at most
-    /// the page size, 32 KiB); runner only.
+    /// Per page: bytes ever written (the page contract's `init`); runner
+    /// only. Pages are at most 64 KiB: `u16::MAX` stands for 65535 or
+    /// 65536, read as 65536 (rounding `init` up only ever makes the runner
+    /// copy where it could have written in place, never the reverse).
     init: [u16; FAN],
     /// Per page: taken in the batch of `gen` (valid only in a private leaf).
     fresh: u16,
@@ -298,7 +300,7 @@ impl Table {
     pub(crate) fn state(&self, p: u64, gen: u64) -> Option<(usize, bool)> {
         let (l, g, i) = self.leaf(p)?;
         l.pages[i]?;
-        Some((l.init[i] as usize, g == gen && l.fresh & (1 << i) != 0))
+        Some((init_of(l.init[i]), g == gen && l.fresh & (1 << i) != 0))
     }
 
     /// A second value over the same nodes: the start of a draft.
@@ -540,7 +542,7 @@ impl LeafMut<'_> {
 
     /// Slot `i`'s `init`.
     pub(crate) fn init(&self, i: usize) -> usize {
-        self.leaf.init[i] as usize
+        init_of(self.leaf.init[i])
     }
 
     /// Whether slot `i`'s page was taken in this batch (never published).
@@ -550,7 +552,7 @@ impl LeafMut<'_> {
 
     /// Raises slot `i`'s `init` to `v` (it never goes down).
     pub(crate) fn raise_init(&mut self, i: usize, v: usize) {
-        self.leaf.init[i] = self.leaf.init[i].max(v as u16);
+        self.leaf.init[i] = self.leaf.init[i].max(stored_init(v));
     }
 
     /// Puts `m`, a page taken in this batch, in slot `i` with `init`; the
@@ -562,8 +564,22 @@ impl LeafMut<'_> {
             Some(old) if self.is_fresh(i) => ed.free_fresh(old),
             Some(old) => ed.retired.push(Retired::Page(old)),
         }
-        self.leaf.init[i] = init as u16;
+        self.leaf.init[i] = stored_init(init);
         self.leaf.fresh |= 1 << i;
+    }
+}
+
+/// `init` as a leaf stores it (see `Leaf::init`).
+fn stored_init(v: usize) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
+/// `init` as a leaf stores it, read back (rounded up at the top).
+fn init_of(s: u16) -> usize {
+    if s == u16::MAX {
+        1 << 16
+    } else {
+        s as usize
     }
 }
 
