@@ -33,6 +33,39 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const FILE: u64 = GIB;
 
+/// `n` bytes of `b` starting on a 4 KiB boundary. Every buffer the rows
+/// copy from or into is one of these, so no row's copy is slowed by the
+/// source's alignment (a 1 MiB `Vec` from malloc starts 16 bytes past a
+/// page, or anywhere on the heap once malloc has raised its mmap threshold,
+/// which moved single rows by 25% between runs) and every row of one run
+/// copies from the same alignment as its `memcpy` baseline.
+struct Buf {
+    v: Vec<u8>,
+    at: usize,
+    n: usize,
+}
+
+impl Buf {
+    fn new(n: usize, b: u8) -> Buf {
+        let v = vec![b; n + 4096];
+        let at = v.as_ptr().align_offset(4096);
+        Buf { v, at, n }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.v[self.at..self.at + self.n]
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.at..self.at + self.n]
+    }
+}
+
 struct Offsets {
     x: u64,
     slots: u64,
@@ -55,7 +88,7 @@ impl Offsets {
 /// `vecfs` grows once (filling it in order would copy ~512 GiB).
 fn filled(fs: &dyn BenchFs, name: &str, size: u64) -> u64 {
     let id = fs.create(name);
-    let chunk = vec![0x5Au8; MIB as usize];
+    let chunk = Buf::new(MIB as usize, 0x5A);
     fs.write(id, size - MIB, &chunk);
     let mut off = 0;
     while off < size - MIB {
@@ -78,8 +111,8 @@ fn paged_file(page: u64) -> (EngineFs, u64) {
 }
 
 /// The owned buffer `memcpy` rows copy into (made on first use).
-fn memory() -> Vec<u8> {
-    vec![0x5Au8; FILE as usize]
+fn memory() -> Buf {
+    Buf::new(FILE as usize, 0x5A)
 }
 
 /// An engine with one written 1 GiB file (made on first use).
@@ -96,7 +129,7 @@ fn overwrite(c: &mut Criterion) {
     let mut g = c.benchmark_group("overwrite");
     g.sample_size(20);
     for ws in [4 * KIB, 64 * KIB, MIB] {
-        let data = vec![0xC3u8; ws as usize];
+        let data = Buf::new(ws as usize, 0xC3);
         let label = format!("{}K", ws / KIB);
         let mut mem = None;
         let mut o = Offsets::new(FILE, ws);
@@ -136,7 +169,7 @@ fn overwrite(c: &mut Criterion) {
 fn sequential(c: &mut Criterion) {
     let mut g = c.benchmark_group("seq_1M");
     g.sample_size(20);
-    let data = vec![0xC3u8; MIB as usize];
+    let data = Buf::new(MIB as usize, 0xC3);
     let mut mem = None;
     let mut off = 0u64;
     g.bench_function("memcpy", |b| {
@@ -183,7 +216,7 @@ fn sequential(c: &mut Criterion) {
 fn read(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_4K");
     g.sample_size(20);
-    let mut buf = vec![0u8; 4 * KIB as usize];
+    let mut buf = Buf::new(4 * KIB as usize, 0);
     let mut mem = None;
     let mut o = Offsets::new(FILE, 4 * KIB);
     g.bench_function("memcpy", |b| {
@@ -217,7 +250,7 @@ fn read_vectored(c: &mut Criterion) {
     let sizes = [4 * KIB, MIB];
     let mut mem = None;
     for rs in sizes {
-        let mut buf = vec![0u8; rs as usize];
+        let mut buf = Buf::new(rs as usize, 0);
         let mut o = Offsets::new(FILE, rs);
         g.bench_function(BenchmarkId::new("memcpy", format!("{}K", rs / KIB)), |b| {
             let mem = mem.get_or_insert_with(memory);
@@ -233,7 +266,7 @@ fn read_vectored(c: &mut Criterion) {
         let mut st = None;
         for rs in sizes {
             let label = format!("{}K", rs / KIB);
-            let mut buf = vec![0u8; rs as usize];
+            let mut buf = Buf::new(rs as usize, 0);
             let mut o = Offsets::new(FILE, rs);
             g.bench_function(BenchmarkId::new(format!("read_{}K", ss / KIB), &label), |b| {
                 let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
@@ -255,7 +288,7 @@ fn read_vectored(c: &mut Criterion) {
 /// `threads` threads each overwrite their own 64 MiB file; time per write
 /// per thread.
 fn per_thread(fs: &EngineFs, ids: &[u64], iters: u64) -> Duration {
-    let data = vec![0xC3u8; 4 * KIB as usize];
+    let data = Buf::new(4 * KIB as usize, 0xC3);
     let start = Instant::now();
     std::thread::scope(|s| {
         for &id in ids {
@@ -298,9 +331,9 @@ fn two_files(c: &mut Criterion) {
 fn page_size(c: &mut Criterion) {
     let mut g = c.benchmark_group("page");
     g.sample_size(20);
-    let small = vec![0xC3u8; 4 * KIB as usize];
-    let big = vec![0xC3u8; MIB as usize];
-    let mut buf = vec![0u8; 4 * KIB as usize];
+    let small = Buf::new(4 * KIB as usize, 0xC3);
+    let big = Buf::new(MIB as usize, 0xC3);
+    let mut buf = Buf::new(4 * KIB as usize, 0);
     for page in [4 * KIB, 16 * KIB, 64 * KIB] {
         let p = format!("{}K", page / KIB);
         let mut st = None;

@@ -87,6 +87,17 @@ impl Leaf {
     pub fn page(&self, i: usize) -> Option<RawMem> {
         self.pages[i]
     }
+
+    /// Slot `i`'s `init` (runner only: meaningful in the draft's leaves).
+    pub(crate) fn init(&self, i: usize) -> usize {
+        init_of(self.init[i])
+    }
+
+    /// Whether slot `i` is marked fresh (meaningful only in a leaf of the
+    /// draft's own `gen`: see [`Table::leaf`]).
+    pub(crate) fn marked_fresh(&self, i: usize) -> bool {
+        self.fresh & (1 << i) != 0
+    }
 }
 
 /// A pointer to a node, which the version protocol keeps alive.
@@ -293,14 +304,6 @@ impl Table {
     /// The page at `p`, if any.
     pub fn get(&self, p: u64) -> Option<RawMem> {
         self.leaf(p).and_then(|(l, _, i)| l.pages[i])
-    }
-
-    /// Page `p`'s `init` and whether it is fresh in the draft of `gen`
-    /// (taken in that batch); `None` if absent.
-    pub(crate) fn state(&self, p: u64, gen: u64) -> Option<(usize, bool)> {
-        let (l, g, i) = self.leaf(p)?;
-        l.pages[i]?;
-        Some((init_of(l.init[i]), g == gen && l.fresh & (1 << i) != 0))
     }
 
     /// A second value over the same nodes: the start of a draft.
