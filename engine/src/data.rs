@@ -25,9 +25,9 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::sector::table::{Edit, LeafMut, Table, FAN};
+use crate::sector::table::{Edit, LeafMut, Table, LEAF};
 use crate::sector::{Charge, Pool, Reservation};
-use crate::sync::{Arc, RawMem};
+use crate::sync::{Arc, Page, RawMem};
 use crate::{Error, Result};
 
 /// `fallocate` mode: keep the file size.
@@ -113,7 +113,7 @@ fn clamp(v: u64, base: u64, size: u64) -> usize {
 
 /// The slot of page `p` in its leaf.
 fn slot(p: u64) -> usize {
-    (p % FAN as u64) as usize
+    (p % LEAF as u64) as usize
 }
 
 impl FileData {
@@ -570,7 +570,7 @@ impl FileData {
                         let (pa, pb) = (clamp(a, pbase, ps), clamp(b, pbase, ps));
                         let mut leaf = t.leaf_mut(p, ed);
                         let i = slot(p);
-                        let Some(m) = leaf.page(i) else { continue };
+                        let Some(m) = leaf.page(i).map(|pg| pg.mem(ps as usize)) else { continue };
                         if leaf.is_fresh(i) {
                             // SAFETY: a fresh page (taken in this batch) is
                             // reached by no published version (rule 3).
@@ -590,7 +590,8 @@ impl FileData {
                             }
                             continue;
                         }
-                        let Some(n) = got else { continue };
+                        let Some(pg) = got else { continue };
+                        let n = pg.mem(ps as usize);
                         // SAFETY: `n` is fresh (no table reaches it yet); `m`'s
                         // bytes below `pvis` are only read, as readers do
                         // (rule 3 forbids writing them). Distinct pages.
@@ -599,7 +600,7 @@ impl FileData {
                             n.zero(pa, pb - pa);
                             n.copy_from(pb, &m, pb, pvis - pb);
                         }
-                        leaf.put_fresh(i, n, pvis, ed);
+                        leaf.put_fresh(i, pg, pvis, ed);
                     }
                 }
             }
@@ -678,8 +679,8 @@ impl FileData {
                 let mut leaf = None;
                 for q in shape.pages_changed(s) {
                     let Some(ms) = shape.page_span(q).modified_start() else { continue };
-                    if leaf.is_none_or(|(at, _)| at != q / FAN as u64) {
-                        leaf = Some((q / FAN as u64, t.leaf(q)));
+                    if leaf.is_none_or(|(at, _)| at != q / LEAF as u64) {
+                        leaf = Some((q / LEAF as u64, t.leaf(q)));
                     }
                     let Some(Some((l, g, _))) = leaf.map(|(_, l)| l) else { continue };
                     let i = slot(q);
@@ -730,7 +731,7 @@ impl FileData {
                     };
                     if lo < hi {
                         // SAFETY: `m` is fresh: no table reaches it yet.
-                        unsafe { m.write(0, &bytes[lo..hi]) };
+                        unsafe { m.mem(ps as usize).write(0, &bytes[lo..hi]) };
                     }
                     t.leaf_mut(p, ed).put_fresh(slot(p), m, hi.saturating_sub(lo), ed);
                 }
@@ -775,7 +776,7 @@ fn runs(t: &Table, off: u64, n: u64, mut each: impl FnMut(Run)) {
         let p = pos / ps;
         let Some((leaf, _, first)) = t.leaf(p) else {
             // No leaf: a hole to the end of the leaf's span at least.
-            let leaf_end = (p - p % FAN as u64).saturating_add(FAN as u64).saturating_mul(ps);
+            let leaf_end = (p - p % LEAF as u64).saturating_add(LEAF as u64).saturating_mul(ps);
             let take = (leaf_end.min(end) - pos) as usize;
             if let Some(r) = mem.take() {
                 each(Run::Mem(r.0, r.1, r.2));
@@ -784,13 +785,13 @@ fn runs(t: &Table, off: u64, n: u64, mut each: impl FnMut(Run)) {
             pos += take as u64;
             continue;
         };
-        for i in first..FAN {
+        for i in first..LEAF {
             if pos >= end {
                 break;
             }
             let within = (pos % ps) as usize;
             let take = (ps - within as u64).min(end - pos) as usize;
-            match leaf.page(i) {
+            match leaf.page(i).map(|pg| pg.mem(ps as usize)) {
                 None => {
                     if let Some(r) = mem.take() {
                         each(Run::Mem(r.0, r.1, r.2));
@@ -1154,8 +1155,8 @@ unsafe fn put(m: RawMem, a: usize, b: usize, src: Src<'_>) {
 /// to 32 (a write of up to two sectors' worth of pages) without a `Vec`.
 /// Pages left over go back to the pool on drop (they were never published).
 struct Fresh<'a> {
-    few: [Option<RawMem>; 32],
-    more: Vec<RawMem>,
+    few: [Option<Page>; 32],
+    more: Vec<Page>,
     n: usize,
     next: usize,
     pool: &'a Pool,
@@ -1166,7 +1167,7 @@ impl<'a> Fresh<'a> {
         Fresh { few: [None; 32], more: Vec::new(), n: 0, next: 0, pool }
     }
 
-    fn push(&mut self, m: RawMem) {
+    fn push(&mut self, m: Page) {
         if self.n < self.few.len() {
             self.few[self.n] = Some(m);
         } else {
@@ -1178,7 +1179,7 @@ impl<'a> Fresh<'a> {
     /// A reserved page. Should the plan have reserved too few (a bug), a
     /// forced reservation keeps the write whole rather than dropping bytes
     /// that are about to be acknowledged.
-    fn take(&mut self) -> Result<RawMem> {
+    fn take(&mut self) -> Result<Page> {
         if self.next < self.n {
             let i = self.next;
             self.next += 1;
@@ -1281,7 +1282,8 @@ fn apply_sector(
         let mut leaf: Option<(u64, LeafMut<'_>)> = None;
         for p in first..first + pps {
             let sp = sh.page_span(p);
-            let m = fresh.take()?;
+            let pg = fresh.take()?;
+            let m = pg.mem(ps as usize);
             if whole(&sp) {
                 // SAFETY: `m` is fresh (taken in this batch, no table reaches
                 // it yet), and the whole page is written.
@@ -1294,11 +1296,11 @@ fn apply_sector(
                     put(m, sp.a, sp.b, ch.src_at(p * ps, &sp));
                 }
             }
-            if leaf.as_ref().is_none_or(|(at, _)| *at != p / FAN as u64) {
-                leaf = Some((p / FAN as u64, t.leaf_mut(p, ed)));
+            if leaf.as_ref().is_none_or(|(at, _)| *at != p / LEAF as u64) {
+                leaf = Some((p / LEAF as u64, t.leaf_mut(p, ed)));
             }
             if let Some((_, l)) = leaf.as_mut() {
-                l.put_fresh(slot(p), m, sp.new_vis.max(sp.b), ed);
+                l.put_fresh(slot(p), pg, sp.new_vis.max(sp.b), ed);
             }
         }
         return Ok(());
@@ -1309,11 +1311,11 @@ fn apply_sector(
         let sp = sh.page_span(p);
         let Some(ms) = sp.modified_start() else { continue };
         let i = slot(p);
-        if cur.as_ref().is_none_or(|(at, _)| *at != p / FAN as u64) {
-            cur = Some((p / FAN as u64, t.leaf_mut(p, ed)));
+        if cur.as_ref().is_none_or(|(at, _)| *at != p / LEAF as u64) {
+            cur = Some((p / LEAF as u64, t.leaf_mut(p, ed)));
         }
         let Some((_, leaf)) = cur.as_mut() else { continue };
-        let Some(m) = leaf.page(i) else { continue };
+        let Some(m) = leaf.page(i).map(|pg| pg.mem(ps as usize)) else { continue };
         #[cfg(not(any(loom_bug = "sector_write_shared", loom_bug = "sector_write_past_size")))]
         let in_place = ms >= leaf.init(i) || leaf.is_fresh(i);
         // Injected bug (loom-tests/tests/table_publish.rs): write in place below `init` when shared.
@@ -1343,12 +1345,13 @@ fn apply_sector(
             leaf.raise_init(i, sp.new_vis.max(sp.b));
         } else if whole(&sp) {
             // The whole page is replaced: nothing of `m` to keep.
-            let n = fresh.take()?;
-            // SAFETY: `n` is fresh (no table reaches it yet), wholly written.
-            unsafe { joined.put(n, p * ps) };
-            leaf.put_fresh(i, n, sp.new_vis.max(sp.b), ed);
+            let pg = fresh.take()?;
+            // SAFETY: the page is fresh (no table reaches it yet), wholly written.
+            unsafe { joined.put(pg.mem(ps as usize), p * ps) };
+            leaf.put_fresh(i, pg, sp.new_vis.max(sp.b), ed);
         } else {
-            let n = fresh.take()?;
+            let pg = fresh.take()?;
+            let n = pg.mem(ps as usize);
             let (a, b, old) = (sp.a, sp.b, sp.old_vis);
             // SAFETY: `n` is fresh (no table reaches it yet); `m`'s bytes
             // below `old_vis <= init` are only read, as readers do (rule 3
@@ -1366,7 +1369,7 @@ fn apply_sector(
                 zero_except(n, old, sp.new_vis, a, b);
                 put(n, a, b, src);
             }
-            leaf.put_fresh(i, n, sp.new_vis.max(b), ed);
+            leaf.put_fresh(i, pg, sp.new_vis.max(b), ed);
         }
     }
     Ok(())

@@ -45,13 +45,13 @@
 #[cfg(loom)]
 mod tests {
     use engine::sector::{Pool, Reservation, CACHE_MAX};
-    use engine::sync::RawMem;
+    use engine::sync::Page;
     use loom::thread;
     use loom_tests::{Bound, SS};
 
     /// A page this model holds: given back to the pool on drop.
     struct Sector {
-        m: RawMem,
+        m: Page,
         pool: Pool,
     }
 
@@ -73,7 +73,7 @@ mod tests {
             // SAFETY: a page just handed out is this thread's alone unless
             // the pool hands it out twice, which is what the model checks
             // (loom reports the double hand-out as a race on these cells).
-            unsafe { s.m.write(0, &[mark; SS]) };
+            unsafe { s.m.mem(SS).write(0, &[mark; SS]) };
         }
         (r, v)
     }
@@ -84,7 +84,7 @@ mod tests {
             let mut b = [0u8; SS];
             // SAFETY: as in `take`: nobody else may touch a page this
             // thread holds; a double hand-out is the race loom reports.
-            unsafe { s.m.read(0, &mut b) };
+            unsafe { s.m.mem(SS).read(0, &mut b) };
             assert_eq!(b, [mark; SS], "a sector was handed out twice");
         }
     }

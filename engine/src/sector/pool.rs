@@ -3,7 +3,7 @@
 //!
 //! # Pool
 //! A [`Pool`] hands out *pages* of sector memory (`page_size`: 4 KiB, or the
-//! sector size if that is smaller) as [`RawMem`] handles; a file's sector of
+//! sector size if that is smaller) as [`Page`] handles; a file's sector of
 //! `sector_size` bytes is `sector_size / page_size` pages (issue 18: a page
 //! is the unit of copy-on-write, so a 4 KiB overwrite copies at most one
 //! page, and the unit memory is freed and reused in, so nothing fragments
@@ -57,7 +57,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{thread_local, Arc, Mutex, RawMem, Region, REGION_BYTES};
+use crate::sync::{thread_local, Arc, Mutex, Page, Region, REGION_BYTES};
 use crate::Error;
 
 /// Most sectors' worth of pages a cache slot keeps before spilling to the
@@ -100,16 +100,16 @@ pub(super) struct PoolInner {
     /// Pages handed out since the pool was made.
     allocs: CachePadded<AtomicU64>,
     // Drop order matters: slots and shared free lists hold handles into
-    // `shared.regions`; `RawMem` has no destructor, so any order is sound.
-    slots: Box<[Mutex<Vec<RawMem>>]>,
+    // `shared.regions`; `Page` has no destructor, so any order is sound.
+    slots: Box<[Mutex<Vec<Page>>]>,
     shared: Mutex<Shared>,
 }
 
 struct Shared {
     /// Free pages that are resident (warm).
-    free: Vec<RawMem>,
+    free: Vec<Page>,
     /// Free pages given back to the OS ([`Pool::trim`]).
-    cold: Vec<RawMem>,
+    cold: Vec<Page>,
     regions: Vec<Region>,
     mapped: u64,
 }
@@ -276,7 +276,7 @@ impl Pool {
             // SAFETY: `batch` was taken off the free list under its lock, so
             // this call is its only owner: no table reaches these pages and
             // no list hands them out until they are pushed below.
-            unsafe { crate::sync::discard(&mut batch) };
+            unsafe { crate::sync::discard(&mut batch, i.page_size) };
             let n = batch.len() as u64;
             i.shared.lock().cold.append(&mut batch);
             n * ss
@@ -293,7 +293,7 @@ impl Pool {
             };
             for k in at..at + n {
                 // SAFETY: none: this is the bug the model must catch.
-                unsafe { (*ptr.add(k)).discard_one() };
+                unsafe { (*ptr.add(k)).mem(i.page_size).discard_one() };
             }
             n as u64 * ss
         }
@@ -373,7 +373,7 @@ impl Pool {
     /// hands each to `each` (in ascending order when the slot holds a run).
     /// `false` if the OS refused memory (the pages handed out so far are
     /// the caller's).
-    fn take_pages(&self, mut n: usize, each: &mut dyn FnMut(RawMem)) -> bool {
+    fn take_pages(&self, mut n: usize, each: &mut dyn FnMut(Page)) -> bool {
         let i = &self.inner;
         let slot = &i.slots[my_slot(i.slots.len())];
         {
@@ -405,7 +405,7 @@ impl Pool {
     /// Pages from the shared list (or a new region) for a slot that ran out:
     /// at least `want`, and a batch of [`CACHE_BATCH`] sectors' worth.
     /// `None` if the OS refuses memory.
-    fn refill(&self, want: usize) -> Option<Vec<RawMem>> {
+    fn refill(&self, want: usize) -> Option<Vec<Page>> {
         let i = &self.inner;
         let batch = (CACHE_BATCH * self.pages_per_sector()).max(want);
         let mut sh = i.shared.lock();
@@ -416,10 +416,9 @@ impl Pool {
             sh.free.append(&mut c);
         }
         while sh.free.len() < want {
-            let bytes = REGION_BYTES.max(i.sector_size);
+            let bytes = i.sector_size.div_ceil(REGION_BYTES).max(1) * REGION_BYTES;
             let mut region = Region::map(bytes)?;
-            let id = sh.regions.len() as u32;
-            let mut pages = region.carve(i.page_size, id);
+            let mut pages = region.carve(i.page_size);
             // The new region's pages under the old ones: handed out first,
             // in ascending order.
             pages.append(&mut sh.free);
@@ -439,7 +438,7 @@ impl Pool {
     /// and not freed since), and nobody reads or writes it after this call:
     /// no table that any thread can still read reaches it (the version
     /// protocol of `crate::data` decides when that is).
-    pub unsafe fn free_pages(&self, pages: &[RawMem]) {
+    pub unsafe fn free_pages(&self, pages: &[Page]) {
         if pages.is_empty() {
             return;
         }
@@ -513,7 +512,7 @@ impl<P: AsRef<Pool>> Reservation<P> {
     /// memory for a new region (the pages handed to `each` before that are
     /// taken and the caller's to free). Callers take all their pages before
     /// mutating.
-    pub fn take_pages(&mut self, n: usize, each: &mut dyn FnMut(RawMem)) -> Result<(), Error> {
+    pub fn take_pages(&mut self, n: usize, each: &mut dyn FnMut(Page)) -> Result<(), Error> {
         let pool = self.pool.as_ref();
         let inner = &pool.inner;
         let bytes = n as u64 * inner.page_size as u64;

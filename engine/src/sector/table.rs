@@ -1,8 +1,11 @@
 //! The page table: a persistent radix tree from page index to page.
 //!
 //! A [`Table`] maps the pages of one file (page `p` holds bytes
-//! `p * page_size..`) to [`RawMem`] handles, in 16-way nodes (a leaf holds
-//! 16 consecutive pages: one 64 KiB sector at the default geometry). It is
+//! `p * page_size..`) to [`Page`] handles: leaves of 64 consecutive pages
+//! (256 KiB of data, 8 bytes a page), under 16-way inner nodes. A 1 GiB file
+//! is 4096 leaves and 273 inner nodes, 2.7 MB in all, four levels deep
+//! (issue 18: 16-page leaves of 16-byte handles were 21 MB and five levels,
+//! and a random 4 KiB read paid a cache miss on each of the lower two). It is
 //! persistent: a new version shares every node and page it does not change
 //! with the versions before it, and a change copies only the nodes on the
 //! path from the root to the touched leaf.
@@ -41,14 +44,17 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 
 use super::Pool;
-use crate::sync::{thread_local, RawMem, Stamp};
+use crate::sync::{thread_local, Page, Stamp};
 
 const BITS: u32 = 4;
-/// Children of a node (pages of a leaf).
-pub const FAN: usize = 1 << BITS;
+/// Children of an inner node.
+const FAN: usize = 1 << BITS;
 const MASK: u64 = FAN as u64 - 1;
+const LEAF_BITS: u32 = 6;
+/// Pages of a leaf.
+pub const LEAF: usize = 1 << LEAF_BITS;
 /// Levels above the leaves needed for any `u64` index.
-const MAX_HEIGHT: u32 = 64_u32.div_ceil(BITS) - 1;
+const MAX_HEIGHT: u32 = (64 - LEAF_BITS).div_ceil(BITS);
 
 /// One node: 16 children, or a leaf of 16 pages.
 pub(crate) struct TNode {
@@ -59,7 +65,7 @@ pub(crate) struct TNode {
 }
 
 // One node type for both kinds, so a spare node serves either (a leaf is
-// 296 bytes, an inner node's slots 128).
+// 648 bytes, an inner node's slots 128; there are ~15 leaves per inner node).
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum Body {
@@ -67,24 +73,24 @@ enum Body {
     Leaf(Leaf),
 }
 
-/// 16 consecutive pages of a file.
+/// 64 consecutive pages of a file.
 #[derive(Clone, Copy)]
 pub struct Leaf {
-    pages: [Option<RawMem>; FAN],
+    pages: [Option<Page>; LEAF],
     /// Per page: bytes ever written (the page contract's `init`); runner
     /// only. Pages are at most 64 KiB: `u16::MAX` stands for 65535 or
     /// 65536, read as 65536 (rounding `init` up only ever makes the runner
     /// copy where it could have written in place, never the reverse).
-    init: [u16; FAN],
+    init: [u16; LEAF],
     /// Per page: taken in the batch of `gen` (valid only in a private leaf).
-    fresh: u16,
+    fresh: u64,
 }
 
 impl Leaf {
-    const EMPTY: Leaf = Leaf { pages: [None; FAN], init: [0; FAN], fresh: 0 };
+    const EMPTY: Leaf = Leaf { pages: [None; LEAF], init: [0; LEAF], fresh: 0 };
 
     /// The page in slot `i`.
-    pub fn page(&self, i: usize) -> Option<RawMem> {
+    pub fn page(&self, i: usize) -> Option<Page> {
         self.pages[i]
     }
 
@@ -97,6 +103,13 @@ impl Leaf {
     /// draft's own `gen`: see [`Table::leaf`]).
     pub(crate) fn marked_fresh(&self, i: usize) -> bool {
         self.fresh & (1 << i) != 0
+    }
+
+    /// The slots `i..j` that overlap pages `from..to` of a leaf at `base`.
+    fn slots(base: u64, from: u64, to: u64) -> (usize, usize) {
+        let i = from.saturating_sub(base).min(LEAF as u64) as usize;
+        let j = to.saturating_sub(base).min(LEAF as u64) as usize;
+        (i, j.max(i))
     }
 }
 
@@ -162,7 +175,7 @@ pub(crate) enum Retired {
     /// A detached subtree: the node and everything below it.
     Tree(NodePtr),
     /// A page replaced or cut off.
-    Page(RawMem),
+    Page(Page),
 }
 
 /// The right to change a draft table: its version number, where what it
@@ -193,7 +206,7 @@ impl<'a> Edit<'a> {
     }
 
     /// Frees a page that was never published (fresh in this draft).
-    fn free_fresh(&self, m: RawMem) {
+    fn free_fresh(&self, m: Page) {
         // SAFETY: a fresh page was taken in this batch and never published
         // (`Edit::new`'s contract makes "fresh" mean that), so no reader
         // can reach it; it leaves the draft here.
@@ -203,7 +216,7 @@ impl<'a> Edit<'a> {
 
 /// Pages one subtree at `height` covers (saturating at `u64::MAX`).
 fn span(height: u32) -> u64 {
-    let bits = BITS * (height + 1);
+    let bits = LEAF_BITS + BITS * height;
     if bits >= 64 {
         u64::MAX
     } else {
@@ -211,8 +224,13 @@ fn span(height: u32) -> u64 {
     }
 }
 
+/// The slot of `idx` in its node at `height` (`height` 0: a leaf).
 fn slot_of(idx: u64, height: u32) -> usize {
-    ((idx >> (BITS * height)) & MASK) as usize
+    if height == 0 {
+        (idx % LEAF as u64) as usize
+    } else {
+        ((idx >> (LEAF_BITS + BITS * (height - 1))) & MASK) as usize
+    }
 }
 
 /// A persistent map from page index to page.
@@ -302,7 +320,7 @@ impl Table {
     }
 
     /// The page at `p`, if any.
-    pub fn get(&self, p: u64) -> Option<RawMem> {
+    pub fn get(&self, p: u64) -> Option<Page> {
         self.leaf(p).and_then(|(l, _, i)| l.pages[i])
     }
 
@@ -539,7 +557,7 @@ pub(crate) struct LeafMut<'t> {
 
 impl LeafMut<'_> {
     /// The page in slot `i`.
-    pub(crate) fn page(&self, i: usize) -> Option<RawMem> {
+    pub(crate) fn page(&self, i: usize) -> Option<Page> {
         self.leaf.pages[i]
     }
 
@@ -561,7 +579,7 @@ impl LeafMut<'_> {
     /// Puts `m`, a page taken in this batch, in slot `i` with `init`; the
     /// page it replaces goes back at once if it was fresh too, else is
     /// retired (a published version may reach it).
-    pub(crate) fn put_fresh(&mut self, i: usize, m: RawMem, init: usize, ed: &mut Edit<'_>) {
+    pub(crate) fn put_fresh(&mut self, i: usize, m: Page, init: usize, ed: &mut Edit<'_>) {
         match self.leaf.pages[i].replace(m) {
             None => *self.count += 1,
             Some(old) if self.is_fresh(i) => ed.free_fresh(old),
@@ -608,7 +626,7 @@ fn remove_in(slot: &mut Option<NodePtr>, h: u32, base: u64, from: u64, to: u64, 
     let mut removed = 0;
     let empty = match &mut nm.body {
         Body::Leaf(l) => {
-            let (i, j) = slots_in(base, 1, from, to);
+            let (i, j) = Leaf::slots(base, from, to);
             for k in i..j {
                 let Some(m) = l.pages[k].take() else { continue };
                 removed += 1;
@@ -644,7 +662,7 @@ fn remove_in(slot: &mut Option<NodePtr>, h: u32, base: u64, from: u64, to: u64, 
 fn count_range_in(n: &TNode, h: u32, base: u64, from: u64, to: u64) -> u64 {
     match &n.body {
         Body::Leaf(l) => {
-            let (i, j) = slots_in(base, 1, from, to);
+            let (i, j) = Leaf::slots(base, from, to);
             l.pages[i..j].iter().filter(|s| s.is_some()).count() as u64
         }
         Body::Inner(kids) => {
@@ -686,8 +704,7 @@ fn count_in(n: &TNode) -> u64 {
 fn next_in(n: &TNode, h: u32, base: u64, from: u64, to: u64, want: bool) -> Option<u64> {
     match &n.body {
         Body::Leaf(l) => {
-            let start = from.saturating_sub(base).min(FAN as u64) as usize;
-            let end = to.saturating_sub(base).min(FAN as u64) as usize;
+            let (start, end) = Leaf::slots(base, from, to);
             (start..end).find(|&i| l.pages[i].is_some() == want).map(|i| base + i as u64)
         }
         Body::Inner(kids) => {
@@ -718,7 +735,7 @@ fn next_in(n: &TNode, h: u32, base: u64, from: u64, to: u64, want: bool) -> Opti
 /// Pages on their way back to the pool, in batches (one slot lock each).
 struct Bin<'a> {
     pool: &'a Pool,
-    buf: Option<[RawMem; 32]>,
+    buf: Option<[Page; 32]>,
     n: usize,
 }
 
@@ -729,7 +746,7 @@ impl<'a> Bin<'a> {
 
     /// # Safety
     /// As for [`Pool::free_pages`] for `m`.
-    unsafe fn put(&mut self, m: RawMem) {
+    unsafe fn put(&mut self, m: Page) {
         if self.n == 32 {
             self.flush();
         }
@@ -805,7 +822,7 @@ pub(crate) unsafe fn free_retired(list: &mut Vec<Retired>, pool: &Pool) {
 mod tests {
     use super::*;
 
-    fn pages(pool: &Pool, n: usize) -> Vec<RawMem> {
+    fn pages(pool: &Pool, n: usize) -> Vec<Page> {
         let mut res = pool.reserve((n * pool.page_size()) as u64).unwrap();
         let mut v = Vec::new();
         res.take_pages(n, &mut |m| v.push(m)).unwrap();

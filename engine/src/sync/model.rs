@@ -232,18 +232,40 @@ impl Region {
     pub fn map(bytes: usize) -> Option<Region> {
         Some(Region { cells: (0..bytes).map(|_| loom::cell::UnsafeCell::new(0u8)).collect() })
     }
-    /// Splits into handles of `unit` bytes, tagged `id`, in descending order
-    /// (as the real `carve`).
-    pub fn carve(&mut self, unit: usize, id: u32) -> Vec<RawMem> {
+    /// Splits into pages of `unit` bytes, in descending order (as the real
+    /// `carve`).
+    pub fn carve(&mut self, unit: usize) -> Vec<Page> {
         let base = self.cells.as_ptr();
         (0..self.cells.len() / unit)
             .rev()
-            .map(|i| RawMem {
+            .map(|i| Page {
                 cells: std::ptr::NonNull::new(base.wrapping_add(i * unit).cast_mut()).expect("a box is not at null"),
-                len: unit as u32,
-                region: id,
+                region: base as usize,
             })
             .collect()
+    }
+}
+
+/// One page: a pointer into a [`Region`]'s cells and the region it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    cells: std::ptr::NonNull<loom::cell::UnsafeCell<u8>>,
+    region: usize,
+}
+
+// SAFETY: as for `RawMem`: a plain name for cells loom tracks.
+unsafe impl Send for Page {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Page {}
+
+impl Page {
+    /// The page's `len` bytes.
+    pub fn mem(self, len: usize) -> RawMem {
+        RawMem { cells: self.cells, len: len as u32, region: self.region }
+    }
+    /// The page's address (to sort).
+    pub fn addr(self) -> usize {
+        self.cells.as_ptr() as usize
     }
 }
 
@@ -287,7 +309,7 @@ impl Drop for Lent<'_> {
 pub struct RawMem {
     cells: std::ptr::NonNull<loom::cell::UnsafeCell<u8>>,
     len: u32,
-    region: u32,
+    region: usize,
 }
 
 // SAFETY: every access to the cells goes through loom's `with`/`with_mut`,
@@ -387,14 +409,15 @@ impl RawMem {
     }
 }
 
-/// As the real `discard`: every byte of `mems` becomes 0 (a write loom checks).
+/// As the real `discard`: every byte of `pages` becomes 0 (a write loom
+/// checks).
 ///
 /// # Safety
 /// As for the real `discard`.
-pub unsafe fn discard(mems: &mut [RawMem]) {
-    for m in mems.iter() {
+pub unsafe fn discard(pages: &mut [Page], len: usize) {
+    for p in pages.iter() {
         // SAFETY: the caller's contract.
-        unsafe { m.discard_one() }
+        unsafe { p.mem(len).discard_one() }
     }
 }
 

@@ -243,47 +243,55 @@ impl<T> Default for Mailbox<T> {
     }
 }
 
-/// Size of one region of sector memory mapped at a time.
+/// Size of one region of sector memory mapped at a time. Regions are also
+/// aligned to it, so two pages in one `REGION_BYTES`-aligned block are in
+/// one region (one mapping): what lets [`RawMem::join`] tell that adjacent
+/// pages may be one slice without storing a region number per page.
 pub const REGION_BYTES: usize = 2 << 20;
 
-/// A region of private anonymous memory from which sectors are carved.
+/// A region of private anonymous memory from which pages are carved.
 ///
 /// Sector memory never comes from the process heap: each region is its own
-/// mapping, returned to the OS when the pool is dropped.
+/// mapping, returned to the OS when the pool is dropped. A region is
+/// `REGION_BYTES`-aligned: the mapping is `REGION_BYTES` longer than the
+/// region and the region starts at its first aligned address (the slack is
+/// address space only: it is never touched, so it takes no memory).
 pub struct Region {
     map: memmap2::MmapMut,
+    at: usize,
+    len: usize,
 }
 
 impl Region {
-    /// Maps `bytes` of fresh zeroed memory. `None` if the OS refuses.
+    /// Maps `bytes` (a multiple of [`REGION_BYTES`]) of fresh zeroed memory,
+    /// aligned to [`REGION_BYTES`]. `None` if the OS refuses.
     pub fn map(bytes: usize) -> Option<Region> {
         crate::fault::fail_point!("region.map", |_| None);
-        let map = memmap2::MmapOptions::new().len(bytes).map_anon().ok()?;
+        debug_assert_eq!(bytes % REGION_BYTES, 0);
+        let mut map = memmap2::MmapOptions::new().len(bytes + REGION_BYTES).map_anon().ok()?;
+        let at = map.as_mut_ptr().align_offset(REGION_BYTES);
         #[cfg(target_os = "linux")]
         {
             // Best effort: transparent huge pages where the system allows.
-            let _ = map.advise(memmap2::Advice::HugePage);
+            let _ = map.advise_range(memmap2::Advice::HugePage, at, bytes);
         }
-        Some(Region { map })
+        Some(Region { map, at, len: bytes })
     }
-    /// Splits the region into `RawMem`s of `unit` bytes each, tagged `id`
-    /// (the region's number in its pool), in descending address order (so
-    /// that popping them off a stack hands them out in ascending order:
-    /// consecutive pages of a fresh sector are adjacent).
+    /// Splits the region into pages of `unit` bytes each, in descending
+    /// address order (so that popping them off a stack hands them out in
+    /// ascending order: consecutive pages of a fresh sector are adjacent).
     ///
     /// The returned pointers stay valid while `self` lives; the caller (the
     /// pool) keeps the region until the pool drops.
-    pub fn carve(&mut self, unit: usize, id: u32) -> Vec<RawMem> {
-        let base = self.map.as_mut_ptr();
-        let n = self.map.len() / unit;
+    pub fn carve(&mut self, unit: usize) -> Vec<Page> {
+        let base = self.map.as_mut_ptr().wrapping_add(self.at);
+        let n = self.len / unit;
         (0..n)
             .rev()
-            .map(|i| RawMem {
-                // Offsets stay inside the mapping (i < len / unit), which is
-                // not at address 0.
-                ptr: std::ptr::NonNull::new(base.wrapping_add(i * unit)).expect("a mapping is not at null"),
-                len: unit as u32,
-                region: id,
+            .map(|i| {
+                // Offsets stay inside the mapping (`at + len` is within it,
+                // i < len / unit), which is not at address 0.
+                Page(std::ptr::NonNull::new(base.wrapping_add(i * unit)).expect("a mapping is not at null"))
             })
             .collect()
     }
@@ -294,13 +302,35 @@ impl Region {
 /// until it drops, so loom reports a write while it lives.)
 pub type Lent<'a> = &'a [u8];
 
+/// One page of sector memory: where it starts, 8 bytes (a table leaf holds
+/// 64 of them). `Copy`: it names memory, it does not own it (see
+/// [`RawMem`]). [`Page::mem`] gives the handle to its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page(std::ptr::NonNull<u8>);
+
+// SAFETY: a plain address of memory the pool owns; using it takes a
+// `RawMem`, whose accessors carry the contract (see `RawMem`'s impls).
+unsafe impl Send for Page {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Page {}
+
+impl Page {
+    /// The page's `len` bytes (`len` is the pool's page size).
+    pub fn mem(self, len: usize) -> RawMem {
+        RawMem { ptr: self.0, len: len as u32 }
+    }
+    /// The page's address (to sort and merge runs).
+    pub fn addr(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+}
+
 /// A handle to bytes of sector memory (one page, or a run of adjacent pages
-/// of one region): a pointer into a [`Region`], a length and the region's
-/// number.
+/// of one region): a pointer into a [`Region`] and a length.
 ///
 /// A handle is `Copy`: it names memory, it does not own it. Which handle
 /// may be used how, and when the memory goes back to the pool, is the
-/// protocol of `crate::sector` (the page contract) and `crate::data`
+/// protocol of `crate::sector` (the page contract) and `crate::node`
 /// (versions and their retired lists); every accessor is `unsafe` and its
 /// caller proves that no other thread writes bytes it reads, or touches
 /// bytes it writes, at the same time.
@@ -308,13 +338,12 @@ pub type Lent<'a> = &'a [u8];
 pub struct RawMem {
     ptr: std::ptr::NonNull<u8>,
     len: u32,
-    region: u32,
 }
 
 // SAFETY:
 //  [1] a `RawMem` names `len` bytes inside a mapping owned by its pool,
 //      which outlives every handle in use (a version reaching the memory
-//      holds the pool, see `crate::data`), and holds no other data;
+//      holds the pool, see `crate::node`), and holds no other data;
 //  [2] access is only through the `unsafe` accessors below, whose callers
 //      guarantee that no two threads touch an overlapping range when one of
 //      them writes (the page contract; checked by the loom models
@@ -335,11 +364,12 @@ impl RawMem {
     }
     /// `self` and `next` as one handle, if `next` starts where `self` ends
     /// inside the same region (one allocated object, so a slice may span
-    /// both). Pure arithmetic on handles: nothing is accessed.
+    /// both): the same `REGION_BYTES`-aligned block, which regions are.
+    /// Pure arithmetic on handles: nothing is accessed.
     pub fn join(&self, next: &RawMem) -> Option<RawMem> {
-        let adjacent =
-            self.region == next.region && self.ptr.as_ptr().wrapping_add(self.len as usize) == next.ptr.as_ptr();
-        adjacent.then(|| RawMem { ptr: self.ptr, len: self.len + next.len, region: self.region })
+        let (a, b) = (self.ptr.as_ptr() as usize, next.ptr.as_ptr() as usize);
+        let adjacent = a + self.len as usize == b && a / REGION_BYTES == (b + next.len as usize - 1) / REGION_BYTES;
+        adjacent.then(|| RawMem { ptr: self.ptr, len: self.len + next.len })
     }
     /// Copies `buf.len()` bytes starting at `off` into `buf`.
     ///
@@ -409,37 +439,33 @@ impl RawMem {
     }
 }
 
-/// Gives the pages of `mems` back to the OS (`MADV_DONTNEED`): the memory
-/// stays mapped and reads as zeros when next touched, so the pages can be
-/// handed out again. Adjacent pages of one region are given back in one
-/// call; a run that is not whole OS pages (only with the tiny test
-/// geometries) is left as it is.
+/// Gives `pages` (of `len` bytes each) back to the OS (`MADV_DONTNEED`):
+/// the memory stays mapped and reads as zeros when next touched, so the
+/// pages can be handed out again. Adjacent pages of one region are given
+/// back in one call; a run that is not whole OS pages (only with the tiny
+/// test geometries) is left as it is.
 ///
 /// # Safety
-/// No thread reads or writes any byte of `mems` while this runs: the caller
+/// No thread reads or writes any byte of `pages` while this runs: the caller
 /// holds them as a free list's owner (no table reaches them, and no other
 /// list holds them).
-pub unsafe fn discard(mems: &mut [RawMem]) {
-    mems.sort_unstable_by_key(|m| m.ptr.as_ptr() as usize);
+pub unsafe fn discard(pages: &mut [Page], len: usize) {
+    pages.sort_unstable_by_key(|p| p.addr());
     let mut i = 0;
-    while i < mems.len() {
-        let start = mems[i].ptr.as_ptr();
-        let mut len = mems[i].len();
+    while i < pages.len() {
+        let mut run = pages[i].mem(len);
         let mut j = i + 1;
-        while j < mems.len()
-            && mems[j].region == mems[i].region
-            && mems[j].ptr.as_ptr() as usize == start as usize + len
-        {
-            len += mems[j].len();
+        while let Some(r) = pages.get(j).and_then(|p| run.join(&p.mem(len))) {
+            run = r;
             j += 1;
         }
-        let whole = start as usize % 4096 == 0 && len % 4096 == 0;
+        let (start, n) = (run.ptr.as_ptr(), run.len());
+        let whole = start as usize % 4096 == 0 && n % 4096 == 0;
         #[cfg(unix)]
         if whole {
             // SAFETY:
-            //  [1] `start..start + len` is inside one live mapping: adjacent
-            //      pages of one region (a run never crosses into memory that
-            //      is not a page of ours, because it only joins pages of one
+            //  [1] `start..start + n` is inside one live mapping: adjacent
+            //      pages of one region (`join` only joins pages of one
             //      region whose ranges touch);
             //  [2] whole OS pages: checked (`whole`), so the kernel gives back
             //      exactly these bytes and no neighbour's;
@@ -447,11 +473,11 @@ pub unsafe fn discard(mems: &mut [RawMem]) {
             //      replacing them by zero pages is no data race. Exercised by
             //      loom `pool::trim_races_alloc_and_free` (bytes are cells there).
             unsafe {
-                libc::madvise(start.cast(), len, libc::MADV_DONTNEED);
+                libc::madvise(start.cast(), n, libc::MADV_DONTNEED);
             }
         }
         #[cfg(not(unix))]
-        let _ = (start, len, whole);
+        let _ = (start, n, whole);
         i = j;
     }
 }
