@@ -364,7 +364,67 @@ impl FileData {
             return Err(Error::FileTooBig);
         }
         let new_len = self.len.max(end);
-        self.mutate(cx, ed, &Change { new_len, write: Some((off, end, Src::Bytes(data))), fill: None })
+        let ch = Change { new_len, write: Some((off, end, Src::Bytes(data))), fill: None };
+        if let Some(r) = self.overwrite_in_leaf(cx, ed, &ch) {
+            return r;
+        }
+        self.mutate(cx, ed, &ch)
+    }
+
+    /// The common overwrite, planned and applied in one walk: `ch` writes
+    /// inside the size (no growth, no fill) into pages of one table leaf
+    /// that are all present. `None` if `ch` is not that (the general path
+    /// then does it). The per-page rule is `change_page`, as on the general
+    /// path.
+    fn overwrite_in_leaf(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, ch: &Change<'_>) -> Option<Result<()>> {
+        let Content::Sectors(t) = &mut self.content else { return None };
+        let (off, end) = match ch.write {
+            Some((off, end, Src::Bytes(_))) if end <= self.len && ch.fill.is_none() && off < end => (off, end),
+            _ => return None,
+        };
+        let ps = t.page_size();
+        let (p0, p1) = (off / ps, end.div_ceil(ps));
+        if p0 / LEAF as u64 != (p1 - 1) / LEAF as u64 {
+            return None;
+        }
+        let len = self.len;
+        let span = |p: u64| Span {
+            old_vis: clamp(len, p * ps, ps),
+            new_vis: clamp(len, p * ps, ps),
+            a: clamp(off, p * ps, ps),
+            b: clamp(end, p * ps, ps),
+        };
+        // Plan: every page present, and how many need a copy.
+        let (leaf, gen, _) = t.leaf(p0)?;
+        let mut cow = 0;
+        for p in p0..p1 {
+            let i = slot(p);
+            leaf.page(i)?;
+            let fresh = gen == ed.gen() && leaf.marked_fresh(i);
+            if !(span(p).a >= leaf.init(i) || fresh) {
+                cow += 1;
+            }
+        }
+        // A copy-on-write replacement frees the page it replaces once no
+        // reader holds it: forced, as on the general path.
+        let mut res = cx.pool.reserve_forced_ref(cow * ps);
+        let mut fresh = Fresh::new(cx.pool);
+        if let Err(e) = res.take_pages(cow as usize, &mut |m| fresh.push(m)) {
+            return Some(Err(e));
+        }
+        let mut joined = Joined::new(ch);
+        let mut leaf = t.leaf_mut(p0, ed);
+        for p in p0..p1 {
+            let sp = span(p);
+            if let Err(e) =
+                change_page(&mut leaf, slot(p), &sp, sp.a, ch.src_at(p * ps, &sp), p * ps, &mut fresh, &mut joined, ed)
+            {
+                joined.flush();
+                return Some(Err(e));
+            }
+        }
+        joined.flush();
+        Some(Ok(()))
     }
 
     /// Sets the size (truncate or extend with zeros).
@@ -1262,6 +1322,82 @@ impl<'d> Joined<'d> {
     }
 }
 
+/// Changes page `i` of the draft's private leaf as `sp` says (`ms`: the
+/// lowest byte changed; `src`: what goes at `sp.a..sp.b`; `pos`: the page's
+/// file position): in place if the page contract allows it (every byte
+/// changed at or past `init`, or the page fresh), else into a fresh page
+/// from `fresh` (copy-on-write, copying only the bytes kept).
+#[allow(clippy::too_many_arguments)] // one page's whole context, on the hot path
+fn change_page(
+    leaf: &mut LeafMut<'_>,
+    i: usize,
+    sp: &Span,
+    ms: usize,
+    src: Src<'_>,
+    pos: u64,
+    fresh: &mut Fresh<'_>,
+    joined: &mut Joined<'_>,
+    ed: &mut Edit<'_>,
+) -> Result<()> {
+    let ps = fresh.pool.page_size();
+    let Some(m) = leaf.page(i).map(|pg| pg.mem(ps)) else { return Ok(()) };
+    #[cfg(not(any(loom_bug = "sector_write_shared", loom_bug = "sector_write_past_size")))]
+    let in_place = ms >= leaf.init(i) || leaf.is_fresh(i);
+    // Injected bug (loom-tests/tests/table_publish.rs): write in place below `init` when shared.
+    #[cfg(loom_bug = "sector_write_shared")]
+    let in_place = {
+        let _ = ms;
+        true
+    };
+    // Injected bug (loom-tests/tests/read_with.rs): take "past the old
+    // size" for "past `init`", so a file truncated into a page and grown
+    // again rewrites in place bytes an older version still shows.
+    #[cfg(loom_bug = "sector_write_past_size")]
+    let in_place = ms >= sp.old_vis || leaf.is_fresh(i);
+    if in_place {
+        // SAFETY: every byte changed is at or past `ms`: either past
+        // `init`, which no version exposes (rule 2: readers read only
+        // below it), or the page is fresh, reached by no published
+        // version (rule 3). loom: `table_publish::append_in_place_past_init`,
+        // `overwrite_visible_sector` (bug `sector_write_shared`).
+        unsafe {
+            if sp.new_vis > sp.old_vis {
+                zero_except(m, sp.old_vis, sp.new_vis, sp.a, sp.b);
+            }
+            put(m, sp.a, sp.b, src);
+        }
+        leaf.raise_init(i, sp.new_vis.max(sp.b));
+    } else if sp.a == 0 && sp.b == ps && matches!(src, Src::Bytes(_)) {
+        // The whole page is replaced: nothing of `m` to keep.
+        let pg = fresh.take()?;
+        // SAFETY: the page is fresh (no table reaches it yet), wholly written.
+        unsafe { joined.put(pg.mem(ps), pos) };
+        leaf.put_fresh(i, pg, sp.new_vis.max(sp.b), ed);
+    } else {
+        let pg = fresh.take()?;
+        let n = pg.mem(ps);
+        let (a, b, old) = (sp.a, sp.b, sp.old_vis);
+        // SAFETY: `n` is fresh (no table reaches it yet); `m`'s bytes
+        // below `old_vis <= init` are only read, as readers do (rule 3
+        // forbids writing them: a published version reaches `m`).
+        // Distinct pages. loom: `table_publish::partial_overwrite`.
+        unsafe {
+            if b > a {
+                n.copy_from(0, &m, 0, a.min(old));
+                if b < old {
+                    n.copy_from(b, &m, b, old - b);
+                }
+            } else {
+                n.copy_from(0, &m, 0, old);
+            }
+            zero_except(n, old, sp.new_vis, a, b);
+            put(n, a, b, src);
+        }
+        leaf.put_fresh(i, pg, sp.new_vis.max(b), ed);
+    }
+    Ok(())
+}
+
 fn apply_sector(
     t: &mut Table,
     ed: &mut Edit<'_>,
@@ -1315,62 +1451,7 @@ fn apply_sector(
             cur = Some((p / LEAF as u64, t.leaf_mut(p, ed)));
         }
         let Some((_, leaf)) = cur.as_mut() else { continue };
-        let Some(m) = leaf.page(i).map(|pg| pg.mem(ps as usize)) else { continue };
-        #[cfg(not(any(loom_bug = "sector_write_shared", loom_bug = "sector_write_past_size")))]
-        let in_place = ms >= leaf.init(i) || leaf.is_fresh(i);
-        // Injected bug (loom-tests/tests/table_publish.rs): write in place below `init` when shared.
-        #[cfg(loom_bug = "sector_write_shared")]
-        let in_place = {
-            let _ = ms;
-            true
-        };
-        // Injected bug (loom-tests/tests/read_with.rs): take "past the old
-        // size" for "past `init`", so a file truncated into a page and grown
-        // again rewrites in place bytes an older version still shows.
-        #[cfg(loom_bug = "sector_write_past_size")]
-        let in_place = ms >= sp.old_vis || leaf.is_fresh(i);
-        let src = ch.src_at(p * ps, &sp);
-        if in_place {
-            // SAFETY: every byte changed is at or past `ms`: either past
-            // `init`, which no version exposes (rule 2: readers read only
-            // below it), or the page is fresh, reached by no published
-            // version (rule 3). loom: `table_publish::append_in_place_past_init`,
-            // `overwrite_visible_sector` (bug `sector_write_shared`).
-            unsafe {
-                if sp.new_vis > sp.old_vis {
-                    zero_except(m, sp.old_vis, sp.new_vis, sp.a, sp.b);
-                }
-                put(m, sp.a, sp.b, src);
-            }
-            leaf.raise_init(i, sp.new_vis.max(sp.b));
-        } else if whole(&sp) {
-            // The whole page is replaced: nothing of `m` to keep.
-            let pg = fresh.take()?;
-            // SAFETY: the page is fresh (no table reaches it yet), wholly written.
-            unsafe { joined.put(pg.mem(ps as usize), p * ps) };
-            leaf.put_fresh(i, pg, sp.new_vis.max(sp.b), ed);
-        } else {
-            let pg = fresh.take()?;
-            let n = pg.mem(ps as usize);
-            let (a, b, old) = (sp.a, sp.b, sp.old_vis);
-            // SAFETY: `n` is fresh (no table reaches it yet); `m`'s bytes
-            // below `old_vis <= init` are only read, as readers do (rule 3
-            // forbids writing them: a published version reaches `m`).
-            // Distinct pages. loom: `table_publish::partial_overwrite`.
-            unsafe {
-                if b > a {
-                    n.copy_from(0, &m, 0, a.min(old));
-                    if b < old {
-                        n.copy_from(b, &m, b, old - b);
-                    }
-                } else {
-                    n.copy_from(0, &m, 0, old);
-                }
-                zero_except(n, old, sp.new_vis, a, b);
-                put(n, a, b, src);
-            }
-            leaf.put_fresh(i, pg, sp.new_vis.max(b), ed);
-        }
+        change_page(leaf, i, &sp, ms, ch.src_at(p * ps, &sp), p * ps, fresh, joined, ed)?;
     }
     Ok(())
 }
