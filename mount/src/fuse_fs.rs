@@ -629,7 +629,10 @@ impl Filesystem for SectorFs {
             }
             Op::Rename { newdir, flags, name, newname } => {
                 self.req.count(Counted::Rename);
-                // Translate bit by bit; anything else (RENAME_WHITEOUT) is refused.
+                // Translate bit by bit; anything else is refused. The kernel
+                // checked CAP_MKNOD for RENAME_WHITEOUT (overlayfs renaming in
+                // its upper layer); the whiteout is the caller's (fsuid/fsgid).
+                let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT;
                 let mut f = 0;
                 if flags & libc::RENAME_NOREPLACE != 0 {
                     f |= rename_flags::NOREPLACE;
@@ -637,8 +640,11 @@ impl Filesystem for SectorFs {
                 if flags & libc::RENAME_EXCHANGE != 0 {
                     f |= rename_flags::EXCHANGE;
                 }
-                let res = if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) == 0 {
-                    call(|| self.engine.rename(ino, name, newdir, newname, f))
+                if flags & libc::RENAME_WHITEOUT != 0 {
+                    f |= rename_flags::WHITEOUT;
+                }
+                let res = if flags & !known == 0 {
+                    call(|| self.engine.rename_as(ino, name, newdir, newname, f, &cred(h)))
                 } else {
                     Err(libc::EINVAL)
                 };
