@@ -23,7 +23,8 @@
 //! Like the kernel's `nlookup`, every call that hands out an inode (`lookup`,
 //! `create`, `mkdir`, `mknod`, `symlink`, `link`, `tmpfile`, each entry of
 //! `readdir_plus`) takes one reference, which `forget` releases. A node whose
-//! link count, lookup references and open count are all zero is freed.
+//! link count, lookup references and open count are all zero is freed. A
+//! whiteout made by `rename` starts with none.
 
 use crate::node::{Dir, Meta, Node, FIRST_COOKIE};
 use crate::sync::atomic::Ordering;
