@@ -10,15 +10,24 @@
 //!
 //! # Rounds
 //!
-//! A round runs every side once: tmpfs, then sectorfs and nullfs for each
-//! mode and transport; odd rounds in that order, even rounds in the reverse
-//! order, so that a slow phase of the (shared) machine does not always hit
-//! the same side. Each FUSE side mounts fresh (`sectorfs mount MP -f --size
-//! 4G --cache MODE --transport T` or `nullfs MP --cache MODE --transport T`)
-//! on a fresh temporary directory (so its memory is cold at the start) for
-//! the data workloads, unmounts, then mounts fresh again for the tree
-//! workloads and unmounts; tmpfs uses a fresh directory under `/dev/shm`
-//! each time, removed at the end.
+//! A round runs every workload on every side in lockstep: each side
+//! (tmpfs, then sectorfs and nullfs for each mode and transport) gets a fresh
+//! place (a FUSE mount, `sectorfs mount MP -f --size 4G --cache MODE
+//! --transport T` or `nullfs MP --cache MODE --transport T`, on a fresh
+//! temporary directory, so its memory is cold; or a fresh directory under
+//! `/dev/shm`), then the first workload runs on each side in turn, then the
+//! second, and so on, and the places are unmounted (removed) at the end. The
+//! tree workloads follow, in lockstep again, on places of their own. Odd
+//! rounds take the sides in that order, even rounds in the reverse order.
+//! So the figures one ratio compares were taken seconds apart, not minutes:
+//! on a shared machine whose load changes by the minute, that is what keeps
+//! a ratio from measuring the load instead of the file systems. A
+//! workload's untimed setup (writing the random-I/O file, dropping the
+//! cache, deleting the file before "new file after delete") runs right
+//! before it on the same side. All places live through a round: ~3 GiB of
+//! RAM at peak for two transports in one mode, ~9 GiB for the three modes
+//! (nullfs keeps no data, but the kernel caches what is written to it in the
+//! cached modes).
 //!
 //! # What is reported
 //!
@@ -875,8 +884,11 @@ mod linux {
                     })
                 })
                 .collect();
-            barrier.wait();
+            // The clock starts before the threads are released: started
+            // after, a main thread descheduled past the barrier would miss
+            // part (or, on tmpfs, all) of the I/O.
             let t = Instant::now();
+            barrier.wait();
             for h in handles {
                 h.join().expect("I/O thread panicked")?;
             }
@@ -1119,106 +1131,156 @@ mod linux {
             self.res.record(self.side, name, work, d, cpu.zip(reqs));
             Ok(())
         }
+
+        /// [`drop_cache`], with a note when more than 5% stayed cached on a
+        /// FUSE side (on tmpfs the page cache is the storage).
+        fn drop_cache_checked(&mut self, path: &Path) -> io::Result<()> {
+            let left = drop_cache(path)?;
+            if *self.side != Side::Tmpfs && left > 0.05 {
+                let (l, f) = (self.side.label(), path.file_name().unwrap_or_default().to_string_lossy());
+                self.res.notes.push(format!("{l}: {:.0}% of {f} stayed cached after DONTNEED", left * 100.0));
+            }
+            Ok(())
+        }
     }
 
-    /// One round of every data workload in `cx.dir` (an empty directory on
-    /// the file system under test).
-    fn round(cx: &mut Ctx<'_>, p: &Params) -> io::Result<()> {
-        let (dir, side) = (cx.dir, cx.side.clone());
-        let verify = !side.is_null();
+    /// One step of a round: untimed setup and what it measures, on one side
+    /// (`cx.dir`: that side's directory).
+    type Step<'a> = Box<dyn Fn(&mut Ctx<'_>) -> io::Result<()> + 'a>;
+
+    /// The data workloads, as steps that run on every side in turn (each
+    /// step's setup sits right before what it measures, so no other side
+    /// runs in between).
+    fn data_steps(p: &Params) -> Vec<Step<'_>> {
+        let sz = fmt_size(p.seq_bytes);
+        let (rsz, t) = (fmt_size(p.rand_file), p.threads);
+        let seq = |cx: &Ctx<'_>| cx.dir.join("seq");
+        let rand = |cx: &Ctx<'_>| cx.dir.join("rand");
+        let names = |cx: &Ctx<'_>| -> Vec<PathBuf> {
+            (0..p.small_files).map(|i| cx.dir.join("small").join(format!("f{i:05}.o"))).collect()
+        };
+        let verify = |cx: &Ctx<'_>| !cx.side.is_null();
+        let bytes = Work::Bytes(p.seq_bytes);
+        let rand_ops = Work::Ops((t * p.rand_ops_per_thread) as u64);
+        let small_ops = Work::Ops(p.small_files as u64);
         let (n, block) = (p.seq_bytes, p.block);
-        let sz = fmt_size(n);
-        let seq = dir.join("seq");
-        cx.measure(&format!("seq write {sz}, cold (new file)"), Work::Bytes(n), || seq_write(&seq, n, block, true))?;
-        cx.measure(&format!("seq write {sz}, warm (overwrite)"), Work::Bytes(n), || seq_write(&seq, n, block, false))?;
-        cx.measure(&format!("seq read {sz}, page cache hot"), Work::Bytes(n), || seq_read(&seq, n, block, verify))?;
-        let left = drop_cache(&seq)?;
-        if side != Side::Tmpfs && left > 0.05 {
-            let l = side.label();
-            cx.res.notes.push(format!("{l}: {:.0}% of the seq file stayed cached after DONTNEED", left * 100.0));
-        }
-        cx.measure(&format!("seq read {sz}, page cache dropped"), Work::Bytes(n), || seq_read(&seq, n, block, verify))?;
-        std::fs::remove_file(&seq)?;
-        let seq2 = dir.join("seq2");
-        cx.measure(&format!("seq write {sz}, new file after delete"), Work::Bytes(n), || {
-            seq_write(&seq2, n, block, true)
-        })?;
-        std::fs::remove_file(&seq2)?;
-
-        check_interrupt()?;
-        let (rn, t) = (p.rand_file, p.threads);
-        let rsz = fmt_size(rn);
-        let rand = dir.join("rand");
-        seq_write(&rand, rn, block, true)?;
-        let ops = Work::Ops((t * p.rand_ops_per_thread) as u64);
-        let offs = uniform_offsets(rn, t, p.rand_ops_per_thread, SEED);
-        cx.measure(&format!("4K rand read {rsz}, {t} thr, cache hot"), ops, || rand_io(&rand, &offs, false))?;
-        let offs = uniform_offsets(rn, t, p.rand_ops_per_thread, SEED + 1);
-        cx.measure(&format!("4K rand write {rsz}, {t} thr, + fsync"), ops, || rand_io(&rand, &offs, true))?;
-        let left = drop_cache(&rand)?;
-        if side != Side::Tmpfs && left > 0.05 {
-            let l = side.label();
-            cx.res.notes.push(format!("{l}: {:.0}% of the rand file stayed cached after DONTNEED", left * 100.0));
-        }
-        let offs = distinct_offsets(rn, t, p.miss_ops_per_thread, SEED + 2);
-        let mops = Work::Ops((t * p.miss_ops_per_thread) as u64);
-        cx.measure(&format!("4K rand read {rsz}, {t} thr, misses"), mops, || rand_io(&rand, &offs, false))?;
-        std::fs::remove_file(&rand)?;
-
-        let files = p.small_files;
-        let small = dir.join("small");
-        std::fs::create_dir(&small)?;
-        let names: Vec<PathBuf> = (0..files).map(|i| small.join(format!("f{i:05}.o"))).collect();
-        let data = pattern(p.small_size, 0x3C);
-        let label = format!("{files} x {} B files", p.small_size);
-        let ops = Work::Ops(files as u64);
-        cx.measure(&format!("small files: create {label}"), ops, || {
-            let t = Instant::now();
-            for name in &names {
-                let mut f = OpenOptions::new().write(true).create_new(true).open(name)?;
-                f.write_all(&data)?;
-            }
-            Ok(t.elapsed())
-        })?;
-        cx.measure(&format!("small files: stat {label}"), ops, || {
-            let t = Instant::now();
-            for name in &names {
-                let m = std::fs::metadata(name)?;
-                if verify && m.len() != data.len() as u64 {
-                    return Err(io::Error::other(format!("{}: size {} after create", name.display(), m.len())));
-                }
-            }
-            Ok(t.elapsed())
-        })?;
-        cx.measure(&format!("small files: delete {label}"), ops, || {
-            let t = Instant::now();
-            for name in &names {
-                std::fs::remove_file(name)?;
-            }
-            Ok(t.elapsed())
-        })?;
-        std::fs::remove_dir(&small)?;
-        Ok(())
+        let small = |what: &str| format!("small files: {what} {} x {} B files", p.small_files, p.small_size);
+        let (s_cold, s_warm) =
+            (format!("seq write {sz}, cold (new file)"), format!("seq write {sz}, warm (overwrite)"));
+        let (s_hot, s_dropped) =
+            (format!("seq read {sz}, page cache hot"), format!("seq read {sz}, page cache dropped"));
+        let s_new = format!("seq write {sz}, new file after delete");
+        let r_hot = format!("4K rand read {rsz}, {t} thr, cache hot");
+        let r_write = format!("4K rand write {rsz}, {t} thr, + fsync");
+        let r_miss = format!("4K rand read {rsz}, {t} thr, misses");
+        let (create, stat, delete) = (small("create"), small("stat"), small("delete"));
+        vec![
+            Box::new(move |cx| {
+                let f = seq(cx);
+                cx.measure(&s_cold, bytes, || seq_write(&f, n, block, true))
+            }),
+            Box::new(move |cx| {
+                let f = seq(cx);
+                cx.measure(&s_warm, bytes, || seq_write(&f, n, block, false))
+            }),
+            Box::new(move |cx| {
+                let (f, v) = (seq(cx), verify(cx));
+                cx.measure(&s_hot, bytes, || seq_read(&f, n, block, v))
+            }),
+            Box::new(move |cx| {
+                let (f, v) = (seq(cx), verify(cx));
+                cx.drop_cache_checked(&f)?;
+                cx.measure(&s_dropped, bytes, || seq_read(&f, n, block, v))
+            }),
+            Box::new(move |cx| {
+                std::fs::remove_file(seq(cx))?;
+                let f = cx.dir.join("seq2");
+                cx.measure(&s_new, bytes, || seq_write(&f, n, block, true))?;
+                std::fs::remove_file(&f)
+            }),
+            Box::new(move |cx| {
+                let f = rand(cx);
+                seq_write(&f, p.rand_file, block, true)?;
+                let offs = uniform_offsets(p.rand_file, t, p.rand_ops_per_thread, SEED);
+                cx.measure(&r_hot, rand_ops, || rand_io(&f, &offs, false))
+            }),
+            Box::new(move |cx| {
+                let f = rand(cx);
+                let offs = uniform_offsets(p.rand_file, t, p.rand_ops_per_thread, SEED + 1);
+                cx.measure(&r_write, rand_ops, || rand_io(&f, &offs, true))
+            }),
+            Box::new(move |cx| {
+                let f = rand(cx);
+                cx.drop_cache_checked(&f)?;
+                let offs = distinct_offsets(p.rand_file, t, p.miss_ops_per_thread, SEED + 2);
+                let ops = Work::Ops((t * p.miss_ops_per_thread) as u64);
+                cx.measure(&r_miss, ops, || rand_io(&f, &offs, false))?;
+                std::fs::remove_file(&f)
+            }),
+            Box::new(move |cx| {
+                std::fs::create_dir(cx.dir.join("small"))?;
+                let (names, data) = (names(cx), pattern(p.small_size, 0x3C));
+                cx.measure(&create, small_ops, || {
+                    let t = Instant::now();
+                    for name in &names {
+                        let mut f = OpenOptions::new().write(true).create_new(true).open(name)?;
+                        f.write_all(&data)?;
+                    }
+                    Ok(t.elapsed())
+                })
+            }),
+            Box::new(move |cx| {
+                let (names, v) = (names(cx), verify(cx));
+                cx.measure(&stat, small_ops, || {
+                    let t = Instant::now();
+                    for name in &names {
+                        let m = std::fs::metadata(name)?;
+                        if v && m.len() != p.small_size as u64 {
+                            return Err(io::Error::other(format!("{}: size {} after create", name.display(), m.len())));
+                        }
+                    }
+                    Ok(t.elapsed())
+                })
+            }),
+            Box::new(move |cx| {
+                let names = names(cx);
+                cx.measure(&delete, small_ops, || {
+                    let t = Instant::now();
+                    for name in &names {
+                        std::fs::remove_file(name)?;
+                    }
+                    Ok(t.elapsed())
+                })?;
+                std::fs::remove_dir(cx.dir.join("small"))
+            }),
+        ]
     }
 
-    /// The untar / `rm -rf` workload in `cx.dir` (an empty directory on a
-    /// fresh mount or tmpfs directory): twice each, the first on fresh
-    /// memory, the second on what the first freed.
-    fn tree_round(cx: &mut Ctx<'_>, tree: &Tree) -> io::Result<()> {
+    /// The untar / `rm -rf` workload (on a fresh mount or tmpfs directory):
+    /// twice each, the first on fresh memory, the second on what the first
+    /// freed.
+    fn tree_steps(tree: &Tree) -> Vec<Step<'_>> {
         let ops = Work::Ops(tree.entries());
-        let dest = cx.dir.join("tree");
+        let mut steps: Vec<Step<'_>> = vec![];
         for (untar, rm) in [("fresh fs", ""), ("again", ", again")] {
-            warm_file(&tree.tar)?;
-            std::fs::create_dir(&dest)?;
-            cx.measure(&format!("untar {}, {untar}", tree.name), ops, || {
-                timed(Command::new("tar").arg("-xf").arg(&tree.tar).arg("-C").arg(&dest))
-            })?;
-            cx.measure(&format!("rm -rf {}{rm}", tree.name), ops, || timed(Command::new("rm").arg("-rf").arg(&dest)))?;
-            if dest.exists() {
-                return Err(io::Error::other(format!("{} still exists after rm -rf", dest.display())));
-            }
+            let untar = format!("untar {}, {untar}", tree.name);
+            let rm = format!("rm -rf {}{rm}", tree.name);
+            steps.push(Box::new(move |cx| {
+                let dest = cx.dir.join("tree");
+                warm_file(&tree.tar)?;
+                std::fs::create_dir(&dest)?;
+                cx.measure(&untar, ops, || timed(Command::new("tar").arg("-xf").arg(&tree.tar).arg("-C").arg(&dest)))
+            }));
+            steps.push(Box::new(move |cx| {
+                let dest = cx.dir.join("tree");
+                cx.measure(&rm, ops, || timed(Command::new("rm").arg("-rf").arg(&dest)))?;
+                if dest.exists() {
+                    return Err(io::Error::other(format!("{} still exists after rm -rf", dest.display())));
+                }
+                Ok(())
+            }));
         }
-        Ok(())
+        steps
     }
 
     fn fmt_size(b: u64) -> String {
@@ -1305,26 +1367,46 @@ mod linux {
         Ok(Opts { bin, rounds, quick, size, modes, transports, nullfs, tree })
     }
 
-    /// Runs `side`'s data workloads, then its tree workloads, each on a
-    /// fresh mount or tmpfs directory.
-    fn run_side(opts: &Opts, p: &Params, side: &Side, res: &mut Results) -> io::Result<()> {
-        let trees = opts.tree.iter();
-        if *side == Side::Tmpfs {
-            let d = ShmDir::new()?;
-            round(&mut Ctx { dir: &d.path, side, daemon: None, res }, p)?;
-            drop(d);
-            for tree in trees {
-                let d = ShmDir::new()?;
-                tree_round(&mut Ctx { dir: &d.path, side, daemon: None, res }, tree)?;
-            }
-            return Ok(());
+    /// Where one side's workloads run: a fresh tmpfs directory or a fresh
+    /// FUSE mount (unmounted, or removed, when dropped).
+    enum Place {
+        Shm(ShmDir),
+        Mount(MountGuard),
+    }
+
+    impl Place {
+        fn new(opts: &Opts, side: &Side) -> io::Result<Place> {
+            Ok(match side {
+                Side::Tmpfs => Place::Shm(ShmDir::new()?),
+                _ => Place::Mount(MountGuard::new(&opts.bin, opts.nullfs.as_deref(), &opts.size, side)?),
+            })
         }
-        let m = MountGuard::new(&opts.bin, opts.nullfs.as_deref(), &opts.size, side)?;
-        round(&mut Ctx { dir: &m.path, side, daemon: m.pid(), res }, p)?;
-        drop(m);
-        for tree in trees {
-            let m = MountGuard::new(&opts.bin, opts.nullfs.as_deref(), &opts.size, side)?;
-            tree_round(&mut Ctx { dir: &m.path, side, daemon: m.pid(), res }, tree)?;
+
+        fn path(&self) -> &Path {
+            match self {
+                Place::Shm(d) => &d.path,
+                Place::Mount(m) => &m.path,
+            }
+        }
+
+        fn pid(&self) -> Option<u32> {
+            match self {
+                Place::Shm(_) => None,
+                Place::Mount(m) => m.pid(),
+            }
+        }
+    }
+
+    /// Runs `steps` in lockstep on the sides in `order`: each side gets a
+    /// fresh place, then every step runs on each side in turn before the
+    /// next step starts; the places go when all steps are done (or one
+    /// failed).
+    fn run_steps(opts: &Opts, order: &[&Side], steps: &[Step<'_>], res: &mut Results) -> io::Result<()> {
+        let places: Vec<Place> = order.iter().map(|side| Place::new(opts, side)).collect::<io::Result<_>>()?;
+        for step in steps {
+            for (side, place) in order.iter().zip(&places) {
+                step(&mut Ctx { dir: place.path(), side, daemon: place.pid(), res })?;
+            }
         }
         Ok(())
     }
@@ -1390,21 +1472,19 @@ mod linux {
         let mut res = Results { sides: sides.clone(), rows: vec![], notes: vec![] };
         let start = Instant::now();
         let r = (|| -> io::Result<()> {
+            let data = data_steps(&p);
+            let trees: Vec<Vec<Step<'_>>> = opts.tree.iter().map(tree_steps).collect();
             for i in 1..=opts.rounds {
-                // Interleaved: every side once per round, every other round
-                // in reverse order.
+                // Every workload runs on every side before the next one
+                // starts; every other round in the reverse order.
                 let order: Vec<&Side> = if i % 2 == 1 { sides.iter().collect() } else { sides.iter().rev().collect() };
-                for side in order {
-                    let t = Instant::now();
-                    run_side(&opts, &p, side, &mut res)?;
-                    eprintln!(
-                        "round {i}/{}: {} {:.1} s (load average {})",
-                        opts.rounds,
-                        side.label(),
-                        t.elapsed().as_secs_f64(),
-                        loadavg()
-                    );
+                let t = Instant::now();
+                run_steps(&opts, &order, &data, &mut res)?;
+                for steps in &trees {
+                    run_steps(&opts, &order, steps, &mut res)?;
                 }
+                let (n, secs, load) = (opts.rounds, t.elapsed().as_secs_f64(), loadavg());
+                eprintln!("round {i}/{n}: {secs:.1} s (load average {load})");
             }
             Ok(())
         })();
