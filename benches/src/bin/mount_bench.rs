@@ -992,6 +992,20 @@ mod linux {
         }
     }
 
+    /// Best against best, and in brackets the median over rounds of the
+    /// ratio within one round (the two figures taken seconds apart).
+    fn ratios(s: &[Duration], t: &[Duration]) -> String {
+        let mut within: Vec<f64> = s.iter().zip(t).map(|(s, t)| t.as_secs_f64() / s.as_secs_f64()).collect();
+        within.sort_by(f64::total_cmp);
+        let n = within.len();
+        let m = match n {
+            0 => return ratio(best(s), best(t)),
+            n if n % 2 == 1 => within[n / 2],
+            n => (within[n / 2 - 1] + within[n / 2]) / 2.0,
+        };
+        format!("{} ({m:.2}x)", ratio(best(s), best(t)))
+    }
+
     fn print_table(res: &Results, rounds: usize) {
         let tmpfs = res.index(&Side::Tmpfs).expect("tmpfs side");
         let fuse: Vec<(usize, &Side)> = res.sides.iter().enumerate().filter(|(_, x)| **x != Side::Tmpfs).collect();
@@ -1025,10 +1039,10 @@ mod linux {
                     ratio(b, best(&r.times[tmpfs]))
                 ));
                 if let Some(c) = other(side.ceiling()) {
-                    line.push_str(&format!(" {} |", ratio(b, best(&r.times[c]))));
+                    line.push_str(&format!(" {} |", ratios(&r.times[i], &r.times[c])));
                 }
                 if let Some(c) = other(side.classic()) {
-                    line.push_str(&format!(" {} |", ratio(b, best(&r.times[c]))));
+                    line.push_str(&format!(" {} |", ratios(&r.times[i], &r.times[c])));
                 }
             }
             println!("{line}");
@@ -1037,7 +1051,8 @@ mod linux {
         println!(
             "x of tmpfs = tmpfs time / this side's time, best of {rounds} interleaved rounds each; x of ceiling = the \
              null fs's time on the same transport and --cache mode / sectorfs's time (1.00x: as fast as a FUSE fs that \
-             stores nothing); x of classic = the same fs on the classic transport / on io_uring (best against best)."
+             stores nothing); x of classic = the same fs on the classic transport / on io_uring. Both best against best; \
+             in brackets the median over rounds of the same ratio within a round (taken seconds apart)."
         );
 
         // Daemon CPU per request.
