@@ -96,6 +96,7 @@ impl Engine {
 
     fn make(&self, parent: Ino, name: &[u8], new: New) -> Result<Attr> {
         let New { kind, perm, rdev, uid, gid, target, umask } = new;
+        let _gate = self.gate.enter();
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -294,6 +295,7 @@ impl Engine {
     /// # References
     /// `link(2)`
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
+        let _gate = self.gate.enter();
         check_name(newname)?;
         let n = self.node(ino)?;
         if n.kind == FileType::Directory {
@@ -336,6 +338,7 @@ impl Engine {
     /// # References
     /// `unlink(2)`
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        let _gate = self.gate.enter();
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -368,6 +371,7 @@ impl Engine {
     /// # References
     /// `rmdir(2)`
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        let _gate = self.gate.enter();
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -434,6 +438,7 @@ impl Engine {
     /// # References
     /// `rename(2)`, `renameat2(2)`
     pub fn rename(&self, parent: Ino, name: &[u8], newparent: Ino, newname: &[u8], flags: u32) -> Result<()> {
+        let _gate = self.gate.enter();
         use rename_flags::{EXCHANGE, NOREPLACE};
         if flags & !(EXCHANGE | NOREPLACE) != 0 || flags == EXCHANGE | NOREPLACE {
             return Err(Error::InvalidArgument);
