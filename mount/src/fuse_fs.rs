@@ -122,6 +122,8 @@ pub(crate) struct SectorFs {
     transport: std::sync::OnceLock<TransportInfo>,
     /// Usage over time (`stats`): the sampler's history.
     telemetry: Arc<Telemetry>,
+    /// Images: `sectorfs save` through the root's `user.sectorfs.save`.
+    saver: Option<Arc<crate::save::Saver>>,
 }
 
 impl SectorFs {
@@ -151,7 +153,13 @@ impl SectorFs {
             req: Requests::default(),
             transport: std::sync::OnceLock::new(),
             telemetry,
+            saver: None,
         }
+    }
+
+    /// Serves `user.sectorfs.save` on the root with `saver` (`crate::save`).
+    pub(crate) fn set_saver(&mut self, saver: Arc<crate::save::Saver>) {
+        self.saver = Some(saver);
     }
 
     /// Asks for FUSE over io_uring at INIT (the daemon starts the ring if granted).
@@ -359,7 +367,10 @@ impl SectorFs {
                 libc::EINVAL
             });
         }
-        if is_stats(ino, name) {
+        if is_save(ino, name) {
+            // Starts a save on its own thread and returns (`crate::save`).
+            self.saver.as_ref().map_or(Err(libc::EOPNOTSUPP), |s| s.request(h.uid, value))
+        } else if is_stats(ino, name) {
             Err(libc::EPERM)
         } else if flags & !known != 0 {
             Err(libc::EINVAL)
@@ -489,6 +500,10 @@ const STATS_SLACK: u32 = 1024;
 
 fn is_stats(ino: u64, name: &[u8]) -> bool {
     ino == engine::ROOT && name == STATS_XATTR.as_bytes()
+}
+
+fn is_save(ino: u64, name: &[u8]) -> bool {
+    ino == engine::ROOT && name == crate::save::SAVE_XATTR.as_bytes()
 }
 
 /// An xattr value or list for a `size`-byte buffer (0: its size).
@@ -762,6 +777,8 @@ impl Filesystem for SectorFs {
                 // follows (getfattr): room for them to grow, not ERANGE.
                 if is_stats(ino, name) {
                     xattr_reply(reply, Ok(self.stats_json()), size, STATS_SLACK);
+                } else if let (true, Some(s)) = (is_save(ino, name), &self.saver) {
+                    xattr_reply(reply, Ok(s.status_json()), size, STATS_SLACK);
                 } else {
                     xattr_reply(reply, call(|| self.engine.getxattr(ino, name)), size, 0);
                 }
@@ -772,8 +789,11 @@ impl Filesystem for SectorFs {
             }
             Op::Removexattr { name } => {
                 self.req.count(Counted::Removexattr);
-                let res =
-                    if is_stats(ino, name) { Err(libc::EPERM) } else { call(|| self.engine.removexattr(ino, name)) };
+                let res = if is_stats(ino, name) || is_save(ino, name) {
+                    Err(libc::EPERM)
+                } else {
+                    call(|| self.engine.removexattr(ino, name))
+                };
                 empty(reply, res);
             }
             Op::Access { mask } => {
