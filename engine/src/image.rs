@@ -219,21 +219,25 @@ impl Engine {
         if let Some(root) = self.nodes.get(&ROOT) {
             let s = root.snap.load_full();
             nodes.push((root, s));
-            seen.insert(ROOT, ());
         }
         let mut i = 0;
         while i < nodes.len() {
             let n = Arc::clone(&nodes[i].0);
             if let Some(d) = &n.dir {
                 let d = d.read();
-                let mut enc = Vec::new();
+                let mut enc = Vec::with_capacity(d.by_key.len() * 24);
                 for key in d.order.values() {
                     let Some(e) = d.by_key.get(key) else { continue };
-                    if let std::collections::hash_map::Entry::Vacant(v) = seen.entry(e.ino) {
-                        let Some(c) = self.nodes.get(&e.ino) else { continue };
+                    // A directory has one name and most files one link: only
+                    // a file with more is looked up in `seen`.
+                    let first = match self.nodes.get(&e.ino) {
+                        Some(c) if c.kind == FileType::Directory || c.nlink.load(Ordering::Acquire) <= 1 => Some(c),
+                        Some(c) => seen.insert(e.ino, ()).is_none().then_some(c),
+                        None => continue,
+                    };
+                    if let Some(c) = first {
                         let s = c.snap.load_full();
                         nodes.push((c, s));
-                        v.insert(());
                     }
                     enc.push(e.name.len() as u8);
                     enc.extend_from_slice(&e.ino.to_le_bytes());
@@ -456,6 +460,33 @@ impl Snapshot {
     /// How long the mutation gate was closed while it was taken.
     pub fn held(&self) -> Duration {
         self.held
+    }
+
+    /// Every directory entry in the snapshot: (directory, name, inode).
+    /// For the loom models and tests; internal, not semver.
+    #[doc(hidden)]
+    pub fn entries(&self) -> Vec<(Ino, Vec<u8>, Ino)> {
+        let mut out = Vec::new();
+        for (i, enc) in &self.dirs {
+            let dir = self.nodes[*i].0.ino;
+            let mut p = 0;
+            while p + 9 <= enc.len() {
+                let n = enc[p] as usize;
+                let mut ino = [0u8; 8];
+                ino.copy_from_slice(&enc[p + 1..p + 9]);
+                out.push((dir, enc[p + 9..p + 9 + n].to_vec(), u64::from_le_bytes(ino)));
+                p += 9 + n;
+            }
+        }
+        out
+    }
+
+    /// Reads `ino`'s data as the snapshot holds it (0 bytes if it has no
+    /// such file). For the loom models and tests; internal, not semver.
+    #[doc(hidden)]
+    pub fn read(&self, ino: Ino, off: u64, buf: &mut [u8]) -> usize {
+        let ss = self.cfg.sector_size as u64;
+        self.nodes.iter().find(|(n, _)| n.ino == ino).map_or(0, |(_, s)| s.data.read(ss, off, buf))
     }
 
     /// Writes the image to `w` (in pieces of up to 4 MiB; `w` needs no
