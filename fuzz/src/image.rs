@@ -15,6 +15,8 @@
 //!   (with [`crate::CountingAlloc`] installed): memory follows what the
 //!   image holds, never what a length field claims; file data goes to
 //!   sectors under a 16 MiB limit, never the heap;
+//! * every inode of a loaded image is reachable from the root (no loops,
+//!   no nameless nodes: a snapshot, which walks from the root, has them all);
 //! * an image that loads saves again, and that image loads to the same
 //!   tree (every node's attributes, names, data and xattrs).
 
@@ -137,8 +139,12 @@ pub fn run(data: &[u8]) {
     assert!(peak <= bound, "loading a {}-byte image took {peak} bytes of heap (bound {bound})", img.len());
     let Ok(e) = loaded else { return };
     LOADED.fetch_add(1, Ordering::Relaxed);
+    // Every inode loaded is reachable from the root (a snapshot walks from it).
+    let snap = e.snapshot();
+    assert_eq!(snap.nodes(), e.stats().inodes, "a loaded image has inodes the root cannot reach");
     let mut again = Vec::new();
-    e.snapshot().write_to(&mut again, &[]).expect("saving into a Vec cannot fail");
+    snap.write_to(&mut again, &[]).expect("saving into a Vec cannot fail");
+    drop(snap);
     let back = Engine::load_image(&again[..], |i| Ok(settings(&i.config))).expect("a saved image loads");
     assert_eq!(dump(&back), dump(&e), "a loaded image saved and loaded again differs");
 }

@@ -8,7 +8,8 @@
 //!   input is shrunk; the smallest one seen is written to
 //!   `fuzz/corpus/image/` and its name printed.
 //! * `corpus`: replays every file of `fuzz/corpus/image/`, then the seed
-//!   image as it is and with each of its bytes flipped (resealed).
+//!   image as it is and with four bits of each byte flipped in turn
+//!   (resealed: a node left without a name is found this way).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -54,6 +55,8 @@ fn corpus() {
     sectorfs_fuzz::image::run(&whole);
     for at in 0..seed_image().len() as u16 {
         let [a, b] = at.to_le_bytes();
-        sectorfs_fuzz::image::run(&[1, a, b, 0x41]);
+        for x in [0x01, 0x02, 0x10, 0x80] {
+            sectorfs_fuzz::image::run(&[1, a, b, x]);
+        }
     }
 }

@@ -311,3 +311,27 @@ fn bad_images_are_refused() {
     let out = Command::new(BIN).arg("save").arg(&plain.path).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("without --image"));
 }
+
+/// A save that fails before its rename (failpoint `daemon.save.before_rename`)
+/// reports the error, removes its temporary file and leaves the previous
+/// image as it was; the next save works.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_failed_save_leaves_the_previous_image() {
+    let dir = image_dir();
+    let img = dir.path().join("f.img");
+    let Some(m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
+    std::fs::write(m.p("f"), b"first").unwrap();
+    run_ok(&["save", s(&m.path)]);
+    let first = std::fs::read(&img).unwrap();
+    std::fs::write(m.p("f"), b"second").unwrap();
+    setxattr(&m.path, "user.sectorfs.failpoint", b"daemon.save.before_rename=return", 0).unwrap();
+    let out = Command::new(BIN).arg("save").arg(&m.path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failpoint"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&img).unwrap(), first);
+    assert!(!dir.path().join(".f.img.sectorfs-save").exists());
+    setxattr(&m.path, "user.sectorfs.failpoint", b"daemon.save.before_rename=", 0).unwrap();
+    run_ok(&["save", s(&m.path)]);
+    assert_ne!(std::fs::read(&img).unwrap(), first);
+}
