@@ -147,6 +147,7 @@ impl Saver {
         let t = std::thread::Builder::new()
             .name("sectorfs-save".into())
             .spawn(move || {
+                unpin();
                 let out = me.save(&tok, &path);
                 let mut st = me.lock();
                 st.running = None;
@@ -202,6 +203,25 @@ impl Saver {
         }
         let path = self.image.clone()?;
         Some(self.save("unmount", &path))
+    }
+}
+
+/// Lets this thread run on every CPU: a thread started by a ring queue's
+/// thread inherits its pinning to one CPU, and a long save there would take
+/// that CPU's queue half its time.
+fn unpin() {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set; `CPU_SET` writes
+    // bits inside it (indices below `CPU_SETSIZE`); `sched_setaffinity`
+    // only reads the set, which lives across the call. Exercised by every
+    // `sectorfs save` in mount/tests/mount_image.rs.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            log::debug!("sched_setaffinity: {}", io::Error::last_os_error());
+        }
     }
 }
 
