@@ -139,6 +139,7 @@ impl Engine {
     }
 
     fn make(&self, parent: Ino, name: &[u8], new: New) -> Result<Attr> {
+        let _gate = self.gate.enter();
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -305,6 +306,7 @@ impl Engine {
     /// # References
     /// `link(2)`
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
+        let _gate = self.gate.enter();
         check_name(newname)?;
         let n = self.node(ino)?;
         if n.kind == FileType::Directory {
@@ -347,6 +349,7 @@ impl Engine {
     /// # References
     /// `unlink(2)`
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        let _gate = self.gate.enter();
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -379,6 +382,7 @@ impl Engine {
     /// # References
     /// `rmdir(2)`
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        let _gate = self.gate.enter();
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -484,6 +488,7 @@ impl Engine {
         flags: u32,
         owner: &Cred,
     ) -> Result<()> {
+        let _gate = self.gate.enter();
         use rename_flags::{EXCHANGE, NOREPLACE, WHITEOUT};
         if flags & !(EXCHANGE | NOREPLACE | WHITEOUT) != 0
             || (flags & EXCHANGE != 0 && flags & (NOREPLACE | WHITEOUT) != 0)

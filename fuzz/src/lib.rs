@@ -32,10 +32,11 @@
 //! with libFuzzer or AFL where a nightly toolchain is available.
 //!
 //! The second target, [`decode`], fuzzes the FUSE request decoder
-//! (`sectorfs-fuse`) on both transports; [`save_crash`] keeps a failing
-//! input of either target.
+//! (`sectorfs-fuse`) on both transports; the third, [`image`], fuzzes the
+//! image loader; [`save_crash`] keeps a failing input of any target.
 
 pub mod decode;
+pub mod image;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -178,11 +179,17 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Resets this thread's peak to its live bytes; returns the live bytes.
-fn heap_mark() -> isize {
+/// Resets this thread's peak to its live bytes; returns the live bytes
+/// (with [`CountingAlloc`] installed; 0 without).
+pub fn heap_mark() -> isize {
     let live = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(live));
     live
+}
+
+/// The most bytes this thread had live since [`heap_mark`] returned `mark`.
+pub fn heap_peak_since(mark: isize) -> isize {
+    PEAK.with(Cell::get) - mark
 }
 
 /// Heap a call may use beyond twice the bytes it is handed: bookkeeping,

@@ -145,6 +145,8 @@ pub(crate) struct SectorFs {
     /// at 0): random per mount, so that a file handle from an earlier mount
     /// (whose inode numbers started over) is stale, not another file.
     generation: u64,
+    /// Images: `sectorfs save` through the root's `user.sectorfs.save`.
+    saver: Option<Arc<crate::save::Saver>>,
 }
 
 impl SectorFs {
@@ -175,7 +177,13 @@ impl SectorFs {
             transport: std::sync::OnceLock::new(),
             telemetry,
             generation: mount_generation(),
+            saver: None,
         }
+    }
+
+    /// Serves `user.sectorfs.save` on the root with `saver` (`crate::save`).
+    pub(crate) fn set_saver(&mut self, saver: Arc<crate::save::Saver>) {
+        self.saver = Some(saver);
     }
 
     /// Asks for FUSE over io_uring at INIT (the daemon starts the ring if granted).
@@ -385,7 +393,10 @@ impl SectorFs {
                 libc::EINVAL
             });
         }
-        if is_stats(ino, name) {
+        if is_save(ino, name) {
+            // Starts a save on its own thread and returns (`crate::save`).
+            self.saver.as_ref().map_or(Err(libc::EOPNOTSUPP), |s| s.request(h.uid, value))
+        } else if is_stats(ino, name) {
             Err(libc::EPERM)
         } else if flags & !known != 0 {
             Err(libc::EINVAL)
@@ -542,6 +553,10 @@ fn hide_trusted(list: Vec<u8>) -> Vec<u8> {
         }
     }
     out
+}
+
+fn is_save(ino: u64, name: &[u8]) -> bool {
+    ino == engine::ROOT && name == crate::save::SAVE_XATTR.as_bytes()
 }
 
 /// An xattr value or list for a `size`-byte buffer (0: its size).
@@ -821,6 +836,8 @@ impl Filesystem for SectorFs {
                 // follows (getfattr): room for them to grow, not ERANGE.
                 if is_stats(ino, name) {
                     xattr_reply(reply, Ok(self.stats_json()), size, STATS_SLACK);
+                } else if let (true, Some(s)) = (is_save(ino, name), &self.saver) {
+                    xattr_reply(reply, Ok(s.status_json()), size, STATS_SLACK);
                 } else {
                     xattr_reply(reply, call(|| self.engine.getxattr(ino, name)), size, 0);
                 }
@@ -835,8 +852,11 @@ impl Filesystem for SectorFs {
             }
             Op::Removexattr { name } => {
                 self.req.count(Counted::Removexattr);
-                let res =
-                    if is_stats(ino, name) { Err(libc::EPERM) } else { call(|| self.engine.removexattr(ino, name)) };
+                let res = if is_stats(ino, name) || is_save(ino, name) {
+                    Err(libc::EPERM)
+                } else {
+                    call(|| self.engine.removexattr(ino, name))
+                };
                 empty(reply, res);
             }
             Op::Access { mask } => {
