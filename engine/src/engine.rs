@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 
 use crate::data::Ctx;
+use crate::gate::Gate;
 use crate::node::{Meta, Node, Op};
 use crate::sector::{Pool, PoolStats};
 use crate::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +98,8 @@ pub struct Engine {
     pub(crate) inodes: AtomicU64,
     pub(crate) logical: AtomicU64,
     pub(crate) rename_lock: Mutex<()>,
+    /// Held shared by every mutation, closed by an image capture (`gate`).
+    pub(crate) gate: Gate,
 }
 
 impl std::fmt::Debug for Engine {
@@ -163,6 +166,7 @@ impl Engine {
             inodes: AtomicU64::new(1),
             logical: AtomicU64::new(0),
             rename_lock: Mutex::new(()),
+            gate: Gate::new(slots),
         }
     }
 
@@ -305,7 +309,9 @@ impl Engine {
             // and hand out, that `Time`'s own contract and `SystemTime` reject.
             return Err(Error::InvalidArgument);
         }
+        let gate = self.gate.enter();
         n.submit(&self.cx(), &self.logical, Op::SetAttr(*set))?;
+        drop(gate);
         Ok(self.attr_of(&n))
     }
     // ---------------------------------------------------------------- misc

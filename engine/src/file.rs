@@ -98,6 +98,7 @@ impl Engine {
     /// # References
     /// `pwrite(2)`
     pub fn write(&self, ino: Ino, off: u64, data: &[u8]) -> Result<usize> {
+        let _gate = self.gate.enter();
         let n = self.node(ino)?;
         n.submit(&self.cx(), &self.logical, Op::Write { off, data: Cow::Borrowed(data) }).map(|w| w as usize)
     }
@@ -107,6 +108,7 @@ impl Engine {
     /// # Errors
     /// As [`Engine::write`].
     pub fn append(&self, ino: Ino, data: &[u8]) -> Result<u64> {
+        let _gate = self.gate.enter();
         let n = self.node(ino)?;
         n.submit(&self.cx(), &self.logical, Op::Append { data: Cow::Borrowed(data) })
     }
@@ -117,6 +119,7 @@ impl Engine {
     /// # Errors
     /// `NotFound`, `IsDir`, `InvalidArgument`, `NotSupported`, `FileTooBig`, `NoSpace`.
     pub fn fallocate(&self, ino: Ino, mode: u32, off: u64, len: u64) -> Result<()> {
+        let _gate = self.gate.enter();
         let n = self.node(ino)?;
         n.submit(&self.cx(), &self.logical, Op::Fallocate { mode, off, len }).map(|_| ())
     }
@@ -186,7 +189,11 @@ impl Engine {
                 }
                 (pos + got as u64, Op::Write { off: off_out + (pos - off_in), data: Cow::Borrowed(&buf[..got]) })
             };
-            match dst.submit(&self.cx(), &self.logical, op) {
+            // Piece by piece: a capture waits for one piece, not the copy.
+            let gate = self.gate.enter();
+            let done = dst.submit(&self.cx(), &self.logical, op);
+            drop(gate);
+            match done {
                 Ok(_) => pos = op_end,
                 Err(e) if pos == off_in => return Err(e),
                 Err(_) => break,

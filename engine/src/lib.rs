@@ -6,6 +6,8 @@
 //! * Types: [`Attr`], [`SetAttr`], [`FileType`], [`Time`], [`DirEntry`],
 //!   [`StatFs`], [`Stats`], [`Config`].
 //! * POSIX ACLs: [`acl`] (format, validation, mode sync; `Config::posix_acl`).
+//! * Images: [`image`] ([`Engine::snapshot`], [`Engine::load_image`], the
+//!   format and its guarantees).
 //! * Errors: [`Error`], with [`Error::errno`] and [`Error::ntstatus`].
 //! * Internals (documented for contributors, in `docs/ARCHITECTURE.md`):
 //!   `sync` (the loom facade), `sector` (pool, sectors, the persistent
@@ -23,6 +25,8 @@ mod engine;
 mod error;
 mod fault;
 mod file;
+mod gate;
+pub mod image;
 mod namespace;
 mod node;
 #[doc(hidden)]

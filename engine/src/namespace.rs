@@ -23,7 +23,8 @@
 //! Like the kernel's `nlookup`, every call that hands out an inode (`lookup`,
 //! `create`, `mkdir`, `mknod`, `symlink`, `link`, `tmpfile`, each entry of
 //! `readdir_plus`) takes one reference, which `forget` releases. A node whose
-//! link count, lookup references and open count are all zero is freed.
+//! link count, lookup references and open count are all zero is freed. A
+//! whiteout made by `rename` starts with none.
 
 use crate::node::{Dir, Meta, Node, FIRST_COOKIE};
 use crate::sync::atomic::Ordering;
@@ -94,22 +95,12 @@ impl Engine {
 
     // ---------------------------------------------------------------- create
 
-    fn make(&self, parent: Ino, name: &[u8], new: New) -> Result<Attr> {
+    /// A new node for directory `p`, not yet in the inode map or any
+    /// directory (the caller reserved its inode): the parent's default ACL
+    /// or the umask applied, the set-group-ID directory rule, link count 1
+    /// (2 for a directory), no lookup reference.
+    fn new_node(&self, p: &Node, new: New) -> Arc<Node> {
         let New { kind, perm, rdev, uid, gid, target, umask } = new;
-        check_name(name)?;
-        let p = self.dir_node(parent)?;
-        let key = self.key(name);
-        let pdir = p.dir.as_ref().ok_or(Error::NotDir)?;
-        let mut d = pdir.write();
-        // Injected bug when off (loom-tests/tests/ns_races.rs): create inside a removed directory.
-        #[cfg(not(loom_bug = "ns_create_in_dead_dir"))]
-        if d.dead {
-            return Err(Error::NotFound);
-        }
-        if d.by_key.contains_key(&*key) {
-            return Err(Error::Exists);
-        }
-        self.reserve_inode()?;
         let psnap = p.snap.load_full();
         let pmeta = &psnap.meta;
         let mut gid = gid;
@@ -144,7 +135,28 @@ impl Engine {
         let meta = Meta { perm, uid, gid, rdev, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 };
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let nlink = if kind == FileType::Directory { 2 } else { 1 };
-        let node = Arc::new(Node::new(ino, kind, meta, nlink, parent, target, xattrs));
+        Arc::new(Node::new(ino, kind, meta, nlink, p.ino, target, xattrs))
+    }
+
+    fn make(&self, parent: Ino, name: &[u8], new: New) -> Result<Attr> {
+        let _gate = self.gate.enter();
+        check_name(name)?;
+        let p = self.dir_node(parent)?;
+        let key = self.key(name);
+        let pdir = p.dir.as_ref().ok_or(Error::NotDir)?;
+        let mut d = pdir.write();
+        // Injected bug when off (loom-tests/tests/ns_races.rs): create inside a removed directory.
+        #[cfg(not(loom_bug = "ns_create_in_dead_dir"))]
+        if d.dead {
+            return Err(Error::NotFound);
+        }
+        if d.by_key.contains_key(&*key) {
+            return Err(Error::Exists);
+        }
+        self.reserve_inode()?;
+        let kind = new.kind;
+        let node = self.new_node(&p, new);
+        let ino = node.ino;
         node.life.lock().lookups = 1;
         self.nodes.insert(ino, Arc::clone(&node));
         d.insert(key.into_owned().into_boxed_slice(), name.into(), ino, kind);
@@ -294,6 +306,7 @@ impl Engine {
     /// # References
     /// `link(2)`
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
+        let _gate = self.gate.enter();
         check_name(newname)?;
         let n = self.node(ino)?;
         if n.kind == FileType::Directory {
@@ -336,6 +349,7 @@ impl Engine {
     /// # References
     /// `unlink(2)`
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        let _gate = self.gate.enter();
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -368,6 +382,7 @@ impl Engine {
     /// # References
     /// `rmdir(2)`
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        let _gate = self.gate.enter();
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
@@ -424,20 +439,63 @@ impl Engine {
     /// existing target (`flags`: [`rename_flags`]).
     ///
     /// A concurrent lookup of the target sees the old or the new node, never
-    /// neither.
+    /// neither. With [`rename_flags::WHITEOUT`] the whiteout is owned by
+    /// 0:0 (root; [`Engine::rename_as`] names the owner).
     ///
     /// # Errors
     /// `NotFound`; `Exists` (`NOREPLACE`); `NotDir`/`IsDir` (type mismatch);
     /// `NotEmpty` (a non-empty directory target); `WouldLoop` (a directory
-    /// moved below itself); `InvalidArgument` (bad flags); `Busy` (the root).
+    /// moved below itself); `InvalidArgument` (bad flags); `Busy` (the root);
+    /// `NoInodes` (`WHITEOUT` with no inode left; nothing changed).
     ///
     /// # References
     /// `rename(2)`, `renameat2(2)`
     pub fn rename(&self, parent: Ino, name: &[u8], newparent: Ino, newname: &[u8], flags: u32) -> Result<()> {
-        use rename_flags::{EXCHANGE, NOREPLACE};
-        if flags & !(EXCHANGE | NOREPLACE) != 0 || flags == EXCHANGE | NOREPLACE {
+        self.rename_as(parent, name, newparent, newname, flags, &Cred::default())
+    }
+
+    /// [`Engine::rename`] on behalf of `owner` (`groups` unused), who owns
+    /// the whiteout that [`rename_flags::WHITEOUT`] leaves.
+    ///
+    /// **Whiteout.** With `WHITEOUT` (overlayfs renaming in its upper
+    /// layer), the source name does not go away: in the same step it names
+    /// a new whiteout, a character device 0/0 with mode 0 owned by `owner`
+    /// (the group of a set-group-ID parent, and its default ACL, apply as
+    /// for `mknod`), link count 1 and no lookup reference, as Linux's
+    /// `vfs_rename` on tmpfs leaves it. Source removal, whiteout insertion
+    /// and target replacement happen under the write locks of both
+    /// parents, so no lookup or `readdir` ever sees the source name missing,
+    /// or the source and the target naming the same inode. The whiteout's
+    /// inode is reserved before anything changes: with none left the call
+    /// fails with `NoInodes` and changes nothing. A directory being renamed
+    /// leaves a whiteout too. `WHITEOUT` may be combined with `NOREPLACE`,
+    /// not with `EXCHANGE` (`InvalidArgument`, as Linux). Renaming a name
+    /// onto itself (or onto another link of the same inode) changes
+    /// nothing and leaves no whiteout, as `vfs_rename` does.
+    ///
+    /// # Errors
+    /// As [`Engine::rename`].
+    ///
+    /// # References
+    /// `renameat2(2)` (`RENAME_WHITEOUT`), Linux `fs/namei.c` `vfs_rename`,
+    /// `mm/shmem.c` `shmem_whiteout`
+    pub fn rename_as(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        flags: u32,
+        owner: &Cred,
+    ) -> Result<()> {
+        let _gate = self.gate.enter();
+        use rename_flags::{EXCHANGE, NOREPLACE, WHITEOUT};
+        if flags & !(EXCHANGE | NOREPLACE | WHITEOUT) != 0
+            || (flags & EXCHANGE != 0 && flags & (NOREPLACE | WHITEOUT) != 0)
+        {
             return Err(Error::InvalidArgument);
         }
+        let whiteout = flags & WHITEOUT != 0;
         check_name(name)?;
         check_name(newname)?;
         let p1 = self.dir_node(parent)?;
@@ -554,6 +612,10 @@ impl Engine {
             return Ok(());
         }
         let mut victim = None;
+        // The whiteout's inode is reserved once the rename can no longer
+        // fail otherwise (as tmpfs: `ENOTEMPTY` before `ENOSPC`), and before
+        // anything changes.
+        let mut reserved = false;
         if let Some(t) = &dst {
             let t_dir = t.kind == FileType::Directory;
             match (src_dir, t_dir) {
@@ -568,9 +630,16 @@ impl Engine {
                 if !td.by_key.is_empty() {
                     return Err(Error::NotEmpty);
                 }
+                if whiteout {
+                    self.reserve_inode()?;
+                    reserved = true;
+                }
                 td.dead = true;
             }
             victim = Some(tn);
+        }
+        if whiteout && !reserved {
+            self.reserve_inode()?;
         }
         // Commit: nothing below fails.
         let moved = g1.remove(&k1);
@@ -581,8 +650,33 @@ impl Engine {
         if dst.is_some() {
             target_dir.remove(&k2);
         }
+        let mut src_name = None;
         if let Some(e) = moved {
             target_dir.insert(k2.into_owned().into_boxed_slice(), newname.into(), e.ino, e.kind);
+            src_name = Some(e.name);
+        }
+        // The whiteout takes the source's name (as stored) in the source
+        // directory, under the same locks: the name is never missing.
+        let wout = whiteout.then(|| {
+            let new = New {
+                kind: FileType::CharDevice,
+                perm: 0,
+                rdev: 0,
+                uid: owner.uid,
+                gid: owner.gid,
+                target: None,
+                umask: 0,
+            };
+            let n = self.new_node(&p1, new);
+            self.nodes.insert(n.ino, Arc::clone(&n));
+            (k1.into_owned().into_boxed_slice(), src_name.unwrap_or_else(|| name.into()), n.ino)
+        });
+        // Injected bug when on (loom-tests/tests/ns_races.rs): the whiteout
+        // is inserted only after the locks are dropped, so the source name
+        // is missing for a moment.
+        #[cfg(not(loom_bug = "ns_whiteout_late"))]
+        if let Some((key, wname, ino)) = wout {
+            g1.insert(key, wname, ino, FileType::CharDevice);
         }
         p1.sync_entries(&g1);
         if let Some(b) = &g2 {
@@ -614,6 +708,12 @@ impl Engine {
         self.touch(&src_node, false);
         drop(g2);
         drop(g1);
+        #[cfg(loom_bug = "ns_whiteout_late")]
+        if let Some((key, wname, ino)) = wout {
+            let mut g = d1.write();
+            g.insert(key, wname, ino, FileType::CharDevice);
+            p1.sync_entries(&g);
+        }
         Ok(())
     }
 

@@ -153,6 +153,24 @@ impl Snap {
         }
     }
 
+    /// The published first version of a file whose contents were built
+    /// by `data` (an image being loaded).
+    pub(crate) fn loaded(meta: Meta, mut data: FirstVersion, xattrs: Option<Arc<Xattrs>>) -> Snap {
+        data.finish_retired();
+        let contents = std::mem::take(&mut data.data);
+        let pool = contents.has_table().then(|| data.pool.clone());
+        // `data` now holds an empty draft: its drop frees nothing.
+        drop(data);
+        Snap {
+            meta,
+            data: contents,
+            xattrs,
+            ver: FirstVersion::GEN,
+            retiring: Vec::new(),
+            link: UnsafeCell::new(Link::Published(pool)),
+        }
+    }
+
     /// Takes the link out (replaced by `Draft`).
     fn take_link(&mut self) -> Link {
         // SAFETY: `&mut self`: no other access to the cell.
@@ -192,6 +210,65 @@ impl Drop for Snap {
                 }
             }
         }
+    }
+}
+
+/// A file's contents built before its node exists (an image being loaded):
+/// the draft of version 1 of a file whose version 0 is empty, which only
+/// the builder reaches until [`Snap::loaded`] publishes it. Dropped
+/// unpublished (the load failed), it gives back everything it took.
+pub(crate) struct FirstVersion {
+    data: FileData,
+    retired: Vec<Retired>,
+    pool: Pool,
+}
+
+impl FirstVersion {
+    const GEN: u64 = 1;
+
+    pub(crate) fn new(pool: &Pool) -> Self {
+        FirstVersion { data: FileData::default(), retired: Vec::new(), pool: pool.clone() }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.data.len()
+    }
+
+    /// Runs `f` on the draft with the right to change it.
+    fn edit<R>(&mut self, f: impl FnOnce(&mut FileData, &Ctx<'_>, &mut Edit<'_>) -> R, cx: &Ctx<'_>) -> R {
+        // SAFETY: no version of this file has been published and no other
+        // table reaches this one's nodes (it was made empty here), so nodes
+        // of `GEN` are the builder's alone; nothing it replaces is
+        // reachable by anyone else either (see `finish_retired`).
+        let mut ed = unsafe { Edit::new(Self::GEN, &mut self.retired, &self.pool) };
+        f(&mut self.data, cx, &mut ed)
+    }
+
+    /// Writes `bytes` at `off` (as `FileData::write`).
+    pub(crate) fn write(&mut self, cx: &Ctx<'_>, off: u64, bytes: &[u8]) -> Result<()> {
+        self.edit(|d, cx, ed| d.write(cx, ed, off, bytes), cx)
+    }
+
+    /// Sets the size (as `FileData::set_len`).
+    pub(crate) fn set_len(&mut self, cx: &Ctx<'_>, len: u64) -> Result<()> {
+        self.edit(|d, cx, ed| d.set_len(cx, ed, len), cx)
+    }
+
+    /// Frees what the builder's own edits replaced: nothing published ever
+    /// reached it, so nobody can.
+    fn finish_retired(&mut self) {
+        // SAFETY: every entry was made by this builder and cut out of its
+        // private draft; no version was ever published.
+        unsafe { free_retired(&mut self.retired, &self.pool) };
+    }
+}
+
+impl Drop for FirstVersion {
+    fn drop(&mut self) {
+        self.finish_retired();
+        // SAFETY: never published: everything the table reaches is of
+        // `GEN` and the builder's alone.
+        unsafe { self.data.abort(Self::GEN, &self.pool) };
     }
 }
 

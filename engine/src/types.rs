@@ -187,6 +187,9 @@ pub mod rename_flags {
     pub const NOREPLACE: u32 = 1;
     /// Atomically swap source and target (both must exist).
     pub const EXCHANGE: u32 = 2;
+    /// Leave a whiteout (a character device 0/0, mode 0) at the source
+    /// name in the same step (overlayfs upper layers); not with `EXCHANGE`.
+    pub const WHITEOUT: u32 = 4;
 }
 
 /// `setxattr(2)` flags.

@@ -17,6 +17,7 @@ impl Engine {
     /// (namespace other than `user.`, `trusted.`, `security.`), `InvalidArgument`.
     /// With `Config::posix_acl`, the ACL names go to [`Engine::set_acl`].
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        let _gate = self.gate.enter();
         if let Some(kind) = self.acl_kind(name) {
             return self.set_acl(ino, kind, Some(value), flags, false);
         }
@@ -60,6 +61,7 @@ impl Engine {
     /// # Errors
     /// `NotFound`, `NoData`, name errors.
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        let _gate = self.gate.enter();
         if let Some(kind) = self.acl_kind(name) {
             return self.set_acl(ino, kind, None, 0, false);
         }
@@ -108,6 +110,7 @@ impl Engine {
             None => None,
         };
         let n = self.node(ino)?;
+        let _gate = self.gate.enter();
         n.submit(&self.cx(), &self.logical, Op::SetAcl { kind, acl, flags, kill_sgid }).map(|_| ())
     }
 }

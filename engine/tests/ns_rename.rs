@@ -6,7 +6,7 @@ mod support;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use engine::rename_flags::{EXCHANGE, NOREPLACE};
+use engine::rename_flags::{EXCHANGE, NOREPLACE, WHITEOUT};
 use engine::{Engine, Error, FileType, Ino, ROOT};
 use support::*;
 
@@ -151,7 +151,7 @@ fn refusals_change_nothing() {
     assert_eq!(e.rename(f, b"f", ROOT, b"g", 0), Err(Error::NotDir));
     assert_eq!(e.rename(ROOT, b"f", f, b"g", 0), Err(Error::NotDir));
     assert_eq!(e.rename(ROOT, b"f", ROOT, b"g", EXCHANGE), Err(Error::NotFound), "exchange needs both");
-    for bad in [4u32, 8, 0x100, EXCHANGE | NOREPLACE, u32::MAX] {
+    for bad in [8u32, 0x100, EXCHANGE | NOREPLACE, EXCHANGE | WHITEOUT, EXCHANGE | WHITEOUT | NOREPLACE, u32::MAX] {
         assert_eq!(e.rename(ROOT, b"f", ROOT, b"g", bad), Err(Error::InvalidArgument), "flags {bad:#x}");
     }
     check(&e);

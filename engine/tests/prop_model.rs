@@ -16,7 +16,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use engine::data::{FALLOC_KEEP_SIZE as KEEP, FALLOC_PUNCH_HOLE as PUNCH, FALLOC_ZERO_RANGE as ZERO};
-use engine::rename_flags::{EXCHANGE, NOREPLACE};
+use engine::rename_flags::{EXCHANGE, NOREPLACE, WHITEOUT};
 use engine::xattr_flags::{CREATE, REPLACE};
 use engine::{Config, Engine, Error, FileType, Ino, SetAttr, ROOT, XATTR_SIZE_MAX};
 use proptest::prelude::*;
@@ -67,7 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (d(), n(), u(), u()).prop_map(|(dir, name, off, len)| Op::Read { dir, name, off, len }),
         3 => (d(), n()).prop_map(|(dir, name)| Op::Unlink { dir, name }),
         2 => (d(), n()).prop_map(|(dir, name)| Op::Rmdir { dir, name }),
-        4 => (d(), n(), d(), n(), 0u8..16).prop_map(|(sdir, sname, ddir, dname, flags)| Op::Rename { sdir, sname, ddir, dname, flags }),
+        4 => (d(), n(), d(), n(), 0u8..18).prop_map(|(sdir, sname, ddir, dname, flags)| Op::Rename { sdir, sname, ddir, dname, flags }),
         2 => (d(), n(), d(), n()).prop_map(|(sdir, sname, ddir, dname)| Op::Link { sdir, sname, ddir, dname }),
         4 => (d(), n(), any::<u8>(), u(), u()).prop_map(|(dir, name, mode, off, len)| Op::Fallocate { dir, name, mode, off, len }),
         2 => (d(), n(), d(), n(), u(), u(), u()).prop_map(|(sdir, sname, ddir, dname, off_in, off_out, len)| Op::Copy { sdir, sname, ddir, dname, off_in, off_out, len }),
@@ -88,8 +88,13 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone)]
 enum Kind {
     File(Vec<u8>),
-    Dir { parent: Ino, entries: BTreeMap<Vec<u8>, Ino> },
+    Dir {
+        parent: Ino,
+        entries: BTreeMap<Vec<u8>, Ino>,
+    },
     Fifo,
+    /// A whiteout left by `rename` with `WHITEOUT`: a character device 0/0.
+    Whiteout,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +196,7 @@ impl Harness {
             Kind::File(_) => FileType::Regular,
             Kind::Dir { .. } => FileType::Directory,
             Kind::Fifo => FileType::Fifo,
+            Kind::Whiteout => FileType::CharDevice,
         }
     }
 
@@ -253,7 +259,7 @@ impl Harness {
         match self.nodes[&ino].kind {
             Kind::File(_) => None,
             Kind::Dir { .. } => Some(Error::IsDir),
-            Kind::Fifo => Some(Error::InvalidArgument),
+            Kind::Fifo | Kind::Whiteout => Some(Error::InvalidArgument),
         }
     }
 
@@ -325,6 +331,7 @@ impl Harness {
             Kind::File(_) => self.e.create(dir, name, 0o644, 0, 0),
             Kind::Dir { .. } => self.e.mkdir(dir, name, 0o755, 0, 0),
             Kind::Fifo => self.e.mknod(dir, name, 0o010644, 0, 0, 0),
+            Kind::Whiteout => self.e.mknod(dir, name, 0o020000, 0, 0, 0),
         };
         match (got, want) {
             (Ok(a), Ok(())) => {
@@ -505,7 +512,9 @@ impl Harness {
     }
 
     fn rename_want(&self, sd: Ino, sn: &[u8], dd: Ino, dn: &[u8], flags: u32) -> R<()> {
-        if flags & !(EXCHANGE | NOREPLACE) != 0 || flags == EXCHANGE | NOREPLACE {
+        if flags & !(EXCHANGE | NOREPLACE | WHITEOUT) != 0
+            || (flags & EXCHANGE != 0 && flags & (NOREPLACE | WHITEOUT) != 0)
+        {
             return Err(Error::InvalidArgument);
         }
         let src = self.get(sd, sn).ok_or(Error::NotFound)?;
@@ -536,6 +545,10 @@ impl Harness {
                 (true, true) if !self.entries(t).is_empty() => return Err(Error::NotEmpty),
                 _ => {}
             }
+        }
+        // The whiteout needs an inode (the replaced target is freed only after).
+        if flags & WHITEOUT != 0 && self.nodes.len() as u64 >= self.g.max_inodes {
+            return Err(Error::NoInodes);
         }
         Ok(())
     }
@@ -569,6 +582,18 @@ impl Harness {
         self.entries_mut(sd).remove(sn);
         self.entries_mut(dd).insert(dn.to_vec(), src);
         self.set_parent(src, dd);
+        if flags & WHITEOUT != 0 {
+            let a = self.e.lookup(sd, sn).unwrap_or_else(|e| panic!("step {}: no whiteout: {e:?}", self.step));
+            self.e.forget(a.ino, 1);
+            assert_eq!(
+                (a.kind, a.perm, a.rdev, a.nlink),
+                (FileType::CharDevice, 0, 0, 1),
+                "step {}: whiteout",
+                self.step
+            );
+            self.nodes.insert(a.ino, MNode { kind: Kind::Whiteout, xattrs: BTreeMap::new(), opens: 0 });
+            self.entries_mut(sd).insert(sn.to_vec(), a.ino);
+        }
         if let Some(t) = dst {
             if self.is_dir(t) {
                 self.nodes.remove(&t);
@@ -715,8 +740,11 @@ impl Harness {
             Op::Rmdir { dir, name } => self.rmdir(self.dir(dir), NAMES[name as usize]),
             Op::Rename { sdir, sname, ddir, dname, flags } => {
                 let f = match flags {
-                    15 => 4,
+                    12 | 17 => WHITEOUT,
+                    13 => WHITEOUT | NOREPLACE,
                     14 => RFLAGS[3],
+                    15 => 8,
+                    16 => EXCHANGE | WHITEOUT,
                     f => RFLAGS[f as usize % 3],
                 };
                 self.rename(self.dir(sdir), NAMES[sname as usize], self.dir(ddir), NAMES[dname as usize], f)
@@ -845,6 +873,7 @@ impl Harness {
                     assert_eq!(got, want, "step {s}: entries of {ino}");
                 }
                 Kind::Fifo => assert_eq!(a.size, 0),
+                Kind::Whiteout => assert_eq!((a.size, a.perm, a.rdev), (0, 0, 0)),
             }
         }
         let st = self.e.stats();

@@ -32,10 +32,11 @@
 //! with libFuzzer or AFL where a nightly toolchain is available.
 //!
 //! The second target, [`decode`], fuzzes the FUSE request decoder
-//! (`sectorfs-fuse`) on both transports; [`save_crash`] keeps a failing
-//! input of either target.
+//! (`sectorfs-fuse`) on both transports; the third, [`image`], fuzzes the
+//! image loader; [`save_crash`] keeps a failing input of any target.
 
 pub mod decode;
+pub mod image;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -45,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::{Arbitrary, Unstructured};
 use engine::data::{FALLOC_KEEP_SIZE as KEEP, FALLOC_PUNCH_HOLE as PUNCH, FALLOC_ZERO_RANGE as ZERO};
-use engine::rename_flags::{EXCHANGE, NOREPLACE};
+use engine::rename_flags::{EXCHANGE, NOREPLACE, WHITEOUT};
 use engine::xattr_flags::{CREATE, REPLACE};
 use engine::{
     Config, Cred, Engine, Error, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, PATH_MAX, ROOT, XATTR_SIZE_MAX,
@@ -178,11 +179,17 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Resets this thread's peak to its live bytes; returns the live bytes.
-fn heap_mark() -> isize {
+/// Resets this thread's peak to its live bytes; returns the live bytes
+/// (with [`CountingAlloc`] installed; 0 without).
+pub fn heap_mark() -> isize {
     let live = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(live));
     live
+}
+
+/// The most bytes this thread had live since [`heap_mark`] returned `mark`.
+pub fn heap_peak_since(mark: isize) -> isize {
+    PEAK.with(Cell::get) - mark
 }
 
 /// Heap a call may use beyond twice the bytes it is handed: bookkeeping,
@@ -345,6 +352,26 @@ impl<'a> Arbitrary<'a> for FMode {
     }
 }
 
+/// `renameat2` flags: as [`Flags`] (the same bytes taken, so older inputs
+/// keep their shape), with `WHITEOUT` combinations from some of the
+/// selectors that give 0 there.
+#[derive(Debug, Clone, Copy)]
+pub struct RFlags(pub u32);
+
+impl<'a> Arbitrary<'a> for RFlags {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let sel = u8::arbitrary(u)?;
+        Ok(RFlags(match sel % 8 {
+            0..=3 if sel >= 160 => [WHITEOUT, WHITEOUT | NOREPLACE, WHITEOUT | EXCHANGE, WHITEOUT][(sel % 4) as usize],
+            0..=3 => 0,
+            4 => 1,
+            5 => 2,
+            6 => 3,
+            _ => u32::arbitrary(u)?,
+        }))
+    }
+}
+
 /// A file mode for `mknod`: a type the engine makes, one it refuses, or any `u32`.
 #[derive(Debug, Clone, Copy)]
 pub struct Mode(pub u32);
@@ -423,7 +450,7 @@ pub enum Op {
         sname: Name,
         ddir: Pick,
         dname: Name,
-        flags: Flags,
+        flags: RFlags,
     },
     Link {
         node: Pick,
@@ -1218,7 +1245,9 @@ impl Harness {
 
     fn rename_want(&self, sd: Ino, sn: &[u8], dd: Ino, dn: &[u8], flags: u32) -> Vec<Error> {
         let mut errs = Vec::new();
-        if flags & !(EXCHANGE | NOREPLACE) != 0 || flags == EXCHANGE | NOREPLACE {
+        if flags & !(EXCHANGE | NOREPLACE | WHITEOUT) != 0
+            || (flags & EXCHANGE != 0 && flags & (NOREPLACE | WHITEOUT) != 0)
+        {
             errs.push(Error::InvalidArgument);
         }
         errs.extend(name_err(sn));
@@ -1259,6 +1288,10 @@ impl Harness {
                 _ => {}
             }
         }
+        // The whiteout needs an inode (the replaced target is freed only after).
+        if flags & WHITEOUT != 0 && self.inodes_full() {
+            return vec![Error::NoInodes];
+        }
         vec![]
     }
 
@@ -1290,6 +1323,21 @@ impl Harness {
         self.entries_mut(sd).remove(sn);
         self.entries_mut(dd).insert(dn.to_vec(), src);
         self.set_parent(src, dd);
+        if flags & WHITEOUT != 0 {
+            // A character device 0/0, mode 0, at the source name.
+            match self.e.lookup(sd, sn) {
+                Ok(a) => {
+                    self.e.forget(a.ino, 1);
+                    if (a.kind, a.perm, a.rdev, a.nlink) != (FileType::CharDevice, 0, 0, 1) {
+                        self.fail(format!("whiteout {a:?}"));
+                    }
+                    let node = MNode { kind: Kind::Special(FileType::CharDevice), xattrs: BTreeMap::new(), opens: 0 };
+                    self.nodes.insert(a.ino, node);
+                    self.entries_mut(sd).insert(sn.to_vec(), a.ino);
+                }
+                Err(e) => self.fail(format!("no whiteout at the source name: {e:?}")),
+            }
+        }
         if let Some(t) = dst {
             if self.is_dir(t) {
                 self.kill_dir(t);

@@ -19,9 +19,16 @@
 //!   directory under its old or new name. Rename over an empty directory vs
 //!   create inside that target: never both succeed (no entry is created in
 //!   a removed directory).
+//! * Rename with `WHITEOUT` vs a listing of the directory (one read lock, an
+//!   atomic view): the listing shows the source name as the file and no
+//!   target, or the source name as a whiteout and the target as the file;
+//!   never the source name missing, never two names for one inode. Against
+//!   a create when one inode is left: exactly one of them gets it, the
+//!   other fails with `NoInodes` having changed nothing.
 //!
 //! # What the model covers
-//! `Engine::{create, mkdir, lookup, unlink, rename, link, forget, getattr}`:
+//! `Engine::{create, mkdir, lookup, unlink, rename, link, forget, getattr,
+//! readdir}`:
 //! the directory `RwLock`s, the inode map (the facade's `ShardMap`
 //! stand-in, linearisable per key like a dashmap shard), the `life` mutex,
 //! the rename lock, and the directories' `Touch` requests through their
@@ -40,13 +47,18 @@
 //!  --test ns_races -- tests::rename_over_empty_dir_vs_create_inside_it`
 //! drops the `dead` check in `make`; loom finds the create that lands in the
 //! directory the rename just removed ("never both").
+//!
+//! `bash .ci/loom-bugs ns_whiteout_late` inserts the whiteout only after the
+//! rename dropped its directory locks; `rename_whiteout_vs_readdir` finds
+//! the listing without the source name.
 
 #[cfg(loom)]
 mod tests {
+    use engine::rename_flags::WHITEOUT;
     use engine::sync::Arc;
-    use engine::{Engine, Error, FileType, ROOT};
+    use engine::{Config, Engine, Error, FileType, ROOT};
     use loom::thread;
-    use loom_tests::{tiny_engine, Bound};
+    use loom_tests::{tiny_engine, Bound, SS};
 
     fn engine() -> Arc<Engine> {
         Arc::new(tiny_engine(1024, 0))
@@ -267,6 +279,112 @@ mod tests {
             assert_eq!(ino_of(&e, ROOT, b"c"), Ok(f));
             e.forget(f, 3);
             assert_eq!(e.getattr(f).unwrap().nlink, 2, "forget does not drop links");
+        });
+    }
+
+    /// `(name, ino, kind)` of every entry of `dir`, from one listing.
+    fn listing(e: &Engine, dir: u64) -> Vec<(Vec<u8>, u64, FileType)> {
+        let mut out = Vec::new();
+        e.readdir(dir, 0, |d| {
+            if d.name != b"." && d.name != b".." {
+                out.push((d.name.to_vec(), d.ino, d.kind));
+            }
+            true
+        })
+        .unwrap();
+        out.sort_by(|x, y| x.0.cmp(&y.0));
+        out
+    }
+
+    /// Rename `a` to `b` with `WHITEOUT` vs a listing of the directory (one
+    /// read lock: an atomic view): `a` is the file and there is no `b`, or
+    /// `a` is a whiteout and `b` the file; never `a` missing, never both
+    /// names for the file. Catches `loom_bug = "ns_whiteout_late"`.
+    #[test]
+    fn rename_whiteout_vs_readdir() {
+        loom_tests::check("ns_races::rename_whiteout_vs_readdir", Bound::Exhaustive, || {
+            let e = engine();
+            let src = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+            e.forget(src, 1);
+            let (r, seen) = race(&e, |e| e.rename(ROOT, b"a", ROOT, b"b", WHITEOUT), |e| listing(e, ROOT));
+            r.expect("rename");
+            match &seen[..] {
+                [(a, i, FileType::Regular)] => assert_eq!((&a[..], *i), (&b"a"[..], src), "before: {seen:?}"),
+                [(a, w, FileType::CharDevice), (b, i, FileType::Regular)] => {
+                    assert_eq!((&a[..], &b[..], *i), (&b"a"[..], &b"b"[..], src), "after: {seen:?}");
+                    assert_ne!(*w, src);
+                }
+                _ => panic!("the source name missing or doubled: {seen:?}"),
+            }
+            let w = ino_of(&e, ROOT, b"a").expect("the whiteout");
+            assert_eq!(e.getattr(w).unwrap().kind, FileType::CharDevice);
+            assert_eq!(ino_of(&e, ROOT, b"b"), Ok(src));
+            assert_eq!(e.stats().inodes, 3);
+        });
+    }
+
+    /// Rename `d1/a` to `d2/b` with `WHITEOUT` vs lookups of `d1/a` then
+    /// `d2/b`: `a` always resolves (the file, or the whiteout); once it is
+    /// the whiteout, `b` is the file. Six preemptions (55,000 executions,
+    /// ~7 s): the full exploration is 4.6 million (~10 min here).
+    #[test]
+    fn rename_whiteout_across_vs_lookup() {
+        loom_tests::check("ns_races::rename_whiteout_across_vs_lookup", Bound::Preemptions(6), || {
+            let e = engine();
+            let d1 = e.mkdir(ROOT, b"d1", 0o755, 0, 0).unwrap().ino;
+            let d2 = e.mkdir(ROOT, b"d2", 0o755, 0, 0).unwrap().ino;
+            let src = e.create(d1, b"a", 0o644, 0, 0).unwrap().ino;
+            e.forget(src, 1);
+            let (r, (seen_a, seen_b)) = race(
+                &e,
+                move |e| e.rename(d1, b"a", d2, b"b", WHITEOUT),
+                move |e| (ino_of(e, d1, b"a"), ino_of(e, d2, b"b")),
+            );
+            r.expect("rename");
+            let a = seen_a.expect("the source name always resolves");
+            if a != src {
+                assert_eq!(seen_b, Ok(src), "a was the whiteout but b was not the file");
+            }
+            let w = ino_of(&e, d1, b"a").unwrap();
+            assert_ne!(w, src);
+            assert_eq!(e.getattr(w).unwrap().kind, FileType::CharDevice);
+            assert_eq!(ino_of(&e, d2, b"b"), Ok(src));
+        });
+    }
+
+    /// Rename with `WHITEOUT` vs a create when one inode is left: exactly one
+    /// gets it; the other fails with `NoInodes` and changed nothing (a failed
+    /// rename leaves `a` the file and makes no `b`).
+    #[test]
+    fn rename_whiteout_vs_create_at_inode_limit() {
+        loom_tests::check("ns_races::rename_whiteout_vs_create_at_inode_limit", Bound::Exhaustive, || {
+            let cfg = Config {
+                sector_size: SS,
+                max_bytes: 1024,
+                max_inodes: 3,
+                inline_max: 0,
+                cache_slots: 1,
+                ..Config::default()
+            };
+            let e = Arc::new(Engine::new_unchecked(cfg));
+            let src = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+            e.forget(src, 1);
+            let (r, c) =
+                race(&e, |e| e.rename(ROOT, b"a", ROOT, b"b", WHITEOUT), |e| e.create(ROOT, b"c", 0o644, 0, 0));
+            let names: Vec<(Vec<u8>, FileType)> = listing(&e, ROOT).into_iter().map(|(n, _, k)| (n, k)).collect();
+            match (&r, &c) {
+                (Ok(()), Err(Error::NoInodes)) => {
+                    assert_eq!(names, vec![(b"a".to_vec(), FileType::CharDevice), (b"b".to_vec(), FileType::Regular)]);
+                    assert_eq!(ino_of(&e, ROOT, b"b"), Ok(src));
+                }
+                (Err(Error::NoInodes), Ok(x)) => {
+                    assert_eq!(names, vec![(b"a".to_vec(), FileType::Regular), (b"c".to_vec(), FileType::Regular)]);
+                    assert_eq!(ino_of(&e, ROOT, b"a"), Ok(src));
+                    e.forget(x.ino, 1);
+                }
+                _ => panic!("rename {r:?}, create {c:?}: exactly one gets the last inode"),
+            }
+            assert_eq!(e.stats().inodes, 3);
         });
     }
 }

@@ -17,6 +17,15 @@
 //!    the mount is busy); `sectorfs unmount` or `umount` do the same from
 //!    outside. Either way the workers see the mount go away and the daemon
 //!    exits 0, freeing all memory at once.
+//! 4. With `--image FILE`: the image is read (header first, to fill in the
+//!    settings the command line leaves open; then all of it, every record
+//!    checked) before anything is mounted, so a bad image is a one-line
+//!    error and an untouched mountpoint. After the workers end (the unmount,
+//!    from any side), the daemon waits for a `sectorfs save` in flight,
+//!    saves to FILE (`save::save_to`: temporary file, fsync, rename, fsync
+//!    of the directory) and only then exits: 1 if that save failed.
+//!    `sectorfs unmount` waits for the daemon to be gone, so the image is
+//!    complete when it returns.
 
 use std::ffi::{CString, OsStr};
 use std::io::Write;
@@ -41,8 +50,14 @@ use crate::{MountArgs, Transport};
 
 /// `sectorfs mount`.
 pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
+    // The image's header fills in what the command line leaves open.
+    let image = args.image.as_deref().map(crate::save::absolute_image_path).transpose()?;
+    let info = match &image {
+        Some(p) => crate::save::read_info(p)?,
+        None => None,
+    };
     // Bad values are refused here, before any daemon starts (exit status 2).
-    let set = settings(args, cli::total_ram(), cli::open_file_limit()).map_err(cli::Usage)?;
+    let set = settings(args, cli::total_ram(), cli::open_file_limit(), info.as_ref()).map_err(cli::Usage)?;
     if !args.foreground {
         return spawn_background(args);
     }
@@ -53,6 +68,11 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     }
     crate::fault::setup();
     let mp = check_mountpoint(&args.mountpoint)?;
+    if let Some(p) = &image {
+        if p.starts_with(&mp) {
+            bail!("the image {} is inside the mountpoint {}", p.display(), mp.display());
+        }
+    }
     let Settings { size, sector_size, max_files, threads, .. } = set;
     // One /dev/fuse clone per worker, plus what the daemon itself keeps open.
     cli::raise_open_file_limit(threads as u64 + cli::FD_RESERVE);
@@ -60,15 +80,20 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         sector_size,
         max_bytes: size,
         max_inodes: max_files,
-        case_insensitive: args.case_insensitive,
-        root_mode: args.mode,
+        case_insensitive: args.case_insensitive || info.as_ref().is_some_and(|i| i.config.case_insensitive),
+        root_mode: set.mode,
         root_uid: set.uid,
         root_gid: set.gid,
         // POSIX ACLs as on tmpfs (FUSE_POSIX_ACL, negotiated in `init`).
         posix_acl: true,
         ..engine::Config::default()
     };
-    let engine = Arc::new(engine::Engine::new(cfg).map_err(|e| anyhow!("bad settings: {e}"))?);
+    let engine = match (&image, &info) {
+        (Some(p), Some(_)) => crate::save::load(p, cfg)?,
+        _ => engine::Engine::new(cfg).map_err(|e| anyhow!("bad settings: {e}"))?,
+    };
+    let engine = Arc::new(engine);
+    let saver = Arc::new(crate::save::Saver::new(engine.clone(), image.clone(), mp.clone(), set.label.clone()));
 
     let name = set.label;
     // Block the stop signals before any thread starts, so that every thread
@@ -82,6 +107,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     let telemetry =
         Telemetry::start(engine.clone(), Some(args.reserve)).context("cannot start the telemetry thread")?;
     let mut fs = SectorFs::new(engine, args.cache, telemetry);
+    fs.set_saver(saver.clone());
     let want_uring = want_uring(args.transport)?;
     fs.want_uring(want_uring);
 
@@ -194,8 +220,17 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     let served = sectorfs_fuse::dev::run(&session, fd, workers).context("FUSE session failed");
     // Unmounted: the ring's threads have ended (or end now).
     drop(ring);
+    // Nothing changes the engine any more: the last save is its final state.
+    let saved = saver.finish();
     served?;
-    Ok(ExitCode::SUCCESS)
+    match saved {
+        Some(crate::save::Outcome { error: Some(e), path, .. }) => {
+            log::error!("the image {path} was not saved: {e}");
+            let _ = writeln!(std::io::stderr(), "sectorfs: the image {path} was not saved: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// The checked values of `sectorfs mount`'s options.
@@ -208,27 +243,43 @@ struct Settings {
     threads: usize,
     uid: u32,
     gid: u32,
+    mode: u32,
     label: String,
 }
 
 /// Checks every option of `args` (`ram`: the machine's memory, for `50%`;
-/// `nofile`: the hard open-file limit) and fills in the defaults. The
+/// `nofile`: the hard open-file limit) and fills in the defaults: the
+/// image's settings (`image`) where it has one, else sectorfs's. The
 /// error is one line naming the option.
-fn settings(args: &MountArgs, ram: Option<u64>, nofile: Option<u64>) -> Result<Settings, String> {
-    let sector_size = cli::check_sector_size(args.sector_size)?;
-    let size = args.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram)?;
+fn settings(
+    args: &MountArgs,
+    ram: Option<u64>,
+    nofile: Option<u64>,
+    image: Option<&engine::image::ImageInfo>,
+) -> Result<Settings, String> {
+    let saved = image.map(|i| &i.config);
+    let sector_size = args.sector_size.or(saved.map(|c| c.sector_size as u64)).unwrap_or(64 << 10);
+    let sector_size = cli::check_sector_size(sector_size)?;
+    let size = match (args.size, saved) {
+        (Some(s), _) => s.resolve(ram)?,
+        (None, Some(c)) => c.max_bytes,
+        (None, None) => cli::DEFAULT_SIZE.resolve(ram)?,
+    };
     let size = cli::round_limit(size, sector_size as u64);
-    let max_files = args.max_files.unwrap_or_else(|| cli::default_max_files(size));
+    let max_files = args.max_files.or(saved.map(|c| c.max_inodes)).unwrap_or_else(|| cli::default_max_files(size));
     if max_files == 0 {
         return Err("--max-files 0: at least 1 (the root directory is one)".into());
     }
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let threads = cli::check_threads(args.threads.unwrap_or_else(|| cli::default_threads(cores)), cores, nofile)?;
-    let uid = cli::check_id("--uid", args.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw()))?;
-    let gid = cli::check_id("--gid", args.gid.unwrap_or_else(|| nix::unistd::getegid().as_raw()))?;
-    let label = args.label.clone().unwrap_or_else(|| "sectorfs".to_string());
+    let uid = args.uid.or(saved.map(|c| c.root_uid)).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let gid = args.gid.or(saved.map(|c| c.root_gid)).unwrap_or_else(|| nix::unistd::getegid().as_raw());
+    let (uid, gid) = (cli::check_id("--uid", uid)?, cli::check_id("--gid", gid)?);
+    let mode = args.mode.or(saved.map(|c| c.root_mode)).unwrap_or(0o1777);
+    let saved_label = image.and_then(|i| i.extras.iter().find(|(k, _)| k == "label").map(|(_, v)| v.clone()));
+    let label = args.label.clone().or(saved_label).unwrap_or_else(|| "sectorfs".to_string());
     cli::check_label(&label)?;
-    Ok(Settings { size, sector_size, max_files, threads, uid, gid, label })
+    Ok(Settings { size, sector_size, max_files, threads, uid, gid, mode, label })
 }
 
 /// Whether to ask for FUSE over io_uring at INIT: `uring` needs it (and
@@ -539,8 +590,11 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
         let who = nix::unistd::User::from_uid(owner.into()).ok().flatten().map_or(format!("uid {owner}"), |u| u.name);
         bail!("cannot unmount {shown}: it was mounted by {who}; only that user or root can unmount it");
     }
-    // The daemon's pid, to wait for it to exit (its memory is freed then).
+    // The daemon's pid, to wait for it to exit (its memory is freed then,
+    // and its image saved).
     let pid = read_stats(&mp).ok().map(|s| s.pid);
+    let image = read_save_status(&mp).ok().and_then(|s| s.image).map(PathBuf::from);
+    let before = image.as_deref().and_then(image_id);
     if nix::unistd::geteuid().is_root() {
         let flags = if lazy { nix::mount::MntFlags::MNT_DETACH } else { nix::mount::MntFlags::empty() };
         nix::mount::umount2(&mp, flags).map_err(|e| match e {
@@ -550,10 +604,133 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     } else {
         fusermount_unmount(&mp, lazy).map_err(|e| anyhow!("cannot unmount {shown}: {e:#}"))?;
     }
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        wait_gone(pid, Duration::from_secs(10));
+    let pid = pid.and_then(|p| i32::try_from(p).ok());
+    match (&image, pid) {
+        (Some(img), Some(_)) if lazy => {
+            eprintln!("sectorfs: {shown} is detached; it is saved to {} once nothing uses it", img.display());
+        }
+        (Some(img), Some(pid)) => {
+            // No time limit: the daemon saves the whole disk before it exits.
+            let start = Instant::now();
+            let mut told = false;
+            while !gone(pid) {
+                if !told && start.elapsed() > Duration::from_secs(2) {
+                    eprintln!("sectorfs: saving {shown} to {}...", img.display());
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // A saved image is a new file (renamed over the old one).
+            if image_id(img).is_none_or(|id| Some(id) == before) {
+                bail!(
+                    "{shown} is unmounted, but its image {} was not saved (the previous one, if any, is unchanged)",
+                    img.display()
+                );
+            }
+        }
+        (_, Some(pid)) => wait_gone(pid, Duration::from_secs(10)),
+        _ => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The identity of a file (device, inode), if it exists.
+fn image_id(p: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether process `pid` has exited (a zombie counts as gone).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Reads the save status attribute of the mount at `mp`.
+fn read_save_status(mp: &Path) -> Result<crate::save::Status> {
+    let v = getxattr(mp, crate::save::SAVE_XATTR)?;
+    serde_json::from_slice(&v).map_err(|e| anyhow!("bad save status from {}: {e}", mp.display()))
+}
+
+/// `getxattr(2)` of `name` on `p` (up to 1 MiB).
+fn getxattr(p: &Path, name: &str) -> Result<Vec<u8>> {
+    let path = CString::new(p.as_os_str().as_bytes())?;
+    let name = CString::new(name)?;
+    let mut buf = vec![0u8; 1 << 20];
+    // SAFETY: both strings are NUL-terminated and live across the call, and
+    // the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => anyhow!("{} is not a sectorfs mount", p.display()),
+            _ => anyhow!("cannot ask {}: {e}", p.display()),
+        });
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// `sectorfs save MOUNTPOINT [FILE]`: asks the daemon to save (module
+/// `save`) and waits for its outcome.
+pub(crate) fn save(mountpoint: &Path, file: Option<&Path>) -> Result<ExitCode> {
+    let shown = mountpoint.display();
+    let mp = mountpoint.canonicalize().with_context(|| format!("cannot resolve {shown}"))?;
+    let status = read_save_status(&mp)?;
+    let file = match file {
+        Some(f) => {
+            let f = crate::save::absolute_image_path(f)?;
+            if f.starts_with(&mp) {
+                bail!("the image {} would be inside the mount {shown}", f.display());
+            }
+            Some(f)
+        }
+        None if status.image.is_none() => bail!("{shown} was mounted without --image: name the FILE to save to"),
+        None => None,
+    };
+    let token = crate::save::token();
+    let value = crate::save::request_value(&token, file.as_deref());
+    let path = CString::new(mp.as_os_str().as_bytes())?;
+    let name = CString::new(crate::save::SAVE_XATTR)?;
+    loop {
+        // SAFETY: both strings are NUL-terminated and `value` is a live
+        // buffer of `value.len()` bytes; the kernel only reads them.
+        let r = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        if r == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            // Another save runs: wait for it, then ask again.
+            Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(20)),
+            Some(libc::EPERM) => bail!("only the user who mounted {shown} (or root) can save it"),
+            Some(libc::EINVAL) => bail!("{shown} refused the save (the file must be outside the mount)"),
+            _ => bail!("cannot save {shown}: {e}"),
+        }
+    }
+    let start = Instant::now();
+    loop {
+        let st = read_save_status(&mp).with_context(|| format!("{shown} went away before the save finished"))?;
+        if let Some(o) = st.done.iter().find(|o| o.token == token) {
+            if let Some(e) = &o.error {
+                bail!("cannot save {shown} to {}: {e}", o.path);
+            }
+            let secs = o.seconds.max(1e-6);
+            println!(
+                "saved {shown} to {}: {} files, {} of data ({} image) in {:.2} s ({}/s); writers held off {:.1} ms",
+                o.path,
+                o.files,
+                format_bytes(o.data_bytes),
+                format_bytes(o.image_bytes),
+                o.seconds,
+                format_bytes((o.image_bytes as f64 / secs) as u64),
+                o.held_ms
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(if start.elapsed() < Duration::from_secs(1) { 5 } else { 50 }));
+    }
 }
 
 /// Waits (bounded) until process `pid` has exited.

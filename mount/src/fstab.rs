@@ -13,7 +13,7 @@
 //! Options, by tmpfs's names where tmpfs has one: `size=` (bytes with a
 //! K/M/G/T suffix, or `N%` of RAM), `nr_inodes=` (a count with an optional
 //! k/m/g suffix, powers of 1024 as tmpfs), `mode=`, `uid=`, `gid=`; and
-//! sectorfs's own: `sector_size=`, `threads=`, `cache=`, `transport=`, `label=` (also
+//! sectorfs's own: `sector_size=`, `threads=`, `cache=`, `transport=`, `image=`, `label=` (also
 //! FUSE's `fsname=`), `case_insensitive`, `allow_other`. The kernel's
 //! `nosuid`, `nodev`, `noexec` and `ro` are passed to the mount. Options that
 //! change nothing here are accepted: `rw`, `suid`, `dev`, `exec`, `async`,
@@ -94,6 +94,7 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
             "cache" => out.extend(["--cache".into(), need()?.into()]),
             "transport" => out.extend(["--transport".into(), need()?.into()]),
             "reserve" => out.extend(["--reserve".into(), need()?.into()]),
+            "image" => out.extend(["--image".into(), need()?.into()]),
             "label" | "fsname" => label = Some(need()?.to_string()),
             "case_insensitive" => {
                 flag()?;
@@ -275,6 +276,9 @@ mod tests {
         assert_eq!(got, ["mount", "/mnt/ram", "--label", "BUILD", "--kernel-options", "nosuid,nodev"]);
         let got = strs(helper_args(&os(&["src", "/m", "-osize=1G,fsname=x", "--foreground"])).unwrap());
         assert_eq!(got, ["mount", "/m", "--size", "1G", "--label", "x", "--foreground"]);
+        let got = strs(helper_args(&os(&["src", "/m", "-o", "image=/var/lib/ram.img,nosuid"])).unwrap());
+        assert_eq!(got, ["mount", "/m", "--image", "/var/lib/ram.img", "--label", "src", "--kernel-options", "nosuid"]);
+        assert!(helper_args(&os(&["s", "/m", "-o", "image="])).unwrap_err().contains("image="));
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //!
 //! # Kernel contract
 //! * **Lookup count.** Every reply that hands the kernel an inode (`lookup`,
-//!   `create`, `mknod`, `mkdir`, `symlink`, `link`, and each `readdirplus`
-//!   entry other than `.`/`..` that fits in the buffer) takes one engine
-//!   lookup reference; `forget` and `batch_forget` give them back.
+//!   `create`, `mknod`, `mkdir`, `symlink`, `link`, `tmpfile`,
+//!   and each `readdirplus` entry other than `.`/`..` that fits in the
+//!   buffer) takes one engine lookup reference; `forget` and `batch_forget`
+//!   give them back.
 //! * **Open count.** `open` and `create` call [`engine::Engine::open`];
 //!   `release` calls [`engine::Engine::release`]. An unlinked file lives
 //!   until its last close and last forget.
@@ -52,6 +53,26 @@
 //!   us) and `FUSE_DONT_MASK` (unmasked modes, the `umask` passed to
 //!   `create`/`mkdir`/`mknod` for the engine to apply unless a default ACL
 //!   is inherited). See `engine::acl`.
+//! * **overlayfs upper layer** (issue 20). What the kernel's overlayfs
+//!   requires of a FUSE (a "remote", revalidating) upper file system at
+//!   mount time: `d_type` in `readdir`, `RENAME_WHITEOUT`
+//!   (`Engine::rename_as` leaves a 0/0 character device owned by the
+//!   caller's fsuid/fsgid) and `trusted.overlay.*` xattrs (the kernel allows
+//!   `trusted.` to `CAP_SYS_ADMIN` only, and passes them through; `listxattr`
+//!   hides them from other callers, as tmpfs does). In use: `O_TMPFILE`,
+//!   `mknod` 0/0 and hard links of it (shared whiteouts), `RENAME_EXCHANGE`,
+//!   xattrs on directories (`redirect`, `opaque`).
+//! * **File handles.** `FUSE_EXPORT_SUPPORT` is deliberately not negotiated:
+//!   with it the kernel decodes a handle of an inode it no longer caches
+//!   into a new, disconnected dentry that FUSE can never revalidate (its
+//!   epoch is 0), and overlayfs revalidates the copy-up origins it decodes:
+//!   after a cache eviction every copied-up file whose lower layer is on
+//!   sectorfs then fails with `ESTALE` (measured, also with `index=off`).
+//!   Without it such a handle is stale and overlayfs treats the origin as
+//!   unknown (the file keeps working; its `st_ino` becomes the upper one).
+//!   Every inode but the root has one random generation per mount, so a
+//!   handle from an earlier mount (whose inode numbers started over) is
+//!   stale, never another file.
 //! * **`O_TMPFILE`** (`FUSE_TMPFILE`): an anonymous file from
 //!   `Engine::tmpfile`, opened once. **`statx`** (`FUSE_STATX`, sent for the
 //!   birth time): all basic fields and `btime`. **`syncfs`**: nothing to do.
@@ -120,6 +141,12 @@ pub(crate) struct SectorFs {
     transport: std::sync::OnceLock<TransportInfo>,
     /// Usage over time (`stats`): the sampler's history.
     telemetry: Arc<Telemetry>,
+    /// The generation of every inode but the root (which the kernel fixes
+    /// at 0): random per mount, so that a file handle from an earlier mount
+    /// (whose inode numbers started over) is stale, not another file.
+    generation: u64,
+    /// Images: `sectorfs save` through the root's `user.sectorfs.save`.
+    saver: Option<Arc<crate::save::Saver>>,
 }
 
 impl SectorFs {
@@ -149,7 +176,14 @@ impl SectorFs {
             req: Requests::default(),
             transport: std::sync::OnceLock::new(),
             telemetry,
+            generation: mount_generation(),
+            saver: None,
         }
+    }
+
+    /// Serves `user.sectorfs.save` on the root with `saver` (`crate::save`).
+    pub(crate) fn set_saver(&mut self, saver: Arc<crate::save::Saver>) {
+        self.saver = Some(saver);
     }
 
     /// Asks for FUSE over io_uring at INIT (the daemon starts the ring if granted).
@@ -165,7 +199,7 @@ impl SectorFs {
     fn entry_out(&self, a: &Attr) -> abi::fuse_entry_out {
         abi::fuse_entry_out {
             nodeid: a.ino,
-            generation: 0,
+            generation: if a.ino == engine::ROOT { 0 } else { self.generation },
             entry_valid: self.entry_ttl.as_secs(),
             attr_valid: self.attr_ttl.as_secs(),
             entry_valid_nsec: self.entry_ttl.subsec_nanos(),
@@ -359,7 +393,10 @@ impl SectorFs {
                 libc::EINVAL
             });
         }
-        if is_stats(ino, name) {
+        if is_save(ino, name) {
+            // Starts a save on its own thread and returns (`crate::save`).
+            self.saver.as_ref().map_or(Err(libc::EOPNOTSUPP), |s| s.request(h.uid, value))
+        } else if is_stats(ino, name) {
             Err(libc::EPERM)
         } else if flags & !known != 0 {
             Err(libc::EINVAL)
@@ -411,6 +448,16 @@ impl SectorFs {
             Err(e) => reply.error(e),
         }
     }
+}
+
+/// A random generation for this mount's inodes: 32 bits (the kernel keeps
+/// `i_generation` and file handles at 32), never 0 (the root's).
+fn mount_generation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's random source once per process.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    u64::from((h.finish() as u32).max(1))
 }
 
 /// Runs one engine call; a panic becomes `EIO` (and is logged) instead of
@@ -489,6 +536,27 @@ const STATS_SLACK: u32 = 1024;
 
 fn is_stats(ino: u64, name: &[u8]) -> bool {
     ino == engine::ROOT && name == STATS_XATTR.as_bytes()
+}
+
+/// A `listxattr` list without its `trusted.` names: the kernel lets only
+/// `CAP_SYS_ADMIN` read them (overlayfs keeps its `trusted.overlay.*` there)
+/// and, for FUSE, leaves hiding their names from others to the file system,
+/// as tmpfs's `simple_xattr_list` hides them.
+fn hide_trusted(list: Vec<u8>) -> Vec<u8> {
+    if !list.windows(8).any(|w| w == b"trusted.") {
+        return list;
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for name in list.split_inclusive(|&b| b == 0) {
+        if !name.starts_with(b"trusted.") {
+            out.extend_from_slice(name);
+        }
+    }
+    out
+}
+
+fn is_save(ino: u64, name: &[u8]) -> bool {
+    ino == engine::ROOT && name == crate::save::SAVE_XATTR.as_bytes()
 }
 
 /// An xattr value or list for a `size`-byte buffer (0: its size).
@@ -629,7 +697,10 @@ impl Filesystem for SectorFs {
             }
             Op::Rename { newdir, flags, name, newname } => {
                 self.req.count(Counted::Rename);
-                // Translate bit by bit; anything else (RENAME_WHITEOUT) is refused.
+                // Translate bit by bit; anything else is refused. The kernel
+                // checked CAP_MKNOD for RENAME_WHITEOUT (overlayfs renaming in
+                // its upper layer); the whiteout is the caller's (fsuid/fsgid).
+                let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT;
                 let mut f = 0;
                 if flags & libc::RENAME_NOREPLACE != 0 {
                     f |= rename_flags::NOREPLACE;
@@ -637,8 +708,11 @@ impl Filesystem for SectorFs {
                 if flags & libc::RENAME_EXCHANGE != 0 {
                     f |= rename_flags::EXCHANGE;
                 }
-                let res = if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) == 0 {
-                    call(|| self.engine.rename(ino, name, newdir, newname, f))
+                if flags & libc::RENAME_WHITEOUT != 0 {
+                    f |= rename_flags::WHITEOUT;
+                }
+                let res = if flags & !known == 0 {
+                    call(|| self.engine.rename_as(ino, name, newdir, newname, f, &cred(h)))
                 } else {
                     Err(libc::EINVAL)
                 };
@@ -762,18 +836,27 @@ impl Filesystem for SectorFs {
                 // follows (getfattr): room for them to grow, not ERANGE.
                 if is_stats(ino, name) {
                     xattr_reply(reply, Ok(self.stats_json()), size, STATS_SLACK);
+                } else if let (true, Some(s)) = (is_save(ino, name), &self.saver) {
+                    xattr_reply(reply, Ok(s.status_json()), size, STATS_SLACK);
                 } else {
                     xattr_reply(reply, call(|| self.engine.getxattr(ino, name)), size, 0);
                 }
             }
             Op::Listxattr { size } => {
                 self.req.count(Counted::Listxattr);
-                xattr_reply(reply, call(|| self.engine.listxattr(ino)), size, 0);
+                let mut list = call(|| self.engine.listxattr(ino));
+                if !privileged(h) {
+                    list = list.map(hide_trusted);
+                }
+                xattr_reply(reply, list, size, 0);
             }
             Op::Removexattr { name } => {
                 self.req.count(Counted::Removexattr);
-                let res =
-                    if is_stats(ino, name) { Err(libc::EPERM) } else { call(|| self.engine.removexattr(ino, name)) };
+                let res = if is_stats(ino, name) || is_save(ino, name) {
+                    Err(libc::EPERM)
+                } else {
+                    call(|| self.engine.removexattr(ino, name))
+                };
                 empty(reply, res);
             }
             Op::Access { mask } => {
@@ -868,6 +951,14 @@ mod tests {
         assert_eq!(Error::NoSpace.errno(), libc::ENOSPC);
         assert_eq!(Error::NoSuchOffset.errno(), libc::ENXIO);
         assert_eq!(Error::NoData.errno(), libc::ENODATA);
+    }
+
+    #[test]
+    fn trusted_names_hidden() {
+        assert_eq!(hide_trusted(b"user.a\0trusted.overlay.opaque\0security.x\0".to_vec()), b"user.a\0security.x\0");
+        assert_eq!(hide_trusted(b"trusted.a\0".to_vec()), b"");
+        assert_eq!(hide_trusted(b"user.trusted.a\0".to_vec()), b"user.trusted.a\0");
+        assert_eq!(hide_trusted(Vec::new()), b"");
     }
 
     #[test]

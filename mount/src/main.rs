@@ -10,7 +10,8 @@
 //! * `telemetry`: usage over time: the sampler's ring, rates, trends and
 //!   the time-to-full forecast (platform-neutral).
 //! * `fuse_fs` (Linux): the FUSE frontend, a thin adapter onto the engine.
-//! * `daemon` (Linux): mount (backgrounding, signals), unmount, stats.
+//! * `daemon` (Linux): mount (backgrounding, signals), unmount, stats, save.
+//! * `save` (Linux): images: `--image`, `sectorfs save`, the atomic file write.
 //! * `winfsp_logic`, `win_args` (platform-neutral, tested everywhere): the
 //!   WinFsp frontend's translation to engine calls, and the Windows options.
 //! * `winfsp_glue`, `win_daemon` (Windows): the `winfsp` host glue; mount,
@@ -30,6 +31,8 @@ mod fault;
 #[cfg(not(windows))]
 mod fstab;
 mod requests;
+#[cfg(target_os = "linux")]
+mod save;
 mod stats;
 mod telemetry;
 
@@ -66,6 +69,8 @@ Examples:
   sectorfs stats /tmp/ramdisk --watch 2                    # one line every 2 s, like vmstat
   sectorfs stats /tmp/ramdisk --json
   sectorfs stats /tmp/ramdisk --prometheus > /var/lib/node_exporter/ramdisk.prom
+  sectorfs mount /mnt/work --image ~/work.img              # load ~/work.img (if any), save it at unmount
+  sectorfs save /mnt/work                                  # save now, while it serves
   sectorfs unmount /tmp/ramdisk                            # as root or as the user who mounted";
 #[cfg(windows)]
 const EXAMPLES: &str = "\
@@ -89,11 +94,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Save a mounted RAM disk to an image file while it keeps serving: one
+    /// point in time (every write that returned before this command started
+    /// is in it), written to a temporary file and renamed over FILE, so the
+    /// previous image stays whole until the new one is.
+    #[command(after_help = EXAMPLES)]
+    Save {
+        /// Where the RAM disk is mounted.
+        mountpoint: PathBuf,
+        /// The image file. [default: the mount's --image]
+        file: Option<PathBuf>,
+    },
     /// Mount a new, empty RAM disk on MOUNTPOINT (Linux: an empty directory;
     /// Windows: a drive letter or a new directory).
     #[command(after_help = EXAMPLES)]
     Mount(MountOptions),
-    /// Unmount a sectorfs RAM disk (its contents are gone).
+    /// Unmount a sectorfs RAM disk (its contents are gone, unless it was
+    /// mounted with --image: then it is saved first, and this waits for it).
     #[command(visible_alias = "umount")]
     Unmount {
         /// Where the RAM disk is mounted.
@@ -162,16 +179,16 @@ pub(crate) struct MountArgs {
     /// Most files, directories and links (inodes). [default: one per 4 KiB of --size]
     #[arg(long, value_name = "N")]
     pub(crate) max_files: Option<u64>,
-    /// Bytes per sector: a power of two from 4K to 1M.
-    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = cli::parse_bytes)]
-    pub(crate) sector_size: u64,
+    /// Bytes per sector: a power of two from 4K to 1M. [default: the image's, else 64K]
+    #[arg(long, value_name = "SIZE", value_parser = cli::parse_bytes)]
+    pub(crate) sector_size: Option<u64>,
     /// FUSE worker threads, at most 64 per core and within the open-file limit.
     /// [default: the number of cores, at least 2]
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<usize>,
-    /// Permission bits of the root directory, in octal.
-    #[arg(long, value_name = "MODE", default_value = "1777", value_parser = cli::parse_mode)]
-    pub(crate) mode: u32,
+    /// Permission bits of the root directory, in octal. [default: the image's, else 1777]
+    #[arg(long, value_name = "MODE", value_parser = cli::parse_mode)]
+    pub(crate) mode: Option<u32>,
     /// Owner of the root directory. [default: the user who mounts]
     #[arg(long, value_name = "UID")]
     pub(crate) uid: Option<u32>,
@@ -219,6 +236,14 @@ pub(crate) struct MountArgs {
     #[cfg(not(windows))]
     #[arg(long, value_name = "KIND", value_enum, default_value_t = Transport::Auto)]
     pub(crate) transport: Transport,
+    /// Load the RAM disk from this image file at mount (an absent file: an
+    /// empty disk) and save it there at unmount (also on SIGTERM/SIGINT) and
+    /// on `sectorfs save`. The image's limit, sector size, file limit, root
+    /// mode and owner, case sensitivity and label apply unless given here;
+    /// a corrupt image, or one larger than --size, is refused and nothing is
+    /// mounted.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) image: Option<PathBuf>,
     /// Kernel mount flags from `mount -o` (nosuid, nodev, noexec, ro), set by
     /// the `mount -t fuse.sectorfs` translation (src/fstab.rs).
     #[arg(long, value_name = "FLAGS", hide = true, value_parser = fstab::parse_kernel_options, default_value = "")]
@@ -281,6 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Stats { mountpoint, json, prometheus, watch } => {
             daemon::stats(&mountpoint, stats_format(json, prometheus), watch)
         }
+        Cmd::Save { mountpoint, file } => daemon::save(&mountpoint, file.as_deref()),
     }
 }
 
@@ -293,6 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Stats { mountpoint, json, prometheus, watch } => {
             win_daemon::stats(&mountpoint, stats_format(json, prometheus), watch)
         }
+        Cmd::Save { .. } => anyhow::bail!("images are not built for Windows yet"),
     }
 }
 
@@ -389,7 +416,7 @@ mod tests {
         .unwrap();
         let Cmd::Mount(m) = c.cmd else { panic!("not mount") };
         assert_eq!(m.size, Some(cli::SizeArg::Bytes(512 << 20)));
-        assert_eq!((m.max_files, m.sector_size, m.threads, m.mode), (Some(10), 4096, Some(3), 0o755));
+        assert_eq!((m.max_files, m.sector_size, m.threads, m.mode), (Some(10), Some(4096), Some(3), Some(0o755)));
         assert_eq!((m.uid, m.gid), (Some(5), Some(6)));
         assert!(m.allow_other && m.foreground && m.case_insensitive);
         assert_eq!(m.label.as_deref(), Some("L"));
@@ -400,7 +427,7 @@ mod tests {
     fn mount_defaults_and_errors() {
         let c = Cli::try_parse_from(["sectorfs", "mount", "/mnt/x"]).unwrap();
         let Cmd::Mount(m) = c.cmd else { panic!("not mount") };
-        assert_eq!((m.size, m.sector_size, m.mode, m.foreground), (None, 64 << 10, 0o1777, false));
+        assert_eq!((m.size, m.sector_size, m.mode, m.foreground), (None, None, None, false));
         assert!(Cli::try_parse_from(["sectorfs", "mount", "/m", "--size", "lots"]).is_err());
         assert!(Cli::try_parse_from(["sectorfs", "mount", "/m", "--mode", "999"]).is_err());
         assert!(Cli::try_parse_from(["sectorfs", "mount", "/m", "--sector-size", "10%"]).is_err());
@@ -419,6 +446,10 @@ mod tests {
         assert!(matches!(c.cmd, Cmd::Stats { watch: Some(d), .. } if d == Duration::from_secs(1)));
         let c = Cli::try_parse_from(["sectorfs", "stats", "/m", "--watch", "0.5", "--json"]).unwrap();
         assert!(matches!(c.cmd, Cmd::Stats { watch: Some(d), json: true, .. } if d == Duration::from_millis(500)));
+        let c = Cli::try_parse_from(["sectorfs", "save", "/m", "/tmp/x.img"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Save { file: Some(_), .. }));
+        let c = Cli::try_parse_from(["sectorfs", "save", "/m"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Save { file: None, .. }));
         let c = Cli::try_parse_from(["sectorfs", "stats", "/m", "--prometheus"]).unwrap();
         assert!(matches!(c.cmd, Cmd::Stats { prometheus: true, .. }));
         for bad in [&["--watch", "0"][..], &["--watch", "x"], &["--json", "--prometheus"], &["--prometheus", "--watch"]]

@@ -1,21 +1,53 @@
 //! Mount-level benchmark: a real `sectorfs` mount against tmpfs (`/dev/shm`)
 //! and against `nullfs` (this crate's FUSE file system that stores nothing:
-//! the transport's ceiling) in the same run, for each `--cache` mode asked
-//! for (`--modes direct,writethrough,writeback`; default `direct`), on the
-//! workloads of the FUSE-ceiling table in DESIGN.md ("What the FUSE transport
-//! allows on this machine"), so that the ratios are comparable with it.
+//! the transport's ceiling) in the same run, for each FUSE transport
+//! (`--transports uring,classic`; default both where the kernel has FUSE
+//! over io_uring) and each `--cache` mode asked for (`--modes
+//! direct,writethrough,writeback`; default `direct`), on the workloads of the
+//! FUSE-ceiling table in DESIGN.md ("What the FUSE transport allows on this
+//! machine"), so that the ratios are comparable with it, plus the untar and
+//! `rm -rf` of a source tree.
 //!
-//! Rounds are interleaved: tmpfs, then sectorfs and nullfs in each mode, then
-//! round 2, ... Each FUSE round mounts fresh (`sectorfs mount MP -f --size 4G
-//! --cache MODE` or `nullfs MP --cache MODE`) on a fresh temporary directory
-//! (so its memory is cold at the start of the round) and unmounts it at the
-//! end; each tmpfs round uses a fresh directory under `/dev/shm`, removed at
-//! the end. Per workload it prints the median per side, "x of tmpfs" (tmpfs
-//! time / this time, best of the rounds) and, for sectorfs, "x of ceiling"
-//! (nullfs time / sectorfs time in the same mode) and the daemon's CPU time.
-//! nullfs reads zeros, so its reads are not checked.
+//! # Rounds
 //!
-//! What each workload measures (full size; `--quick` scales them down):
+//! A round runs every workload on every side in lockstep: each side
+//! (tmpfs, then sectorfs and nullfs for each mode and transport) gets a fresh
+//! place (a FUSE mount, `sectorfs mount MP -f --size 4G --cache MODE
+//! --transport T` or `nullfs MP --cache MODE --transport T`, on a fresh
+//! temporary directory, so its memory is cold; or a fresh directory under
+//! `/dev/shm`), then the first workload runs on each side in turn, then the
+//! second, and so on, and the places are unmounted (removed) at the end. The
+//! tree workloads follow, in lockstep again, on places of their own. Odd
+//! rounds take the sides in that order, even rounds in the reverse order.
+//! So the figures one ratio compares were taken seconds apart, not minutes:
+//! on a shared machine whose load changes by the minute, that is what keeps
+//! a ratio from measuring the load instead of the file systems. A
+//! workload's untimed setup (writing the random-I/O file, dropping the
+//! cache, deleting the file before "new file after delete") runs right
+//! before it on the same side. All places live through a round: ~3 GiB of
+//! RAM at peak for two transports in one mode, ~9 GiB for the three modes
+//! (nullfs keeps no data, but the kernel caches what is written to it in the
+//! cached modes).
+//!
+//! # What is reported
+//!
+//! Per workload: the median per side; "x of tmpfs" (tmpfs time / this time,
+//! best of the rounds); for sectorfs "x of ceiling" (nullfs time / sectorfs
+//! time, same transport and mode); for io_uring sides "x of classic" (the
+//! same file system on the classic transport, same mode: classic time /
+//! uring time). A second table gives, per FUSE side, the requests the daemon
+//! served during the workload (the delta of the `req_*` counters from
+//! `getxattr(MP, "user.sectorfs.stats")`, what `sectorfs stats --json`
+//! prints, or `user.nullfs.stats`; the one `GETXATTR` that reads the
+//! counters afterwards is not counted) and the daemon's CPU time per request:
+//! `utime + stime` from `/proc/PID/stat` (all threads, also the ring's
+//! threads and io_uring workers that ended during the workload) before and
+//! after, summed over the rounds and divided by the requests summed over the
+//! rounds. `/proc/PID/stat` counts in clock ticks (10 ms), so a workload
+//! needs well over 10 ms of daemon CPU for the figure to mean much; summing
+//! the rounds helps. nullfs reads zeros, so its reads are not checked.
+//!
+//! # Workloads (full size; `--quick` scales them down)
 //!
 //! * `seq write, cold`: a new 1 GiB file written in 1 MiB blocks, `fsync`,
 //!   close, on a fresh mount / fresh tmpfs directory. Every page is touched
@@ -51,13 +83,36 @@
 //! * `small files: create / stat / delete`: N files of 1 KiB in one directory
 //!   (`O_CREAT|O_EXCL`, write, close), then `stat` of each, then `unlink` of
 //!   each, timed separately, one thread.
+//! * `untar` / `rm -rf` (on a mount of its own, see Rounds): `tar -xf TAR
+//!   -C DIR` of a source tree, then `rm -rf DIR`, each a child process timed
+//!   from spawn to exit; then both again on the same mount ("again": freed
+//!   memory reused, inode numbers and caches warm). The tar is read once
+//!   before each untar (untimed) so it comes from the page cache. The tree is
+//!   glibc's source: `--tree PATH` (or `SECTORFS_BENCH_TREE`), else the
+//!   newest `/usr/src/glibc/glibc-*.tar.xz` (Debian's `glibc-source`
+//!   package; `scripts/bench-mount` installs it where it can), decompressed
+//!   once into `TARGET/bench-cache/` so the timing is tar extraction, not
+//!   xz. glibc 2.36 (Debian 12) has 20,281 files, 834 directories and 1
+//!   symlink (21,116 entries), 235.6 MB of file data (median file 1,338 B,
+//!   10th percentile 72 B, 90th 7.9 KB, 99th 122 KB, largest 5.8 MB) in a
+//!   252 MB tar. Without it, a deterministic synthetic tree of the same
+//!   shape is generated once into the cache (same counts; log-normal sizes
+//!   with glibc's median and 90th percentile, 1% of files drawn
+//!   log-uniformly from 32 KiB to 4 MiB for the tail; `--tree synthetic`
+//!   asks for it even where glibc's is installed). As root `tar` also
+//!   restores owners and modes (its default), on tmpfs as on FUSE.
+//!   `--no-tree` leaves these rows out.
 //!
-//! Usage: `mount_bench [--bin PATH] [--rounds N] [--quick] [--size SIZE]`;
-//! `SECTORFS_BENCH_MOUNT_ARGS` adds mount options (e.g. `--sector-size 16K`).
-//! Environment: `SECTORFS_BIN`, `SECTORFS_BENCH_ROUNDS` (default 3),
-//! `SECTORFS_BENCH_QUICK=1`. Without `--bin` the `sectorfs` binary next to
-//! this one (same target directory) is used. Needs root or a user allowed
-//! to mount FUSE. Ctrl-C stops at the next workload and cleans up.
+//! Usage: `mount_bench [--bin PATH] [--rounds N] [--quick] [--size SIZE]
+//! [--modes M,..] [--transports T,..] [--tree PATH] [--no-tree]
+//! [--no-ceiling]`; `SECTORFS_BENCH_MOUNT_ARGS` adds mount options (e.g.
+//! `--sector-size 16K`). Environment: `SECTORFS_BIN`,
+//! `SECTORFS_BENCH_ROUNDS` (default 3), `SECTORFS_BENCH_QUICK=1`,
+//! `SECTORFS_BENCH_MODES`, `SECTORFS_BENCH_TRANSPORTS`,
+//! `SECTORFS_BENCH_TREE`. Without `--bin` the `sectorfs` binary next to this
+//! one (same target directory) is used. Needs root or a user allowed to
+//! mount FUSE (and, for io_uring, `enable_uring` on or root). Ctrl-C stops at
+//! the next workload and cleans up.
 
 #[cfg(target_os = "linux")]
 fn main() {
@@ -88,6 +143,9 @@ mod linux {
     const GIB: u64 = 1 << 30;
     const PAGE: u64 = 4 * KIB;
     const SEED: u64 = 0x5EC7_0F5B;
+
+    /// The kernel's switch for FUSE over io_uring (absent: not built in).
+    const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 
     /// Workload sizes.
     struct Params {
@@ -134,26 +192,62 @@ mod linux {
         size: String,
         /// `--cache` modes to run sectorfs (and the null fs) in.
         modes: Vec<String>,
+        /// FUSE transports (`uring`, `classic`) to run them on.
+        transports: Vec<String>,
         /// The null file system (`nullfs`), if it is to be run.
         nullfs: Option<PathBuf>,
+        /// The untar / `rm -rf` workload, unless `--no-tree`.
+        tree: Option<Tree>,
     }
 
     /// What one column of the table measures.
     #[derive(Clone, PartialEq, Eq)]
     enum Side {
         Tmpfs,
-        /// `sectorfs mount --cache MODE`.
-        Sectorfs(String),
-        /// `nullfs --cache MODE`: the transport's ceiling in that mode.
-        Nullfs(String),
+        /// `sectorfs mount --cache MODE --transport T` (`null` false) or
+        /// `nullfs --cache MODE --transport T` (`null` true: the transport's
+        /// ceiling for that mode).
+        Fuse {
+            null: bool,
+            transport: String,
+            mode: String,
+        },
     }
 
     impl Side {
         fn label(&self) -> String {
             match self {
                 Side::Tmpfs => "tmpfs".into(),
-                Side::Sectorfs(m) => format!("sectorfs {m}"),
-                Side::Nullfs(m) => format!("null fs {m}"),
+                Side::Fuse { null: false, transport, mode } => format!("sectorfs {transport} {mode}"),
+                Side::Fuse { null: true, transport, mode } => format!("null fs {transport} {mode}"),
+            }
+        }
+
+        fn is_null(&self) -> bool {
+            matches!(self, Side::Fuse { null: true, .. })
+        }
+
+        /// The same file system on another transport or as the null fs.
+        fn with(&self, null: bool, transport: &str) -> Option<Side> {
+            match self {
+                Side::Tmpfs => None,
+                Side::Fuse { mode, .. } => Some(Side::Fuse { null, transport: transport.into(), mode: mode.clone() }),
+            }
+        }
+
+        /// The column this side's "x of ceiling" is taken against.
+        fn ceiling(&self) -> Option<Side> {
+            match self {
+                Side::Fuse { null: false, transport, .. } => self.with(true, transport),
+                _ => None,
+            }
+        }
+
+        /// The column an io_uring side's "x of classic" is taken against.
+        fn classic(&self) -> Option<Side> {
+            match self {
+                Side::Fuse { null, transport, .. } if transport == "uring" => self.with(*null, "classic"),
+                _ => None,
             }
         }
     }
@@ -231,8 +325,8 @@ mod linux {
 
     // ---------------------------------------------------------------- mount
 
-    /// A sectorfs mount on a fresh temporary directory, served by a child
-    /// daemon (`-f`). Dropping it (also while unwinding from a panic)
+    /// A sectorfs or nullfs mount on a fresh temporary directory, served by a
+    /// child daemon (sectorfs with `-f`). Dropping it (also while unwinding from a panic)
     /// unmounts it, reaps the daemon (killing it if it does not exit), and
     /// removes the empty mountpoint directory.
     struct MountGuard {
@@ -243,16 +337,21 @@ mod linux {
     }
 
     impl MountGuard {
-        /// `sectorfs mount` (`null` false) or `nullfs` (`null` true) with
-        /// `--cache mode`.
-        fn new(bin: &Path, size: &str, mode: &str, null: bool) -> io::Result<MountGuard> {
+        /// Mounts `side` (a FUSE side): `sectorfs mount` from `bin` or
+        /// `nullfs` from `nullfs`, with its `--cache` mode and `--transport`.
+        fn new(bin: &Path, nullfs: Option<&Path>, size: &str, side: &Side) -> io::Result<MountGuard> {
+            let Side::Fuse { null, transport, mode } = side else {
+                return Err(io::Error::other("tmpfs is not a FUSE mount"));
+            };
             let path = fresh_dir(&std::env::temp_dir(), "sectorfs-mount-bench")?;
             let mut g = MountGuard { path, child: None, _stdout: None };
+            let bin = if *null { nullfs.ok_or_else(|| io::Error::other("no nullfs binary"))? } else { bin };
             let mut cmd = Command::new(bin);
-            if null {
-                cmd.arg(&g.path).args(["--cache", mode]);
+            if *null {
+                cmd.arg(&g.path).args(["--cache", mode, "--transport", transport]);
             } else {
-                cmd.arg("mount").arg(&g.path).arg("-f").arg("--size").arg(size).args(["--cache", mode]);
+                cmd.arg("mount").arg(&g.path).arg("-f").arg("--size").arg(size);
+                cmd.args(["--cache", mode, "--transport", transport]);
                 // Extra mount options to compare settings, e.g. "--sector-size 16K".
                 cmd.args(std::env::var("SECTORFS_BENCH_MOUNT_ARGS").unwrap_or_default().split_whitespace());
             }
@@ -283,7 +382,25 @@ mod linux {
             if !is_mounted(&g.path) {
                 return Err(io::Error::other("readiness line seen but the mountpoint is not mounted"));
             }
+            // The transport asked for is the one serving (`--transport uring`
+            // fails rather than fall back, but check what the daemon says).
+            let st = Stats::read(&g.path, side)?;
+            if st.transport.as_deref() != Some(transport.as_str()) {
+                return Err(io::Error::other(format!(
+                    "{}: asked for the {transport} transport, the daemon reports {:?}",
+                    side.label(),
+                    st.transport
+                )));
+            }
+            if g.child.as_ref().map(Child::id) != Some(st.pid) {
+                return Err(io::Error::other(format!("{}: stats pid {} is not the child's", side.label(), st.pid)));
+            }
             Ok(g)
+        }
+
+        /// The daemon's pid (the child: it stays in the foreground).
+        fn pid(&self) -> Option<u32> {
+            self.child.as_ref().map(Child::id)
         }
 
         fn wait_exit(&mut self, limit: Duration) -> bool {
@@ -313,7 +430,7 @@ mod linux {
                 }
             }
             if !self.wait_exit(Duration::from_secs(20)) {
-                eprintln!("warning: sectorfs daemon did not exit after unmount: killing it");
+                eprintln!("warning: FUSE daemon did not exit after unmount: killing it (pid {:?})", self.pid());
                 if let Some(c) = &mut self.child {
                     let _ = c.kill();
                 }
@@ -365,6 +482,245 @@ mod linux {
             let (_, rest) = l.split_once(" - ")?;
             rest.split(' ').next().map(str::to_owned)
         })
+    }
+
+    // ---------------------------------------------------- daemon counters
+
+    /// What a FUSE daemon reports about itself: `sectorfs stats --json`
+    /// (the virtual attribute `user.sectorfs.stats` on the mount's root), or
+    /// nullfs's `user.nullfs.stats` of the same shape.
+    struct Stats {
+        pid: u32,
+        transport: Option<String>,
+        /// Requests served so far: the sum of the `req_<opcode>` counters.
+        requests: u64,
+    }
+
+    impl Stats {
+        fn read(mp: &Path, side: &Side) -> io::Result<Stats> {
+            let name = if side.is_null() { c"user.nullfs.stats" } else { c"user.sectorfs.stats" };
+            let path = cstr(mp);
+            let mut buf = vec![0u8; 64 * KIB as usize];
+            // SAFETY: `path` and `name` are NUL-terminated strings and `buf`
+            // is a writable buffer of `buf.len()` bytes; all outlive the call.
+            let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("{}: reading {name:?}: {e}", mp.display())));
+            }
+            buf.truncate(n as usize);
+            let json = String::from_utf8_lossy(&buf);
+            let (mut pid, mut transport, mut requests) = (None, None, 0u64);
+            // A flat object of numbers, strings and nulls: enough to split
+            // on commas (a value that is not one of ours is skipped).
+            for item in json.trim().trim_start_matches('{').trim_end_matches('}').split(',') {
+                let Some((k, v)) = item.split_once(':') else { continue };
+                let (k, v) = (k.trim().trim_matches('"'), v.trim());
+                if k.starts_with("req_") {
+                    requests += v.parse::<u64>().unwrap_or(0);
+                } else if k == "pid" {
+                    pid = v.parse().ok();
+                } else if k == "transport" {
+                    transport = Some(v.trim_matches('"').to_owned());
+                }
+            }
+            let pid = pid.ok_or_else(|| io::Error::other(format!("{}: no pid in {json}", mp.display())))?;
+            Ok(Stats { pid, transport, requests })
+        }
+    }
+
+    /// The CPU time of every thread of process `pid` so far, living or
+    /// ended (`utime + stime` in `/proc/PID/stat`, clock-tick resolution).
+    fn process_cpu(pid: u32) -> Option<Duration> {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may contain spaces):
+        // state is field 3, utime 14, stime 15.
+        let rest = &st[st.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = if hz > 0 { hz as u64 } else { 100 };
+        Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    }
+
+    /// The load average line (`/proc/loadavg`: 1, 5, 15 minutes).
+    fn loadavg() -> String {
+        let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    }
+
+    // ---------------------------------------------------------- source tree
+
+    /// The tar of a source tree for the untar / `rm -rf` workload.
+    struct Tree {
+        tar: PathBuf,
+        /// Where it came from, for the log.
+        source: String,
+        /// Short name for the rows (`glibc-2.36`).
+        name: String,
+        files: u64,
+        dirs: u64,
+        links: u64,
+        bytes: u64,
+    }
+
+    impl Tree {
+        fn entries(&self) -> u64 {
+            self.files + self.dirs + self.links
+        }
+    }
+
+    /// `TARGET/bench-cache`: next to the `release` directory this binary is in.
+    fn cache_dir() -> io::Result<PathBuf> {
+        let me = std::env::current_exe()?;
+        let target = me.parent().and_then(Path::parent).ok_or_else(|| io::Error::other("no target directory"))?;
+        let d = target.join("bench-cache");
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+
+    fn run(cmd: &mut Command) -> io::Result<()> {
+        let st = cmd.stdin(Stdio::null()).status()?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("{cmd:?}: {st}")))
+        }
+    }
+
+    /// Finds or makes the tar (see the module docs) and counts its entries.
+    fn prepare_tree(given: Option<PathBuf>) -> io::Result<Tree> {
+        let cache = cache_dir()?;
+        let glibc = || -> Option<PathBuf> {
+            let mut v: Vec<PathBuf> = std::fs::read_dir("/usr/src/glibc")
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    n.starts_with("glibc-") && n.ends_with(".tar.xz")
+                })
+                .collect();
+            v.sort();
+            v.pop()
+        };
+        // `--tree synthetic`: the generated tree even where glibc's is installed.
+        let synthetic = given.as_deref() == Some(Path::new("synthetic"));
+        let found = if synthetic { None } else { given.or_else(glibc) };
+        let (tar, source) = match found {
+            Some(p) if p.extension().is_some_and(|e| e == "xz") => {
+                let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let out = cache.join(&stem);
+                if !out.is_file() {
+                    eprintln!("mount_bench: decompressing {} into {} (once)", p.display(), out.display());
+                    let tmp = cache.join(format!("{stem}.part.{}", std::process::id()));
+                    let r = run(Command::new("xz").arg("-dc").arg(&p).stdout(File::create(&tmp)?));
+                    if let Err(e) = r {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                    std::fs::rename(&tmp, &out)?;
+                }
+                (out, format!("{} (decompressed to {})", p.display(), cache.display()))
+            }
+            Some(p) => (p.clone(), p.display().to_string()),
+            None => {
+                let out = cache.join("synthetic-glibc-shape-v1.tar");
+                if !out.is_file() {
+                    eprintln!("mount_bench: no glibc source; generating {} (once)", out.display());
+                    synthetic_tar(&cache, &out)?;
+                }
+                (out, "synthetic tree of glibc 2.36's shape".into())
+            }
+        };
+        let name = tar.file_name().map(|n| n.to_string_lossy().trim_end_matches(".tar").to_owned()).unwrap_or_default();
+        let list =
+            Command::new("tar").arg("--numeric-owner").arg("-tvf").arg(&tar).stderr(Stdio::inherit()).output()?;
+        if !list.status.success() {
+            return Err(io::Error::other(format!("tar -tvf {}: {}", tar.display(), list.status)));
+        }
+        let mut t = Tree { tar, source, name, files: 0, dirs: 0, links: 0, bytes: 0 };
+        for l in String::from_utf8_lossy(&list.stdout).lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match l.as_bytes().first() {
+                Some(b'd') => t.dirs += 1,
+                Some(b'-') => {
+                    t.files += 1;
+                    t.bytes += f.get(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                }
+                Some(_) => t.links += 1,
+                None => {}
+            }
+        }
+        Ok(t)
+    }
+
+    /// A standard normal deviate (Box-Muller).
+    fn normal(r: &mut Rng) -> f64 {
+        let u = |r: &mut Rng| ((r.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let (a, b) = (u(r), u(r));
+        (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+    }
+
+    /// Writes a deterministic tree of glibc 2.36's shape (see the module
+    /// docs) and tars it into `out` with fixed owners and times.
+    fn synthetic_tar(cache: &Path, out: &Path) -> io::Result<()> {
+        const FILES: usize = 20_281;
+        const DIRS: usize = 834;
+        const MAX_DEPTH: usize = 6;
+        let work = fresh_dir(cache, "synthetic")?;
+        let root = work.join("glibc-synthetic");
+        std::fs::create_dir(&root)?;
+        let mut r = Rng(SEED ^ 0x61BC);
+        let mut dirs: Vec<(PathBuf, usize)> = vec![(root, 0)];
+        while dirs.len() < DIRS {
+            let (parent, depth) = dirs[(r.next() % dirs.len() as u64) as usize].clone();
+            if depth < MAX_DEPTH {
+                let d = parent.join(format!("dir{:03}", dirs.len()));
+                std::fs::create_dir(&d)?;
+                dirs.push((d, depth + 1));
+            }
+        }
+        let text = pattern(5 * MIB as usize, 0x5A);
+        for i in 0..FILES {
+            let size = if r.next().is_multiple_of(100) {
+                // The tail: log-uniform over 32 KiB .. 4 MiB.
+                let u = (r.next() >> 11) as f64 / (1u64 << 53) as f64;
+                (32.0 * KIB as f64 * 128f64.powf(u)) as usize
+            } else {
+                // The body: log-normal, median 1,338 B, 90th percentile 7.9 KB.
+                (1338.0 * (1.387 * normal(&mut r)).exp()).min(4.0 * MIB as f64) as usize
+            };
+            let dir = &dirs[(r.next() % DIRS as u64) as usize].0;
+            let at = i % 4096;
+            std::fs::write(dir.join(format!("f{i:05}.c")), &text[at..at + size])?;
+        }
+        let tmp = out.with_extension(format!("part.{}", std::process::id()));
+        let r = run(Command::new("tar")
+            .args(["--sort=name", "--mtime=@1700000000", "--owner=0", "--group=0", "--numeric-owner", "-cf"])
+            .arg(&tmp)
+            .arg("-C")
+            .arg(&work)
+            .arg("glibc-synthetic"));
+        std::fs::remove_dir_all(&work)?;
+        r?;
+        std::fs::rename(&tmp, out)
+    }
+
+    /// Reads `path` to the end (untimed), so the next read of it comes from
+    /// the page cache.
+    fn warm_file(path: &Path) -> io::Result<()> {
+        let mut f = File::open(path)?;
+        let mut buf = vec![0u8; MIB as usize];
+        while f.read(&mut buf)? != 0 {}
+        Ok(())
+    }
+
+    /// Runs `cmd` (a child process) and returns its wall time, spawn to exit.
+    fn timed(cmd: &mut Command) -> io::Result<Duration> {
+        let t = Instant::now();
+        run(cmd)?;
+        Ok(t.elapsed())
     }
 
     // ------------------------------------------------------------- file I/O
@@ -528,8 +884,11 @@ mod linux {
                     })
                 })
                 .collect();
-            barrier.wait();
+            // The clock starts before the threads are released: started
+            // after, a main thread descheduled past the barrier would miss
+            // part (or, on tmpfs, all) of the I/O.
             let t = Instant::now();
+            barrier.wait();
             for h in handles {
                 h.join().expect("I/O thread panicked")?;
             }
@@ -556,6 +915,8 @@ mod linux {
         times: Vec<Vec<Duration>>,
         /// Per side: the daemon's CPU time, one per round (FUSE sides).
         cpu: Vec<Vec<Duration>>,
+        /// Per side: requests the daemon served, one per round (FUSE sides).
+        reqs: Vec<Vec<u64>>,
     }
 
     struct Results {
@@ -565,19 +926,32 @@ mod linux {
     }
 
     impl Results {
-        fn record(&mut self, side: &Side, name: &str, work: Work, d: Duration, cpu: Option<Duration>) {
+        fn record(&mut self, side: &Side, name: &str, work: Work, d: Duration, daemon: Option<(Duration, u64)>) {
             let n = self.sides.len();
             let s = self.sides.iter().position(|x| x == side).expect("a known side");
             let i = match self.rows.iter().position(|r| r.name == name) {
                 Some(i) => i,
                 None => {
-                    self.rows.push(Row { name: name.to_owned(), work, times: vec![vec![]; n], cpu: vec![vec![]; n] });
+                    self.rows.push(Row {
+                        name: name.to_owned(),
+                        work,
+                        times: vec![vec![]; n],
+                        cpu: vec![vec![]; n],
+                        reqs: vec![vec![]; n],
+                    });
                     self.rows.len() - 1
                 }
             };
             let row = &mut self.rows[i];
             row.times[s].push(d);
-            row.cpu[s].extend(cpu);
+            if let Some((cpu, reqs)) = daemon {
+                row.cpu[s].push(cpu);
+                row.reqs[s].push(reqs);
+            }
+        }
+
+        fn index(&self, side: &Side) -> Option<usize> {
+            self.sides.iter().position(|x| x == side)
         }
     }
 
@@ -595,6 +969,12 @@ mod linux {
         }
     }
 
+    /// Slowest round / fastest round.
+    fn spread(v: &[Duration]) -> Option<f64> {
+        let (lo, hi) = (v.iter().min()?, v.iter().max()?);
+        Some(hi.as_secs_f64() / lo.as_secs_f64())
+    }
+
     fn cell(d: Option<Duration>, work: Work) -> String {
         let Some(d) = d else { return "-".to_owned() };
         let secs = d.as_secs_f64();
@@ -605,17 +985,6 @@ mod linux {
         format!("{:.1} ms ({rate})", secs * 1e3)
     }
 
-    /// Daemon CPU time and its share of the wall time (over 100%: more
-    /// than one daemon thread busy).
-    fn cpu_cell(cpu: Option<Duration>, wall: Option<Duration>) -> String {
-        match (cpu, wall) {
-            (Some(c), Some(w)) => {
-                format!("{:.1} ms ({:.0}%)", c.as_secs_f64() * 1e3, c.as_secs_f64() / w.as_secs_f64() * 100.0)
-            }
-            _ => "-".to_owned(),
-        }
-    }
-
     fn ratio(s: Option<Duration>, t: Option<Duration>) -> String {
         match (s, t) {
             (Some(s), Some(t)) => format!("{:.2}x", t.as_secs_f64() / s.as_secs_f64()),
@@ -623,25 +992,38 @@ mod linux {
         }
     }
 
-    fn print_table(res: &Results, rounds: usize) {
-        let tmpfs = res.sides.iter().position(|x| *x == Side::Tmpfs).expect("tmpfs side");
-        let ceiling = |s: &Side| match s {
-            Side::Sectorfs(m) => res.sides.iter().position(|x| *x == Side::Nullfs(m.clone())),
-            _ => None,
+    /// Best against best, and in brackets the median over rounds of the
+    /// ratio within one round (the two figures taken seconds apart).
+    fn ratios(s: &[Duration], t: &[Duration]) -> String {
+        let mut within: Vec<f64> = s.iter().zip(t).map(|(s, t)| t.as_secs_f64() / s.as_secs_f64()).collect();
+        within.sort_by(f64::total_cmp);
+        let n = within.len();
+        let m = match n {
+            0 => return ratio(best(s), best(t)),
+            n if n % 2 == 1 => within[n / 2],
+            n => (within[n / 2 - 1] + within[n / 2]) / 2.0,
         };
+        format!("{} ({m:.2}x)", ratio(best(s), best(t)))
+    }
+
+    fn print_table(res: &Results, rounds: usize) {
+        let tmpfs = res.index(&Side::Tmpfs).expect("tmpfs side");
+        let fuse: Vec<(usize, &Side)> = res.sides.iter().enumerate().filter(|(_, x)| **x != Side::Tmpfs).collect();
+        let other = |s: Option<Side>| s.and_then(|s| res.index(&s));
+
         println!();
         let mut head = String::from("| workload | tmpfs median |");
         let mut rule = String::from("|---|---|");
-        for side in res.sides.iter().filter(|x| **x != Side::Tmpfs) {
+        for &(_, side) in &fuse {
             let l = side.label();
             head.push_str(&format!(" {l} median | {l} x of tmpfs |"));
             rule.push_str("---|---|");
-            if ceiling(side).is_some() {
+            if other(side.ceiling()).is_some() {
                 head.push_str(&format!(" {l} x of ceiling |"));
                 rule.push_str("---|");
             }
-            if matches!(side, Side::Sectorfs(_)) {
-                head.push_str(&format!(" {l} daemon CPU |"));
+            if other(side.classic()).is_some() {
+                head.push_str(&format!(" {l} x of classic |"));
                 rule.push_str("---|");
             }
         }
@@ -649,17 +1031,18 @@ mod linux {
         println!("{rule}");
         for r in &res.rows {
             let mut line = format!("| {} | {} |", r.name, cell(median(&r.times[tmpfs]), r.work));
-            for (i, side) in res.sides.iter().enumerate().filter(|(_, x)| **x != Side::Tmpfs) {
+            for &(i, side) in &fuse {
+                let b = best(&r.times[i]);
                 line.push_str(&format!(
                     " {} | {} |",
                     cell(median(&r.times[i]), r.work),
-                    ratio(best(&r.times[i]), best(&r.times[tmpfs]))
+                    ratio(b, best(&r.times[tmpfs]))
                 ));
-                if let Some(c) = ceiling(side) {
-                    line.push_str(&format!(" {} |", ratio(best(&r.times[i]), best(&r.times[c]))));
+                if let Some(c) = other(side.ceiling()) {
+                    line.push_str(&format!(" {} |", ratios(&r.times[i], &r.times[c])));
                 }
-                if matches!(side, Side::Sectorfs(_)) {
-                    line.push_str(&format!(" {} |", cpu_cell(median(&r.cpu[i]), median(&r.times[i]))));
+                if let Some(c) = other(side.classic()) {
+                    line.push_str(&format!(" {} |", ratios(&r.times[i], &r.times[c])));
                 }
             }
             println!("{line}");
@@ -667,33 +1050,73 @@ mod linux {
         println!();
         println!(
             "x of tmpfs = tmpfs time / this side's time, best of {rounds} interleaved rounds each; x of ceiling = the \
-             null fs's time in the same --cache mode / sectorfs's time (1.00x: as fast as a FUSE fs that stores nothing)."
+             null fs's time on the same transport and --cache mode / sectorfs's time (1.00x: as fast as a FUSE fs that \
+             stores nothing); x of classic = the same fs on the classic transport / on io_uring. Both best against best; \
+             in brackets the median over rounds of the same ratio within a round (taken seconds apart)."
         );
-        println!("daemon CPU = CPU time of all daemon threads during the workload, median (% of its wall time).");
+
+        // Daemon CPU per request.
+        println!();
+        let mut head = String::from("| workload |");
+        let mut rule = String::from("|---|");
+        for &(_, side) in &fuse {
+            let l = side.label();
+            head.push_str(&format!(" {l} requests | {l} CPU | {l} CPU per request |"));
+            rule.push_str("---|---|---|");
+        }
+        println!("{head}");
+        println!("{rule}");
+        for r in &res.rows {
+            let mut line = format!("| {} |", r.name);
+            for &(i, _) in &fuse {
+                let reqs: u64 = r.reqs[i].iter().sum();
+                let cpu: Duration = r.cpu[i].iter().sum();
+                let n = r.reqs[i].len().max(1) as f64;
+                let per_op = match r.work {
+                    Work::Ops(ops) if ops > 0 => format!(" ({:.2}/op)", reqs as f64 / n / ops as f64),
+                    _ => String::new(),
+                };
+                let per_req =
+                    if reqs > 0 { format!("{:.1} µs", cpu.as_secs_f64() * 1e6 / reqs as f64) } else { "-".to_owned() };
+                line.push_str(&format!(
+                    " {:.0}{per_op} | {:.0} ms | {per_req} |",
+                    reqs as f64 / n,
+                    cpu.as_secs_f64() * 1e3 / n
+                ));
+            }
+            println!("{line}");
+        }
+        println!();
+        println!(
+            "requests = requests the daemon served during the workload (its req_* counters), mean per round; CPU = \
+             utime+stime of the daemon process (/proc/PID/stat, 10 ms ticks), mean per round; CPU per request = \
+             CPU summed over the rounds / requests summed over the rounds."
+        );
+
         let labels: Vec<String> = res.sides.iter().map(Side::label).collect();
-        println!("Per-round times, ms ({}):", labels.join(" | "));
+        println!("Per-round times, ms, in round order ({}):", labels.join(" | "));
         let ms =
             |v: &[Duration]| v.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).collect::<Vec<_>>().join(" ");
         for r in &res.rows {
             let cols: Vec<String> = r.times.iter().map(|v| ms(v)).collect();
-            println!("  {:<40} {}", r.name, cols.join(" | "));
+            println!("  {:<48} {}", r.name, cols.join(" | "));
         }
+        // Noise: how far apart the rounds of one side are.
+        let mut line = String::from("Spread (slowest round / fastest), median over workloads:");
+        for (i, l) in labels.iter().enumerate() {
+            let mut v: Vec<f64> = res.rows.iter().filter_map(|r| spread(&r.times[i])).collect();
+            v.sort_by(f64::total_cmp);
+            if let (Some(m), Some(w)) = (v.get(v.len() / 2), v.last()) {
+                line.push_str(&format!(" {l} {m:.2}x (worst {w:.2}x);"));
+            }
+        }
+        println!("{line}");
         for n in &res.notes {
             println!("note: {n}");
         }
     }
 
     // ------------------------------------------------------------ workloads
-
-    /// Total CPU time of the daemon's threads so far (`schedstat`, ns).
-    fn daemon_cpu(pid: u32) -> Option<Duration> {
-        let mut ns = 0u64;
-        for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-            let st = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-            ns += st.split(' ').next()?.parse::<u64>().ok()?;
-        }
-        Some(Duration::from_nanos(ns))
-    }
 
     /// Where a round runs and where its figures go.
     struct Ctx<'a> {
@@ -706,96 +1129,173 @@ mod linux {
 
     impl Ctx<'_> {
         /// Runs one timed workload (`f` returns the measured time) and
-        /// records it with the daemon's CPU time over the whole call.
+        /// records it with the daemon's CPU time and the requests it served
+        /// over the whole call.
         fn measure(&mut self, name: &str, work: Work, f: impl FnOnce() -> io::Result<Duration>) -> io::Result<()> {
             check_interrupt()?;
-            let c0 = self.daemon.and_then(daemon_cpu);
+            // The counters are read around the CPU readings, so the CPU of
+            // the two reads is not counted; the GETXATTR of the second read
+            // is counted by the daemon before it answers, so it is taken off.
+            let r0 = self.daemon.map(|_| Stats::read(self.dir, self.side)).transpose()?;
+            let c0 = self.daemon.and_then(process_cpu);
             let d = f()?;
-            let c1 = self.daemon.and_then(daemon_cpu);
+            let c1 = self.daemon.and_then(process_cpu);
+            let r1 = self.daemon.map(|_| Stats::read(self.dir, self.side)).transpose()?;
             let cpu = c0.zip(c1).map(|(a, b)| b.saturating_sub(a));
-            self.res.record(self.side, name, work, d, cpu);
+            let reqs = r0.zip(r1).map(|(a, b)| b.requests.saturating_sub(a.requests).saturating_sub(1));
+            self.res.record(self.side, name, work, d, cpu.zip(reqs));
+            Ok(())
+        }
+
+        /// [`drop_cache`], with a note when more than 5% stayed cached on a
+        /// FUSE side (on tmpfs the page cache is the storage).
+        fn drop_cache_checked(&mut self, path: &Path) -> io::Result<()> {
+            let left = drop_cache(path)?;
+            if *self.side != Side::Tmpfs && left > 0.05 {
+                let (l, f) = (self.side.label(), path.file_name().unwrap_or_default().to_string_lossy());
+                self.res.notes.push(format!("{l}: {:.0}% of {f} stayed cached after DONTNEED", left * 100.0));
+            }
             Ok(())
         }
     }
 
-    /// One round of every workload in `cx.dir` (an empty directory on the
-    /// file system under test).
-    fn round(cx: &mut Ctx<'_>, p: &Params) -> io::Result<()> {
-        let (dir, side) = (cx.dir, cx.side.clone());
-        let verify = !matches!(side, Side::Nullfs(_));
+    /// One step of a round: untimed setup and what it measures, on one side
+    /// (`cx.dir`: that side's directory).
+    type Step<'a> = Box<dyn Fn(&mut Ctx<'_>) -> io::Result<()> + 'a>;
+
+    /// The data workloads, as steps that run on every side in turn (each
+    /// step's setup sits right before what it measures, so no other side
+    /// runs in between).
+    fn data_steps(p: &Params) -> Vec<Step<'_>> {
+        let sz = fmt_size(p.seq_bytes);
+        let (rsz, t) = (fmt_size(p.rand_file), p.threads);
+        let seq = |cx: &Ctx<'_>| cx.dir.join("seq");
+        let rand = |cx: &Ctx<'_>| cx.dir.join("rand");
+        let names = |cx: &Ctx<'_>| -> Vec<PathBuf> {
+            (0..p.small_files).map(|i| cx.dir.join("small").join(format!("f{i:05}.o"))).collect()
+        };
+        let verify = |cx: &Ctx<'_>| !cx.side.is_null();
+        let bytes = Work::Bytes(p.seq_bytes);
+        let rand_ops = Work::Ops((t * p.rand_ops_per_thread) as u64);
+        let small_ops = Work::Ops(p.small_files as u64);
         let (n, block) = (p.seq_bytes, p.block);
-        let sz = fmt_size(n);
-        let seq = dir.join("seq");
-        cx.measure(&format!("seq write {sz}, cold (new file)"), Work::Bytes(n), || seq_write(&seq, n, block, true))?;
-        cx.measure(&format!("seq write {sz}, warm (overwrite)"), Work::Bytes(n), || seq_write(&seq, n, block, false))?;
-        cx.measure(&format!("seq read {sz}, page cache hot"), Work::Bytes(n), || seq_read(&seq, n, block, verify))?;
-        let left = drop_cache(&seq)?;
-        if side != Side::Tmpfs && left > 0.05 {
-            let l = side.label();
-            cx.res.notes.push(format!("{l}: {:.0}% of the seq file stayed cached after DONTNEED", left * 100.0));
-        }
-        cx.measure(&format!("seq read {sz}, page cache dropped"), Work::Bytes(n), || seq_read(&seq, n, block, verify))?;
-        std::fs::remove_file(&seq)?;
-        let seq2 = dir.join("seq2");
-        cx.measure(&format!("seq write {sz}, new file after delete"), Work::Bytes(n), || {
-            seq_write(&seq2, n, block, true)
-        })?;
-        std::fs::remove_file(&seq2)?;
+        let small = |what: &str| format!("small files: {what} {} x {} B files", p.small_files, p.small_size);
+        let (s_cold, s_warm) =
+            (format!("seq write {sz}, cold (new file)"), format!("seq write {sz}, warm (overwrite)"));
+        let (s_hot, s_dropped) =
+            (format!("seq read {sz}, page cache hot"), format!("seq read {sz}, page cache dropped"));
+        let s_new = format!("seq write {sz}, new file after delete");
+        let r_hot = format!("4K rand read {rsz}, {t} thr, cache hot");
+        let r_write = format!("4K rand write {rsz}, {t} thr, + fsync");
+        let r_miss = format!("4K rand read {rsz}, {t} thr, misses");
+        let (create, stat, delete) = (small("create"), small("stat"), small("delete"));
+        vec![
+            Box::new(move |cx| {
+                let f = seq(cx);
+                cx.measure(&s_cold, bytes, || seq_write(&f, n, block, true))
+            }),
+            Box::new(move |cx| {
+                let f = seq(cx);
+                cx.measure(&s_warm, bytes, || seq_write(&f, n, block, false))
+            }),
+            Box::new(move |cx| {
+                let (f, v) = (seq(cx), verify(cx));
+                cx.measure(&s_hot, bytes, || seq_read(&f, n, block, v))
+            }),
+            Box::new(move |cx| {
+                let (f, v) = (seq(cx), verify(cx));
+                cx.drop_cache_checked(&f)?;
+                cx.measure(&s_dropped, bytes, || seq_read(&f, n, block, v))
+            }),
+            Box::new(move |cx| {
+                std::fs::remove_file(seq(cx))?;
+                let f = cx.dir.join("seq2");
+                cx.measure(&s_new, bytes, || seq_write(&f, n, block, true))?;
+                std::fs::remove_file(&f)
+            }),
+            Box::new(move |cx| {
+                let f = rand(cx);
+                seq_write(&f, p.rand_file, block, true)?;
+                let offs = uniform_offsets(p.rand_file, t, p.rand_ops_per_thread, SEED);
+                cx.measure(&r_hot, rand_ops, || rand_io(&f, &offs, false))
+            }),
+            Box::new(move |cx| {
+                let f = rand(cx);
+                let offs = uniform_offsets(p.rand_file, t, p.rand_ops_per_thread, SEED + 1);
+                cx.measure(&r_write, rand_ops, || rand_io(&f, &offs, true))
+            }),
+            Box::new(move |cx| {
+                let f = rand(cx);
+                cx.drop_cache_checked(&f)?;
+                let offs = distinct_offsets(p.rand_file, t, p.miss_ops_per_thread, SEED + 2);
+                let ops = Work::Ops((t * p.miss_ops_per_thread) as u64);
+                cx.measure(&r_miss, ops, || rand_io(&f, &offs, false))?;
+                std::fs::remove_file(&f)
+            }),
+            Box::new(move |cx| {
+                std::fs::create_dir(cx.dir.join("small"))?;
+                let (names, data) = (names(cx), pattern(p.small_size, 0x3C));
+                cx.measure(&create, small_ops, || {
+                    let t = Instant::now();
+                    for name in &names {
+                        let mut f = OpenOptions::new().write(true).create_new(true).open(name)?;
+                        f.write_all(&data)?;
+                    }
+                    Ok(t.elapsed())
+                })
+            }),
+            Box::new(move |cx| {
+                let (names, v) = (names(cx), verify(cx));
+                cx.measure(&stat, small_ops, || {
+                    let t = Instant::now();
+                    for name in &names {
+                        let m = std::fs::metadata(name)?;
+                        if v && m.len() != p.small_size as u64 {
+                            return Err(io::Error::other(format!("{}: size {} after create", name.display(), m.len())));
+                        }
+                    }
+                    Ok(t.elapsed())
+                })
+            }),
+            Box::new(move |cx| {
+                let names = names(cx);
+                cx.measure(&delete, small_ops, || {
+                    let t = Instant::now();
+                    for name in &names {
+                        std::fs::remove_file(name)?;
+                    }
+                    Ok(t.elapsed())
+                })?;
+                std::fs::remove_dir(cx.dir.join("small"))
+            }),
+        ]
+    }
 
-        check_interrupt()?;
-        let (rn, t) = (p.rand_file, p.threads);
-        let rsz = fmt_size(rn);
-        let rand = dir.join("rand");
-        seq_write(&rand, rn, block, true)?;
-        let ops = Work::Ops((t * p.rand_ops_per_thread) as u64);
-        let offs = uniform_offsets(rn, t, p.rand_ops_per_thread, SEED);
-        cx.measure(&format!("4K rand read {rsz}, {t} thr, cache hot"), ops, || rand_io(&rand, &offs, false))?;
-        let offs = uniform_offsets(rn, t, p.rand_ops_per_thread, SEED + 1);
-        cx.measure(&format!("4K rand write {rsz}, {t} thr, + fsync"), ops, || rand_io(&rand, &offs, true))?;
-        let left = drop_cache(&rand)?;
-        if side != Side::Tmpfs && left > 0.05 {
-            let l = side.label();
-            cx.res.notes.push(format!("{l}: {:.0}% of the rand file stayed cached after DONTNEED", left * 100.0));
-        }
-        let offs = distinct_offsets(rn, t, p.miss_ops_per_thread, SEED + 2);
-        let mops = Work::Ops((t * p.miss_ops_per_thread) as u64);
-        cx.measure(&format!("4K rand read {rsz}, {t} thr, misses"), mops, || rand_io(&rand, &offs, false))?;
-        std::fs::remove_file(&rand)?;
-
-        let files = p.small_files;
-        let small = dir.join("small");
-        std::fs::create_dir(&small)?;
-        let names: Vec<PathBuf> = (0..files).map(|i| small.join(format!("f{i:05}.o"))).collect();
-        let data = pattern(p.small_size, 0x3C);
-        let label = format!("{files} x {} B files", p.small_size);
-        let ops = Work::Ops(files as u64);
-        cx.measure(&format!("small files: create {label}"), ops, || {
-            let t = Instant::now();
-            for name in &names {
-                let mut f = OpenOptions::new().write(true).create_new(true).open(name)?;
-                f.write_all(&data)?;
-            }
-            Ok(t.elapsed())
-        })?;
-        cx.measure(&format!("small files: stat {label}"), ops, || {
-            let t = Instant::now();
-            for name in &names {
-                let m = std::fs::metadata(name)?;
-                if verify && m.len() != data.len() as u64 {
-                    return Err(io::Error::other(format!("{}: size {} after create", name.display(), m.len())));
+    /// The untar / `rm -rf` workload (on a fresh mount or tmpfs directory):
+    /// twice each, the first on fresh memory, the second on what the first
+    /// freed.
+    fn tree_steps(tree: &Tree) -> Vec<Step<'_>> {
+        let ops = Work::Ops(tree.entries());
+        let mut steps: Vec<Step<'_>> = vec![];
+        for (untar, rm) in [("fresh fs", ""), ("again", ", again")] {
+            let untar = format!("untar {}, {untar}", tree.name);
+            let rm = format!("rm -rf {}{rm}", tree.name);
+            steps.push(Box::new(move |cx| {
+                let dest = cx.dir.join("tree");
+                warm_file(&tree.tar)?;
+                std::fs::create_dir(&dest)?;
+                cx.measure(&untar, ops, || timed(Command::new("tar").arg("-xf").arg(&tree.tar).arg("-C").arg(&dest)))
+            }));
+            steps.push(Box::new(move |cx| {
+                let dest = cx.dir.join("tree");
+                cx.measure(&rm, ops, || timed(Command::new("rm").arg("-rf").arg(&dest)))?;
+                if dest.exists() {
+                    return Err(io::Error::other(format!("{} still exists after rm -rf", dest.display())));
                 }
-            }
-            Ok(t.elapsed())
-        })?;
-        cx.measure(&format!("small files: delete {label}"), ops, || {
-            let t = Instant::now();
-            for name in &names {
-                std::fs::remove_file(name)?;
-            }
-            Ok(t.elapsed())
-        })?;
-        std::fs::remove_dir(&small)?;
-        Ok(())
+                Ok(())
+            }));
+        }
+        steps
     }
 
     fn fmt_size(b: u64) -> String {
@@ -812,16 +1312,22 @@ mod linux {
     fn usage() -> ! {
         eprintln!(
             "usage: mount_bench [--bin PATH_TO_SECTORFS] [--rounds N] [--quick] [--size SIZE] \
-             [--modes direct,writethrough,writeback] [--no-ceiling]"
+             [--modes direct,writethrough,writeback] [--transports uring,classic] [--tree PATH] [--no-tree] \
+             [--no-ceiling]"
         );
         eprintln!(
             "env: SECTORFS_BIN, SECTORFS_BENCH_ROUNDS (default 3), SECTORFS_BENCH_QUICK=1, \
-             SECTORFS_BENCH_MODES (default direct)"
+             SECTORFS_BENCH_MODES (default direct), SECTORFS_BENCH_TRANSPORTS (default uring,classic where the \
+             kernel has FUSE over io_uring), SECTORFS_BENCH_TREE"
         );
         std::process::exit(2);
     }
 
-    fn parse_opts() -> Opts {
+    fn list(s: &str) -> Vec<String> {
+        s.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned).collect()
+    }
+
+    fn parse_opts() -> io::Result<Opts> {
         let env_bin = std::env::var_os("SECTORFS_BIN").map(PathBuf::from);
         let mut bin = env_bin.unwrap_or_else(|| {
             let me = std::env::current_exe().unwrap_or_default();
@@ -834,6 +1340,11 @@ mod linux {
         let mut quick = std::env::var("SECTORFS_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let mut size = "4G".to_owned();
         let mut modes = std::env::var("SECTORFS_BENCH_MODES").unwrap_or_else(|_| "direct".into());
+        let default_transports = if Path::new(ENABLE_URING).exists() { "uring,classic" } else { "classic" };
+        let mut transports =
+            std::env::var("SECTORFS_BENCH_TRANSPORTS").unwrap_or_else(|_| default_transports.to_owned());
+        let mut tree = std::env::var_os("SECTORFS_BENCH_TREE").map(PathBuf::from);
+        let mut with_tree = true;
         let mut ceiling = true;
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -843,13 +1354,22 @@ mod linux {
                 "--quick" => quick = true,
                 "--size" => size = args.next().unwrap_or_else(|| usage()),
                 "--modes" => modes = args.next().unwrap_or_else(|| usage()),
+                "--transports" => transports = args.next().unwrap_or_else(|| usage()),
+                "--tree" => tree = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
+                "--no-tree" => with_tree = false,
                 "--no-ceiling" => ceiling = false,
                 _ => usage(),
             }
         }
-        let modes: Vec<String> = modes.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned).collect();
-        let known = ["direct", "writethrough", "writeback"];
-        if rounds == 0 || modes.is_empty() || modes.iter().any(|m| !known.contains(&m.as_str())) {
+        let (modes, transports) = (list(&modes), list(&transports));
+        let known_modes = ["direct", "writethrough", "writeback"];
+        let known_transports = ["uring", "classic"];
+        if rounds == 0
+            || modes.is_empty()
+            || modes.iter().any(|m| !known_modes.contains(&m.as_str()))
+            || transports.is_empty()
+            || transports.iter().any(|t| !known_transports.contains(&t.as_str()))
+        {
             usage();
         }
         // The null fs is built next to this binary (`cargo build -p sectorfs-benches`).
@@ -858,11 +1378,62 @@ mod linux {
         if ceiling && nullfs.is_none() {
             eprintln!("warning: no nullfs binary next to mount_bench: the ceiling is not measured");
         }
-        Opts { bin, rounds, quick, size, modes, nullfs }
+        let tree = if with_tree { Some(prepare_tree(tree)?) } else { None };
+        Ok(Opts { bin, rounds, quick, size, modes, transports, nullfs, tree })
+    }
+
+    /// Where one side's workloads run: a fresh tmpfs directory or a fresh
+    /// FUSE mount (unmounted, or removed, when dropped).
+    enum Place {
+        Shm(ShmDir),
+        Mount(MountGuard),
+    }
+
+    impl Place {
+        fn new(opts: &Opts, side: &Side) -> io::Result<Place> {
+            Ok(match side {
+                Side::Tmpfs => Place::Shm(ShmDir::new()?),
+                _ => Place::Mount(MountGuard::new(&opts.bin, opts.nullfs.as_deref(), &opts.size, side)?),
+            })
+        }
+
+        fn path(&self) -> &Path {
+            match self {
+                Place::Shm(d) => &d.path,
+                Place::Mount(m) => &m.path,
+            }
+        }
+
+        fn pid(&self) -> Option<u32> {
+            match self {
+                Place::Shm(_) => None,
+                Place::Mount(m) => m.pid(),
+            }
+        }
+    }
+
+    /// Runs `steps` in lockstep on the sides in `order`: each side gets a
+    /// fresh place, then every step runs on each side in turn before the
+    /// next step starts; the places go when all steps are done (or one
+    /// failed).
+    fn run_steps(opts: &Opts, order: &[&Side], steps: &[Step<'_>], res: &mut Results) -> io::Result<()> {
+        let places: Vec<Place> = order.iter().map(|side| Place::new(opts, side)).collect::<io::Result<_>>()?;
+        for step in steps {
+            for (side, place) in order.iter().zip(&places) {
+                step(&mut Ctx { dir: place.path(), side, daemon: place.pid(), res })?;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn main() -> i32 {
-        let opts = parse_opts();
+        let opts = match parse_opts() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("mount_bench: preparing the source tree: {e}");
+                return 2;
+            }
+        };
         if !opts.bin.is_file() {
             eprintln!(
                 "mount_bench: no sectorfs binary at {} (build it: cargo build --release -p sectorfs, or pass --bin)",
@@ -881,44 +1452,54 @@ mod linux {
         install_signal_handlers();
         let p = if opts.quick { Params::quick() } else { Params::full() };
         println!(
-            "mount_bench: {} (--cache {}) vs tmpfs /dev/shm{}, {} interleaved rounds{}, {} threads for random I/O, {} cores",
+            "mount_bench: {} (--cache {}, --transport {}) vs tmpfs /dev/shm{}, {} interleaved rounds{}, {} threads \
+             for random I/O, {} cores, load average {}",
             opts.bin.display(),
             opts.modes.join(","),
+            opts.transports.join(","),
             if opts.nullfs.is_some() { " and the null fs" } else { "" },
             opts.rounds,
             if opts.quick { " (quick sizes)" } else { "" },
             p.threads,
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            loadavg(),
         );
+        if let Some(t) = &opts.tree {
+            println!(
+                "source tree: {}: {} files, {} directories, {} other entries, {:.1} MB of file data",
+                t.source,
+                t.files,
+                t.dirs,
+                t.links,
+                t.bytes as f64 / 1e6
+            );
+        }
         let mut sides = vec![Side::Tmpfs];
         for m in &opts.modes {
-            sides.push(Side::Sectorfs(m.clone()));
-            if opts.nullfs.is_some() {
-                sides.push(Side::Nullfs(m.clone()));
+            for t in &opts.transports {
+                for null in [false, true] {
+                    if !null || opts.nullfs.is_some() {
+                        sides.push(Side::Fuse { null, transport: t.clone(), mode: m.clone() });
+                    }
+                }
             }
         }
         let mut res = Results { sides: sides.clone(), rows: vec![], notes: vec![] };
         let start = Instant::now();
         let r = (|| -> io::Result<()> {
+            let data = data_steps(&p);
+            let trees: Vec<Vec<Step<'_>>> = opts.tree.iter().map(tree_steps).collect();
             for i in 1..=opts.rounds {
-                // Interleaved: every side once per round.
-                for side in &sides {
-                    let t = Instant::now();
-                    match side {
-                        Side::Tmpfs => {
-                            let d = ShmDir::new()?;
-                            round(&mut Ctx { dir: &d.path, side, daemon: None, res: &mut res }, &p)?;
-                        }
-                        Side::Sectorfs(mode) | Side::Nullfs(mode) => {
-                            let null = matches!(side, Side::Nullfs(_));
-                            let bin = if null { opts.nullfs.as_ref().expect("nullfs") } else { &opts.bin };
-                            let m = MountGuard::new(bin, &opts.size, mode, null)?;
-                            let daemon = m.child.as_ref().map(Child::id);
-                            round(&mut Ctx { dir: &m.path, side, daemon, res: &mut res }, &p)?;
-                        }
-                    }
-                    eprintln!("round {i}/{}: {} {:.1} s", opts.rounds, side.label(), t.elapsed().as_secs_f64());
+                // Every workload runs on every side before the next one
+                // starts; every other round in the reverse order.
+                let order: Vec<&Side> = if i % 2 == 1 { sides.iter().collect() } else { sides.iter().rev().collect() };
+                let t = Instant::now();
+                run_steps(&opts, &order, &data, &mut res)?;
+                for steps in &trees {
+                    run_steps(&opts, &order, steps, &mut res)?;
                 }
+                let (n, secs, load) = (opts.rounds, t.elapsed().as_secs_f64(), loadavg());
+                eprintln!("round {i}/{n}: {secs:.1} s (load average {load})");
             }
             Ok(())
         })();
@@ -930,7 +1511,7 @@ mod linux {
             return 1;
         }
         print_table(&res, opts.rounds);
-        println!("total {:.0} s", start.elapsed().as_secs_f64());
+        println!("total {:.0} s, load average at the end {}", start.elapsed().as_secs_f64(), loadavg());
         0
     }
 }

@@ -2,14 +2,27 @@
 //! session layer and settings as `sectorfs mount` (transport, threads,
 //! cloned fds, capabilities,
 //! TTLs, max write, and the `--cache` mode's open flags) that keeps only
-//! names and sizes and answers every request at once from memory. Writes are
+//! names, sizes and symlink targets and answers every request at once from
+//! memory. Writes are
 //! acknowledged and dropped; reads return zeros. `mount_bench` runs it beside
 //! tmpfs and sectorfs, so every row reads "x of tmpfs" and "x of the
 //! ceiling" from one run.
 //!
+//! With `--transport uring` it starts FUSE over io_uring after `INIT`, as
+//! `sectorfs mount` does (one queue per possible CPU,
+//! [`sectorfs_fuse::uring::DEFAULT_DEPTH`] entries each, one classic worker
+//! for `FORGET`s and `INTERRUPT`s), and fails if the kernel does not grant it.
+//!
+//! It counts the requests it serves by opcode (one relaxed atomic add each,
+//! as sectorfs's `req_*` counters) and answers `getxattr(MOUNTPOINT,
+//! "user.nullfs.stats")` with `{"pid":…,"transport":…,"req_<opcode>":…}`
+//! (the shape of `sectorfs stats --json`), so that `mount_bench` can divide
+//! the daemon's CPU time by the requests it served. The answering
+//! `GETXATTR` is counted before the reply is built, as in sectorfs.
+//!
 //! Usage: `nullfs MOUNTPOINT [--cache direct|writethrough|writeback]
 //! [--threads N] [--transport classic|uring]`; stays in the foreground,
-//! prints `nullfs: mounted ...` once
+//! prints `nullfs: mounted ... pid N` once
 //! it serves, unmounts on SIGINT/SIGTERM or an external `umount`.
 
 #[cfg(target_os = "linux")]
@@ -28,7 +41,8 @@ mod linux {
     use std::collections::HashMap;
     use std::io::{self, Write};
     use std::os::fd::AsFd;
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use sectorfs_fuse::abi;
@@ -39,6 +53,10 @@ mod linux {
     /// As `sectorfs mount` (`mount/src/fuse_fs.rs`).
     const TTL: Duration = Duration::from_secs(24 * 3600);
     const MAX_WRITE: u32 = 1 << 20;
+    /// The virtual attribute on the root that reports the request counts.
+    const STATS_XATTR: &[u8] = b"user.nullfs.stats";
+    /// Opcodes counted one by one; higher ones share the last slot.
+    const COUNTED: usize = 64;
 
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum Cache {
@@ -51,6 +69,8 @@ mod linux {
         attr: abi::fuse_attr,
         /// Directories: name → inode.
         entries: HashMap<Vec<u8>, u64>,
+        /// Symlinks: the target (untar makes them).
+        target: Vec<u8>,
     }
 
     struct Tree {
@@ -62,6 +82,43 @@ mod linux {
         tree: Mutex<Tree>,
         cache: Cache,
         uring: bool,
+        /// Requests served, by opcode (`COUNTED - 1`: every higher opcode).
+        served: [AtomicU64; COUNTED],
+        /// The transport that serves the mount, once it runs.
+        transport: OnceLock<&'static str>,
+    }
+
+    /// The name `sectorfs stats` gives an opcode (`op<N>` for the rest).
+    fn op_name(op: u32) -> String {
+        use abi::opcode::*;
+        let name = match op {
+            FUSE_LOOKUP => "lookup",
+            FUSE_FORGET => "forget",
+            FUSE_GETATTR => "getattr",
+            FUSE_SETATTR => "setattr",
+            FUSE_READLINK => "readlink",
+            FUSE_SYMLINK => "symlink",
+            FUSE_MKDIR => "mkdir",
+            FUSE_UNLINK => "unlink",
+            FUSE_RMDIR => "rmdir",
+            FUSE_OPEN => "open",
+            FUSE_READ => "read",
+            FUSE_WRITE => "write",
+            FUSE_STATFS => "statfs",
+            FUSE_RELEASE => "release",
+            FUSE_FSYNC => "fsync",
+            FUSE_GETXATTR => "getxattr",
+            FUSE_LISTXATTR => "listxattr",
+            FUSE_FLUSH => "flush",
+            FUSE_OPENDIR => "opendir",
+            FUSE_READDIR => "readdir",
+            FUSE_RELEASEDIR => "releasedir",
+            FUSE_CREATE => "create",
+            FUSE_BATCH_FORGET => "batch_forget",
+            FUSE_SYNCFS => "syncfs",
+            _ => return format!("op{op}"),
+        };
+        name.to_owned()
     }
 
     fn attr(ino: u64, mode: u32, uid: u32, gid: u32) -> abi::fuse_attr {
@@ -102,8 +159,32 @@ mod linux {
         fn new(cache: Cache, uring: bool) -> NullFs {
             // SAFETY: geteuid/getegid have no preconditions.
             let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-            let root = Node { attr: attr(1, libc::S_IFDIR | 0o1777, uid, gid), entries: HashMap::new() };
-            NullFs { tree: Mutex::new(Tree { nodes: HashMap::from([(1, root)]), next: 2 }), cache, uring }
+            let root =
+                Node { attr: attr(1, libc::S_IFDIR | 0o1777, uid, gid), entries: HashMap::new(), target: Vec::new() };
+            NullFs {
+                tree: Mutex::new(Tree { nodes: HashMap::from([(1, root)]), next: 2 }),
+                cache,
+                uring,
+                served: std::array::from_fn(|_| AtomicU64::new(0)),
+                transport: OnceLock::new(),
+            }
+        }
+
+        /// The stats attribute's value: pid, transport and the counters.
+        fn stats_json(&self) -> String {
+            let mut s = format!(
+                "{{\"pid\":{},\"transport\":\"{}\"",
+                std::process::id(),
+                self.transport.get().copied().unwrap_or("classic")
+            );
+            for (op, n) in self.served.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    s.push_str(&format!(",\"req_{}\":{n}", op_name(op as u32)));
+                }
+            }
+            s.push('}');
+            s
         }
 
         fn fopen(&self) -> u32 {
@@ -113,7 +194,7 @@ mod linux {
             }
         }
 
-        fn make(&self, req: &Request<'_>, name: &[u8], mode: u32) -> Result<abi::fuse_attr, i32> {
+        fn make(&self, req: &Request<'_>, name: &[u8], mode: u32, target: &[u8]) -> Result<abi::fuse_attr, i32> {
             let mut t = self.tree.lock().unwrap();
             let ino = t.next;
             let dir = t.nodes.get_mut(&req.header.nodeid).ok_or(libc::ENOENT)?;
@@ -122,8 +203,9 @@ mod linux {
             }
             dir.entries.insert(name.to_owned(), ino);
             t.next += 1;
-            let a = attr(ino, mode, req.header.uid, req.header.gid);
-            t.nodes.insert(ino, Node { attr: a, entries: HashMap::new() });
+            let mut a = attr(ino, mode, req.header.uid, req.header.gid);
+            a.size = target.len() as u64;
+            t.nodes.insert(ino, Node { attr: a, entries: HashMap::new(), target: target.to_owned() });
             Ok(a)
         }
 
@@ -158,6 +240,7 @@ mod linux {
 
         fn handle(&self, req: Request<'_>, reply: Reply<'_>) {
             let ino = req.header.nodeid;
+            self.served[(req.header.opcode as usize).min(COUNTED - 1)].fetch_add(1, Ordering::Relaxed);
             match req.op {
                 Op::Lookup { name } => {
                     let t = self.tree.lock().unwrap();
@@ -194,16 +277,24 @@ mod linux {
                     }
                     reply.attr(&attr_out(&n.attr));
                 }
-                Op::Mkdir { name, mode, .. } => match self.make(&req, name, libc::S_IFDIR | (mode & 0o7777)) {
+                Op::Mkdir { name, mode, .. } => match self.make(&req, name, libc::S_IFDIR | (mode & 0o7777), b"") {
                     Ok(a) => reply.entry(&entry(&a)),
                     Err(e) => reply.error(e),
+                },
+                Op::Symlink { name, target } => match self.make(&req, name, libc::S_IFLNK | 0o777, target) {
+                    Ok(a) => reply.entry(&entry(&a)),
+                    Err(e) => reply.error(e),
+                },
+                Op::Readlink => match self.tree.lock().unwrap().nodes.get(&ino) {
+                    Some(n) => reply.data(&n.target),
+                    None => reply.error(libc::ENOENT),
                 },
                 Op::Unlink { name } | Op::Rmdir { name } => match self.remove(ino, name) {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(e),
                 },
                 Op::Open { .. } => reply.open(0, self.fopen()),
-                Op::Create { arg, name } => match self.make(&req, name, libc::S_IFREG | (arg.mode & 0o7777)) {
+                Op::Create { arg, name } => match self.make(&req, name, libc::S_IFREG | (arg.mode & 0o7777), b"") {
                     Ok(a) => reply.create(&entry(&a), 0, self.fopen()),
                     Err(e) => reply.error(e),
                 },
@@ -249,10 +340,24 @@ mod linux {
                     frsize: 4096,
                     ..Default::default()
                 }),
+                Op::Getxattr { name, size } if ino == abi::FUSE_ROOT_ID && name == STATS_XATTR => {
+                    let v = self.stats_json();
+                    match size {
+                        0 => reply.xattr_size(v.len() as u32),
+                        s if (s as usize) < v.len() => reply.error(libc::ERANGE),
+                        _ => reply.data(v.as_bytes()),
+                    }
+                }
                 Op::Getxattr { .. } | Op::Listxattr { .. } => reply.error(libc::ENODATA),
                 _ => reply.error(libc::ENOSYS),
             }
         }
+    }
+
+    fn lazy_unmount(mp: &str) {
+        let c = std::ffi::CString::new(mp).unwrap_or_default();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
 
     pub(crate) fn main() -> i32 {
@@ -345,25 +450,52 @@ mod linux {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("nullfs: INIT: {e}");
-                let c = std::ffi::CString::new(mp.clone()).unwrap_or_default();
-                // SAFETY: `c` is a NUL-terminated path that outlives the call.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                lazy_unmount(&mp);
                 return 1;
             }
         };
-        let uring = neg.has(abi::FUSE_OVER_IO_URING);
+        let session = Arc::new(session);
+        // As `sectorfs mount`: the ring where INIT granted it (requests wait
+        // in the kernel until every queue has its entries), and then one
+        // classic worker for FORGETs and INTERRUPTs.
+        let ring = if uring && neg.has(abi::FUSE_OVER_IO_URING) {
+            match sectorfs_fuse::uring::start(&session, fd.as_fd(), sectorfs_fuse::uring::DEFAULT_DEPTH) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("nullfs: cannot start FUSE over io_uring: {e}");
+                    lazy_unmount(&mp);
+                    return 1;
+                }
+            }
+        } else if uring {
+            eprintln!("nullfs: the kernel did not grant FUSE over io_uring at INIT");
+            lazy_unmount(&mp);
+            return 1;
+        } else {
+            None
+        };
+        let _ = session.fs().transport.set(if ring.is_some() { "uring" } else { "classic" });
+        let workers = if ring.is_some() { 1 } else { threads };
         let unmount_mp = mp.clone();
         std::thread::spawn(move || {
             let mut sig = 0;
             // SAFETY: `set` is an initialised signal set; `sig` is written.
             unsafe { libc::sigwait(&set, &mut sig) };
-            let c = std::ffi::CString::new(unmount_mp).unwrap_or_default();
-            // SAFETY: `c` is a NUL-terminated path that outlives the call.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            lazy_unmount(&unmount_mp);
         });
-        println!("nullfs: mounted {mp} ({threads} threads, {} transport)", if uring { "uring" } else { "classic" });
+        match &ring {
+            Some(r) => println!(
+                "nullfs: mounted {mp} (io_uring, {} queues, {workers} classic worker, pid {})",
+                r.config().queues,
+                std::process::id()
+            ),
+            None => println!("nullfs: mounted {mp} ({workers} threads, classic, pid {})", std::process::id()),
+        }
         let _ = io::stdout().flush();
-        match sectorfs_fuse::dev::run(&Arc::new(session), fd, threads) {
+        let served = sectorfs_fuse::dev::run(&session, fd, workers);
+        // Unmounted: the ring's threads have ended (or end now).
+        drop(ring);
+        match served {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("nullfs: {e}");

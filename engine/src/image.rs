@@ -1,0 +1,1107 @@
+//! Images: a whole file system saved to a byte stream and loaded back.
+//!
+//! # Saving: one point in time, writers held off only for the copy of pointers
+//! [`Engine::snapshot`] closes the mutation gate (`gate.rs`): it waits for
+//! the mutations in flight, holds off new ones, walks the tree from the root
+//! copying each directory's entries (names and inode numbers) and each
+//! reachable node's published `Arc<Snap>` (metadata, file data, xattrs: one
+//! reference count each, never the bytes), and opens the gate again. Readers
+//! never wait; writers wait for that walk only, O(files). [`Snapshot::write_to`]
+//! then streams the image from those versions while the file system keeps
+//! serving: file data is persistent (an overwrite copies the sector it
+//! changes, a truncate drops only the table's references), so the sectors the
+//! snapshot holds stay as they were. The image is the state after exactly the
+//! mutations that completed before the gate closed.
+//!
+//! # Format (version 1; integers little-endian)
+//! ```text
+//! header   128 bytes: magic "SECTORFS", version u32 = 1, header length u32
+//!          = 128, flags u32 = 0, reserved u32 = 0; sector size, limit,
+//!          inode limit, inline threshold, largest file (u64 each); root
+//!          mode, uid, gid, options (bit 0 case-insensitive, bit 1 POSIX
+//!          ACLs) (u32 each); nodes u64, data bytes u64, bytes in use u64;
+//!          saved at (i64 s, u32 ns), reserved u32 = 0; crc32 of bytes 0..124
+//! records  kind u8, reserved [0; 3], payload length u32, payload, crc32 of
+//!          the kind, reserved, length and payload
+//!   META   (first) key/value strings: key length u8, value length u16, key, value
+//!   NODE   ino u64, type u8, [0; 3], perm, uid, gid, rdev, flags (u32 each),
+//!          size u64, atime, mtime, ctime, crtime (i64 s, u32 ns each),
+//!          then a symlink's target
+//!   XATTR  ino u64, name length u16, name, value
+//!   DATA   ino u64, offset u64, bytes (at most 1 MiB; only what holds data:
+//!          holes are not written)
+//!   DIR    directory ino u64, then entries: name length u8, ino u64, name
+//!   END    (last) records before it u64, nodes u64, entries u64, data
+//!          bytes u64, crc32 of every earlier record's crc in order
+//! ```
+//! A node's XATTR and DATA records follow its NODE record; every NODE comes
+//! before the DIR records that name it; DATA offsets grow within a file.
+//!
+//! # Loading: everything checked before anything is shown
+//! [`Engine::load_image`] builds a new engine that nobody else can see yet,
+//! checking every record (checksums, lengths, names, types, times, links,
+//! that every node is reachable from the root and every directory has one
+//! name) and every count at the end; any fault is an [`ImageError`] naming
+//! the byte where it was found, and the half-built engine is dropped (its
+//! memory with it). It never panics on a hostile image, and its memory is
+//! bounded by the limit in force plus one record (at most 1 MiB and a bit).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::acl::{Acl, AclKind};
+use crate::data::FileData;
+use crate::node::{Dir, FirstVersion, Meta, Node, Snap, Xattrs};
+use crate::sync::atomic::Ordering;
+use crate::sync::Arc;
+use crate::types::*;
+use crate::{Config, Engine, Error};
+
+/// The first 8 bytes of every image.
+pub const MAGIC: [u8; 8] = *b"SECTORFS";
+/// The format version this engine writes and reads.
+pub const VERSION: u32 = 1;
+const HEADER_LEN: usize = 128;
+/// Bytes of file data in one DATA record, at most.
+pub const DATA_CHUNK: usize = 1 << 20;
+const MAX_PAYLOAD: usize = DATA_CHUNK + 64;
+const DIR_CHUNK: usize = 64 << 10;
+const BUF: usize = 4 << 20;
+
+const META: u8 = 1;
+const NODE: u8 = 2;
+const XATTR: u8 = 3;
+const DATA: u8 = 4;
+const DIR: u8 = 5;
+const END: u8 = 6;
+
+const OPT_CASE_INSENSITIVE: u32 = 1;
+const OPT_POSIX_ACL: u32 = 2;
+
+/// Why an image cannot be loaded. Each message is one line with the numbers.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Reading the image failed.
+    #[error("read error: {0}")]
+    Io(#[from] io::Error),
+    /// The first bytes are not an image's.
+    #[error("not a sectorfs image (no SECTORFS magic at the start)")]
+    NotAnImage,
+    /// Written by another version of the format.
+    #[error("image format version {0} is not supported (this sectorfs reads version {VERSION})")]
+    Version(u32),
+    /// The image ends early.
+    #[error("image is truncated at byte {at} (it ends before its END record)")]
+    Truncated {
+        /// Where the missing bytes should be.
+        at: u64,
+    },
+    /// A checksum, length, count or value is wrong.
+    #[error("image is corrupt at byte {at}: {what}")]
+    Corrupt {
+        /// Offset of the header or record that is wrong.
+        at: u64,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// More file data than the limit allows.
+    #[error(
+        "image holds {data} bytes of file data ({used} bytes in memory when saved), more than the limit of {limit} bytes"
+    )]
+    TooLarge {
+        /// Bytes of file data in the image.
+        data: u64,
+        /// Bytes in use (data in sectors, inline buffers) when it was saved.
+        used: u64,
+        /// The limit it was loaded under.
+        limit: u64,
+    },
+    /// More inodes than the inode limit allows.
+    #[error("image holds {nodes} files, more than the limit of {limit}")]
+    TooManyFiles {
+        /// Inodes in the image.
+        nodes: u64,
+        /// The inode limit it was loaded under.
+        limit: u64,
+    },
+    /// The settings chosen for the image were refused.
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn corrupt(at: u64, what: impl Into<String>) -> ImageError {
+    ImageError::Corrupt { at, what: what.into() }
+}
+
+/// What an image's header and META record say.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// The engine settings it was saved with (the root's mode and owner as
+    /// they were).
+    pub config: Config,
+    /// Inodes in the image.
+    pub nodes: u64,
+    /// Bytes of file data in the image (holes not counted).
+    pub data_bytes: u64,
+    /// Bytes in use when it was saved (as `Stats::pool.used`).
+    pub used_bytes: u64,
+    /// When it was saved.
+    pub saved_at: Time,
+    /// Key/value strings the saver added (e.g. a mount's label).
+    pub extras: Vec<(String, String)>,
+}
+
+/// What [`Snapshot::write_to`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaveReport {
+    /// Inodes written.
+    pub nodes: u64,
+    /// Directory entries written.
+    pub entries: u64,
+    /// Bytes of file data written.
+    pub data_bytes: u64,
+    /// Bytes of the whole image.
+    pub image_bytes: u64,
+}
+
+/// One consistent version of a whole file system ([`Engine::snapshot`]).
+/// Holding it keeps the versions it took alive: space freed by deletes and
+/// overwrites after it was taken comes back when it drops.
+pub struct Snapshot {
+    cfg: Config,
+    used: u64,
+    nodes: Vec<(Arc<Node>, Arc<Snap>)>,
+    /// Per directory (by index in `nodes`): its entries, encoded as in a DIR record.
+    dirs: Vec<(usize, Vec<u8>)>,
+    entries: u64,
+    data_bytes: u64,
+    held: Duration,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("nodes", &self.nodes.len())
+            .field("entries", &self.entries)
+            .field("data_bytes", &self.data_bytes)
+            .finish()
+    }
+}
+
+/// The byte ranges of `d` that hold data (`SEEK_DATA`/`SEEK_HOLE` order).
+fn extents(d: &FileData, ss: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let mut pos = 0u64;
+    std::iter::from_fn(move || {
+        let start = d.seek(ss, pos, true).ok()?;
+        let end = d.seek(ss, start, false).unwrap_or(d.len()).max(start);
+        pos = end;
+        (end > start).then_some((start, end))
+    })
+}
+
+impl Engine {
+    /// A consistent version of the whole file system, for [`Snapshot::write_to`].
+    ///
+    /// Waits for the mutations in flight and holds off new ones while it
+    /// copies every directory's entries and one reference to every reachable
+    /// node's current version (O(files), no file bytes); readers are never
+    /// held off. Unlinked files that are still open (and `O_TMPFILE` files
+    /// without a name) are not part of it.
+    pub fn snapshot(&self) -> Snapshot {
+        let ss = self.cfg.sector_size as u64;
+        let closed = self.gate.close();
+        let t0 = Instant::now();
+        let mut nodes: Vec<(Arc<Node>, Arc<Snap>)> = Vec::new();
+        let mut dirs = Vec::new();
+        let mut seen: HashMap<Ino, ()> = HashMap::new();
+        let mut entries = 0u64;
+        if let Some(root) = self.nodes.get(&ROOT) {
+            let s = root.snap.load_full();
+            nodes.push((root, s));
+        }
+        let mut i = 0;
+        while i < nodes.len() {
+            let n = Arc::clone(&nodes[i].0);
+            if let Some(d) = &n.dir {
+                let d = d.read();
+                let mut enc = Vec::with_capacity(d.by_key.len() * 24);
+                for key in d.order.values() {
+                    let Some(e) = d.by_key.get(key) else { continue };
+                    // A directory has one name and most files one link: only
+                    // a file with more is looked up in `seen`.
+                    let first = match self.nodes.get(&e.ino) {
+                        Some(c) if c.kind == FileType::Directory || c.nlink.load(Ordering::Acquire) <= 1 => Some(c),
+                        Some(c) => seen.insert(e.ino, ()).is_none().then_some(c),
+                        None => continue,
+                    };
+                    if let Some(c) = first {
+                        let s = c.snap.load_full();
+                        nodes.push((c, s));
+                    }
+                    enc.push(e.name.len() as u8);
+                    enc.extend_from_slice(&e.ino.to_le_bytes());
+                    enc.extend_from_slice(&e.name);
+                    entries += 1;
+                }
+                dirs.push((i, enc));
+            }
+            i += 1;
+        }
+        let mut cfg = self.cfg.clone();
+        if let Some((_, s)) = nodes.first() {
+            cfg.root_mode = s.meta.perm;
+            cfg.root_uid = s.meta.uid;
+            cfg.root_gid = s.meta.gid;
+        }
+        let used = self.pool.used();
+        let held = t0.elapsed();
+        drop(closed);
+        // Outside the gate: the versions are immutable.
+        let data_bytes = nodes
+            .iter()
+            .filter(|(n, _)| n.kind == FileType::Regular)
+            .map(|(_, s)| extents(&s.data, ss).map(|(a, b)| b - a).sum::<u64>())
+            .sum();
+        Snapshot { cfg, used, nodes, dirs, entries, data_bytes, held }
+    }
+
+    /// Loads an image written by [`Snapshot::write_to`] into a new engine.
+    ///
+    /// `choose` gets the image's header (its settings, counts, extras) and
+    /// returns the settings to load it with (a caller overrides what its
+    /// user asked for; the root's mode and owner come from these settings).
+    ///
+    /// # Errors
+    /// [`ImageError`]: not an image, another version, truncated or corrupt
+    /// (with the byte offset), more data than `max_bytes` or more inodes
+    /// than `max_inodes` of the chosen settings, settings refused by
+    /// `choose` or by [`Engine::new`]. Nothing is kept on error.
+    pub fn load_image<R: Read>(
+        r: R,
+        choose: impl FnOnce(&ImageInfo) -> Result<Config, String>,
+    ) -> Result<Engine, ImageError> {
+        let mut rd = Reader::new(r);
+        let info = read_head(&mut rd)?;
+        let cfg = choose(&info).map_err(ImageError::Refused)?;
+        if info.nodes > cfg.max_inodes {
+            return Err(ImageError::TooManyFiles { nodes: info.nodes, limit: cfg.max_inodes });
+        }
+        if info.data_bytes > cfg.max_bytes {
+            return Err(ImageError::TooLarge { data: info.data_bytes, used: info.used_bytes, limit: cfg.max_bytes });
+        }
+        let engine = Engine::new(cfg).map_err(|e| ImageError::Refused(format!("bad settings: {e}")))?;
+        let mut ld = Loader { engine, info, staged: HashMap::new(), entries: 0, data_bytes: 0, nodes: 0 };
+        loop {
+            let (kind, at, payload) = rd.record()?;
+            if kind == END {
+                let end = payload.to_vec();
+                let chain = rd.chain_before_last;
+                rd.expect_eof()?;
+                return ld.finish(at, &end, rd.records - 1, chain);
+            }
+            ld.record(kind, at, payload)?;
+        }
+    }
+}
+
+/// Reads the header and the META record.
+fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
+    if !rd.fill(8)? || rd.peek(8) != MAGIC {
+        return Err(ImageError::NotAnImage);
+    }
+    if !rd.fill(HEADER_LEN)? {
+        return Err(ImageError::Truncated { at: rd.avail() as u64 });
+    }
+    let h = rd.peek(HEADER_LEN).to_vec();
+    let mut c = Cur { b: &h, p: 8, at: 0 };
+    let version = c.u32()?;
+    if version != VERSION {
+        return Err(ImageError::Version(version));
+    }
+    if crc32fast::hash(&h[..HEADER_LEN - 4]) != u32::from_le_bytes([h[124], h[125], h[126], h[127]]) {
+        return Err(corrupt(0, "header checksum mismatch"));
+    }
+    let (len, flags, reserved) = (c.u32()?, c.u32()?, c.u32()?);
+    if len as usize != HEADER_LEN || flags != 0 || reserved != 0 {
+        return Err(corrupt(0, format!("header length {len}, flags {flags:#x}: not what version 1 writes")));
+    }
+    let sector_size = usize::try_from(c.u64()?).map_err(|_| corrupt(0, "sector size out of range"))?;
+    let (max_bytes, max_inodes) = (c.u64()?, c.u64()?);
+    let inline_max = usize::try_from(c.u64()?).map_err(|_| corrupt(0, "inline threshold out of range"))?;
+    let max_file_size = c.u64()?;
+    let (root_mode, root_uid, root_gid, opts) = (c.u32()?, c.u32()?, c.u32()?, c.u32()?);
+    if root_mode > 0o7777 || opts & !(OPT_CASE_INSENSITIVE | OPT_POSIX_ACL) != 0 {
+        return Err(corrupt(0, "root mode or options out of range"));
+    }
+    let (nodes, data_bytes, used_bytes) = (c.u64()?, c.u64()?, c.u64()?);
+    let saved_at = c.time()?;
+    if c.u64()? != 0 {
+        return Err(corrupt(0, "reserved header bytes are not zero"));
+    }
+    rd.consume(HEADER_LEN);
+    let config = Config {
+        sector_size,
+        max_bytes,
+        max_inodes,
+        inline_max,
+        max_file_size,
+        case_insensitive: opts & OPT_CASE_INSENSITIVE != 0,
+        root_mode,
+        root_uid,
+        root_gid,
+        cache_slots: 0,
+        page_size: 0,
+        posix_acl: opts & OPT_POSIX_ACL != 0,
+    };
+    let (kind, at, p) = rd.record()?;
+    if kind != META {
+        return Err(corrupt(at, "the first record is not META"));
+    }
+    let mut c = Cur { b: p, p: 0, at };
+    let mut extras = Vec::new();
+    while !c.done() {
+        let (kl, vl) = (c.u8()? as usize, c.u16()? as usize);
+        let k = String::from_utf8(c.bytes(kl)?.to_vec()).map_err(|_| corrupt(at, "META key is not UTF-8"))?;
+        let v = String::from_utf8(c.bytes(vl)?.to_vec()).map_err(|_| corrupt(at, "META value is not UTF-8"))?;
+        extras.push((k, v));
+    }
+    Ok(ImageInfo { config, nodes, data_bytes, used_bytes, saved_at, extras })
+}
+
+/// Reads an image's header (and its extras) without loading it.
+///
+/// # Errors
+/// As [`Engine::load_image`] for the first bytes of an image.
+pub fn read_info<R: Read>(r: R) -> Result<ImageInfo, ImageError> {
+    read_head(&mut Reader::new(r))
+}
+
+// ------------------------------------------------------------------ writing
+
+struct Out<W: Write> {
+    w: W,
+    buf: Vec<u8>,
+    written: u64,
+    records: u64,
+    chain: crc32fast::Hasher,
+}
+
+impl<W: Write> Out<W> {
+    /// Starts a record: returns where its header is.
+    fn begin(&mut self, kind: u8) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
+        at
+    }
+
+    /// Ends the record begun at `at`: length, checksum; flushes a full buffer.
+    fn end(&mut self, at: usize) -> io::Result<()> {
+        let len = (self.buf.len() - at - 8) as u32;
+        self.buf[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32fast::hash(&self.buf[at..]);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        self.chain.update(&crc.to_le_bytes());
+        self.records += 1;
+        if self.buf.len() >= BUF - MAX_PAYLOAD - 16 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.write_all(&self.buf)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+fn put_time(b: &mut Vec<u8>, t: Time) {
+    b.extend_from_slice(&t.secs.to_le_bytes());
+    b.extend_from_slice(&t.nanos.to_le_bytes());
+}
+
+fn kind_byte(k: FileType) -> u8 {
+    match k {
+        FileType::Regular => 1,
+        FileType::Directory => 2,
+        FileType::Symlink => 3,
+        FileType::Fifo => 4,
+        FileType::CharDevice => 5,
+        FileType::BlockDevice => 6,
+        FileType::Socket => 7,
+    }
+}
+
+fn kind_of(b: u8) -> Option<FileType> {
+    Some(match b {
+        1 => FileType::Regular,
+        2 => FileType::Directory,
+        3 => FileType::Symlink,
+        4 => FileType::Fifo,
+        5 => FileType::CharDevice,
+        6 => FileType::BlockDevice,
+        7 => FileType::Socket,
+        _ => return None,
+    })
+}
+
+impl Snapshot {
+    /// Inodes in the snapshot.
+    pub fn nodes(&self) -> u64 {
+        self.nodes.len() as u64
+    }
+
+    /// Bytes of file data it holds (holes not counted).
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// How long the mutation gate was closed while it was taken.
+    pub fn held(&self) -> Duration {
+        self.held
+    }
+
+    /// Every directory entry in the snapshot: (directory, name, inode).
+    /// For the loom models and tests; internal, not semver.
+    #[doc(hidden)]
+    pub fn entries(&self) -> Vec<(Ino, Vec<u8>, Ino)> {
+        let mut out = Vec::new();
+        for (i, enc) in &self.dirs {
+            let dir = self.nodes[*i].0.ino;
+            let mut p = 0;
+            while p + 9 <= enc.len() {
+                let n = enc[p] as usize;
+                let mut ino = [0u8; 8];
+                ino.copy_from_slice(&enc[p + 1..p + 9]);
+                out.push((dir, enc[p + 9..p + 9 + n].to_vec(), u64::from_le_bytes(ino)));
+                p += 9 + n;
+            }
+        }
+        out
+    }
+
+    /// Reads `ino`'s data as the snapshot holds it (0 bytes if it has no
+    /// such file). For the loom models and tests; internal, not semver.
+    #[doc(hidden)]
+    pub fn read(&self, ino: Ino, off: u64, buf: &mut [u8]) -> usize {
+        let ss = self.cfg.sector_size as u64;
+        self.nodes.iter().find(|(n, _)| n.ino == ino).map_or(0, |(_, s)| s.data.read(ss, off, buf))
+    }
+
+    /// Writes the image to `w` (in pieces of up to 4 MiB; `w` needs no
+    /// buffer of its own), with `extras` (key/value strings of at most 255
+    /// and 65,535 bytes; longer ones are cut) in its META record.
+    ///
+    /// # Errors
+    /// The first error of `w`.
+    pub fn write_to<W: Write>(&self, w: W, extras: &[(&str, &str)]) -> io::Result<SaveReport> {
+        let ss = self.cfg.sector_size as u64;
+        let mut o = Out { w, buf: Vec::with_capacity(BUF), written: 0, records: 0, chain: crc32fast::Hasher::new() };
+        // Header.
+        let c = &self.cfg;
+        let b = &mut o.buf;
+        b.extend_from_slice(&MAGIC);
+        for v in [VERSION, HEADER_LEN as u32, 0, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [c.sector_size as u64, c.max_bytes, c.max_inodes, c.inline_max as u64, c.max_file_size] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let opts = u32::from(c.case_insensitive) * OPT_CASE_INSENSITIVE + u32::from(c.posix_acl) * OPT_POSIX_ACL;
+        for v in [c.root_mode, c.root_uid, c.root_gid, opts] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [self.nodes.len() as u64, self.data_bytes, self.used] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        put_time(b, Time::now());
+        b.extend_from_slice(&[0u8; 8]);
+        let crc = crc32fast::hash(b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(b.len(), HEADER_LEN);
+        // Extras.
+        let at = o.begin(META);
+        for (k, v) in extras {
+            let k = &k.as_bytes()[..k.len().min(255)];
+            let v = &v.as_bytes()[..v.len().min(u16::MAX as usize)];
+            o.buf.push(k.len() as u8);
+            o.buf.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            o.buf.extend_from_slice(k);
+            o.buf.extend_from_slice(v);
+        }
+        o.end(at)?;
+        // Nodes, their xattrs and data.
+        let mut data_bytes = 0u64;
+        for (n, s) in &self.nodes {
+            let at = o.begin(NODE);
+            let m = &s.meta;
+            let b = &mut o.buf;
+            b.extend_from_slice(&n.ino.to_le_bytes());
+            b.extend_from_slice(&[kind_byte(n.kind), 0, 0, 0]);
+            for v in [m.perm, m.uid, m.gid, m.rdev, m.flags] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            let size = if n.kind == FileType::Regular { s.data.len() } else { 0 };
+            b.extend_from_slice(&size.to_le_bytes());
+            for t in [m.atime, m.mtime, m.ctime, m.crtime] {
+                put_time(b, t);
+            }
+            if let Some(t) = &n.target {
+                b.extend_from_slice(t);
+            }
+            o.end(at)?;
+            if let Some(x) = &s.xattrs {
+                for (k, v) in x.iter() {
+                    let at = o.begin(XATTR);
+                    o.buf.extend_from_slice(&n.ino.to_le_bytes());
+                    o.buf.extend_from_slice(&(k.len() as u16).to_le_bytes());
+                    o.buf.extend_from_slice(k);
+                    o.buf.extend_from_slice(v);
+                    o.end(at)?;
+                }
+            }
+            if n.kind != FileType::Regular {
+                continue;
+            }
+            for (a, e) in extents(&s.data, ss) {
+                let mut pos = a;
+                while pos < e {
+                    // Chunks end on DATA_CHUNK boundaries: sector-aligned writes at load.
+                    let next = ((pos / DATA_CHUNK as u64) + 1) * DATA_CHUNK as u64;
+                    let end = next.min(e);
+                    let len = (end - pos) as usize;
+                    let at = o.begin(DATA);
+                    o.buf.extend_from_slice(&n.ino.to_le_bytes());
+                    o.buf.extend_from_slice(&pos.to_le_bytes());
+                    let from = o.buf.len();
+                    o.buf.resize(from + len, 0);
+                    let got = s.data.read(ss, pos, &mut o.buf[from..]);
+                    o.buf.truncate(from + got);
+                    o.end(at)?;
+                    data_bytes += got as u64;
+                    if got < len {
+                        break; // cannot happen: the extent is inside this version's size
+                    }
+                    pos = end;
+                }
+            }
+        }
+        // Directories, in pieces of about 64 KiB.
+        for (i, enc) in &self.dirs {
+            let ino = self.nodes[*i].0.ino;
+            let mut rest = &enc[..];
+            loop {
+                let mut cut = 0;
+                while cut < rest.len() && cut < DIR_CHUNK {
+                    cut += 9 + rest[cut] as usize;
+                }
+                let at = o.begin(DIR);
+                o.buf.extend_from_slice(&ino.to_le_bytes());
+                o.buf.extend_from_slice(&rest[..cut]);
+                o.end(at)?;
+                rest = &rest[cut..];
+                if rest.is_empty() {
+                    break;
+                }
+            }
+        }
+        let chain = o.chain.clone().finalize();
+        let at = o.begin(END);
+        for v in [o.records, self.nodes.len() as u64, self.entries, data_bytes] {
+            o.buf.extend_from_slice(&v.to_le_bytes());
+        }
+        o.buf.extend_from_slice(&chain.to_le_bytes());
+        o.end(at)?;
+        o.flush()?;
+        o.w.flush()?;
+        Ok(SaveReport { nodes: self.nodes.len() as u64, entries: self.entries, data_bytes, image_bytes: o.written })
+    }
+}
+
+// ------------------------------------------------------------------ reading
+
+/// A reader that hands out whole records from one growing buffer (no copy
+/// per record beyond the read itself).
+struct Reader<R: Read> {
+    r: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Offset in the image of `buf[start]`.
+    pos: u64,
+    eof: bool,
+    records: u64,
+    chain: crc32fast::Hasher,
+    chain_before_last: u32,
+}
+
+impl<R: Read> Reader<R> {
+    fn new(r: R) -> Reader<R> {
+        Reader {
+            r,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            pos: 0,
+            eof: false,
+            records: 0,
+            chain: crc32fast::Hasher::new(),
+            chain_before_last: 0,
+        }
+    }
+
+    fn avail(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Makes `need` bytes available; `false` if the image ends first.
+    fn fill(&mut self, need: usize) -> io::Result<bool> {
+        if self.avail() >= need {
+            return Ok(true);
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < need {
+            // Grows with the record being read (bounded by MAX_PAYLOAD), in
+            // steps of at least 64 KiB, at most BUF.
+            let want = need.max(self.buf.len() * 2).clamp(64 << 10, BUF.max(need));
+            self.buf.resize(want, 0);
+        }
+        while self.end < need && !self.eof {
+            match self.r.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.end >= need)
+    }
+
+    fn peek(&self, n: usize) -> &[u8] {
+        &self.buf[self.start..self.start + n]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.pos += n as u64;
+    }
+
+    /// The next record: kind, offset, checked payload.
+    fn record(&mut self) -> Result<(u8, u64, &[u8]), ImageError> {
+        let at = self.pos;
+        if !self.fill(8)? {
+            return Err(ImageError::Truncated { at: at + self.avail() as u64 });
+        }
+        let h = self.peek(8);
+        let (kind, reserved) = (h[0], [h[1], h[2], h[3]]);
+        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        if reserved != [0; 3] || !(META..=END).contains(&kind) {
+            return Err(corrupt(at, format!("unknown record type {kind}")));
+        }
+        if len > MAX_PAYLOAD {
+            return Err(corrupt(at, format!("record length {len} is more than {MAX_PAYLOAD}")));
+        }
+        if !self.fill(8 + len + 4)? {
+            return Err(ImageError::Truncated { at: at + self.avail() as u64 });
+        }
+        let rec = self.peek(8 + len + 4);
+        let want = u32::from_le_bytes([rec[8 + len], rec[9 + len], rec[10 + len], rec[11 + len]]);
+        if crc32fast::hash(&rec[..8 + len]) != want {
+            return Err(corrupt(at, "record checksum mismatch"));
+        }
+        self.chain_before_last = self.chain.clone().finalize();
+        self.chain.update(&want.to_le_bytes());
+        self.records += 1;
+        self.consume(8 + len + 4);
+        let s = self.start - len - 4;
+        Ok((kind, at, &self.buf[s..s + len]))
+    }
+
+    fn expect_eof(&mut self) -> Result<(), ImageError> {
+        if self.fill(1)? {
+            return Err(corrupt(self.pos, "bytes after the END record"));
+        }
+        Ok(())
+    }
+}
+
+/// A cursor over a checked payload; running out is corruption at `at`.
+struct Cur<'a> {
+    b: &'a [u8],
+    p: usize,
+    at: u64,
+}
+
+impl<'a> Cur<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], ImageError> {
+        let e =
+            self.p.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| corrupt(self.at, "record too short"))?;
+        let s = &self.b[self.p..e];
+        self.p = e;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], ImageError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, ImageError> {
+        Ok(self.arr::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, ImageError> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> Result<u32, ImageError> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64, ImageError> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn time(&mut self) -> Result<Time, ImageError> {
+        let secs = i64::from_le_bytes(self.arr()?);
+        let nanos = self.u32()?;
+        if nanos >= 1_000_000_000 {
+            return Err(corrupt(self.at, format!("a time has {nanos} nanoseconds")));
+        }
+        Ok(Time { secs, nanos })
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        let s = &self.b[self.p..];
+        self.p = self.b.len();
+        s
+    }
+    fn done(&self) -> bool {
+        self.p == self.b.len()
+    }
+}
+
+/// A node read from the image, before the engine gets it.
+struct Staged {
+    kind: FileType,
+    meta: Meta,
+    size: u64,
+    data: FirstVersion,
+    /// Where the next DATA record may start.
+    next_data: u64,
+    xattrs: Option<Xattrs>,
+    target: Option<Box<[u8]>>,
+    dir: Option<Dir>,
+    /// Names (non-directories) or the parent (directories).
+    names: u32,
+    parent: Ino,
+}
+
+struct Loader {
+    engine: Engine,
+    info: ImageInfo,
+    staged: HashMap<Ino, Staged>,
+    entries: u64,
+    data_bytes: u64,
+    nodes: u64,
+}
+
+fn check_name(name: &[u8]) -> bool {
+    !(name.is_empty()
+        || name.len() > NAME_MAX
+        || name == b"."
+        || name == b".."
+        || name.iter().any(|&b| b == b'/' || b == 0))
+}
+
+impl Loader {
+    fn node(&mut self, ino: Ino, at: u64) -> Result<&mut Staged, ImageError> {
+        self.staged.get_mut(&ino).ok_or_else(|| corrupt(at, format!("record for inode {ino}, which has no NODE")))
+    }
+
+    fn record(&mut self, kind: u8, at: u64, p: &[u8]) -> Result<(), ImageError> {
+        let mut c = Cur { b: p, p: 0, at };
+        match kind {
+            NODE => {
+                let ino = c.u64()?;
+                let k = c.arr::<4>()?;
+                let kind = kind_of(k[0])
+                    .filter(|_| k[1..] == [0; 3])
+                    .ok_or_else(|| corrupt(at, format!("unknown file type {}", k[0])))?;
+                let (perm, uid, gid, rdev, flags) = (c.u32()?, c.u32()?, c.u32()?, c.u32()?, c.u32()?);
+                let size = c.u64()?;
+                let (atime, mtime, ctime, crtime) = (c.time()?, c.time()?, c.time()?, c.time()?);
+                let target = c.rest();
+                if ino == 0 || ino >= u64::MAX / 2 {
+                    return Err(corrupt(at, format!("inode number {ino} out of range")));
+                }
+                if perm > 0o7777 {
+                    return Err(corrupt(at, format!("mode {perm:o} has bits beyond 7777")));
+                }
+                if rdev != 0 && !matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
+                    return Err(corrupt(at, "a device number on a node that is not a device"));
+                }
+                if size != 0 && kind != FileType::Regular {
+                    return Err(corrupt(at, "a size on a node that is not a regular file"));
+                }
+                if size > self.engine.cfg.max_file_size {
+                    return Err(corrupt(at, format!("file size {size} is more than the largest file")));
+                }
+                let target = match kind {
+                    FileType::Symlink => {
+                        if target.is_empty() || target.len() >= PATH_MAX || target.contains(&0) {
+                            return Err(corrupt(at, "bad symlink target"));
+                        }
+                        Some(target.into())
+                    }
+                    _ if !target.is_empty() => return Err(corrupt(at, "a target on a node that is not a symlink")),
+                    _ => None,
+                };
+                if ino == ROOT && kind != FileType::Directory {
+                    return Err(corrupt(at, "the root is not a directory"));
+                }
+                self.nodes += 1;
+                if self.nodes > self.info.nodes {
+                    return Err(corrupt(at, "more NODE records than the header says"));
+                }
+                let meta = Meta { perm, uid, gid, rdev, atime, mtime, ctime, crtime, flags };
+                let dir = (kind == FileType::Directory).then(Dir::new);
+                let st = Staged {
+                    kind,
+                    meta,
+                    size,
+                    data: FirstVersion::new(&self.engine.pool),
+                    next_data: 0,
+                    xattrs: None,
+                    target,
+                    dir,
+                    names: 0,
+                    parent: 0,
+                };
+                if self.staged.insert(ino, st).is_some() {
+                    return Err(corrupt(at, format!("inode {ino} appears twice")));
+                }
+            }
+            XATTR => {
+                let ino = c.u64()?;
+                let nl = c.u16()? as usize;
+                let name = c.bytes(nl)?;
+                let value = c.rest();
+                let acl = AclKind::of_name(name);
+                let ok = match acl {
+                    Some(_) => self.engine.cfg.posix_acl && matches!(Acl::parse(value), Ok(Some(_))),
+                    None => crate::node::check_xattr_name(name).is_ok(),
+                };
+                if !ok || value.len() > XATTR_SIZE_MAX {
+                    return Err(corrupt(at, format!("bad extended attribute {:?}", String::from_utf8_lossy(name))));
+                }
+                let n = self.node(ino, at)?;
+                if acl == Some(AclKind::Default) && n.kind != FileType::Directory
+                    || acl.is_some() && n.kind == FileType::Symlink
+                {
+                    return Err(corrupt(at, "an ACL on a node that cannot have it"));
+                }
+                let x = n.xattrs.get_or_insert_with(Xattrs::new_sync);
+                if x.contains_key(name) {
+                    return Err(corrupt(at, "an extended attribute appears twice"));
+                }
+                x.insert_mut(name.into(), value.into());
+            }
+            DATA => {
+                let ino = c.u64()?;
+                let off = c.u64()?;
+                let bytes = c.rest();
+                let cx = self.engine.cx();
+                let n = self
+                    .staged
+                    .get_mut(&ino)
+                    .ok_or_else(|| corrupt(at, format!("DATA for inode {ino}, which has no NODE")))?;
+                let end = off.checked_add(bytes.len() as u64).filter(|&e| e <= n.size);
+                if n.kind != FileType::Regular || bytes.is_empty() || off < n.next_data || end.is_none() {
+                    return Err(corrupt(
+                        at,
+                        "DATA out of place (not a regular file, empty, overlapping or past the size)",
+                    ));
+                }
+                n.next_data = end.unwrap_or(off);
+                match n.data.write(&cx, off, bytes) {
+                    Ok(()) => {}
+                    Err(Error::NoSpace) => {
+                        return Err(ImageError::TooLarge {
+                            data: self.info.data_bytes,
+                            used: self.info.used_bytes,
+                            limit: self.engine.cfg.max_bytes,
+                        })
+                    }
+                    Err(e) => return Err(corrupt(at, format!("cannot store DATA: {e}"))),
+                }
+                self.data_bytes += bytes.len() as u64;
+            }
+            DIR => {
+                let dino = c.u64()?;
+                if !matches!(self.staged.get(&dino), Some(s) if s.dir.is_some()) {
+                    return Err(corrupt(at, format!("DIR for inode {dino}, which is not a directory")));
+                }
+                while !c.done() {
+                    let nl = c.u8()? as usize;
+                    let ino = c.u64()?;
+                    let name = c.bytes(nl)?;
+                    if !check_name(name) {
+                        return Err(corrupt(at, format!("bad name {:?}", String::from_utf8_lossy(name))));
+                    }
+                    let child = self.node(ino, at)?;
+                    let ckind = child.kind;
+                    if ckind == FileType::Directory {
+                        if ino == ROOT || child.names > 0 {
+                            return Err(corrupt(at, format!("directory {ino} has more than one name")));
+                        }
+                        child.parent = dino;
+                        child.names = 1;
+                    } else {
+                        child.names += 1;
+                        if child.names > LINK_MAX {
+                            return Err(corrupt(at, format!("inode {ino} has more than {LINK_MAX} links")));
+                        }
+                    }
+                    let key = self.engine.key(name).into_owned().into_boxed_slice();
+                    let d = self.staged.get_mut(&dino).and_then(|s| s.dir.as_mut());
+                    let Some(d) = d else { return Err(corrupt(at, "directory vanished")) };
+                    if d.by_key.contains_key(&key) {
+                        return Err(corrupt(at, format!("name {:?} appears twice", String::from_utf8_lossy(name))));
+                    }
+                    d.insert(key, name.into(), ino, ckind);
+                    self.entries += 1;
+                }
+            }
+            META => return Err(corrupt(at, "a second META record")),
+            _ => return Err(corrupt(at, format!("unknown record type {kind}"))),
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, at: u64, end: &[u8], records: u64, chain: u32) -> Result<Engine, ImageError> {
+        let mut c = Cur { b: end, p: 0, at };
+        let (n_rec, n_nodes, n_entries, n_data, n_chain) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u32()?);
+        if !c.done()
+            || n_rec != records
+            || n_chain != chain
+            || n_nodes != self.nodes
+            || n_nodes != self.info.nodes
+            || n_entries != self.entries
+            || n_data != self.data_bytes
+            || n_data != self.info.data_bytes
+        {
+            return Err(corrupt(
+                at,
+                format!(
+                    "END says {n_rec} records, {n_nodes} nodes, {n_entries} entries, {n_data} data bytes; \
+                     read {records}, {}, {}, {} (header: {} nodes, {} data bytes){}",
+                    self.nodes,
+                    self.entries,
+                    self.data_bytes,
+                    self.info.nodes,
+                    self.info.data_bytes,
+                    if n_chain != chain { "; record chain checksum mismatch" } else { "" }
+                ),
+            ));
+        }
+        // Every node reachable from the root, every directory named once.
+        if !self.staged.contains_key(&ROOT) {
+            return Err(corrupt(at, "no root directory"));
+        }
+        let mut reached = 1u64;
+        let mut stack = vec![ROOT];
+        while let Some(d) = stack.pop() {
+            let kids: Vec<Ino> = match self.staged.get(&d).and_then(|s| s.dir.as_ref()) {
+                Some(dir) => dir.by_key.values().filter(|e| e.kind == FileType::Directory).map(|e| e.ino).collect(),
+                None => Vec::new(),
+            };
+            reached += kids.len() as u64;
+            stack.extend(kids);
+        }
+        let named = self.staged.values().filter(|s| s.kind != FileType::Directory && s.names > 0).count() as u64;
+        if reached + named != self.nodes {
+            return Err(corrupt(at, "some nodes are not reachable from the root (a loop, or a node without a name)"));
+        }
+        if self.nodes > self.engine.cfg.max_inodes {
+            return Err(ImageError::TooManyFiles { nodes: self.nodes, limit: self.engine.cfg.max_inodes });
+        }
+        let cx = self.engine.cx();
+        let limit = self.engine.cfg.max_bytes;
+        let mut logical = 0u64;
+        let mut max_ino = ROOT;
+        let subdirs: HashMap<Ino, u32> = {
+            let mut m = HashMap::new();
+            for s in self.staged.values().filter(|s| s.kind == FileType::Directory && s.names > 0) {
+                *m.entry(s.parent).or_insert(0u32) += 1;
+            }
+            m
+        };
+        let cfg = self.engine.cfg.clone();
+        for (ino, mut s) in self.staged.drain() {
+            if s.kind == FileType::Regular && s.data.len() < s.size {
+                s.data.set_len(&cx, s.size).map_err(|_| ImageError::TooLarge {
+                    data: self.info.data_bytes,
+                    used: self.info.used_bytes,
+                    limit,
+                })?;
+            }
+            logical += s.data.len();
+            max_ino = max_ino.max(ino);
+            let (nlink, parent) = match s.kind {
+                FileType::Directory => (2u32.saturating_add(subdirs.get(&ino).copied().unwrap_or(0)), s.parent),
+                _ => (s.names, 0),
+            };
+            let mut meta = s.meta;
+            if ino == ROOT {
+                meta.perm = cfg.root_mode & 0o7777;
+                meta.uid = cfg.root_uid;
+                meta.gid = cfg.root_gid;
+            }
+            let parent = if ino == ROOT { ROOT } else { parent };
+            let xattrs = s.xattrs.map(Arc::new);
+            let node = Node::new(ino, s.kind, meta.clone(), nlink, parent, s.target, xattrs.clone());
+            node.snap.store(Arc::new(Snap::loaded(meta, s.data, xattrs)));
+            if let (Some(d), Some(staged)) = (&node.dir, s.dir) {
+                let mut g = d.write();
+                *g = staged;
+                node.sync_entries(&g);
+            }
+            self.engine.nodes.insert(ino, Arc::new(node));
+        }
+        self.engine.inodes.store(self.nodes, Ordering::Release);
+        self.engine.logical.store(logical, Ordering::Relaxed);
+        self.engine.next_ino.store(max_ino + 1, Ordering::Relaxed);
+        Ok(self.engine)
+    }
+}
+
+/// Recomputes every checksum of `img` (header, records, the END record's
+/// record count and chain) so that a test or fuzzer can change a value and
+/// reach the checks behind the checksums. Stops at the first record whose
+/// length runs past the end. Internal, not semver.
+#[doc(hidden)]
+pub fn reseal(img: &mut [u8]) {
+    if img.len() < HEADER_LEN {
+        return;
+    }
+    let crc = crc32fast::hash(&img[..HEADER_LEN - 4]);
+    img[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    let mut p = HEADER_LEN;
+    let mut chain = crc32fast::Hasher::new();
+    let mut records = 0u64;
+    while p + 8 <= img.len() {
+        let len = u32::from_le_bytes([img[p + 4], img[p + 5], img[p + 6], img[p + 7]]) as usize;
+        let Some(end) = p.checked_add(8 + len).filter(|&e| e + 4 <= img.len()) else { return };
+        if img[p] == END && len >= 36 {
+            img[p + 8..p + 16].copy_from_slice(&records.to_le_bytes());
+            let c = chain.clone().finalize();
+            img[p + 40..p + 44].copy_from_slice(&c.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&img[p..end]);
+        img[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        chain.update(&crc.to_le_bytes());
+        records += 1;
+        p = end + 4;
+    }
+}

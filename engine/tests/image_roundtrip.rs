@@ -1,0 +1,401 @@
+//! Images (issue 21): a save and a load give back every file type, hard
+//! link, hole, xattr (ACLs too), owner, mode, nanosecond time and the
+//! settings; a corrupt or truncated image at any byte is an error (never a
+//! panic, never a different file system); the limit is checked with the
+//! numbers; a snapshot is one point in time while writers keep going.
+
+use std::collections::BTreeMap;
+
+use engine::acl::{tag, Acl, Entry, ACCESS, DEFAULT};
+use engine::image::{self, ImageError};
+use engine::{Config, Engine, FileType, Ino, SetAttr, SetTime, Time, ROOT};
+
+fn cfg() -> Config {
+    Config { max_bytes: 64 << 20, max_inodes: 1000, posix_acl: true, sector_size: 4096, ..Config::default() }
+}
+
+/// Everything an image must keep, by path.
+fn dump(e: &Engine) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let ss = e.config().sector_size as u64;
+    let mut stack = vec![(ROOT, String::from("/"))];
+    while let Some((dir, path)) = stack.pop() {
+        let mut kids = Vec::new();
+        e.readdir(dir, 0, |d| {
+            if d.name != b"." && d.name != b".." {
+                kids.push((d.ino, String::from_utf8_lossy(d.name).into_owned(), d.kind));
+            }
+            true
+        })
+        .unwrap();
+        let mut order = Vec::new();
+        for (ino, name, kind) in kids {
+            order.push(name.clone());
+            let p = format!("{path}{name}");
+            if kind == FileType::Directory {
+                stack.push((ino, format!("{p}/")));
+            }
+            out.insert(p, describe(e, ino, ss));
+        }
+        out.insert(format!("{path}."), format!("{} order {order:?}", describe(e, dir, ss)));
+    }
+    out
+}
+
+fn describe(e: &Engine, ino: Ino, ss: u64) -> String {
+    let a = e.getattr(ino).unwrap();
+    let mut s = format!("{a:?}");
+    let names = e.listxattr(ino).unwrap();
+    for n in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        s += &format!(" x[{}]={:?}", String::from_utf8_lossy(n), e.getxattr(ino, n).unwrap());
+    }
+    match a.kind {
+        FileType::Symlink => s += &format!(" -> {:?}", e.readlink(ino).unwrap()),
+        FileType::Regular => {
+            let mut buf = vec![0u8; a.size as usize];
+            assert_eq!(e.read(ino, 0, &mut buf).unwrap(), buf.len());
+            let h = buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            s += &format!(" data {h:x}");
+            // The hole map.
+            let mut pos = 0;
+            while let Ok(d) = e.seek(ino, pos, true) {
+                let h = e.seek(ino, d, false).unwrap();
+                s += &format!(" [{d}..{h})");
+                pos = h;
+            }
+            let _ = ss;
+        }
+        _ => {}
+    }
+    s
+}
+
+/// Equal dumps, or a panic naming the first path that differs (short).
+fn same(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) {
+    let cut = |s: Option<&String>| s.map(|s| s.chars().take(400).collect::<String>());
+    for k in a.keys().chain(b.keys()) {
+        assert_eq!(cut(a.get(k)), cut(b.get(k)), "{k:?} differs");
+    }
+}
+
+fn save(e: &Engine) -> Vec<u8> {
+    let mut v = Vec::new();
+    e.snapshot().write_to(&mut v, &[("label", "test")]).unwrap();
+    v
+}
+
+fn load(img: &[u8]) -> Result<Engine, ImageError> {
+    Engine::load_image(img, |i| Ok(i.config.clone()))
+}
+
+fn t(secs: i64, nanos: u32) -> Time {
+    Time { secs, nanos }
+}
+
+fn times(e: &Engine, ino: Ino, base: i64) {
+    let set = SetAttr {
+        atime: Some(SetTime::At(t(base, 1))),
+        mtime: Some(SetTime::At(t(base + 1, 999_999_999))),
+        ctime: Some(t(base + 2, 3)),
+        crtime: Some(t(base - 100, 4)),
+        ..SetAttr::default()
+    };
+    e.setattr(ino, &set).unwrap();
+}
+
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    Acl { entries: entries.iter().map(|&(tag, perm, id)| Entry { tag, perm, id }).collect() }.to_bytes()
+}
+
+/// A tree with every kind of node and attribute.
+fn build() -> Engine {
+    let e = Engine::new(cfg()).unwrap();
+    let d = e.mkdir(ROOT, b"dir", 0o2755, 1000, 100).unwrap().ino;
+    let sub = e.mkdir(d, b"sub", 0o700, 1000, 100).unwrap().ino;
+    let _empty_dir = e.mkdir(ROOT, b"empty", 0o755, 0, 0).unwrap().ino;
+    // Small (inline), large (sectors), sparse, empty, extended without data.
+    let small = e.create(d, b"small", 0o644, 1000, 100).unwrap().ino;
+    e.write(small, 0, b"hello, image").unwrap();
+    let big = e.create(ROOT, b"big", 0o600, 0, 0).unwrap().ino;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    e.write(big, 0, &data).unwrap();
+    let sparse = e.create(sub, b"sparse", 0o640, 5, 6).unwrap().ino;
+    e.write(sparse, 3 * 4096 + 100, b"island one").unwrap();
+    e.write(sparse, 40 * 4096, &[9u8; 9000]).unwrap();
+    e.setattr(sparse, &SetAttr { size: Some(100 * 4096 + 17), ..SetAttr::default() }).unwrap();
+    let _empty = e.create(ROOT, b"empty-file", 0o4755, 0, 0).unwrap().ino;
+    let ext = e.create(ROOT, b"extended", 0o644, 0, 0).unwrap().ino;
+    e.setattr(ext, &SetAttr { size: Some(1 << 20), ..SetAttr::default() }).unwrap();
+    // Hard links across directories.
+    e.link(small, ROOT, b"small-link").unwrap();
+    e.link(small, sub, b"small-link-2").unwrap();
+    // Special files.
+    e.symlink(ROOT, b"link", b"dir/small", 7, 8).unwrap();
+    e.mknod(ROOT, b"fifo", 0o010644, 0, 1, 2).unwrap();
+    e.mknod(ROOT, b"chr", 0o020600, 0x0501, 0, 0).unwrap();
+    e.mknod(ROOT, b"blk", 0o060660, 0x0803, 0, 6).unwrap();
+    e.mknod(ROOT, b"sock", 0o140755, 0, 3, 4).unwrap();
+    // Names that need care.
+    e.create(d, &[b'x'; 255], 0o644, 0, 0).unwrap();
+    e.create(d, "é ünïcødé\n\t".as_bytes(), 0o644, 0, 0).unwrap();
+    // Xattrs, ACLs.
+    e.setxattr(small, b"user.k", b"v", 0).unwrap();
+    e.setxattr(small, b"trusted.t", &[0u8, 1, 2, 255], 0).unwrap();
+    e.setxattr(d, b"security.s", &[7u8; 65536], 0).unwrap();
+    let u = u32::MAX;
+    let a = acl(&[
+        (tag::USER_OBJ, 6, u),
+        (tag::USER, 4, 65534),
+        (tag::GROUP_OBJ, 4, u),
+        (tag::MASK, 4, u),
+        (tag::OTHER, 0, u),
+    ]);
+    e.setxattr(big, ACCESS, &a, 0).unwrap();
+    e.setxattr(d, DEFAULT, &a, 0).unwrap();
+    // Times last (changes above move them).
+    let mut base = -5_000_000_000;
+    let mut all = Vec::new();
+    e.readdir(ROOT, 0, |x| {
+        all.push(x.ino);
+        true
+    })
+    .unwrap();
+    all.extend([sub, small, sparse]);
+    for ino in all {
+        times(&e, ino, base);
+        base += 1_000_000_007;
+    }
+    e
+}
+
+#[test]
+fn round_trip_keeps_everything() {
+    let e = build();
+    let before = dump(&e);
+    let img = save(&e);
+    let info = image::read_info(&img[..]).unwrap();
+    assert_eq!(info.extras, [("label".to_string(), "test".to_string())]);
+    assert_eq!(info.nodes, e.stats().inodes);
+    let l = load(&img).unwrap();
+    same(&dump(&l), &before);
+    // Settings and counters.
+    let (c0, c1) = (e.config(), l.config());
+    assert_eq!(
+        (c0.sector_size, c0.max_bytes, c0.max_inodes, c0.inline_max, c0.case_insensitive, c0.posix_acl),
+        (c1.sector_size, c1.max_bytes, c1.max_inodes, c1.inline_max, c1.case_insensitive, c1.posix_acl)
+    );
+    let (s0, s1) = (e.stats(), l.stats());
+    assert_eq!((s0.inodes, s0.logical_bytes, s0.pool.used), (s1.inodes, s1.logical_bytes, s1.pool.used));
+    // New inodes do not collide with loaded ones; a second round trip is byte-stable but for the time stamp.
+    let n = l.create(ROOT, b"new", 0o644, 0, 0).unwrap().ino;
+    l.unlink(ROOT, b"new").unwrap();
+    l.forget(n, 1);
+    let after = dump(&l);
+    let again = save(&l);
+    same(&dump(&load(&again).unwrap()), &after);
+}
+
+#[test]
+fn overrides_apply_and_holes_stay_holes() {
+    let e = build();
+    let img = save(&e);
+    let l = Engine::load_image(&img[..], |i| {
+        Ok(Config { sector_size: 64 << 10, max_bytes: 32 << 20, root_mode: 0o700, root_uid: 42, ..i.config.clone() })
+    })
+    .unwrap();
+    assert_eq!(l.config().sector_size, 64 << 10);
+    let root = l.getattr(ROOT).unwrap();
+    assert_eq!((root.perm, root.uid), (0o700, 42));
+    // Content identical at another sector size; holes stay holes.
+    let (a, b) = (dump(&e), dump(&l));
+    assert_eq!(a.len(), b.len());
+    let data = |s: &str| s.find(" data ").map(|i| s[i..].split(' ').nth(2).unwrap().to_string());
+    for (k, v) in &a {
+        assert_eq!(data(v), data(&b[k]), "{k}");
+    }
+    let sparse = &b["/dir/sub/sparse"];
+    assert_eq!(sparse.matches(" [").count(), 2, "{sparse}");
+}
+
+#[test]
+fn limits_are_checked_with_the_numbers() {
+    let e = build();
+    let img = save(&e);
+    let err = Engine::load_image(&img[..], |i| Ok(Config { max_bytes: 100_000, ..i.config.clone() })).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ImageError::TooLarge { limit: 100_000, .. }), "{msg}");
+    assert!(msg.contains("100000") && msg.contains("bytes of file data"), "{msg}");
+    let err = Engine::load_image(&img[..], |i| Ok(Config { max_inodes: 5, ..i.config.clone() })).unwrap_err();
+    assert!(matches!(err, ImageError::TooManyFiles { limit: 5, .. }), "{err}");
+    // Just enough memory: loads (the data fits when stored as it was).
+    let used = e.stats().pool.used;
+    Engine::load_image(&img[..], |i| Ok(Config { max_bytes: used, ..i.config.clone() })).unwrap();
+    // Sector rounding can need more than the data: refused while loading, with the numbers.
+    let err =
+        Engine::load_image(&img[..], |i| Ok(Config { max_bytes: 400_000, sector_size: 1 << 20, ..i.config.clone() }))
+            .unwrap_err();
+    assert!(matches!(err, ImageError::TooLarge { limit: 400_000, .. }), "{err}");
+}
+
+fn small_image() -> Vec<u8> {
+    let e = Engine::new(cfg()).unwrap();
+    let d = e.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap().ino;
+    let f = e.create(d, b"f", 0o644, 0, 0).unwrap().ino;
+    e.write(f, 0, b"abc").unwrap();
+    e.write(f, 100, b"def").unwrap();
+    e.setxattr(f, b"user.a", b"b", 0).unwrap();
+    e.symlink(ROOT, b"s", b"d/f", 0, 0).unwrap();
+    e.link(f, ROOT, b"g").unwrap();
+    save(&e)
+}
+
+#[test]
+fn every_flipped_byte_and_every_truncation_is_an_error() {
+    let img = small_image();
+    assert!(img.len() < 1000, "{}", img.len());
+    load(&img).unwrap();
+    for i in 0..img.len() {
+        for x in [0x01u8, 0x80, 0xff] {
+            let mut bad = img.clone();
+            bad[i] ^= x;
+            assert!(load(&bad).is_err(), "flipping byte {i} with {x:#x} went unnoticed");
+        }
+    }
+    for n in 0..img.len() {
+        let err = load(&img[..n]).unwrap_err();
+        assert!(err.to_string().lines().count() == 1, "{err}");
+    }
+    let mut longer = img.clone();
+    longer.push(0);
+    assert!(load(&longer).unwrap_err().to_string().contains("after the END"));
+    assert!(matches!(load(b"not an image at all"), Err(ImageError::NotAnImage)));
+    assert!(matches!(load(b""), Err(ImageError::NotAnImage)));
+    let mut v2 = img.clone();
+    v2[8] = 2;
+    assert!(matches!(load(&v2), Err(ImageError::Version(2))));
+}
+
+/// Past the checksums: every byte changed and the checksums recomputed
+/// (what a buggy or hostile writer makes) is an error or a valid file
+/// system, never a panic; the loaded file system saves again.
+#[test]
+fn resealed_changes_never_panic() {
+    let img = small_image();
+    for i in 0..img.len() {
+        for x in [0x01u8, 0x02, 0x10, 0x80, 0xff] {
+            let mut bad = img.clone();
+            bad[i] ^= x;
+            image::reseal(&mut bad);
+            if let Ok(e) = load(&bad) {
+                let again = save(&e);
+                load(&again).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn snapshot_is_unaffected_by_later_changes() {
+    let e = Engine::new(cfg()).unwrap();
+    let f = e.create(ROOT, b"f", 0o644, 0, 0).unwrap().ino;
+    e.write(f, 0, &vec![1u8; 100_000]).unwrap();
+    let s = e.snapshot();
+    e.write(f, 0, &vec![2u8; 100_000]).unwrap();
+    e.unlink(ROOT, b"f").unwrap();
+    e.create(ROOT, b"g", 0o644, 0, 0).unwrap();
+    let mut img = Vec::new();
+    s.write_to(&mut img, &[]).unwrap();
+    drop(s);
+    let l = load(&img).unwrap();
+    let a = l.lookup(ROOT, b"f").unwrap();
+    let mut buf = vec![0u8; 100_000];
+    l.read(a.ino, 0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 1));
+    assert!(l.lookup(ROOT, b"g").is_err());
+}
+
+/// Writers go on during snapshots: each snapshot is one point in time. A
+/// writer sets files f0..f7 to round r in order, and moves a file between
+/// two directories; every image must show rounds that never increase along
+/// f0..f7 and differ by at most one, and the moved file exactly once.
+#[test]
+fn snapshots_are_points_in_time_under_writers() {
+    let e = Engine::new(cfg()).unwrap();
+    let files: Vec<Ino> =
+        (0..8).map(|i| e.create(ROOT, format!("f{i}").as_bytes(), 0o644, 0, 0).unwrap().ino).collect();
+    let a = e.mkdir(ROOT, b"a", 0o755, 0, 0).unwrap().ino;
+    let b = e.mkdir(ROOT, b"b", 0o755, 0, 0).unwrap().ino;
+    e.create(a, b"x", 0o644, 0, 0).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        let _stop = Stop(&stop);
+        s.spawn(|| {
+            let mut r = 1u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for &f in &files {
+                    e.write(f, 0, &r.to_le_bytes()).unwrap();
+                }
+                let (from, to) = if r % 2 == 1 { (a, b) } else { (b, a) };
+                e.rename(from, b"x", to, b"x", 0).unwrap();
+                r += 1;
+            }
+        });
+        for _ in 0..300 {
+            let mut img = Vec::new();
+            e.snapshot().write_to(&mut img, &[]).unwrap();
+            let l = load(&img).unwrap();
+            let rounds: Vec<u64> = (0..8)
+                .map(|i| {
+                    let ino = l.lookup(ROOT, format!("f{i}").as_bytes()).unwrap().ino;
+                    let mut v = [0u8; 8];
+                    l.read(ino, 0, &mut v).unwrap();
+                    u64::from_le_bytes(v)
+                })
+                .collect();
+            assert!(rounds.windows(2).all(|w| w[0] >= w[1]) && rounds[0] - rounds[7] <= 1, "{rounds:?}");
+            let la = l.lookup(ROOT, b"a").unwrap().ino;
+            let lb = l.lookup(ROOT, b"b").unwrap().ino;
+            let n = [la, lb].iter().filter(|&&d| l.lookup(d, b"x").is_ok()).count();
+            assert_eq!(n, 1, "the moved file is in {n} places");
+            // Where it is agrees with the rounds: in the middle of round r
+            // (files differ) it is where round r - 1 moved it.
+            let in_b = l.lookup(lb, b"x").is_ok();
+            if rounds[0] != rounds[7] {
+                assert_eq!(in_b, (rounds[0] - 1) % 2 == 1, "{rounds:?}");
+            }
+        }
+    });
+}
+
+#[test]
+fn case_insensitive_and_collisions() {
+    let e = Engine::new(Config { case_insensitive: true, ..cfg() }).unwrap();
+    e.create(ROOT, b"Readme", 0o644, 0, 0).unwrap();
+    let img = save(&e);
+    let l = load(&img).unwrap();
+    assert!(l.config().case_insensitive);
+    assert!(l.lookup(ROOT, b"README").is_ok());
+    // A case-sensitive image with names that differ only in case cannot be
+    // loaded case-insensitively.
+    let e = Engine::new(cfg()).unwrap();
+    e.create(ROOT, b"a", 0o644, 0, 0).unwrap();
+    e.create(ROOT, b"A", 0o644, 0, 0).unwrap();
+    let img = save(&e);
+    let err = Engine::load_image(&img[..], |i| Ok(Config { case_insensitive: true, ..i.config.clone() })).unwrap_err();
+    assert!(err.to_string().contains("appears twice"), "{err}");
+}
+
+#[test]
+fn load_frees_everything_on_error() {
+    let e = build();
+    let mut img = save(&e);
+    // Cut the END record: everything before it was loaded, then dropped.
+    img.truncate(img.len() - 10);
+    assert!(matches!(load(&img), Err(ImageError::Truncated { .. })));
+}

@@ -1,0 +1,370 @@
+//! Linux: images of a mount (`--image FILE`, `sectorfs save`), on top of
+//! `engine::image`.
+//!
+//! # How `sectorfs save` asks the daemon
+//! Through the root directory's virtual attribute [`SAVE_XATTR`], like the
+//! stats: `setxattr(MP, "user.sectorfs.save", TOKEN NUL FILE)` starts a save
+//! (FILE empty: the mount's `--image`) and returns at once; the save runs on
+//! a thread of its own (`sectorfs-save`), so no FUSE worker or ring queue
+//! waits for it. `getxattr(MP, "user.sectorfs.save")` answers the state as
+//! JSON ([`Status`]): the image, the TOKEN of the save running, and the last
+//! [`KEPT`] outcomes by TOKEN. The CLI picks a fresh TOKEN and polls until
+//! its outcome is there. One save at a time: another request gets `EBUSY`.
+//! Only the user who mounted (the daemon's user) or root may save (`EPERM`
+//! otherwise): a save writes a file with the daemon's rights. FILE must be
+//! absolute and outside the mount (`EINVAL`).
+//!
+//! # Writing an image file
+//! [`save_to`]: a temporary file `.NAME.sectorfs-save` in the same
+//! directory (mode 0600, opened with `O_TRUNC` and locked with `flock`, so
+//! two savers of one file refuse each other rather than mix), the snapshot
+//! streamed into it, `fsync`, `rename` over NAME, `fsync` of the directory.
+//! A crash at any point leaves the previous NAME as it was; a failed save
+//! removes its temporary file.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use engine::image::{ImageInfo, SaveReport};
+use engine::Engine;
+use serde::{Deserialize, Serialize};
+
+/// The root's virtual attribute that starts a save and reports on it.
+pub(crate) const SAVE_XATTR: &str = "user.sectorfs.save";
+
+/// Outcomes kept for `sectorfs save` to find.
+pub(crate) const KEPT: usize = 16;
+
+/// How one save ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Outcome {
+    /// The requester's token.
+    pub(crate) token: String,
+    /// The image file.
+    pub(crate) path: String,
+    /// The error, one line; `None`: saved.
+    pub(crate) error: Option<String>,
+    /// Inodes saved.
+    pub(crate) files: u64,
+    /// Bytes of file data saved.
+    pub(crate) data_bytes: u64,
+    /// Bytes of the image.
+    pub(crate) image_bytes: u64,
+    /// How long writers were held off while the snapshot was taken.
+    pub(crate) held_ms: f64,
+    /// The whole save, snapshot to directory fsync.
+    pub(crate) seconds: f64,
+}
+
+/// The state [`SAVE_XATTR`] reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Status {
+    /// The mount's `--image`, if any.
+    pub(crate) image: Option<String>,
+    /// The token of the save running.
+    pub(crate) running: Option<String>,
+    /// The last outcomes, oldest first.
+    pub(crate) done: Vec<Outcome>,
+}
+
+struct State {
+    running: Option<String>,
+    thread: Option<JoinHandle<()>>,
+    done: VecDeque<Outcome>,
+}
+
+/// A mount's saver: on-demand saves while it serves, and the last save.
+pub(crate) struct Saver {
+    engine: Arc<Engine>,
+    image: Option<PathBuf>,
+    mountpoint: PathBuf,
+    owner: u32,
+    label: String,
+    state: Mutex<State>,
+}
+
+impl Saver {
+    pub(crate) fn new(engine: Arc<Engine>, image: Option<PathBuf>, mountpoint: PathBuf, label: String) -> Saver {
+        Saver {
+            engine,
+            image,
+            mountpoint,
+            owner: nix::unistd::geteuid().as_raw(),
+            label,
+            state: Mutex::new(State { running: None, thread: None, done: VecDeque::new() }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A `setxattr` of [`SAVE_XATTR`] by `uid` with `value` (`TOKEN NUL FILE`).
+    ///
+    /// # Errors
+    /// An errno: `EPERM` (not the mounting user or root), `EINVAL` (a bad
+    /// value, a relative FILE or one inside the mount, no FILE and no
+    /// `--image`), `EBUSY` (a save is running), `EAGAIN` (no thread).
+    pub(crate) fn request(self: &Arc<Self>, uid: u32, value: &[u8]) -> Result<(), i32> {
+        if uid != 0 && uid != self.owner {
+            return Err(libc::EPERM);
+        }
+        let nul = value.iter().position(|&b| b == 0).ok_or(libc::EINVAL)?;
+        let token = std::str::from_utf8(&value[..nul]).map_err(|_| libc::EINVAL)?.to_string();
+        if token.is_empty() || token.len() > 64 {
+            return Err(libc::EINVAL);
+        }
+        let file = &value[nul + 1..];
+        let path = if file.is_empty() {
+            self.image.clone().ok_or(libc::EINVAL)?
+        } else {
+            PathBuf::from(OsString::from_vec(file.to_vec()))
+        };
+        if !path.is_absolute() || path.starts_with(&self.mountpoint) || path.file_name().is_none() {
+            return Err(libc::EINVAL);
+        }
+        let mut st = self.lock();
+        if st.running.is_some() {
+            return Err(libc::EBUSY);
+        }
+        if let Some(t) = st.thread.take() {
+            let _ = t.join();
+        }
+        let me = Arc::clone(self);
+        let tok = token.clone();
+        let t = std::thread::Builder::new()
+            .name("sectorfs-save".into())
+            .spawn(move || {
+                unpin();
+                let out = me.save(&tok, &path);
+                let mut st = me.lock();
+                st.running = None;
+                st.done.push_back(out);
+                while st.done.len() > KEPT {
+                    st.done.pop_front();
+                }
+            })
+            .map_err(|_| libc::EAGAIN)?;
+        st.running = Some(token);
+        st.thread = Some(t);
+        Ok(())
+    }
+
+    /// Saves to `path` now and tells how it went.
+    fn save(&self, token: &str, path: &Path) -> Outcome {
+        let t0 = Instant::now();
+        let mut out = Outcome { token: token.into(), path: path.display().to_string(), ..Outcome::default() };
+        match save_to(&self.engine, path, &self.label) {
+            Ok((r, held)) => {
+                out.files = r.nodes;
+                out.data_bytes = r.data_bytes;
+                out.image_bytes = r.image_bytes;
+                out.held_ms = held.as_secs_f64() * 1e3;
+                log::info!("saved {} ({} files, {} data bytes)", path.display(), r.nodes, r.data_bytes);
+            }
+            Err(e) => {
+                log::error!("saving {} failed: {e:#}", path.display());
+                out.error = Some(format!("{e:#}"));
+            }
+        }
+        out.seconds = t0.elapsed().as_secs_f64();
+        out
+    }
+
+    /// The JSON of [`Status`].
+    pub(crate) fn status_json(&self) -> Vec<u8> {
+        let st = self.lock();
+        let s = Status {
+            image: self.image.as_ref().map(|p| p.display().to_string()),
+            running: st.running.clone(),
+            done: st.done.iter().cloned().collect(),
+        };
+        serde_json::to_vec(&s).unwrap_or_default()
+    }
+
+    /// After the unmount: waits for a save in flight, then saves to the
+    /// mount's `--image` (if any). `None`: nothing to save.
+    pub(crate) fn finish(&self) -> Option<Outcome> {
+        let t = self.lock().thread.take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+        let path = self.image.clone()?;
+        Some(self.save("unmount", &path))
+    }
+}
+
+/// Lets this thread run on every CPU: a thread started by a ring queue's
+/// thread inherits its pinning to one CPU, and a long save there would take
+/// that CPU's queue half its time.
+fn unpin() {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set; `CPU_SET` writes
+    // bits inside it (indices below `CPU_SETSIZE`); `sched_setaffinity`
+    // only reads the set, which lives across the call. Exercised by every
+    // `sectorfs save` in mount/tests/mount_image.rs.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            log::debug!("sched_setaffinity: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+/// `dir/.NAME.sectorfs-save` for `path` = `dir/NAME`.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".sectorfs-save");
+    path.with_file_name(name)
+}
+
+/// Saves `engine` to `path` atomically (module doc); returns what was
+/// written and how long writers were held off.
+pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(SaveReport, std::time::Duration)> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = temp_path(path);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    // SAFETY: flock on a descriptor we own, alive across the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail_busy(path)?;
+    }
+    let result = (|| -> Result<(SaveReport, std::time::Duration)> {
+        file.set_len(0).context("cannot truncate the temporary file")?;
+        let snap = engine.snapshot();
+        let held = snap.held();
+        let report = snap.write_to(&file, &[("label", label)]).context("cannot write the image")?;
+        drop(snap);
+        crate::fault::fail_point!("daemon.save.before_rename", |_| Err(anyhow!("failpoint daemon.save.before_rename")));
+        file.sync_all().context("cannot fsync the image")?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename the image to {}", path.display()))?;
+        let d = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        d.sync_all().with_context(|| format!("cannot fsync {}", dir.display()))?;
+        Ok((report, held))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn bail_busy(path: &Path) -> Result<()> {
+    Err(anyhow!("another save to {} is in progress", path.display()))
+}
+
+/// The absolute form of `p` without needing `p` to exist (its directory
+/// must): the directory canonicalized, the name appended.
+pub(crate) fn absolute_image_path(p: &Path) -> Result<PathBuf> {
+    let name = p.file_name().ok_or_else(|| anyhow!("{}: not a file name", p.display()))?;
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = dir.canonicalize().with_context(|| format!("cannot use the directory of {}", p.display()))?;
+    Ok(dir.join(name))
+}
+
+/// Reads the header of the image at `path`; `None` if there is no file.
+pub(crate) fn read_info(path: &Path) -> Result<Option<ImageInfo>> {
+    match File::open(path) {
+        Ok(f) => engine::image::read_info(io::BufReader::new(f))
+            .map(Some)
+            .map_err(|e| anyhow!("cannot load image {}: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot open image {}: {e}", path.display())),
+    }
+}
+
+/// Loads the image at `path` with settings `cfg` (the image's, with the
+/// command line's overrides).
+pub(crate) fn load(path: &Path, cfg: engine::Config) -> Result<Engine> {
+    let f = File::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    Engine::load_image(f, |_| Ok(cfg)).map_err(|e| anyhow!("cannot load image {}: {e}", path.display()))
+}
+
+/// A fresh token for `sectorfs save`.
+pub(crate) fn token() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{}", std::process::id(), t.as_nanos())
+}
+
+/// The value of the save request: `TOKEN NUL FILE`.
+pub(crate) fn request_value(token: &str, file: Option<&Path>) -> Vec<u8> {
+    let mut v = token.as_bytes().to_vec();
+    v.push(0);
+    if let Some(f) = file {
+        v.extend_from_slice(f.as_os_str().as_bytes());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_and_requests() {
+        assert_eq!(temp_path(Path::new("/a/b/disk.img")), Path::new("/a/b/.disk.img.sectorfs-save"));
+        assert_eq!(request_value("t", Some(Path::new("/x"))), b"t\0/x");
+        assert_eq!(request_value("t", None), b"t\0");
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let e = Arc::new(Engine::new(engine::Config::default()).unwrap());
+        let s = Arc::new(Saver::new(e, None, PathBuf::from("/mnt/ram"), "x".into()));
+        let me = nix::unistd::geteuid().as_raw();
+        let other = if me == 0 { 1 } else { me + 1 };
+        if me != 0 {
+            assert_eq!(s.request(other, b"t\0/tmp/x"), Err(libc::EPERM));
+        }
+        assert_eq!(s.request(me, b"no-nul"), Err(libc::EINVAL));
+        assert_eq!(s.request(me, b"t\0"), Err(libc::EINVAL)); // no FILE, no --image
+        assert_eq!(s.request(me, b"t\0rel/x"), Err(libc::EINVAL));
+        assert_eq!(s.request(me, b"t\0/mnt/ram/x"), Err(libc::EINVAL));
+        let _ = other;
+    }
+
+    #[test]
+    fn save_is_atomic_and_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("img");
+        let e = Engine::new(engine::Config::default()).unwrap();
+        let f = e.create(engine::ROOT, b"f", 0o644, 0, 0).unwrap().ino;
+        e.write(f, 0, b"one").unwrap();
+        save_to(&e, &p, "l").unwrap();
+        e.write(f, 0, b"two").unwrap();
+        save_to(&e, &p, "l").unwrap();
+        assert!(!temp_path(&p).exists());
+        let info = read_info(&p).unwrap().unwrap();
+        assert_eq!(info.extras, [("label".into(), "l".into())]);
+        let l = load(&p, info.config).unwrap();
+        let mut b = [0u8; 3];
+        l.read(l.lookup(engine::ROOT, b"f").unwrap().ino, 0, &mut b).unwrap();
+        assert_eq!(&b, b"two");
+        assert!(read_info(&d.path().join("none")).unwrap().is_none());
+        // A directory that does not exist: an error, nothing left behind.
+        assert!(save_to(&e, &d.path().join("no/such"), "l").is_err());
+    }
+}
