@@ -25,7 +25,7 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::sector::table::{Edit, LeafMut, Table, LEAF};
+use crate::sector::table::{Edit, LeafMut, Retired, Table, LEAF};
 use crate::sector::{Charge, Pool, Reservation};
 use crate::sync::{Arc, Page, RawMem};
 use crate::{Error, Result};
@@ -316,18 +316,17 @@ impl FileData {
         matches!(self.content, Content::Sectors(_))
     }
 
-    /// Frees every page and node of the table (the file's last version
-    /// going away), leaving the contents empty.
-    ///
-    /// # Safety
-    /// As for `Table::free_all`: no other version anyone can read shares
-    /// any of it.
-    pub(crate) unsafe fn free_all(&mut self, pool: &Pool) {
-        if let Content::Sectors(t) = &mut self.content {
-            // SAFETY: the caller's contract.
-            unsafe { t.free_all(pool) };
-        }
+    /// Takes the page table out as one retired subtree (the file's last
+    /// version going away), leaving the contents empty: to be freed by the
+    /// version protocol (`crate::node`, "Versions") once no version anyone
+    /// can read reaches any of it.
+    pub(crate) fn take_tree(&mut self) -> Option<Retired> {
+        let t = match &mut self.content {
+            Content::Sectors(t) => t.take_tree(),
+            _ => None,
+        };
         self.content = Content::Empty;
+        t
     }
 
     /// Undoes a draft of `gen` that will not be published (see

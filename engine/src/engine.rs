@@ -208,7 +208,7 @@ impl Engine {
     }
 
     pub(crate) fn attr_of(&self, n: &Node) -> Attr {
-        let s = n.snap.load();
+        let s = n.load();
         let ss = self.cfg.sector_size as u64;
         let size = match n.kind {
             FileType::Regular => s.data.len(),
@@ -258,7 +258,7 @@ impl Engine {
     pub(crate) fn free(&self, n: &Node) {
         if let Some(node) = self.nodes.remove_if(&n.ino, |v| std::ptr::eq(&**v, n)) {
             self.inodes.fetch_sub(1, Ordering::AcqRel);
-            let len = node.snap.load().data.len();
+            let len = node.load().data.len();
             self.logical.fetch_sub(len, Ordering::Relaxed);
             // The node (and its sectors) is freed when the last Arc drops:
             // here, or when a concurrent reader finishes.

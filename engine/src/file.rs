@@ -41,7 +41,7 @@ impl Engine {
             FileType::Directory => return Err(Error::IsDir),
             _ => return Err(Error::InvalidArgument),
         }
-        let snap = n.snap.load();
+        let snap = n.load();
         Ok(snap.data.read(self.cfg.sector_size as u64, off, buf))
     }
 
@@ -85,7 +85,7 @@ impl Engine {
             _ => return Err(Error::InvalidArgument),
         }
         // One load: the version `f` sees, held (this guard) until it returns.
-        let snap = n.snap.load();
+        let snap = n.load();
         Ok(snap.data.read_with(self.cfg.sector_size as u64, off, len, f))
     }
 
@@ -133,7 +133,7 @@ impl Engine {
         if n.kind != FileType::Regular {
             return Err(Error::InvalidArgument);
         }
-        n.snap.load().data.seek(self.cfg.sector_size as u64, off, data)
+        n.load().data.seek(self.cfg.sector_size as u64, off, data)
     }
 
     /// Copies `len` bytes from `ino_in` at `off_in` to `ino_out` at `off_out`;
@@ -162,7 +162,7 @@ impl Engine {
         }
         let ss = self.cfg.sector_size as u64;
         // One version of the source for the whole copy.
-        let snap = src.snap.load_full();
+        let snap = src.load_full();
         let total = len.min(snap.data.len().saturating_sub(off_in));
         let end_in = off_in + total;
         if total > 0 && off_out.checked_add(total).is_none_or(|e| e > self.cfg.max_file_size) {

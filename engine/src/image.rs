@@ -217,7 +217,7 @@ impl Engine {
         let mut seen: HashMap<Ino, ()> = HashMap::new();
         let mut entries = 0u64;
         if let Some(root) = self.nodes.get(&ROOT) {
-            let s = root.snap.load_full();
+            let s = root.load_full();
             nodes.push((root, s));
         }
         let mut i = 0;
@@ -236,7 +236,7 @@ impl Engine {
                         None => continue,
                     };
                     if let Some(c) = first {
-                        let s = c.snap.load_full();
+                        let s = c.load_full();
                         nodes.push((c, s));
                     }
                     enc.push(e.name.len() as u8);
@@ -1060,8 +1060,7 @@ impl Loader {
             }
             let parent = if ino == ROOT { ROOT } else { parent };
             let xattrs = s.xattrs.map(Arc::new);
-            let node = Node::new(ino, s.kind, meta.clone(), nlink, parent, s.target, xattrs.clone());
-            node.snap.store(Arc::new(Snap::loaded(meta, s.data, xattrs)));
+            let node = Node::with_version(ino, s.kind, Snap::loaded(meta, s.data, xattrs), nlink, parent, s.target);
             if let (Some(d), Some(staged)) = (&node.dir, s.dir) {
                 let mut g = d.write();
                 *g = staged;

@@ -28,32 +28,44 @@
 //!
 //! 1. The draft of version `n + 1` changes only what its batch made (table
 //!    nodes of its number, fresh pages); everything it replaces or cuts off
-//!    is *retired*: reachable from version `n` (and older ones), from no
-//!    newer one.
+//!    is *retired*: reachable from version `n` (and maybe older ones), from
+//!    no newer one. Let `w` be the version of the newest [`Block`] alive
+//!    when the draft began (rule 3; none: nothing is held but maybe `n`).
+//!    What the batch retires that was made after `w` (a node numbered
+//!    above `w`, a page taken after `w`: the leaf's `young` marks) is
+//!    *young*: no version up to `w` reaches it (`Retired::is_young`).
 //! 2. Publishing is one `ArcSwap::swap`, which returns version `n` counted
 //!    exactly (`sync::ArcSwap::swap`: arc-swap pays its readers' debts
 //!    first). If the runner's `Arc` is then the only one (`Arc::get_mut`,
-//!    an acquire after every other holder's release), no reader holds `n`
-//!    and, by 3, none holds an older one: the runner frees what the batch
-//!    retired at once (nodes to this thread's spare nodes, pages to the
-//!    pool) and keeps `n`'s allocation as the next draft (a thread-local
-//!    spare). So a write on a file nobody is reading allocates nothing.
-//! 3. Otherwise version `n` becomes *superseded*: it keeps the retired list
-//!    and an `Arc` to version `n + 1`. A version is therefore alive while
-//!    any older one is, and when the last holder drops version `n`, every
-//!    older version is gone: its retired list is freed then, by whichever
-//!    thread drops it, and the drop goes on down the chain (a loop, not a
-//!    recursion).
-//! 4. The current version carries the pool (`Link::Published`): if it is
-//!    dropped without being superseded, it was the file's last, and it
-//!    frees its whole table.
+//!    an acquire after every other holder's release), no reader holds `n`,
+//!    nor any version after `w` (each was found alone in its turn): the
+//!    young items go back at once (nodes to this thread's spare nodes,
+//!    pages to the pool), and so does the rest unless `w`'s block is still
+//!    alive, which then takes it. `n`'s allocation becomes the next draft
+//!    (a thread-local spare). So a write on a file nobody is reading
+//!    allocates nothing.
+//! 3. Otherwise version `n` becomes *superseded*: it keeps the young items
+//!    as its own (of the versions that reach them only `n` is alive; freed
+//!    when its last holder drops it) and gets a new block for the rest,
+//!    which waits for `n` **and every older version**: `w`'s block, while
+//!    alive, holds it too (a chain of blocks, not of versions). `n`'s block
+//!    is the newest now. So a reader holding an old version keeps what that
+//!    version reaches, and hardly anything else (a subtree cut off whole is
+//!    kept whole): 1,000 overwrites of one page under a held version keep
+//!    two pages, not 1,000 (`engine/tests/issue_18_retention.rs`).
+//! 4. The current version carries the pool and the newest block
+//!    (`Link::Published`): if it is dropped without being superseded, it was
+//!    the file's last; it frees its whole table at once, or gives it to the
+//!    newest block if that is still alive (an older version may reach part
+//!    of it).
 //!
 //! A draft that is not published (no request of the batch succeeded, or the
 //! batch panicked) gives back what its batch made and nothing else
 //! (`Table::abort`, through the `Draft` guard even while unwinding).
 //! loom: `reclaim.rs` (nothing freed while a reader holds a version that
 //! reaches it, nothing leaked), `read_with.rs` (nothing reused while lent);
-//! the injected bugs `version_reclaim_early` and `version_chain_unlinked`.
+//! the injected bugs `version_reclaim_early`, `version_chain_unlinked` and
+//! `retired_all_own`.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -62,9 +74,9 @@ use std::collections::{BTreeMap, HashMap};
 use crate::acl::{Acl, AclKind};
 use crate::actor::{Combiner, Request};
 use crate::data::{Ctx, FileData};
-use crate::sector::table::{free_retired, Edit, Retired};
+use crate::sector::table::{free_one, free_retired, Edit, Retired};
 use crate::sector::Pool;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{thread_local, Arc, ArcSwap, Mutex, RwLock, UnsafeCell};
 use crate::types::{xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, XATTR_SIZE_MAX};
 use crate::{Error, Result};
@@ -125,13 +137,104 @@ enum Link {
     Draft,
     /// The current version. `pool` (set once the contents have ever been a
     /// table) frees the table should this turn out to be the file's last
-    /// version.
-    Published(Option<Pool>),
-    /// Replaced by `next` while a reader still held it: `retired` (what
-    /// `next`'s batch cut out of this version) goes back to `pool` once this
-    /// version and every older one are gone. (`next` is `None` only in the
-    /// injected bug `version_chain_unlinked`.)
-    Superseded { next: Option<Arc<Snap>>, retired: Vec<Retired>, pool: Option<Pool> },
+    /// version; `newest` is the block of the newest superseded version
+    /// (rule 3), which may be dead already.
+    Published { pool: Option<Pool>, newest: Option<Arc<Block>> },
+    /// Replaced while a reader still held it: `own` (what only this version
+    /// reaches) goes back to `pool` when it is dropped; it releases `block`
+    /// then (rule 3).
+    Superseded { own: Vec<Retired>, pool: Option<Pool>, block: Option<Arc<Block>> },
+}
+
+/// What batches retired that a superseded version, or an older one, may
+/// still reach: freed when the version it was made for and every older
+/// version of the file are gone (rule 3 of "Versions").
+pub(crate) struct Block {
+    /// The version it was made for.
+    ver: u64,
+    /// Who keeps the items alive: the superseded version the block was made
+    /// for, and the block of the next older superseded version while that
+    /// one is alive. The `Arc` only keeps the allocation (the current
+    /// version holds one to add to it): the items go when this reaches 0.
+    holders: AtomicUsize,
+    inner: Mutex<BlockInner>,
+    pool: Pool,
+}
+
+struct BlockInner {
+    items: Vec<Retired>,
+    /// The block of the next newer superseded version (one of its holders).
+    next: Option<Arc<Block>>,
+    /// `holders` reached zero: the items were freed, none may be added.
+    dead: bool,
+}
+
+impl Block {
+    /// A block for a version just superseded while held, holding `items`;
+    /// held by that version and, if `older` is alive, by `older`.
+    fn new(ver: u64, items: Vec<Retired>, older: Option<&Arc<Block>>, pool: &Pool) -> Arc<Block> {
+        let b = Arc::new(Block {
+            ver,
+            holders: AtomicUsize::new(1),
+            inner: Mutex::new(BlockInner { items, next: None, dead: false }),
+            pool: pool.clone(),
+        });
+        if let Some(older) = older {
+            let mut g = older.inner.lock();
+            #[cfg(not(loom_bug = "version_chain_unlinked"))]
+            if !g.dead {
+                // Counted before anyone can release `b` (only its version,
+                // not yet superseded, and this link will hold it).
+                b.holders.fetch_add(1, Ordering::Relaxed);
+                g.next = Some(Arc::clone(&b));
+            }
+            // Injected bug (loom-tests/tests/read_with.rs): the new block does
+            // not wait for the older versions, so what it holds goes back when
+            // its own version is dropped while an older one still reaches it.
+            #[cfg(loom_bug = "version_chain_unlinked")]
+            let _ = &mut g;
+        }
+        b
+    }
+
+    /// Adds `items` (retired from the current version or cut from the
+    /// file's last one) unless the block is dead; `false` (nothing taken)
+    /// if it is: then every version it waited for is gone.
+    fn add(&self, items: &mut Vec<Retired>) -> bool {
+        let mut g = self.inner.lock();
+        if g.dead {
+            return false;
+        }
+        g.items.append(items);
+        true
+    }
+
+    /// Drops one holder of `b`; the last frees the items and releases the
+    /// next block (a loop down the chain, not a recursion).
+    fn release(mut b: Arc<Block>) {
+        loop {
+            if b.holders.fetch_sub(1, Ordering::AcqRel) != 1 {
+                return;
+            }
+            let (mut items, next) = {
+                let mut g = b.inner.lock();
+                g.dead = true;
+                (std::mem::take(&mut g.items), g.next.take())
+            };
+            // SAFETY: no holder left: the version the block was made for
+            // is gone, and so is every older one (the newest older
+            // superseded version alive would hold it through its block's
+            // `next`, and versions never superseded while held were found
+            // alone). Every item is reachable only from those versions (rule
+            // 3: added only while the block was alive, from versions no
+            // newer than the current one, cut out of it).
+            unsafe { free_retired(&mut items, &b.pool) };
+            match next {
+                Some(n) => b = n,
+                None => return,
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Snap {
@@ -149,7 +252,7 @@ impl Snap {
             xattrs,
             ver: 0,
             retiring: Vec::new(),
-            link: UnsafeCell::new(Link::Published(None)),
+            link: UnsafeCell::new(Link::Published { pool: None, newest: None }),
         }
     }
 
@@ -167,7 +270,7 @@ impl Snap {
             xattrs,
             ver: FirstVersion::GEN,
             retiring: Vec::new(),
-            link: UnsafeCell::new(Link::Published(pool)),
+            link: UnsafeCell::new(Link::Published { pool, newest: None }),
         }
     }
 
@@ -191,22 +294,31 @@ impl Drop for Snap {
     fn drop(&mut self) {
         match self.take_link() {
             Link::Draft => {}
-            Link::Published(pool) => {
+            Link::Published { pool, newest } => {
                 debug_assert!(pool.is_some() || !self.data.has_table(), "a table without its pool leaks");
-                if let Some(pool) = pool {
-                    // SAFETY: a published version dropped without being
-                    // superseded is the file's last (only the runner
-                    // supersedes, and a node's versions are dropped after
-                    // the node stops publishing), and every older version
-                    // is gone (each would hold this one through `next`):
-                    // nobody else reaches its table.
-                    unsafe { self.data.free_all(&pool) };
+                let Some(pool) = pool else { return };
+                // A published version dropped without being superseded is
+                // the file's last (only the runner supersedes, and a node's
+                // versions are dropped after the node stops publishing).
+                let Some(tree) = self.data.take_tree() else { return };
+                if let Some(b) = newest {
+                    if b.add(&mut vec![tree]) {
+                        return;
+                    }
                 }
+                // SAFETY: no block alive, so every older version is gone
+                // (rule 3): nobody else reaches the table.
+                unsafe { free_one(tree, &pool) };
             }
-            Link::Superseded { next, mut retired, pool } => {
-                release(&mut retired, pool.as_ref());
-                if let Some(next) = next {
-                    drop_chain(next);
+            Link::Superseded { mut own, pool, block } => {
+                if let Some(pool) = pool {
+                    // SAFETY: this version is being dropped (no holder left)
+                    // and no other version reaches its own items (rule 1).
+                    unsafe { free_retired(&mut own, &pool) };
+                }
+                debug_assert!(own.is_empty(), "retired without a pool");
+                if let Some(b) = block {
+                    Block::release(b);
                 }
             }
         }
@@ -272,39 +384,14 @@ impl Drop for FirstVersion {
     }
 }
 
-/// Frees what a gone version retired.
-fn release(retired: &mut Vec<Retired>, pool: Option<&Pool>) {
-    if let Some(pool) = pool {
-        // SAFETY: called for a version being dropped (no holder left) whose
-        // older versions are all gone (they hold it through `next`): nothing
-        // anyone can read reaches what its successor's batch retired.
-        unsafe { free_retired(retired, pool) };
+/// Takes the young items out of `retired` (rule 1).
+fn split_young(retired: &mut Vec<Retired>) -> Vec<Retired> {
+    if !retired.iter().any(Retired::is_young) {
+        return Vec::new();
     }
-    debug_assert!(retired.is_empty(), "retired without a pool");
-}
-
-/// Drops a chain of superseded versions from `next` on, iteratively: each
-/// one whose last holder was the version before it goes too.
-fn drop_chain(mut next: Arc<Snap>) {
-    loop {
-        match Arc::try_unwrap(next) {
-            Ok(mut s) => match s.take_link() {
-                Link::Superseded { next: n, mut retired, pool } => {
-                    release(&mut retired, pool.as_ref());
-                    let Some(n) = n else { return };
-                    next = n;
-                    // `s` (now a `Draft`) drops here and frees nothing.
-                }
-                Link::Published(Some(pool)) => {
-                    // SAFETY: as in `Drop`: the file's last version.
-                    unsafe { s.data.free_all(&pool) };
-                    return;
-                }
-                _ => return,
-            },
-            Err(_) => return,
-        }
-    }
+    let young = retired.iter().copied().filter(Retired::is_young).collect();
+    retired.retain(|r| !r.is_young());
+    young
 }
 
 /// Spare versions (their allocations) kept per thread for the next draft.
@@ -327,6 +414,10 @@ thread_local! {
 /// once per step (each is a scheduling point under loom).
 struct Draft<'p> {
     w: Snap,
+    /// The version of the newest block alive when the draft began
+    /// (`u64::MAX`: none): what the batch retires that was made after it is
+    /// young (`Edit::young_after`).
+    young_after: u64,
     spare: Option<Arc<Snap>>,
     published: bool,
     pool: &'p Pool,
@@ -334,8 +425,19 @@ struct Draft<'p> {
 
 impl<'p> Draft<'p> {
     /// A draft of the version after `cur`.
-    fn new(cur: &Snap, pool: &'p Pool) -> Self {
+    ///
+    /// # Safety
+    /// `cur` is the file's published version, the caller is its runner (no
+    /// other draft of the file exists), and it holds `cur` until the draft
+    /// is published or dropped.
+    unsafe fn new(cur: &Snap, pool: &'p Pool) -> Self {
         let spare = take_spare();
+        // SAFETY: the runner reads the link of the version it holds; only
+        // it writes links, and readers never touch them.
+        let young_after = cur.link.with(|l| match unsafe { &*l } {
+            Link::Published { newest: Some(b), .. } if b.holders.load(Ordering::Acquire) != 0 => b.ver,
+            _ => u64::MAX,
+        });
         let retiring = LISTS.try_with(|l| l.borrow_mut().pop()).ok().flatten().unwrap_or_default();
         let w = Snap {
             meta: cur.meta.clone(),
@@ -343,28 +445,37 @@ impl<'p> Draft<'p> {
             // SAFETY: the draft of `cur`'s next version; `cur` is held by the
             // runner until the draft is published or aborted.
             data: unsafe { cur.data.share() },
+            #[cfg(not(loom_bug = "draft_reuses_gen"))]
             ver: cur.ver + 1,
+            // Injected bug (loom-tests): the draft takes the number of the
+            // version it replaces, so that version's nodes look private and
+            // are changed in place under its readers.
+            #[cfg(loom_bug = "draft_reuses_gen")]
+            ver: cur.ver,
             retiring,
             link: UnsafeCell::new(Link::Draft),
         };
-        Draft { w, spare, published: false, pool }
+        Draft { w, young_after, spare, published: false, pool }
     }
 
     /// Publishes the draft as the version after `cur` (which `slot` holds),
     /// then frees what the batch retired at once if nobody holds `cur`, or
-    /// leaves it to `cur`'s last holder (see "Versions").
+    /// leaves it to `cur` and its block (see "Versions").
     fn publish(mut self, slot: &ArcSwap<Snap>, cur: Arc<Snap>) {
         let pool = self.pool;
         let mut retired = std::mem::take(&mut self.w.retiring);
-        // The pool travels with the current version (rule 4).
+        // The pool and the newest block travel with the current version
+        // (rule 4).
         // SAFETY: `cur` is published; only the runner (here) writes its
         // link while it holds `cur`, and readers never touch it.
-        let carried = cur.link.with_mut(|l| match unsafe { &mut *l } {
-            Link::Published(p) => p.take(),
-            _ => None,
+        let (carried, newest) = cur.link.with_mut(|l| match unsafe { &mut *l } {
+            Link::Published { pool, newest } => (pool.take(), newest.take()),
+            _ => (None, None),
         });
         let carried = carried.or_else(|| self.w.data.has_table().then(|| pool.clone()));
-        self.w.link = UnsafeCell::new(Link::Published(carried));
+        // A dead block never takes items again: let it go.
+        let newest = newest.filter(|b| b.holders.load(Ordering::Acquire) != 0);
+        self.w.link = UnsafeCell::new(Link::Published { pool: carried, newest: newest.clone() });
         self.published = true;
         let placeholder = Snap::new(self.w.meta.clone(), None);
         let w = std::mem::replace(&mut self.w, placeholder);
@@ -379,51 +490,61 @@ impl<'p> Draft<'p> {
             None => Arc::new(w),
         };
         let old = slot.swap(w);
-        debug_assert!(Arc::ptr_eq(&old, &cur), "only the runner publishes");
+        // Everything below relies on it (what `old` reaches is what the
+        // draft was made from): checked in every build, before anything is
+        // freed.
+        assert!(Arc::ptr_eq(&old, &cur), "only the runner publishes");
         drop(cur);
         #[cfg(not(loom_bug = "version_reclaim_early"))]
         let alone = recycle_if_alone(old);
         // Injected bug (loom-tests/tests/read_with.rs): reclaim at once even
         // while a reader holds the old version.
         #[cfg(loom_bug = "version_reclaim_early")]
-        let alone = recycle_if_alone(old).or_else(|old| {
-            // SAFETY: as below (the runner holds `old`).
-            old.link.with_mut(|l| unsafe {
-                *l = Link::Superseded { next: None, retired: Vec::new(), pool: None };
-            });
-            Ok::<(), Arc<Snap>>(())
-        });
-        let old = match alone {
+        let alone = recycle_if_alone(old).map_err(drop).or(Ok::<(), ()>(()));
+        match alone {
             Ok(()) => {
-                // SAFETY: nobody else held `old` (it was unique, an acquire
-                // after every other holder's release) and so no older
-                // version either (each would hold `old` through `next`):
-                // what the batch retired (reachable from `old` and older
-                // versions only) is unreachable.
+                // Nobody else held `old` (it was unique, an acquire after
+                // every other holder's release). What the batch retired may
+                // still be reached by older versions: those the newest block
+                // waits for, if it is alive (versions between it and `old`
+                // are gone: each was found alone). Not `old`'s own items.
+                if let Some(b) = &newest {
+                    let mut young = split_young(&mut retired);
+                    // SAFETY: made after the block's version, they are
+                    // reached by no version up to it, and every version
+                    // between it and `old` is gone, `old` too.
+                    unsafe { free_retired(&mut young, pool) };
+                    b.add(&mut retired);
+                }
+                // SAFETY: no block alive (or it took the rest), so no older
+                // version reaches what is left, and `old` is gone.
                 unsafe { free_retired(&mut retired, pool) };
                 give_back_list(retired);
-                return;
             }
-            Err(old) => old,
-        };
-        // Readers hold `old`: it keeps what the batch retired, and the new
-        // version (the one `slot` holds: only the runner publishes).
-        let next = slot.load_full();
-        #[cfg(not(loom_bug = "version_chain_unlinked"))]
-        let next = Some(next);
-        // Injected bug (loom-tests/tests/read_with.rs): the superseded
-        // version does not keep the next one alive, so a newer version can
-        // be found alone (and its retired list freed) while this one, which
-        // still reaches part of that list, is held.
-        #[cfg(loom_bug = "version_chain_unlinked")]
-        let next = {
-            drop(next);
-            None::<Arc<Snap>>
-        };
-        let keep = (!retired.is_empty()).then(|| pool.clone());
-        // SAFETY: the runner holds `old` (so no `Drop` runs meanwhile) and
-        // readers never touch the link.
-        old.link.with_mut(|l| unsafe { *l = Link::Superseded { next, retired, pool: keep } });
+            Err(old) => {
+                // Made after the newest block's version: of the versions
+                // that reach them, only `old` is still alive.
+                let own = split_young(&mut retired);
+                // Readers hold `old`: it keeps its own items; the rest wait
+                // for it and every older version in a new block, which is
+                // the newest now.
+                let block = Block::new(old.ver, retired, newest.as_ref(), pool);
+                let keep = (!own.is_empty()).then(|| pool.clone());
+                // SAFETY: the runner holds `old` (so no `Drop` runs
+                // meanwhile) and readers never touch the link.
+                old.link.with_mut(|l| unsafe {
+                    *l = Link::Superseded { own, pool: keep, block: Some(Arc::clone(&block)) }
+                });
+                let now = slot.load_full();
+                // SAFETY: as above, for the version just published (only
+                // the runner publishes, so `slot` holds it).
+                now.link.with_mut(|l| unsafe {
+                    if let Link::Published { newest, .. } = &mut *l {
+                        *newest = Some(block);
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -632,7 +753,8 @@ impl Dir {
 pub(crate) struct Node {
     pub(crate) ino: Ino,
     pub(crate) kind: FileType,
-    pub(crate) snap: ArcSwap<Snap>,
+    /// Published only by the runner (`Draft::publish`): see "Versions".
+    snap: ArcSwap<Snap>,
     pub(crate) actor: Combiner<Op<'static>, Result<u64>>,
     pub(crate) life: Mutex<Life>,
     pub(crate) nlink: AtomicU32,
@@ -646,6 +768,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// The published version, for reading (no lock).
+    pub(crate) fn load(&self) -> crate::sync::Guard<Snap> {
+        self.snap.load()
+    }
+
+    /// The published version, held (for longer reads and snapshots).
+    pub(crate) fn load_full(&self) -> Arc<Snap> {
+        self.snap.load_full()
+    }
+
     pub(crate) fn new(
         ino: Ino,
         kind: FileType,
@@ -655,10 +787,23 @@ impl Node {
         target: Option<Box<[u8]>>,
         xattrs: Option<Arc<Xattrs>>,
     ) -> Node {
+        Self::with_version(ino, kind, Snap::new(meta, xattrs), nlink, parent, target)
+    }
+
+    /// A node whose first version is `snap` (`Snap::loaded`: an image's
+    /// file, its contents built before the node exists).
+    pub(crate) fn with_version(
+        ino: Ino,
+        kind: FileType,
+        snap: Snap,
+        nlink: u32,
+        parent: Ino,
+        target: Option<Box<[u8]>>,
+    ) -> Node {
         Node {
             ino,
             kind,
-            snap: ArcSwap::new(Arc::new(Snap::new(meta, xattrs))),
+            snap: ArcSwap::new(Arc::new(snap)),
             actor: Combiner::new(),
             life: Mutex::new(Life { nlink, lookups: 0, opens: 0, gone: false }),
             nlink: AtomicU32::new(nlink),
@@ -705,12 +850,16 @@ impl Node {
         out: &mut dyn FnMut(Result<u64>),
     ) {
         let cur = self.snap.load_full();
-        let mut draft = Draft::new(&cur, cx.pool);
+        // SAFETY: the caller is the node's runner (`Node::run`), and `cur` is
+        // what the node publishes (only a runner stores it) held until
+        // `publish` or the end of this function.
+        let mut draft = unsafe { Draft::new(&cur, cx.pool) };
         let before = cur.data.len();
         let mut changed = false;
+        let after_ver = draft.young_after;
         let w = &mut draft.w;
         for op in ops {
-            let r = self.apply_one(cx, w, op);
+            let r = self.apply_one(cx, w, after_ver, op);
             changed |= r.is_ok();
             out(r);
         }
@@ -727,7 +876,7 @@ impl Node {
     }
 
     /// An edit of the draft `w`'s table.
-    fn edit<'a>(cx: &Ctx<'a>, retiring: &'a mut Vec<Retired>, ver: u64) -> Edit<'a> {
+    fn edit<'a>(cx: &Ctx<'a>, retiring: &'a mut Vec<Retired>, ver: u64, young_after: u64) -> Edit<'a> {
         // SAFETY: `ver` is one more than the current version's, and every
         // node any published version of this file reaches was made by a
         // published batch (numbered at most the current version's) or by a
@@ -735,15 +884,15 @@ impl Node {
         // never move between files. So nodes numbered `ver` are this
         // draft's own. `retiring` is the draft's list, given to the current
         // version when the draft is published (`Draft::publish`).
-        unsafe { Edit::new(ver, retiring, cx.pool) }
+        unsafe { Edit::new(ver, retiring, cx.pool) }.young_after(young_after)
     }
 
-    fn apply_one(&self, cx: &Ctx<'_>, w: &mut Snap, op: Op<'_>) -> Result<u64> {
+    fn apply_one(&self, cx: &Ctx<'_>, w: &mut Snap, young_after: u64, op: Op<'_>) -> Result<u64> {
         let now = Time::now();
         match op {
             Op::Write { off, data } => {
                 self.regular()?;
-                w.data.write(cx, &mut Self::edit(cx, &mut w.retiring, w.ver), off, &data)?;
+                w.data.write(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, &data)?;
                 if !data.is_empty() {
                     w.meta.mtime = now;
                     w.meta.ctime = now;
@@ -753,7 +902,7 @@ impl Node {
             Op::Append { data } => {
                 self.regular()?;
                 let off = w.data.len();
-                w.data.write(cx, &mut Self::edit(cx, &mut w.retiring, w.ver), off, &data)?;
+                w.data.write(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, &data)?;
                 w.meta.mtime = now;
                 w.meta.ctime = now;
                 Ok(off)
@@ -765,7 +914,7 @@ impl Node {
                         FileType::Directory => return Err(Error::IsDir),
                         _ => return Err(Error::InvalidArgument),
                     }
-                    w.data.set_len(cx, &mut Self::edit(cx, &mut w.retiring, w.ver), size)?;
+                    w.data.set_len(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), size)?;
                     w.meta.mtime = now;
                 }
                 if let Some(mode) = s.mode {
@@ -817,14 +966,14 @@ impl Node {
             }
             Op::Fallocate { mode, off, len } => {
                 self.regular()?;
-                w.data.fallocate(cx, &mut Self::edit(cx, &mut w.retiring, w.ver), mode, off, len)?;
+                w.data.fallocate(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), mode, off, len)?;
                 w.meta.mtime = now;
                 w.meta.ctime = now;
                 Ok(0)
             }
             Op::Zero { off, end } => {
                 self.regular()?;
-                w.data.zero(cx, &mut Self::edit(cx, &mut w.retiring, w.ver), off, end)?;
+                w.data.zero(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, end)?;
                 w.meta.mtime = now;
                 w.meta.ctime = now;
                 Ok(0)

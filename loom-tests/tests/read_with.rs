@@ -38,10 +38,15 @@
 //!   nobody holds the version it replaced; `reuse_after_lent_version_dropped`
 //!   fails with loom's report of the next copy-on-write writing a page the
 //!   reader holds lent.
-//! * `bash .ci/loom-bugs version_chain_unlinked`: a superseded version does
-//!   not keep the next one alive, so that one is found alone (and its
-//!   retired list freed) while an older version that still reaches part of
-//!   it is lent; `older_version_keeps_newer_alive` fails the same way.
+//! * `bash .ci/loom-bugs version_chain_unlinked`: the block of a version
+//!   superseded while held is not held by the block of the older held
+//!   version, so what it keeps goes back when its own version is dropped
+//!   while the older one, which still reaches it, is lent;
+//!   `nested_holders_newer_dropped_first` fails with loom's report of a
+//!   write to lent cells.
+//! * `bash .ci/loom-bugs retired_all_young`: everything a batch retires
+//!   counts as made after the newest held version, so it goes back while
+//!   that version still reaches it; `older_version_keeps_newer_alive` fails.
 //! * `bash .ci/loom-bugs leaf_copy_keeps_fresh` also runs
 //!   `overwrite_while_lent`: a leaf copied into a draft keeps its "fresh"
 //!   marks, so pages published by an earlier batch look fresh and are
@@ -227,6 +232,42 @@ mod tests {
             assert!([version(1, 1), version(1, 2), version(3, 2), version(3, 4)].contains(&got), "torn read: {got:?}");
             writer.join().unwrap();
             assert_eq!(read_lent(&e, ino, SS, &tick), version(3, 4));
+            assert_eq!(e.stats().pool.sectors, 1, "old versions' pages freed");
+        });
+    }
+
+    /// Two readers of two versions, nested (the outer one lent the older
+    /// version), the inner and newer one let go first, while a writer
+    /// changes both pages: the outer slices never change, and every old
+    /// page goes back once both let go (blocks chained, "Versions" rule 3).
+    #[test]
+    fn nested_holders_newer_dropped_first() {
+        fn flat(s: &[std::io::IoSlice<'_>]) -> Vec<u8> {
+            s.iter().flat_map(|p| p.iter().copied()).collect()
+        }
+        loom_tests::check("read_with::nested_holders_newer_dropped_first", Bound::Preemptions(3), || {
+            let (e, ino) = file_with(&[1; SS], 8);
+            let w = Arc::clone(&e);
+            let writer = thread::spawn(move || {
+                w.write(ino, (SS / 2) as u64, &[2; SS / 2]).expect("page 1");
+                w.write(ino, 0, &[3; SS / 2]).expect("page 0");
+                w.write(ino, (SS / 2) as u64, &[4; SS / 2]).expect("page 1 again");
+            });
+            let tick = AtomicUsize::new(0);
+            e.read_with(ino, 0, SS, |outer| {
+                let a = flat(outer);
+                tick.fetch_add(1, Ordering::SeqCst);
+                e.read_with(ino, 0, SS, |s| {
+                    let x = flat(s);
+                    tick.fetch_add(1, Ordering::SeqCst);
+                    assert_eq!(x, flat(s), "inner lent bytes changed");
+                })
+                .expect("inner read_with");
+                tick.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(a, flat(outer), "outer lent bytes changed after the inner reader let go");
+            })
+            .expect("outer read_with");
+            writer.join().unwrap();
             assert_eq!(e.stats().pool.sectors, 1, "old versions' pages freed");
         });
     }

@@ -84,10 +84,16 @@ pub struct Leaf {
     init: [u16; LEAF],
     /// Per page: taken in the batch of `gen` (valid only in a private leaf).
     fresh: u64,
+    /// Per page: taken in a batch newer than version `young_w` (see
+    /// [`Edit::young_after`]); no version up to `young_w` reaches it.
+    /// Runner only, like `init`.
+    young: u64,
+    /// The version `young` is relative to.
+    young_w: u64,
 }
 
 impl Leaf {
-    const EMPTY: Leaf = Leaf { pages: [None; LEAF], init: [0; LEAF], fresh: 0 };
+    const EMPTY: Leaf = Leaf { pages: [None; LEAF], init: [0; LEAF], fresh: 0, young: 0, young_w: u64::MAX };
 
     /// The page in slot `i`.
     pub fn page(&self, i: usize) -> Option<Page> {
@@ -178,8 +184,8 @@ fn alloc_empty(gen: u64, height: u32) -> NodePtr {
 }
 
 /// A new private copy of `src` (a leaf's copy has no fresh pages: all of
-/// `src`'s were published).
-fn alloc_copy(gen: u64, src: &TNode) -> NodePtr {
+/// `src`'s were published), its young pages relative to version `w`.
+fn alloc_copy(gen: u64, w: u64, src: &TNode) -> NodePtr {
     alloc(gen, src.body.kind(), |b| match (b, &src.body) {
         (Body::Inner(d), Body::Inner(k)) => *d = *k,
         #[cfg(not(loom_bug = "leaf_copy_keeps_fresh"))]
@@ -187,6 +193,11 @@ fn alloc_copy(gen: u64, src: &TNode) -> NodePtr {
             d.pages = l.pages;
             d.init = l.init;
             d.fresh = 0;
+            // Young relative to `w`: the original's fresh pages if its batch
+            // came after `w`, and what was young in it relative to `w` too
+            // (relative to an older version it says nothing about `w`).
+            d.young = if src.gen > w && w != u64::MAX { l.fresh } else { 0 } | if l.young_w == w { l.young } else { 0 };
+            d.young_w = w;
         }
         // Injected bug (loom-tests/tests/table_publish.rs): the copy keeps
         // the marks of the batch that made the original, so pages published
@@ -225,12 +236,28 @@ pub(crate) enum Retired {
     Tree(NodePtr),
     /// A page replaced or cut off.
     Page(Page),
+    /// A node made after version [`Edit::young_after`]: no version up to
+    /// that one reaches it.
+    YoungNode(NodePtr),
+    /// A page taken after version [`Edit::young_after`] (as `YoungNode`).
+    YoungPage(Page),
+}
+
+impl Retired {
+    /// Whether it was made after the edit's [`Edit::young_after`] version
+    /// (so versions up to that one, which readers may still hold, do not
+    /// reach it: `crate::node`, "Versions").
+    pub(crate) fn is_young(&self) -> bool {
+        matches!(self, Retired::YoungNode(_) | Retired::YoungPage(_))
+    }
 }
 
 /// The right to change a draft table: its version number, where what it
 /// replaces goes, and the pool for what it frees at once.
 pub(crate) struct Edit<'a> {
     gen: u64,
+    /// Items made in batches after this version are retired as young.
+    young_after: u64,
     retired: &'a mut Vec<Retired>,
     pool: &'a Pool,
 }
@@ -246,12 +273,50 @@ impl<'a> Edit<'a> {
     /// Everything put in `retired` stays reachable from the version the
     /// draft replaces until the caller frees it by the version protocol.
     pub(crate) unsafe fn new(gen: u64, retired: &'a mut Vec<Retired>, pool: &'a Pool) -> Self {
-        Edit { gen, retired, pool }
+        Edit { gen, young_after: u64::MAX, retired, pool }
+    }
+
+    /// Sets the version after which what the draft retires counts as
+    /// *young*: the newest version a reader may hold other than the one the
+    /// draft replaces (`crate::node`, "Versions"). Without it nothing is
+    /// young.
+    pub(crate) fn young_after(mut self, w: u64) -> Self {
+        self.young_after = w;
+        self
     }
 
     /// The draft's version number.
     pub(crate) fn gen(&self) -> u64 {
         self.gen
+    }
+
+    /// Retires a published node `n` (at `p`) that the draft no longer
+    /// reaches.
+    fn retire_node(&mut self, p: NodePtr, n: &TNode) {
+        #[cfg(not(loom_bug = "retired_all_young"))]
+        let own = n.gen > self.young_after && self.young_after != u64::MAX;
+        // Injected bug (loom-tests/tests/read_with.rs): everything a batch
+        // retires counts as young, so it goes back while an older version
+        // that still reaches it is held.
+        #[cfg(loom_bug = "retired_all_young")]
+        let own = {
+            let _ = n;
+            true
+        };
+        self.retired.push(if own { Retired::YoungNode(p) } else { Retired::Node(p) });
+    }
+
+    /// Retires a published page the draft no longer reaches, from slot `i`
+    /// of a private leaf.
+    fn retire_page(&mut self, m: Page, l: &Leaf, i: usize) {
+        #[cfg(not(loom_bug = "retired_all_young"))]
+        let young = l.young_w == self.young_after && l.young & (1 << i) != 0;
+        #[cfg(loom_bug = "retired_all_young")]
+        let young = {
+            let _ = (l, i);
+            true
+        };
+        self.retired.push(if young { Retired::YoungPage(m) } else { Retired::Page(m) });
     }
 
     /// Frees a page that was never published (fresh in this draft).
@@ -395,8 +460,8 @@ impl Table {
                 if n.gen == ed.gen {
                     return p;
                 }
-                ed.retired.push(Retired::Node(p));
-                alloc_copy(ed.gen, n)
+                ed.retire_node(p, n);
+                alloc_copy(ed.gen, ed.young_after, n)
             }
         };
         *slot = Some(p);
@@ -456,12 +521,13 @@ impl Table {
             if kids[1..].iter().any(Option::is_some) {
                 break;
             }
-            if self.node(r).gen == ed.gen {
+            let n = self.node(r);
+            if n.gen == ed.gen {
                 // SAFETY: private (never published), and nothing reaches it
                 // once the root moves to its only child.
                 unsafe { free_node(r) };
             } else {
-                ed.retired.push(Retired::Node(r));
+                ed.retire_node(r, n);
             }
             self.root = kids[0];
             self.height -= 1;
@@ -510,20 +576,25 @@ impl Table {
         self.next_absent_before(from, u64::MAX).unwrap_or(u64::MAX)
     }
 
-    /// Frees every node and page of the table (the last version of a file
-    /// going away).
+    /// Frees every node and page of the table (tests).
     ///
     /// # Safety
-    /// No other version that anyone can still read shares any node or page
-    /// with this one (every older version is gone and there is no newer
-    /// one), and the table is not used afterwards.
+    /// No other table that anyone can still read shares any node or page
+    /// with this one.
+    #[cfg(test)]
     pub(crate) unsafe fn free_all(&mut self, pool: &Pool) {
-        if let Some(r) = self.root.take() {
-            let mut bin = Bin::new(pool);
-            // SAFETY: the caller's contract: nobody else reaches the tree.
-            unsafe { free_tree(r, &mut bin) };
+        if let Some(r) = self.take_tree() {
+            // SAFETY: the caller's contract.
+            unsafe { free_one(r, pool) };
         }
+    }
+
+    /// Takes the whole tree out (the last version of a file going away),
+    /// to be freed as one retired subtree, leaving the table empty.
+    pub(crate) fn take_tree(&mut self) -> Option<Retired> {
         self.count = 0;
+        self.height = 0;
+        self.root.take().map(Retired::Tree)
     }
 
     /// Undoes a draft that will not be published: frees what it made (its
@@ -578,7 +649,7 @@ fn unlink(p: NodePtr, ed: &mut Edit<'_>) {
                 if l.fresh & (1 << i) != 0 {
                     ed.free_fresh(m);
                 } else {
-                    ed.retired.push(Retired::Page(m));
+                    ed.retire_page(m, &l, i);
                 }
             }
         }
@@ -621,10 +692,11 @@ impl LeafMut<'_> {
         match self.leaf.pages[i].replace(m) {
             None => *self.count += 1,
             Some(old) if self.is_fresh(i) => ed.free_fresh(old),
-            Some(old) => ed.retired.push(Retired::Page(old)),
+            Some(old) => ed.retire_page(old, self.leaf, i),
         }
         self.leaf.init[i] = stored_init(init);
         self.leaf.fresh |= 1 << i;
+        self.leaf.young &= !(1 << i);
     }
 }
 
@@ -671,9 +743,10 @@ fn remove_in(slot: &mut Option<NodePtr>, h: u32, base: u64, from: u64, to: u64, 
                 if l.fresh & (1 << k) != 0 {
                     ed.free_fresh(m);
                 } else {
-                    ed.retired.push(Retired::Page(m));
+                    ed.retire_page(m, l, k);
                 }
                 l.fresh &= !(1 << k);
+                l.young &= !(1 << k);
             }
             l.pages.iter().all(Option::is_none)
         }
@@ -837,22 +910,37 @@ unsafe fn free_tree(p: NodePtr, bin: &mut Bin<'_>) {
 /// Frees what a version retired (`list` is emptied, its capacity kept).
 ///
 /// # Safety
-/// Everything in `list` was retired from one version, and that version and
-/// every older one of the same file are gone: no table that anyone can
-/// still read reaches any of it (newer versions never do: it was cut out of
-/// the draft that became the next version).
+/// Nothing anyone can still read reaches any of it: every version that did
+/// is gone (`crate::node`, "Versions"; newer versions never do: it was cut
+/// out of the draft that became the next version).
 pub(crate) unsafe fn free_retired(list: &mut Vec<Retired>, pool: &Pool) {
     let mut bin = Bin::new(pool);
     for r in list.drain(..) {
-        match r {
-            // SAFETY: unreachable (contract); its children are not freed
-            // (they are shared with the newer version).
-            Retired::Node(p) => unsafe { free_node(p) },
-            // SAFETY: unreachable with everything below it (contract).
-            Retired::Tree(p) => unsafe { free_tree(p, &mut bin) },
-            // SAFETY: unreachable (contract), retired once.
-            Retired::Page(m) => unsafe { bin.put(m) },
-        }
+        // SAFETY: the caller's contract, for each item.
+        unsafe { free_into(r, &mut bin) };
+    }
+}
+
+/// Frees one retired item (as [`free_retired`]).
+///
+/// # Safety
+/// As for [`free_retired`].
+pub(crate) unsafe fn free_one(r: Retired, pool: &Pool) {
+    // SAFETY: the caller's contract.
+    unsafe { free_into(r, &mut Bin::new(pool)) };
+}
+
+/// # Safety
+/// As for [`free_retired`].
+unsafe fn free_into(r: Retired, bin: &mut Bin<'_>) {
+    match r {
+        // SAFETY: unreachable (contract); its children are not freed
+        // (they are shared with the newer version).
+        Retired::Node(p) | Retired::YoungNode(p) => unsafe { free_node(p) },
+        // SAFETY: unreachable with everything below it (contract).
+        Retired::Tree(p) => unsafe { free_tree(p, bin) },
+        // SAFETY: unreachable (contract), retired once.
+        Retired::Page(m) | Retired::YoungPage(m) => unsafe { bin.put(m) },
     }
 }
 
