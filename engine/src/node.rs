@@ -500,7 +500,10 @@ impl<'p> Draft<'p> {
         // Injected bug (loom-tests/tests/read_with.rs): reclaim at once even
         // while a reader holds the old version.
         #[cfg(loom_bug = "version_reclaim_early")]
-        let alone = recycle_if_alone(old).map_err(drop).or(Ok::<(), ()>(()));
+        let alone = recycle_if_alone(old).or_else(|old| {
+            drop(old);
+            Ok::<(), Arc<Snap>>(())
+        });
         match alone {
             Ok(()) => {
                 // Nobody else held `old` (it was unique, an acquire after
