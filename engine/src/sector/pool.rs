@@ -430,6 +430,52 @@ impl Pool {
         Some(sh.free.split_off(keep))
     }
 
+    /// Maps memory for `bytes` of pages ahead of a bulk load (an image) and
+    /// starts a thread that faults it in, in the order the pages will be
+    /// handed out, so the kernel's zeroing of fresh memory runs on the other
+    /// core beside the loader's copies. The memory is free and warm until
+    /// taken (trimmed like any free memory if a load leaves it unused).
+    /// Best effort: `None` if the OS refuses memory or the thread. The
+    /// thread holds the pool (so the memory stays mapped while it runs);
+    /// dropping the guard stops and joins it.
+    #[cfg(all(target_os = "linux", not(loom)))]
+    pub(crate) fn prefault(&self, bytes: u64) -> Option<Prefault> {
+        let want = usize::try_from(bytes).ok()?.div_ceil(REGION_BYTES).max(1) * REGION_BYTES;
+        let mut region = Region::map(want)?;
+        let span = region.span();
+        {
+            let mut sh = self.inner.shared.lock();
+            // Under what is already free (handed out first), its own pages
+            // in ascending order.
+            let mut pages = region.carve(self.inner.page_size);
+            pages.append(&mut sh.free);
+            sh.free = pages;
+            sh.regions.push(region);
+            sh.mapped += want as u64;
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let pool = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("sectorfs-prefault".into())
+            .spawn(move || {
+                let (addr, len) = span;
+                let mut at = 0;
+                while at < len && !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = REGION_BYTES.min(len - at);
+                    // SAFETY: inside the region just mapped, which the pool
+                    // keeps until it drops, and this thread holds the pool.
+                    if !unsafe { crate::sync::populate(addr + at, n) } {
+                        break;
+                    }
+                    at += n;
+                }
+                drop(pool);
+            })
+            .ok()?;
+        Some(Prefault { stop, thread: Some(thread) })
+    }
+
     /// Gives `pages` back: they go to this thread's cache slot (the last one
     /// first out), are uncharged, and stop counting as held.
     ///
@@ -493,6 +539,23 @@ impl AsRef<Pool> for Pool {
 pub struct Reservation<P: AsRef<Pool> = Pool> {
     pool: P,
     bytes: u64,
+}
+
+/// The thread of [`Pool::prefault`]: stopped and joined on drop.
+#[cfg(all(target_os = "linux", not(loom)))]
+pub(crate) struct Prefault {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(all(target_os = "linux", not(loom)))]
+impl Drop for Prefault {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl<P: AsRef<Pool>> Reservation<P> {

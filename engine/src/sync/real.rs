@@ -277,6 +277,12 @@ impl Region {
         }
         Some(Region { map, at, len: bytes })
     }
+    /// Where the region's memory is: its address and length (for
+    /// [`populate`]).
+    pub fn span(&self) -> (usize, usize) {
+        (self.map.as_ptr() as usize + self.at, self.len)
+    }
+
     /// Splits the region into pages of `unit` bytes each, in descending
     /// address order (so that popping them off a stack hands them out in
     /// ascending order: consecutive pages of a fresh sector are adjacent).
@@ -295,6 +301,22 @@ impl Region {
             })
             .collect()
     }
+}
+
+/// Faults `len` bytes at `addr` in ahead of use (`MADV_POPULATE_WRITE`),
+/// so the kernel's zeroing of fresh memory runs on the calling thread
+/// instead of in the first writer's page faults. `false` if the kernel
+/// refuses (older than 5.14, or the range is not mapped).
+///
+/// # Safety
+/// `addr..addr + len` lies in a [`Region`] that stays mapped until this
+/// returns. (It may be in use meanwhile: populating never changes what
+/// memory holds, it only maps the pages a write would.)
+#[cfg(target_os = "linux")]
+pub unsafe fn populate(addr: usize, len: usize) -> bool {
+    // SAFETY: the range is mapped (caller's contract); MADV_POPULATE_WRITE
+    // touches no byte a program can see, so it races with no access.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) == 0 }
 }
 
 /// Sector bytes lent to a reader by [`RawMem::lend`]: the sector memory
