@@ -514,8 +514,8 @@ impl Setup {
 /// task work (`io_uring_cmd_complete_in_task`); deferred, that is a push onto
 /// the ring's own list and a wake-up of the waiting thread, instead of a
 /// `task_work_add` with a signal notification. Measured on the null fs
-/// (2-core VM, `docs/BENCHMARKS.md`): ~8% less daemon CPU per request,
-/// 4-8% more creates, stats, deletes and 4 KiB writes per second
+/// (2-core VM, `docs/BENCHMARKS.md`): ~7% less daemon CPU per request,
+/// 5-7% more creates, stats, deletes and 4 KiB writes per second
 /// (libfuse 3.19 leaves these flags off: its comment found `SINGLE_ISSUER`
 /// with `COOP_TASKRUN` slower; `COOP_TASKRUN | TASKRUN_FLAG` changed nothing
 /// here). A kernel that refuses the flags gets the plain ring.
