@@ -343,7 +343,7 @@ impl<'p> Draft<'p> {
             // SAFETY: the draft of `cur`'s next version; `cur` is held by the
             // runner until the draft is published or aborted.
             data: unsafe { cur.data.share() },
-            ver: cur.ver + 1,
+            ver: cur.ver + u64::from(cfg!(not(loom_bug = "draft_reuses_gen"))), // 1; 0 is an injected bug (loom)
             retiring,
             link: UnsafeCell::new(Link::Draft),
         };

@@ -37,8 +37,11 @@
 //! constructor is `unsafe`: its caller promises that `gen` is newer than
 //! every node any published version reaches, which is what makes "private"
 //! mean private. loom: a node carries a `Stamp` that readers observe and
-//! the runner renews on reuse, so a node recycled while a reader can still
-//! walk it is a loom error (`reclaim.rs`, `read_with.rs`).
+//! the runner renews on reuse and on every change (`node_mut`), so a node
+//! recycled, or changed in place, while a reader can still walk it is a
+//! loom error (`reclaim.rs`, `read_with.rs`; injected bug
+//! `draft_reuses_gen`). Under loom, leaves hold 2 pages and inner nodes 2
+//! children, so the models' few pages span inner nodes.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
@@ -46,11 +49,21 @@ use std::ptr::NonNull;
 use super::Pool;
 use crate::sync::{thread_local, Page, Stamp};
 
+// Under loom, 2-page leaves under 2-way nodes: the models' files have a few
+// pages, and at the real geometry (64-page leaves) they never reach an inner
+// node; so small they path-copy inner nodes, grow and prune the height and
+// retire whole subtrees (issue 18).
+#[cfg(not(loom))]
 const BITS: u32 = 4;
+#[cfg(loom)]
+const BITS: u32 = 1;
 /// Children of an inner node.
 const FAN: usize = 1 << BITS;
 const MASK: u64 = FAN as u64 - 1;
+#[cfg(not(loom))]
 const LEAF_BITS: u32 = 6;
+#[cfg(loom)]
+const LEAF_BITS: u32 = 1;
 /// Pages of a leaf.
 pub const LEAF: usize = 1 << LEAF_BITS;
 /// Levels above the leaves needed for any `u64` index.
@@ -331,7 +344,12 @@ unsafe fn node<'a>(p: NodePtr) -> &'a TNode {
 /// the caller changes the draft), and no other reference to it is live.
 unsafe fn node_mut<'a>(p: NodePtr) -> &'a mut TNode {
     // SAFETY: private to the caller, no other reference (caller's contract).
-    unsafe { &mut *p.0.as_ptr() }
+    let n = unsafe { &mut *p.0.as_ptr() };
+    // A loom-tracked write (nothing in real builds): a node changed in place
+    // while a reader can walk it (a published node taken for private) is a
+    // loom error at once, not only if its pages are written too.
+    n.stamp.renew();
+    n
 }
 
 impl Table {
