@@ -230,4 +230,40 @@ mod tests {
             assert_eq!(e.stats().pool.sectors, 1, "old versions' pages freed");
         });
     }
+    /// The bytes of lent slices, in order.
+    fn flat(s: &[std::io::IoSlice<'_>]) -> Vec<u8> {
+        s.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+
+    /// Two holders at once, the newer let go first (from the issue 18
+    /// review): the reader holds a version (outer), then, while the writer
+    /// goes on, a second read lends a version at least as new (inner) and
+    /// drops it. The writer's three one-page writes retire pages into
+    /// versions that only the outer one may still reach; the inner holder's
+    /// drop must free none of them (versions are freed oldest first, an
+    /// older one keeping the newer alive), so the outer slices read the same
+    /// after the inner holder let go, and everything old is freed at the end.
+    #[test]
+    fn nested_holders_newer_dropped_first() {
+        loom_tests::check("read_with::nested_holders_newer_dropped_first", Bound::Preemptions(6), || {
+            let (e, ino) = file_with(&[1; SS], 8);
+            let w = Arc::clone(&e);
+            let writer = thread::spawn(move || {
+                w.write(ino, (SS / 2) as u64, &[2; SS / 2]).expect("write page 1");
+                w.write(ino, 0, &[3; SS / 2]).expect("write page 0");
+                w.write(ino, (SS / 2) as u64, &[4; SS / 2]).expect("write page 1 again");
+            });
+            let tick = AtomicUsize::new(0);
+            e.read_with(ino, 0, SS, |outer| {
+                let a = flat(outer);
+                tick.fetch_add(1, Ordering::SeqCst);
+                read_lent(&e, ino, SS, &tick);
+                tick.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(a, flat(outer), "outer lent bytes changed after the inner holder let go");
+            })
+            .expect("read_with");
+            writer.join().unwrap();
+            assert_eq!(e.stats().pool.sectors, 1, "old versions' pages freed");
+        });
+    }
 }
