@@ -8,9 +8,12 @@
 //! are the page contract in [`crate::sector`]; this module applies them:
 //!
 //! * Every mutation first *plans* (read-only) how many fresh pages it needs,
-//!   reserves them (failing with `NoSpace` before any change), takes them,
-//!   and only then *applies*, which cannot fail. So a failed operation leaves
-//!   the file exactly as it was.
+//!   reserves them (failing with `NoSpace` before any change), takes them
+//!   (failing with `OutOfMemory` if the OS refuses memory, still before any
+//!   change), and only then *applies*, which cannot fail. So a failed
+//!   operation leaves the file exactly as it was. The draft's table is
+//!   changed in place, so should an apply unwind (a bug), what it made is
+//!   reachable from the draft and goes back when the draft is dropped.
 //! * Holes are whole sectors: writing into one takes a whole fresh sector
 //!   (`sector_size / page_size` pages). A page present in the table is
 //!   changed in place only if it is fresh (taken in this batch) or every
@@ -411,16 +414,12 @@ impl FileData {
         if let Err(e) = res.take_pages(cow as usize, &mut |m| fresh.push(m)) {
             return Some(Err(e));
         }
+        // Every page is taken: nothing below fails.
         let mut joined = Joined::new(ch);
         let mut leaf = t.leaf_mut(p0, ed);
         for p in p0..p1 {
             let sp = span(p);
-            if let Err(e) =
-                change_page(&mut leaf, slot(p), &sp, sp.a, ch.src_at(p * ps, &sp), p * ps, &mut fresh, &mut joined, ed)
-            {
-                joined.flush();
-                return Some(Err(e));
-            }
+            change_page(&mut leaf, slot(p), &sp, sp.a, ch.src_at(p * ps, &sp), p * ps, &mut fresh, &mut joined, ed);
         }
         joined.flush();
         Some(Ok(()))
@@ -453,27 +452,35 @@ impl FileData {
     /// does for a hole of its source).
     ///
     /// # Errors
-    /// `FileTooBig`; `NoSpace` only if growing converts an inline file.
+    /// `FileTooBig`; `NoSpace` only if growing converts an inline file;
+    /// `OutOfMemory` if the OS refuses a copy-on-write page for a partial
+    /// page. On error nothing changed.
     pub(crate) fn zero(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, end: u64) -> Result<()> {
         if end > cx.max_size {
             return Err(Error::FileTooBig);
         }
         if end > self.len {
-            // Growth first: it is the step that can fail.
+            // The pages the punch needs are taken first, counted on this
+            // table at the size after the growth (an upper bound: growing
+            // adds no page below the old size and only makes pages fresh),
+            // then the growth; both can fail, nothing after them can.
             let old = self.len;
+            let mut fresh = self.punch_pages(cx, ed.gen(), off, old, end)?;
             self.set_len(cx, ed, end)?;
-            self.punch(cx, ed, off, old);
+            self.punch_with(cx, ed, off, old, &mut fresh);
+            Ok(())
         } else {
-            self.punch(cx, ed, off, end);
+            self.punch(cx, ed, off, end)
         }
-        Ok(())
     }
 
     /// `fallocate(2)` with `mode` over `off..off + len`.
     ///
     /// # Errors
     /// `InvalidArgument` for a zero length or bad flag combination,
-    /// `NotSupported` for unknown modes, `FileTooBig`, `NoSpace`.
+    /// `NotSupported` for unknown modes, `FileTooBig`, `NoSpace`,
+    /// `OutOfMemory` (the OS refusing memory, also for a punch). On error
+    /// nothing changed.
     pub(crate) fn fallocate(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, mode: u32, off: u64, len: u64) -> Result<()> {
         if mode & !(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE) != 0 {
             return Err(Error::NotSupported);
@@ -493,8 +500,7 @@ impl FileData {
             if mode & FALLOC_ZERO_RANGE != 0 {
                 return Err(Error::InvalidArgument);
             }
-            self.punch(cx, ed, off, end.min(self.len));
-            return Ok(());
+            return self.punch(cx, ed, off, end.min(self.len));
         }
         let new_len = if keep { self.len } else { self.len.max(end) };
         // ZERO_RANGE zeroes what is there inside the size (in place or by
@@ -582,7 +588,49 @@ impl FileData {
     /// Zeros `off..end` (clipped to the size) without allocating: whole
     /// sectors become holes, partial ones are zeroed page by page
     /// (copy-on-write when published).
-    fn punch(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, end: u64) {
+    ///
+    /// # Errors
+    /// `OutOfMemory` if the OS refuses a copy-on-write page (forced past the
+    /// limit, so never `NoSpace`). On error nothing changed.
+    fn punch(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, end: u64) -> Result<()> {
+        let mut fresh = self.punch_pages(cx, ed.gen(), off, end, self.len)?;
+        self.punch_with(cx, ed, off, end, &mut fresh);
+        Ok(())
+    }
+
+    /// Takes the copy-on-write pages a punch of `off..end` needs once the
+    /// size is `len`: the published pages of its (at most two) partial
+    /// sectors that it zeroes part of, so at most 2 × pages per sector.
+    /// Forced: the pages they replace are freed once no reader holds them,
+    /// so a punch works when full.
+    fn punch_pages<'p>(&self, cx: &Ctx<'p>, gen: u64, off: u64, end: u64, len: u64) -> Result<Fresh<'p>> {
+        let mut fresh = Fresh::new(cx.pool);
+        let Content::Sectors(t) = &self.content else { return Ok(fresh) };
+        let (ss, ps) = (cx.ss(), cx.ps());
+        let pps = ss / ps;
+        let mut n = 0u64;
+        for (k, a, b, vis) in punch_edges(ss, len, off, end) {
+            if t.get(k * pps).is_none() || (a == 0 && b >= vis) {
+                continue;
+            }
+            for p in (k * pps + a / ps)..(k * pps + b.div_ceil(ps)) {
+                let Some((l, g, i)) = t.leaf(p) else { continue };
+                if l.page(i).is_some() && !(g == gen && l.marked_fresh(i)) {
+                    n += 1;
+                }
+            }
+        }
+        if n > 0 {
+            let mut res = cx.pool.reserve_forced_ref(n * ps);
+            // On error the pages taken so far go back as `fresh` drops.
+            res.take_pages(n as usize, &mut |m| fresh.push(m))?;
+        }
+        Ok(fresh)
+    }
+
+    /// Does a punch of `off..end` with the pages [`FileData::punch_pages`]
+    /// took for it (at the current size): cannot fail.
+    fn punch_with(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, end: u64, fresh: &mut Fresh<'_>) {
         if off >= end {
             return;
         }
@@ -603,20 +651,12 @@ impl FileData {
             Content::Sectors(t) => {
                 let first_whole = off.div_ceil(ss);
                 let end_whole = end / ss;
-                let edges = [(off % ss != 0).then_some(off / ss), (end % ss != 0).then_some(end / ss)];
-                let edges = match edges {
-                    [Some(a), Some(b)] if a == b => [Some(a), None],
-                    e => e,
-                };
                 if first_whole < end_whole {
                     t.remove_range(first_whole * pps, end_whole * pps, ed);
                 }
-                for k in edges.into_iter().flatten() {
+                for (k, a, b, vis) in punch_edges(ss, len, off, end) {
                     let base = k * ss;
-                    let vis = clamp(len, base, ss) as u64;
-                    let a = clamp(off, base, ss) as u64;
-                    let b = (clamp(end, base, ss) as u64).min(vis);
-                    if a >= b || t.get(k * pps).is_none() {
+                    if t.get(k * pps).is_none() {
                         continue;
                     }
                     if a == 0 && b >= vis {
@@ -629,6 +669,7 @@ impl FileData {
                         let (pa, pb) = (clamp(a, pbase, ps), clamp(b, pbase, ps));
                         let mut leaf = t.leaf_mut(p, ed);
                         let i = slot(p);
+                        // Sectors are whole: every page of a present one is.
                         let Some(m) = leaf.page(i).map(|pg| pg.mem(ps as usize)) else { continue };
                         if leaf.is_fresh(i) {
                             // SAFETY: a fresh page (taken in this batch) is
@@ -636,20 +677,9 @@ impl FileData {
                             unsafe { m.zero(pa, pb - pa) };
                             continue;
                         }
-                        // Copy-on-write of this page; forced, so a punch works
-                        // when full (the page it replaces is freed once no
-                        // reader holds it). Only the OS refusing memory fails
-                        // here: then leave the bytes (a consistent file).
-                        let mut res = cx.pool.reserve_forced_ref(ps);
-                        let mut got = None;
-                        if res.take_pages(1, &mut |n| got = Some(n)).is_err() {
-                            if let Some(n) = got {
-                                // SAFETY: taken just now, reached by no table.
-                                unsafe { cx.pool.free_pages(&[n]) };
-                            }
-                            continue;
-                        }
-                        let Some(pg) = got else { continue };
+                        // Copy-on-write of this page, with a page taken
+                        // before anything changed (`punch_pages`).
+                        let pg = fresh.take();
                         let n = pg.mem(ps as usize);
                         // SAFETY: `n` is fresh (no table reaches it yet); `m`'s
                         // bytes below `pvis` are only read, as readers do
@@ -667,8 +697,8 @@ impl FileData {
     }
 
     /// Applies `ch` all or nothing: plans it (counts, read-only), reserves
-    /// what the plan needs, then applies it (infallible but for the OS
-    /// refusing memory).
+    /// and takes what the plan needs (`NoSpace`, `OutOfMemory`), then
+    /// applies it (infallible).
     fn mutate(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, ch: &Change<'_>) -> Result<()> {
         // A reservation past the end (`fallocate` with `KEEP_SIZE`) needs
         // sectors: an inline buffer holds exactly the file's bytes.
@@ -757,60 +787,52 @@ impl FileData {
         Plan { grow, replace }
     }
 
+    /// Applies `ch` with the pages `res` holds (the plan's count): takes
+    /// them all first (the one step that fails: the OS refusing memory),
+    /// then changes the draft, which cannot fail.
+    ///
+    /// The table is changed in place in `self.content`, never in a local
+    /// copy: if anything below unwinds (a bug, or the `data.apply`
+    /// failpoint), every node and page this batch made is reachable from the
+    /// draft, and the draft's drop gives it all back (`FileData::abort`).
     fn apply(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, ch: &Change<'_>, mut res: Reservation<&Pool>) -> Result<()> {
         let shape = Shape::new(self.len, cx.ss(), cx.ps(), ch);
         let (ps, pps) = (shape.ps, shape.pps);
         // Take every page before changing anything (as many as the plan
-        // reserved: bounded by the limit and by the file's own pages).
+        // reserved: bounded by the limit and by the file's own pages). On
+        // error the pages taken so far go back as `fresh` drops.
         let mut fresh = Fresh::new(cx.pool);
         let n = (res.remaining() / ps) as usize;
         fresh.more.reserve_exact(n.saturating_sub(fresh.few.len()));
         res.take_pages(n, &mut |m| fresh.push(m))?;
-        let mut table = match &self.content {
-            Content::Sectors(t) => {
-                // SAFETY: this value replaces `self.content` below (the same
-                // draft, moved): the old value is overwritten, never used.
-                unsafe { t.share() }
-            }
-            Content::Empty => Table::new(ps as usize),
-            Content::Inline(b) => {
-                let mut t = Table::new(ps as usize);
-                let bytes = &b.bytes;
-                for p in 0..pps {
-                    let lo = (p * ps) as usize;
-                    let hi = (lo + ps as usize).min(bytes.len());
-                    let m = match fresh.take() {
-                        Ok(m) => m,
-                        Err(e) => {
-                            // SAFETY: `t` holds only pages taken in this batch
-                            // (fresh, gen `ed.gen()`) and is never published.
-                            unsafe { t.abort(ed.gen(), cx.pool) };
-                            return Err(e);
-                        }
-                    };
-                    if lo < hi {
-                        // SAFETY: `m` is fresh: no table reaches it yet.
-                        unsafe { m.mem(ps as usize).write(0, &bytes[lo..hi]) };
-                    }
-                    t.leaf_mut(p, ed).put_fresh(slot(p), m, hi.saturating_sub(lo), ed);
-                }
-                t
-            }
+        // Nothing fails from here on.
+        let old = match &mut self.content {
+            Content::Sectors(_) => None,
+            c => Some(std::mem::replace(c, Content::Sectors(Table::new(ps as usize)))),
         };
+        let Content::Sectors(table) = &mut self.content else { unreachable!("made a table just above") };
+        if let Some(Content::Inline(b)) = old {
+            // Converting: the inline bytes go to sector 0's fresh pages.
+            let bytes = &b.bytes;
+            for p in 0..pps {
+                let lo = (p * ps) as usize;
+                let hi = (lo + ps as usize).min(bytes.len());
+                let m = fresh.take();
+                if lo < hi {
+                    // SAFETY: `m` is fresh: no table reaches it yet.
+                    unsafe { m.mem(ps as usize).write(0, &bytes[lo..hi]) };
+                }
+                table.leaf_mut(p, ed).put_fresh(slot(p), m, hi.saturating_sub(lo), ed);
+            }
+        }
         let mut cursor = Cursor { next: 0 };
         let mut joined = Joined::new(ch);
-        while let Some(k) = cursor.next(&shape, &table) {
-            if let Err(e) = apply_sector(&mut table, ed, &shape, ch, k, &mut fresh, &mut joined) {
-                // Only a failed mapping of new memory gets here; the pages
-                // applied so far are whole, so keep the table they built.
-                joined.flush();
-                self.content = Content::Sectors(table);
-                return Err(e);
-            }
+        while let Some(k) = cursor.next(&shape, table) {
+            apply_sector(table, ed, &shape, ch, k, &mut fresh, &mut joined);
+            crate::fault::fail_point!("data.apply");
         }
         joined.flush();
         self.len = ch.new_len;
-        self.content = Content::Sectors(table);
         Ok(())
     }
 }
@@ -1120,6 +1142,24 @@ impl Shape {
     }
 }
 
+/// The partial sectors of a punch of `off..end` in a file of `len` bytes,
+/// at most two: per sector `k`, the bytes `a..b` of it to zero (nonempty)
+/// and `vis`, its bytes below `len` (all relative to the sector).
+fn punch_edges(ss: u64, len: u64, off: u64, end: u64) -> impl Iterator<Item = (u64, u64, u64, u64)> {
+    let edges = [(off % ss != 0).then_some(off / ss), (end % ss != 0).then_some(end / ss)];
+    let edges = match edges {
+        [Some(a), Some(b)] if a == b => [Some(a), None],
+        e => e,
+    };
+    edges.into_iter().flatten().filter_map(move |k| {
+        let base = k * ss;
+        let vis = clamp(len, base, ss) as u64;
+        let a = clamp(off, base, ss) as u64;
+        let b = (clamp(end, base, ss) as u64).min(vis);
+        (a < b).then_some((k, a, b, vis))
+    })
+}
+
 /// The union of `rs` as disjoint ranges in order, padded with empty ones.
 fn disjoint<const N: usize>(mut rs: [Range<u64>; N]) -> [Range<u64>; N] {
     rs.sort_unstable_by_key(|r| (r.start >= r.end, r.start));
@@ -1235,21 +1275,30 @@ impl<'a> Fresh<'a> {
         self.n += 1;
     }
 
-    /// A reserved page. Should the plan have reserved too few (a bug), a
-    /// forced reservation keeps the write whole rather than dropping bytes
-    /// that are about to be acknowledged.
-    fn take(&mut self) -> Result<Page> {
-        if self.next < self.n {
+    /// A reserved page: the caller took every page it needs before changing
+    /// anything, so this does not fail. Should the plan have counted too few
+    /// (a bug), a forced reservation keeps the change whole rather than
+    /// dropping bytes about to be acknowledged; if the OS refuses even that,
+    /// it panics: the runner fails the whole batch (`Internal`) and the
+    /// draft's drop gives back everything it made, as for any panic in a
+    /// batch (issue 18: the table is changed in place in the draft).
+    fn take(&mut self) -> Page {
+        while self.next < self.n {
             let i = self.next;
             self.next += 1;
             let m = if i < self.few.len() { self.few[i].take() } else { Some(self.more[i - self.few.len()]) };
-            return m.ok_or(Error::Internal);
+            if let Some(m) = m {
+                return m;
+            }
         }
-        debug_assert!(false, "plan_mutation reserved too few pages");
+        debug_assert!(false, "the plan reserved too few pages");
         let mut res = self.pool.reserve_forced_ref(self.pool.page_size() as u64);
         let mut got = None;
-        res.take_pages(1, &mut |m| got = Some(m))?;
-        got.ok_or(Error::OutOfMemory)
+        let ok = res.take_pages(1, &mut |m| got = Some(m));
+        match (ok, got) {
+            (Ok(()), Some(m)) => m,
+            _ => panic!("the plan reserved too few pages and the OS refuses memory"),
+        }
     }
 }
 
@@ -1337,9 +1386,11 @@ fn change_page(
     fresh: &mut Fresh<'_>,
     joined: &mut Joined<'_>,
     ed: &mut Edit<'_>,
-) -> Result<()> {
+) {
     let ps = fresh.pool.page_size();
-    let Some(m) = leaf.page(i).map(|pg| pg.mem(ps)) else { return Ok(()) };
+    // Sectors are whole, and callers change only pages of present sectors.
+    debug_assert!(leaf.page(i).is_some(), "change_page on an absent page");
+    let Some(m) = leaf.page(i).map(|pg| pg.mem(ps)) else { return };
     #[cfg(not(any(loom_bug = "sector_write_shared", loom_bug = "sector_write_past_size")))]
     let in_place = ms >= leaf.init(i) || leaf.is_fresh(i);
     // Injected bug (loom-tests/tests/table_publish.rs): write in place below `init` when shared.
@@ -1368,12 +1419,12 @@ fn change_page(
         leaf.raise_init(i, sp.new_vis.max(sp.b));
     } else if sp.a == 0 && sp.b == ps && matches!(src, Src::Bytes(_)) {
         // The whole page is replaced: nothing of `m` to keep.
-        let pg = fresh.take()?;
+        let pg = fresh.take();
         // SAFETY: the page is fresh (no table reaches it yet), wholly written.
         unsafe { joined.put(pg.mem(ps), pos) };
         leaf.put_fresh(i, pg, sp.new_vis.max(sp.b), ed);
     } else {
-        let pg = fresh.take()?;
+        let pg = fresh.take();
         let n = pg.mem(ps);
         let (a, b, old) = (sp.a, sp.b, sp.old_vis);
         // SAFETY: `n` is fresh (no table reaches it yet); `m`'s bytes
@@ -1394,7 +1445,6 @@ fn change_page(
         }
         leaf.put_fresh(i, pg, sp.new_vis.max(b), ed);
     }
-    Ok(())
 }
 
 fn apply_sector(
@@ -1405,19 +1455,19 @@ fn apply_sector(
     k: u64,
     fresh: &mut Fresh<'_>,
     joined: &mut Joined<'_>,
-) -> Result<()> {
+) {
     let (ps, pps) = (sh.ps, sh.pps);
     let first = k * pps;
     let whole = |sp: &Span| sp.a == 0 && sp.b == ps as usize && !joined.data.is_empty();
     if t.get(first).is_none() {
         if !sh.fills(k) {
-            return Ok(());
+            return;
         }
         // A hole: a whole fresh sector.
         let mut leaf: Option<(u64, LeafMut<'_>)> = None;
         for p in first..first + pps {
             let sp = sh.page_span(p);
-            let pg = fresh.take()?;
+            let pg = fresh.take();
             let m = pg.mem(ps as usize);
             if whole(&sp) {
                 // SAFETY: `m` is fresh (taken in this batch, no table reaches
@@ -1438,7 +1488,7 @@ fn apply_sector(
                 l.put_fresh(slot(p), pg, sp.new_vis.max(sp.b), ed);
             }
         }
-        return Ok(());
+        return;
     }
     // One walk (and path copy) per leaf, not per page.
     let mut cur: Option<(u64, LeafMut<'_>)> = None;
@@ -1450,7 +1500,6 @@ fn apply_sector(
             cur = Some((p / LEAF as u64, t.leaf_mut(p, ed)));
         }
         let Some((_, leaf)) = cur.as_mut() else { continue };
-        change_page(leaf, i, &sp, ms, ch.src_at(p * ps, &sp), p * ps, fresh, joined, ed)?;
+        change_page(leaf, i, &sp, ms, ch.src_at(p * ps, &sp), p * ps, fresh, joined, ed);
     }
-    Ok(())
 }

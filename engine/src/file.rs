@@ -117,7 +117,9 @@ impl Engine {
     /// `PUNCH_HOLE | KEEP_SIZE`, `ZERO_RANGE` (optionally `| KEEP_SIZE`).
     ///
     /// # Errors
-    /// `NotFound`, `IsDir`, `InvalidArgument`, `NotSupported`, `FileTooBig`, `NoSpace`.
+    /// `NotFound`, `IsDir`, `InvalidArgument`, `NotSupported`, `FileTooBig`,
+    /// `NoSpace`; `OutOfMemory` if the OS refuses memory (also for a punch,
+    /// whose partial pages are copied when readers can see them).
     pub fn fallocate(&self, ino: Ino, mode: u32, off: u64, len: u64) -> Result<()> {
         let _gate = self.gate.enter();
         let n = self.node(ino)?;

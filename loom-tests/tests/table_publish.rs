@@ -21,9 +21,11 @@
 //! # What it does not cover
 //! arc-swap's own load/store (the facade's stand-in is a loom mutex around
 //! an `Arc` with the same happens-before edges); the inline path for small
-//! files (an immutable `Arc<[u8]>` per version, nothing to race on); tables
-//! deeper than one leaf (path copying is single-threaded code, covered by
-//! the table's unit and property tests).
+//! files (an immutable `Arc<[u8]>` per version, nothing to race on). Tables
+//! deeper than one leaf are covered: under loom a leaf holds 2 pages (one
+//! sector) under 2-way inner nodes, so a two-sector file path-copies an
+//! inner node, and every node changed in place writes its loom-visible
+//! stamp (`table.rs`).
 //!
 //! # Injected bugs
 //! * `bash .ci/loom-bugs sector_write_shared`, i.e.
@@ -37,6 +39,12 @@
 //!   draft keeps the "fresh" marks of the batch that made it, so pages that
 //!   batch published look fresh (rule 3) and are overwritten in place;
 //!   `overwrite_visible_sector` fails the same way.
+//! * `bash .ci/loom-bugs draft_reuses_gen`: a draft takes the number of the
+//!   version it replaces instead of the next one, so that version's nodes
+//!   (and its pages marked fresh) look private to the draft and are changed
+//!   in place while the reader walks them; `overwrite_visible_sector` fails
+//!   with loom's report of the runner's write to a node stamp (or page) the
+//!   reader read without a happens-before edge.
 
 #[cfg(loom)]
 mod tests {

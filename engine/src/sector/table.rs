@@ -37,8 +37,11 @@
 //! constructor is `unsafe`: its caller promises that `gen` is newer than
 //! every node any published version reaches, which is what makes "private"
 //! mean private. loom: a node carries a `Stamp` that readers observe and
-//! the runner renews on reuse, so a node recycled while a reader can still
-//! walk it is a loom error (`reclaim.rs`, `read_with.rs`).
+//! the runner renews on reuse and on every change (`node_mut`), so a node
+//! recycled, or changed in place, while a reader can still walk it is a
+//! loom error (`reclaim.rs`, `read_with.rs`; injected bug
+//! `draft_reuses_gen`). Under loom, leaves hold 2 pages and inner nodes 2
+//! children, so the models' few pages span inner nodes.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
@@ -46,11 +49,21 @@ use std::ptr::NonNull;
 use super::Pool;
 use crate::sync::{thread_local, Page, Stamp};
 
+// Under loom, 2-page leaves under 2-way nodes: the models' files have a few
+// pages, and at the real geometry (64-page leaves) they never reach an inner
+// node; so small they path-copy inner nodes, grow and prune the height and
+// retire whole subtrees (issue 18).
+#[cfg(not(loom))]
 const BITS: u32 = 4;
+#[cfg(loom)]
+const BITS: u32 = 1;
 /// Children of an inner node.
 const FAN: usize = 1 << BITS;
 const MASK: u64 = FAN as u64 - 1;
+#[cfg(not(loom))]
 const LEAF_BITS: u32 = 6;
+#[cfg(loom)]
+const LEAF_BITS: u32 = 1;
 /// Pages of a leaf.
 pub const LEAF: usize = 1 << LEAF_BITS;
 /// Levels above the leaves needed for any `u64` index.
@@ -320,10 +333,17 @@ impl<'a> Edit<'a> {
     }
 
     /// Frees a page that was never published (fresh in this draft).
-    fn free_fresh(&self, m: Page) {
+    ///
+    /// # Safety
+    /// `m` is marked fresh in a private leaf of this edit's draft (taken in
+    /// this batch), and the caller has just taken it out of that leaf (or
+    /// cut the leaf out of the draft): nothing reaches it afterwards, and
+    /// it is freed once.
+    unsafe fn free_fresh(&self, m: Page) {
         // SAFETY: a fresh page was taken in this batch and never published
         // (`Edit::new`'s contract makes "fresh" mean that), so no reader
-        // can reach it; it leaves the draft here.
+        // can reach it; it leaves the draft here (this function's contract),
+        // so the runner does not reach it either.
         unsafe { self.pool.free_pages(&[m]) }
     }
 }
@@ -389,7 +409,12 @@ unsafe fn node<'a>(p: NodePtr) -> &'a TNode {
 /// the caller changes the draft), and no other reference to it is live.
 unsafe fn node_mut<'a>(p: NodePtr) -> &'a mut TNode {
     // SAFETY: private to the caller, no other reference (caller's contract).
-    unsafe { &mut *p.0.as_ptr() }
+    let n = unsafe { &mut *p.0.as_ptr() };
+    // A loom-tracked write (nothing in real builds): a node changed in place
+    // while a reader can walk it (a published node taken for private) is a
+    // loom error at once, not only if its pages are written too.
+    n.stamp.renew();
+    n
 }
 
 impl Table {
@@ -408,10 +433,16 @@ impl Table {
         self.count
     }
 
-    fn node(&self, p: NodePtr) -> &TNode {
-        // SAFETY: `p` is reachable from `self`, which lives inside a version
-        // the caller holds (or the runner's draft): alive, and if shared,
-        // never written (the type's invariant, kept by the version protocol).
+    /// The node behind `p`, for as long as `self` is borrowed.
+    ///
+    /// # Safety
+    /// `p` is reachable from `self` (its root or below): a pointer from
+    /// another table may be freed while `self` is still borrowed.
+    unsafe fn node(&self, p: NodePtr) -> &TNode {
+        // SAFETY: `p` is reachable from `self` (this function's contract),
+        // which lives inside a version the caller holds (or the runner's
+        // draft): alive, and if shared, never written (the type's
+        // invariant, kept by the version protocol).
         unsafe { node(p) }
     }
 
@@ -420,12 +451,14 @@ impl Table {
         if p >= span(self.height) && self.height < MAX_HEIGHT {
             return None;
         }
-        let mut n = self.node(self.root?);
+        // SAFETY: the root of `self`.
+        let mut n = unsafe { self.node(self.root?) };
         let mut h = self.height;
         loop {
             match &n.body {
                 Body::Inner(kids) => {
-                    n = self.node(kids[slot_of(p, h)]?);
+                    // SAFETY: a child of a node reachable from `self`.
+                    n = unsafe { self.node(kids[slot_of(p, h)]?) };
                     h = h.checked_sub(1)?;
                 }
                 Body::Leaf(l) => return Some((l, n.gen, slot_of(p, 0))),
@@ -510,24 +543,26 @@ impl Table {
     fn prune(&mut self, ed: &mut Edit<'_>) {
         if self.count == 0 {
             if let Some(r) = self.root.take() {
-                unlink(r, ed);
+                // SAFETY: the draft's root, just cut out of it.
+                unsafe { unlink(r, ed) };
             }
             self.height = 0;
             return;
         }
         while self.height > 0 {
             let Some(r) = self.root else { break };
-            let Body::Inner(kids) = self.node(r).body else { break };
+            // SAFETY: the root of `self`.
+            let rn = unsafe { self.node(r) };
+            let Body::Inner(kids) = rn.body else { break };
             if kids[1..].iter().any(Option::is_some) {
                 break;
             }
-            let n = self.node(r);
-            if n.gen == ed.gen {
+            if rn.gen == ed.gen {
                 // SAFETY: private (never published), and nothing reaches it
                 // once the root moves to its only child.
                 unsafe { free_node(r) };
             } else {
-                ed.retire_node(r, n);
+                ed.retire_node(r, rn);
             }
             self.root = kids[0];
             self.height -= 1;
@@ -538,7 +573,8 @@ impl Table {
     /// the pages counted, never O(`to - from`).
     pub fn count_range(&self, from: u64, to: u64) -> u64 {
         match self.root {
-            Some(root) if from < to => count_range_in(self.node(root), self.height, 0, from, to),
+            // SAFETY: the root of `self`.
+            Some(root) if from < to => count_range_in(unsafe { self.node(root) }, self.height, 0, from, to),
             _ => 0,
         }
     }
@@ -551,7 +587,8 @@ impl Table {
     /// The first index in `from..to` holding a page: visits only the nodes
     /// that overlap `from..to` (never the rest of the file).
     pub fn next_present_before(&self, from: u64, to: u64) -> Option<u64> {
-        let root = self.node(self.root?);
+        // SAFETY: the root of `self`.
+        let root = unsafe { self.node(self.root?) };
         next_in(root, self.height, 0, from, to, true)
     }
 
@@ -565,7 +602,9 @@ impl Table {
             None => from,
             Some(_) if from >= span(self.height) && self.height < MAX_HEIGHT => from,
             Some(root) => {
-                next_in(self.node(root), self.height, 0, from, to, false).unwrap_or(span(self.height).max(from))
+                // SAFETY: the root of `self`.
+                let n = unsafe { self.node(root) };
+                next_in(n, self.height, 0, from, to, false).unwrap_or(span(self.height).max(from))
             }
         };
         (k < to).then_some(k)
@@ -634,7 +673,12 @@ impl Table {
 /// Detaches `p` (cut out of the draft): a shared node is retired with its
 /// whole subtree; a private one is freed, its fresh pages with it, and its
 /// shared parts are retired.
-fn unlink(p: NodePtr, ed: &mut Edit<'_>) {
+///
+/// # Safety
+/// `p` was reachable from the draft of `ed` (so it is alive) and the caller
+/// has just cut it out: no slot of the draft points to it any more, and it
+/// is not used after this call (a private node is freed here).
+unsafe fn unlink(p: NodePtr, ed: &mut Edit<'_>) {
     // SAFETY: reachable from the draft until now, so alive.
     let n = unsafe { node(p) };
     if n.gen != ed.gen {
@@ -642,12 +686,22 @@ fn unlink(p: NodePtr, ed: &mut Edit<'_>) {
         return;
     }
     match n.body {
-        Body::Inner(kids) => kids.iter().flatten().for_each(|&k| unlink(k, ed)),
+        Body::Inner(kids) => {
+            for &k in kids.iter().flatten() {
+                // SAFETY: a child of `p`, which is cut out with `p`; a
+                // private `p` is its only parent in the draft (a path copy
+                // makes one parent per node), and `p` is freed below without
+                // reading its slots again.
+                unsafe { unlink(k, ed) };
+            }
+        }
         Body::Leaf(l) => {
             for (i, m) in l.pages.iter().enumerate() {
                 let Some(m) = *m else { continue };
                 if l.fresh & (1 << i) != 0 {
-                    ed.free_fresh(m);
+                    // SAFETY: fresh in this private leaf, which is cut out
+                    // of the draft and freed below.
+                    unsafe { ed.free_fresh(m) };
                 } else {
                     ed.retire_page(m, &l, i);
                 }
@@ -691,7 +745,9 @@ impl LeafMut<'_> {
     pub(crate) fn put_fresh(&mut self, i: usize, m: Page, init: usize, ed: &mut Edit<'_>) {
         match self.leaf.pages[i].replace(m) {
             None => *self.count += 1,
-            Some(old) if self.is_fresh(i) => ed.free_fresh(old),
+            // SAFETY: `old` was fresh in this private leaf and has just
+            // been replaced in its slot: nothing reaches it any more.
+            Some(old) if self.is_fresh(i) => unsafe { ed.free_fresh(old) },
             Some(old) => ed.retire_page(old, self.leaf, i),
         }
         self.leaf.init[i] = stored_init(init);
@@ -725,8 +781,9 @@ fn remove_in(slot: &mut Option<NodePtr>, h: u32, base: u64, from: u64, to: u64, 
     if from <= base && to >= end {
         // SAFETY: reachable from the draft, so alive.
         let n = count_in(unsafe { node(p) });
-        unlink(p, ed);
         *slot = None;
+        // SAFETY: reachable from the draft through `slot`, just cleared.
+        unsafe { unlink(p, ed) };
         return n;
     }
     let p = Table::make_private(slot, h, ed);
@@ -741,7 +798,9 @@ fn remove_in(slot: &mut Option<NodePtr>, h: u32, base: u64, from: u64, to: u64, 
                 let Some(m) = l.pages[k].take() else { continue };
                 removed += 1;
                 if l.fresh & (1 << k) != 0 {
-                    ed.free_fresh(m);
+                    // SAFETY: fresh in this private leaf, and just taken
+                    // out of its slot.
+                    unsafe { ed.free_fresh(m) };
                 } else {
                     ed.retire_page(m, l, k);
                 }
