@@ -757,7 +757,7 @@ impl FileData {
             .iter()
             .map(|r| (r.end - r.start) - t.count_range(r.start.saturating_mul(pps), r.end.saturating_mul(pps)) / pps)
             .sum();
-        // Pages of present sectors that change take a twin unless changed
+        // Pages of present sectors that change take a copy unless changed
         // in place.
         let mut replace = 0;
         for r in shape.present_ranges() {
@@ -1041,7 +1041,7 @@ impl<'a> Change<'a> {
 struct Plan {
     /// Fresh sectors for holes (counted against the limit).
     grow: u64,
-    /// Copy-on-write twins of visible pages (forced: they replace one).
+    /// Copy-on-write copies of visible pages (forced: they replace one).
     replace: u64,
 }
 
@@ -1315,7 +1315,6 @@ impl Drop for Fresh<'_> {
     }
 }
 
-/// Applies the mutation to sector `k` of the draft `t`.
 /// Whole-page writes into fresh pages, held back and done as one copy over
 /// each run of adjacent pages: a copy of 64 KiB or more takes the CPU's
 /// fast string path, while 16 separate 4 KiB copies into cold memory cost

@@ -49,17 +49,17 @@ impl Engine {
     /// the file; no slices at or past it) as slices, in order, of the memory
     /// of one published version of the file, and returns what `f` returns:
     /// the zero-copy [`Engine::read`], for a frontend that hands the bytes
-    /// to the kernel with `writev(2)`. Present sectors are lent as slices of
-    /// the sector memory, a small file's inline bytes as a slice of them,
+    /// to the kernel with `writev(2)`. Present pages are lent as slices of
+    /// their memory (one per run of adjacent pages), a small file's inline bytes as a slice of them,
     /// holes as slices of a static zero page. No byte is copied, no lock is
     /// taken, nothing waits for a writer, and up to
     /// [`data::READ_PIECES`](crate::data::READ_PIECES) slices (any read of
-    /// up to 1 MiB with 4 KiB sectors or larger) nothing is allocated; more
+    /// up to 1 MiB) nothing is allocated; more
     /// slices go into one `Vec`.
     ///
     /// The version is held while `f` runs: nobody writes the lent bytes
-    /// meanwhile (a concurrent write goes copy-on-write into other sectors
-    /// and is published as a newer version), and the sectors are not freed
+    /// meanwhile (a concurrent write goes copy-on-write into other pages
+    /// and is published as a newer version), and the pages are not freed
     /// before `f` returns. So `f` sees one version whole, as `read` would,
     /// but should not take long: memory that newer versions replaced stays
     /// in use until it returns. `f` may call the engine, even to write this

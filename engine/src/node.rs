@@ -18,7 +18,8 @@
 //! * `dir` (directories): entries under a reader-writer lock.
 //!
 //! Lock order: directory locks (ancestor first, else lower inode first) →
-//! `life` → nothing. The runner takes no lock while applying a batch.
+//! `life` → nothing. A runner applying a batch takes no namespace lock;
+//! only the pool's locks and, when it publishes, a `Block`'s.
 //!
 //! # Versions (issue 18)
 //! Each batch publishes one new version ([`Snap`]) of the node, built as a
@@ -64,8 +65,8 @@
 //! (`Table::abort`, through the `Draft` guard even while unwinding).
 //! loom: `reclaim.rs` (nothing freed while a reader holds a version that
 //! reaches it, nothing leaked), `read_with.rs` (nothing reused while lent);
-//! the injected bugs `version_reclaim_early`, `version_chain_unlinked` and
-//! `retired_all_own`.
+//! the injected bugs `version_reclaim_early`, `version_chain_unlinked`,
+//! `retired_all_young`, `draft_reuses_gen` and `leaf_copy_keeps_fresh`.
 
 use std::borrow::Cow;
 use std::cell::RefCell;

@@ -18,7 +18,7 @@
 //! The real CAS loop in `Pool::reserve`, `Reservation::take_pages` (cutting a
 //! page out of a reservation), `Reservation::drop` and `Pool::free_pages`
 //! (uncharge), with 16-byte sectors and a limit of two or three sectors; and
-//! once end to end: `Engine::write` → the file's actor → `plan_mutation` →
+//! once end to end: `Engine::write` → the file's actor → `plan` →
 //! `Pool::reserve` → taking the sectors → publishing (or not).
 //!
 //! # What it does not cover

@@ -16,7 +16,7 @@
 //! # What the model covers
 //! The real read path `Engine::read_with` → one `load` → `FileData::read_with`
 //! (`pieces`, `RawMem::lend`) → `f`, and the real write path (actor, plan,
-//! `apply_sector`, page copy-on-write or in place, one `ArcSwap::swap`, what
+//! `change_page`, page copy-on-write or in place, one `ArcSwap::swap`, what
 //! the batch retired freed at once if nobody holds the old version, else by
 //! the old version's last holder, oldest version first: `node.rs`,
 //! "Versions"). `f` looks at its slices, passes a scheduling point (an
@@ -51,14 +51,14 @@
 //!   `overwrite_while_lent`: a leaf copied into a draft keeps its "fresh"
 //!   marks, so pages published by an earlier batch look fresh and are
 //!   overwritten in place under the reader.
-//! * `bash .ci/loom-bugs sector_write_past_size`: `apply_sector` decides "in
+//! * `bash .ci/loom-bugs sector_write_past_size`: `change_page` decides "in
 //!   place" by the old size instead of `init`, so growing a file that was
 //!   truncated into a sector rewrites, in place, bytes that an older
 //!   version (held by the reader) still shows; `regrow_while_lent` fails
 //!   with loom's report of the write to cells the reader holds. No `read`
 //!   model catches it (none truncates and regrows).
 //! * `bash .ci/loom-bugs sector_write_shared` also runs
-//!   `overwrite_while_lent`: `apply_sector` writes in place below `init` in a
+//!   `overwrite_while_lent`: `change_page` writes in place below `init` in a
 //!   sector a table reaches; loom reports the write to cells the reader
 //!   holds.
 
@@ -206,11 +206,11 @@ mod tests {
     /// Three writes while the reader holds version 1 of a one-sector file
     /// of two pages: page 1, then page 0, then page 1 again. The second
     /// write retires page 0's memory, which version 1 still shows, into
-    /// version 2, which nobody but version 1 holds: it may go back only when
-    /// version 1 is gone too (older versions keep newer ones alive). The
-    /// third write's copy-on-write takes the page freed last (one cache
-    /// slot), so freeing it early is a write under the reader's slices (the
-    /// injected bug `version_chain_unlinked`).
+    /// version 2, which nobody holds: it was made before version 1, so it
+    /// may go back only when version 1 is gone too (it waits in version 1's
+    /// block, "Versions" rule 3). The third write's copy-on-write takes the
+    /// page freed last (one cache slot), so freeing it early is a write
+    /// under the reader's slices (the injected bug `retired_all_young`).
     #[test]
     fn older_version_keeps_newer_alive() {
         loom_tests::check("read_with::older_version_keeps_newer_alive", Bound::Preemptions(7), || {

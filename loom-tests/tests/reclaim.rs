@@ -15,9 +15,10 @@
 //!
 //! # What the model covers
 //! The real `Engine::read`/`write`/`setattr` (truncate)/`unlink`/`forget`,
-//! the node's `ArcSwap` (the facade stand-in), the persistent table's `Arc`
-//! sharing between versions (the version chain, `node.rs` "Versions"), the
-//! retired lists and the pool's free path.
+//! the node's `ArcSwap` (the facade stand-in), the page table's nodes and
+//! pages shared between versions without counts (freed by versions and
+//! blocks, `node.rs` "Versions"), the retired lists and the pool's free
+//! path.
 //!
 //! # What it does not cover
 //! arc-swap's own deferred reclamation (its debt slots): the stand-in drops

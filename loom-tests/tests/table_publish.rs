@@ -13,7 +13,7 @@
 //! # What the model covers
 //! The real write path: `Engine::write` → the node's `Combiner` →
 //! `Node::apply_ops` → `FileData::write` (plan, reserve, take pages,
-//! `apply_sector`) → one `ArcSwap::swap`; and the real read path:
+//! `change_page`) → one `ArcSwap::swap`; and the real read path:
 //! `Engine::read` → one `load` → `FileData::read` → `RawMem::read`. Geometry:
 //! 16-byte sectors of two 8-byte pages, inline data off (`inline_max` 0) so
 //! every byte lives in a page, one cache slot.
@@ -32,7 +32,7 @@
 //!   `RUSTFLAGS='--cfg loom -C debug-assertions --cfg loom_bug="sector_write_shared"' \
 //!   CARGO_TARGET_DIR=target/loom-bugs cargo test -p loom-tests --release \
 //!   --test table_publish -- tests::overwrite_visible_sector`
-//!   makes `apply_sector` write in place below `init` in a page that a
+//!   makes `change_page` write in place below `init` in a page that a
 //!   published version reaches; loom reports the reader's access to those
 //!   cells as a causality violation (a data race).
 //! * `bash .ci/loom-bugs leaf_copy_keeps_fresh`: a table leaf copied into a

@@ -38,7 +38,7 @@
 //! 5. A page that a newer version no longer reaches is *retired* into the
 //!    version that still reaches it, and goes back to the pool only when that
 //!    version and every older one are gone (no reader can reach it any more:
-//!    `crate::data`, "Versions"). Until then nobody writes it.
+//!    `crate::node`, "Versions"). Until then nobody writes it.
 //!
 //! Rules 1–3 and 5 hold for as long as a reader holds a version, not only at
 //! the moment it copies: that is what lets `RawMem::lend` hand out slices

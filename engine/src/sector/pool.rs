@@ -483,7 +483,7 @@ impl Pool {
     /// Every page came from this pool (a [`Reservation`]), is held (charged
     /// and not freed since), and nobody reads or writes it after this call:
     /// no table that any thread can still read reaches it (the version
-    /// protocol of `crate::data` decides when that is).
+    /// protocol of `crate::node` decides when that is).
     pub unsafe fn free_pages(&self, pages: &[Page]) {
         if pages.is_empty() {
             return;

@@ -15,7 +15,7 @@
 //! touches none of the children (the `Arc` tables before this paid 16
 //! reference-count increments per copied node, mostly cache misses on cold
 //! siblings, and 16 decrements when the old version dropped). Who owns a
-//! node is decided by versions instead (`crate::data`, "Versions"):
+//! node is decided by versions instead (`crate::node`, "Versions"):
 //!
 //! * every node carries the number (`gen`) of the version whose batch made
 //!   it. While a batch builds its *draft* (version `gen`), a node with that
@@ -69,7 +69,7 @@ pub const LEAF: usize = 1 << LEAF_BITS;
 /// Levels above the leaves needed for any `u64` index.
 const MAX_HEIGHT: u32 = (64 - LEAF_BITS).div_ceil(BITS);
 
-/// One node: 16 children, or a leaf of 16 pages.
+/// One node: `FAN` children (16), or a leaf of `LEAF` pages (64).
 pub(crate) struct TNode {
     /// The version whose batch made (or last reinitialised) this node.
     gen: u64,
