@@ -101,7 +101,9 @@ pub(super) struct PoolInner {
     allocs: CachePadded<AtomicU64>,
     // Drop order matters: slots and shared free lists hold handles into
     // `shared.regions`; `Page` has no destructor, so any order is sound.
-    slots: Box<[Mutex<Vec<Page>>]>,
+    // Each slot on its own cache line too: two threads writing two files
+    // use two slots, which must not share a line.
+    slots: Box<[CachePadded<Mutex<Vec<Page>>>]>,
     shared: Mutex<Shared>,
 }
 
@@ -182,7 +184,7 @@ impl Pool {
                 && page_size <= 1 << 16,
             "page size {page_size} for sectors of {sector_size}"
         );
-        let slots = (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect();
+        let slots = (0..slots.max(1)).map(|_| CachePadded::new(Mutex::new(Vec::new()))).collect();
         Pool {
             inner: Arc::new(PoolInner {
                 sector_size,
