@@ -462,7 +462,7 @@ impl<'p> Draft<'p> {
     /// Publishes the draft as the version after `cur` (which `slot` holds),
     /// then frees what the batch retired at once if nobody holds `cur`, or
     /// leaves it to `cur` and its block (see "Versions").
-    fn publish(mut self, slot: &ArcSwap<Snap>, cur: Arc<Snap>) {
+    fn publish(mut self, slot: &ArcSwap<Snap>, cur: Arc<Snap>, current: &mut Option<Arc<Snap>>) {
         let pool = self.pool;
         let mut retired = std::mem::take(&mut self.w.retiring);
         // The pool and the newest block travel with the current version
@@ -490,6 +490,18 @@ impl<'p> Draft<'p> {
             },
             None => Arc::new(w),
         };
+        #[cfg(not(loom_bug = "runner_keeps_stale_version"))]
+        {
+            *current = Some(Arc::clone(&w));
+        }
+        // Injected bug (loom-tests/tests/table_publish.rs): the runner keeps
+        // its reference to the version it replaced, so its next batch starts
+        // from a stale version (it would lose this batch's changes and free
+        // what the new version still reaches; the check below stops it).
+        #[cfg(loom_bug = "runner_keeps_stale_version")]
+        {
+            *current = Some(Arc::clone(&cur));
+        }
         let old = slot.swap(w);
         // Everything below relies on it (what `old` reaches is what the
         // draft was made from): checked in every build, before anything is
@@ -539,9 +551,9 @@ impl<'p> Draft<'p> {
                 old.link.with_mut(|l| unsafe {
                     *l = Link::Superseded { own, pool: keep, block: Some(Arc::clone(&block)) }
                 });
-                let now = slot.load_full();
-                // SAFETY: as above, for the version just published (only
-                // the runner publishes, so `slot` holds it).
+                let Some(now) = current.as_ref() else { unreachable!("set above") };
+                // SAFETY: as above, for the version just published, which
+                // the runner holds in `current`.
                 now.link.with_mut(|l| unsafe {
                     if let Link::Published { newest, .. } = &mut *l {
                         *newest = Some(block);
@@ -759,6 +771,14 @@ pub(crate) struct Node {
     pub(crate) kind: FileType,
     /// Published only by the runner (`Draft::publish`): see "Versions".
     snap: ArcSwap<Snap>,
+    /// The runner's own reference to the version `snap` publishes (taken
+    /// and put back by whoever is runner; `None` until the first batch or
+    /// after a batch panicked): a batch starts from it instead of loading
+    /// `snap`, so a writer does not use arc-swap's reader slots at all (a
+    /// load writes the thread's debt slot, which every other thread's
+    /// publish then reads). Only runners lock it, one at a time, so it is
+    /// never contended.
+    current: Mutex<Option<Arc<Snap>>>,
     pub(crate) actor: Combiner<Op<'static>, Result<u64>>,
     pub(crate) life: Mutex<Life>,
     pub(crate) nlink: AtomicU32,
@@ -808,6 +828,7 @@ impl Node {
             ino,
             kind,
             snap: ArcSwap::new(Arc::new(snap)),
+            current: Mutex::new(None),
             actor: Combiner::new(),
             life: Mutex::new(Life { nlink, lookups: 0, opens: 0, gone: false }),
             nlink: AtomicU32::new(nlink),
@@ -853,7 +874,11 @@ impl Node {
         ops: impl Iterator<Item = Op<'o>>,
         out: &mut dyn FnMut(Result<u64>),
     ) {
-        let cur = self.snap.load_full();
+        let mut current = self.current.lock();
+        let cur = match current.take() {
+            Some(cur) => cur,
+            None => self.snap.load_full(),
+        };
         // SAFETY: the caller is the node's runner (`Node::run`), and `cur` is
         // what the node publishes (only a runner stores it) held until
         // `publish` or the end of this function.
@@ -875,7 +900,10 @@ impl Node {
             } else {
                 logical.fetch_sub(before - after, Ordering::Relaxed);
             }
-            draft.publish(&self.snap, cur);
+            draft.publish(&self.snap, cur, &mut current);
+        } else {
+            drop(draft);
+            *current = Some(cur);
         }
     }
 

@@ -39,7 +39,9 @@
 //! replace is freed right after, once no reader holds it).
 //!
 //! # Fields and who touches them
-//! * `used`, `peak`, `pages`, `allocs`: atomics, any thread.
+//! * `used`, `peak`: atomics, any thread, each on its own cache line.
+//! * slot `i`'s `held` and `allocs` counters: atomics, written by the threads
+//!   mapped to slot `i`, summed (relaxed: statistics) by `stats`.
 //! * cache slot `i`: under its own mutex, any thread (by convention the
 //!   threads mapped to slot `i`).
 //! * `shared` (warm and cold free lists, regions): under its mutex; taken only
@@ -56,7 +58,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{thread_local, Arc, Mutex, Page, Region, REGION_BYTES};
 use crate::Error;
 
@@ -95,14 +97,24 @@ pub(super) struct PoolInner {
     // thread; sharing a line would make writers of unrelated files contend.
     used: CachePadded<AtomicU64>,
     peak: CachePadded<AtomicU64>,
-    /// Pages held (handed out and not freed).
-    pages: CachePadded<AtomicU64>,
-    /// Pages handed out since the pool was made.
-    allocs: CachePadded<AtomicU64>,
     // Drop order matters: slots and shared free lists hold handles into
     // `shared.regions`; `Page` has no destructor, so any order is sound.
-    slots: Box<[Mutex<Vec<Page>>]>,
+    // Each slot on its own cache line, its counters with it: two threads
+    // writing two files use two slots and share no line but `used`'s.
+    slots: Box<[CachePadded<Slot>]>,
     shared: Mutex<Shared>,
+}
+
+/// A cache slot: free pages, and the pages counted through it. A page may
+/// be freed through another slot than the one it was taken through: only
+/// the sums over all slots mean something (pages held, pages handed out).
+#[derive(Default)]
+struct Slot {
+    free: Mutex<Vec<Page>>,
+    /// Pages taken through this slot less pages freed through it.
+    held: AtomicI64,
+    /// Pages taken through this slot.
+    allocs: AtomicU64,
 }
 
 struct Shared {
@@ -182,7 +194,7 @@ impl Pool {
                 && page_size <= 1 << 16,
             "page size {page_size} for sectors of {sector_size}"
         );
-        let slots = (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect();
+        let slots = (0..slots.max(1)).map(|_| CachePadded::new(Slot::default())).collect();
         Pool {
             inner: Arc::new(PoolInner {
                 sector_size,
@@ -190,8 +202,6 @@ impl Pool {
                 limit,
                 used: CachePadded::new(AtomicU64::new(0)),
                 peak: CachePadded::new(AtomicU64::new(0)),
-                pages: CachePadded::new(AtomicU64::new(0)),
-                allocs: CachePadded::new(AtomicU64::new(0)),
                 slots,
                 shared: Mutex::new(Shared { free: Vec::new(), cold: Vec::new(), regions: Vec::new(), mapped: 0 }),
             }),
@@ -227,7 +237,11 @@ impl Pool {
     pub fn stats(&self) -> PoolStats {
         let i = &self.inner;
         let (ss, ps) = (i.sector_size as u64, i.page_size as u64);
-        let pages = i.pages.load(Ordering::Acquire);
+        // Relaxed sums: a snapshot for statistics (a page in flight between
+        // two slots may be counted in neither or both for a moment).
+        let held: i64 = i.slots.iter().map(|s| s.held.load(Ordering::Relaxed)).sum();
+        let allocs: u64 = i.slots.iter().map(|s| s.allocs.load(Ordering::Relaxed)).sum();
+        let pages = held.max(0) as u64;
         let (mapped, returned) = {
             let sh = i.shared.lock();
             (sh.mapped, sh.cold.len() as u64 * ps)
@@ -240,7 +254,7 @@ impl Pool {
             peak: i.peak.load(Ordering::Relaxed),
             sectors: pages * ps / ss,
             pages,
-            allocs: i.allocs.load(Ordering::Relaxed) * ps / ss,
+            allocs: allocs * ps / ss,
             mapped,
             // Every mapped page is held by a file, cold, or warm (in a
             // slot or on the shared list), so the warm bytes follow without
@@ -373,11 +387,22 @@ impl Pool {
     /// hands each to `each` (in ascending order when the slot holds a run).
     /// `false` if the OS refused memory (the pages handed out so far are
     /// the caller's).
-    fn take_pages(&self, mut n: usize, each: &mut dyn FnMut(Page)) -> bool {
+    fn take_pages(&self, n: usize, each: &mut dyn FnMut(Page)) -> bool {
         let i = &self.inner;
         let slot = &i.slots[my_slot(i.slots.len())];
+        let mut got = 0u64;
+        let ok = self.take_pages_from(slot, n, &mut |m| {
+            got += 1;
+            each(m)
+        });
+        slot.held.fetch_add(got as i64, Ordering::Relaxed);
+        slot.allocs.fetch_add(got, Ordering::Relaxed);
+        ok
+    }
+
+    fn take_pages_from(&self, slot: &Slot, mut n: usize, each: &mut dyn FnMut(Page)) -> bool {
         {
-            let mut s = slot.lock();
+            let mut s = slot.free.lock();
             while n > 0 {
                 let Some(m) = s.pop() else { break };
                 each(m);
@@ -397,7 +422,7 @@ impl Pool {
             }
         }
         if !batch.is_empty() {
-            slot.lock().append(&mut batch);
+            slot.free.lock().append(&mut batch);
         }
         true
     }
@@ -492,7 +517,7 @@ impl Pool {
         let slot = &i.slots[my_slot(i.slots.len())];
         let max = CACHE_MAX * self.pages_per_sector();
         let spill = {
-            let mut s = slot.lock();
+            let mut s = slot.free.lock();
             // Reversed: pages freed in ascending order are handed out again
             // in ascending order (a sector freed whole is reused as a run).
             s.extend(pages.iter().rev().copied());
@@ -507,14 +532,14 @@ impl Pool {
             i.shared.lock().free.extend(spill);
         }
         let n = pages.len() as u64;
-        i.pages.fetch_sub(n, Ordering::AcqRel);
+        slot.held.fetch_sub(n as i64, Ordering::Relaxed);
         self.uncharge(n * i.page_size as u64);
     }
 
     /// Counts free pages in slots and the shared list (for tests and checks).
     pub fn free_pages_count(&self) -> usize {
         let i = &self.inner;
-        let in_slots: usize = i.slots.iter().map(|s| s.lock().len()).sum();
+        let in_slots: usize = i.slots.iter().map(|s| s.free.lock().len()).sum();
         let sh = i.shared.lock();
         in_slots + sh.free.len() + sh.cold.len()
     }
@@ -588,8 +613,6 @@ impl<P: AsRef<Pool>> Reservation<P> {
             each(m)
         });
         self.bytes -= got * inner.page_size as u64;
-        inner.pages.fetch_add(got, Ordering::AcqRel);
-        inner.allocs.fetch_add(got, Ordering::Relaxed);
         if ok {
             Ok(())
         } else {
