@@ -59,6 +59,8 @@
 use crossbeam_utils::CachePadded;
 
 use crate::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+#[cfg(all(target_os = "linux", not(loom)))]
+use crate::sync::Prefault;
 use crate::sync::{thread_local, Arc, Mutex, Page, Region, REGION_BYTES};
 use crate::Error;
 
@@ -478,27 +480,9 @@ impl Pool {
             sh.regions.push(region);
             sh.mapped += want as u64;
         }
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&stop);
-        let pool = self.clone();
-        let thread = std::thread::Builder::new()
-            .name("sectorfs-prefault".into())
-            .spawn(move || {
-                let (addr, len) = span;
-                let mut at = 0;
-                while at < len && !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    let n = REGION_BYTES.min(len - at);
-                    // SAFETY: inside the region just mapped, which the pool
-                    // keeps until it drops, and this thread holds the pool.
-                    if !unsafe { crate::sync::populate(addr + at, n) } {
-                        break;
-                    }
-                    at += n;
-                }
-                drop(pool);
-            })
-            .ok()?;
-        Some(Prefault { stop, thread: Some(thread) })
+        // SAFETY: the region just mapped, which the pool keeps until it
+        // drops; the thread holds a clone of the pool.
+        unsafe { Prefault::start(span.0, span.1, self.clone()) }
     }
 
     /// Gives `pages` back: they go to this thread's cache slot (the last one
@@ -564,23 +548,6 @@ impl AsRef<Pool> for Pool {
 pub struct Reservation<P: AsRef<Pool> = Pool> {
     pool: P,
     bytes: u64,
-}
-
-/// The thread of [`Pool::prefault`]: stopped and joined on drop.
-#[cfg(all(target_os = "linux", not(loom)))]
-pub(crate) struct Prefault {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[cfg(all(target_os = "linux", not(loom)))]
-impl Drop for Prefault {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl<P: AsRef<Pool>> Reservation<P> {

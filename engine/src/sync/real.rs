@@ -319,6 +319,55 @@ pub unsafe fn populate(addr: usize, len: usize) -> bool {
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) == 0 }
 }
 
+/// A thread that faults memory in ahead of use ([`populate`], 2 MiB at a
+/// time, in address order): stopped and joined when dropped.
+#[cfg(target_os = "linux")]
+pub struct Prefault {
+    stop: Arc<atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(target_os = "linux")]
+impl Prefault {
+    /// Starts faulting in `len` bytes at `addr`; the thread holds `keep`
+    /// until it ends. `None` if no thread can be started.
+    ///
+    /// # Safety
+    /// `addr..addr + len` lies in a [`Region`] that stays mapped while
+    /// `keep` lives.
+    pub unsafe fn start(addr: usize, len: usize, keep: impl Send + 'static) -> Option<Prefault> {
+        let stop = Arc::new(atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sectorfs-prefault".into())
+            .spawn(move || {
+                let mut at = 0;
+                while at < len && !flag.load(atomic::Ordering::Relaxed) {
+                    let n = REGION_BYTES.min(len - at);
+                    // SAFETY: inside the range, mapped while `keep` lives
+                    // (the caller's contract), which this thread holds.
+                    if !unsafe { populate(addr + at, n) } {
+                        break;
+                    }
+                    at += n;
+                }
+                drop(keep);
+            })
+            .ok()?;
+        Some(Prefault { stop, thread: Some(thread) })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Prefault {
+    fn drop(&mut self) {
+        self.stop.store(true, atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Sector bytes lent to a reader by [`RawMem::lend`]: the sector memory
 /// itself. (Under loom, a copy that keeps the cells marked as being read
 /// until it drops, so loom reports a write while it lives.)
