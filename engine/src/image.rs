@@ -311,6 +311,7 @@ impl Engine {
 }
 
 /// Images with less file data than this load without a prefault thread.
+#[cfg(all(target_os = "linux", not(loom)))]
 const PREFAULT_MIN: u64 = 32 << 20;
 
 /// Reads the header and the META record.
