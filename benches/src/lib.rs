@@ -24,7 +24,13 @@ pub struct EngineFs(pub engine::Engine);
 
 impl EngineFs {
     pub fn new(limit: u64, sector_size: usize) -> EngineFs {
-        let cfg = engine::Config { max_bytes: limit, sector_size, ..engine::Config::default() };
+        Self::with_page(limit, sector_size, 0)
+    }
+
+    /// With pages (the unit of copy-on-write) of `page_size` bytes (0: the
+    /// default, 4 KiB).
+    pub fn with_page(limit: u64, sector_size: usize, page_size: usize) -> EngineFs {
+        let cfg = engine::Config { max_bytes: limit, sector_size, page_size, ..engine::Config::default() };
         EngineFs(engine::Engine::new(cfg).expect("valid config"))
     }
 }

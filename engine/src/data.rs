@@ -1,29 +1,36 @@
-//! File contents: exact-size inline bytes for small files, a sector table for
+//! File contents: exact-size inline bytes for small files, a page table for
 //! the rest.
 //!
-//! A [`FileData`] is a value (cloning it is O(1)); the published version of a
-//! file holds one, and the file's runner mutates a private working copy that
-//! shares everything untouched with the published one. The rules that make
-//! this race-free are in [`crate::sector::Sector`] ("Contract"); this module
-//! applies them:
+//! A [`FileData`] lives inside one version of a file (`node::Snap`); the
+//! file's runner builds the next version as a *draft* that shares
+//! everything untouched with the published one (`FileData::share`), and
+//! changes it through a `table::Edit`. The rules that make this race-free
+//! are the page contract in [`crate::sector`]; this module applies them:
 //!
-//! * Every mutation first *plans* (read-only) how many fresh sectors it needs,
-//!   reserves them (failing with `NoSpace` before any change), takes them, and
-//!   only then *applies*, which cannot fail. So a failed operation leaves the
-//!   file exactly as it was.
-//! * A sector present in the table is changed in place only if it is
-//!   exclusive, or if every byte changed is at or past its `init` (never shown
-//!   to a reader). Otherwise it is copied first.
+//! * Every mutation first *plans* (read-only) how many fresh pages it needs,
+//!   reserves them (failing with `NoSpace` before any change), takes them
+//!   (failing with `OutOfMemory` if the OS refuses memory, still before any
+//!   change), and only then *applies*, which cannot fail. So a failed
+//!   operation leaves the file exactly as it was. The draft's table is
+//!   changed in place, so should an apply unwind (a bug), what it made is
+//!   reachable from the draft and goes back when the draft is dropped.
+//! * Holes are whole sectors: writing into one takes a whole fresh sector
+//!   (`sector_size / page_size` pages). A page present in the table is
+//!   changed in place only if it is fresh (taken in this batch) or every
+//!   byte changed is at or past its `init` (never shown to a reader).
+//!   Otherwise that one page is copied first (copy-on-write of 4 KiB, never
+//!   of the whole sector), and the page it replaces is retired.
 //! * Bytes a file exposes that were never written read as zero: holes are
-//!   absent sectors, and when a file grows over part of a sector the newly
+//!   absent sectors, and when a file grows over part of a page the newly
 //!   visible bytes are zeroed (in place past `init`, else by copy-on-write).
 
 use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::sector::table::Table;
-use crate::sector::{Charge, Pool, Reservation, Sector};
-use crate::sync::Arc;
+use crate::sector::table::{Edit, LeafMut, Retired, Table, LEAF};
+use crate::sector::{Charge, Pool, Reservation};
+use crate::sync::{Arc, Page, RawMem};
 use crate::{Error, Result};
 
 /// `fallocate` mode: keep the file size.
@@ -44,6 +51,9 @@ impl Ctx<'_> {
     fn ss(&self) -> u64 {
         self.pool.sector_size() as u64
     }
+    fn ps(&self) -> u64 {
+        self.pool.page_size() as u64
+    }
 }
 
 struct Inline {
@@ -51,7 +61,7 @@ struct Inline {
     _charge: Option<Charge>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Default)]
 enum Content {
     #[default]
     Empty,
@@ -59,8 +69,8 @@ enum Content {
     Sectors(Table),
 }
 
-/// The contents of a regular file.
-#[derive(Clone, Default)]
+/// The contents of a regular file (one version of them).
+#[derive(Default)]
 pub struct FileData {
     len: u64,
     content: Content,
@@ -77,22 +87,19 @@ impl std::fmt::Debug for FileData {
     }
 }
 
-/// One sector's part in a mutation.
+/// One page's part in a mutation (byte offsets within the page).
 #[derive(Clone, Copy)]
 struct Span {
-    k: u64,
-    /// Bytes of the sector visible before and after the mutation.
+    /// Bytes of the page visible before and after the mutation.
     old_vis: usize,
     new_vis: usize,
-    /// The written range within the sector (`a == b`: none).
+    /// The written range within the page (`a == b`: none).
     a: usize,
     b: usize,
-    /// Fill a hole here (fallocate).
-    fill: bool,
 }
 
 impl Span {
-    /// The lowest byte changed in a present sector, if any.
+    /// The lowest byte changed in a present page, if any.
     fn modified_start(&self) -> Option<usize> {
         let w = (self.b > self.a).then_some(self.a);
         let g = (self.new_vis > self.old_vis).then_some(self.old_vis);
@@ -103,8 +110,13 @@ impl Span {
     }
 }
 
-fn clamp(v: u64, base: u64, ss: u64) -> usize {
-    v.saturating_sub(base).min(ss) as usize
+fn clamp(v: u64, base: u64, size: u64) -> usize {
+    v.saturating_sub(base).min(size) as usize
+}
+
+/// The slot of page `p` in its leaf.
+fn slot(p: u64) -> usize {
+    (p % LEAF as u64) as usize
 }
 
 impl FileData {
@@ -119,16 +131,16 @@ impl FileData {
     }
 
     /// Bytes of memory holding this file's data (for `st_blocks`).
-    pub fn allocated(&self, ss: u64) -> u64 {
+    pub fn allocated(&self, _ss: u64) -> u64 {
         match &self.content {
             Content::Empty => 0,
             Content::Inline(b) => b.bytes.len() as u64,
-            Content::Sectors(t) => t.count() * ss,
+            Content::Sectors(t) => t.count() * t.page_size(),
         }
     }
 
     /// Copies bytes at `off` into `buf`, returning how many (0 at or past EOF).
-    pub fn read(&self, ss: u64, off: u64, buf: &mut [u8]) -> usize {
+    pub fn read(&self, _ss: u64, off: u64, buf: &mut [u8]) -> usize {
         if off >= self.len {
             return 0;
         }
@@ -142,119 +154,77 @@ impl FileData {
                 buf.copy_from_slice(&b.bytes[o..o + n]);
             }
             Content::Sectors(t) => {
-                let mut done = 0usize;
-                while done < n {
-                    let pos = off + done as u64;
-                    let (k, within) = (pos / ss, (pos % ss) as usize);
-                    let take = (ss as usize - within).min(n - done);
-                    let dst = &mut buf[done..done + take];
-                    match t.get(k) {
-                        // SAFETY: `dst` is inside this version's size, so below
-                        // the `init` the sector had when `t` was published
-                        // (contract rule 1), where no runner writes while a
-                        // table reaching the sector is published. loom:
-                        // `table_publish`.
-                        Some(s) => unsafe { s.read(within, dst) },
-                        None => dst.fill(0),
+                let mut at = 0usize;
+                runs(t, off, n as u64, |r| match r {
+                    Run::Mem(m, within, take) => {
+                        // SAFETY: the run is inside this version's size, so
+                        // below the `init` its pages had when it was
+                        // published (page contract rule 1), where no runner
+                        // writes while a version reaching them can be read;
+                        // and the pages stay live while `self` (this
+                        // version) is borrowed (rule 5). loom: `table_publish`.
+                        unsafe { m.read(within, &mut buf[at..at + take]) };
+                        at += take;
                     }
-                    done += take;
-                }
+                    Run::Zeros(take) => {
+                        buf[at..at + take].fill(0);
+                        at += take;
+                    }
+                });
             }
         }
         n
     }
 
     /// Calls `f` with the bytes at `off..off + len` (clipped at the end of
-    /// the file; none at or past it) as slices in order: of the sector memory
-    /// of this version (present sectors), of its inline buffer (small
-    /// files), and of a static zero page (holes). No byte is copied, and up
-    /// to [`READ_PIECES`] slices nothing is allocated (a 1 MiB read is at
-    /// most 17 slices of 64 KiB sectors, 257 of 4 KiB ones): the slices are
-    /// an array on the stack, of 32 or 320 by the most the read can need.
-    /// Past that they go into one `Vec` (still no copy of the bytes).
+    /// the file; none at or past it) as slices in order: of the page memory
+    /// of this version (adjacent pages of one region as one slice), of its
+    /// inline buffer (small files), and of a static zero page (holes). No
+    /// byte is copied, and up to [`READ_PIECES`] slices nothing is allocated
+    /// (a 1 MiB read is at most 257 slices of pages and 16 of zeros): the
+    /// slices are an array on the stack, left uninitialised except for the
+    /// ones made. Past that they go into one `Vec` (still no copy of the
+    /// bytes).
     ///
     /// # Why the slices are not written while `f` runs
     /// `f` runs while `self` is borrowed, so this version (its table, every
-    /// sector it reaches, the inline buffer) is held until `f` returns: no
-    /// sector it reaches is freed, and the borrow checker keeps the slices
-    /// from outliving the call. The runner writes a sector's bytes in place
-    /// only (sector contract, [`Sector`]):
+    /// node and page it reaches, the inline buffer) is held until `f`
+    /// returns, and the borrow checker keeps the slices from outliving the
+    /// call. A page this version reaches is written in place only (page
+    /// contract, [`crate::sector`]):
     ///
-    /// 1. past the sector's `init`, which is at least as high as when this
-    ///    version was published (`init` never goes down), while every slice
-    ///    lies below this version's size and so below that `init` (rule 1);
-    /// 2. or in a sector no table but the runner's working copy reaches
-    ///    (`Arc` count 1 along its path, rule 3). This version's table
-    ///    holds a count on every node and sector it reaches, whether it is
-    ///    still the published one or only held here, so no sector lent here
-    ///    is ever exclusive: overwrites of it are copy-on-write into a fresh
-    ///    sector, and this version keeps the old one until `f` returns.
+    /// 1. past its `init`, which is at least as high as when this version
+    ///    was published (`init` never goes down), while every slice lies
+    ///    below this version's size and so below that `init` (rule 1);
+    /// 2. or if it is fresh: taken in the batch being built, so no version
+    ///    ever published reaches it (rule 3), this one included. Every other
+    ///    change goes to a fresh page by copy-on-write;
     ///
-    /// Inline buffers and the zero page are never written after they are
-    /// made. So no byte lent to `f` is written while `f` runs, as `&[u8]`
-    /// requires; the same argument as for [`FileData::read`], held for `f`'s
-    /// duration instead of a copy's. loom: `read_with` (slices held across a
-    /// concurrent overwrite, append and reuse of freed sectors).
-    pub fn read_with<R>(&self, ss: u64, off: u64, len: usize, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
-        // The array is sized to the read: filling 320 empty slices costs
-        // more than a whole 4 KiB read does (~180 ns against ~100 ns).
-        let most = self.most_pieces(ss, off, len);
-        if most <= FEW_PIECES {
-            self.lend_into::<FEW_PIECES, R>(ss, off, len, most, f)
-        } else if most <= READ_PIECES {
-            self.lend_into::<READ_PIECES, R>(ss, off, len, most, f)
-        } else {
-            self.lend_into::<0, R>(ss, off, len, most, f)
-        }
-    }
-
-    /// An upper bound on the slices [`FileData::read_with`] makes: at most
-    /// one per sector touched, except that a run of zeros takes one per
-    /// 64 KiB (so more than one per sector only for sectors past 64 KiB).
-    fn most_pieces(&self, ss: u64, off: u64, len: usize) -> usize {
-        if off >= self.len {
-            return 0;
-        }
-        let n = (self.len - off).min(len as u64);
-        let zeros = n.div_ceil(ZEROS.len() as u64);
-        let most = match self.content {
-            Content::Empty => zeros,
-            Content::Inline(_) => 1,
-            Content::Sectors(_) => {
-                let touched = (off % ss + n).div_ceil(ss);
-                if ss > ZEROS.len() as u64 {
-                    touched + zeros
-                } else {
-                    touched
-                }
-            }
-        };
-        usize::try_from(most).unwrap_or(usize::MAX)
-    }
-
-    /// [`FileData::read_with`] with `N` slices on the stack (`most` is the
-    /// bound from `most_pieces`; past `N` they go into a `Vec` of that size).
-    fn lend_into<const N: usize, R>(
-        &self,
-        ss: u64,
-        off: u64,
-        len: usize,
-        most: usize,
-        f: impl FnOnce(&[IoSlice<'_>]) -> R,
-    ) -> R {
+    /// and it goes back to the pool (to be written as someone's fresh page)
+    /// only when this version and every older one are gone (rule 5: it is
+    /// retired into the version that last reached it, and versions are
+    /// freed oldest first), so not before `f` returns. Inline buffers and
+    /// the zero page are never written after they are made. So no byte lent
+    /// to `f` is written while `f` runs, as `&[u8]` requires; the same
+    /// argument as for [`FileData::read`], held for `f`'s duration instead
+    /// of a copy's. loom: `read_with` (slices held across a concurrent
+    /// overwrite, append, regrowth and reuse of freed pages).
+    pub fn read_with<R>(&self, _ss: u64, off: u64, len: usize, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+        let most = self.most_pieces(off, len);
         #[cfg(not(loom))]
         {
-            let mut iov = Iov::<N>::new(most);
-            self.pieces(ss, off, len, |p| match p {
+            let mut iov = Iov::new(most);
+            self.pieces(off, len, |p| match p {
                 Piece::Mem(b) => iov.push(b),
                 Piece::Zeros(n) => iov.zeros(n),
                 // SAFETY: the range is inside this version's size, below the
-                // `init` the sector had when this version was published, and
+                // `init` its pages had when this version was published, and
                 // the slice cannot outlive `self` (this version) (see "Why
-                // the slices are not written while `f` runs" on `read_with`:
-                // the runner writes in place only past `init` or in sectors
-                // no held table reaches). loom: `read_with`.
-                Piece::Sector(s, within, take) => iov.push(unsafe { s.lend(within, take) }),
+                // the slices are not written while `f` runs" above: pages are
+                // written in place only past `init` or when fresh, and freed
+                // only after every version reaching them is gone). loom:
+                // `read_with`.
+                Piece::Run(m, within, take) => iov.push(unsafe { m.lend(within, take) }),
             });
             f(iov.slices())
         }
@@ -268,17 +238,17 @@ impl FileData {
                 Lent(crate::sync::Lent<'a>),
             }
             let mut held = Vec::new();
-            self.pieces(ss, off, len, |p| {
+            self.pieces(off, len, |p| {
                 held.push(match p {
                     Piece::Mem(b) => Held::Mem(b),
                     Piece::Zeros(n) => Held::Zeros(n),
                     // SAFETY: as in the normal build above; loom checks it
                     // (`read_with`): the `Lent` marks the cells as being
                     // read until it drops, after `f` returns.
-                    Piece::Sector(s, within, take) => Held::Lent(unsafe { s.lend(within, take) }),
+                    Piece::Run(m, within, take) => Held::Lent(unsafe { m.lend(within, take) }),
                 })
             });
-            let mut iov = Iov::<N>::new(most);
+            let mut iov = Iov::new(most);
             for h in &held {
                 match h {
                     Held::Mem(b) => iov.push(b),
@@ -290,9 +260,25 @@ impl FileData {
         }
     }
 
+    /// An upper bound on the slices [`FileData::read_with`] makes: at most
+    /// one per page touched, and a run of zeros takes one per 64 KiB.
+    fn most_pieces(&self, off: u64, len: usize) -> usize {
+        if off >= self.len {
+            return 0;
+        }
+        let n = (self.len - off).min(len as u64);
+        let zeros = n.div_ceil(ZEROS.len() as u64);
+        let most = match &self.content {
+            Content::Empty => zeros,
+            Content::Inline(_) => 1,
+            Content::Sectors(t) => (off % t.page_size() + n).div_ceil(t.page_size()) + zeros,
+        };
+        usize::try_from(most).unwrap_or(usize::MAX)
+    }
+
     /// Walks the bytes at `off..off + len`, clipped at the end of the file,
-    /// as pieces in order: at most one per sector.
-    fn pieces<'a>(&'a self, ss: u64, off: u64, len: usize, mut each: impl FnMut(Piece<'a>)) {
+    /// as pieces in order.
+    fn pieces<'a>(&'a self, off: u64, len: usize, mut each: impl FnMut(Piece<'a>)) {
         if off >= self.len {
             return;
         }
@@ -304,20 +290,66 @@ impl FileData {
                 let o = off as usize;
                 each(Piece::Mem(&b.bytes[o..o + n]));
             }
-            Content::Sectors(t) => {
-                let mut done = 0usize;
-                while done < n {
-                    let pos = off + done as u64;
-                    let (k, within) = (pos / ss, (pos % ss) as usize);
-                    let take = (ss as usize - within).min(n - done);
-                    match t.get(k) {
-                        Some(s) => each(Piece::Sector(s, within, take)),
-                        None => each(Piece::Zeros(take)),
-                    }
-                    done += take;
-                }
-            }
+            Content::Sectors(t) => runs(t, off, n as u64, |r| match r {
+                Run::Mem(m, within, take) => each(Piece::Run(m, within, take)),
+                Run::Zeros(take) => each(Piece::Zeros(take)),
+            }),
         }
+    }
+
+    /// A second value over the same contents: the start of the draft of the
+    /// next version.
+    ///
+    /// # Safety
+    /// As for `Table::share`: used only as the draft of the next version of
+    /// the version holding `self`, while that version is alive.
+    pub(crate) unsafe fn share(&self) -> FileData {
+        let content = match &self.content {
+            Content::Empty => Content::Empty,
+            Content::Inline(b) => Content::Inline(Arc::clone(b)),
+            // SAFETY: the caller's contract is `Table::share`'s.
+            Content::Sectors(t) => Content::Sectors(unsafe { t.share() }),
+        };
+        FileData { len: self.len, content }
+    }
+
+    /// Whether the contents are a page table (so the version must be able
+    /// to free it).
+    pub(crate) fn has_table(&self) -> bool {
+        matches!(self.content, Content::Sectors(_))
+    }
+
+    /// Takes the page table out as one retired subtree (the file's last
+    /// version going away), leaving the contents empty: to be freed by the
+    /// version protocol (`crate::node`, "Versions") once no version anyone
+    /// can read reaches any of it.
+    pub(crate) fn take_tree(&mut self) -> Option<Retired> {
+        let t = match &mut self.content {
+            Content::Sectors(t) => t.take_tree(),
+            _ => None,
+        };
+        self.content = Content::Empty;
+        t
+    }
+
+    /// Undoes a draft of `gen` that will not be published (see
+    /// `Table::abort`), leaving the contents empty.
+    ///
+    /// # Safety
+    /// As for `Table::abort`.
+    pub(crate) unsafe fn abort(&mut self, gen: u64, pool: &Pool) {
+        if let Content::Sectors(t) = &mut self.content {
+            // SAFETY: the caller's contract.
+            unsafe { t.abort(gen, pool) };
+        }
+        self.content = Content::Empty;
+    }
+
+    /// Forgets the contents without freeing anything (what they reach
+    /// belongs to another version).
+    pub(crate) fn forget(&mut self) {
+        self.content = Content::Empty;
+        self.len = 0;
     }
 
     /// Writes `data` at `off`, growing the file if needed.
@@ -325,7 +357,7 @@ impl FileData {
     /// # Errors
     /// `FileTooBig` past the maximum size; `NoSpace` at the memory limit. On
     /// error nothing changed.
-    pub(crate) fn write(&mut self, cx: &Ctx<'_>, off: u64, data: &[u8]) -> Result<()> {
+    pub(crate) fn write(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -334,14 +366,70 @@ impl FileData {
             return Err(Error::FileTooBig);
         }
         let new_len = self.len.max(end);
-        self.mutate(cx, &Change { new_len, write: Some((off, end, Src::Bytes(data))), fill: None })
+        let ch = Change { new_len, write: Some((off, end, Src::Bytes(data))), fill: None };
+        if let Some(r) = self.overwrite_in_leaf(cx, ed, &ch) {
+            return r;
+        }
+        self.mutate(cx, ed, &ch)
+    }
+
+    /// The common overwrite, planned and applied in one walk: `ch` writes
+    /// inside the size (no growth, no fill) into pages of one table leaf
+    /// that are all present. `None` if `ch` is not that (the general path
+    /// then does it). The per-page rule is `change_page`, as on the general
+    /// path.
+    fn overwrite_in_leaf(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, ch: &Change<'_>) -> Option<Result<()>> {
+        let Content::Sectors(t) = &mut self.content else { return None };
+        let (off, end) = match ch.write {
+            Some((off, end, Src::Bytes(_))) if end <= self.len && ch.fill.is_none() && off < end => (off, end),
+            _ => return None,
+        };
+        let ps = t.page_size();
+        let (p0, p1) = (off / ps, end.div_ceil(ps));
+        if p0 / LEAF as u64 != (p1 - 1) / LEAF as u64 {
+            return None;
+        }
+        let len = self.len;
+        let span = |p: u64| Span {
+            old_vis: clamp(len, p * ps, ps),
+            new_vis: clamp(len, p * ps, ps),
+            a: clamp(off, p * ps, ps),
+            b: clamp(end, p * ps, ps),
+        };
+        // Plan: every page present, and how many need a copy.
+        let (leaf, gen, _) = t.leaf(p0)?;
+        let mut cow = 0;
+        for p in p0..p1 {
+            let i = slot(p);
+            leaf.page(i)?;
+            let fresh = gen == ed.gen() && leaf.marked_fresh(i);
+            if !(span(p).a >= leaf.init(i) || fresh) {
+                cow += 1;
+            }
+        }
+        // A copy-on-write replacement frees the page it replaces once no
+        // reader holds it: forced, as on the general path.
+        let mut res = cx.pool.reserve_forced_ref(cow * ps);
+        let mut fresh = Fresh::new(cx.pool);
+        if let Err(e) = res.take_pages(cow as usize, &mut |m| fresh.push(m)) {
+            return Some(Err(e));
+        }
+        // Every page is taken: nothing below fails.
+        let mut joined = Joined::new(ch);
+        let mut leaf = t.leaf_mut(p0, ed);
+        for p in p0..p1 {
+            let sp = span(p);
+            change_page(&mut leaf, slot(p), &sp, sp.a, ch.src_at(p * ps, &sp), p * ps, &mut fresh, &mut joined, ed);
+        }
+        joined.flush();
+        Some(Ok(()))
     }
 
     /// Sets the size (truncate or extend with zeros).
     ///
     /// # Errors
     /// `FileTooBig`, `NoSpace` (growing only). On error nothing changed.
-    pub(crate) fn set_len(&mut self, cx: &Ctx<'_>, new_len: u64) -> Result<()> {
+    pub(crate) fn set_len(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, new_len: u64) -> Result<()> {
         if new_len > cx.max_size {
             return Err(Error::FileTooBig);
         }
@@ -349,10 +437,10 @@ impl FileData {
         if new_len < self.len || trim {
             // Also for the same size: sectors reserved past the end (by
             // `fallocate` with `KEEP_SIZE`) go back, as on tmpfs.
-            self.shrink(cx, new_len);
+            self.shrink(cx, ed, new_len);
             Ok(())
         } else if new_len > self.len {
-            self.mutate(cx, &Change { new_len, write: None, fill: None })
+            self.mutate(cx, ed, &Change { new_len, write: None, fill: None })
         } else {
             Ok(())
         }
@@ -364,28 +452,36 @@ impl FileData {
     /// does for a hole of its source).
     ///
     /// # Errors
-    /// `FileTooBig`; `NoSpace` only if growing converts an inline file.
-    pub(crate) fn zero(&mut self, cx: &Ctx<'_>, off: u64, end: u64) -> Result<()> {
+    /// `FileTooBig`; `NoSpace` only if growing converts an inline file;
+    /// `OutOfMemory` if the OS refuses a copy-on-write page for a partial
+    /// page. On error nothing changed.
+    pub(crate) fn zero(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, end: u64) -> Result<()> {
         if end > cx.max_size {
             return Err(Error::FileTooBig);
         }
         if end > self.len {
-            // Growth first: it is the step that can fail.
+            // The pages the punch needs are taken first, counted on this
+            // table at the size after the growth (an upper bound: growing
+            // adds no page below the old size and only makes pages fresh),
+            // then the growth; both can fail, nothing after them can.
             let old = self.len;
-            self.set_len(cx, end)?;
-            self.punch(cx, off, old);
+            let mut fresh = self.punch_pages(cx, ed.gen(), off, old, end)?;
+            self.set_len(cx, ed, end)?;
+            self.punch_with(cx, ed, off, old, &mut fresh);
+            Ok(())
         } else {
-            self.punch(cx, off, end);
+            self.punch(cx, ed, off, end)
         }
-        Ok(())
     }
 
     /// `fallocate(2)` with `mode` over `off..off + len`.
     ///
     /// # Errors
     /// `InvalidArgument` for a zero length or bad flag combination,
-    /// `NotSupported` for unknown modes, `FileTooBig`, `NoSpace`.
-    pub(crate) fn fallocate(&mut self, cx: &Ctx<'_>, mode: u32, off: u64, len: u64) -> Result<()> {
+    /// `NotSupported` for unknown modes, `FileTooBig`, `NoSpace`,
+    /// `OutOfMemory` (the OS refusing memory, also for a punch). On error
+    /// nothing changed.
+    pub(crate) fn fallocate(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, mode: u32, off: u64, len: u64) -> Result<()> {
         if mode & !(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE) != 0 {
             return Err(Error::NotSupported);
         }
@@ -404,15 +500,14 @@ impl FileData {
             if mode & FALLOC_ZERO_RANGE != 0 {
                 return Err(Error::InvalidArgument);
             }
-            self.punch(cx, off, end.min(self.len));
-            return Ok(());
+            return self.punch(cx, ed, off, end.min(self.len));
         }
         let new_len = if keep { self.len } else { self.len.max(end) };
         // ZERO_RANGE zeroes what is there inside the size (in place or by
         // copy-on-write, like an overwrite with zeros: no more memory once
         // done) and allocates the holes; the plain modes only allocate holes.
         let write = (mode & FALLOC_ZERO_RANGE != 0 && off < new_len).then_some((off, end.min(new_len), Src::Zeros));
-        self.mutate(cx, &Change { new_len, write, fill: Some((off, end)) })
+        self.mutate(cx, ed, &Change { new_len, write, fill: Some((off, end)) })
     }
 
     /// `SEEK_DATA` (`data = true`) or `SEEK_HOLE` from `off`.
@@ -428,20 +523,23 @@ impl FileData {
             (Content::Empty, false) => Ok(off),
             (Content::Inline(_), true) => Ok(off),
             (Content::Inline(_), false) => Ok(self.len),
-            (Content::Sectors(t), true) => match t.next_present(off / ss) {
-                Some(k) => {
-                    let pos = (k.saturating_mul(ss)).max(off);
-                    if pos >= self.len {
-                        Err(Error::NoSuchOffset)
-                    } else {
-                        Ok(pos)
+            (Content::Sectors(t), data) => {
+                // Sectors are whole: a sector is present iff its first page is.
+                let pps = ss / t.page_size();
+                let first = (off / ss).saturating_mul(pps);
+                let k = if data { t.next_present(first).map(|p| p / pps) } else { Some(t.next_absent(first) / pps) };
+                match (k, data) {
+                    (Some(k), true) => {
+                        let pos = (k.saturating_mul(ss)).max(off);
+                        if pos >= self.len {
+                            Err(Error::NoSuchOffset)
+                        } else {
+                            Ok(pos)
+                        }
                     }
+                    (None, true) => Err(Error::NoSuchOffset),
+                    (k, false) => Ok(k.unwrap_or(u64::MAX).saturating_mul(ss).max(off).min(self.len)),
                 }
-                None => Err(Error::NoSuchOffset),
-            },
-            (Content::Sectors(t), false) => {
-                let k = t.next_absent(off / ss);
-                Ok(k.saturating_mul(ss).max(off).min(self.len))
             }
         }
     }
@@ -462,8 +560,8 @@ impl FileData {
         };
     }
 
-    fn shrink(&mut self, cx: &Ctx<'_>, new_len: u64) {
-        let ss = cx.ss();
+    fn shrink(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, new_len: u64) {
+        let (ss, ps) = (cx.ss(), cx.ps());
         match &mut self.content {
             Content::Empty => self.len = new_len,
             Content::Inline(b) => {
@@ -477,7 +575,8 @@ impl FileData {
                 }
             }
             Content::Sectors(t) => {
-                t.remove_range(new_len.div_ceil(ss), u64::MAX);
+                let pps = ss / ps;
+                t.remove_range(new_len.div_ceil(ss).saturating_mul(pps), u64::MAX, ed);
                 self.len = new_len;
                 if new_len == 0 {
                     self.content = Content::Empty;
@@ -487,12 +586,56 @@ impl FileData {
     }
 
     /// Zeros `off..end` (clipped to the size) without allocating: whole
-    /// sectors become holes, partial ones are zeroed (copy-on-write when shared).
-    fn punch(&mut self, cx: &Ctx<'_>, off: u64, end: u64) {
+    /// sectors become holes, partial ones are zeroed page by page
+    /// (copy-on-write when published).
+    ///
+    /// # Errors
+    /// `OutOfMemory` if the OS refuses a copy-on-write page (forced past the
+    /// limit, so never `NoSpace`). On error nothing changed.
+    fn punch(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, end: u64) -> Result<()> {
+        let mut fresh = self.punch_pages(cx, ed.gen(), off, end, self.len)?;
+        self.punch_with(cx, ed, off, end, &mut fresh);
+        Ok(())
+    }
+
+    /// Takes the copy-on-write pages a punch of `off..end` needs once the
+    /// size is `len`: the published pages of its (at most two) partial
+    /// sectors that it zeroes part of, so at most 2 × pages per sector.
+    /// Forced: the pages they replace are freed once no reader holds them,
+    /// so a punch works when full.
+    fn punch_pages<'p>(&self, cx: &Ctx<'p>, gen: u64, off: u64, end: u64, len: u64) -> Result<Fresh<'p>> {
+        let mut fresh = Fresh::new(cx.pool);
+        let Content::Sectors(t) = &self.content else { return Ok(fresh) };
+        let (ss, ps) = (cx.ss(), cx.ps());
+        let pps = ss / ps;
+        let mut n = 0u64;
+        for (k, a, b, vis) in punch_edges(ss, len, off, end) {
+            if t.get(k * pps).is_none() || (a == 0 && b >= vis) {
+                continue;
+            }
+            for p in (k * pps + a / ps)..(k * pps + b.div_ceil(ps)) {
+                let Some((l, g, i)) = t.leaf(p) else { continue };
+                if l.page(i).is_some() && !(g == gen && l.marked_fresh(i)) {
+                    n += 1;
+                }
+            }
+        }
+        if n > 0 {
+            let mut res = cx.pool.reserve_forced_ref(n * ps);
+            // On error the pages taken so far go back as `fresh` drops.
+            res.take_pages(n as usize, &mut |m| fresh.push(m))?;
+        }
+        Ok(fresh)
+    }
+
+    /// Does a punch of `off..end` with the pages [`FileData::punch_pages`]
+    /// took for it (at the current size): cannot fail.
+    fn punch_with(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, end: u64, fresh: &mut Fresh<'_>) {
         if off >= end {
             return;
         }
-        let ss = cx.ss();
+        let (ss, ps) = (cx.ss(), cx.ps());
+        let pps = ss / ps;
         let len = self.len;
         match &mut self.content {
             Content::Empty => {}
@@ -508,51 +651,45 @@ impl FileData {
             Content::Sectors(t) => {
                 let first_whole = off.div_ceil(ss);
                 let end_whole = end / ss;
-                let mut edges = Vec::with_capacity(2);
-                if off % ss != 0 {
-                    edges.push(off / ss);
-                }
-                if end % ss != 0 {
-                    edges.push(end / ss);
-                }
-                edges.dedup();
                 if first_whole < end_whole {
-                    t.remove_range(first_whole, end_whole);
+                    t.remove_range(first_whole * pps, end_whole * pps, ed);
                 }
-                for k in edges {
+                for (k, a, b, vis) in punch_edges(ss, len, off, end) {
                     let base = k * ss;
-                    let vis = clamp(len, base, ss);
-                    let a = clamp(off, base, ss);
-                    let b = clamp(end, base, ss).min(vis);
-                    if a >= b {
+                    if t.get(k * pps).is_none() {
                         continue;
                     }
-                    // Exclusivity first: the clone below is one more `Arc`.
-                    let exclusive = t.is_exclusive(k);
-                    let Some(s) = t.get(k).cloned() else { continue };
                     if a == 0 && b >= vis {
-                        t.set(k, None);
-                    } else if exclusive {
-                        // SAFETY: no published table reaches `s` (exclusive along
-                        // its path, rule 3), and this runner is its only user.
-                        unsafe { s.zero(a, b - a) };
-                    } else {
-                        let mut res = cx.pool.reserve_forced(ss);
-                        // A forced reservation of one sector only fails if the
-                        // OS refuses memory; then leave the bytes (still a
-                        // consistent file) rather than panic.
-                        if let Ok(n) = res.sector() {
-                            // SAFETY: `n` is fresh (no table reaches it yet);
-                            // `s`'s bytes below `vis` are only read, as readers
-                            // do (rule 3 forbids writing them). Distinct sectors.
-                            unsafe {
-                                n.copy_from(&s, 0, a);
-                                n.zero(a, b - a);
-                                n.copy_from(&s, b, vis - b);
-                            }
-                            n.set_init(vis);
-                            t.set(k, Some(n));
+                        t.remove_range(k * pps, (k + 1) * pps, ed);
+                        continue;
+                    }
+                    for p in (k * pps + a / ps)..(k * pps + b.div_ceil(ps)) {
+                        let pbase = p * ps - base;
+                        let pvis = clamp(vis, pbase, ps);
+                        let (pa, pb) = (clamp(a, pbase, ps), clamp(b, pbase, ps));
+                        let mut leaf = t.leaf_mut(p, ed);
+                        let i = slot(p);
+                        // Sectors are whole: every page of a present one is.
+                        let Some(m) = leaf.page(i).map(|pg| pg.mem(ps as usize)) else { continue };
+                        if leaf.is_fresh(i) {
+                            // SAFETY: a fresh page (taken in this batch) is
+                            // reached by no published version (rule 3).
+                            unsafe { m.zero(pa, pb - pa) };
+                            continue;
                         }
+                        // Copy-on-write of this page, with a page taken
+                        // before anything changed (`punch_pages`).
+                        let pg = fresh.take();
+                        let n = pg.mem(ps as usize);
+                        // SAFETY: `n` is fresh (no table reaches it yet); `m`'s
+                        // bytes below `pvis` are only read, as readers do
+                        // (rule 3 forbids writing them). Distinct pages.
+                        unsafe {
+                            n.copy_from(0, &m, 0, pa);
+                            n.zero(pa, pb - pa);
+                            n.copy_from(pb, &m, pb, pvis - pb);
+                        }
+                        leaf.put_fresh(i, pg, pvis, ed);
                     }
                 }
             }
@@ -560,9 +697,9 @@ impl FileData {
     }
 
     /// Applies `ch` all or nothing: plans it (counts, read-only), reserves
-    /// what the plan needs, then applies it (infallible but for the OS
-    /// refusing memory).
-    fn mutate(&mut self, cx: &Ctx<'_>, ch: &Change<'_>) -> Result<()> {
+    /// and takes what the plan needs (`NoSpace`, `OutOfMemory`), then
+    /// applies it (infallible).
+    fn mutate(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, ch: &Change<'_>) -> Result<()> {
         // A reservation past the end (`fallocate` with `KEEP_SIZE`) needs
         // sectors: an inline buffer holds exactly the file's bytes.
         let past_end = ch.fill.is_some_and(|(_, end)| end > ch.new_len);
@@ -588,24 +725,24 @@ impl FileData {
             self.set_inline(bytes, charge);
             return Ok(());
         }
-        let ss = cx.ss();
-        let plan = self.plan(ss, ch);
-        let mut res = cx.pool.reserve(plan.grow.checked_mul(ss).ok_or(Error::NoSpace)?)?;
+        let plan = self.plan(cx, ch, ed.gen());
+        let mut res = cx.pool.reserve_ref(plan.grow.checked_mul(cx.ss()).ok_or(Error::NoSpace)?)?;
         if plan.replace > 0 {
-            // A copy-on-write replacement frees the sector it replaces as soon
-            // as the last reader of the old table is done: the file's use does
-            // not grow, so it may pass the limit for that moment, and an
+            // A copy-on-write replacement frees the page it replaces as soon
+            // as the last reader of the old version is done: the file's use
+            // does not grow, so it may pass the limit for that moment, and an
             // overwrite works on a full file system (as on tmpfs).
-            res.join(cx.pool.reserve_forced(plan.replace * ss));
+            res.join(cx.pool.reserve_forced_ref(plan.replace * cx.ps()));
         }
-        self.apply(cx, ch, res)
+        self.apply(cx, ed, ch, res)
     }
 
-    /// How many fresh sectors `ch` needs, read-only, in time bounded by the
-    /// sectors the file has in the touched ranges (never by the ranges'
-    /// length: a 10 TiB `fallocate` costs a few table walks).
-    fn plan(&self, ss: u64, ch: &Change<'_>) -> Plan {
-        let shape = Shape::new(self.len, ss, ch);
+    /// How many fresh sectors and pages `ch` needs, read-only, in time
+    /// bounded by the sectors the file has in the touched ranges (never by
+    /// the ranges' length: a 10 TiB `fallocate` costs a few table walks).
+    fn plan(&self, cx: &Ctx<'_>, ch: &Change<'_>, gen: u64) -> Plan {
+        let shape = Shape::new(self.len, cx.ss(), cx.ps(), ch);
+        let pps = shape.pps;
         let Content::Sectors(t) = &self.content else {
             // Converting: every written or filled sector is fresh, and so is
             // sector 0 for the inline bytes if nothing else covers it.
@@ -615,78 +752,169 @@ impl FileData {
             return Plan { grow, replace: 0 };
         };
         // Holes in the written or filled ranges each take a fresh sector.
-        let grow = shape.covered().iter().map(|r| (r.end - r.start) - t.count_range(r.start, r.end)).sum();
-        // Present sectors that change take a twin unless changed in place.
+        let grow = shape
+            .covered()
+            .iter()
+            .map(|r| (r.end - r.start) - t.count_range(r.start.saturating_mul(pps), r.end.saturating_mul(pps)) / pps)
+            .sum();
+        // Pages of present sectors that change take a copy unless changed
+        // in place.
         let mut replace = 0;
         for r in shape.present_ranges() {
             let mut k = r.start;
-            while let Some(p) = t.next_present_before(k, r.end) {
-                if needs_fresh(t, &shape.span(p)) {
-                    replace += 1;
+            while let Some(p) = t.next_present_before(k.saturating_mul(pps), r.end.saturating_mul(pps)) {
+                let s = p / pps;
+                // One walk per leaf, not per page.
+                let mut leaf = None;
+                for q in shape.pages_changed(s) {
+                    let Some(ms) = shape.page_span(q).modified_start() else { continue };
+                    if leaf.is_none_or(|(at, _)| at != q / LEAF as u64) {
+                        leaf = Some((q / LEAF as u64, t.leaf(q)));
+                    }
+                    let Some(Some((l, g, _))) = leaf.map(|(_, l)| l) else { continue };
+                    let i = slot(q);
+                    if l.page(i).is_none() {
+                        continue;
+                    }
+                    let fresh = g == gen && l.marked_fresh(i);
+                    if !(ms >= l.init(i) || fresh) {
+                        replace += 1;
+                    }
                 }
-                k = p + 1;
+                k = s + 1;
             }
         }
         Plan { grow, replace }
     }
 
-    fn apply(&mut self, cx: &Ctx<'_>, ch: &Change<'_>, mut res: Reservation) -> Result<()> {
-        let ss = cx.ss();
-        let shape = Shape::new(self.len, ss, ch);
-        // Take every sector before changing anything (as many as the plan
-        // reserved: bounded by the limit and by the file's own sectors).
-        let mut fresh = Fresh { few: [None, None], more: Vec::new(), pool: cx.pool };
-        let n = (res.remaining() / ss) as usize;
-        if n > fresh.few.len() {
-            fresh.more.reserve_exact(n);
-        }
-        for i in 0..n {
-            let s = res.sector()?;
-            match fresh.few.get_mut(i).filter(|_| n <= 2) {
-                Some(slot) => *slot = Some(s),
-                None => fresh.more.push(s),
-            }
-        }
-        let mut table = match std::mem::take(&mut self.content) {
-            Content::Sectors(t) => t,
-            Content::Empty => Table::default(),
-            Content::Inline(b) => {
-                let mut t = Table::default();
-                let s = fresh.take()?;
-                let n = b.bytes.len();
-                // SAFETY: `s` is fresh: no table reaches it yet.
-                unsafe { s.write(0, &b.bytes) };
-                s.set_init(n);
-                t.set(0, Some(s));
-                t
-            }
+    /// Applies `ch` with the pages `res` holds (the plan's count): takes
+    /// them all first (the one step that fails: the OS refusing memory),
+    /// then changes the draft, which cannot fail.
+    ///
+    /// The table is changed in place in `self.content`, never in a local
+    /// copy: if anything below unwinds (a bug, or the `data.apply`
+    /// failpoint), every node and page this batch made is reachable from the
+    /// draft, and the draft's drop gives it all back (`FileData::abort`).
+    fn apply(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, ch: &Change<'_>, mut res: Reservation<&Pool>) -> Result<()> {
+        let shape = Shape::new(self.len, cx.ss(), cx.ps(), ch);
+        let (ps, pps) = (shape.ps, shape.pps);
+        // Take every page before changing anything (as many as the plan
+        // reserved: bounded by the limit and by the file's own pages). On
+        // error the pages taken so far go back as `fresh` drops.
+        let mut fresh = Fresh::new(cx.pool);
+        let n = (res.remaining() / ps) as usize;
+        fresh.more.reserve_exact(n.saturating_sub(fresh.few.len()));
+        res.take_pages(n, &mut |m| fresh.push(m))?;
+        // Nothing fails from here on.
+        let old = match &mut self.content {
+            Content::Sectors(_) => None,
+            c => Some(std::mem::replace(c, Content::Sectors(Table::new(ps as usize)))),
         };
-        let mut cursor = Cursor { next: 0 };
-        while let Some(k) = cursor.next(&shape, &table) {
-            let sp = shape.span(k);
-            let src = match ch.write {
-                Some((off, _, Src::Bytes(d))) if sp.b > sp.a => {
-                    let from = (k * ss + sp.a as u64 - off) as usize;
-                    Src::Bytes(&d[from..from + (sp.b - sp.a)])
+        let Content::Sectors(table) = &mut self.content else { unreachable!("made a table just above") };
+        if let Some(Content::Inline(b)) = old {
+            // Converting: the inline bytes go to sector 0's fresh pages.
+            let bytes = &b.bytes;
+            for p in 0..pps {
+                let lo = (p * ps) as usize;
+                let hi = (lo + ps as usize).min(bytes.len());
+                let m = fresh.take();
+                if lo < hi {
+                    // SAFETY: `m` is fresh: no table reaches it yet.
+                    unsafe { m.mem(ps as usize).write(0, &bytes[lo..hi]) };
                 }
-                _ => Src::Zeros,
-            };
-            if let Err(e) = apply_span(&mut table, &sp, src, &mut fresh) {
-                // Only a failed mapping of new memory gets here; the spans
-                // applied so far are whole, so keep the table they built.
-                self.content = Content::Sectors(table);
-                return Err(e);
+                table.leaf_mut(p, ed).put_fresh(slot(p), m, hi.saturating_sub(lo), ed);
             }
         }
+        let mut cursor = Cursor { next: 0 };
+        let mut joined = Joined::new(ch);
+        while let Some(k) = cursor.next(&shape, table) {
+            apply_sector(table, ed, &shape, ch, k, &mut fresh, &mut joined);
+            crate::fault::fail_point!("data.apply");
+        }
+        joined.flush();
         self.len = ch.new_len;
-        self.content = Content::Sectors(table);
         Ok(())
     }
 }
 
+/// One piece of [`runs`]: bytes of page memory (`within`, `take` bytes of
+/// the handle), or bytes that read as zero.
+enum Run {
+    Mem(RawMem, usize, usize),
+    Zeros(usize),
+}
+
+/// Walks bytes `off..off + n` of `t` as runs in order: page memory (the
+/// pieces of adjacent pages of one region joined into one run) and zeros
+/// (holes). One walk from the root per leaf touched.
+fn runs(t: &Table, off: u64, n: u64, mut each: impl FnMut(Run)) {
+    let ps = t.page_size();
+    let end = off + n;
+    let mut pos = off;
+    let mut mem: Option<(RawMem, usize, usize)> = None;
+    let mut zeros = 0usize;
+    while pos < end {
+        let p = pos / ps;
+        let Some((leaf, _, first)) = t.leaf(p) else {
+            // No leaf: a hole to the end of the leaf's span at least.
+            let leaf_end = (p - p % LEAF as u64).saturating_add(LEAF as u64).saturating_mul(ps);
+            let take = (leaf_end.min(end) - pos) as usize;
+            if let Some(r) = mem.take() {
+                each(Run::Mem(r.0, r.1, r.2));
+            }
+            zeros += take;
+            pos += take as u64;
+            continue;
+        };
+        for i in first..LEAF {
+            if pos >= end {
+                break;
+            }
+            let within = (pos % ps) as usize;
+            let take = (ps - within as u64).min(end - pos) as usize;
+            match leaf.page(i).map(|pg| pg.mem(ps as usize)) {
+                None => {
+                    if let Some(r) = mem.take() {
+                        each(Run::Mem(r.0, r.1, r.2));
+                    }
+                    zeros += take;
+                }
+                Some(m) => {
+                    if zeros > 0 {
+                        each(Run::Zeros(std::mem::take(&mut zeros)));
+                    }
+                    mem = match mem {
+                        // The run so far ends at its handle's end and this
+                        // page starts at 0 right after it: one run.
+                        Some((r, w, t)) if w + t == r.len() && within == 0 => match r.join(&m) {
+                            Some(j) => Some((j, w, t + take)),
+                            None => {
+                                each(Run::Mem(r, w, t));
+                                Some((m, within, take))
+                            }
+                        },
+                        Some((r, w, t)) => {
+                            each(Run::Mem(r, w, t));
+                            Some((m, within, take))
+                        }
+                        None => Some((m, within, take)),
+                    };
+                }
+            }
+            pos += take as u64;
+        }
+    }
+    if let Some(r) = mem {
+        each(Run::Mem(r.0, r.1, r.2));
+    }
+    if zeros > 0 {
+        each(Run::Zeros(zeros));
+    }
+}
+
 /// Slices a read lends without a heap allocation ([`FileData::read_with`]):
-/// 1 MiB of 4 KiB sectors with holes between them is at most 257 (129
-/// sectors, 128 holes), and the FUSE frontend's `writev` takes up to 319
+/// 1 MiB of 4 KiB pages with holes between them is at most 273 (257 page
+/// pieces, 16 zero slices), and the FUSE frontend's `writev` takes up to 319
 /// pieces after its header.
 pub const READ_PIECES: usize = 320;
 
@@ -700,18 +928,16 @@ enum Piece<'a> {
     Mem(&'a [u8]),
     /// Bytes that read as zero (a hole, an empty file's size).
     Zeros(usize),
-    /// `len` bytes at `within` of a sector this version reaches.
-    Sector(&'a Sector, usize, usize),
+    /// `take` bytes at `within` of a run of pages this version reaches.
+    Run(RawMem, usize, usize),
 }
 
-/// The stack array for reads of a few slices (a 4 KiB read, 1 MiB of
-/// 64 KiB sectors): 512 bytes to fill instead of 5 KiB.
-const FEW_PIECES: usize = 32;
-
-/// The slices of one read: `N` on the stack; past that all of them in one
-/// `Vec` (sized to the bound the caller gives, so it allocates once).
-struct Iov<'a, const N: usize> {
-    stack: [IoSlice<'a>; N],
+/// The slices of one read: up to [`READ_PIECES`] in an uninitialised array
+/// on the stack (nothing to fill: only the slices made are written); past
+/// that all of them in one `Vec` (sized to the bound the caller gives, so it
+/// allocates once).
+struct Iov<'a> {
+    stack: [MaybeUninit<IoSlice<'a>>; READ_PIECES],
     n: usize,
     heap: Vec<IoSlice<'a>>,
     /// How many slices to reserve once they no longer fit on the stack.
@@ -720,9 +946,9 @@ struct Iov<'a, const N: usize> {
     zeros: usize,
 }
 
-impl<'a, const N: usize> Iov<'a, N> {
+impl<'a> Iov<'a> {
     fn new(most: usize) -> Self {
-        Iov { stack: [IoSlice::new(&[]); N], n: 0, heap: Vec::new(), most, zeros: 0 }
+        Iov { stack: [const { MaybeUninit::uninit() }; READ_PIECES], n: 0, heap: Vec::new(), most, zeros: 0 }
     }
 
     fn push(&mut self, b: &'a [u8]) {
@@ -746,14 +972,15 @@ impl<'a, const N: usize> Iov<'a, N> {
         if b.is_empty() {
             return;
         }
-        if self.heap.is_empty() && self.n < N {
-            self.stack[self.n] = IoSlice::new(b);
+        if self.heap.is_empty() && self.n < READ_PIECES {
+            self.stack[self.n].write(IoSlice::new(b));
             self.n += 1;
             return;
         }
         if self.heap.is_empty() {
-            self.heap.reserve(self.most.max(2 * N));
-            self.heap.extend_from_slice(&self.stack[..self.n]);
+            self.heap.reserve(self.most.max(2 * READ_PIECES));
+            // SAFETY: the first `n` entries were written (`push_slice`).
+            self.heap.extend_from_slice(unsafe { stack_prefix(&self.stack, self.n) });
         }
         self.heap.push(IoSlice::new(b));
     }
@@ -762,11 +989,23 @@ impl<'a, const N: usize> Iov<'a, N> {
         self.flush_zeros();
         debug_assert!(self.n.max(self.heap.len()) <= self.most, "more slices than most_pieces");
         if self.heap.is_empty() {
-            &self.stack[..self.n]
+            // SAFETY: the first `n` entries were written (`push_slice`).
+            unsafe { stack_prefix(&self.stack, self.n) }
         } else {
             &self.heap
         }
     }
+}
+
+/// The first `n` entries of `stack`.
+///
+/// # Safety
+/// They are initialised.
+unsafe fn stack_prefix<'s, 'a>(stack: &'s [MaybeUninit<IoSlice<'a>>], n: usize) -> &'s [IoSlice<'a>] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, `n <= stack.len()` (the
+    // slice below is bounds-checked) and the entries are initialised
+    // (caller's contract).
+    unsafe { &*(&stack[..n] as *const [MaybeUninit<IoSlice<'a>>] as *const [IoSlice<'a>]) }
 }
 
 /// What a mutation writes into its range.
@@ -785,11 +1024,24 @@ struct Change<'a> {
     fill: Option<(u64, u64)>,
 }
 
+impl<'a> Change<'a> {
+    /// What goes at `sp.a..sp.b` of the page at byte `base`.
+    fn src_at(&self, base: u64, sp: &Span) -> Src<'a> {
+        match self.write {
+            Some((off, _, Src::Bytes(d))) if sp.b > sp.a => {
+                let from = (base + sp.a as u64 - off) as usize;
+                Src::Bytes(&d[from..from + (sp.b - sp.a)])
+            }
+            _ => Src::Zeros,
+        }
+    }
+}
+
 /// What a mutation needs from the pool.
 struct Plan {
     /// Fresh sectors for holes (counted against the limit).
     grow: u64,
-    /// Copy-on-write twins of visible sectors (forced: they replace one).
+    /// Copy-on-write copies of visible pages (forced: they replace one).
     replace: u64,
 }
 
@@ -801,6 +1053,8 @@ struct Plan {
 /// the old end, whose newly visible bytes must read as zeros).
 struct Shape {
     ss: u64,
+    ps: u64,
+    pps: u64,
     old_len: u64,
     new_len: u64,
     write: Option<(u64, u64)>,
@@ -812,13 +1066,15 @@ struct Shape {
 }
 
 impl Shape {
-    fn new(old_len: u64, ss: u64, ch: &Change<'_>) -> Shape {
+    fn new(old_len: u64, ss: u64, ps: u64, ch: &Change<'_>) -> Shape {
         let write = ch.write.map(|(off, end, _)| (off, end)).filter(|&(off, end)| off < end);
         let fill = ch.fill.filter(|&(off, end)| off < end);
         let sectors = |r: Option<(u64, u64)>| r.map_or(0..0, |(off, end)| off / ss..end.div_ceil(ss));
         let grows = ch.new_len > old_len;
         Shape {
             ss,
+            ps,
+            pps: ss / ps,
             old_len,
             new_len: ch.new_len,
             write,
@@ -841,12 +1097,39 @@ impl Shape {
         disjoint([self.w.clone(), self.tail.map_or(0..0, |k| k..k + 1), self.g.clone()])
     }
 
-    /// Sector `k`'s part in the mutation.
-    fn span(&self, k: u64) -> Span {
-        let (ss, base) = (self.ss, k * self.ss);
+    /// Whether a hole at sector `k` takes a fresh sector (written or filled).
+    fn fills(&self, k: u64) -> bool {
+        let (base, end) = (k * self.ss, (k + 1).saturating_mul(self.ss));
+        let hit = |r: Option<(u64, u64)>| r.is_some_and(|(off, e)| off < end && e > base);
+        hit(self.write) || hit(self.fill)
+    }
+
+    /// The pages of present sector `k` that may change: those overlapping
+    /// the written range or the bytes the growth makes visible.
+    fn pages_changed(&self, k: u64) -> Range<u64> {
+        let (base, end) = (k * self.ss, (k + 1).saturating_mul(self.ss));
+        let mut lo = end;
+        let mut hi = base;
+        if let Some((off, e)) = self.write {
+            lo = lo.min(off.max(base));
+            hi = hi.max(e.min(end));
+        }
+        if self.new_len > self.old_len {
+            lo = lo.min(self.old_len.max(base));
+            hi = hi.max(self.new_len.min(end));
+        }
+        if lo >= hi {
+            return 0..0;
+        }
+        lo / self.ps..hi.div_ceil(self.ps)
+    }
+
+    /// Page `p`'s part in the mutation.
+    fn page_span(&self, p: u64) -> Span {
+        let (ps, base) = (self.ps, p * self.ps);
         let (a, b) = match self.write {
             Some((off, end)) => {
-                let (a, b) = (clamp(off, base, ss), clamp(end, base, ss));
+                let (a, b) = (clamp(off, base, ps), clamp(end, base, ps));
                 if a < b {
                     (a, b)
                 } else {
@@ -855,9 +1138,26 @@ impl Shape {
             }
             None => (0, 0),
         };
-        let fill = self.fill.is_some_and(|(off, end)| off < base + ss && end > base);
-        Span { k, old_vis: clamp(self.old_len, base, ss), new_vis: clamp(self.new_len, base, ss), a, b, fill }
+        Span { old_vis: clamp(self.old_len, base, ps), new_vis: clamp(self.new_len, base, ps), a, b }
     }
+}
+
+/// The partial sectors of a punch of `off..end` in a file of `len` bytes,
+/// at most two: per sector `k`, the bytes `a..b` of it to zero (nonempty)
+/// and `vis`, its bytes below `len` (all relative to the sector).
+fn punch_edges(ss: u64, len: u64, off: u64, end: u64) -> impl Iterator<Item = (u64, u64, u64, u64)> {
+    let edges = [(off % ss != 0).then_some(off / ss), (end % ss != 0).then_some(end / ss)];
+    let edges = match edges {
+        [Some(a), Some(b)] if a == b => [Some(a), None],
+        e => e,
+    };
+    edges.into_iter().flatten().filter_map(move |k| {
+        let base = k * ss;
+        let vis = clamp(len, base, ss) as u64;
+        let a = clamp(off, base, ss) as u64;
+        let b = (clamp(end, base, ss) as u64).min(vis);
+        (a < b).then_some((k, a, b, vis))
+    })
 }
 
 /// The union of `rs` as disjoint ranges in order, padded with empty ones.
@@ -888,6 +1188,7 @@ struct Cursor {
 impl Cursor {
     fn next(&mut self, sh: &Shape, t: &Table) -> Option<u64> {
         let from = self.next;
+        let pps = sh.pps;
         let mut best: Option<u64> = None;
         let mut offer = |k: Option<u64>| {
             if let Some(k) = k {
@@ -897,158 +1198,307 @@ impl Cursor {
         offer(Some(from.max(sh.w.start)).filter(|&k| k < sh.w.end));
         let f0 = from.max(sh.f.start);
         // Bounded by the range: an unbounded search from `f0` would walk
-        // every sector after it when nothing is filled (issue 18).
-        offer(t.next_absent_before(f0, sh.f.end));
+        // every sector after it when nothing is filled (issue 18). Sectors
+        // are whole, so a sector is absent iff its first page is.
+        offer(t.next_absent_before(f0.saturating_mul(pps), sh.f.end.saturating_mul(pps)).map(|p| p / pps));
         offer(sh.tail.filter(|&k| k >= from));
         let g0 = from.max(sh.g.start);
-        offer(t.next_present_before(g0, sh.g.end));
+        offer(t.next_present_before(g0.saturating_mul(pps), sh.g.end.saturating_mul(pps)).map(|p| p / pps));
         let k = best?;
         self.next = k.checked_add(1)?;
         Some(k)
     }
 }
 
-fn needs_fresh(t: &Table, sp: &Span) -> bool {
-    match t.get(sp.k) {
-        None => sp.b > sp.a || sp.fill,
-        Some(s) => match sp.modified_start() {
-            None => false,
-            Some(ms) => !(ms >= s.init() || t.is_exclusive(sp.k)),
-        },
-    }
-}
-
-/// Zeros `from..to` of `s` except the written range `a..b`.
+/// Zeros `from..to` of `m` except the written range `a..b`.
 ///
 /// # Safety
-/// As for [`Sector::write`] over `from..to`: the range is the caller's alone.
-unsafe fn zero_except(s: &Sector, from: usize, to: usize, a: usize, b: usize) {
+/// As for [`RawMem::write`] over `from..to`: the range is the caller's alone.
+unsafe fn zero_except(m: RawMem, from: usize, to: usize, a: usize, b: usize) {
     if from >= to {
         return;
     }
     if b <= a {
         // SAFETY: inside `from..to`, the caller's alone.
-        unsafe { s.zero(from, to - from) };
+        unsafe { m.zero(from, to - from) };
         return;
     }
     if from < a {
         // SAFETY: inside `from..to`, the caller's alone.
-        unsafe { s.zero(from, a.min(to) - from) };
+        unsafe { m.zero(from, a.min(to) - from) };
     }
     if to > b {
         let z = from.max(b);
         // SAFETY: inside `from..to`, the caller's alone.
-        unsafe { s.zero(z, to - z) };
+        unsafe { m.zero(z, to - z) };
     }
 }
 
-/// Puts `src` (exactly `b - a` bytes, or zeros) at `a..b` of `s`.
+/// Puts `src` (exactly `b - a` bytes, or zeros) at `a..b` of `m`.
 ///
 /// # Safety
-/// As for [`Sector::write`] over `a..b`: the range is the caller's alone.
-unsafe fn put(s: &Sector, a: usize, b: usize, src: Src<'_>) {
+/// As for [`RawMem::write`] over `a..b`: the range is the caller's alone.
+unsafe fn put(m: RawMem, a: usize, b: usize, src: Src<'_>) {
     if b > a {
         match src {
             // SAFETY: `a..b` is the caller's alone (this function's contract).
-            Src::Bytes(d) => unsafe { s.write(a, d) },
+            Src::Bytes(d) => unsafe { m.write(a, d) },
             // SAFETY: as above.
-            Src::Zeros => unsafe { s.zero(a, b - a) },
+            Src::Zeros => unsafe { m.zero(a, b - a) },
         }
     }
 }
 
-/// The sectors a plan reserved, handed out by `apply_span`: up to two
-/// (a write inside one sector or across a boundary) without a `Vec`.
+/// The pages a plan reserved, handed out in the order they were taken (a
+/// sector's pages in ascending address order, as the pool gives them): up
+/// to 32 (a write of up to two sectors' worth of pages) without a `Vec`.
+/// Pages left over go back to the pool on drop (they were never published).
 struct Fresh<'a> {
-    few: [Option<Arc<Sector>>; 2],
-    more: Vec<Arc<Sector>>,
+    few: [Option<Page>; 32],
+    more: Vec<Page>,
+    n: usize,
+    next: usize,
     pool: &'a Pool,
 }
 
-impl Fresh<'_> {
-    /// A reserved sector. Should the plan have reserved too few (a bug), a
-    /// forced reservation keeps the write whole rather than dropping bytes
-    /// that are about to be acknowledged.
-    fn take(&mut self) -> Result<Arc<Sector>> {
-        if let Some(s) = self.more.pop().or_else(|| self.few.iter_mut().find_map(Option::take)) {
-            return Ok(s);
+impl<'a> Fresh<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        Fresh { few: [None; 32], more: Vec::new(), n: 0, next: 0, pool }
+    }
+
+    fn push(&mut self, m: Page) {
+        if self.n < self.few.len() {
+            self.few[self.n] = Some(m);
+        } else {
+            self.more.push(m);
         }
-        debug_assert!(false, "plan_mutation reserved too few sectors");
-        self.pool.reserve_forced(self.pool.sector_size() as u64).sector()
+        self.n += 1;
+    }
+
+    /// A reserved page: the caller took every page it needs before changing
+    /// anything, so this does not fail. Should the plan have counted too few
+    /// (a bug), a forced reservation keeps the change whole rather than
+    /// dropping bytes about to be acknowledged; if the OS refuses even that,
+    /// it panics: the runner fails the whole batch (`Internal`) and the
+    /// draft's drop gives back everything it made, as for any panic in a
+    /// batch (issue 18: the table is changed in place in the draft).
+    fn take(&mut self) -> Page {
+        while self.next < self.n {
+            let i = self.next;
+            self.next += 1;
+            let m = if i < self.few.len() { self.few[i].take() } else { Some(self.more[i - self.few.len()]) };
+            if let Some(m) = m {
+                return m;
+            }
+        }
+        debug_assert!(false, "the plan reserved too few pages");
+        let mut res = self.pool.reserve_forced_ref(self.pool.page_size() as u64);
+        let mut got = None;
+        let ok = res.take_pages(1, &mut |m| got = Some(m));
+        match (ok, got) {
+            (Ok(()), Some(m)) => m,
+            _ => panic!("the plan reserved too few pages and the OS refuses memory"),
+        }
     }
 }
 
-fn apply_span(t: &mut Table, sp: &Span, src: Src<'_>, fresh: &mut Fresh<'_>) -> Result<()> {
-    let Span { k, old_vis, new_vis, a, b, fill } = *sp;
-    // Decided before the sector is cloned out below: that clone is one more
-    // `Arc` and would make every sector look shared (then the copy-on-write
-    // branch wants a fresh sector the plan did not reserve).
-    let exclusive = t.is_exclusive(k);
-    match t.get(k).cloned() {
-        None => {
-            if b <= a && !fill {
-                return Ok(());
-            }
-            let s = fresh.take()?;
-            // SAFETY: `s` is fresh: no table reaches it yet (rule 3).
-            unsafe {
-                zero_except(&s, 0, new_vis, a, b);
-                put(&s, a, b, src);
-            }
-            s.set_init(new_vis.max(b));
-            t.set(k, Some(s));
-        }
-        Some(s) => {
-            let Some(ms) = sp.modified_start() else { return Ok(()) };
-            #[cfg(not(any(loom_bug = "sector_write_shared", loom_bug = "sector_write_past_size")))]
-            let in_place = ms >= s.init() || exclusive;
-            // Injected bug (loom-tests/tests/table_publish.rs): write in place below `init` when shared.
-            #[cfg(loom_bug = "sector_write_shared")]
-            let in_place = {
-                let _ = (ms, exclusive);
-                true
-            };
-            // Injected bug (loom-tests/tests/read_with.rs): take "past the old
-            // size" for "past `init`", so a file truncated into a sector and
-            // grown again rewrites in place bytes an older version still shows.
-            #[cfg(loom_bug = "sector_write_past_size")]
-            let in_place = ms >= old_vis || exclusive;
-            if in_place {
-                // SAFETY: every byte changed is at or past `ms`: either past
-                // `init`, which no table exposes (rule 2: readers of the
-                // published table read only below it), or the sector is
-                // exclusive along its table path (rule 3). loom:
-                // `table_publish::append_in_place_past_init`,
-                // `overwrite_visible_sector` (bug `sector_write_shared`).
-                unsafe {
-                    if new_vis > old_vis {
-                        zero_except(&s, old_vis, new_vis, a, b);
-                    }
-                    put(&s, a, b, src);
-                }
-                s.set_init(s.init().max(new_vis).max(b));
-            } else {
-                let n = fresh.take()?;
-                // SAFETY: `n` is fresh (no table reaches it yet); `s`'s bytes
-                // below `old_vis <= init` are only read, as readers do (rule 3
-                // forbids writing them: `s` is shared). Distinct sectors.
-                // loom: `table_publish::partial_overwrite`.
-                unsafe {
-                    if b > a {
-                        n.copy_from(&s, 0, a.min(old_vis));
-                        if b < old_vis {
-                            n.copy_from(&s, b, old_vis - b);
-                        }
-                    } else {
-                        n.copy_from(&s, 0, old_vis);
-                    }
-                    zero_except(&n, old_vis, new_vis, a, b);
-                    put(&n, a, b, src);
-                }
-                n.set_init(new_vis.max(b));
-                t.set(k, Some(n));
+impl Drop for Fresh<'_> {
+    fn drop(&mut self) {
+        for i in self.next..self.n {
+            let m = if i < self.few.len() { self.few[i].take() } else { Some(self.more[i - self.few.len()]) };
+            if let Some(m) = m {
+                // SAFETY: taken for this mutation and never put in a table:
+                // nobody else reaches it.
+                unsafe { self.pool.free_pages(&[m]) };
             }
         }
     }
-    Ok(())
+}
+
+/// Whole-page writes into fresh pages, held back and done as one copy over
+/// each run of adjacent pages: a copy of 64 KiB or more takes the CPU's
+/// fast string path, while 16 separate 4 KiB copies into cold memory cost
+/// about 1.6x as much (`page/seq_1M` in `benches/benches/overwrite.rs`).
+struct Joined<'d> {
+    /// The written data (`Change::write`'s bytes) and where it starts in
+    /// the file.
+    data: &'d [u8],
+    off: u64,
+    /// The run so far: adjacent fresh pages and the file position of its
+    /// first byte.
+    run: Option<(RawMem, u64)>,
+}
+
+impl<'d> Joined<'d> {
+    fn new(ch: &Change<'d>) -> Self {
+        match ch.write {
+            Some((off, _, Src::Bytes(data))) => Joined { data, off, run: None },
+            _ => Joined { data: &[], off: 0, run: None },
+        }
+    }
+
+    /// Writes the bytes of the file at `pos..pos + m.len()` (all inside the
+    /// written range) into `m`, a fresh page, now or with the next ones.
+    ///
+    /// # Safety
+    /// `m` is fresh (taken in this batch, reached by no published version),
+    /// so it is the runner's alone until the draft is published, which
+    /// happens after [`Joined::flush`].
+    unsafe fn put(&mut self, m: RawMem, pos: u64) {
+        if let Some((r, at)) = self.run {
+            if at + r.len() as u64 == pos {
+                if let Some(j) = r.join(&m) {
+                    self.run = Some((j, at));
+                    return;
+                }
+            }
+            self.flush();
+        }
+        self.run = Some((m, pos));
+    }
+
+    /// Does the held-back copy.
+    fn flush(&mut self) {
+        if let Some((r, at)) = self.run.take() {
+            let from = (at - self.off) as usize;
+            // SAFETY: every page of `r` was `put` fresh (the runner's alone
+            // until the draft is published, which is after this), and its
+            // bytes are inside the written range.
+            unsafe { r.write(0, &self.data[from..from + r.len()]) };
+        }
+    }
+}
+
+/// Changes page `i` of the draft's private leaf as `sp` says (`ms`: the
+/// lowest byte changed; `src`: what goes at `sp.a..sp.b`; `pos`: the page's
+/// file position): in place if the page contract allows it (every byte
+/// changed at or past `init`, or the page fresh), else into a fresh page
+/// from `fresh` (copy-on-write, copying only the bytes kept).
+#[allow(clippy::too_many_arguments)] // one page's whole context, on the hot path
+fn change_page(
+    leaf: &mut LeafMut<'_>,
+    i: usize,
+    sp: &Span,
+    ms: usize,
+    src: Src<'_>,
+    pos: u64,
+    fresh: &mut Fresh<'_>,
+    joined: &mut Joined<'_>,
+    ed: &mut Edit<'_>,
+) {
+    let ps = fresh.pool.page_size();
+    // Sectors are whole, and callers change only pages of present sectors.
+    debug_assert!(leaf.page(i).is_some(), "change_page on an absent page");
+    let Some(m) = leaf.page(i).map(|pg| pg.mem(ps)) else { return };
+    #[cfg(not(any(loom_bug = "sector_write_shared", loom_bug = "sector_write_past_size")))]
+    let in_place = ms >= leaf.init(i) || leaf.is_fresh(i);
+    // Injected bug (loom-tests/tests/table_publish.rs): write in place below `init` when shared.
+    #[cfg(loom_bug = "sector_write_shared")]
+    let in_place = {
+        let _ = ms;
+        true
+    };
+    // Injected bug (loom-tests/tests/read_with.rs): take "past the old
+    // size" for "past `init`", so a file truncated into a page and grown
+    // again rewrites in place bytes an older version still shows.
+    #[cfg(loom_bug = "sector_write_past_size")]
+    let in_place = ms >= sp.old_vis || leaf.is_fresh(i);
+    if in_place {
+        // SAFETY: every byte changed is at or past `ms`: either past
+        // `init`, which no version exposes (rule 2: readers read only
+        // below it), or the page is fresh, reached by no published
+        // version (rule 3). loom: `table_publish::append_in_place_past_init`,
+        // `overwrite_visible_sector` (bug `sector_write_shared`).
+        unsafe {
+            if sp.new_vis > sp.old_vis {
+                zero_except(m, sp.old_vis, sp.new_vis, sp.a, sp.b);
+            }
+            put(m, sp.a, sp.b, src);
+        }
+        leaf.raise_init(i, sp.new_vis.max(sp.b));
+    } else if sp.a == 0 && sp.b == ps && matches!(src, Src::Bytes(_)) {
+        // The whole page is replaced: nothing of `m` to keep.
+        let pg = fresh.take();
+        // SAFETY: the page is fresh (no table reaches it yet), wholly written.
+        unsafe { joined.put(pg.mem(ps), pos) };
+        leaf.put_fresh(i, pg, sp.new_vis.max(sp.b), ed);
+    } else {
+        let pg = fresh.take();
+        let n = pg.mem(ps);
+        let (a, b, old) = (sp.a, sp.b, sp.old_vis);
+        // SAFETY: `n` is fresh (no table reaches it yet); `m`'s bytes
+        // below `old_vis <= init` are only read, as readers do (rule 3
+        // forbids writing them: a published version reaches `m`).
+        // Distinct pages. loom: `table_publish::partial_overwrite`.
+        unsafe {
+            if b > a {
+                n.copy_from(0, &m, 0, a.min(old));
+                if b < old {
+                    n.copy_from(b, &m, b, old - b);
+                }
+            } else {
+                n.copy_from(0, &m, 0, old);
+            }
+            zero_except(n, old, sp.new_vis, a, b);
+            put(n, a, b, src);
+        }
+        leaf.put_fresh(i, pg, sp.new_vis.max(b), ed);
+    }
+}
+
+fn apply_sector(
+    t: &mut Table,
+    ed: &mut Edit<'_>,
+    sh: &Shape,
+    ch: &Change<'_>,
+    k: u64,
+    fresh: &mut Fresh<'_>,
+    joined: &mut Joined<'_>,
+) {
+    let (ps, pps) = (sh.ps, sh.pps);
+    let first = k * pps;
+    let whole = |sp: &Span| sp.a == 0 && sp.b == ps as usize && !joined.data.is_empty();
+    if t.get(first).is_none() {
+        if !sh.fills(k) {
+            return;
+        }
+        // A hole: a whole fresh sector.
+        let mut leaf: Option<(u64, LeafMut<'_>)> = None;
+        for p in first..first + pps {
+            let sp = sh.page_span(p);
+            let pg = fresh.take();
+            let m = pg.mem(ps as usize);
+            if whole(&sp) {
+                // SAFETY: `m` is fresh (taken in this batch, no table reaches
+                // it yet), and the whole page is written.
+                unsafe { joined.put(m, p * ps) };
+            } else {
+                // SAFETY: `m` is fresh: taken in this batch, no table reaches
+                // it yet, so it is this runner's alone (rule 3).
+                unsafe {
+                    zero_except(m, 0, sp.new_vis, sp.a, sp.b);
+                    put(m, sp.a, sp.b, ch.src_at(p * ps, &sp));
+                }
+            }
+            if leaf.as_ref().is_none_or(|(at, _)| *at != p / LEAF as u64) {
+                leaf = Some((p / LEAF as u64, t.leaf_mut(p, ed)));
+            }
+            if let Some((_, l)) = leaf.as_mut() {
+                l.put_fresh(slot(p), pg, sp.new_vis.max(sp.b), ed);
+            }
+        }
+        return;
+    }
+    // One walk (and path copy) per leaf, not per page.
+    let mut cur: Option<(u64, LeafMut<'_>)> = None;
+    for p in sh.pages_changed(k) {
+        let sp = sh.page_span(p);
+        let Some(ms) = sp.modified_start() else { continue };
+        let i = slot(p);
+        if cur.as_ref().is_none_or(|(at, _)| *at != p / LEAF as u64) {
+            cur = Some((p / LEAF as u64, t.leaf_mut(p, ed)));
+        }
+        let Some((_, leaf)) = cur.as_mut() else { continue };
+        change_page(leaf, i, &sp, ms, ch.src_at(p * ps, &sp), p * ps, fresh, joined, ed);
+    }
 }

@@ -48,6 +48,11 @@ pub struct Config {
     /// nodes inherit their directory's default ACL. Off: those names are
     /// refused as any `system.` attribute is (`NotSupported`).
     pub posix_acl: bool,
+    /// Bytes of one page, the unit of copy-on-write inside a sector (0: 4
+    /// KiB, or the sector size if smaller). For loom models and tests with
+    /// tiny geometry (`Engine::new_unchecked`); internal, not semver.
+    #[doc(hidden)]
+    pub page_size: usize,
 }
 
 impl Default for Config {
@@ -64,6 +69,7 @@ impl Default for Config {
             root_gid: 0,
             cache_slots: 0,
             posix_acl: false,
+            page_size: 0,
         }
     }
 }
@@ -107,10 +113,15 @@ impl Engine {
     ///
     /// # Errors
     /// `InvalidArgument` if the sector size is not a power of two in
-    /// 4 KiB..=1 MiB, or the inode limit is zero.
+    /// 4 KiB..=1 MiB, the inode limit is zero, or a page size is given that
+    /// is not a power of two of 512 B..=64 KiB dividing the sector size.
     pub fn new(mut cfg: Config) -> Result<Engine> {
         let ss = cfg.sector_size;
         if !ss.is_power_of_two() || !(4096..=1 << 20).contains(&ss) || cfg.max_inodes == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let ps = cfg.page_size;
+        if ps != 0 && (!ps.is_power_of_two() || !(512..=64 << 10).contains(&ps) || ps > ss) {
             return Err(Error::InvalidArgument);
         }
         Ok(Self::new_unchecked({
@@ -128,7 +139,10 @@ impl Engine {
         } else {
             cfg.cache_slots
         };
-        let pool = Pool::new(cfg.sector_size, cfg.max_bytes, slots);
+        let pool = match cfg.page_size {
+            0 => Pool::new(cfg.sector_size, cfg.max_bytes, slots),
+            ps => Pool::with_page_size(cfg.sector_size, ps, cfg.max_bytes, slots),
+        };
         let now = Time::now();
         let meta = Meta {
             perm: cfg.root_mode & 0o7777,
@@ -194,7 +208,7 @@ impl Engine {
     }
 
     pub(crate) fn attr_of(&self, n: &Node) -> Attr {
-        let s = n.snap.load();
+        let s = n.load();
         let ss = self.cfg.sector_size as u64;
         let size = match n.kind {
             FileType::Regular => s.data.len(),
@@ -244,7 +258,7 @@ impl Engine {
     pub(crate) fn free(&self, n: &Node) {
         if let Some(node) = self.nodes.remove_if(&n.ino, |v| std::ptr::eq(&**v, n)) {
             self.inodes.fetch_sub(1, Ordering::AcqRel);
-            let len = node.snap.load().data.len();
+            let len = node.load().data.len();
             self.logical.fetch_sub(len, Ordering::Relaxed);
             // The node (and its sectors) is freed when the last Arc drops:
             // here, or when a concurrent reader finishes.

@@ -12,6 +12,7 @@
 //! | site | where | armed with `return` / `panic` |
 //! |---|---|---|
 //! | `region.map` | `sync::Region::map`: mapping a new 2 MiB region of sector memory | the OS refuses memory: the write fails with `OutOfMemory` (`ENOMEM`), nothing changed, nothing leaked |
+//! | `data.apply` | `FileData::apply`, after each sector of a mutation was applied to the draft (every page already taken) | `panic`: the batch fails with `Internal`, and the draft's drop gives back every node and page the apply made (issue 18) |
 //! | `node.publish` | `Node::apply_ops` (a batch, or the fast path's batch of one), after every request of the batch was applied to the private copy, before it is published | `panic`: every request of the batch gets `Internal` (`EIO`), the file stays at its last published version |
 //!
 //! The `sectorfs` daemon built with `--features failpoints` also arms sites at

@@ -41,7 +41,7 @@ impl Engine {
             FileType::Directory => return Err(Error::IsDir),
             _ => return Err(Error::InvalidArgument),
         }
-        let snap = n.snap.load();
+        let snap = n.load();
         Ok(snap.data.read(self.cfg.sector_size as u64, off, buf))
     }
 
@@ -49,17 +49,17 @@ impl Engine {
     /// the file; no slices at or past it) as slices, in order, of the memory
     /// of one published version of the file, and returns what `f` returns:
     /// the zero-copy [`Engine::read`], for a frontend that hands the bytes
-    /// to the kernel with `writev(2)`. Present sectors are lent as slices of
-    /// the sector memory, a small file's inline bytes as a slice of them,
+    /// to the kernel with `writev(2)`. Present pages are lent as slices of
+    /// their memory (one per run of adjacent pages), a small file's inline bytes as a slice of them,
     /// holes as slices of a static zero page. No byte is copied, no lock is
     /// taken, nothing waits for a writer, and up to
     /// [`data::READ_PIECES`](crate::data::READ_PIECES) slices (any read of
-    /// up to 1 MiB with 4 KiB sectors or larger) nothing is allocated; more
+    /// up to 1 MiB) nothing is allocated; more
     /// slices go into one `Vec`.
     ///
     /// The version is held while `f` runs: nobody writes the lent bytes
-    /// meanwhile (a concurrent write goes copy-on-write into other sectors
-    /// and is published as a newer version), and the sectors are not freed
+    /// meanwhile (a concurrent write goes copy-on-write into other pages
+    /// and is published as a newer version), and the pages are not freed
     /// before `f` returns. So `f` sees one version whole, as `read` would,
     /// but should not take long: memory that newer versions replaced stays
     /// in use until it returns. `f` may call the engine, even to write this
@@ -85,7 +85,7 @@ impl Engine {
             _ => return Err(Error::InvalidArgument),
         }
         // One load: the version `f` sees, held (this guard) until it returns.
-        let snap = n.snap.load();
+        let snap = n.load();
         Ok(snap.data.read_with(self.cfg.sector_size as u64, off, len, f))
     }
 
@@ -117,7 +117,9 @@ impl Engine {
     /// `PUNCH_HOLE | KEEP_SIZE`, `ZERO_RANGE` (optionally `| KEEP_SIZE`).
     ///
     /// # Errors
-    /// `NotFound`, `IsDir`, `InvalidArgument`, `NotSupported`, `FileTooBig`, `NoSpace`.
+    /// `NotFound`, `IsDir`, `InvalidArgument`, `NotSupported`, `FileTooBig`,
+    /// `NoSpace`; `OutOfMemory` if the OS refuses memory (also for a punch,
+    /// whose partial pages are copied when readers can see them).
     pub fn fallocate(&self, ino: Ino, mode: u32, off: u64, len: u64) -> Result<()> {
         let _gate = self.gate.enter();
         let n = self.node(ino)?;
@@ -133,7 +135,7 @@ impl Engine {
         if n.kind != FileType::Regular {
             return Err(Error::InvalidArgument);
         }
-        n.snap.load().data.seek(self.cfg.sector_size as u64, off, data)
+        n.load().data.seek(self.cfg.sector_size as u64, off, data)
     }
 
     /// Copies `len` bytes from `ino_in` at `off_in` to `ino_out` at `off_out`;
@@ -162,7 +164,7 @@ impl Engine {
         }
         let ss = self.cfg.sector_size as u64;
         // One version of the source for the whole copy.
-        let snap = src.snap.load_full();
+        let snap = src.load_full();
         let total = len.min(snap.data.len().saturating_sub(off_in));
         let end_in = off_in + total;
         if total > 0 && off_out.checked_add(total).is_none_or(|e| e > self.cfg.max_file_size) {

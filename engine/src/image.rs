@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use crate::acl::{Acl, AclKind};
 use crate::data::FileData;
-use crate::node::{Dir, Meta, Node, Snap, Xattrs};
+use crate::node::{Dir, FirstVersion, Meta, Node, Snap, Xattrs};
 use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
 use crate::types::*;
@@ -217,7 +217,7 @@ impl Engine {
         let mut seen: HashMap<Ino, ()> = HashMap::new();
         let mut entries = 0u64;
         if let Some(root) = self.nodes.get(&ROOT) {
-            let s = root.snap.load_full();
+            let s = root.load_full();
             nodes.push((root, s));
         }
         let mut i = 0;
@@ -236,7 +236,7 @@ impl Engine {
                         None => continue,
                     };
                     if let Some(c) = first {
-                        let s = c.snap.load_full();
+                        let s = c.load_full();
                         nodes.push((c, s));
                     }
                     enc.push(e.name.len() as u8);
@@ -291,6 +291,11 @@ impl Engine {
             return Err(ImageError::TooLarge { data: info.data_bytes, used: info.used_bytes, limit: cfg.max_bytes });
         }
         let engine = Engine::new(cfg).map_err(|e| ImageError::Refused(format!("bad settings: {e}")))?;
+        // The kernel zeroes fresh memory on first touch: fault it in on the
+        // other core while this one copies (issue 21: about half of a large
+        // load's time was that zeroing).
+        #[cfg(all(target_os = "linux", not(loom)))]
+        let _prefault = (info.data_bytes >= PREFAULT_MIN).then(|| engine.pool.prefault(info.data_bytes)).flatten();
         let mut ld = Loader { engine, info, staged: HashMap::new(), entries: 0, data_bytes: 0, nodes: 0 };
         loop {
             let (kind, at, payload) = rd.record()?;
@@ -304,6 +309,10 @@ impl Engine {
         }
     }
 }
+
+/// Images with less file data than this load without a prefault thread.
+#[cfg(all(target_os = "linux", not(loom)))]
+const PREFAULT_MIN: u64 = 32 << 20;
 
 /// Reads the header and the META record.
 fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
@@ -351,6 +360,7 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
         root_uid,
         root_gid,
         cache_slots: 0,
+        page_size: 0,
         posix_acl: opts & OPT_POSIX_ACL != 0,
     };
     let (kind, at, p) = rd.record()?;
@@ -785,7 +795,7 @@ struct Staged {
     kind: FileType,
     meta: Meta,
     size: u64,
-    data: FileData,
+    data: FirstVersion,
     /// Where the next DATA record may start.
     next_data: u64,
     xattrs: Option<Xattrs>,
@@ -869,7 +879,7 @@ impl Loader {
                     kind,
                     meta,
                     size,
-                    data: FileData::default(),
+                    data: FirstVersion::new(&self.engine.pool),
                     next_data: 0,
                     xattrs: None,
                     target,
@@ -1059,8 +1069,7 @@ impl Loader {
             }
             let parent = if ino == ROOT { ROOT } else { parent };
             let xattrs = s.xattrs.map(Arc::new);
-            let node = Node::new(ino, s.kind, meta.clone(), nlink, parent, s.target, xattrs.clone());
-            node.snap.store(Arc::new(Snap { meta, data: s.data, xattrs }));
+            let node = Node::with_version(ino, s.kind, Snap::loaded(meta, s.data, xattrs), nlink, parent, s.target);
             if let (Some(d), Some(staged)) = (&node.dir, s.dir) {
                 let mut g = d.write();
                 *g = staged;

@@ -101,7 +101,7 @@ impl Engine {
     /// (2 for a directory), no lookup reference.
     fn new_node(&self, p: &Node, new: New) -> Arc<Node> {
         let New { kind, perm, rdev, uid, gid, target, umask } = new;
-        let psnap = p.snap.load_full();
+        let psnap = p.load_full();
         let pmeta = &psnap.meta;
         let mut gid = gid;
         let mut perm = perm & 0o7777;

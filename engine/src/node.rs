@@ -18,16 +18,67 @@
 //! * `dir` (directories): entries under a reader-writer lock.
 //!
 //! Lock order: directory locks (ancestor first, else lower inode first) →
-//! `life` → nothing. The runner takes no lock while applying a batch.
+//! `life` → nothing. A runner applying a batch takes no namespace lock;
+//! only the pool's locks and, when it publishes, a `Block`'s.
+//!
+//! # Versions (issue 18)
+//! Each batch publishes one new version ([`Snap`]) of the node, built as a
+//! *draft* that shares everything it does not change with the current one:
+//! the page table's nodes and pages are plain pointers (no reference counts,
+//! `sector::table`), so who may free them is decided here, by versions:
+//!
+//! 1. The draft of version `n + 1` changes only what its batch made (table
+//!    nodes of its number, fresh pages); everything it replaces or cuts off
+//!    is *retired*: reachable from version `n` (and maybe older ones), from
+//!    no newer one. Let `w` be the version of the newest [`Block`] alive
+//!    when the draft began (rule 3; none: nothing is held but maybe `n`).
+//!    What the batch retires that was made after `w` (a node numbered
+//!    above `w`, a page taken after `w`: the leaf's `young` marks) is
+//!    *young*: no version up to `w` reaches it (`Retired::is_young`).
+//! 2. Publishing is one `ArcSwap::swap`, which returns version `n` counted
+//!    exactly (`sync::ArcSwap::swap`: arc-swap pays its readers' debts
+//!    first). If the runner's `Arc` is then the only one (`Arc::get_mut`,
+//!    an acquire after every other holder's release), no reader holds `n`,
+//!    nor any version after `w` (each was found alone in its turn): the
+//!    young items go back at once (nodes to this thread's spare nodes,
+//!    pages to the pool), and so does the rest unless `w`'s block is still
+//!    alive, which then takes it. `n`'s allocation becomes the next draft
+//!    (a thread-local spare). So a write on a file nobody is reading
+//!    allocates nothing.
+//! 3. Otherwise version `n` becomes *superseded*: it keeps the young items
+//!    as its own (of the versions that reach them only `n` is alive; freed
+//!    when its last holder drops it) and gets a new block for the rest,
+//!    which waits for `n` **and every older version**: `w`'s block, while
+//!    alive, holds it too (a chain of blocks, not of versions). `n`'s block
+//!    is the newest now. So a reader holding an old version keeps what that
+//!    version reaches, and hardly anything else (a subtree cut off whole is
+//!    kept whole): 1,000 overwrites of one page under a held version keep
+//!    two pages, not 1,000 (`engine/tests/issue_18_retention.rs`).
+//! 4. The current version carries the pool and the newest block
+//!    (`Link::Published`): if it is dropped without being superseded, it was
+//!    the file's last; it frees its whole table at once, or gives it to the
+//!    newest block if that is still alive (an older version may reach part
+//!    of it).
+//!
+//! A draft that is not published (no request of the batch succeeded, or the
+//! batch panicked) gives back what its batch made and nothing else
+//! (`Table::abort`, through the `Draft` guard even while unwinding).
+//! loom: `reclaim.rs` (nothing freed while a reader holds a version that
+//! reaches it, nothing leaked), `read_with.rs` (nothing reused while lent);
+//! the injected bugs `version_reclaim_early`, `version_chain_unlinked`,
+//! `retired_all_young`, `draft_reuses_gen` and `leaf_copy_keeps_fresh`.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::acl::{Acl, AclKind};
 use crate::actor::{Combiner, Request};
 use crate::data::{Ctx, FileData};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use crate::sync::{Arc, ArcSwap, Mutex, RwLock};
+use crate::sector::table::{free_one, free_retired, Edit, Retired};
+use crate::sector::Pool;
+use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{thread_local, Arc, ArcSwap, Mutex, RwLock, UnsafeCell};
 use crate::types::{xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, XATTR_SIZE_MAX};
 use crate::{Error, Result};
 
@@ -53,12 +104,536 @@ pub(crate) struct Meta {
     pub(crate) flags: u32,
 }
 
-/// One published version of a node.
-#[derive(Debug, Clone)]
+/// One version of a node: published, superseded, or the runner's draft.
 pub(crate) struct Snap {
     pub(crate) meta: Meta,
     pub(crate) data: FileData,
     pub(crate) xattrs: Option<Arc<Xattrs>>,
+    /// The version's number (one more than the version its draft came
+    /// from): the table nodes its batch made carry it.
+    ver: u64,
+    /// While a draft: what the batch cut out of the current version. Empty
+    /// once published (taken at publication).
+    retiring: Vec<Retired>,
+    /// Where the version stands (see "Versions"). Written after
+    /// publication only by the runner (while it holds an `Arc` to this
+    /// version) and read only by `Drop` (which has the last one); readers
+    /// never touch it.
+    link: UnsafeCell<Link>,
+}
+
+// SAFETY: `link` is the only field with interior mutability. It is written
+// only by the file's runner (one thread at a time, handed over with
+// acquire/release by the actor) while that runner holds an `Arc` to the
+// version, and read only in `Drop`, which runs after every other holder's
+// release (the `Arc` protocol); readers never access it. Every other field
+// is written only while the version is a draft (the runner's alone, before
+// it is published) or after `Arc::get_mut` proves nobody else holds it.
+// loom: `reclaim.rs` and `read_with.rs` run readers against the runner (the
+// facade's `UnsafeCell` is loom's there, so each access is checked).
+unsafe impl Sync for Snap {}
+
+enum Link {
+    /// A draft, or a spare version waiting to become one.
+    Draft,
+    /// The current version. `pool` (set once the contents have ever been a
+    /// table) frees the table should this turn out to be the file's last
+    /// version; `newest` is the block of the newest superseded version
+    /// (rule 3), which may be dead already.
+    Published { pool: Option<Pool>, newest: Option<Arc<Block>> },
+    /// Replaced while a reader still held it: `own` (what only this version
+    /// reaches) goes back to `pool` when it is dropped; it releases `block`
+    /// then (rule 3).
+    Superseded { own: Vec<Retired>, pool: Option<Pool>, block: Option<Arc<Block>> },
+}
+
+/// What batches retired that a superseded version, or an older one, may
+/// still reach: freed when the version it was made for and every older
+/// version of the file are gone (rule 3 of "Versions").
+pub(crate) struct Block {
+    /// The version it was made for.
+    ver: u64,
+    /// Who keeps the items alive: the superseded version the block was made
+    /// for, and the block of the next older superseded version while that
+    /// one is alive. The `Arc` only keeps the allocation (the current
+    /// version holds one to add to it): the items go when this reaches 0.
+    holders: AtomicUsize,
+    inner: Mutex<BlockInner>,
+    pool: Pool,
+}
+
+struct BlockInner {
+    items: Vec<Retired>,
+    /// The block of the next newer superseded version (one of its holders).
+    next: Option<Arc<Block>>,
+    /// `holders` reached zero: the items were freed, none may be added.
+    dead: bool,
+}
+
+impl Block {
+    /// A block for a version just superseded while held, holding `items`;
+    /// held by that version and, if `older` is alive, by `older`.
+    fn new(ver: u64, items: Vec<Retired>, older: Option<&Arc<Block>>, pool: &Pool) -> Arc<Block> {
+        let b = Arc::new(Block {
+            ver,
+            holders: AtomicUsize::new(1),
+            inner: Mutex::new(BlockInner { items, next: None, dead: false }),
+            pool: pool.clone(),
+        });
+        if let Some(older) = older {
+            let mut g = older.inner.lock();
+            #[cfg(not(loom_bug = "version_chain_unlinked"))]
+            if !g.dead {
+                // Counted before anyone can release `b` (only its version,
+                // not yet superseded, and this link will hold it).
+                b.holders.fetch_add(1, Ordering::Relaxed);
+                g.next = Some(Arc::clone(&b));
+            }
+            // Injected bug (loom-tests/tests/read_with.rs): the new block does
+            // not wait for the older versions, so what it holds goes back when
+            // its own version is dropped while an older one still reaches it.
+            #[cfg(loom_bug = "version_chain_unlinked")]
+            let _ = &mut g;
+        }
+        b
+    }
+
+    /// Adds `items` (retired from the current version or cut from the
+    /// file's last one) unless the block is dead; `false` (nothing taken)
+    /// if it is: then every version it waited for is gone.
+    fn add(&self, items: &mut Vec<Retired>) -> bool {
+        let mut g = self.inner.lock();
+        if g.dead {
+            return false;
+        }
+        g.items.append(items);
+        true
+    }
+
+    /// Drops one holder of `b`; the last frees the items and releases the
+    /// next block (a loop down the chain, not a recursion).
+    fn release(mut b: Arc<Block>) {
+        loop {
+            if b.holders.fetch_sub(1, Ordering::AcqRel) != 1 {
+                return;
+            }
+            let (mut items, next) = {
+                let mut g = b.inner.lock();
+                g.dead = true;
+                (std::mem::take(&mut g.items), g.next.take())
+            };
+            // SAFETY: no holder left: the version the block was made for
+            // is gone, and so is every older one (the newest older
+            // superseded version alive would hold it through its block's
+            // `next`, and versions never superseded while held were found
+            // alone). Every item is reachable only from those versions (rule
+            // 3: added only while the block was alive, from versions no
+            // newer than the current one, cut out of it).
+            unsafe { free_retired(&mut items, &b.pool) };
+            match next {
+                Some(n) => b = n,
+                None => return,
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Snap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snap").field("meta", &self.meta).field("data", &self.data).field("ver", &self.ver).finish()
+    }
+}
+
+impl Snap {
+    /// The first version of a node.
+    fn new(meta: Meta, xattrs: Option<Arc<Xattrs>>) -> Snap {
+        Snap {
+            meta,
+            data: FileData::default(),
+            xattrs,
+            ver: 0,
+            retiring: Vec::new(),
+            link: UnsafeCell::new(Link::Published { pool: None, newest: None }),
+        }
+    }
+
+    /// The published first version of a file whose contents were built
+    /// by `data` (an image being loaded).
+    pub(crate) fn loaded(meta: Meta, mut data: FirstVersion, xattrs: Option<Arc<Xattrs>>) -> Snap {
+        data.finish_retired();
+        let contents = std::mem::take(&mut data.data);
+        let pool = contents.has_table().then(|| data.pool.clone());
+        // `data` now holds an empty draft: its drop frees nothing.
+        drop(data);
+        Snap {
+            meta,
+            data: contents,
+            xattrs,
+            ver: FirstVersion::GEN,
+            retiring: Vec::new(),
+            link: UnsafeCell::new(Link::Published { pool, newest: None }),
+        }
+    }
+
+    /// Takes the link out (replaced by `Draft`).
+    fn take_link(&mut self) -> Link {
+        // SAFETY: `&mut self`: no other access to the cell.
+        self.link.with_mut(|l| unsafe { std::mem::replace(&mut *l, Link::Draft) })
+    }
+
+    /// Turns a version nobody else holds into a spare allocation for a
+    /// later version: drops what it holds (its table belongs to newer
+    /// versions).
+    fn recycle(&mut self) {
+        self.xattrs = None;
+        self.data.forget();
+        self.take_link();
+    }
+}
+
+impl Drop for Snap {
+    fn drop(&mut self) {
+        match self.take_link() {
+            Link::Draft => {}
+            Link::Published { pool, newest } => {
+                debug_assert!(pool.is_some() || !self.data.has_table(), "a table without its pool leaks");
+                let Some(pool) = pool else { return };
+                // A published version dropped without being superseded is
+                // the file's last (only the runner supersedes, and a node's
+                // versions are dropped after the node stops publishing).
+                let Some(tree) = self.data.take_tree() else { return };
+                if let Some(b) = newest {
+                    if b.add(&mut vec![tree]) {
+                        return;
+                    }
+                }
+                // SAFETY: no block alive, so every older version is gone
+                // (rule 3): nobody else reaches the table.
+                unsafe { free_one(tree, &pool) };
+            }
+            Link::Superseded { mut own, pool, block } => {
+                if let Some(pool) = pool {
+                    // SAFETY: this version is being dropped (no holder left)
+                    // and no other version reaches its own items (rule 1).
+                    unsafe { free_retired(&mut own, &pool) };
+                }
+                debug_assert!(own.is_empty(), "retired without a pool");
+                if let Some(b) = block {
+                    Block::release(b);
+                }
+            }
+        }
+    }
+}
+
+/// A file's contents built before its node exists (an image being loaded):
+/// the draft of version 1 of a file whose version 0 is empty, which only
+/// the builder reaches until [`Snap::loaded`] publishes it. Dropped
+/// unpublished (the load failed), it gives back everything it took.
+pub(crate) struct FirstVersion {
+    data: FileData,
+    retired: Vec<Retired>,
+    pool: Pool,
+}
+
+impl FirstVersion {
+    const GEN: u64 = 1;
+
+    pub(crate) fn new(pool: &Pool) -> Self {
+        FirstVersion { data: FileData::default(), retired: Vec::new(), pool: pool.clone() }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.data.len()
+    }
+
+    /// Runs `f` on the draft with the right to change it.
+    fn edit<R>(&mut self, f: impl FnOnce(&mut FileData, &Ctx<'_>, &mut Edit<'_>) -> R, cx: &Ctx<'_>) -> R {
+        // SAFETY: no version of this file has been published and no other
+        // table reaches this one's nodes (it was made empty here), so nodes
+        // of `GEN` are the builder's alone; nothing it replaces is
+        // reachable by anyone else either (see `finish_retired`).
+        let mut ed = unsafe { Edit::new(Self::GEN, &mut self.retired, &self.pool) };
+        f(&mut self.data, cx, &mut ed)
+    }
+
+    /// Writes `bytes` at `off` (as `FileData::write`).
+    pub(crate) fn write(&mut self, cx: &Ctx<'_>, off: u64, bytes: &[u8]) -> Result<()> {
+        self.edit(|d, cx, ed| d.write(cx, ed, off, bytes), cx)
+    }
+
+    /// Sets the size (as `FileData::set_len`).
+    pub(crate) fn set_len(&mut self, cx: &Ctx<'_>, len: u64) -> Result<()> {
+        self.edit(|d, cx, ed| d.set_len(cx, ed, len), cx)
+    }
+
+    /// Frees what the builder's own edits replaced: nothing published ever
+    /// reached it, so nobody can.
+    fn finish_retired(&mut self) {
+        // SAFETY: every entry was made by this builder and cut out of its
+        // private draft; no version was ever published.
+        unsafe { free_retired(&mut self.retired, &self.pool) };
+    }
+}
+
+impl Drop for FirstVersion {
+    fn drop(&mut self) {
+        self.finish_retired();
+        // SAFETY: never published: everything the table reaches is of
+        // `GEN` and the builder's alone.
+        unsafe { self.data.abort(Self::GEN, &self.pool) };
+    }
+}
+
+/// Takes the young items out of `retired` (rule 1).
+fn split_young(retired: &mut Vec<Retired>) -> Vec<Retired> {
+    if !retired.iter().any(Retired::is_young) {
+        return Vec::new();
+    }
+    let young = retired.iter().copied().filter(Retired::is_young).collect();
+    retired.retain(|r| !r.is_young());
+    young
+}
+
+/// Spare versions (their allocations) kept per thread for the next draft.
+const SPARE_SNAPS: usize = 4;
+
+thread_local! {
+    #[allow(clippy::missing_const_for_thread_local)] // loom's thread_local! has no const form
+    static SPARES: RefCell<Vec<Arc<Snap>>> = RefCell::new(Vec::new());
+    /// Emptied retired lists (their capacity), for the next drafts.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static LISTS: RefCell<Vec<Vec<Retired>>> = RefCell::new(Vec::new());
+}
+
+/// The runner's draft of the next version: on drop (not published, or
+/// unwinding from a panic in the batch), gives back what the batch made.
+///
+/// The draft is a plain value (the runner's alone); a spare allocation
+/// (a recycled version) is kept beside it and filled only at publication,
+/// so a batch touches the reference counts of its versions a few times, not
+/// once per step (each is a scheduling point under loom).
+struct Draft<'p> {
+    w: Snap,
+    /// The version of the newest block alive when the draft began
+    /// (`u64::MAX`: none): what the batch retires that was made after it is
+    /// young (`Edit::young_after`).
+    young_after: u64,
+    spare: Option<Arc<Snap>>,
+    published: bool,
+    pool: &'p Pool,
+}
+
+impl<'p> Draft<'p> {
+    /// A draft of the version after `cur`.
+    ///
+    /// # Safety
+    /// `cur` is the file's published version, the caller is its runner (no
+    /// other draft of the file exists), and it holds `cur` until the draft
+    /// is published or dropped.
+    unsafe fn new(cur: &Snap, pool: &'p Pool) -> Self {
+        let spare = take_spare();
+        // SAFETY: the runner reads the link of the version it holds; only
+        // it writes links, and readers never touch them.
+        let young_after = cur.link.with(|l| match unsafe { &*l } {
+            Link::Published { newest: Some(b), .. } if b.holders.load(Ordering::Acquire) != 0 => b.ver,
+            _ => u64::MAX,
+        });
+        let retiring = LISTS.try_with(|l| l.borrow_mut().pop()).ok().flatten().unwrap_or_default();
+        let w = Snap {
+            meta: cur.meta.clone(),
+            xattrs: cur.xattrs.clone(),
+            // SAFETY: the draft of `cur`'s next version; `cur` is held by the
+            // runner until the draft is published or aborted.
+            data: unsafe { cur.data.share() },
+            #[cfg(not(loom_bug = "draft_reuses_gen"))]
+            ver: cur.ver + 1,
+            // Injected bug (loom-tests): the draft takes the number of the
+            // version it replaces, so that version's nodes look private and
+            // are changed in place under its readers.
+            #[cfg(loom_bug = "draft_reuses_gen")]
+            ver: cur.ver,
+            retiring,
+            link: UnsafeCell::new(Link::Draft),
+        };
+        Draft { w, young_after, spare, published: false, pool }
+    }
+
+    /// Publishes the draft as the version after `cur` (which `slot` holds),
+    /// then frees what the batch retired at once if nobody holds `cur`, or
+    /// leaves it to `cur` and its block (see "Versions").
+    fn publish(mut self, slot: &ArcSwap<Snap>, cur: Arc<Snap>, current: &mut Option<Arc<Snap>>) {
+        let pool = self.pool;
+        let mut retired = std::mem::take(&mut self.w.retiring);
+        // The pool and the newest block travel with the current version
+        // (rule 4).
+        // SAFETY: `cur` is published; only the runner (here) writes its
+        // link while it holds `cur`, and readers never touch it.
+        let (carried, newest) = cur.link.with_mut(|l| match unsafe { &mut *l } {
+            Link::Published { pool, newest } => (pool.take(), newest.take()),
+            _ => (None, None),
+        });
+        let carried = carried.or_else(|| self.w.data.has_table().then(|| pool.clone()));
+        // A dead block never takes items again: let it go.
+        let newest = newest.filter(|b| b.holders.load(Ordering::Acquire) != 0);
+        self.w.link = UnsafeCell::new(Link::Published { pool: carried, newest: newest.clone() });
+        self.published = true;
+        let placeholder = Snap::new(self.w.meta.clone(), None);
+        let w = std::mem::replace(&mut self.w, placeholder);
+        let w = match self.spare.take() {
+            Some(mut a) => match Arc::get_mut(&mut a) {
+                Some(s) => {
+                    *s = w;
+                    a
+                }
+                None => Arc::new(w),
+            },
+            None => Arc::new(w),
+        };
+        #[cfg(not(loom_bug = "runner_keeps_stale_version"))]
+        {
+            *current = Some(Arc::clone(&w));
+        }
+        // Injected bug (loom-tests/tests/table_publish.rs): the runner keeps
+        // its reference to the version it replaced, so its next batch starts
+        // from a stale version (it would lose this batch's changes and free
+        // what the new version still reaches; the check below stops it).
+        #[cfg(loom_bug = "runner_keeps_stale_version")]
+        {
+            *current = Some(Arc::clone(&cur));
+        }
+        let old = slot.swap(w);
+        // Everything below relies on it (what `old` reaches is what the
+        // draft was made from): checked in every build, before anything is
+        // freed.
+        assert!(Arc::ptr_eq(&old, &cur), "only the runner publishes");
+        drop(cur);
+        #[cfg(not(loom_bug = "version_reclaim_early"))]
+        let alone = recycle_if_alone(old);
+        // Injected bug (loom-tests/tests/read_with.rs): reclaim at once even
+        // while a reader holds the old version.
+        #[cfg(loom_bug = "version_reclaim_early")]
+        let alone = recycle_if_alone(old).or_else(|old| {
+            drop(old);
+            Ok::<(), Arc<Snap>>(())
+        });
+        match alone {
+            Ok(()) => {
+                // Nobody else held `old` (it was unique, an acquire after
+                // every other holder's release). What the batch retired may
+                // still be reached by older versions: those the newest block
+                // waits for, if it is alive (versions between it and `old`
+                // are gone: each was found alone). Not `old`'s own items.
+                if let Some(b) = &newest {
+                    let mut young = split_young(&mut retired);
+                    // SAFETY: made after the block's version, they are
+                    // reached by no version up to it, and every version
+                    // between it and `old` is gone, `old` too.
+                    unsafe { free_retired(&mut young, pool) };
+                    b.add(&mut retired);
+                }
+                // SAFETY: no block alive (or it took the rest), so no older
+                // version reaches what is left, and `old` is gone.
+                unsafe { free_retired(&mut retired, pool) };
+                give_back_list(retired);
+            }
+            Err(old) => {
+                // Made after the newest block's version: of the versions
+                // that reach them, only `old` is still alive.
+                let own = split_young(&mut retired);
+                // Readers hold `old`: it keeps its own items; the rest wait
+                // for it and every older version in a new block, which is
+                // the newest now.
+                let block = Block::new(old.ver, retired, newest.as_ref(), pool);
+                let keep = (!own.is_empty()).then(|| pool.clone());
+                // SAFETY: the runner holds `old` (so no `Drop` runs
+                // meanwhile) and readers never touch the link.
+                old.link.with_mut(|l| unsafe {
+                    *l = Link::Superseded { own, pool: keep, block: Some(Arc::clone(&block)) }
+                });
+                let Some(now) = current.as_ref() else { unreachable!("set above") };
+                // SAFETY: as above, for the version just published, which
+                // the runner holds in `current`.
+                now.link.with_mut(|l| unsafe {
+                    if let Link::Published { newest, .. } = &mut *l {
+                        *newest = Some(block);
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Draft<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.spare.take() {
+            let _ = SPARES.try_with(move |sp| {
+                let mut sp = sp.borrow_mut();
+                if sp.len() < SPARE_SNAPS {
+                    sp.push(a);
+                }
+            });
+        }
+        if self.published {
+            return;
+        }
+        // SAFETY: an unpublished draft: its table changed only through
+        // edits of `w.ver`, and it is dropped here.
+        unsafe { self.w.data.abort(self.w.ver, self.pool) };
+        // What the batch retired is still reached by the current version.
+        let mut list = std::mem::take(&mut self.w.retiring);
+        list.clear();
+        give_back_list(list);
+    }
+}
+
+/// If nobody but the caller holds `old` (a version just swapped out), takes
+/// it: in normal builds its allocation becomes this thread's spare for a
+/// later version (`Arc::get_mut`, so a write allocates nothing); under loom
+/// it is unwrapped and dropped (`Arc::try_unwrap`: the same uniqueness
+/// check as one scheduling point instead of two, which keeps the models'
+/// state space as it was). Else hands it back.
+fn recycle_if_alone(mut old: Arc<Snap>) -> std::result::Result<(), Arc<Snap>> {
+    #[cfg(not(loom))]
+    {
+        let Some(o) = Arc::get_mut(&mut old) else { return Err(old) };
+        o.recycle();
+        let _ = SPARES.try_with(move |s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_SNAPS {
+                s.push(old);
+            }
+        });
+        Ok(())
+    }
+    #[cfg(loom)]
+    {
+        let _ = &mut old;
+        let mut o = Arc::try_unwrap(old)?;
+        o.recycle();
+        Ok(())
+    }
+}
+
+/// A spare version allocation of this thread (normal builds).
+fn take_spare() -> Option<Arc<Snap>> {
+    #[cfg(not(loom))]
+    return SPARES.try_with(|s| s.borrow_mut().pop()).ok().flatten();
+    #[cfg(loom)]
+    return None;
+}
+
+/// Keeps an emptied retired list's capacity for this thread's next draft.
+fn give_back_list(list: Vec<Retired>) {
+    debug_assert!(list.is_empty());
+    if list.capacity() > 0 {
+        let _ = LISTS.try_with(move |l| {
+            let mut l = l.borrow_mut();
+            if l.len() < SPARE_SNAPS {
+                l.push(list);
+            }
+        });
+    }
 }
 
 /// A mutation of one node.
@@ -194,7 +769,16 @@ impl Dir {
 pub(crate) struct Node {
     pub(crate) ino: Ino,
     pub(crate) kind: FileType,
-    pub(crate) snap: ArcSwap<Snap>,
+    /// Published only by the runner (`Draft::publish`): see "Versions".
+    snap: ArcSwap<Snap>,
+    /// The runner's own reference to the version `snap` publishes (taken
+    /// and put back by whoever is runner; `None` until the first batch or
+    /// after a batch panicked): a batch starts from it instead of loading
+    /// `snap`, so a writer does not use arc-swap's reader slots at all (a
+    /// load writes the thread's debt slot, which every other thread's
+    /// publish then reads). Only runners lock it, one at a time, so it is
+    /// never contended.
+    current: Mutex<Option<Arc<Snap>>>,
     pub(crate) actor: Combiner<Op<'static>, Result<u64>>,
     pub(crate) life: Mutex<Life>,
     pub(crate) nlink: AtomicU32,
@@ -208,6 +792,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// The published version, for reading (no lock).
+    pub(crate) fn load(&self) -> crate::sync::Guard<Snap> {
+        self.snap.load()
+    }
+
+    /// The published version, held (for longer reads and snapshots).
+    pub(crate) fn load_full(&self) -> Arc<Snap> {
+        self.snap.load_full()
+    }
+
     pub(crate) fn new(
         ino: Ino,
         kind: FileType,
@@ -217,10 +811,24 @@ impl Node {
         target: Option<Box<[u8]>>,
         xattrs: Option<Arc<Xattrs>>,
     ) -> Node {
+        Self::with_version(ino, kind, Snap::new(meta, xattrs), nlink, parent, target)
+    }
+
+    /// A node whose first version is `snap` (`Snap::loaded`: an image's
+    /// file, its contents built before the node exists).
+    pub(crate) fn with_version(
+        ino: Ino,
+        kind: FileType,
+        snap: Snap,
+        nlink: u32,
+        parent: Ino,
+        target: Option<Box<[u8]>>,
+    ) -> Node {
         Node {
             ino,
             kind,
-            snap: ArcSwap::new(Arc::new(Snap { meta, data: FileData::default(), xattrs })),
+            snap: ArcSwap::new(Arc::new(snap)),
+            current: Mutex::new(None),
             actor: Combiner::new(),
             life: Mutex::new(Life { nlink, lookups: 0, opens: 0, gone: false }),
             nlink: AtomicU32::new(nlink),
@@ -266,34 +874,57 @@ impl Node {
         ops: impl Iterator<Item = Op<'o>>,
         out: &mut dyn FnMut(Result<u64>),
     ) {
-        let cur = self.snap.load_full();
-        let mut work = Snap::clone(&cur);
-        drop(cur);
-        let before = work.data.len();
+        let mut current = self.current.lock();
+        let cur = match current.take() {
+            Some(cur) => cur,
+            None => self.snap.load_full(),
+        };
+        // SAFETY: the caller is the node's runner (`Node::run`), and `cur` is
+        // what the node publishes (only a runner stores it) held until
+        // `publish` or the end of this function.
+        let mut draft = unsafe { Draft::new(&cur, cx.pool) };
+        let before = cur.data.len();
         let mut changed = false;
+        let after_ver = draft.young_after;
+        let w = &mut draft.w;
         for op in ops {
-            let r = self.apply_one(cx, &mut work, op);
+            let r = self.apply_one(cx, w, after_ver, op);
             changed |= r.is_ok();
             out(r);
         }
+        let after = w.data.len();
         crate::fault::fail_point!("node.publish");
         if changed {
-            let after = work.data.len();
             if after > before {
                 logical.fetch_add(after - before, Ordering::Relaxed);
             } else {
                 logical.fetch_sub(before - after, Ordering::Relaxed);
             }
-            self.snap.store(Arc::new(work));
+            draft.publish(&self.snap, cur, &mut current);
+        } else {
+            drop(draft);
+            *current = Some(cur);
         }
     }
 
-    fn apply_one(&self, cx: &Ctx<'_>, w: &mut Snap, op: Op<'_>) -> Result<u64> {
+    /// An edit of the draft `w`'s table.
+    fn edit<'a>(cx: &Ctx<'a>, retiring: &'a mut Vec<Retired>, ver: u64, young_after: u64) -> Edit<'a> {
+        // SAFETY: `ver` is one more than the current version's, and every
+        // node any published version of this file reaches was made by a
+        // published batch (numbered at most the current version's) or by a
+        // draft that was aborted (whose nodes `Table::abort` freed); nodes
+        // never move between files. So nodes numbered `ver` are this
+        // draft's own. `retiring` is the draft's list, given to the current
+        // version when the draft is published (`Draft::publish`).
+        unsafe { Edit::new(ver, retiring, cx.pool) }.young_after(young_after)
+    }
+
+    fn apply_one(&self, cx: &Ctx<'_>, w: &mut Snap, young_after: u64, op: Op<'_>) -> Result<u64> {
         let now = Time::now();
         match op {
             Op::Write { off, data } => {
                 self.regular()?;
-                w.data.write(cx, off, &data)?;
+                w.data.write(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, &data)?;
                 if !data.is_empty() {
                     w.meta.mtime = now;
                     w.meta.ctime = now;
@@ -303,7 +934,7 @@ impl Node {
             Op::Append { data } => {
                 self.regular()?;
                 let off = w.data.len();
-                w.data.write(cx, off, &data)?;
+                w.data.write(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, &data)?;
                 w.meta.mtime = now;
                 w.meta.ctime = now;
                 Ok(off)
@@ -315,7 +946,7 @@ impl Node {
                         FileType::Directory => return Err(Error::IsDir),
                         _ => return Err(Error::InvalidArgument),
                     }
-                    w.data.set_len(cx, size)?;
+                    w.data.set_len(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), size)?;
                     w.meta.mtime = now;
                 }
                 if let Some(mode) = s.mode {
@@ -367,14 +998,14 @@ impl Node {
             }
             Op::Fallocate { mode, off, len } => {
                 self.regular()?;
-                w.data.fallocate(cx, mode, off, len)?;
+                w.data.fallocate(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), mode, off, len)?;
                 w.meta.mtime = now;
                 w.meta.ctime = now;
                 Ok(0)
             }
             Op::Zero { off, end } => {
                 self.regular()?;
-                w.data.zero(cx, off, end)?;
+                w.data.zero(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, end)?;
                 w.meta.mtime = now;
                 w.meta.ctime = now;
                 Ok(0)

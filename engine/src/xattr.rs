@@ -35,7 +35,7 @@ impl Engine {
             crate::node::check_xattr_name(name)?;
         }
         let n = self.node(ino)?;
-        let s = n.snap.load();
+        let s = n.load();
         s.xattrs.as_ref().and_then(|x| x.get(name)).map(|v| v.to_vec()).ok_or(Error::NoData)
     }
 
@@ -45,7 +45,7 @@ impl Engine {
     /// `NotFound`.
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         let n = self.node(ino)?;
-        let s = n.snap.load();
+        let s = n.load();
         let mut out = Vec::new();
         if let Some(x) = &s.xattrs {
             for k in x.keys() {

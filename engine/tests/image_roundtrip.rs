@@ -399,3 +399,32 @@ fn load_frees_everything_on_error() {
     img.truncate(img.len() - 10);
     assert!(matches!(load(&img), Err(ImageError::Truncated { .. })));
 }
+
+/// An image with enough data to start the prefault thread (32 MiB and up)
+/// loads the same bytes, and a load that fails halfway stops that thread
+/// and gives its memory back (`Pool::prefault`).
+#[test]
+fn large_loads_prefault_and_failed_ones_stop() {
+    let e = Engine::new(Config { max_bytes: 256 << 20, sector_size: 64 << 10, ..Config::default() }).unwrap();
+    let mut want = Vec::new();
+    for i in 0..3u8 {
+        let ino = e.create(ROOT, format!("f{i}").as_bytes(), 0o644, 0, 0).unwrap().ino;
+        let data: Vec<u8> = (0..(16u32 << 20)).map(|k| (k as u8).wrapping_mul(31).wrapping_add(i)).collect();
+        e.write(ino, 0, &data).unwrap();
+        want.push(data);
+    }
+    let img = save(&e);
+    drop(e);
+    let l = load(&img).unwrap();
+    for (i, data) in want.iter().enumerate() {
+        let ino = l.lookup(ROOT, format!("f{i}").as_bytes()).unwrap().ino;
+        let mut got = vec![0u8; data.len()];
+        assert_eq!(l.read(ino, 0, &mut got).unwrap(), data.len());
+        assert!(got == *data, "file {i} differs after the load");
+    }
+    assert_eq!(l.stats().pool.used, 48 << 20);
+    drop(l);
+    let mut cut = img.clone();
+    cut.truncate(img.len() / 2);
+    assert!(load(&cut).is_err());
+}

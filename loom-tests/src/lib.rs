@@ -89,13 +89,19 @@ mod helpers {
     /// Bytes of one sector in every model.
     pub const SS: usize = 16;
 
-    /// An engine with 16-byte sectors, `max_bytes` of memory, inline data up
-    /// to `inline_max` bytes and ONE cache slot (the sector a thread frees is
-    /// the next one any thread gets, so reuse after a premature free shows up
-    /// as a data race on loom cells).
+    /// Bytes of one page (the unit of copy-on-write) in the engine models:
+    /// two pages per sector, so a write inside a sector copies one page and
+    /// shares the other.
+    pub const PS: usize = 8;
+
+    /// An engine with 16-byte sectors of two 8-byte pages, `max_bytes` of
+    /// memory, inline data up to `inline_max` bytes and ONE cache slot (the
+    /// page a thread frees is the next one any thread gets, so reuse after a
+    /// premature free shows up as a data race on loom cells).
     pub fn tiny_engine(max_bytes: u64, inline_max: usize) -> Engine {
         Engine::new_unchecked(Config {
             sector_size: SS,
+            page_size: PS,
             max_bytes,
             max_inodes: 16,
             inline_max,

@@ -1,5 +1,5 @@
 //! loom model of the memory limit (`Pool::reserve` / `Reservation` /
-//! `Sector::drop`).
+//! `Pool::free_pages`).
 //!
 //! # Invariant
 //! * The limit is never passed: `used <= limit` whatever the interleaving of
@@ -7,7 +7,7 @@
 //! * `NoSpace` only when the limit is truly reached: a reservation that fits
 //!   beside everything held at the same time succeeds (a lost CAS race
 //!   retries instead of failing), and one that fails would not have fit.
-//! * Releasing (dropping a reservation or a sector) makes room that a later
+//! * Releasing (dropping a reservation or freeing a page) makes room that a later
 //!   reservation sees: a reservation that a release happened before never
 //!   fails for want of that room.
 //! * Through the engine: two writes racing for the last free sector get
@@ -15,10 +15,10 @@
 //!   exactly as it was.
 //!
 //! # What the model covers
-//! The real CAS loop in `Pool::reserve`, `Reservation::sector` (cutting a
-//! sector out of a reservation), `Reservation::drop` and `Sector::drop`
+//! The real CAS loop in `Pool::reserve`, `Reservation::take_pages` (cutting a
+//! page out of a reservation), `Reservation::drop` and `Pool::free_pages`
 //! (uncharge), with 16-byte sectors and a limit of two or three sectors; and
-//! once end to end: `Engine::write` → the file's actor → `plan_mutation` →
+//! once end to end: `Engine::write` → the file's actor → `plan` →
 //! `Pool::reserve` → taking the sectors → publishing (or not).
 //!
 //! # What it does not cover
@@ -106,10 +106,12 @@ mod tests {
             let mut r = pool.reserve(2 * S).expect("empty pool");
             let (p2, d2) = (pool.clone(), Arc::clone(&done));
             let holder = thread::spawn(move || {
-                let s = r.sector().expect("reserved");
+                let mut s = None;
+                r.take_pages(1, &mut |m| s = Some(m)).expect("reserved");
                 drop(r); // the second sector's worth goes back
                 assert!(p2.used() <= p2.limit());
-                drop(s); // and the first
+                // SAFETY: taken just above, held only here, not used again.
+                unsafe { p2.free_pages(&[s.expect("a page")]) }; // and the first
                 d2.store(true, Ordering::Release);
             });
             match pool.reserve(2 * S) {

@@ -14,10 +14,11 @@
 //!   sector is free again (loom's own leak check covers the `Arc`s).
 //!
 //! # What the model covers
-//! The real `Pool`, `Reservation::sector` and `Sector::drop` code: the slot
-//! mutexes, the shared list's mutex, region mapping on a miss (64-byte
-//! regions of four 16-byte sectors under loom), refills in batches, and the
-//! `used`/`sectors` atomics. Sector bytes are loom cells. With two slots,
+//! The real `Pool`, `Reservation::take_pages` and `Pool::free_pages` code:
+//! the slot mutexes, the shared list's mutex, region mapping on a miss
+//! (64-byte regions of four 16-byte pages under loom; here a page is a whole
+//! sector), refills in batches, and the `used`/`pages` atomics. Page bytes
+//! are loom cells. With two slots,
 //! threads map to slots in the order they first touch the pool; which thread
 //! gets slot 0 may differ between executions (a std counter, invisible to
 //! loom), but the mapping is a relabelling of symmetric slots, so the
@@ -43,31 +44,47 @@
 
 #[cfg(loom)]
 mod tests {
-    use engine::sector::{Pool, Reservation, Sector, CACHE_MAX};
-    use engine::sync::Arc;
+    use engine::sector::{Pool, Reservation, CACHE_MAX};
+    use engine::sync::Page;
     use loom::thread;
     use loom_tests::{Bound, SS};
 
-    /// Allocates `n` sectors from one reservation and marks every byte.
-    fn take(pool: &Pool, n: usize, mark: u8) -> (Reservation, Vec<Arc<Sector>>) {
+    /// A page this model holds: given back to the pool on drop.
+    struct Sector {
+        m: Page,
+        pool: Pool,
+    }
+
+    impl Drop for Sector {
+        fn drop(&mut self) {
+            // SAFETY: taken from this pool by `take`, held only here, and
+            // not used after this.
+            unsafe { self.pool.free_pages(&[self.m]) };
+        }
+    }
+
+    /// Allocates `n` sectors (one page each here) from one reservation and
+    /// marks every byte.
+    fn take(pool: &Pool, n: usize, mark: u8) -> (Reservation, Vec<Sector>) {
         let mut r = pool.reserve((n * SS) as u64).expect("the limit is ample here");
-        let v = (0..n).map(|_| r.sector().expect("a reserved sector")).collect::<Vec<_>>();
+        let mut v = Vec::new();
+        r.take_pages(n, &mut |m| v.push(Sector { m, pool: pool.clone() })).expect("reserved pages");
         for s in &v {
-            // SAFETY: a sector just handed out is this thread's alone unless
+            // SAFETY: a page just handed out is this thread's alone unless
             // the pool hands it out twice, which is what the model checks
             // (loom reports the double hand-out as a race on these cells).
-            unsafe { s.model_write(0, &[mark; SS]) };
+            unsafe { s.m.mem(SS).write(0, &[mark; SS]) };
         }
         (r, v)
     }
 
     /// Checks each sector still holds `mark` (nobody else wrote it).
-    fn verify(v: &[Arc<Sector>], mark: u8) {
+    fn verify(v: &[Sector], mark: u8) {
         for s in v {
             let mut b = [0u8; SS];
-            // SAFETY: as in `take`: nobody else may touch a sector this
+            // SAFETY: as in `take`: nobody else may touch a page this
             // thread holds; a double hand-out is the race loom reports.
-            unsafe { s.read(0, &mut b) };
+            unsafe { s.m.mem(SS).read(0, &mut b) };
             assert_eq!(b, [mark; SS], "a sector was handed out twice");
         }
     }
@@ -103,7 +120,7 @@ mod tests {
                     })
                 })
                 .collect();
-            let held: Vec<Arc<Sector>> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
+            let held: Vec<Sector> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
             check_counts(&pool, held.len());
             drop(held);
             check_counts(&pool, 0);

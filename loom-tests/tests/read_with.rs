@@ -15,13 +15,16 @@
 //!
 //! # What the model covers
 //! The real read path `Engine::read_with` → one `load` → `FileData::read_with`
-//! (`pieces`, `Sector::lend`) → `f`, and the real write path (actor, plan,
-//! `apply_span`, copy-on-write or in place, one `ArcSwap::store`, the old
-//! version's sectors freed when its last holder drops it). `f` looks at its
-//! slices, passes a scheduling point (an atomic operation, so the writer can
-//! run while the slices are held, as a `writev` would let it), and looks
-//! again. Geometry: 16-byte sectors, inline data off, one cache slot (a
-//! sector freed too early is the next one a writer gets).
+//! (`pieces`, `RawMem::lend`) → `f`, and the real write path (actor, plan,
+//! `change_page`, page copy-on-write or in place, one `ArcSwap::swap`, what
+//! the batch retired freed at once if nobody holds the old version, else by
+//! the old version's last holder, oldest version first: `node.rs`,
+//! "Versions"). `f` looks at its slices, passes a scheduling point (an
+//! atomic operation, so the writer can run while the slices are held, as a
+//! `writev` would let it), and looks again. Geometry: 16-byte sectors of two
+//! 8-byte pages, inline data off, one cache slot (a page freed too early is
+//! the next one a writer gets), table nodes with loom-visible stamps (a node
+//! reused while a reader may walk it is a loom error too).
 //!
 //! # What it does not cover
 //! The real `&[u8]` (loom sees the `Lent` stand-in: the same ranges, held
@@ -30,14 +33,32 @@
 //! checks their contents); the kernel's copy out of the slices in `writev`.
 //!
 //! # Injected bugs
-//! * `bash .ci/loom-bugs sector_write_past_size`: `apply_span` decides "in
+//! * `bash .ci/loom-bugs version_reclaim_early`: the runner frees what a
+//!   batch retired as soon as it has published, without checking that
+//!   nobody holds the version it replaced; `reuse_after_lent_version_dropped`
+//!   fails with loom's report of the next copy-on-write writing a page the
+//!   reader holds lent.
+//! * `bash .ci/loom-bugs version_chain_unlinked`: the block of a version
+//!   superseded while held is not held by the block of the older held
+//!   version, so what it keeps goes back when its own version is dropped
+//!   while the older one, which still reaches it, is lent;
+//!   `nested_holders_in_order` fails with loom's report of a write to lent
+//!   cells.
+//! * `bash .ci/loom-bugs retired_all_young`: everything a batch retires
+//!   counts as made after the newest held version, so it goes back while
+//!   that version still reaches it; `older_version_keeps_newer_alive` fails.
+//! * `bash .ci/loom-bugs leaf_copy_keeps_fresh` also runs
+//!   `overwrite_while_lent`: a leaf copied into a draft keeps its "fresh"
+//!   marks, so pages published by an earlier batch look fresh and are
+//!   overwritten in place under the reader.
+//! * `bash .ci/loom-bugs sector_write_past_size`: `change_page` decides "in
 //!   place" by the old size instead of `init`, so growing a file that was
 //!   truncated into a sector rewrites, in place, bytes that an older
 //!   version (held by the reader) still shows; `regrow_while_lent` fails
 //!   with loom's report of the write to cells the reader holds. No `read`
 //!   model catches it (none truncates and regrows).
 //! * `bash .ci/loom-bugs sector_write_shared` also runs
-//!   `overwrite_while_lent`: `apply_span` writes in place below `init` in a
+//!   `overwrite_while_lent`: `change_page` writes in place below `init` in a
 //!   sector a table reaches; loom reports the write to cells the reader
 //!   holds.
 
@@ -158,10 +179,12 @@ mod tests {
     }
 
     /// Two overwrites in a row while the reader holds version 1: the second
-    /// copy-on-write takes the sector the first one freed, so a version
-    /// released before `f` returns would have its sector rewritten under
-    /// the reader. Every read is one whole version; old sectors are freed
-    /// once nobody holds them.
+    /// copy-on-write takes the page the first one freed, so a version
+    /// released before `f` returns would have its pages rewritten under
+    /// the reader (the injected bug `version_reclaim_early`: the runner frees
+    /// what a batch retired without checking that nobody holds the version it
+    /// replaced). Every read is one whole version; old pages are freed once
+    /// nobody holds them.
     #[test]
     fn reuse_after_lent_version_dropped() {
         loom_tests::check("read_with::reuse_after_lent_version_dropped", Bound::Exhaustive, || {
@@ -177,6 +200,128 @@ mod tests {
             writer.join().unwrap();
             assert_eq!(read_lent(&e, ino, SS, &tick), [3; SS]);
             assert_eq!(e.stats().pool.sectors, 1, "old versions' sectors freed");
+        });
+    }
+
+    /// Three writes while the reader holds version 1 of a one-sector file
+    /// of two pages: page 1, then page 0, then page 1 again. The second
+    /// write retires page 0's memory, which version 1 still shows, into
+    /// version 2, which nobody holds: it was made before version 1, so it
+    /// may go back only when version 1 is gone too (it waits in version 1's
+    /// block, "Versions" rule 3). The third write's copy-on-write takes the
+    /// page freed last (one cache slot), so freeing it early is a write
+    /// under the reader's slices (the injected bug `retired_all_young`).
+    #[test]
+    fn older_version_keeps_newer_alive() {
+        loom_tests::check("read_with::older_version_keeps_newer_alive", Bound::Preemptions(7), || {
+            let (e, ino) = file_with(&[1; SS], 8);
+            let w = Arc::clone(&e);
+            let half = SS / 2;
+            let writer = thread::spawn(move || {
+                w.write(ino, half as u64, &[2; SS / 2]).expect("write page 1");
+                w.write(ino, 0, &[3; SS / 2]).expect("write page 0");
+                w.write(ino, half as u64, &[4; SS / 2]).expect("write page 1 again");
+            });
+            let version = |a: u8, b: u8| {
+                let mut v = vec![a; half];
+                v.extend(vec![b; half]);
+                v
+            };
+            let tick = AtomicUsize::new(0);
+            let got = read_lent(&e, ino, SS, &tick);
+            assert!([version(1, 1), version(1, 2), version(3, 2), version(3, 4)].contains(&got), "torn read: {got:?}");
+            writer.join().unwrap();
+            assert_eq!(read_lent(&e, ino, SS, &tick), version(3, 4));
+            assert_eq!(e.stats().pool.sectors, 1, "old versions' pages freed");
+        });
+    }
+
+    /// Two readers of two versions, nested (the outer one lent the older
+    /// version), the inner and newer one let go first, while a writer
+    /// changes both pages: the outer slices never change, and every old
+    /// page goes back once both let go (blocks chained, "Versions" rule 3).
+    #[test]
+    fn nested_holders_newer_dropped_first() {
+        fn flat(s: &[std::io::IoSlice<'_>]) -> Vec<u8> {
+            s.iter().flat_map(|p| p.iter().copied()).collect()
+        }
+        loom_tests::check("read_with::nested_holders_newer_dropped_first", Bound::Preemptions(3), || {
+            let (e, ino) = file_with(&[1; SS], 8);
+            let w = Arc::clone(&e);
+            let writer = thread::spawn(move || {
+                w.write(ino, (SS / 2) as u64, &[2; SS / 2]).expect("page 1");
+                w.write(ino, 0, &[3; SS / 2]).expect("page 0");
+                w.write(ino, (SS / 2) as u64, &[4; SS / 2]).expect("page 1 again");
+            });
+            let tick = AtomicUsize::new(0);
+            e.read_with(ino, 0, SS, |outer| {
+                let a = flat(outer);
+                tick.fetch_add(1, Ordering::SeqCst);
+                e.read_with(ino, 0, SS, |s| {
+                    let x = flat(s);
+                    tick.fetch_add(1, Ordering::SeqCst);
+                    assert_eq!(x, flat(s), "inner lent bytes changed");
+                })
+                .expect("inner read_with");
+                tick.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(a, flat(outer), "outer lent bytes changed after the inner reader let go");
+            })
+            .expect("outer read_with");
+            writer.join().unwrap();
+            assert_eq!(e.stats().pool.sectors, 1, "old versions' pages freed");
+        });
+    }
+
+    /// The same in one order, step by step (each side waits for the other,
+    /// so it needs no preemption): the outer reader is lent version 1, a
+    /// write makes version 2, the inner reader is lent version 2, a write
+    /// makes version 3 (cutting out the page version 1 still shows), the
+    /// inner reader lets go, a write takes a fresh page. A block that did
+    /// not wait for version 1 would have given that page back, and the last
+    /// write would reuse it under the outer reader.
+    #[test]
+    fn nested_holders_in_order() {
+        fn flat(s: &[std::io::IoSlice<'_>]) -> Vec<u8> {
+            s.iter().flat_map(|p| p.iter().copied()).collect()
+        }
+        fn wait(step: &AtomicUsize, n: usize) {
+            while step.load(Ordering::SeqCst) < n {
+                thread::yield_now();
+            }
+        }
+        loom_tests::check("read_with::nested_holders_in_order", Bound::Preemptions(1), || {
+            let (e, ino) = file_with(&[1; SS], 8);
+            let step = Arc::new(AtomicUsize::new(0));
+            let (w, st) = (Arc::clone(&e), Arc::clone(&step));
+            let writer = thread::spawn(move || {
+                wait(&st, 1);
+                w.write(ino, (SS / 2) as u64, &[2; SS / 2]).expect("page 1");
+                st.store(2, Ordering::SeqCst);
+                wait(&st, 3);
+                w.write(ino, 0, &[3; SS / 2]).expect("page 0");
+                st.store(4, Ordering::SeqCst);
+                wait(&st, 5);
+                w.write(ino, (SS / 2) as u64, &[4; SS / 2]).expect("page 1 again");
+                st.store(6, Ordering::SeqCst);
+            });
+            e.read_with(ino, 0, SS, |outer| {
+                let a = flat(outer);
+                step.store(1, Ordering::SeqCst);
+                wait(&step, 2);
+                e.read_with(ino, 0, SS, |inner| {
+                    let x = flat(inner);
+                    step.store(3, Ordering::SeqCst);
+                    wait(&step, 4);
+                    assert_eq!(x, flat(inner), "inner lent bytes changed");
+                })
+                .expect("inner read_with");
+                step.store(5, Ordering::SeqCst);
+                wait(&step, 6);
+                assert_eq!(a, flat(outer), "outer lent bytes changed after the inner reader let go");
+            })
+            .expect("outer read_with");
+            writer.join().unwrap();
+            assert_eq!(e.stats().pool.sectors, 1, "old versions' pages freed");
         });
     }
 }

@@ -15,8 +15,10 @@
 //!
 //! # What the model covers
 //! The real `Engine::read`/`write`/`setattr` (truncate)/`unlink`/`forget`,
-//! the node's `ArcSwap` (the facade stand-in), the persistent table's `Arc`
-//! sharing between versions, `Sector::drop` and the pool's free path.
+//! the node's `ArcSwap` (the facade stand-in), the page table's nodes and
+//! pages shared between versions without counts (freed by versions and
+//! blocks, `node.rs` "Versions"), the retired lists and the pool's free
+//! path.
 //!
 //! # What it does not cover
 //! arc-swap's own deferred reclamation (its debt slots): the stand-in drops
@@ -85,6 +87,40 @@ mod tests {
             e.setattr(a, &SetAttr { size: Some(0), ..SetAttr::default() }).unwrap();
             e.write(b, 0, &[9; SS]).unwrap();
             reader.join().unwrap();
+            for (name, ino) in [(&b"a"[..], a), (b"b", b)] {
+                e.unlink(ROOT, name).unwrap();
+                e.forget(ino, 1);
+            }
+            no_leak(&e);
+        });
+    }
+
+    /// As `truncate_frees_after_reader`, with a table above the leaves (issue
+    /// 18): under loom a leaf is 2 pages (one sector) under 2-way inner
+    /// nodes, so a three-sector file is a table of height 2. Truncating it to
+    /// one sector cuts the path to sector 1 (a copy of the inner nodes above
+    /// it), retires sector 1's leaf and sector 2's whole subtree
+    /// (`Retired::Tree`), and prunes the height back to 0; the write to
+    /// another file then takes the freed pages and nodes (one cache slot,
+    /// spare nodes per thread), so a premature free of any of them is a
+    /// data race with the reader still walking or copying them.
+    #[test]
+    fn truncate_deep_table_frees_after_reader() {
+        loom_tests::check("reclaim::truncate_deep_table_frees_after_reader", Bound::Exhaustive, || {
+            let e = Arc::new(tiny_engine(6 * SS as u64, 0));
+            let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+            let b = e.create(ROOT, b"b", 0o644, 0, 0).unwrap().ino;
+            e.write(a, 0, &[1; 3 * SS]).unwrap();
+            let r = Arc::clone(&e);
+            let reader = thread::spawn(move || {
+                let mut buf = [0u8; 3 * SS];
+                let n = r.read(a, 0, &mut buf).unwrap();
+                assert!((n == SS || n == 3 * SS) && buf[..n].iter().all(|&x| x == 1), "read {n} bytes: {buf:?}");
+            });
+            e.setattr(a, &SetAttr { size: Some(SS as u64), ..SetAttr::default() }).unwrap();
+            e.write(b, 0, &[9; 2 * SS]).unwrap();
+            reader.join().unwrap();
+            assert_eq!(e.stats().pool.sectors, 3, "a's cut sectors freed");
             for (name, ino) in [(&b"a"[..], a), (b"b", b)] {
                 e.unlink(ROOT, name).unwrap();
                 e.forget(ino, 1);

@@ -12,27 +12,43 @@
 //!
 //! # What the model covers
 //! The real write path: `Engine::write` → the node's `Combiner` →
-//! `Node::apply_ops` → `FileData::write` (plan, reserve, take sectors,
-//! `apply_span`) → one `ArcSwap::store`; and the real read path:
-//! `Engine::read` → one `load` → `FileData::read` → `Sector::read`. Geometry:
-//! 16-byte sectors, inline data off (`inline_max` 0) so every byte lives in
-//! a sector, one cache slot.
+//! `Node::apply_ops` → `FileData::write` (plan, reserve, take pages,
+//! `change_page`) → one `ArcSwap::swap`; and the real read path:
+//! `Engine::read` → one `load` → `FileData::read` → `RawMem::read`. Geometry:
+//! 16-byte sectors of two 8-byte pages, inline data off (`inline_max` 0) so
+//! every byte lives in a page, one cache slot.
 //!
 //! # What it does not cover
 //! arc-swap's own load/store (the facade's stand-in is a loom mutex around
 //! an `Arc` with the same happens-before edges); the inline path for small
-//! files (an immutable `Arc<[u8]>` per version, nothing to race on); tables
-//! deeper than one leaf (path copying is single-threaded code, covered by
-//! the table's unit and property tests).
+//! files (an immutable `Arc<[u8]>` per version, nothing to race on). Tables
+//! deeper than one leaf are covered: under loom a leaf holds 2 pages (one
+//! sector) under 2-way inner nodes, so a two-sector file path-copies an
+//! inner node, and every node changed in place writes its loom-visible
+//! stamp (`table.rs`).
 //!
-//! # Injected bug
-//! `bash .ci/loom-bugs sector_write_shared`, i.e.
-//! `RUSTFLAGS='--cfg loom -C debug-assertions --cfg loom_bug="sector_write_shared"' \
-//!  CARGO_TARGET_DIR=target/loom-bugs cargo test -p loom-tests --release \
-//!  --test table_publish -- tests::overwrite_visible_sector`
-//! makes `apply_span` write in place below `init` in a sector that a
-//! published table reaches; loom reports the reader's access to those cells
-//! as a causality violation (a data race).
+//! # Injected bugs
+//! * `bash .ci/loom-bugs sector_write_shared`, i.e.
+//!   `RUSTFLAGS='--cfg loom -C debug-assertions --cfg loom_bug="sector_write_shared"' \
+//!   CARGO_TARGET_DIR=target/loom-bugs cargo test -p loom-tests --release \
+//!   --test table_publish -- tests::overwrite_visible_sector`
+//!   makes `change_page` write in place below `init` in a page that a
+//!   published version reaches; loom reports the reader's access to those
+//!   cells as a causality violation (a data race).
+//! * `bash .ci/loom-bugs leaf_copy_keeps_fresh`: a table leaf copied into a
+//!   draft keeps the "fresh" marks of the batch that made it, so pages that
+//!   batch published look fresh (rule 3) and are overwritten in place;
+//!   `overwrite_visible_sector` fails the same way.
+//! * `bash .ci/loom-bugs draft_reuses_gen`: a draft takes the number of the
+//!   version it replaces instead of the next one, so that version's nodes
+//!   (and its pages marked fresh) look private to the draft and are changed
+//!   in place while the reader walks them; `overwrite_visible_sector` fails
+//!   with loom's report of the runner's write to a node stamp (or page) the
+//!   reader read without a happens-before edge.
+//! * `bash .ci/loom-bugs runner_keeps_stale_version`: the runner keeps its
+//!   reference to the version it just replaced (`Node::current`), so its
+//!   next batch starts from a stale version; `two_writers_one_reader` fails
+//!   when the publish check ("only the runner publishes") stops that batch.
 
 #[cfg(loom)]
 mod tests {

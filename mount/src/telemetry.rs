@@ -400,10 +400,11 @@ mod tests {
     fn trim_step_waits_a_period_then_keeps_the_reserve() {
         let e = engine::Engine::new(engine::Config { sector_size: 4096, ..engine::Config::default() }).unwrap();
         let pool = e.pool();
-        // 4 MiB of sectors, then all freed.
-        let mut r = pool.reserve(4 << 20).unwrap();
-        let v: Vec<_> = (0..1024).map(|_| r.sector().unwrap()).collect();
-        drop((r, v));
+        // 4 MiB of sectors, then all freed (a file written, then deleted).
+        let f = e.create(engine::ROOT, b"f", 0o644, 0, 0).unwrap().ino;
+        e.write(f, 0, &vec![1u8; 4 << 20]).unwrap();
+        e.unlink(engine::ROOT, b"f").unwrap();
+        e.forget(f, 1);
         let warm = pool.stats().free_warm;
         assert!(warm >= 4 << 20);
         let mut was = false;

@@ -2,59 +2,77 @@
 //! memory limit (reservations and charges).
 //!
 //! # Pool
-//! A [`Pool`] hands out [`Sector`]s of one size (a power of two, 4 KiB to
-//! 1 MiB). Memory comes from private anonymous regions of at least 2 MiB
-//! (`sync::Region`), never the process heap. Freed sectors go to one of
+//! A [`Pool`] hands out *pages* of sector memory (`page_size`: 4 KiB, or the
+//! sector size if that is smaller) as [`Page`] handles; a file's sector of
+//! `sector_size` bytes is `sector_size / page_size` pages (issue 18: a page
+//! is the unit of copy-on-write, so a 4 KiB overwrite copies at most one
+//! page, and the unit memory is freed and reused in, so nothing fragments
+//! into half-used sectors). Pages of a fresh region, and pages freed
+//! together, come out in ascending address order, so a sector taken at once
+//! is usually one contiguous run (reads then copy or lend it as one piece).
+//! Memory comes from private anonymous regions of at least 2 MiB
+//! (`sync::Region`), never the process heap. Freed pages go to one of
 //! `2 × cores` *cache slots* chosen by the freeing thread (a per-thread cache:
 //! each thread sticks to one slot, so slots are almost never contended), which
 //! spill half their contents to the shared free list when they hold more than
-//! [`CACHE_MAX`] sectors, and refill from it in batches of [`CACHE_BATCH`].
-//! Regions are only unmapped when the pool is dropped (unmount frees
-//! everything at once), but their free sectors' pages go back to the OS on
-//! demand ([`Pool::trim`]): free sectors beyond a warm reserve are taken off
-//! the shared free list, `madvise(MADV_DONTNEED)`d (the daemon's resident
+//! [`CACHE_MAX`] sectors' worth, and refill from it in batches of
+//! [`CACHE_BATCH`] sectors' worth. Regions are only unmapped when the pool is
+//! dropped (unmount frees everything at once), but free pages go back to the
+//! OS on demand ([`Pool::trim`]): free pages beyond a warm reserve are taken
+//! off the shared free list, `madvise(MADV_DONTNEED)`d (the daemon's resident
 //! memory goes down; the mapping stays), and kept on a *cold* list that is
-//! used only when no warm sector is left (its pages are fresh zeros then,
+//! used only when no warm page is left (its memory is fresh zeros then,
 //! which costs a first touch, as a new region would).
 //!
 //! # Memory limit (exact)
-//! `used` counts bytes *charged*: sectors held by files, exact-size inline
-//! buffers of small files, and outstanding [`Reservation`]s. A mutation first
+//! `used` counts bytes *charged*: pages held by files (and pages replaced by
+//! a newer version that a reader may still hold), exact-size inline buffers
+//! of small files, and outstanding [`Reservation`]s. A mutation first
 //! reserves everything it may need with one compare-and-swap loop that never
 //! lets `used` pass `limit` ([`Pool::reserve`]); if that fails it returns
-//! `NoSpace` before touching anything. Sectors and inline buffers are then cut
+//! `NoSpace` before touching anything. Pages and inline buffers are then cut
 //! from the reservation, and what is left over is returned when the
-//! reservation drops. Dropping a sector or an inline buffer uncharges it.
-//! Shrinking operations (truncate, punch hole) may take a *forced* reservation
-//! of at most one sector beyond the limit, so that they never fail when full.
+//! reservation drops. Freeing a page ([`Pool::free_pages`]) or dropping an
+//! inline buffer uncharges it. Copy-on-write replacements and shrinking
+//! operations (truncate, punch hole) take a *forced* reservation beyond the
+//! limit, so that an overwrite or a shrink works when full (the memory they
+//! replace is freed right after, once no reader holds it).
 //!
 //! # Fields and who touches them
-//! * `used`, `peak`, `sectors`, `allocs`: atomics, any thread.
+//! * `used`, `peak`: atomics, any thread, each on its own cache line.
+//! * slot `i`'s `held` and `allocs` counters: atomics, written by the threads
+//!   mapped to slot `i`, summed (relaxed: statistics) by `stats`.
 //! * cache slot `i`: under its own mutex, any thread (by convention the
 //!   threads mapped to slot `i`).
 //! * `shared` (warm and cold free lists, regions): under its mutex; taken only
 //!   on a cache miss or spill, by [`Pool::trim`] and by `stats`, never while
-//!   a slot lock is held. A sector being trimmed is on neither list: `trim`
-//!   takes it off the warm list, gives its pages back, then puts it on the
-//!   cold list, so no other thread can reach it meanwhile (loom
+//!   a slot lock is held. A page being trimmed is on neither list: `trim`
+//!   takes it off the warm list, gives it back, then puts it on the cold
+//!   list, so no other thread can reach it meanwhile (loom
 //!   `pool::trim_races_alloc_and_free`, injected bug `pool_trim_in_list`).
-//! * A sector's bytes: see [`Sector`].
+//! * A page's bytes: see the page contract in `sector/mod.rs`.
 //!
-//! loom: `loom-tests/tests/pool.rs` (no sector handed out twice, none leaked,
+//! loom: `loom-tests/tests/pool.rs` (no page handed out twice, none leaked,
 //! exact in-use count) and `limit_reservation.rs` (the limit is never passed
 //! and `NoSpace` only when it is truly reached).
 
 use crossbeam_utils::CachePadded;
 
-use super::Sector;
-use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{thread_local, Arc, Mutex, RawMem, Region, REGION_BYTES};
+use crate::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+#[cfg(all(target_os = "linux", not(loom)))]
+use crate::sync::Prefault;
+use crate::sync::{thread_local, Arc, Mutex, Page, Region, REGION_BYTES};
 use crate::Error;
 
-/// Most sectors a cache slot keeps before spilling to the shared list.
+/// Most sectors' worth of pages a cache slot keeps before spilling to the
+/// shared list.
 pub const CACHE_MAX: usize = 64;
-/// How many sectors move between a slot and the shared list at once.
+/// How many sectors' worth of pages move between a slot and the shared list
+/// at once.
 pub const CACHE_BATCH: usize = 16;
+
+/// The default page: the unit of copy-on-write and of the pool.
+pub const PAGE: usize = 4096;
 
 /// A pool of fixed-size sectors with an exact byte limit. Cheap to clone.
 #[derive(Clone)]
@@ -74,25 +92,38 @@ impl std::fmt::Debug for Pool {
 
 pub(super) struct PoolInner {
     pub(super) sector_size: usize,
+    page_size: usize,
     limit: u64,
     // Each hot counter on its own cache line: every reservation and every
     // sector hand-out or free touches `used` and `sectors`, from every
     // thread; sharing a line would make writers of unrelated files contend.
     used: CachePadded<AtomicU64>,
     peak: CachePadded<AtomicU64>,
-    pub(super) sectors: CachePadded<AtomicU64>,
-    allocs: CachePadded<AtomicU64>,
-    // Drop order matters: slots and shared free lists hold pointers into
-    // `shared.regions`; `RawMem` has no destructor, so any order is sound.
-    slots: Box<[Mutex<Vec<RawMem>>]>,
+    // Drop order matters: slots and shared free lists hold handles into
+    // `shared.regions`; `Page` has no destructor, so any order is sound.
+    // Each slot on its own cache line, its counters with it: two threads
+    // writing two files use two slots and share no line but `used`'s.
+    slots: Box<[CachePadded<Slot>]>,
     shared: Mutex<Shared>,
 }
 
+/// A cache slot: free pages, and the pages counted through it. A page may
+/// be freed through another slot than the one it was taken through: only
+/// the sums over all slots mean something (pages held, pages handed out).
+#[derive(Default)]
+struct Slot {
+    free: Mutex<Vec<Page>>,
+    /// Pages taken through this slot less pages freed through it.
+    held: AtomicI64,
+    /// Pages taken through this slot.
+    allocs: AtomicU64,
+}
+
 struct Shared {
-    /// Free sectors whose pages are resident (warm).
-    free: Vec<RawMem>,
-    /// Free sectors whose pages were given back to the OS ([`Pool::trim`]).
-    cold: Vec<RawMem>,
+    /// Free pages that are resident (warm).
+    free: Vec<Page>,
+    /// Free pages given back to the OS ([`Pool::trim`]).
+    cold: Vec<Page>,
     regions: Vec<Region>,
     mapped: u64,
 }
@@ -102,23 +133,27 @@ struct Shared {
 pub struct PoolStats {
     /// Bytes of one sector.
     pub sector_size: u64,
+    /// Bytes of one page (the unit of copy-on-write and of the pool).
+    pub page_size: u64,
     /// The byte limit.
     pub limit: u64,
     /// Bytes charged (sectors, inline buffers, outstanding reservations).
     pub used: u64,
     /// Highest `used` seen.
     pub peak: u64,
-    /// Sectors held by files.
+    /// Sectors' worth of pages held by files (pages held × page size ÷
+    /// sector size, rounded down).
     pub sectors: u64,
-    /// Sectors handed out since the pool was made.
+    /// Pages held by files (and replaced pages a reader may still hold).
+    pub pages: u64,
+    /// Sectors' worth of pages handed out since the pool was made.
     pub allocs: u64,
     /// Bytes of private memory mapped from the OS.
     pub mapped: u64,
-    /// Bytes of free sectors kept resident for reuse (the warm reserve:
+    /// Bytes of free pages kept resident for reuse (the warm reserve:
     /// per-thread caches and the shared free list).
     pub free_warm: u64,
-    /// Bytes of free sectors whose pages were given back to the OS (mapped,
-    /// not resident).
+    /// Bytes of free pages given back to the OS (mapped, not resident).
     pub returned: u64,
 }
 
@@ -140,18 +175,35 @@ fn my_slot(n: usize) -> usize {
 }
 
 impl Pool {
-    /// A pool of sectors of `sector_size` bytes (a power of two) with a limit
-    /// of `limit` bytes, with `slots` per-thread cache slots.
+    /// A pool for sectors of `sector_size` bytes (a power of two) in pages
+    /// of [`PAGE`] bytes (or `sector_size` if smaller), with a limit of
+    /// `limit` bytes and `slots` per-thread cache slots.
     pub fn new(sector_size: usize, limit: u64, slots: usize) -> Pool {
-        let slots = (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect();
+        Self::with_page_size(sector_size, sector_size.min(PAGE), limit, slots)
+    }
+
+    /// As [`Pool::new`] with pages of `page_size` bytes (a power of two that
+    /// divides `sector_size`, at most 64 KiB), for tests and loom models
+    /// with tiny geometry.
+    ///
+    /// # Panics
+    /// If `page_size` does not fit those bounds.
+    pub fn with_page_size(sector_size: usize, page_size: usize, limit: u64, slots: usize) -> Pool {
+        assert!(
+            page_size.is_power_of_two()
+                && page_size <= sector_size
+                && sector_size % page_size == 0
+                && page_size <= 1 << 16,
+            "page size {page_size} for sectors of {sector_size}"
+        );
+        let slots = (0..slots.max(1)).map(|_| CachePadded::new(Slot::default())).collect();
         Pool {
             inner: Arc::new(PoolInner {
                 sector_size,
+                page_size,
                 limit,
                 used: CachePadded::new(AtomicU64::new(0)),
                 peak: CachePadded::new(AtomicU64::new(0)),
-                sectors: CachePadded::new(AtomicU64::new(0)),
-                allocs: CachePadded::new(AtomicU64::new(0)),
                 slots,
                 shared: Mutex::new(Shared { free: Vec::new(), cold: Vec::new(), regions: Vec::new(), mapped: 0 }),
             }),
@@ -161,6 +213,16 @@ impl Pool {
     /// Bytes of one sector.
     pub fn sector_size(&self) -> usize {
         self.inner.sector_size
+    }
+
+    /// Bytes of one page.
+    pub fn page_size(&self) -> usize {
+        self.inner.page_size
+    }
+
+    /// Pages in one sector.
+    fn pages_per_sector(&self) -> usize {
+        self.inner.sector_size / self.inner.page_size
     }
 
     /// Bytes charged now.
@@ -176,39 +238,45 @@ impl Pool {
     /// The counters.
     pub fn stats(&self) -> PoolStats {
         let i = &self.inner;
-        let ss = i.sector_size as u64;
-        let sectors = i.sectors.load(Ordering::Acquire);
+        let (ss, ps) = (i.sector_size as u64, i.page_size as u64);
+        // Relaxed sums: a snapshot for statistics (a page in flight between
+        // two slots may be counted in neither or both for a moment).
+        let held: i64 = i.slots.iter().map(|s| s.held.load(Ordering::Relaxed)).sum();
+        let allocs: u64 = i.slots.iter().map(|s| s.allocs.load(Ordering::Relaxed)).sum();
+        let pages = held.max(0) as u64;
         let (mapped, returned) = {
             let sh = i.shared.lock();
-            (sh.mapped, sh.cold.len() as u64 * ss)
+            (sh.mapped, sh.cold.len() as u64 * ps)
         };
         PoolStats {
             sector_size: ss,
+            page_size: ps,
             limit: i.limit,
             used: i.used.load(Ordering::Acquire),
             peak: i.peak.load(Ordering::Relaxed),
-            sectors,
-            allocs: i.allocs.load(Ordering::Relaxed),
+            sectors: pages * ps / ss,
+            pages,
+            allocs: allocs * ps / ss,
             mapped,
-            // Every mapped sector is held by a file, cold, or warm (in a
+            // Every mapped page is held by a file, cold, or warm (in a
             // slot or on the shared list), so the warm bytes follow without
-            // taking every slot's lock. A sector moving between a list and
+            // taking every slot's lock. A page moving between a list and
             // its holder at this instant counts as warm.
-            free_warm: mapped.saturating_sub(sectors * ss + returned),
+            free_warm: mapped.saturating_sub(pages * ps + returned),
             returned,
         }
     }
 
-    /// Gives the pages of free sectors on the shared list beyond `keep` warm
-    /// bytes back to the OS; returns the bytes given back. The per-thread
-    /// caches (at most [`CACHE_MAX`] sectors each) stay warm.
+    /// Gives the free pages on the shared list beyond `keep` warm bytes back
+    /// to the OS; returns the bytes given back. The per-thread caches (at
+    /// most [`CACHE_MAX`] sectors' worth each) stay warm.
     ///
-    /// Cost: one `madvise` per run of adjacent sectors, under the shared
-    /// lock's protection only for the list moves (the sectors trimmed are
+    /// Cost: one `madvise` per run of adjacent pages, under the shared
+    /// lock's protection only for the list moves (the pages trimmed are
     /// owned by this call meanwhile).
     pub fn trim(&self, keep: u64) -> u64 {
         let i = &self.inner;
-        let ss = i.sector_size as u64;
+        let ss = i.page_size as u64;
         let keep_n = usize::try_from(keep / ss).unwrap_or(usize::MAX);
         #[cfg(not(loom_bug = "pool_trim_in_list"))]
         {
@@ -222,16 +290,16 @@ impl Pool {
                 return 0;
             }
             // SAFETY: `batch` was taken off the free list under its lock, so
-            // this call is its only owner: no `Sector` holds these sectors
-            // and no list hands them out until they are pushed below.
-            unsafe { crate::sync::discard(&mut batch) };
+            // this call is its only owner: no table reaches these pages and
+            // no list hands them out until they are pushed below.
+            unsafe { crate::sync::discard(&mut batch, i.page_size) };
             let n = batch.len() as u64;
             i.shared.lock().cold.append(&mut batch);
             n * ss
         }
-        // Injected bug (loom-tests/tests/pool.rs): give back the pages of
-        // sectors that are still on the free list, where another thread can
-        // take one and write it meanwhile.
+        // Injected bug (loom-tests/tests/pool.rs): give back pages that are
+        // still on the free list, where another thread can take one and
+        // write it meanwhile.
         #[cfg(loom_bug = "pool_trim_in_list")]
         {
             let (ptr, n, at) = {
@@ -241,7 +309,7 @@ impl Pool {
             };
             for k in at..at + n {
                 // SAFETY: none: this is the bug the model must catch.
-                unsafe { (*ptr.add(k)).discard_one() };
+                unsafe { (*ptr.add(k)).mem(i.page_size).discard_one() };
             }
             n as u64 * ss
         }
@@ -253,6 +321,20 @@ impl Pool {
     /// [`Error::NoSpace`] if `used + bytes` would pass the limit; nothing is
     /// charged then.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation, Error> {
+        self.reserve_in(bytes, || self.clone())
+    }
+
+    /// [`Pool::reserve`] borrowing the pool (no reference count touched:
+    /// the write path's form).
+    pub(crate) fn reserve_ref(&self, bytes: u64) -> Result<Reservation<&Pool>, Error> {
+        self.reserve_in(bytes, || self)
+    }
+
+    /// The CAS loop; `pool` makes the reservation's handle on success only.
+    fn reserve_in<P: AsRef<Pool>>(&self, bytes: u64, pool: impl FnOnce() -> P) -> Result<Reservation<P>, Error> {
+        if bytes == 0 {
+            return Ok(Reservation { pool: pool(), bytes });
+        }
         let used = &self.inner.used;
         let mut cur = used.load(Ordering::Relaxed);
         loop {
@@ -265,19 +347,29 @@ impl Pool {
             match won {
                 Ok(_) => {
                     self.raise_peak(next);
-                    return Ok(Reservation { pool: self.clone(), bytes });
+                    return Ok(Reservation { pool: pool(), bytes });
                 }
                 Err(now) => cur = now,
             }
         }
     }
 
-    /// Reserves `bytes` even past the limit (for shrinking operations that
-    /// need at most one sector of scratch space and must not fail when full).
+    /// Reserves `bytes` even past the limit (for copy-on-write replacements
+    /// and shrinking operations, which must not fail when full: what they
+    /// replace is freed once no reader holds it).
     pub fn reserve_forced(&self, bytes: u64) -> Reservation {
+        self.reserve_forced_in(self.clone(), bytes)
+    }
+
+    /// [`Pool::reserve_forced`] borrowing the pool.
+    pub(crate) fn reserve_forced_ref(&self, bytes: u64) -> Reservation<&Pool> {
+        self.reserve_forced_in(self, bytes)
+    }
+
+    fn reserve_forced_in<P: AsRef<Pool>>(&self, pool: P, bytes: u64) -> Reservation<P> {
         let next = self.inner.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
         self.raise_peak(next);
-        Reservation { pool: self.clone(), bytes }
+        Reservation { pool, bytes }
     }
 
     /// Raises `peak` to `v`; a plain load when it is already higher (the
@@ -293,47 +385,128 @@ impl Pool {
         self.inner.used.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// Takes raw memory for one sector: own slot, then the shared list, then a
-    /// new region. `None` if the OS refuses memory.
-    fn take_mem(&self) -> Option<RawMem> {
+    /// Takes `n` pages: own slot, then the shared list, then a new region;
+    /// hands each to `each` (in ascending order when the slot holds a run).
+    /// `false` if the OS refused memory (the pages handed out so far are
+    /// the caller's).
+    fn take_pages(&self, n: usize, each: &mut dyn FnMut(Page)) -> bool {
         let i = &self.inner;
         let slot = &i.slots[my_slot(i.slots.len())];
-        if let Some(m) = slot.lock().pop() {
-            return Some(m);
-        }
-        let mut batch = {
-            let mut sh = i.shared.lock();
-            if sh.free.is_empty() && !sh.cold.is_empty() {
-                // Sectors given back to the OS: zero pages on first touch.
-                let keep = sh.cold.len().saturating_sub(CACHE_BATCH);
-                let mut c = sh.cold.split_off(keep);
-                sh.free.append(&mut c);
-            }
-            if sh.free.is_empty() {
-                let bytes = REGION_BYTES.max(i.sector_size);
-                let mut region = Region::map(bytes)?;
-                sh.free.extend(region.carve(i.sector_size));
-                sh.regions.push(region);
-                sh.mapped += bytes as u64;
-            }
-            let keep = sh.free.len().saturating_sub(CACHE_BATCH);
-            sh.free.split_off(keep)
-        };
-        let m = batch.pop();
-        if !batch.is_empty() {
-            slot.lock().append(&mut batch);
-        }
-        m
+        let mut got = 0u64;
+        let ok = self.take_pages_from(slot, n, &mut |m| {
+            got += 1;
+            each(m)
+        });
+        slot.held.fetch_add(got as i64, Ordering::Relaxed);
+        slot.allocs.fetch_add(got, Ordering::Relaxed);
+        ok
     }
 
-    pub(super) fn put_mem(&self, m: RawMem) {
+    fn take_pages_from(&self, slot: &Slot, mut n: usize, each: &mut dyn FnMut(Page)) -> bool {
+        {
+            let mut s = slot.free.lock();
+            while n > 0 {
+                let Some(m) = s.pop() else { break };
+                each(m);
+                n -= 1;
+            }
+        }
+        if n == 0 {
+            return true;
+        }
+        // The slot ran out: the rest straight from a refill (in ascending
+        // order, as the slot would have), what is left over into the slot.
+        let Some(mut batch) = self.refill(n) else { return false };
+        for _ in 0..n {
+            match batch.pop() {
+                Some(m) => each(m),
+                None => return false,
+            }
+        }
+        if !batch.is_empty() {
+            slot.free.lock().append(&mut batch);
+        }
+        true
+    }
+
+    /// Pages from the shared list (or a new region) for a slot that ran out:
+    /// at least `want`, and a batch of [`CACHE_BATCH`] sectors' worth.
+    /// `None` if the OS refuses memory.
+    fn refill(&self, want: usize) -> Option<Vec<Page>> {
+        let i = &self.inner;
+        let batch = (CACHE_BATCH * self.pages_per_sector()).max(want);
+        let mut sh = i.shared.lock();
+        if sh.free.len() < want && !sh.cold.is_empty() {
+            // Pages given back to the OS: zero pages on first touch.
+            let keep = sh.cold.len().saturating_sub(batch);
+            let mut c = sh.cold.split_off(keep);
+            sh.free.append(&mut c);
+        }
+        while sh.free.len() < want {
+            let bytes = i.sector_size.div_ceil(REGION_BYTES).max(1) * REGION_BYTES;
+            let mut region = Region::map(bytes)?;
+            let mut pages = region.carve(i.page_size);
+            // The new region's pages under the old ones: handed out first,
+            // in ascending order.
+            pages.append(&mut sh.free);
+            sh.free = pages;
+            sh.regions.push(region);
+            sh.mapped += bytes as u64;
+        }
+        let keep = sh.free.len().saturating_sub(batch);
+        Some(sh.free.split_off(keep))
+    }
+
+    /// Maps memory for `bytes` of pages ahead of a bulk load (an image) and
+    /// starts a thread that faults it in, in the order the pages will be
+    /// handed out, so the kernel's zeroing of fresh memory runs on the other
+    /// core beside the loader's copies. The memory is free and warm until
+    /// taken (trimmed like any free memory if a load leaves it unused).
+    /// Best effort: `None` if the OS refuses memory or the thread. The
+    /// thread holds the pool (so the memory stays mapped while it runs);
+    /// dropping the guard stops and joins it.
+    #[cfg(all(target_os = "linux", not(loom)))]
+    pub(crate) fn prefault(&self, bytes: u64) -> Option<Prefault> {
+        let want = usize::try_from(bytes).ok()?.div_ceil(REGION_BYTES).max(1) * REGION_BYTES;
+        let mut region = Region::map(want)?;
+        let span = region.span();
+        {
+            let mut sh = self.inner.shared.lock();
+            // Under what is already free (handed out first), its own pages
+            // in ascending order.
+            let mut pages = region.carve(self.inner.page_size);
+            pages.append(&mut sh.free);
+            sh.free = pages;
+            sh.regions.push(region);
+            sh.mapped += want as u64;
+        }
+        // SAFETY: the region just mapped, which the pool keeps until it
+        // drops; the thread holds a clone of the pool.
+        unsafe { Prefault::start(span.0, span.1, self.clone()) }
+    }
+
+    /// Gives `pages` back: they go to this thread's cache slot (the last one
+    /// first out), are uncharged, and stop counting as held.
+    ///
+    /// # Safety
+    /// Every page came from this pool (a [`Reservation`]), is held (charged
+    /// and not freed since), and nobody reads or writes it after this call:
+    /// no table that any thread can still read reaches it (the version
+    /// protocol of `crate::node` decides when that is).
+    pub unsafe fn free_pages(&self, pages: &[Page]) {
+        if pages.is_empty() {
+            return;
+        }
         let i = &self.inner;
         let slot = &i.slots[my_slot(i.slots.len())];
+        let max = CACHE_MAX * self.pages_per_sector();
         let spill = {
-            let mut s = slot.lock();
-            s.push(m);
-            if s.len() > CACHE_MAX {
-                let keep = s.len() - CACHE_MAX / 2;
+            let mut s = slot.free.lock();
+            // Reversed: pages freed in ascending order are handed out again
+            // in ascending order (a sector freed whole is reused as a run).
+            s.extend(pages.iter().rev().copied());
+            if s.len() > max {
+                let keep = s.len() - max / 2;
                 Some(s.split_off(keep))
             } else {
                 None
@@ -342,51 +515,86 @@ impl Pool {
         if let Some(spill) = spill {
             i.shared.lock().free.extend(spill);
         }
+        let n = pages.len() as u64;
+        slot.held.fetch_sub(n as i64, Ordering::Relaxed);
+        self.uncharge(n * i.page_size as u64);
     }
 
-    /// Counts free sectors in slots and the shared list (for tests and checks).
-    pub fn free_sectors(&self) -> usize {
+    /// Counts free pages in slots and the shared list (for tests and checks).
+    pub fn free_pages_count(&self) -> usize {
         let i = &self.inner;
-        let in_slots: usize = i.slots.iter().map(|s| s.lock().len()).sum();
+        let in_slots: usize = i.slots.iter().map(|s| s.free.lock().len()).sum();
         let sh = i.shared.lock();
         in_slots + sh.free.len() + sh.cold.len()
+    }
+
+    /// Sectors' worth of free pages in slots and the shared list (for tests
+    /// and checks; rounded down).
+    pub fn free_sectors(&self) -> usize {
+        self.free_pages_count() / self.pages_per_sector()
+    }
+}
+
+impl AsRef<Pool> for Pool {
+    fn as_ref(&self) -> &Pool {
+        self
     }
 }
 
 /// Bytes reserved against the limit; what is not used is returned on drop.
+/// `P` is how it holds its pool: a clone ([`Pool::reserve`]) or a borrow
+/// (the write path's, which touches no reference count).
 #[derive(Debug)]
-pub struct Reservation {
-    pool: Pool,
+pub struct Reservation<P: AsRef<Pool> = Pool> {
+    pool: P,
     bytes: u64,
 }
 
-impl Reservation {
+impl<P: AsRef<Pool>> Reservation<P> {
     /// Bytes still reserved.
     pub fn remaining(&self) -> u64 {
         self.bytes
     }
 
-    /// Cuts one sector out of the reservation.
+    /// Cuts `n` pages out of the reservation and hands each to `each`:
+    /// they are charged (the reservation's bytes become theirs) and held
+    /// until [`Pool::free_pages`]. A sector is `sector_size / page_size`
+    /// pages, usually one contiguous run.
     ///
     /// # Errors
-    /// [`Error::NoSpace`] if less than a sector is left in the reservation;
-    /// [`Error::OutOfMemory`] if the OS refuses memory for a new region.
-    /// Callers take all their sectors before mutating.
-    pub fn sector(&mut self) -> Result<Arc<Sector>, Error> {
-        let size = self.pool.inner.sector_size as u64;
-        if self.bytes < size {
+    /// [`Error::NoSpace`] if fewer than `n` pages are left in the
+    /// reservation (nothing taken); [`Error::OutOfMemory`] if the OS refuses
+    /// memory for a new region (the pages handed to `each` before that are
+    /// taken and the caller's to free). Callers take all their pages before
+    /// mutating.
+    pub fn take_pages(&mut self, n: usize, each: &mut dyn FnMut(Page)) -> Result<(), Error> {
+        let pool = self.pool.as_ref();
+        let inner = &pool.inner;
+        let bytes = n as u64 * inner.page_size as u64;
+        if self.bytes < bytes {
             return Err(Error::NoSpace);
         }
-        let mem = self.pool.take_mem().ok_or(Error::OutOfMemory)?;
-        self.bytes -= size;
-        self.pool.inner.sectors.fetch_add(1, Ordering::AcqRel);
-        self.pool.inner.allocs.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(Sector { mem: Some(mem), init: AtomicU32::new(0), pool: self.pool.clone() }))
+        let mut got = 0u64;
+        let ok = pool.take_pages(n, &mut |m| {
+            got += 1;
+            each(m)
+        });
+        self.bytes -= got * inner.page_size as u64;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::OutOfMemory)
+        }
+    }
+
+    /// The pool this reservation is against.
+    pub fn pool(&self) -> &Pool {
+        self.pool.as_ref()
     }
 
     /// Moves `other`'s bytes into this reservation (both from one pool).
-    pub fn join(&mut self, mut other: Reservation) {
-        debug_assert!(Arc::ptr_eq(&self.pool.inner, &other.pool.inner), "reservations of two pools");
+    pub fn join<Q: AsRef<Pool>>(&mut self, mut other: Reservation<Q>) {
+        debug_assert!(Arc::ptr_eq(&self.pool.as_ref().inner, &other.pool.as_ref().inner), "reservations of two pools");
         self.bytes += std::mem::take(&mut other.bytes);
     }
 
@@ -399,14 +607,14 @@ impl Reservation {
             return Err(Error::NoSpace);
         }
         self.bytes -= bytes;
-        Ok(Charge { pool: self.pool.clone(), bytes })
+        Ok(Charge { pool: self.pool.as_ref().clone(), bytes })
     }
 }
 
-impl Drop for Reservation {
+impl<P: AsRef<Pool>> Drop for Reservation<P> {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            self.pool.uncharge(self.bytes);
+            self.pool.as_ref().uncharge(self.bytes);
         }
     }
 }

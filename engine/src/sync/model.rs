@@ -120,6 +120,12 @@ impl<T> ArcSwap<T> {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(&g)
     }
+    /// Publishes a new version and returns the old one (counted exactly:
+    /// every holder has an `Arc` clone here).
+    pub fn swap(&self, value: Arc<T>) -> Arc<T> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *g, value)
+    }
     /// Publishes a new version; the old one is dropped outside the lock.
     pub fn store(&self, value: Arc<T>) {
         let old = {
@@ -215,21 +221,51 @@ impl<T> Default for Mailbox<T> {
 /// Regions are tiny under loom.
 pub const REGION_BYTES: usize = 64;
 
-/// Stand-in region: sectors are allocated one by one as loom cells.
+/// Stand-in region: one loom cell per byte, owned here; pages are handles
+/// into it (as real pages are pointers into a mapping).
 pub struct Region {
-    bytes: usize,
+    cells: Box<[loom::cell::UnsafeCell<u8>]>,
 }
 
 impl Region {
     /// A region of `bytes`.
     pub fn map(bytes: usize) -> Option<Region> {
-        Some(Region { bytes })
+        Some(Region { cells: (0..bytes).map(|_| loom::cell::UnsafeCell::new(0u8)).collect() })
     }
-    /// Splits into sectors of `sector` bytes, each one loom cell per byte.
-    pub fn carve(&mut self, sector: usize) -> Vec<RawMem> {
-        (0..self.bytes / sector)
-            .map(|_| RawMem { cells: (0..sector).map(|_| loom::cell::UnsafeCell::new(0u8)).collect() })
+    /// Splits into pages of `unit` bytes, in descending order (as the real
+    /// `carve`).
+    pub fn carve(&mut self, unit: usize) -> Vec<Page> {
+        let base = self.cells.as_ptr();
+        (0..self.cells.len() / unit)
+            .rev()
+            .map(|i| Page {
+                cells: std::ptr::NonNull::new(base.wrapping_add(i * unit).cast_mut()).expect("a box is not at null"),
+                region: base as usize,
+            })
             .collect()
+    }
+}
+
+/// One page: a pointer into a [`Region`]'s cells and the region it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    cells: std::ptr::NonNull<loom::cell::UnsafeCell<u8>>,
+    region: usize,
+}
+
+// SAFETY: as for `RawMem`: a plain name for cells loom tracks.
+unsafe impl Send for Page {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Page {}
+
+impl Page {
+    /// The page's `len` bytes.
+    pub fn mem(self, len: usize) -> RawMem {
+        RawMem { cells: self.cells, len: len as u32, region: self.region }
+    }
+    /// The page's address (to sort).
+    pub fn addr(self) -> usize {
+        self.cells.as_ptr() as usize
     }
 }
 
@@ -243,7 +279,7 @@ impl Region {
 pub struct Lent<'a> {
     copy: Box<[u8]>,
     reads: Vec<loom::cell::ConstPtr<u8>>,
-    _mem: std::marker::PhantomData<&'a RawMem>,
+    _mem: std::marker::PhantomData<&'a [u8]>,
 }
 
 impl std::ops::Deref for Lent<'_> {
@@ -267,27 +303,42 @@ impl Drop for Lent<'_> {
     }
 }
 
-/// Sector bytes as loom cells, so loom checks every access for races.
-#[derive(Debug)]
+/// A handle to sector bytes as loom cells (a pointer into a [`Region`]'s
+/// cells), so loom checks every access for races. `Copy`, as the real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawMem {
-    cells: Box<[loom::cell::UnsafeCell<u8>]>,
+    cells: std::ptr::NonNull<loom::cell::UnsafeCell<u8>>,
+    len: u32,
+    region: usize,
 }
 
 // SAFETY: every access to the cells goes through loom's `with`/`with_mut`,
 // which track it; the engine's protocol (the contract being modelled) is what
 // keeps accesses ordered, and loom reports any access that is not.
 unsafe impl Sync for RawMem {}
-// SAFETY: as for `Sync`: the cells own plain bytes.
+// SAFETY: as for `Sync`: the handle names plain bytes.
 unsafe impl Send for RawMem {}
 
 impl RawMem {
     /// The length in bytes.
     pub fn len(&self) -> usize {
-        self.cells.len()
+        self.len as usize
     }
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.len == 0
+    }
+    /// As the real `join`.
+    pub fn join(&self, next: &RawMem) -> Option<RawMem> {
+        let adjacent =
+            self.region == next.region && self.cells.as_ptr().wrapping_add(self.len as usize) == next.cells.as_ptr();
+        adjacent.then(|| RawMem { cells: self.cells, len: self.len + next.len, region: self.region })
+    }
+    fn cell(&self, i: usize) -> &loom::cell::UnsafeCell<u8> {
+        assert!(i < self.len(), "out of the handle's bounds");
+        // SAFETY: in bounds (asserted) of a region's cells, which live as
+        // long as the pool (the caller's contract: the memory is live).
+        unsafe { &*self.cells.as_ptr().add(i) }
     }
     /// Copies bytes out. Same contract as the real one; loom checks it.
     ///
@@ -296,7 +347,7 @@ impl RawMem {
     pub unsafe fn read(&self, off: usize, buf: &mut [u8]) {
         for (i, b) in buf.iter_mut().enumerate() {
             // SAFETY: loom tracks this access and reports a concurrent write.
-            *b = self.cells[off + i].with(|p| unsafe { *p });
+            *b = self.cell(off + i).with(|p| unsafe { *p });
         }
     }
     /// The stand-in for lending `len` bytes at `off` as a slice of the sector
@@ -304,13 +355,14 @@ impl RawMem {
     /// drops.
     ///
     /// # Safety
-    /// As for the real `RawMem::lend`: in bounds, and no thread writes the
-    /// range while the returned value lives (loom checks that).
-    pub unsafe fn lend(&self, off: usize, len: usize) -> Lent<'_> {
-        let reads: Vec<_> = self.cells[off..off + len].iter().map(|c| c.get()).collect();
-        // SAFETY: each `ConstPtr` points into `self.cells`, which outlive
-        // `self`'s borrow (and so the `Lent`); loom tracks the read from
-        // `get` until the pointer drops and reports any write meanwhile.
+    /// As for the real `RawMem::lend`: in bounds, live for `'a`, and no
+    /// thread writes the range while the returned value lives (loom checks
+    /// that).
+    pub unsafe fn lend<'a>(self, off: usize, len: usize) -> Lent<'a> {
+        let reads: Vec<_> = (off..off + len).map(|i| self.cell(i).get()).collect();
+        // SAFETY: each `ConstPtr` points into a region's cells, which outlive
+        // `'a` (the caller's contract); loom tracks the read from `get`
+        // until the pointer drops and reports any write meanwhile.
         let copy = reads.iter().map(|p| unsafe { *p.deref() }).collect();
         Lent { copy, reads, _mem: std::marker::PhantomData }
     }
@@ -321,26 +373,23 @@ impl RawMem {
     pub unsafe fn write(&self, off: usize, data: &[u8]) {
         for (i, b) in data.iter().enumerate() {
             // SAFETY: loom tracks this access and reports a concurrent access.
-            self.cells[off + i].with_mut(|p| unsafe { *p = *b });
+            self.cell(off + i).with_mut(|p| unsafe { *p = *b });
         }
     }
-    /// Copies `len` bytes at `off` from `src`.
+    /// Copies `len` bytes at `from` of `src` to `to`.
     ///
     /// # Safety
     /// As for the real `RawMem::copy_from`.
-    pub unsafe fn copy_from(&self, off: usize, src: &RawMem, len: usize) {
-        for i in off..off + len {
+    pub unsafe fn copy_from(&self, to: usize, src: &RawMem, from: usize, len: usize) {
+        for i in 0..len {
             // SAFETY: loom tracks both accesses and reports races.
-            let b = src.cells[i].with(|p| unsafe { *p });
+            let b = src.cell(from + i).with(|p| unsafe { *p });
             // SAFETY: as above.
-            self.cells[i].with_mut(|p| unsafe { *p = b });
+            self.cell(to + i).with_mut(|p| unsafe { *p = b });
         }
     }
-    /// Writes zeros.
-    ///
-    /// # Safety
-    /// The stand-in for handing a sector's pages back to the OS: every byte
-    /// becomes 0, as a write loom checks.
+    /// The stand-in for handing a page back to the OS: every byte becomes
+    /// 0, as a write loom checks.
     ///
     /// # Safety
     /// As for the real [`discard`].
@@ -348,22 +397,60 @@ impl RawMem {
         // SAFETY: the caller's contract.
         unsafe { self.zero(0, self.len()) }
     }
+    /// Writes zeros.
+    ///
+    /// # Safety
     /// As for the real `RawMem::zero`.
     pub unsafe fn zero(&self, off: usize, len: usize) {
-        for c in &self.cells[off..off + len] {
+        for i in off..off + len {
             // SAFETY: loom tracks this access and reports a concurrent access.
-            c.with_mut(|p| unsafe { *p = 0 });
+            self.cell(i).with_mut(|p| unsafe { *p = 0 });
         }
     }
 }
 
-/// As the real `discard`: every byte of `mems` becomes 0 (a write loom checks).
+/// As the real `discard`: every byte of `pages` becomes 0 (a write loom
+/// checks).
 ///
 /// # Safety
 /// As for the real `discard`.
-pub unsafe fn discard(mems: &mut [RawMem]) {
-    for m in mems.iter() {
+pub unsafe fn discard(pages: &mut [Page], len: usize) {
+    for p in pages.iter() {
         // SAFETY: the caller's contract.
-        unsafe { m.discard_one() }
+        unsafe { p.mem(len).discard_one() }
     }
 }
+
+/// A mark in a table node that loom can see: a loom cell that readers read
+/// (`observe`) as they pass the node and the runner writes (`renew`) when it
+/// (re)initialises the node. A node reused while a reader of an older
+/// version can still walk it is then a loom causality violation, though the
+/// node's own fields are plain memory loom does not track.
+#[derive(Debug)]
+pub struct Stamp(loom::cell::UnsafeCell<u8>);
+
+impl Stamp {
+    /// A new stamp.
+    pub fn new() -> Self {
+        Stamp(loom::cell::UnsafeCell::new(0))
+    }
+    /// A reader passes the node.
+    pub fn observe(&self) {
+        // SAFETY: a tracked read of a plain byte.
+        self.0.with(|p| unsafe { std::ptr::read_volatile(p) });
+    }
+    /// The runner (re)initialises the node.
+    pub fn renew(&mut self) {
+        // SAFETY: a tracked write of a plain byte.
+        self.0.with_mut(|p| unsafe { *p = (*p).wrapping_add(1) });
+    }
+}
+
+impl Default for Stamp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// loom's `UnsafeCell` (every access tracked).
+pub use loom::cell::UnsafeCell;
