@@ -386,4 +386,11 @@ impl Engine {
     pub fn pending_requests(&self, ino: Ino) -> usize {
         self.node(ino).map_or(0, |n| n.actor.pending())
     }
+
+    /// Sizes of the per-inode structures (name, bytes), for the per-file
+    /// memory bench. Internal, not semver.
+    #[doc(hidden)]
+    pub fn mem_layout() -> Vec<(&'static str, usize)> {
+        crate::node::layout()
+    }
 }

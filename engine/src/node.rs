@@ -1128,3 +1128,21 @@ pub(crate) fn check_xattr_name(name: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Sizes of the per-inode structures, for the per-file memory bench
+/// (`benches/src/bin/per_file.rs`). Internal, not semver.
+pub(crate) fn layout() -> Vec<(&'static str, usize)> {
+    use std::mem::size_of;
+    vec![
+        ("Node", size_of::<Node>()),
+        ("Snap", size_of::<Snap>()),
+        ("Meta", size_of::<Meta>()),
+        ("FileData", size_of::<FileData>()),
+        ("Combiner", size_of::<Combiner<Op<'static>, Result<u64>>>()),
+        ("Mutex<Life>", size_of::<Mutex<Life>>()),
+        ("ArcSwap<Snap>", size_of::<ArcSwap<Snap>>()),
+        ("Link", size_of::<Link>()),
+        ("Ent", size_of::<Ent>()),
+        ("Dir", size_of::<Dir>()),
+    ]
+}
