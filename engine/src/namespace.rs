@@ -26,7 +26,8 @@
 //! link count, lookup references and open count are all zero is freed. A
 //! whiteout made by `rename` starts with none.
 
-use crate::node::{Dir, Meta, Node, FIRST_COOKIE};
+use crate::dir::{Dir, FIRST_COOKIE};
+use crate::node::{Meta, Node};
 use crate::sync::atomic::Ordering;
 use crate::sync::{Arc, RwLockWriteGuard};
 use crate::types::*;
@@ -77,7 +78,7 @@ impl Engine {
         check_name(name)?;
         let key = self.key(name);
         let dir = p.dir.as_ref().ok_or(Error::NotDir)?.read();
-        let ino = dir.by_key.get(&*key).ok_or(Error::NotFound)?.ino;
+        let ino = dir.get(&key).ok_or(Error::NotFound)?.ino;
         // Held under the directory's read lock, so the entry (and so the
         // node) cannot be removed before the reference is taken.
         let n = self.node(ino)?;
@@ -150,7 +151,7 @@ impl Engine {
         if d.dead {
             return Err(Error::NotFound);
         }
-        if d.by_key.contains_key(&*key) {
+        if d.contains(&key) {
             return Err(Error::Exists);
         }
         self.reserve_inode()?;
@@ -159,7 +160,7 @@ impl Engine {
         let ino = node.ino;
         node.life.lock().lookups = 1;
         self.nodes.insert(ino, Arc::clone(&node));
-        d.insert(key.into_owned().into_boxed_slice(), name.into(), ino, kind);
+        d.insert(&key, name, ino, kind);
         p.sync_entries(&d);
         if kind == FileType::Directory {
             let mut pl = p.life.lock();
@@ -318,7 +319,7 @@ impl Engine {
         if d.dead {
             return Err(Error::NotFound);
         }
-        if d.by_key.contains_key(&*key) {
+        if d.contains(&key) {
             return Err(Error::Exists);
         }
         {
@@ -333,7 +334,7 @@ impl Engine {
             n.set_nlink(&mut l, nl);
             l.lookups += 1;
         }
-        d.insert(key.into_owned().into_boxed_slice(), newname.into(), ino, n.kind);
+        d.insert(&key, newname, ino, n.kind);
         p.sync_entries(&d);
         self.touch(&p, true);
         drop(d);
@@ -354,7 +355,7 @@ impl Engine {
         let p = self.dir_node(parent)?;
         let key = self.key(name);
         let mut d = p.dir.as_ref().ok_or(Error::NotDir)?.write();
-        let e = d.by_key.get(&*key).ok_or(Error::NotFound)?;
+        let e = d.get(&key).ok_or(Error::NotFound)?;
         if e.kind == FileType::Directory {
             return Err(Error::IsDir);
         }
@@ -387,14 +388,14 @@ impl Engine {
         let p = self.dir_node(parent)?;
         let key = self.key(name);
         let mut d = p.dir.as_ref().ok_or(Error::NotDir)?.write();
-        let e = d.by_key.get(&*key).ok_or(Error::NotFound)?;
+        let e = d.get(&key).ok_or(Error::NotFound)?;
         if e.kind != FileType::Directory {
             return Err(Error::NotDir);
         }
         let child = self.node(e.ino)?;
         {
             let mut cd = child.dir.as_ref().ok_or(Error::NotDir)?.write();
-            if !cd.by_key.is_empty() {
+            if !cd.is_empty() {
                 return Err(Error::NotEmpty);
             }
             cd.dead = true;
@@ -532,10 +533,10 @@ impl Engine {
         if g1.dead || g2.as_ref().is_some_and(|g| g.dead) {
             return Err(Error::NotFound);
         }
-        let src = g1.by_key.get(&*k1).cloned().ok_or(Error::NotFound)?;
+        let src = g1.get(&k1).ok_or(Error::NotFound)?;
         let dst = match &g2 {
-            Some(g) => g.by_key.get(&*k2).cloned(),
-            None => g1.by_key.get(&*k2).cloned(),
+            Some(g) => g.get(&k2),
+            None => g1.get(&k2),
         };
         if src.ino == ROOT {
             return Err(Error::Busy);
@@ -552,9 +553,7 @@ impl Engine {
                 // Same inode (the same entry or two hard links): nothing to
                 // do, except a case-only rename on a case-insensitive mount.
                 if !cross && k1 == k2 && name != newname {
-                    if let Some(e) = g1.by_key.get_mut(&*k1) {
-                        e.name = newname.into();
-                    }
+                    g1.set_name(&k1, newname);
                 }
                 return Ok(());
             }
@@ -571,12 +570,7 @@ impl Engine {
             let dst_dir = dst.kind == FileType::Directory;
             let dst_node = self.node(dst.ino)?;
             // Swap which inode each name points to, keeping names and cookies.
-            let set = |g: &mut Dir, key: &[u8], e: &crate::node::Ent| {
-                if let Some(slot) = g.by_key.get_mut(key) {
-                    slot.ino = e.ino;
-                    slot.kind = e.kind;
-                }
-            };
+            let set = |g: &mut Dir, key: &[u8], e: &crate::dir::Ent| g.set_target(key, e.ino, e.kind);
             match &mut g2 {
                 Some(b) => {
                     set(&mut g1, &k1, &dst);
@@ -627,7 +621,7 @@ impl Engine {
             if t_dir {
                 // `tn` is a child of newparent (locked above): lock it after.
                 let mut td = tn.dir.as_ref().ok_or(Error::NotDir)?.write();
-                if !td.by_key.is_empty() {
+                if !td.is_empty() {
                     return Err(Error::NotEmpty);
                 }
                 if whiteout {
@@ -651,9 +645,9 @@ impl Engine {
             target_dir.remove(&k2);
         }
         let mut src_name = None;
-        if let Some(e) = moved {
-            target_dir.insert(k2.into_owned().into_boxed_slice(), newname.into(), e.ino, e.kind);
-            src_name = Some(e.name);
+        if let Some((e, stored)) = moved {
+            target_dir.insert(&k2, newname, e.ino, e.kind);
+            src_name = Some(stored);
         }
         // The whiteout takes the source's name (as stored) in the source
         // directory, under the same locks: the name is never missing.
@@ -669,14 +663,14 @@ impl Engine {
             };
             let n = self.new_node(&p1, new);
             self.nodes.insert(n.ino, Arc::clone(&n));
-            (k1.into_owned().into_boxed_slice(), src_name.unwrap_or_else(|| name.into()), n.ino)
+            (k1, src_name.unwrap_or_else(|| name.into()), n.ino)
         });
         // Injected bug when on (loom-tests/tests/ns_races.rs): the whiteout
         // is inserted only after the locks are dropped, so the source name
         // is missing for a moment.
         #[cfg(not(loom_bug = "ns_whiteout_late"))]
         if let Some((key, wname, ino)) = wout {
-            g1.insert(key, wname, ino, FileType::CharDevice);
+            g1.insert(&key, &wname, ino, FileType::CharDevice);
         }
         p1.sync_entries(&g1);
         if let Some(b) = &g2 {
@@ -711,7 +705,7 @@ impl Engine {
         #[cfg(loom_bug = "ns_whiteout_late")]
         if let Some((key, wname, ino)) = wout {
             let mut g = d1.write();
-            g.insert(key, wname, ino, FileType::CharDevice);
+            g.insert(&key, &wname, ino, FileType::CharDevice);
             p1.sync_entries(&g);
         }
         Ok(())
@@ -739,11 +733,9 @@ impl Engine {
         if from < 2 && !f(DirEntry { ino: parent, kind: FileType::Directory, name: b"..", next: 2 }) {
             return Ok(());
         }
-        for (cookie, key) in d.order.range(from.max(FIRST_COOKIE)..) {
-            if let Some(e) = d.by_key.get(key) {
-                if !f(DirEntry { ino: e.ino, kind: e.kind, name: &e.name, next: cookie + 1 }) {
-                    break;
-                }
+        for (name, e) in d.iter_from(from.max(FIRST_COOKIE)) {
+            if !f(DirEntry { ino: e.ino, kind: e.kind, name, next: e.cookie + 1 }) {
+                break;
             }
         }
         Ok(())

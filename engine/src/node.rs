@@ -70,11 +70,11 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
 
 use crate::acl::{Acl, AclKind};
 use crate::actor::{Combiner, Request};
 use crate::data::{Ctx, FileData};
+use crate::dir::Dir;
 use crate::sector::table::{free_one, free_retired, Edit, Retired};
 use crate::sector::Pool;
 use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -726,45 +726,6 @@ impl Life {
     }
 }
 
-/// One directory entry.
-#[derive(Debug, Clone)]
-pub(crate) struct Ent {
-    pub(crate) name: Box<[u8]>,
-    pub(crate) ino: Ino,
-    pub(crate) kind: FileType,
-    pub(crate) cookie: u64,
-}
-
-/// A directory's entries: by (folded) name, and in creation order by cookie.
-#[derive(Debug)]
-pub(crate) struct Dir {
-    pub(crate) by_key: HashMap<Box<[u8]>, Ent>,
-    pub(crate) order: BTreeMap<u64, Box<[u8]>>,
-    pub(crate) next_cookie: u64,
-    /// Set by rmdir (and rename over it): nothing may be created inside.
-    pub(crate) dead: bool,
-}
-
-/// The first cookie of a real entry (1 and 2 are `.` and `..`).
-pub(crate) const FIRST_COOKIE: u64 = 3;
-
-impl Dir {
-    pub(crate) fn new() -> Dir {
-        Dir { by_key: HashMap::new(), order: BTreeMap::new(), next_cookie: FIRST_COOKIE, dead: false }
-    }
-    pub(crate) fn insert(&mut self, key: Box<[u8]>, name: Box<[u8]>, ino: Ino, kind: FileType) {
-        let cookie = self.next_cookie;
-        self.next_cookie += 1;
-        self.order.insert(cookie, key.clone());
-        self.by_key.insert(key, Ent { name, ino, kind, cookie });
-    }
-    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Ent> {
-        let e = self.by_key.remove(key)?;
-        self.order.remove(&e.cookie);
-        Some(e)
-    }
-}
-
 /// An inode.
 pub(crate) struct Node {
     pub(crate) ino: Ino,
@@ -847,7 +808,7 @@ impl Node {
 
     /// Mirrors the entry count of `d` (this node's directory, write-locked by the caller).
     pub(crate) fn sync_entries(&self, d: &Dir) {
-        self.entries.store(d.by_key.len() as u64, Ordering::Release);
+        self.entries.store(d.len() as u64, Ordering::Release);
     }
 
     /// Submits one mutation through the node's actor.
@@ -1142,7 +1103,6 @@ pub(crate) fn layout() -> Vec<(&'static str, usize)> {
         ("Mutex<Life>", size_of::<Mutex<Life>>()),
         ("ArcSwap<Snap>", size_of::<ArcSwap<Snap>>()),
         ("Link", size_of::<Link>()),
-        ("Ent", size_of::<Ent>()),
         ("Dir", size_of::<Dir>()),
     ]
 }
