@@ -186,7 +186,7 @@ impl Engine {
 
     pub(crate) fn dir_node(&self, ino: Ino) -> Result<Arc<Node>> {
         let n = self.node(ino)?;
-        if n.dir.is_none() {
+        if n.dir().is_none() {
             return Err(Error::NotDir);
         }
         Ok(n)
@@ -212,8 +212,8 @@ impl Engine {
         let ss = self.cfg.sector_size as u64;
         let size = match n.kind {
             FileType::Regular => s.data.len(),
-            FileType::Symlink => n.target.as_ref().map_or(0, |t| t.len() as u64),
-            FileType::Directory => (n.entries.load(Ordering::Acquire) + 2) * 20,
+            FileType::Symlink => n.target().map_or(0, |t| t.len() as u64),
+            FileType::Directory => (n.entries() + 2) * 20,
             _ => 0,
         };
         Attr {
@@ -247,7 +247,7 @@ impl Engine {
         let gone = {
             let mut life = n.life.lock();
             f(n, &mut life);
-            life.settle()
+            n.settle(&life)
         };
         if gone {
             self.free(n);

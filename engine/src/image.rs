@@ -224,7 +224,7 @@ impl Engine {
         let mut i = 0;
         while i < nodes.len() {
             let n = Arc::clone(&nodes[i].0);
-            if let Some(d) = &n.dir {
+            if let Some(d) = n.dir() {
                 let d = d.read();
                 let mut enc = Vec::with_capacity(d.len() * 24);
                 for (name, e) in d.iter_from(0) {
@@ -556,7 +556,7 @@ impl Snapshot {
             for t in [m.atime, m.mtime, m.ctime, m.crtime] {
                 put_time(b, t);
             }
-            if let Some(t) = &n.target {
+            if let Some(t) = n.target() {
                 b.extend_from_slice(t);
             }
             o.end(at)?;
@@ -1071,7 +1071,7 @@ impl Loader {
             let parent = if ino == ROOT { ROOT } else { parent };
             let xattrs = s.xattrs.map(Arc::new);
             let node = Node::with_version(ino, s.kind, Snap::loaded(meta, s.data, xattrs), nlink, parent, s.target);
-            if let (Some(d), Some(staged)) = (&node.dir, s.dir) {
+            if let (Some(d), Some(staged)) = (node.dir(), s.dir) {
                 let mut g = d.write();
                 *g = staged;
                 node.sync_entries(&g);

@@ -72,12 +72,12 @@ impl Engine {
             return Ok(self.hand_out(&p));
         }
         if name == b".." {
-            let up = self.node(p.parent.load(Ordering::Acquire))?;
+            let up = self.node(p.parent())?;
             return Ok(self.hand_out(&up));
         }
         check_name(name)?;
         let key = self.key(name);
-        let dir = p.dir.as_ref().ok_or(Error::NotDir)?.read();
+        let dir = p.dir().ok_or(Error::NotDir)?.read();
         let ino = dir.get(&key).ok_or(Error::NotFound)?.ino;
         // Held under the directory's read lock, so the entry (and so the
         // node) cannot be removed before the reference is taken.
@@ -144,7 +144,7 @@ impl Engine {
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
-        let pdir = p.dir.as_ref().ok_or(Error::NotDir)?;
+        let pdir = p.dir().ok_or(Error::NotDir)?;
         let mut d = pdir.write();
         // Injected bug when off (loom-tests/tests/ns_races.rs): create inside a removed directory.
         #[cfg(not(loom_bug = "ns_create_in_dead_dir"))]
@@ -273,7 +273,7 @@ impl Engine {
     /// `NotFound`, `InvalidArgument` (not a symlink).
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let n = self.node(ino)?;
-        n.target.as_ref().map(|t| t.to_vec()).ok_or(Error::InvalidArgument)
+        n.target().map(|t| t.to_vec()).ok_or(Error::InvalidArgument)
     }
 
     /// An anonymous regular file in `parent`'s file system (`O_TMPFILE`):
@@ -315,7 +315,7 @@ impl Engine {
         }
         let p = self.dir_node(newparent)?;
         let key = self.key(newname);
-        let mut d = p.dir.as_ref().ok_or(Error::NotDir)?.write();
+        let mut d = p.dir().ok_or(Error::NotDir)?.write();
         if d.dead {
             return Err(Error::NotFound);
         }
@@ -324,7 +324,7 @@ impl Engine {
         }
         {
             let mut l = n.life.lock();
-            if l.gone || (l.nlink == 0 && l.opens == 0) {
+            if n.gone(&l) || (l.nlink == 0 && l.opens == 0) {
                 return Err(Error::NotFound);
             }
             if l.nlink >= LINK_MAX {
@@ -354,7 +354,7 @@ impl Engine {
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
-        let mut d = p.dir.as_ref().ok_or(Error::NotDir)?.write();
+        let mut d = p.dir().ok_or(Error::NotDir)?.write();
         let e = d.get(&key).ok_or(Error::NotFound)?;
         if e.kind == FileType::Directory {
             return Err(Error::IsDir);
@@ -387,14 +387,14 @@ impl Engine {
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
-        let mut d = p.dir.as_ref().ok_or(Error::NotDir)?.write();
+        let mut d = p.dir().ok_or(Error::NotDir)?.write();
         let e = d.get(&key).ok_or(Error::NotFound)?;
         if e.kind != FileType::Directory {
             return Err(Error::NotDir);
         }
         let child = self.node(e.ino)?;
         {
-            let mut cd = child.dir.as_ref().ok_or(Error::NotDir)?.write();
+            let mut cd = child.dir().ok_or(Error::NotDir)?.write();
             if !cd.is_empty() {
                 return Err(Error::NotEmpty);
             }
@@ -430,7 +430,7 @@ impl Engine {
                 return false;
             }
             match self.nodes.get(&ino) {
-                Some(n) => ino = n.parent.load(Ordering::Acquire),
+                Some(n) => ino = n.parent(),
                 None => return false,
             }
         }
@@ -507,8 +507,8 @@ impl Engine {
         let _rl = cross.then(|| self.rename_lock.lock());
         // Lock the parents: ancestor first, else lower inode first.
         let (g1, g2): (RwLockWriteGuard<'_, Dir>, Option<RwLockWriteGuard<'_, Dir>>);
-        let d1 = p1.dir.as_ref().ok_or(Error::NotDir)?;
-        let d2 = p2.dir.as_ref().ok_or(Error::NotDir)?;
+        let d1 = p1.dir().ok_or(Error::NotDir)?;
+        let d2 = p2.dir().ok_or(Error::NotDir)?;
         if !cross {
             g1 = d1.write();
             g2 = None;
@@ -592,10 +592,10 @@ impl Engine {
                 lose.set_nlink(&mut l, nl);
             }
             if src_dir {
-                src_node.parent.store(newparent, Ordering::Release);
+                src_node.set_parent(newparent);
             }
             if dst_dir {
-                dst_node.parent.store(parent, Ordering::Release);
+                dst_node.set_parent(parent);
             }
             self.touch(&p1, true);
             if cross {
@@ -620,7 +620,7 @@ impl Engine {
             let tn = self.node(t.ino)?;
             if t_dir {
                 // `tn` is a child of newparent (locked above): lock it after.
-                let mut td = tn.dir.as_ref().ok_or(Error::NotDir)?.write();
+                let mut td = tn.dir().ok_or(Error::NotDir)?.write();
                 if !td.is_empty() {
                     return Err(Error::NotEmpty);
                 }
@@ -688,7 +688,7 @@ impl Engine {
             }
         }
         if src_dir && cross {
-            src_node.parent.store(newparent, Ordering::Release);
+            src_node.set_parent(newparent);
             for (p, up) in [(&p1, false), (&p2, true)] {
                 let mut l = p.life.lock();
                 let nl = if up { l.nlink + 1 } else { l.nlink.saturating_sub(1) };
@@ -725,8 +725,8 @@ impl Engine {
     /// `NotFound`, `NotDir`.
     pub fn readdir(&self, ino: Ino, from: u64, mut f: impl FnMut(DirEntry<'_>) -> bool) -> Result<()> {
         let n = self.dir_node(ino)?;
-        let parent = n.parent.load(Ordering::Acquire);
-        let d = n.dir.as_ref().ok_or(Error::NotDir)?.read();
+        let parent = n.parent();
+        let d = n.dir().ok_or(Error::NotDir)?.read();
         if from < 1 && !f(DirEntry { ino, kind: FileType::Directory, name: b".", next: 1 }) {
             return Ok(());
         }
