@@ -3,9 +3,10 @@
 //!
 //! # Layout (issue 17: per-file cost)
 //! * `slots`: the entries in the order they were inserted, which is cookie
-//!   order (cookies only grow). Each slot holds its cookie, the inode, the
-//!   kind and one allocation with the name as stored, followed by the key
-//!   (the folded name) only when the key differs (case-insensitive mounts).
+//!   order (cookies only grow). Each slot (48 bytes) holds its cookie, the
+//!   inode, the kind and the name as stored, followed by the key (the
+//!   folded name) only when the key differs (case-insensitive mounts): in
+//!   the slot itself up to 22 bytes, else in one allocation.
 //!   A removed entry leaves a *tombstone* (no name) that keeps its cookie,
 //!   so the slots stay sorted by cookie and `readdir` finds where to resume
 //!   by binary search.
@@ -17,8 +18,7 @@
 //!
 //! Before this (a `HashMap` by key plus a `BTreeMap` by cookie) a name was
 //! stored three times and an entry of a 12-byte name cost about 225 bytes;
-//! it now costs a slot (40 bytes), a few bytes of index and the name's one
-//! allocation.
+//! it now costs a slot (48 bytes) and a few bytes of index.
 //!
 //! # Cookies
 //! 1 and 2 are `.` and `..`; entries get increasing cookies at insertion
@@ -50,46 +50,74 @@ pub(crate) struct Ent {
     pub(crate) cookie: u64,
 }
 
+/// Bytes of a slot's text kept in the slot itself.
+const SMALL: usize = 22;
+
+/// A slot's text: in the slot up to [`SMALL`] bytes (most names: no
+/// allocation at all), else on the heap.
+#[derive(Debug)]
+enum Text {
+    Small { len: u8, bytes: [u8; SMALL] },
+    Big(Box<[u8]>),
+}
+
+impl Text {
+    const EMPTY: Text = Text::Small { len: 0, bytes: [0; SMALL] };
+
+    /// `name`, then `key` if it differs.
+    fn new(key: &[u8], name: &[u8]) -> Text {
+        let both = if key == name { &[name][..] } else { &[name, key][..] };
+        let len: usize = both.iter().map(|p| p.len()).sum();
+        if len <= SMALL {
+            let mut bytes = [0; SMALL];
+            let mut at = 0;
+            for p in both {
+                bytes[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            Text::Small { len: len as u8, bytes }
+        } else {
+            Text::Big(both.concat().into_boxed_slice())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Small { len, bytes } => &bytes[..*len as usize],
+            Text::Big(b) => b,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     cookie: u64,
     ino: Ino,
     /// The name as stored, then the key if it differs; empty: removed (a
     /// name is never empty).
-    text: Box<[u8]>,
-    /// Bytes of `text` that are the name.
-    name_len: u32,
+    text: Text,
+    /// Bytes of `text` that are the name (a name has at most 255).
+    name_len: u8,
     kind: FileType,
 }
 
 impl Slot {
     fn live(&self) -> bool {
-        !self.text.is_empty()
+        !self.text.bytes().is_empty()
     }
     fn name(&self) -> &[u8] {
-        &self.text[..self.name_len as usize]
+        &self.text.bytes()[..self.name_len as usize]
     }
     fn key(&self) -> &[u8] {
-        if self.text.len() > self.name_len as usize {
-            &self.text[self.name_len as usize..]
+        let t = self.text.bytes();
+        if t.len() > self.name_len as usize {
+            &t[self.name_len as usize..]
         } else {
-            &self.text
+            t
         }
     }
     fn ent(&self) -> Ent {
         Ent { ino: self.ino, kind: self.kind, cookie: self.cookie }
-    }
-}
-
-/// The text of a slot: `name`, then `key` if it differs.
-fn text(key: &[u8], name: &[u8]) -> Box<[u8]> {
-    if key == name {
-        name.into()
-    } else {
-        let mut t = Vec::with_capacity(name.len() + key.len());
-        t.extend_from_slice(name);
-        t.extend_from_slice(key);
-        t.into_boxed_slice()
     }
 }
 
@@ -138,16 +166,16 @@ impl Dir {
         self.find(key).is_some()
     }
 
-    /// Adds an entry (the caller checked that `key` is not there) with the
-    /// next cookie.
+    /// Adds an entry (the caller checked that `key` is not there and that
+    /// `name` is a valid name: 1 to 255 bytes) with the next cookie.
     pub(crate) fn insert(&mut self, key: &[u8], name: &[u8], ino: Ino, kind: FileType) {
-        debug_assert!(!name.is_empty() && !key.is_empty());
+        debug_assert!(!name.is_empty() && !key.is_empty() && name.len() <= crate::types::NAME_MAX);
         let cookie = self.next_cookie;
         self.next_cookie += 1;
-        // Slot numbers are u32: 2^32 entries of 40 bytes would be 160 GiB
+        // Slot numbers are u32: 2^32 entries of 48 bytes would be 192 GiB
         // of slots alone, so the memory limit comes first.
         let i = self.slots.len() as u32;
-        self.slots.push(Slot { cookie, ino, text: text(key, name), name_len: name.len() as u32, kind });
+        self.slots.push(Slot { cookie, ino, text: Text::new(key, name), name_len: name.len() as u8, kind });
         let Dir { slots, index, hasher, .. } = self;
         let h = hasher.hash_one(key);
         index.insert_unique(h, i, |&j| hasher.hash_one(slots[j as usize].key()));
@@ -160,8 +188,10 @@ impl Dir {
         let (i, _) = index.find_entry(h, |&i| slots[i as usize].key() == key).ok()?.remove();
         let s = &mut slots[i as usize];
         let ent = s.ent();
-        let text = std::mem::take(&mut s.text);
-        let name = if text.len() == s.name_len as usize { text } else { text[..s.name_len as usize].into() };
+        let name = match std::mem::replace(&mut s.text, Text::EMPTY) {
+            Text::Big(b) if b.len() == s.name_len as usize => b,
+            t => t.bytes()[..s.name_len as usize].into(),
+        };
         self.maybe_compact();
         Some((ent, name))
     }
@@ -181,8 +211,8 @@ impl Dir {
     pub(crate) fn set_name(&mut self, key: &[u8], name: &[u8]) {
         if let Some(i) = self.find(key) {
             let s = &mut self.slots[i];
-            s.text = text(key, name);
-            s.name_len = name.len() as u32;
+            s.text = Text::new(key, name);
+            s.name_len = name.len() as u8;
         }
     }
 
@@ -192,6 +222,9 @@ impl Dir {
         let start = self.slots.partition_point(|s| s.cookie < from);
         self.slots[start..].iter().filter(|s| s.live()).map(|s| (s.name(), s.ent()))
     }
+
+    /// Bytes of one slot (for the per-file memory bench).
+    pub(crate) const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 
     /// Drops the tombstones once they outnumber the live entries.
     fn maybe_compact(&mut self) {
@@ -250,6 +283,19 @@ mod tests {
         // New entries get new, larger cookies.
         d.insert(b"f1", b"f1", 7, FileType::Regular);
         assert_eq!(names(&d, 0).last().unwrap(), &(b"f1".to_vec(), FIRST_COOKIE + 100));
+    }
+
+    #[test]
+    fn long_names_and_keys_on_the_heap() {
+        let mut d = Dir::new();
+        let long = [b'a'; 255];
+        let name = [b'A'; 255];
+        d.insert(&long, &name, 9, FileType::Regular);
+        d.insert(b"0123456789abcdefghijk", b"0123456789ABCDEFGHIJK", 10, FileType::Regular);
+        assert_eq!(d.get(&long).map(|e| e.ino), Some(9));
+        assert_eq!(names(&d, 0).iter().map(|(n, _)| n.len()).collect::<Vec<_>>(), [255, 21]);
+        assert_eq!(&*d.remove(&long).unwrap().1, &name[..]);
+        assert_eq!(&*d.remove(b"0123456789abcdefghijk").unwrap().1, b"0123456789ABCDEFGHIJK");
     }
 
     #[test]

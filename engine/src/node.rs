@@ -1194,5 +1194,7 @@ pub(crate) fn layout() -> Vec<(&'static str, usize)> {
         ("ArcSwap<Snap>", size_of::<ArcSwap<Snap>>()),
         ("Link", size_of::<Link>()),
         ("Dir", size_of::<Dir>()),
+        ("Dir slot", Dir::SLOT_BYTES),
+        ("Extra", size_of::<Extra>()),
     ]
 }
