@@ -149,10 +149,10 @@ impl Engine {
             uid: cfg.root_uid,
             gid: cfg.root_gid,
             rdev: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
+            atime: now.into(),
+            mtime: now.into(),
+            ctime: now.into(),
+            crtime: now.into(),
             flags: 0,
         };
         let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, None, None));
@@ -227,10 +227,10 @@ impl Engine {
             size,
             blocks: s.data.allocated(ss).div_ceil(512),
             blksize: ss as u32,
-            atime: s.meta.atime,
-            mtime: s.meta.mtime,
-            ctime: s.meta.ctime,
-            crtime: s.meta.crtime,
+            atime: s.meta.atime.get(),
+            mtime: s.meta.mtime.get(),
+            ctime: s.meta.ctime.get(),
+            crtime: s.meta.crtime.get(),
             flags: s.meta.flags,
         }
     }

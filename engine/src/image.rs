@@ -553,7 +553,7 @@ impl Snapshot {
             }
             let size = if n.kind == FileType::Regular { s.data.len() } else { 0 };
             b.extend_from_slice(&size.to_le_bytes());
-            for t in [m.atime, m.mtime, m.ctime, m.crtime] {
+            for t in [m.atime.get(), m.mtime.get(), m.ctime.get(), m.crtime.get()] {
                 put_time(b, t);
             }
             if let Some(t) = n.target() {
@@ -872,7 +872,17 @@ impl Loader {
                 if self.nodes > self.info.nodes {
                     return Err(corrupt(at, "more NODE records than the header says"));
                 }
-                let meta = Meta { perm, uid, gid, rdev, atime, mtime, ctime, crtime, flags };
+                let meta = Meta {
+                    perm,
+                    uid,
+                    gid,
+                    rdev,
+                    atime: atime.into(),
+                    mtime: mtime.into(),
+                    ctime: ctime.into(),
+                    crtime: crtime.into(),
+                    flags,
+                };
                 let dir = (kind == FileType::Directory).then(Dir::new);
                 let st = Staged {
                     kind,

@@ -133,7 +133,17 @@ impl Engine {
             }
         }
         let now = Time::now();
-        let meta = Meta { perm, uid, gid, rdev, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 };
+        let meta = Meta {
+            perm,
+            uid,
+            gid,
+            rdev,
+            atime: now.into(),
+            mtime: now.into(),
+            ctime: now.into(),
+            crtime: now.into(),
+            flags: 0,
+        };
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let nlink = if kind == FileType::Directory { 2 } else { 1 };
         Arc::new(Node::new(ino, kind, meta, nlink, p.ino, target, xattrs))
@@ -285,8 +295,17 @@ impl Engine {
         let p = self.dir_node(parent)?;
         self.reserve_inode()?;
         let now = Time::now();
-        let meta =
-            Meta { perm: mode & 0o7777, uid, gid, rdev: 0, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 };
+        let meta = Meta {
+            perm: mode & 0o7777,
+            uid,
+            gid,
+            rdev: 0,
+            atime: now.into(),
+            mtime: now.into(),
+            ctime: now.into(),
+            crtime: now.into(),
+            flags: 0,
+        };
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, None, None));
         {

@@ -91,17 +91,41 @@ use crate::{Error, Result};
 pub(crate) type Xattrs = rpds::RedBlackTreeMapSync<Box<[u8]>, Box<[u8]>>;
 
 /// Metadata of a node.
+///
+/// 68 bytes, aligned to 4: its times are [`PTime`]s (12 bytes each, not
+/// [`Time`]'s 16), which keeps every version 16 bytes smaller (issue 17).
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
     pub(crate) perm: u32,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) rdev: u32,
-    pub(crate) atime: Time,
-    pub(crate) mtime: Time,
-    pub(crate) ctime: Time,
-    pub(crate) crtime: Time,
+    pub(crate) atime: PTime,
+    pub(crate) mtime: PTime,
+    pub(crate) ctime: PTime,
+    pub(crate) crtime: PTime,
     pub(crate) flags: u32,
+}
+
+/// A [`Time`] stored in 12 bytes (aligned to 4, no padding). Its fields are
+/// only ever copied out (`get`), never borrowed, so the packing is safe.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
+pub(crate) struct PTime {
+    secs: i64,
+    nanos: u32,
+}
+
+impl PTime {
+    pub(crate) fn get(self) -> Time {
+        Time { secs: self.secs, nanos: self.nanos }
+    }
+}
+
+impl From<Time> for PTime {
+    fn from(t: Time) -> PTime {
+        PTime { secs: t.secs, nanos: t.nanos }
+    }
 }
 
 /// One version of a node: published, superseded, or the runner's draft.
@@ -977,8 +1001,8 @@ impl Node {
                 self.regular()?;
                 w.data.write(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, &data)?;
                 if !data.is_empty() {
-                    w.meta.mtime = now;
-                    w.meta.ctime = now;
+                    w.meta.mtime = now.into();
+                    w.meta.ctime = now.into();
                 }
                 Ok(data.len() as u64)
             }
@@ -986,8 +1010,8 @@ impl Node {
                 self.regular()?;
                 let off = w.data.len();
                 w.data.write(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, &data)?;
-                w.meta.mtime = now;
-                w.meta.ctime = now;
+                w.meta.mtime = now.into();
+                w.meta.ctime = now.into();
                 Ok(off)
             }
             Op::SetAttr(s) => {
@@ -998,7 +1022,7 @@ impl Node {
                         _ => return Err(Error::InvalidArgument),
                     }
                     w.data.set_len(cx, &mut Self::edit(cx, retiring, w.ver, young_after), size)?;
-                    w.meta.mtime = now;
+                    w.meta.mtime = now.into();
                 }
                 if let Some(mode) = s.mode {
                     // chmod rewrites a stored access ACL's owner, group
@@ -1022,13 +1046,13 @@ impl Node {
                     m.gid = gid;
                 }
                 if let Some(t) = s.atime {
-                    m.atime = resolve(t, now);
+                    m.atime = resolve(t, now).into();
                 }
                 if let Some(t) = s.mtime {
-                    m.mtime = resolve(t, now);
+                    m.mtime = resolve(t, now).into();
                 }
                 if let Some(t) = s.crtime {
-                    m.crtime = t;
+                    m.crtime = t.into();
                 }
                 if let Some(f) = s.flags {
                     m.flags = f;
@@ -1044,21 +1068,21 @@ impl Node {
                         w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
                     }
                 }
-                w.meta.ctime = s.ctime.unwrap_or(now);
+                w.meta.ctime = s.ctime.unwrap_or(now).into();
                 Ok(0)
             }
             Op::Fallocate { mode, off, len } => {
                 self.regular()?;
                 w.data.fallocate(cx, &mut Self::edit(cx, retiring, w.ver, young_after), mode, off, len)?;
-                w.meta.mtime = now;
-                w.meta.ctime = now;
+                w.meta.mtime = now.into();
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::Zero { off, end } => {
                 self.regular()?;
                 w.data.zero(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, end)?;
-                w.meta.mtime = now;
-                w.meta.ctime = now;
+                w.meta.mtime = now.into();
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::SetXattr { name, value, flags } => {
@@ -1081,7 +1105,7 @@ impl Node {
                 let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
                 x.insert_mut(name.into_owned().into_boxed_slice(), value.into_owned().into_boxed_slice());
                 w.xattrs = Some(Arc::new(x));
-                w.meta.ctime = now;
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::RemoveXattr { name } => {
@@ -1091,7 +1115,7 @@ impl Node {
                     return Err(Error::NoData);
                 }
                 w.xattrs = if x.is_empty() { None } else { Some(Arc::new(x)) };
-                w.meta.ctime = now;
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::SetAcl { kind, acl, flags, kill_sgid } => {
@@ -1133,15 +1157,15 @@ impl Node {
                     }
                 }
                 w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
-                w.meta.ctime = now;
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::Touch { mtime, ctime } => {
                 if mtime {
-                    w.meta.mtime = now;
+                    w.meta.mtime = now.into();
                 }
                 if ctime {
-                    w.meta.ctime = now;
+                    w.meta.ctime = now.into();
                 }
                 Ok(0)
             }
@@ -1188,6 +1212,7 @@ pub(crate) fn layout() -> Vec<(&'static str, usize)> {
         ("Node", size_of::<Node>()),
         ("Snap", size_of::<Snap>()),
         ("Meta", size_of::<Meta>()),
+        ("PTime", size_of::<PTime>()),
         ("FileData", size_of::<FileData>()),
         ("Combiner", size_of::<Combiner<Op<'static>, Result<u64>>>()),
         ("Mutex<Life>", size_of::<Mutex<Life>>()),
