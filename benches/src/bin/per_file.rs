@@ -14,31 +14,52 @@
 //! 4. reads them again, and prints the deltas divided by N.
 //!
 //! The allocator counters come from a counting global allocator around the
-//! system allocator: bytes requested, and bytes of the chunks glibc handed
-//! out for them (`malloc_usable_size` + 8 bytes of chunk header), live at
-//! the moment of reading. RSS also sees what the allocator keeps but does
-//! not count (fragmentation, arena slack, freed-but-kept memory).
+//! system allocator (or mimalloc, built with `--features mimalloc`): bytes
+//! requested, and bytes of the blocks the allocator handed out for them
+//! (glibc: `malloc_usable_size` + 8 bytes of chunk header; mimalloc:
+//! `mi_usable_size`, it has no per-block header), live at the moment of
+//! reading. RSS also sees what the allocator keeps but does not count
+//! (fragmentation, arena slack, freed-but-kept memory).
 //!
 //! It ends with the sizes of the per-inode structures (`Engine::mem_layout`).
 //!
 //! Usage: `per_file [--files N] [--per-dir M] [--size BYTES]...`
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use engine::{Config, Engine, ROOT};
 
-/// The system allocator, counting live bytes (requested and held) and
+/// The allocator under test, counting live bytes (requested and held) and
 /// live allocations.
 struct Counting;
+
+#[cfg(not(feature = "mimalloc"))]
+use std::alloc::System as Base;
+#[cfg(not(feature = "mimalloc"))]
+const ALLOCATOR: &str = "system (glibc)";
+
+#[cfg(feature = "mimalloc")]
+use mimalloc::MiMalloc as Base;
+#[cfg(feature = "mimalloc")]
+const ALLOCATOR: &str = "mimalloc";
 
 static REQUESTED: AtomicIsize = AtomicIsize::new(0);
 static HELD: AtomicIsize = AtomicIsize::new(0);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+/// Bytes the allocator holds for a live block at `p`.
+#[cfg(feature = "mimalloc")]
+fn held(p: *mut u8) -> isize {
+    // SAFETY: `p` is a live block of mimalloc (just returned by it, or about
+    // to be given back to it).
+    (unsafe { Base.usable_size(p) }) as isize
+}
+
 /// Bytes glibc holds for a live block at `p` (its chunk: usable + header).
+#[cfg(not(feature = "mimalloc"))]
 fn held(p: *mut u8) -> isize {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -62,30 +83,30 @@ fn count(p: *mut u8, size: usize, sign: isize) {
     LIVE.fetch_add(sign, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded to `System` with the caller's arguments;
+// SAFETY: every call is forwarded to `Base` with the caller's arguments;
 // the counters only observe the blocks (`held` reads a live block's size).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout (the caller's contract).
-        let p = unsafe { System.alloc(l) };
+        let p = unsafe { Base.alloc(l) };
         count(p, l.size(), 1);
         p
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         // SAFETY: as `alloc`.
-        let p = unsafe { System.alloc_zeroed(l) };
+        let p = unsafe { Base.alloc_zeroed(l) };
         count(p, l.size(), 1);
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         count(p, l.size(), -1);
-        // SAFETY: `p` came from `System` with layout `l` (the caller's contract).
-        unsafe { System.dealloc(p, l) }
+        // SAFETY: `p` came from `Base` with layout `l` (the caller's contract).
+        unsafe { Base.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         count(p, l.size(), -1);
         // SAFETY: forwarded with the caller's arguments (the caller's contract).
-        let q = unsafe { System.realloc(p, l, new) };
+        let q = unsafe { Base.realloc(p, l, new) };
         if q.is_null() {
             // The old block is still there.
             count(p, l.size(), 1);
@@ -186,7 +207,7 @@ fn main() {
         sizes = vec![100, 0];
     }
     let exe = std::env::current_exe().unwrap();
-    println!("per_file: {files} files, {per_dir} per directory, one child process per size");
+    println!("per_file: {files} files, {per_dir} per directory, one child process per size, allocator {ALLOCATOR}");
     for size in sizes {
         let out = Command::new(&exe)
             .args(["--files", &files.to_string(), "--per-dir", &per_dir.to_string(), "--child", &size.to_string()])
