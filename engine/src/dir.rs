@@ -3,10 +3,10 @@
 //!
 //! # Layout (issue 17: per-file cost)
 //! * `slots`: the entries in the order they were inserted, which is cookie
-//!   order (cookies only grow). Each slot (48 bytes) holds its cookie, the
+//!   order (cookies only grow). Each slot (40 bytes) holds its cookie, the
 //!   inode, the kind and the name as stored, followed by the key (the
 //!   folded name) only when the key differs (case-insensitive mounts): in
-//!   the slot itself up to 22 bytes, else in one allocation.
+//!   the slot itself up to 20 bytes, else in one allocation.
 //!   A removed entry leaves a *tombstone* (no name) that keeps its cookie,
 //!   so the slots stay sorted by cookie and `readdir` finds where to resume
 //!   by binary search.
@@ -18,7 +18,7 @@
 //!
 //! Before this (a `HashMap` by key plus a `BTreeMap` by cookie) a name was
 //! stored three times and an entry of a 12-byte name cost about 225 bytes;
-//! it now costs a slot (48 bytes) and a few bytes of index.
+//! it now costs a slot (40 bytes) and a few bytes of index.
 //!
 //! # Cookies
 //! 1 and 2 are `.` and `..`; entries get increasing cookies at insertion
@@ -51,21 +51,25 @@ pub(crate) struct Ent {
 }
 
 /// Bytes of a slot's text kept in the slot itself.
-const SMALL: usize = 22;
+const SMALL: usize = 20;
 
-/// A slot's text: in the slot up to [`SMALL`] bytes (most names: no
-/// allocation at all), else on the heap.
+/// A slot's text (the name as stored, then the key if it differs) with the
+/// name's length and the entry's kind, which sit in the enum's spare bytes
+/// (a slot is 40 bytes): the text in the slot up to [`SMALL`] bytes (most
+/// names: no allocation at all), else on the heap. Empty: a removed entry
+/// (a name is never empty).
 #[derive(Debug)]
 enum Text {
-    Small { len: u8, bytes: [u8; SMALL] },
-    Big(Box<[u8]>),
+    Small { name_len: u8, len: u8, kind: FileType, bytes: [u8; SMALL] },
+    Big { name_len: u8, kind: FileType, bytes: Box<[u8]> },
 }
 
 impl Text {
-    const EMPTY: Text = Text::Small { len: 0, bytes: [0; SMALL] };
+    const EMPTY: Text = Text::Small { name_len: 0, len: 0, kind: FileType::Regular, bytes: [0; SMALL] };
 
-    /// `name`, then `key` if it differs.
-    fn new(key: &[u8], name: &[u8]) -> Text {
+    /// `name` (at most 255 bytes), then `key` if it differs.
+    fn new(key: &[u8], name: &[u8], kind: FileType) -> Text {
+        let name_len = name.len() as u8;
         let both = if key == name { &[name][..] } else { &[name, key][..] };
         let len: usize = both.iter().map(|p| p.len()).sum();
         if len <= SMALL {
@@ -75,16 +79,34 @@ impl Text {
                 bytes[at..at + p.len()].copy_from_slice(p);
                 at += p.len();
             }
-            Text::Small { len: len as u8, bytes }
+            Text::Small { name_len, len: len as u8, kind, bytes }
         } else {
-            Text::Big(both.concat().into_boxed_slice())
+            Text::Big { name_len, kind, bytes: both.concat().into_boxed_slice() }
         }
     }
 
     fn bytes(&self) -> &[u8] {
         match self {
-            Text::Small { len, bytes } => &bytes[..*len as usize],
-            Text::Big(b) => b,
+            Text::Small { len, bytes, .. } => &bytes[..*len as usize],
+            Text::Big { bytes, .. } => bytes,
+        }
+    }
+
+    fn name_len(&self) -> usize {
+        match self {
+            Text::Small { name_len, .. } | Text::Big { name_len, .. } => *name_len as usize,
+        }
+    }
+
+    fn kind(&self) -> FileType {
+        match self {
+            Text::Small { kind, .. } | Text::Big { kind, .. } => *kind,
+        }
+    }
+
+    fn set_kind(&mut self, k: FileType) {
+        match self {
+            Text::Small { kind, .. } | Text::Big { kind, .. } => *kind = k,
         }
     }
 }
@@ -93,12 +115,7 @@ impl Text {
 struct Slot {
     cookie: u64,
     ino: Ino,
-    /// The name as stored, then the key if it differs; empty: removed (a
-    /// name is never empty).
     text: Text,
-    /// Bytes of `text` that are the name (a name has at most 255).
-    name_len: u8,
-    kind: FileType,
 }
 
 impl Slot {
@@ -106,18 +123,19 @@ impl Slot {
         !self.text.bytes().is_empty()
     }
     fn name(&self) -> &[u8] {
-        &self.text.bytes()[..self.name_len as usize]
+        &self.text.bytes()[..self.text.name_len()]
     }
     fn key(&self) -> &[u8] {
         let t = self.text.bytes();
-        if t.len() > self.name_len as usize {
-            &t[self.name_len as usize..]
+        let n = self.text.name_len();
+        if t.len() > n {
+            &t[n..]
         } else {
             t
         }
     }
     fn ent(&self) -> Ent {
-        Ent { ino: self.ino, kind: self.kind, cookie: self.cookie }
+        Ent { ino: self.ino, kind: self.text.kind(), cookie: self.cookie }
     }
 }
 
@@ -172,10 +190,10 @@ impl Dir {
         debug_assert!(!name.is_empty() && !key.is_empty() && name.len() <= crate::types::NAME_MAX);
         let cookie = self.next_cookie;
         self.next_cookie += 1;
-        // Slot numbers are u32: 2^32 entries of 48 bytes would be 192 GiB
+        // Slot numbers are u32: 2^32 entries of 40 bytes would be 160 GiB
         // of slots alone, so the memory limit comes first.
         let i = self.slots.len() as u32;
-        self.slots.push(Slot { cookie, ino, text: Text::new(key, name), name_len: name.len() as u8, kind });
+        self.slots.push(Slot { cookie, ino, text: Text::new(key, name, kind) });
         let Dir { slots, index, hasher, .. } = self;
         let h = hasher.hash_one(key);
         index.insert_unique(h, i, |&j| hasher.hash_one(slots[j as usize].key()));
@@ -189,8 +207,8 @@ impl Dir {
         let s = &mut slots[i as usize];
         let ent = s.ent();
         let name = match std::mem::replace(&mut s.text, Text::EMPTY) {
-            Text::Big(b) if b.len() == s.name_len as usize => b,
-            t => t.bytes()[..s.name_len as usize].into(),
+            Text::Big { name_len, bytes, .. } if bytes.len() == name_len as usize => bytes,
+            t => t.bytes()[..t.name_len()].into(),
         };
         self.maybe_compact();
         Some((ent, name))
@@ -202,7 +220,7 @@ impl Dir {
         if let Some(i) = self.find(key) {
             let s = &mut self.slots[i];
             s.ino = ino;
-            s.kind = kind;
+            s.text.set_kind(kind);
         }
     }
 
@@ -211,8 +229,7 @@ impl Dir {
     pub(crate) fn set_name(&mut self, key: &[u8], name: &[u8]) {
         if let Some(i) = self.find(key) {
             let s = &mut self.slots[i];
-            s.text = Text::new(key, name);
-            s.name_len = name.len() as u8;
+            s.text = Text::new(key, name, s.text.kind());
         }
     }
 
@@ -244,6 +261,11 @@ impl Dir {
         }
     }
 }
+
+// A slot is 40 bytes: the name's length and the kind fit in the text's
+// spare bytes.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Slot>() == 40);
 
 #[cfg(test)]
 mod tests {
@@ -292,8 +314,10 @@ mod tests {
         let name = [b'A'; 255];
         d.insert(&long, &name, 9, FileType::Regular);
         d.insert(b"0123456789abcdefghijk", b"0123456789ABCDEFGHIJK", 10, FileType::Regular);
+        d.insert(b"0123456789abcdefghij", b"0123456789abcdefghij", 11, FileType::Fifo);
         assert_eq!(d.get(&long).map(|e| e.ino), Some(9));
-        assert_eq!(names(&d, 0).iter().map(|(n, _)| n.len()).collect::<Vec<_>>(), [255, 21]);
+        assert_eq!(names(&d, 0).iter().map(|(n, _)| n.len()).collect::<Vec<_>>(), [255, 21, 20]);
+        assert_eq!(d.get(b"0123456789abcdefghij").map(|e| (e.ino, e.kind)), Some((11, FileType::Fifo)));
         assert_eq!(&*d.remove(&long).unwrap().1, &name[..]);
         assert_eq!(&*d.remove(b"0123456789abcdefghijk").unwrap().1, b"0123456789ABCDEFGHIJK");
     }
