@@ -15,7 +15,9 @@ impl Engine {
     /// `NotFound`.
     pub fn open(&self, ino: Ino) -> Result<Attr> {
         let n = self.node(ino)?;
-        n.life.lock().opens += 1;
+        let mut l = n.life.lock();
+        l.opens = l.opens.saturating_add(1);
+        drop(l);
         Ok(self.attr_of(&n))
     }
 
