@@ -124,8 +124,12 @@ static ALLOC: Counting = Counting;
 fn rss() -> isize {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: isize = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    #[cfg(target_os = "linux")]
     // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as isize
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as isize;
+    #[cfg(not(target_os = "linux"))]
+    let page = 4096;
+    pages * page
 }
 
 #[derive(Clone, Copy)]
