@@ -51,4 +51,5 @@
 mod pool;
 pub mod table;
 
+pub(crate) use pool::Transit;
 pub use pool::{Charge, Pool, PoolStats, Reservation, CACHE_BATCH, CACHE_MAX, PAGE};
