@@ -420,7 +420,7 @@ impl FileData {
         };
         res.join(cx.pool.reserve_forced_ref(cow * ps));
         let mut fresh = Fresh::new(cx.pool);
-        if let Err(e) = res.take_pages(cow as usize, &mut |m| fresh.push(m)) {
+        if let Err(e) = res.take_pages((cow + cow_shared) as usize, &mut |m| fresh.push(m)) {
             return Some(Err(e));
         }
         // Every page is taken: nothing below fails.

@@ -134,6 +134,8 @@ pub(super) struct PoolInner {
     shares: Mutex<std::collections::HashMap<usize, u32, BuildAddrHasher>>,
     /// Entries in `shares` (pages shared now): the free path's fast check.
     any_shared: AtomicUsize,
+    /// The sum of `shares`' counts (statistics), written under its mutex.
+    extra_holders: AtomicU64,
 }
 
 /// A hasher for page addresses (distinct multiples of the page size): one
@@ -219,6 +221,9 @@ pub struct PoolStats {
     /// Pages held by more than one file slot (clones, issue 20): each is
     /// charged once, in `used` and `pages`.
     pub shared_pages: u64,
+    /// Holders of shared pages beyond the first, summed: how many pages
+    /// the files' sizes on disk (`st_blocks`) count more than once.
+    pub shared_extra: u64,
 }
 
 thread_local! {
@@ -272,6 +277,7 @@ impl Pool {
                 shared: Mutex::new(Shared { free: Vec::new(), cold: Vec::new(), regions: Vec::new(), mapped: 0 }),
                 shares: Mutex::new(std::collections::HashMap::with_hasher(BuildAddrHasher)),
                 any_shared: AtomicUsize::new(0),
+                extra_holders: AtomicU64::new(0),
             }),
         }
     }
@@ -331,6 +337,7 @@ impl Pool {
             free_warm: mapped.saturating_sub(pages * ps + returned),
             returned,
             shared_pages: i.any_shared.load(Ordering::Relaxed) as u64,
+            shared_extra: i.extra_holders.load(Ordering::Relaxed),
         }
     }
 
@@ -601,8 +608,10 @@ impl Pool {
         }
         let mut sh = self.inner.shares.lock();
         let mut run = 0;
+        let mut dropped = 0;
         for (k, m) in pages.iter().enumerate() {
             let Some(c) = sh.get_mut(&m.addr()) else { continue };
+            dropped += 1;
             // Another slot still holds it: drop this holder only.
             *c -= 1;
             if *c == 0 {
@@ -614,6 +623,7 @@ impl Pool {
             run = k + 1;
         }
         self.inner.any_shared.store(sh.len(), Ordering::Release);
+        self.inner.extra_holders.fetch_sub(dropped, Ordering::Relaxed);
         drop(sh);
         // SAFETY: as above, for the rest.
         unsafe { self.free_unshared(&pages[run..]) };
@@ -629,10 +639,13 @@ impl Pool {
     /// holds, or through a clone's pages in transit).
     pub(crate) unsafe fn share_pages(&self, pages: impl Iterator<Item = Page>) {
         let mut sh = self.inner.shares.lock();
+        let mut added = 0;
         for m in pages {
             *sh.entry(m.addr()).or_insert(0) += 1;
+            added += 1;
         }
         self.inner.any_shared.store(sh.len(), Ordering::Release);
+        self.inner.extra_holders.fetch_add(added, Ordering::Relaxed);
     }
 
     /// Whether another table slot holds `m` too (a clone's page): a
