@@ -60,6 +60,14 @@
 //!    newest block if that is still alive (an older version may reach part
 //!    of it).
 //!
+//! These rules decide when a *file* lets go of a page. A page cloned into
+//! another file (issue 20) has one holder per table slot: each file gives
+//! up its own through `Pool::free_pages`, which frees the page only with
+//! the last holder. A clone takes the destination's holders in the source's
+//! batch (`Op::Share`), before the version that marks the pages shared is
+//! published, and hands them to the destination's batch (`Op::Install`) or
+//! back to the pool (`sector::Transit`).
+//!
 //! A draft that is not published (no request of the batch succeeded, or the
 //! batch panicked) gives back what its batch made and nothing else
 //! (`Table::abort`, through the `Draft` guard even while unwinding).
