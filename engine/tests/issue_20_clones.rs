@@ -251,3 +251,32 @@ fn holes_stay_holes_and_clones_of_clones() {
     assert_eq!(read_all(&e, c), want);
     teardown_check(&e, &[(b"a", a), (b"b", b), (b"c", c)]);
 }
+
+/// Clone time against file size, engine only (no FUSE): run with
+/// `cargo test -p sectorfs-engine --release --test issue_20_clones -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn clone_time_against_size() {
+    let e = engine(6 << 30);
+    for mib in [16usize, 64, 256, 1024, 2048] {
+        let a = mkfile(&e, ROOT, b"a");
+        let chunk = vec![7u8; 1 << 20];
+        for i in 0..mib {
+            e.write(a, (i << 20) as u64, &chunk).unwrap();
+        }
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let b = mkfile(&e, ROOT, b"b");
+            let t = std::time::Instant::now();
+            e.copy_file_range(a, 0, b, 0, (mib << 20) as u64).unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
+            gone(&e, b"b");
+            let del = t.elapsed().as_secs_f64() * 1e3;
+            eprintln!("{mib} MiB: clone {:.2} ms, delete {del:.2} ms", times.last().unwrap());
+        }
+        times.sort_by(f64::total_cmp);
+        println!("clone {mib} MiB: median {:.2} ms, best {:.2} ms", times[2], times[0]);
+        gone(&e, b"a");
+    }
+}
