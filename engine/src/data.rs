@@ -434,12 +434,14 @@ impl FileData {
         Some(Ok(()))
     }
 
-    /// The source side of a clone (issue 20): hands the pages of the whole
-    /// sectors at page indices `first..first + n` (`first` the first page
-    /// of a sector) to a clone, appending one entry per page to `out` (the
-    /// page, or `None` for a hole), and returns how many pages it covered:
-    /// a whole number of sectors, stopping before the first sector that is
-    /// not wholly below the size, that holds a page taken in this batch
+    /// The source side of a clone (issue 20): hands the pages at page
+    /// indices `first..first + n` to a clone, in *groups* of a sector's
+    /// worth of pages (`first` need not start a sector: the destination's
+    /// sectors are what must be whole), appending one entry per page to
+    /// `out` (the page, or `None` for a hole), and returns how many pages
+    /// it covered: a whole number of groups, each all present or all
+    /// absent, stopping before the first group that is not, that is not
+    /// wholly below the size, or that holds a page taken in this batch
     /// (fresh pages stay the runner's to write in place), or if the
     /// contents are inline (0: the caller copies instead).
     ///
@@ -459,9 +461,11 @@ impl FileData {
         out: &mut Vec<Option<Page>>,
     ) -> u64 {
         let (ps, pps) = (cx.ps(), cx.ss() / cx.ps());
-        let whole = (self.len / cx.ss()).saturating_mul(pps);
+        // Pages wholly below the size: their `init` is the page size, so
+        // sharing them (`init` raised to the page size) exposes nothing.
+        let whole = self.len / ps;
         let end = first.saturating_add(n).min(whole);
-        if end <= first || first % pps != 0 {
+        if end <= first {
             return 0;
         }
         let end = first + (end - first) / pps * pps;
@@ -473,17 +477,23 @@ impl FileData {
             Content::Inline(_) => return 0,
             Content::Sectors(t) => t,
         };
-        // Read-only: stop before the first sector with a fresh page.
+        // Read-only: stop before the first group that is partly present
+        // (it spans two of this file's sectors, one a hole) or has a fresh
+        // page. Groups before the next present page are holes.
         let mut stop = end;
         let mut p = first;
-        'sectors: while p < end {
+        'groups: while p < end {
             let Some(q) = t.next_present_before(p, end) else { break };
-            let k = q - q % pps;
+            let k = q - (q - first) % pps;
+            if t.count_range(k, k + pps) != pps {
+                stop = k;
+                break;
+            }
             for r in k..k + pps {
                 if let Some((l, g, i)) = t.leaf(r) {
                     if g == ed.gen() && l.marked_fresh(i) {
                         stop = k;
-                        break 'sectors;
+                        break 'groups;
                     }
                 }
             }

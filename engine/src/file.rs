@@ -143,15 +143,16 @@ impl Engine {
     /// Copies `len` bytes from `ino_in` at `off_in` to `ino_out` at `off_out`;
     /// returns the bytes copied (short at the end of the input).
     ///
-    /// Whole sectors are *cloned* when the two offsets are equal modulo the
-    /// sector size (issue 20): the destination's table gets the source's
-    /// pages themselves, shared copy-on-write between the two files (and
-    /// charged once), in O(pages) table updates with no byte copied; a
-    /// later write to either side copies the pages it changes (a
+    /// Whole sectors of the destination are *cloned* when the two offsets
+    /// are equal modulo the page size (issue 20): the destination's table
+    /// gets the source's pages themselves, shared copy-on-write between the
+    /// two files (and charged once), in O(pages) table updates with no byte
+    /// copied; a later write to either side copies the pages it changes (a
     /// limit-checked reservation: `NoSpace` at the limit), and the other
-    /// side never sees it. The unaligned edges, and every range when the
-    /// offsets differ modulo the sector size, are copied. Holes of the
-    /// source stay holes.
+    /// side never sees it. The unaligned edges, a destination sector whose
+    /// source is part data and part hole, and every range when the offsets
+    /// differ modulo the page size, are copied. Holes of the source stay
+    /// holes.
     ///
     /// # Errors
     /// As [`Engine::read`] and [`Engine::write`]; `InvalidArgument` for
@@ -178,7 +179,6 @@ impl Engine {
             }
         }
         let ss = self.cfg.sector_size as u64;
-        let ps = self.pool.page_size() as u64;
         // One version of the source for the whole copy.
         let snap = src.load_full();
         let total = len.min(snap.data.len().saturating_sub(off_in));
@@ -186,7 +186,10 @@ impl Engine {
         if total > 0 && off_out.checked_add(total).is_none_or(|e| e > self.cfg.max_file_size) {
             return Err(Error::FileTooBig);
         }
-        let cloning = off_in % ss == off_out % ss;
+        // Clone whole sectors of the destination whose source bytes lie at
+        // the same offsets within pages.
+        let ps = self.pool.page_size() as u64;
+        let cloning = off_in % ps == off_out % ps;
         // Extent by extent: whole sectors of data are cloned (a chunk of at
         // most `CLONE_CHUNK` at a time, so the pages in transit are
         // bounded), other data is copied (in pieces of at most 1 MiB, so
@@ -204,15 +207,17 @@ impl Engine {
                 (data_at, Op::Zero { off, end })
             } else {
                 let hole_at = snap.data.seek(ss, pos, false).map_or(end_in, |p| p.min(end_in));
-                let whole_to = hole_at - hole_at % ss;
-                if cloning && pos >= copy_until && pos % ss == 0 && pos < whole_to {
+                let out_pos = off_out + (pos - off_in);
+                if cloning && pos >= copy_until && out_pos % ss == 0 && hole_at - pos >= ss {
+                    let whole_to = pos + (hole_at - pos) / ss * ss;
                     let chunk_end = whole_to.min(pos + CLONE_CHUNK);
-                    let out_pos = off_out + (pos - off_in);
                     // Both sides under one gate entry: a capture never sees
                     // pages in transit.
                     let gate = self.gate.enter();
                     match self.clone_chunk(&src, &dst, pos / ps, (chunk_end - pos) / ps, out_pos / ps) {
-                        Ok(0) | Err(Error::NotSupported) => copy_until = chunk_end,
+                        // Not clonable now (a fresh page, an inline
+                        // destination, ...): copy one sector, then retry.
+                        Ok(0) | Err(Error::NotSupported) => copy_until = pos + ss,
                         Ok(pages) => pos += pages * ps,
                         Err(e) if pos == off_in => return Err(e),
                         Err(_) => break,
@@ -220,10 +225,13 @@ impl Engine {
                     drop(gate);
                     continue;
                 }
-                // Copy up to the next whole sector (where cloning resumes).
+                // Copy up to the next whole sector of the destination (where
+                // cloning resumes).
                 let mut stop = hole_at;
-                if cloning && pos >= copy_until && pos % ss != 0 {
-                    stop = stop.min(pos.next_multiple_of(ss));
+                if copy_until > pos {
+                    stop = stop.min(copy_until);
+                } else if cloning && out_pos % ss != 0 {
+                    stop = stop.min(pos + (out_pos.next_multiple_of(ss) - out_pos));
                 }
                 let n = (stop - pos).min(1 << 20) as usize;
                 buf.resize(n, 0);
@@ -246,8 +254,8 @@ impl Engine {
         Ok(pos - off_in)
     }
 
-    /// Clones up to `n` pages (whole sectors) of `src` at page `first` to
-    /// `dst` at page `to`: the source's runner hands them out (marked
+    /// Clones up to `n` pages (whole sectors of `dst`) of `src` at page
+    /// `first` to `dst` at page `to` (a sector's first): the source's runner hands them out (marked
     /// shared, one holder each), the destination's puts them in its table.
     /// Returns the pages cloned (0: nothing could be, copy instead).
     ///

@@ -176,7 +176,7 @@ fn unaligned_offsets_copy_the_edges() {
     for (off_in, off_out, len) in [
         (100u64, 100u64, 7 * SS as u64),
         (SS as u64 - 1, 2 * SS as u64 - 1, 5 * SS as u64 + 2),
-        (3, 4100, 4 * SS as u64),                // same modulo nothing: all copied
+        (3, 4100, 4 * SS as u64),                // differ modulo the page size: all copied
         (4096, 4096 + SS as u64, 9 * SS as u64), // short at the end
         (0, 0, u64::MAX / 2),
     ] {
@@ -197,6 +197,49 @@ fn unaligned_offsets_copy_the_edges() {
         gone(&e, b"b");
     }
     teardown_check(&e, &[(b"a", a)]);
+}
+
+/// Offsets equal modulo the page size but not the sector size: each whole
+/// sector of the destination gets pages of two sectors of the source; a
+/// destination sector whose source is part hole is copied.
+#[test]
+fn clone_at_offsets_equal_modulo_the_page_only() {
+    let e = engine(64 << 20);
+    let a = mkfile(&e, ROOT, b"a");
+    // Data in sectors 0..3 and 4..7, a hole in sector 3.
+    e.write(a, 0, &pattern(3 * SS, 12)).unwrap();
+    e.write(a, 4 * SS as u64, &pattern(3 * SS, 13)).unwrap();
+    let src = read_all(&e, a);
+    for (off_in, off_out, len) in [
+        (4096u64, 0u64, 6 * SS as u64 - 4096),
+        (3 * 4096, 5 * 4096 + SS as u64, 4 * SS as u64 + 10),
+        (4096 + 7, 7, 2 * SS as u64),
+    ] {
+        let b = mkfile(&e, ROOT, b"b");
+        let p0 = pages(&e);
+        let n = e.copy_file_range(a, off_in, b, off_out, len).unwrap();
+        assert_eq!(n, len);
+        let mut want = vec![0u8; (off_out + len) as usize];
+        want[off_out as usize..].copy_from_slice(&src[off_in as usize..(off_in + len) as usize]);
+        assert_eq!(read_all(&e, b), want, "{off_in} {off_out}");
+        // Whole destination sectors whose source is all data are shared.
+        let grew = pages(&e) - p0;
+        assert!(grew < (off_out + len).div_ceil(SS as u64) * 16, "{off_in} {off_out}: nothing shared ({grew} pages)");
+        e.write(b, off_out + 3, b"q").unwrap();
+        e.write(a, off_in + 5, b"r").unwrap();
+        want[off_out as usize + 3] = b'q';
+        assert_eq!(read_all(&e, b), want);
+        e.write(a, off_in + 5, &src[off_in as usize + 5..off_in as usize + 6]).unwrap();
+        assert_eq!(read_all(&e, a), src);
+        gone(&e, b"b");
+    }
+    // Sectors 2 and 3 of the destination straddle the source's hole: copied
+    // (sector 3 is data only in its last page: a whole sector taken).
+    let b = mkfile(&e, ROOT, b"b");
+    let p0 = pages(&e);
+    e.copy_file_range(a, 4096, b, 0, 6 * SS as u64).unwrap();
+    assert_eq!(pages(&e) - p0, 2 * 16);
+    teardown_check(&e, &[(b"a", a), (b"b", b)]);
 }
 
 #[test]
