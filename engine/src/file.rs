@@ -255,9 +255,10 @@ impl Engine {
     }
 
     /// Clones up to `n` pages (whole sectors of `dst`) of `src` at page
-    /// `first` to `dst` at page `to` (a sector's first): the source's runner hands them out (marked
-    /// shared, one holder each), the destination's puts them in its table.
-    /// Returns the pages cloned (0: nothing could be, copy instead).
+    /// `first` to `dst` at page `to` (a sector's first): the source's
+    /// runner hands them out (marked shared, one holder each), the
+    /// destination's puts them in its table. Returns the pages cloned (0:
+    /// nothing could be, copy instead).
     ///
     /// # Errors
     /// As the destination's `Op::Install` (`NotSupported`: its contents are
