@@ -15,6 +15,9 @@
 //! * A clone racing an overwrite of its source copies one version of it
 //!   whole (the source's runner hands out the pages of the version it is
 //!   building, and takes their holders before publishing it).
+//! * The limit stays exact: a copy-on-write of a page the other file still
+//!   holds is limit-checked (`NoSpace` at the limit, nothing changed), and
+//!   forced only once the other holder let go.
 //!
 //! # What the model covers
 //! The real `Engine::copy_file_range` (`Op::Share` in the source's actor,
@@ -71,7 +74,7 @@ mod tests {
     /// whole and unchanged while held; in the end nothing leaks.
     #[test]
     fn overwrite_both_sides_while_lent() {
-        loom_tests::check("clone_share::overwrite_both_sides_while_lent", Bound::Env, || {
+        loom_tests::check("clone_share::overwrite_both_sides_while_lent", Bound::Preemptions(3), || {
             let e = Arc::new(tiny_engine(4 * SS as u64, 0));
             let a = e.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;
             let b = e.create(ROOT, b"b", 0o644, 0, 0).expect("create").ino;
@@ -100,12 +103,43 @@ mod tests {
         });
     }
 
+    /// At the limit, a write into a page of `a` that `b` shares (a clone)
+    /// races the deletion of `b`: while `b` holds the page its copy is new
+    /// memory (`NoSpace`, `a` unchanged); once `b` let go it replaces the
+    /// page (a forced copy-on-write, as for any overwrite when full). Either
+    /// way `used` ends within the limit, and nothing leaks.
+    #[test]
+    fn write_at_the_limit_races_delete_of_the_clone() {
+        loom_tests::check("clone_share::write_at_the_limit_races_delete_of_the_clone", Bound::Exhaustive, || {
+            let e = Arc::new(tiny_engine(SS as u64, 0));
+            let a = e.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;
+            let b = e.create(ROOT, b"b", 0o644, 0, 0).expect("create").ino;
+            e.write(a, 0, &[1; SS]).expect("write");
+            assert_eq!(e.copy_file_range(a, 0, b, 0, SS as u64), Ok(SS as u64));
+            let d = Arc::clone(&e);
+            let deleter = thread::spawn(move || gone(&d, b"b", b));
+            let r = e.write(a, 0, &[2; 4]);
+            deleter.join().unwrap();
+            let mut buf = [0u8; SS];
+            assert_eq!(e.read(a, 0, &mut buf), Ok(SS));
+            match r {
+                Ok(_) => assert_eq!(&buf[..4], &[2; 4]),
+                Err(engine::Error::NoSpace) => assert_eq!(buf, [1; SS], "a refused write changed a"),
+                Err(err) => panic!("write: {err:?}"),
+            }
+            assert_eq!(&buf[4..], &[1; SS - 4]);
+            assert_eq!(e.stats().pool.used, SS as u64, "one sector held, the limit kept");
+            gone(&e, b"a", a);
+            no_leak(&e);
+        });
+    }
+
     /// A clone of `a` into `b` races an overwrite of `a` while a reader
     /// holds `a`'s first version: `b` gets one version of `a` whole, `a`'s
     /// reader is undisturbed, and deleting `a` leaves `b` intact.
     #[test]
     fn clone_races_overwrite_of_its_source() {
-        loom_tests::check("clone_share::clone_races_overwrite_of_its_source", Bound::Env, || {
+        loom_tests::check("clone_share::clone_races_overwrite_of_its_source", Bound::Preemptions(3), || {
             let e = Arc::new(tiny_engine(4 * SS as u64, 0));
             let a = e.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;
             let b = e.create(ROOT, b"b", 0o644, 0, 0).expect("create").ino;
