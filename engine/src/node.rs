@@ -60,6 +60,14 @@
 //!    newest block if that is still alive (an older version may reach part
 //!    of it).
 //!
+//! These rules decide when a *file* lets go of a page. A page cloned into
+//! another file (issue 20) has one holder per table slot: each file gives
+//! up its own through `Pool::free_pages`, which frees the page only with
+//! the last holder. A clone takes the destination's holders in the source's
+//! batch (`Op::Share`), before the version that marks the pages shared is
+//! published, and hands them to the destination's batch (`Op::Install`) or
+//! back to the pool (`sector::Transit`).
+//!
 //! A draft that is not published (no request of the batch succeeded, or the
 //! batch panicked) gives back what its batch made and nothing else
 //! (`Table::abort`, through the `Draft` guard even while unwinding).
@@ -666,6 +674,10 @@ fn give_back_list(list: Vec<Retired>) {
     }
 }
 
+/// A clone's pages in transit between the source's runner and the
+/// destination's (`sector::Transit`).
+pub(crate) type ClonePages = Arc<crate::sector::Transit>;
+
 /// A mutation of one node.
 pub(crate) enum Op<'a> {
     Write {
@@ -686,6 +698,20 @@ pub(crate) enum Op<'a> {
     Zero {
         off: u64,
         end: u64,
+    },
+    /// A clone's source side (issue 20): hand the pages of whole sectors at
+    /// page indices `first..first + n` to `out`, one holder each, marked
+    /// shared (`FileData::share_range`); returns the pages covered.
+    Share {
+        first: u64,
+        n: u64,
+        out: ClonePages,
+    },
+    /// A clone's destination side: put `pages` (taken out on success) at
+    /// page indices `first..` (`FileData::install_shared`).
+    Install {
+        first: u64,
+        pages: ClonePages,
     },
     SetXattr {
         name: Cow<'a, [u8]>,
@@ -725,6 +751,8 @@ impl<'a> Request<'a> for Op<'a> {
             Op::SetAttr(s) => Op::SetAttr(s),
             Op::Fallocate { mode, off, len } => Op::Fallocate { mode, off, len },
             Op::Zero { off, end } => Op::Zero { off, end },
+            Op::Share { first, n, out } => Op::Share { first, n, out },
+            Op::Install { first, pages } => Op::Install { first, pages },
             Op::SetXattr { name, value, flags } => Op::SetXattr { name: own(name), value: own(value), flags },
             Op::RemoveXattr { name } => Op::RemoveXattr { name: own(name) },
             Op::SetAcl { kind, acl, flags, kill_sgid } => Op::SetAcl { kind, acl, flags, kill_sgid },
@@ -1081,6 +1109,19 @@ impl Node {
             Op::Zero { off, end } => {
                 self.regular()?;
                 w.data.zero(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, end)?;
+                w.meta.mtime = now.into();
+                w.meta.ctime = now.into();
+                Ok(0)
+            }
+            Op::Share { first, n, out } => {
+                self.regular()?;
+                let mut out = out.lock();
+                Ok(w.data.share_range(cx, &mut Self::edit(cx, retiring, w.ver, young_after), first, n, &mut out))
+            }
+            Op::Install { first, pages } => {
+                self.regular()?;
+                let mut pages = pages.lock();
+                w.data.install_shared(cx, &mut Self::edit(cx, retiring, w.ver, young_after), first, &mut pages)?;
                 w.meta.mtime = now.into();
                 w.meta.ctime = now.into();
                 Ok(0)
