@@ -60,7 +60,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::sync::{spin_loop, Arc, Condvar, Mailbox, Mutex};
 
 /// Most batches one runner applies before it hands the role over.
@@ -129,10 +129,14 @@ impl<O, R> Done<O, R> {
 type Job<O, R> = (O, Arc<Done<O, R>>);
 
 /// A combining executor for one object's mutations.
+///
+/// 16 bytes (one per inode; issue 17): `pending` is a `u32` (it counts
+/// requests whose submitters wait for them, so at most one per submitting
+/// thread), the bound a `u32`, and an idle mailbox one pointer.
 pub struct Combiner<O: Send + 'static, R: Send + 'static> {
-    pending: AtomicUsize,
+    pending: AtomicU32,
+    max_batches: u32,
     mailbox: Mailbox<Job<O, R>>,
-    max_batches: usize,
 }
 
 impl<O: Send + 'static, R: Send + 'static + Outcome> Default for Combiner<O, R> {
@@ -157,13 +161,14 @@ impl<O: Send + 'static, R: Send + 'static + Outcome> Combiner<O, R> {
     /// one). For loom models and tests; internal, not semver.
     #[doc(hidden)]
     pub fn with_max_batches(n: usize) -> Self {
-        Combiner { pending: AtomicUsize::new(0), mailbox: Mailbox::new(), max_batches: n.max(1) }
+        let max_batches = n.clamp(1, u32::MAX as usize) as u32;
+        Combiner { pending: AtomicU32::new(0), max_batches, mailbox: Mailbox::new() }
     }
 
     /// Requests counted and not yet completed (for tests).
     #[doc(hidden)]
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
+        self.pending.load(Ordering::Acquire) as usize
     }
 
     /// Submits `req` and returns its result once it has been applied.
@@ -219,6 +224,8 @@ impl<O: Send + 'static, R: Send + 'static + Outcome> Combiner<O, R> {
     /// leaves (`None`) if nothing else is counted, hands over if `served`
     /// reached the bound, else returns the next budget.
     fn end_batch(&self, taken: usize, served: usize) -> Option<usize> {
+        // At most `pending`, a u32.
+        let taken = taken as u32;
         #[cfg(not(loom_bug = "actor_lost_wakeup"))]
         let prev = self.pending.fetch_sub(taken, Ordering::AcqRel);
         // Injected bug (loom-tests/tests/combining_actor.rs): a non-atomic subtraction.
@@ -231,8 +238,8 @@ impl<O: Send + 'static, R: Send + 'static + Outcome> Combiner<O, R> {
         if prev == taken {
             return None;
         }
-        let budget = prev - taken;
-        if served >= self.max_batches {
+        let budget = (prev - taken) as usize;
+        if served >= self.max_batches as usize {
             let (own, done) = self.take_counted();
             done.wake(Wake::Run(own, budget));
             // Injected bug (combining_actor.rs): the old runner carries on after

@@ -28,7 +28,7 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::sector::table::{Edit, LeafMut, Retired, Table, LEAF};
+use crate::sector::table::{Edit, Leaf, LeafMut, Retired, Table, LEAF};
 use crate::sector::{Charge, Pool, Reservation};
 use crate::sync::{Arc, Page, RawMem};
 use crate::{Error, Result};
@@ -398,20 +398,29 @@ impl FileData {
         };
         // Plan: every page present, and how many need a copy.
         let (leaf, gen, _) = t.leaf(p0)?;
-        let mut cow = 0;
+        let (mut cow, mut cow_shared) = (0, 0);
         for p in p0..p1 {
             let i = slot(p);
             leaf.page(i)?;
             let fresh = gen == ed.gen() && leaf.marked_fresh(i);
             if !(span(p).a >= leaf.init(i) || fresh) {
-                cow += 1;
+                if still_shared(cx.pool, leaf, i) {
+                    cow_shared += 1;
+                } else {
+                    cow += 1;
+                }
             }
         }
         // A copy-on-write replacement frees the page it replaces once no
-        // reader holds it: forced, as on the general path.
-        let mut res = cx.pool.reserve_forced_ref(cow * ps);
+        // reader holds it: forced, as on the general path; but not a page
+        // another file holds too (a clone's): its copy is new memory.
+        let mut res = match cx.pool.reserve_ref(cow_shared * ps) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        res.join(cx.pool.reserve_forced_ref(cow * ps));
         let mut fresh = Fresh::new(cx.pool);
-        if let Err(e) = res.take_pages(cow as usize, &mut |m| fresh.push(m)) {
+        if let Err(e) = res.take_pages((cow + cow_shared) as usize, &mut |m| fresh.push(m)) {
             return Some(Err(e));
         }
         // Every page is taken: nothing below fails.
@@ -423,6 +432,173 @@ impl FileData {
         }
         joined.flush();
         Some(Ok(()))
+    }
+
+    /// The source side of a clone (issue 20): hands the pages at page
+    /// indices `first..first + n` to a clone, in *groups* of a sector's
+    /// worth of pages (`first` need not start a sector: the destination's
+    /// sectors are what must be whole), appending one entry per page to
+    /// `out` (the page, or `None` for a hole), and returns how many pages
+    /// it covered: a whole number of groups, each all present or all
+    /// absent, stopping before the first group that is not, that is not
+    /// wholly below the size, or that holds a page taken in this batch
+    /// (fresh pages stay the runner's to write in place), or if the
+    /// contents are inline (0: the caller copies instead).
+    ///
+    /// Each page handed out is marked shared in the draft (never written in
+    /// place again, `init` at the page size) and gains one holder in the
+    /// pool, which the pages in `out` carry: the caller puts them in
+    /// another table ([`FileData::install_shared`]) or gives them back
+    /// with `Pool::free_pages`. Nothing is allocated but the leaves'
+    /// path copies; the holders are taken before the version that marks
+    /// the pages is published, so none of them can be freed meanwhile.
+    pub(crate) fn share_range(
+        &mut self,
+        cx: &Ctx<'_>,
+        ed: &mut Edit<'_>,
+        first: u64,
+        n: u64,
+        out: &mut Vec<Option<Page>>,
+    ) -> u64 {
+        let (ps, pps) = (cx.ps(), cx.ss() / cx.ps());
+        // Pages wholly below the size: their `init` is the page size, so
+        // sharing them (`init` raised to the page size) exposes nothing.
+        let whole = self.len / ps;
+        let end = first.saturating_add(n).min(whole);
+        if end <= first {
+            return 0;
+        }
+        let end = first + (end - first) / pps * pps;
+        let t = match &mut self.content {
+            Content::Empty => {
+                out.extend(std::iter::repeat_n(None, (end - first) as usize));
+                return end - first;
+            }
+            Content::Inline(_) => return 0,
+            Content::Sectors(t) => t,
+        };
+        // Read-only: stop before the first group that is partly present
+        // (it spans two of this file's sectors, one a hole) or has a fresh
+        // page. Groups before the next present page are holes.
+        let mut stop = end;
+        let mut p = first;
+        'groups: while p < end {
+            let Some(q) = t.next_present_before(p, end) else { break };
+            let k = q - (q - first) % pps;
+            if t.count_range(k, k + pps) != pps {
+                stop = k;
+                break;
+            }
+            for r in k..k + pps {
+                if let Some((l, g, i)) = t.leaf(r) {
+                    if g == ed.gen() && l.marked_fresh(i) {
+                        stop = k;
+                        break 'groups;
+                    }
+                }
+            }
+            p = k + pps;
+        }
+        let start = out.len();
+        out.reserve((stop - first) as usize);
+        let mut p = first;
+        while p < stop {
+            let leaf_end = (p - p % LEAF as u64 + LEAF as u64).min(stop);
+            if t.next_present_before(p, leaf_end).is_none() {
+                out.extend(std::iter::repeat_n(None, (leaf_end - p) as usize));
+                p = leaf_end;
+                continue;
+            }
+            let mut leaf = t.leaf_mut(p, ed);
+            for q in p..leaf_end {
+                let i = slot(q);
+                let m = leaf.page(i);
+                if m.is_some() {
+                    leaf.mark_shared(i, ps as usize);
+                }
+                out.push(m);
+            }
+            p = leaf_end;
+        }
+        // SAFETY: every page is reached by the draft, which only this
+        // runner changes, and stays so until this returns.
+        unsafe { cx.pool.share_pages(out[start..].iter().flatten().copied()) };
+        stop - first
+    }
+
+    /// The destination side of a clone (issue 20): puts `pages` (a clone's,
+    /// one holder each: [`FileData::share_range`]) at page indices `first..`
+    /// (whole sectors), `None` making a hole, growing the file to their
+    /// end if shorter. What they replace is freed or retired as by any
+    /// change; the pages are marked shared (never written in place,
+    /// `init` at the page size). Allocates nothing but the leaves' path
+    /// copies. On success `pages` is emptied (this table's slots hold them).
+    ///
+    /// # Errors
+    /// `FileTooBig`; `NotSupported` if the contents are inline (the caller
+    /// copies instead); `OutOfMemory` if growing the file to `first`
+    /// copies a partial page and the OS refuses memory. On error nothing
+    /// changed and `pages` is left as it was.
+    pub(crate) fn install_shared(
+        &mut self,
+        cx: &Ctx<'_>,
+        ed: &mut Edit<'_>,
+        first: u64,
+        pages: &mut Vec<Option<Page>>,
+    ) -> Result<()> {
+        let ps = cx.ps();
+        let off = first.checked_mul(ps).ok_or(Error::FileTooBig)?;
+        let end = (pages.len() as u64).checked_mul(ps).and_then(|b| off.checked_add(b)).ok_or(Error::FileTooBig)?;
+        if end > cx.max_size {
+            return Err(Error::FileTooBig);
+        }
+        match self.content {
+            Content::Inline(_) => return Err(Error::NotSupported),
+            Content::Empty => self.len = self.len.max(off),
+            // The bytes between the old end and `off` read as zeros (a
+            // partial last page is zeroed, in place or by copy-on-write).
+            Content::Sectors(_) if self.len < off => self.set_len(cx, ed, off)?,
+            Content::Sectors(_) => {}
+        }
+        // Nothing fails from here on.
+        if matches!(self.content, Content::Empty) {
+            if pages.iter().all(Option::is_none) {
+                self.len = self.len.max(end);
+                pages.clear();
+                return Ok(());
+            }
+            self.content = Content::Sectors(Table::new(ps as usize));
+        }
+        let Content::Sectors(t) = &mut self.content else { unreachable!("a table, made above if need be") };
+        let n = pages.len();
+        let mut j = 0;
+        while j < n {
+            let hole = pages[j].is_none();
+            let mut k = j;
+            while k < n && pages[k].is_none() == hole {
+                k += 1;
+            }
+            if hole {
+                t.remove_range(first + j as u64, first + k as u64, ed);
+            } else {
+                let mut at = j;
+                while at < k {
+                    let p = first + at as u64;
+                    let leaf_end = (at + LEAF - slot(p)).min(k);
+                    let mut leaf = t.leaf_mut(p, ed);
+                    for (q, m) in pages[at..leaf_end].iter().enumerate() {
+                        if let Some(m) = *m {
+                            leaf.put_shared(slot(p + q as u64), m, ps as usize, ed);
+                        }
+                    }
+                    at = leaf_end;
+                }
+            }
+            j = k;
+        }
+        self.len = self.len.max(end);
+        pages.clear();
+        Ok(())
     }
 
     /// Sets the size (truncate or extend with zeros).
@@ -608,7 +784,7 @@ impl FileData {
         let Content::Sectors(t) = &self.content else { return Ok(fresh) };
         let (ss, ps) = (cx.ss(), cx.ps());
         let pps = ss / ps;
-        let mut n = 0u64;
+        let (mut n, mut shared) = (0u64, 0u64);
         for (k, a, b, vis) in punch_edges(ss, len, off, end) {
             if t.get(k * pps).is_none() || (a == 0 && b >= vis) {
                 continue;
@@ -617,11 +793,15 @@ impl FileData {
                 let Some((l, g, i)) = t.leaf(p) else { continue };
                 if l.page(i).is_some() && !(g == gen && l.marked_fresh(i)) {
                     n += 1;
+                    shared += u64::from(still_shared(cx.pool, l, i));
                 }
             }
         }
         if n > 0 {
-            let mut res = cx.pool.reserve_forced_ref(n * ps);
+            // A copy of a page another file holds too (a clone's) is new
+            // memory: limit-checked.
+            let mut res = cx.pool.reserve_ref(shared * ps)?;
+            res.join(cx.pool.reserve_forced_ref((n - shared) * ps));
             // On error the pages taken so far go back as `fresh` drops.
             res.take_pages(n as usize, &mut |m| fresh.push(m))?;
         }
@@ -726,7 +906,12 @@ impl FileData {
             return Ok(());
         }
         let plan = self.plan(cx, ch, ed.gen());
-        let mut res = cx.pool.reserve_ref(plan.grow.checked_mul(cx.ss()).ok_or(Error::NoSpace)?)?;
+        let new_bytes = plan
+            .grow
+            .checked_mul(cx.ss())
+            .and_then(|g| g.checked_add(plan.replace_shared * cx.ps()))
+            .ok_or(Error::NoSpace)?;
+        let mut res = cx.pool.reserve_ref(new_bytes)?;
         if plan.replace > 0 {
             // A copy-on-write replacement frees the page it replaces as soon
             // as the last reader of the old version is done: the file's use
@@ -749,7 +934,7 @@ impl FileData {
             let covered = shape.covered();
             let inline0 = matches!(self.content, Content::Inline(_)) && !covered.iter().any(|r| r.contains(&0));
             let grow = covered.iter().map(|r| r.end - r.start).sum::<u64>() + u64::from(inline0);
-            return Plan { grow, replace: 0 };
+            return Plan { grow, replace: 0, replace_shared: 0 };
         };
         // Holes in the written or filled ranges each take a fresh sector.
         let grow = shape
@@ -759,7 +944,7 @@ impl FileData {
             .sum();
         // Pages of present sectors that change take a copy unless changed
         // in place.
-        let mut replace = 0;
+        let (mut replace, mut replace_shared) = (0, 0);
         for r in shape.present_ranges() {
             let mut k = r.start;
             while let Some(p) = t.next_present_before(k.saturating_mul(pps), r.end.saturating_mul(pps)) {
@@ -778,13 +963,17 @@ impl FileData {
                     }
                     let fresh = g == gen && l.marked_fresh(i);
                     if !(ms >= l.init(i) || fresh) {
-                        replace += 1;
+                        if still_shared(cx.pool, l, i) {
+                            replace_shared += 1;
+                        } else {
+                            replace += 1;
+                        }
                     }
                 }
                 k = s + 1;
             }
         }
-        Plan { grow, replace }
+        Plan { grow, replace, replace_shared }
     }
 
     /// Applies `ch` with the pages `res` holds (the plan's count): takes
@@ -835,6 +1024,13 @@ impl FileData {
         self.len = ch.new_len;
         Ok(())
     }
+}
+
+/// Whether slot `i` of `l` holds a page that another file slot holds too
+/// (marked shared, and the pool still counts another holder): a
+/// copy-on-write of it adds a page to what is charged.
+fn still_shared(pool: &Pool, l: &Leaf, i: usize) -> bool {
+    l.marked_shared(i) && l.page(i).is_some_and(|m| pool.is_shared(m))
 }
 
 /// One piece of [`runs`]: bytes of page memory (`within`, `take` bytes of
@@ -1043,6 +1239,10 @@ struct Plan {
     grow: u64,
     /// Copy-on-write copies of visible pages (forced: they replace one).
     replace: u64,
+    /// Copy-on-write copies of pages another file slot holds too (a
+    /// clone's, issue 20): counted against the limit, since the page they
+    /// replace is not freed.
+    replace_shared: u64,
 }
 
 /// A mutation in sector indices: which sectors it touches and how.

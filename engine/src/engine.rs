@@ -149,10 +149,10 @@ impl Engine {
             uid: cfg.root_uid,
             gid: cfg.root_gid,
             rdev: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
+            atime: now.into(),
+            mtime: now.into(),
+            ctime: now.into(),
+            crtime: now.into(),
             flags: 0,
         };
         let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, None, None));
@@ -186,7 +186,7 @@ impl Engine {
 
     pub(crate) fn dir_node(&self, ino: Ino) -> Result<Arc<Node>> {
         let n = self.node(ino)?;
-        if n.dir.is_none() {
+        if n.dir().is_none() {
             return Err(Error::NotDir);
         }
         Ok(n)
@@ -212,8 +212,8 @@ impl Engine {
         let ss = self.cfg.sector_size as u64;
         let size = match n.kind {
             FileType::Regular => s.data.len(),
-            FileType::Symlink => n.target.as_ref().map_or(0, |t| t.len() as u64),
-            FileType::Directory => (n.entries.load(Ordering::Acquire) + 2) * 20,
+            FileType::Symlink => n.target().map_or(0, |t| t.len() as u64),
+            FileType::Directory => (n.entries() + 2) * 20,
             _ => 0,
         };
         Attr {
@@ -227,10 +227,10 @@ impl Engine {
             size,
             blocks: s.data.allocated(ss).div_ceil(512),
             blksize: ss as u32,
-            atime: s.meta.atime,
-            mtime: s.meta.mtime,
-            ctime: s.meta.ctime,
-            crtime: s.meta.crtime,
+            atime: s.meta.atime.get(),
+            mtime: s.meta.mtime.get(),
+            ctime: s.meta.ctime.get(),
+            crtime: s.meta.crtime.get(),
             flags: s.meta.flags,
         }
     }
@@ -247,7 +247,7 @@ impl Engine {
         let gone = {
             let mut life = n.life.lock();
             f(n, &mut life);
-            life.settle()
+            n.settle(&life)
         };
         if gone {
             self.free(n);
@@ -385,5 +385,12 @@ impl Engine {
     #[doc(hidden)]
     pub fn pending_requests(&self, ino: Ino) -> usize {
         self.node(ino).map_or(0, |n| n.actor.pending())
+    }
+
+    /// Sizes of the per-inode structures (name, bytes), for the per-file
+    /// memory bench. Internal, not semver.
+    #[doc(hidden)]
+    pub fn mem_layout() -> Vec<(&'static str, usize)> {
+        crate::node::layout()
     }
 }

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-use crate::node::Op;
+use crate::node::{Node, Op};
+use crate::sector::Transit;
+use crate::sync::Arc;
 use crate::types::*;
 use crate::{Engine, Error, Result};
 
@@ -15,7 +17,9 @@ impl Engine {
     /// `NotFound`.
     pub fn open(&self, ino: Ino) -> Result<Attr> {
         let n = self.node(ino)?;
-        n.life.lock().opens += 1;
+        let mut l = n.life.lock();
+        l.opens = l.opens.saturating_add(1);
+        drop(l);
         Ok(self.attr_of(&n))
     }
 
@@ -141,9 +145,23 @@ impl Engine {
     /// Copies `len` bytes from `ino_in` at `off_in` to `ino_out` at `off_out`;
     /// returns the bytes copied (short at the end of the input).
     ///
+    /// Whole sectors of the destination are *cloned* when the two offsets
+    /// are equal modulo the page size (issue 20): the destination's table
+    /// gets the source's pages themselves, shared copy-on-write between the
+    /// two files (and charged once), in O(pages) table updates with no byte
+    /// copied; a later write to either side copies the pages it changes (a
+    /// limit-checked reservation: `NoSpace` at the limit), and the other
+    /// side never sees it. The unaligned edges, a destination sector whose
+    /// source is part data and part hole, and every range when the offsets
+    /// differ modulo the page size, are copied. Holes of the source stay
+    /// holes.
+    ///
     /// # Errors
     /// As [`Engine::read`] and [`Engine::write`]; `InvalidArgument` for
     /// overlapping ranges of one file.
+    ///
+    /// # References
+    /// `copy_file_range(2)`
     pub fn copy_file_range(&self, ino_in: Ino, off_in: u64, ino_out: Ino, off_out: u64, len: u64) -> Result<u64> {
         if ino_in == ino_out {
             let (a, b) = (off_in, off_out);
@@ -170,12 +188,20 @@ impl Engine {
         if total > 0 && off_out.checked_add(total).is_none_or(|e| e > self.cfg.max_file_size) {
             return Err(Error::FileTooBig);
         }
-        // Extent by extent: data is copied (in pieces of at most 1 MiB, so
+        // Clone whole sectors of the destination whose source bytes lie at
+        // the same offsets within pages.
+        let ps = self.pool.page_size() as u64;
+        let cloning = off_in % ps == off_out % ps;
+        // Extent by extent: whole sectors of data are cloned (a chunk of at
+        // most `CLONE_CHUNK` at a time, so the pages in transit are
+        // bounded), other data is copied (in pieces of at most 1 MiB, so
         // the buffer is bounded), a hole of the source becomes a hole (or
         // zeros) in the destination, allocating nothing. Time and memory
         // follow the data the source holds, not `len`.
         let mut buf = Vec::new();
         let mut pos = off_in;
+        // Copy, not clone, below this (a clone that fell back).
+        let mut copy_until = off_in;
         while pos < end_in {
             let data_at = snap.data.seek(ss, pos, true).map_or(end_in, |p| p.min(end_in));
             let (op_end, op) = if data_at > pos {
@@ -183,9 +209,35 @@ impl Engine {
                 (data_at, Op::Zero { off, end })
             } else {
                 let hole_at = snap.data.seek(ss, pos, false).map_or(end_in, |p| p.min(end_in));
-                let n = (hole_at - pos).min(1 << 20) as usize;
+                let out_pos = off_out + (pos - off_in);
+                if cloning && pos >= copy_until && out_pos % ss == 0 && hole_at - pos >= ss {
+                    let whole_to = pos + (hole_at - pos) / ss * ss;
+                    let chunk_end = whole_to.min(pos + CLONE_CHUNK);
+                    // Both sides under one gate entry: a capture never sees
+                    // pages in transit.
+                    let gate = self.gate.enter();
+                    match self.clone_chunk(&src, &dst, pos / ps, (chunk_end - pos) / ps, out_pos / ps) {
+                        // Not clonable now (a fresh page, an inline
+                        // destination, ...): copy one sector, then retry.
+                        Ok(0) | Err(Error::NotSupported) => copy_until = pos + ss,
+                        Ok(pages) => pos += pages * ps,
+                        Err(e) if pos == off_in => return Err(e),
+                        Err(_) => break,
+                    }
+                    drop(gate);
+                    continue;
+                }
+                // Copy up to the next whole sector of the destination (where
+                // cloning resumes).
+                let mut stop = hole_at;
+                if copy_until > pos {
+                    stop = stop.min(copy_until);
+                } else if cloning && out_pos % ss != 0 {
+                    stop = stop.min(pos + (out_pos.next_multiple_of(ss) - out_pos));
+                }
+                let n = (stop - pos).min(1 << 20) as usize;
                 buf.resize(n, 0);
-                let got = snap.data.read(ss, pos, &mut buf);
+                let got = snap.data.read(ss, pos, &mut buf[..n]);
                 if got == 0 {
                     break; // cannot happen: `pos` is inside the snapshot's data
                 }
@@ -203,4 +255,28 @@ impl Engine {
         }
         Ok(pos - off_in)
     }
+
+    /// Clones up to `n` pages (whole sectors of `dst`) of `src` at page
+    /// `first` to `dst` at page `to` (a sector's first): the source's
+    /// runner hands them out (marked shared, one holder each), the
+    /// destination's puts them in its table. Returns the pages cloned (0:
+    /// nothing could be, copy instead).
+    ///
+    /// # Errors
+    /// As the destination's `Op::Install` (`NotSupported`: its contents are
+    /// inline, copy instead). The pages in transit go back either way.
+    fn clone_chunk(&self, src: &Node, dst: &Node, first: u64, n: u64, to: u64) -> Result<u64> {
+        let transit = Arc::new(Transit::new(&self.pool));
+        let cx = self.cx();
+        let got = src.submit(&cx, &self.logical, Op::Share { first, n, out: Arc::clone(&transit) })?;
+        if got == 0 {
+            return Ok(0);
+        }
+        dst.submit(&cx, &self.logical, Op::Install { first: to, pages: transit })?;
+        Ok(got)
+    }
 }
+
+/// Most bytes one clone step hands from the source to the destination
+/// (16,384 pages of 4 KiB in transit, 128 KiB of handles).
+const CLONE_CHUNK: u64 = 64 << 20;

@@ -52,7 +52,8 @@ use std::time::{Duration, Instant};
 
 use crate::acl::{Acl, AclKind};
 use crate::data::FileData;
-use crate::node::{Dir, FirstVersion, Meta, Node, Snap, Xattrs};
+use crate::dir::Dir;
+use crate::node::{FirstVersion, Meta, Node, Snap, Xattrs};
 use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
 use crate::types::*;
@@ -223,11 +224,10 @@ impl Engine {
         let mut i = 0;
         while i < nodes.len() {
             let n = Arc::clone(&nodes[i].0);
-            if let Some(d) = &n.dir {
+            if let Some(d) = n.dir() {
                 let d = d.read();
-                let mut enc = Vec::with_capacity(d.by_key.len() * 24);
-                for key in d.order.values() {
-                    let Some(e) = d.by_key.get(key) else { continue };
+                let mut enc = Vec::with_capacity(d.len() * 24);
+                for (name, e) in d.iter_from(0) {
                     // A directory has one name and most files one link: only
                     // a file with more is looked up in `seen`.
                     let first = match self.nodes.get(&e.ino) {
@@ -239,9 +239,9 @@ impl Engine {
                         let s = c.load_full();
                         nodes.push((c, s));
                     }
-                    enc.push(e.name.len() as u8);
+                    enc.push(name.len() as u8);
                     enc.extend_from_slice(&e.ino.to_le_bytes());
-                    enc.extend_from_slice(&e.name);
+                    enc.extend_from_slice(name);
                     entries += 1;
                 }
                 dirs.push((i, enc));
@@ -554,10 +554,10 @@ impl Snapshot {
             }
             let size = if n.kind == FileType::Regular { s.data.len() } else { 0 };
             b.extend_from_slice(&size.to_le_bytes());
-            for t in [m.atime, m.mtime, m.ctime, m.crtime] {
+            for t in [m.atime.get(), m.mtime.get(), m.ctime.get(), m.crtime.get()] {
                 put_time(b, t);
             }
-            if let Some(t) = &n.target {
+            if let Some(t) = n.target() {
                 b.extend_from_slice(t);
             }
             o.end(at)?;
@@ -873,7 +873,17 @@ impl Loader {
                 if self.nodes > self.info.nodes {
                     return Err(corrupt(at, "more NODE records than the header says"));
                 }
-                let meta = Meta { perm, uid, gid, rdev, atime, mtime, ctime, crtime, flags };
+                let meta = Meta {
+                    perm,
+                    uid,
+                    gid,
+                    rdev,
+                    atime: atime.into(),
+                    mtime: mtime.into(),
+                    ctime: ctime.into(),
+                    crtime: crtime.into(),
+                    flags,
+                };
                 let dir = (kind == FileType::Directory).then(Dir::new);
                 let st = Staged {
                     kind,
@@ -972,13 +982,13 @@ impl Loader {
                             return Err(corrupt(at, format!("inode {ino} has more than {LINK_MAX} links")));
                         }
                     }
-                    let key = self.engine.key(name).into_owned().into_boxed_slice();
+                    let key = self.engine.key(name);
                     let d = self.staged.get_mut(&dino).and_then(|s| s.dir.as_mut());
                     let Some(d) = d else { return Err(corrupt(at, "directory vanished")) };
-                    if d.by_key.contains_key(&key) {
+                    if d.contains(&key) {
                         return Err(corrupt(at, format!("name {:?} appears twice", String::from_utf8_lossy(name))));
                     }
-                    d.insert(key, name.into(), ino, ckind);
+                    d.insert(&key, name, ino, ckind);
                     self.entries += 1;
                 }
             }
@@ -1022,7 +1032,9 @@ impl Loader {
         let mut stack = vec![ROOT];
         while let Some(d) = stack.pop() {
             let kids: Vec<Ino> = match self.staged.get(&d).and_then(|s| s.dir.as_ref()) {
-                Some(dir) => dir.by_key.values().filter(|e| e.kind == FileType::Directory).map(|e| e.ino).collect(),
+                Some(dir) => {
+                    dir.iter_from(0).filter(|(_, e)| e.kind == FileType::Directory).map(|(_, e)| e.ino).collect()
+                }
                 None => Vec::new(),
             };
             reached += kids.len() as u64;
@@ -1070,7 +1082,7 @@ impl Loader {
             let parent = if ino == ROOT { ROOT } else { parent };
             let xattrs = s.xattrs.map(Arc::new);
             let node = Node::with_version(ino, s.kind, Snap::loaded(meta, s.data, xattrs), nlink, parent, s.target);
-            if let (Some(d), Some(staged)) = (&node.dir, s.dir) {
+            if let (Some(d), Some(staged)) = (node.dir(), s.dir) {
                 let mut g = d.write();
                 *g = staged;
                 node.sync_entries(&g);

@@ -21,6 +21,7 @@ pub mod acl;
 pub mod actor;
 #[doc(hidden)]
 pub mod data;
+mod dir;
 mod engine;
 mod error;
 mod fault;

@@ -26,7 +26,8 @@
 //! link count, lookup references and open count are all zero is freed. A
 //! whiteout made by `rename` starts with none.
 
-use crate::node::{Dir, Meta, Node, FIRST_COOKIE};
+use crate::dir::{Dir, FIRST_COOKIE};
+use crate::node::{Meta, Node};
 use crate::sync::atomic::Ordering;
 use crate::sync::{Arc, RwLockWriteGuard};
 use crate::types::*;
@@ -71,13 +72,13 @@ impl Engine {
             return Ok(self.hand_out(&p));
         }
         if name == b".." {
-            let up = self.node(p.parent.load(Ordering::Acquire))?;
+            let up = self.node(p.parent())?;
             return Ok(self.hand_out(&up));
         }
         check_name(name)?;
         let key = self.key(name);
-        let dir = p.dir.as_ref().ok_or(Error::NotDir)?.read();
-        let ino = dir.by_key.get(&*key).ok_or(Error::NotFound)?.ino;
+        let dir = p.dir().ok_or(Error::NotDir)?.read();
+        let ino = dir.get(&key).ok_or(Error::NotFound)?.ino;
         // Held under the directory's read lock, so the entry (and so the
         // node) cannot be removed before the reference is taken.
         let n = self.node(ino)?;
@@ -132,7 +133,17 @@ impl Engine {
             }
         }
         let now = Time::now();
-        let meta = Meta { perm, uid, gid, rdev, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 };
+        let meta = Meta {
+            perm,
+            uid,
+            gid,
+            rdev,
+            atime: now.into(),
+            mtime: now.into(),
+            ctime: now.into(),
+            crtime: now.into(),
+            flags: 0,
+        };
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let nlink = if kind == FileType::Directory { 2 } else { 1 };
         Arc::new(Node::new(ino, kind, meta, nlink, p.ino, target, xattrs))
@@ -143,14 +154,14 @@ impl Engine {
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
-        let pdir = p.dir.as_ref().ok_or(Error::NotDir)?;
+        let pdir = p.dir().ok_or(Error::NotDir)?;
         let mut d = pdir.write();
         // Injected bug when off (loom-tests/tests/ns_races.rs): create inside a removed directory.
         #[cfg(not(loom_bug = "ns_create_in_dead_dir"))]
         if d.dead {
             return Err(Error::NotFound);
         }
-        if d.by_key.contains_key(&*key) {
+        if d.contains(&key) {
             return Err(Error::Exists);
         }
         self.reserve_inode()?;
@@ -159,7 +170,7 @@ impl Engine {
         let ino = node.ino;
         node.life.lock().lookups = 1;
         self.nodes.insert(ino, Arc::clone(&node));
-        d.insert(key.into_owned().into_boxed_slice(), name.into(), ino, kind);
+        d.insert(&key, name, ino, kind);
         p.sync_entries(&d);
         if kind == FileType::Directory {
             let mut pl = p.life.lock();
@@ -272,7 +283,7 @@ impl Engine {
     /// `NotFound`, `InvalidArgument` (not a symlink).
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let n = self.node(ino)?;
-        n.target.as_ref().map(|t| t.to_vec()).ok_or(Error::InvalidArgument)
+        n.target().map(|t| t.to_vec()).ok_or(Error::InvalidArgument)
     }
 
     /// An anonymous regular file in `parent`'s file system (`O_TMPFILE`):
@@ -284,8 +295,17 @@ impl Engine {
         let p = self.dir_node(parent)?;
         self.reserve_inode()?;
         let now = Time::now();
-        let meta =
-            Meta { perm: mode & 0o7777, uid, gid, rdev: 0, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 };
+        let meta = Meta {
+            perm: mode & 0o7777,
+            uid,
+            gid,
+            rdev: 0,
+            atime: now.into(),
+            mtime: now.into(),
+            ctime: now.into(),
+            crtime: now.into(),
+            flags: 0,
+        };
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, None, None));
         {
@@ -314,16 +334,16 @@ impl Engine {
         }
         let p = self.dir_node(newparent)?;
         let key = self.key(newname);
-        let mut d = p.dir.as_ref().ok_or(Error::NotDir)?.write();
+        let mut d = p.dir().ok_or(Error::NotDir)?.write();
         if d.dead {
             return Err(Error::NotFound);
         }
-        if d.by_key.contains_key(&*key) {
+        if d.contains(&key) {
             return Err(Error::Exists);
         }
         {
             let mut l = n.life.lock();
-            if l.gone || (l.nlink == 0 && l.opens == 0) {
+            if n.gone(&l) || (l.nlink == 0 && l.opens == 0) {
                 return Err(Error::NotFound);
             }
             if l.nlink >= LINK_MAX {
@@ -333,7 +353,7 @@ impl Engine {
             n.set_nlink(&mut l, nl);
             l.lookups += 1;
         }
-        d.insert(key.into_owned().into_boxed_slice(), newname.into(), ino, n.kind);
+        d.insert(&key, newname, ino, n.kind);
         p.sync_entries(&d);
         self.touch(&p, true);
         drop(d);
@@ -353,8 +373,8 @@ impl Engine {
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
-        let mut d = p.dir.as_ref().ok_or(Error::NotDir)?.write();
-        let e = d.by_key.get(&*key).ok_or(Error::NotFound)?;
+        let mut d = p.dir().ok_or(Error::NotDir)?.write();
+        let e = d.get(&key).ok_or(Error::NotFound)?;
         if e.kind == FileType::Directory {
             return Err(Error::IsDir);
         }
@@ -386,15 +406,15 @@ impl Engine {
         check_name(name)?;
         let p = self.dir_node(parent)?;
         let key = self.key(name);
-        let mut d = p.dir.as_ref().ok_or(Error::NotDir)?.write();
-        let e = d.by_key.get(&*key).ok_or(Error::NotFound)?;
+        let mut d = p.dir().ok_or(Error::NotDir)?.write();
+        let e = d.get(&key).ok_or(Error::NotFound)?;
         if e.kind != FileType::Directory {
             return Err(Error::NotDir);
         }
         let child = self.node(e.ino)?;
         {
-            let mut cd = child.dir.as_ref().ok_or(Error::NotDir)?.write();
-            if !cd.by_key.is_empty() {
+            let mut cd = child.dir().ok_or(Error::NotDir)?.write();
+            if !cd.is_empty() {
                 return Err(Error::NotEmpty);
             }
             cd.dead = true;
@@ -429,7 +449,7 @@ impl Engine {
                 return false;
             }
             match self.nodes.get(&ino) {
-                Some(n) => ino = n.parent.load(Ordering::Acquire),
+                Some(n) => ino = n.parent(),
                 None => return false,
             }
         }
@@ -506,8 +526,8 @@ impl Engine {
         let _rl = cross.then(|| self.rename_lock.lock());
         // Lock the parents: ancestor first, else lower inode first.
         let (g1, g2): (RwLockWriteGuard<'_, Dir>, Option<RwLockWriteGuard<'_, Dir>>);
-        let d1 = p1.dir.as_ref().ok_or(Error::NotDir)?;
-        let d2 = p2.dir.as_ref().ok_or(Error::NotDir)?;
+        let d1 = p1.dir().ok_or(Error::NotDir)?;
+        let d2 = p2.dir().ok_or(Error::NotDir)?;
         if !cross {
             g1 = d1.write();
             g2 = None;
@@ -532,10 +552,10 @@ impl Engine {
         if g1.dead || g2.as_ref().is_some_and(|g| g.dead) {
             return Err(Error::NotFound);
         }
-        let src = g1.by_key.get(&*k1).cloned().ok_or(Error::NotFound)?;
+        let src = g1.get(&k1).ok_or(Error::NotFound)?;
         let dst = match &g2 {
-            Some(g) => g.by_key.get(&*k2).cloned(),
-            None => g1.by_key.get(&*k2).cloned(),
+            Some(g) => g.get(&k2),
+            None => g1.get(&k2),
         };
         if src.ino == ROOT {
             return Err(Error::Busy);
@@ -552,9 +572,7 @@ impl Engine {
                 // Same inode (the same entry or two hard links): nothing to
                 // do, except a case-only rename on a case-insensitive mount.
                 if !cross && k1 == k2 && name != newname {
-                    if let Some(e) = g1.by_key.get_mut(&*k1) {
-                        e.name = newname.into();
-                    }
+                    g1.set_name(&k1, newname);
                 }
                 return Ok(());
             }
@@ -571,12 +589,7 @@ impl Engine {
             let dst_dir = dst.kind == FileType::Directory;
             let dst_node = self.node(dst.ino)?;
             // Swap which inode each name points to, keeping names and cookies.
-            let set = |g: &mut Dir, key: &[u8], e: &crate::node::Ent| {
-                if let Some(slot) = g.by_key.get_mut(key) {
-                    slot.ino = e.ino;
-                    slot.kind = e.kind;
-                }
-            };
+            let set = |g: &mut Dir, key: &[u8], e: &crate::dir::Ent| g.set_target(key, e.ino, e.kind);
             match &mut g2 {
                 Some(b) => {
                     set(&mut g1, &k1, &dst);
@@ -598,10 +611,10 @@ impl Engine {
                 lose.set_nlink(&mut l, nl);
             }
             if src_dir {
-                src_node.parent.store(newparent, Ordering::Release);
+                src_node.set_parent(newparent);
             }
             if dst_dir {
-                dst_node.parent.store(parent, Ordering::Release);
+                dst_node.set_parent(parent);
             }
             self.touch(&p1, true);
             if cross {
@@ -626,8 +639,8 @@ impl Engine {
             let tn = self.node(t.ino)?;
             if t_dir {
                 // `tn` is a child of newparent (locked above): lock it after.
-                let mut td = tn.dir.as_ref().ok_or(Error::NotDir)?.write();
-                if !td.by_key.is_empty() {
+                let mut td = tn.dir().ok_or(Error::NotDir)?.write();
+                if !td.is_empty() {
                     return Err(Error::NotEmpty);
                 }
                 if whiteout {
@@ -651,9 +664,9 @@ impl Engine {
             target_dir.remove(&k2);
         }
         let mut src_name = None;
-        if let Some(e) = moved {
-            target_dir.insert(k2.into_owned().into_boxed_slice(), newname.into(), e.ino, e.kind);
-            src_name = Some(e.name);
+        if let Some((e, stored)) = moved {
+            target_dir.insert(&k2, newname, e.ino, e.kind);
+            src_name = Some(stored);
         }
         // The whiteout takes the source's name (as stored) in the source
         // directory, under the same locks: the name is never missing.
@@ -669,14 +682,14 @@ impl Engine {
             };
             let n = self.new_node(&p1, new);
             self.nodes.insert(n.ino, Arc::clone(&n));
-            (k1.into_owned().into_boxed_slice(), src_name.unwrap_or_else(|| name.into()), n.ino)
+            (k1, src_name.unwrap_or_else(|| name.into()), n.ino)
         });
         // Injected bug when on (loom-tests/tests/ns_races.rs): the whiteout
         // is inserted only after the locks are dropped, so the source name
         // is missing for a moment.
         #[cfg(not(loom_bug = "ns_whiteout_late"))]
         if let Some((key, wname, ino)) = wout {
-            g1.insert(key, wname, ino, FileType::CharDevice);
+            g1.insert(&key, &wname, ino, FileType::CharDevice);
         }
         p1.sync_entries(&g1);
         if let Some(b) = &g2 {
@@ -694,7 +707,7 @@ impl Engine {
             }
         }
         if src_dir && cross {
-            src_node.parent.store(newparent, Ordering::Release);
+            src_node.set_parent(newparent);
             for (p, up) in [(&p1, false), (&p2, true)] {
                 let mut l = p.life.lock();
                 let nl = if up { l.nlink + 1 } else { l.nlink.saturating_sub(1) };
@@ -711,7 +724,7 @@ impl Engine {
         #[cfg(loom_bug = "ns_whiteout_late")]
         if let Some((key, wname, ino)) = wout {
             let mut g = d1.write();
-            g.insert(key, wname, ino, FileType::CharDevice);
+            g.insert(&key, &wname, ino, FileType::CharDevice);
             p1.sync_entries(&g);
         }
         Ok(())
@@ -731,19 +744,17 @@ impl Engine {
     /// `NotFound`, `NotDir`.
     pub fn readdir(&self, ino: Ino, from: u64, mut f: impl FnMut(DirEntry<'_>) -> bool) -> Result<()> {
         let n = self.dir_node(ino)?;
-        let parent = n.parent.load(Ordering::Acquire);
-        let d = n.dir.as_ref().ok_or(Error::NotDir)?.read();
+        let parent = n.parent();
+        let d = n.dir().ok_or(Error::NotDir)?.read();
         if from < 1 && !f(DirEntry { ino, kind: FileType::Directory, name: b".", next: 1 }) {
             return Ok(());
         }
         if from < 2 && !f(DirEntry { ino: parent, kind: FileType::Directory, name: b"..", next: 2 }) {
             return Ok(());
         }
-        for (cookie, key) in d.order.range(from.max(FIRST_COOKIE)..) {
-            if let Some(e) = d.by_key.get(key) {
-                if !f(DirEntry { ino: e.ino, kind: e.kind, name: &e.name, next: cookie + 1 }) {
-                    break;
-                }
+        for (name, e) in d.iter_from(from.max(FIRST_COOKIE)) {
+            if !f(DirEntry { ino: e.ino, kind: e.kind, name, next: e.cookie + 1 }) {
+                break;
             }
         }
         Ok(())

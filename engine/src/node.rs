@@ -60,6 +60,14 @@
 //!    newest block if that is still alive (an older version may reach part
 //!    of it).
 //!
+//! These rules decide when a *file* lets go of a page. A page cloned into
+//! another file (issue 20) has one holder per table slot: each file gives
+//! up its own through `Pool::free_pages`, which frees the page only with
+//! the last holder. A clone takes the destination's holders in the source's
+//! batch (`Op::Share`), before the version that marks the pages shared is
+//! published, and hands them to the destination's batch (`Op::Install`) or
+//! back to the pool (`sector::Transit`).
+//!
 //! A draft that is not published (no request of the batch succeeded, or the
 //! batch panicked) gives back what its batch made and nothing else
 //! (`Table::abort`, through the `Draft` guard even while unwinding).
@@ -70,14 +78,14 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
 
 use crate::acl::{Acl, AclKind};
 use crate::actor::{Combiner, Request};
 use crate::data::{Ctx, FileData};
+use crate::dir::Dir;
 use crate::sector::table::{free_one, free_retired, Edit, Retired};
 use crate::sector::Pool;
-use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{thread_local, Arc, ArcSwap, Mutex, RwLock, UnsafeCell};
 use crate::types::{xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, XATTR_SIZE_MAX};
 use crate::{Error, Result};
@@ -91,17 +99,41 @@ use crate::{Error, Result};
 pub(crate) type Xattrs = rpds::RedBlackTreeMapSync<Box<[u8]>, Box<[u8]>>;
 
 /// Metadata of a node.
+///
+/// 68 bytes, aligned to 4: its times are [`PTime`]s (12 bytes each, not
+/// [`Time`]'s 16), which keeps every version 16 bytes smaller (issue 17).
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
     pub(crate) perm: u32,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) rdev: u32,
-    pub(crate) atime: Time,
-    pub(crate) mtime: Time,
-    pub(crate) ctime: Time,
-    pub(crate) crtime: Time,
+    pub(crate) atime: PTime,
+    pub(crate) mtime: PTime,
+    pub(crate) ctime: PTime,
+    pub(crate) crtime: PTime,
     pub(crate) flags: u32,
+}
+
+/// A [`Time`] stored in 12 bytes (aligned to 4, no padding). Its fields are
+/// only ever copied out (`get`), never borrowed, so the packing is safe.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
+pub(crate) struct PTime {
+    secs: i64,
+    nanos: u32,
+}
+
+impl PTime {
+    pub(crate) fn get(self) -> Time {
+        Time { secs: self.secs, nanos: self.nanos }
+    }
+}
+
+impl From<Time> for PTime {
+    fn from(t: Time) -> PTime {
+        PTime { secs: t.secs, nanos: t.nanos }
+    }
 }
 
 /// One version of a node: published, superseded, or the runner's draft.
@@ -112,9 +144,6 @@ pub(crate) struct Snap {
     /// The version's number (one more than the version its draft came
     /// from): the table nodes its batch made carry it.
     ver: u64,
-    /// While a draft: what the batch cut out of the current version. Empty
-    /// once published (taken at publication).
-    retiring: Vec<Retired>,
     /// Where the version stands (see "Versions"). Written after
     /// publication only by the runner (while it holds an `Arc` to this
     /// version) and read only by `Drop` (which has the last one); readers
@@ -141,10 +170,18 @@ enum Link {
     /// version; `newest` is the block of the newest superseded version
     /// (rule 3), which may be dead already.
     Published { pool: Option<Pool>, newest: Option<Arc<Block>> },
-    /// Replaced while a reader still held it: `own` (what only this version
-    /// reaches) goes back to `pool` when it is dropped; it releases `block`
-    /// then (rule 3).
-    Superseded { own: Vec<Retired>, pool: Option<Pool>, block: Option<Arc<Block>> },
+    /// Replaced while a reader still held it (rare, so boxed: every
+    /// version pays one pointer for it, not three words).
+    Superseded(Box<Superseded>),
+}
+
+/// A version replaced while a reader still held it: `own` (what only this
+/// version reaches) goes back to `pool` when it is dropped; it releases
+/// `block` then (rule 3).
+struct Superseded {
+    own: Vec<Retired>,
+    pool: Option<Pool>,
+    block: Option<Arc<Block>>,
 }
 
 /// What batches retired that a superseded version, or an older one, may
@@ -252,7 +289,6 @@ impl Snap {
             data: FileData::default(),
             xattrs,
             ver: 0,
-            retiring: Vec::new(),
             link: UnsafeCell::new(Link::Published { pool: None, newest: None }),
         }
     }
@@ -270,7 +306,6 @@ impl Snap {
             data: contents,
             xattrs,
             ver: FirstVersion::GEN,
-            retiring: Vec::new(),
             link: UnsafeCell::new(Link::Published { pool, newest: None }),
         }
     }
@@ -311,7 +346,8 @@ impl Drop for Snap {
                 // (rule 3): nobody else reaches the table.
                 unsafe { free_one(tree, &pool) };
             }
-            Link::Superseded { mut own, pool, block } => {
+            Link::Superseded(sup) => {
+                let Superseded { mut own, pool, block } = *sup;
                 if let Some(pool) = pool {
                     // SAFETY: this version is being dropped (no holder left)
                     // and no other version reaches its own items (rule 1).
@@ -415,6 +451,9 @@ thread_local! {
 /// once per step (each is a scheduling point under loom).
 struct Draft<'p> {
     w: Snap,
+    /// What the batch cut out of the current version (given to it, or
+    /// freed, at publication). Kept here, not in every version (issue 17).
+    retiring: Vec<Retired>,
     /// The version of the newest block alive when the draft began
     /// (`u64::MAX`: none): what the batch retires that was made after it is
     /// young (`Edit::young_after`).
@@ -453,10 +492,9 @@ impl<'p> Draft<'p> {
             // are changed in place under its readers.
             #[cfg(loom_bug = "draft_reuses_gen")]
             ver: cur.ver,
-            retiring,
             link: UnsafeCell::new(Link::Draft),
         };
-        Draft { w, young_after, spare, published: false, pool }
+        Draft { w, retiring, young_after, spare, published: false, pool }
     }
 
     /// Publishes the draft as the version after `cur` (which `slot` holds),
@@ -464,7 +502,7 @@ impl<'p> Draft<'p> {
     /// leaves it to `cur` and its block (see "Versions").
     fn publish(mut self, slot: &ArcSwap<Snap>, cur: Arc<Snap>, current: &mut Option<Arc<Snap>>) {
         let pool = self.pool;
-        let mut retired = std::mem::take(&mut self.w.retiring);
+        let mut retired = std::mem::take(&mut self.retiring);
         // The pool and the newest block travel with the current version
         // (rule 4).
         // SAFETY: `cur` is published; only the runner (here) writes its
@@ -549,7 +587,7 @@ impl<'p> Draft<'p> {
                 // SAFETY: the runner holds `old` (so no `Drop` runs
                 // meanwhile) and readers never touch the link.
                 old.link.with_mut(|l| unsafe {
-                    *l = Link::Superseded { own, pool: keep, block: Some(Arc::clone(&block)) }
+                    *l = Link::Superseded(Box::new(Superseded { own, pool: keep, block: Some(Arc::clone(&block)) }))
                 });
                 let Some(now) = current.as_ref() else { unreachable!("set above") };
                 // SAFETY: as above, for the version just published, which
@@ -581,7 +619,7 @@ impl Drop for Draft<'_> {
         // edits of `w.ver`, and it is dropped here.
         unsafe { self.w.data.abort(self.w.ver, self.pool) };
         // What the batch retired is still reached by the current version.
-        let mut list = std::mem::take(&mut self.w.retiring);
+        let mut list = std::mem::take(&mut self.retiring);
         list.clear();
         give_back_list(list);
     }
@@ -636,6 +674,10 @@ fn give_back_list(list: Vec<Retired>) {
     }
 }
 
+/// A clone's pages in transit between the source's runner and the
+/// destination's (`sector::Transit`).
+pub(crate) type ClonePages = Arc<crate::sector::Transit>;
+
 /// A mutation of one node.
 pub(crate) enum Op<'a> {
     Write {
@@ -656,6 +698,20 @@ pub(crate) enum Op<'a> {
     Zero {
         off: u64,
         end: u64,
+    },
+    /// A clone's source side (issue 20): hand the pages of whole sectors at
+    /// page indices `first..first + n` to `out`, one holder each, marked
+    /// shared (`FileData::share_range`); returns the pages covered.
+    Share {
+        first: u64,
+        n: u64,
+        out: ClonePages,
+    },
+    /// A clone's destination side: put `pages` (taken out on success) at
+    /// page indices `first..` (`FileData::install_shared`).
+    Install {
+        first: u64,
+        pages: ClonePages,
     },
     SetXattr {
         name: Cow<'a, [u8]>,
@@ -695,6 +751,8 @@ impl<'a> Request<'a> for Op<'a> {
             Op::SetAttr(s) => Op::SetAttr(s),
             Op::Fallocate { mode, off, len } => Op::Fallocate { mode, off, len },
             Op::Zero { off, end } => Op::Zero { off, end },
+            Op::Share { first, n, out } => Op::Share { first, n, out },
+            Op::Install { first, pages } => Op::Install { first, pages },
             Op::SetXattr { name, value, flags } => Op::SetXattr { name: own(name), value: own(value), flags },
             Op::RemoveXattr { name } => Op::RemoveXattr { name: own(name) },
             Op::SetAcl { kind, acl, flags, kill_sgid } => Op::SetAcl { kind, acl, flags, kill_sgid },
@@ -706,62 +764,42 @@ impl<'a> Request<'a> for Op<'a> {
     }
 }
 
-/// Link, lookup and open counts.
+/// Link, lookup and open counts (under the node's `life` mutex).
+///
+/// 16 bytes, so that the mutex is 24 (issue 17: per-file cost): the open
+/// count is a `u32` (open handles are bounded by the kernel's file table
+/// long before that), and `gone` sits in the node ([`Node::gone`]).
 #[derive(Debug, Default)]
 pub(crate) struct Life {
-    pub(crate) nlink: u32,
     pub(crate) lookups: u64,
-    pub(crate) opens: u64,
-    pub(crate) gone: bool,
+    pub(crate) nlink: u32,
+    pub(crate) opens: u32,
 }
 
-impl Life {
-    /// Whether nothing can name the node any more (and it was not yet marked).
-    pub(crate) fn settle(&mut self) -> bool {
-        if !self.gone && self.nlink == 0 && self.lookups == 0 && self.opens == 0 {
-            self.gone = true;
-            return true;
-        }
-        false
+/// What only directories and symlinks have, boxed: a regular file (most
+/// inodes) pays one pointer for it.
+enum Extra {
+    Dir(DirNode),
+    Symlink(Box<[u8]>),
+}
+
+/// A directory's own part of its node.
+pub(crate) struct DirNode {
+    /// The entries, under the directory's lock.
+    lock: RwLock<Dir>,
+    /// The inode of `..`, written only under the rename lock and the
+    /// directory locks involved.
+    parent: AtomicU64,
+    /// Entries in `lock`, mirrored so `getattr` takes no directory lock.
+    entries: AtomicU64,
+}
+
+impl DirNode {
+    pub(crate) fn read(&self) -> crate::sync::RwLockReadGuard<'_, Dir> {
+        self.lock.read()
     }
-}
-
-/// One directory entry.
-#[derive(Debug, Clone)]
-pub(crate) struct Ent {
-    pub(crate) name: Box<[u8]>,
-    pub(crate) ino: Ino,
-    pub(crate) kind: FileType,
-    pub(crate) cookie: u64,
-}
-
-/// A directory's entries: by (folded) name, and in creation order by cookie.
-#[derive(Debug)]
-pub(crate) struct Dir {
-    pub(crate) by_key: HashMap<Box<[u8]>, Ent>,
-    pub(crate) order: BTreeMap<u64, Box<[u8]>>,
-    pub(crate) next_cookie: u64,
-    /// Set by rmdir (and rename over it): nothing may be created inside.
-    pub(crate) dead: bool,
-}
-
-/// The first cookie of a real entry (1 and 2 are `.` and `..`).
-pub(crate) const FIRST_COOKIE: u64 = 3;
-
-impl Dir {
-    pub(crate) fn new() -> Dir {
-        Dir { by_key: HashMap::new(), order: BTreeMap::new(), next_cookie: FIRST_COOKIE, dead: false }
-    }
-    pub(crate) fn insert(&mut self, key: Box<[u8]>, name: Box<[u8]>, ino: Ino, kind: FileType) {
-        let cookie = self.next_cookie;
-        self.next_cookie += 1;
-        self.order.insert(cookie, key.clone());
-        self.by_key.insert(key, Ent { name, ino, kind, cookie });
-    }
-    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Ent> {
-        let e = self.by_key.remove(key)?;
-        self.order.remove(&e.cookie);
-        Some(e)
+    pub(crate) fn write(&self) -> crate::sync::RwLockWriteGuard<'_, Dir> {
+        self.lock.write()
     }
 }
 
@@ -782,13 +820,13 @@ pub(crate) struct Node {
     pub(crate) actor: Combiner<Op<'static>, Result<u64>>,
     pub(crate) life: Mutex<Life>,
     pub(crate) nlink: AtomicU32,
-    pub(crate) parent: AtomicU64,
-    /// Entries in `dir`, mirrored so `getattr` takes no directory lock.
-    pub(crate) entries: AtomicU64,
-    /// Boxed: a regular file (most inodes) pays one pointer, not a lock
-    /// and two empty maps (issue 17: per-file cost).
-    pub(crate) dir: Option<Box<RwLock<Dir>>>,
-    pub(crate) target: Option<Box<[u8]>>,
+    /// Set once, under `life`, when the three counts of `life` were all zero
+    /// (`Node::settle`): nothing can name the node again. Read and written
+    /// only under `life`; an atomic only so it can sit in the node's padding
+    /// instead of making `Life` (and its mutex) 8 bytes larger.
+    gone: AtomicBool,
+    /// A directory's entries and `..`, or a symlink's target.
+    extra: Option<Box<Extra>>,
 }
 
 impl Node {
@@ -824,19 +862,75 @@ impl Node {
         parent: Ino,
         target: Option<Box<[u8]>>,
     ) -> Node {
+        let extra = if kind == FileType::Directory {
+            Some(Box::new(Extra::Dir(DirNode {
+                lock: RwLock::new(Dir::new()),
+                parent: AtomicU64::new(parent),
+                entries: AtomicU64::new(0),
+            })))
+        } else {
+            target.map(|t| Box::new(Extra::Symlink(t)))
+        };
         Node {
             ino,
             kind,
             snap: ArcSwap::new(Arc::new(snap)),
             current: Mutex::new(None),
             actor: Combiner::new(),
-            life: Mutex::new(Life { nlink, lookups: 0, opens: 0, gone: false }),
+            life: Mutex::new(Life { nlink, lookups: 0, opens: 0 }),
             nlink: AtomicU32::new(nlink),
-            parent: AtomicU64::new(parent),
-            entries: AtomicU64::new(0),
-            dir: (kind == FileType::Directory).then(|| Box::new(RwLock::new(Dir::new()))),
-            target,
+            gone: AtomicBool::new(false),
+            extra,
         }
+    }
+
+    /// The directory part (`None`: not a directory).
+    pub(crate) fn dir(&self) -> Option<&DirNode> {
+        match self.extra.as_deref() {
+            Some(Extra::Dir(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// A symlink's target.
+    pub(crate) fn target(&self) -> Option<&[u8]> {
+        match self.extra.as_deref() {
+            Some(Extra::Symlink(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The inode of `..` (a directory; others: their own inode).
+    pub(crate) fn parent(&self) -> Ino {
+        self.dir().map_or(self.ino, |d| d.parent.load(Ordering::Acquire))
+    }
+
+    /// Sets `..` (a directory; caller holds the rename lock and the
+    /// directory locks involved).
+    pub(crate) fn set_parent(&self, parent: Ino) {
+        if let Some(d) = self.dir() {
+            d.parent.store(parent, Ordering::Release);
+        }
+    }
+
+    /// Entries of the directory (mirror; 0 for others).
+    pub(crate) fn entries(&self) -> u64 {
+        self.dir().map_or(0, |d| d.entries.load(Ordering::Acquire))
+    }
+
+    /// Whether the node was found with nothing naming it (caller holds `life`).
+    pub(crate) fn gone(&self, _life: &Life) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
+    /// Whether nothing can name the node any more (and it was not yet
+    /// marked); marks it. The caller holds `life` (given as `life`).
+    pub(crate) fn settle(&self, life: &Life) -> bool {
+        if !self.gone(life) && life.nlink == 0 && life.lookups == 0 && life.opens == 0 {
+            self.gone.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Updates the link count under `life` (caller holds it) and its mirror.
@@ -847,7 +941,9 @@ impl Node {
 
     /// Mirrors the entry count of `d` (this node's directory, write-locked by the caller).
     pub(crate) fn sync_entries(&self, d: &Dir) {
-        self.entries.store(d.by_key.len() as u64, Ordering::Release);
+        if let Some(dn) = self.dir() {
+            dn.entries.store(d.len() as u64, Ordering::Release);
+        }
     }
 
     /// Submits one mutation through the node's actor.
@@ -886,9 +982,9 @@ impl Node {
         let before = cur.data.len();
         let mut changed = false;
         let after_ver = draft.young_after;
-        let w = &mut draft.w;
+        let (w, retiring) = (&mut draft.w, &mut draft.retiring);
         for op in ops {
-            let r = self.apply_one(cx, w, after_ver, op);
+            let r = self.apply_one(cx, w, retiring, after_ver, op);
             changed |= r.is_ok();
             out(r);
         }
@@ -919,24 +1015,31 @@ impl Node {
         unsafe { Edit::new(ver, retiring, cx.pool) }.young_after(young_after)
     }
 
-    fn apply_one(&self, cx: &Ctx<'_>, w: &mut Snap, young_after: u64, op: Op<'_>) -> Result<u64> {
+    fn apply_one(
+        &self,
+        cx: &Ctx<'_>,
+        w: &mut Snap,
+        retiring: &mut Vec<Retired>,
+        young_after: u64,
+        op: Op<'_>,
+    ) -> Result<u64> {
         let now = Time::now();
         match op {
             Op::Write { off, data } => {
                 self.regular()?;
-                w.data.write(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, &data)?;
+                w.data.write(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, &data)?;
                 if !data.is_empty() {
-                    w.meta.mtime = now;
-                    w.meta.ctime = now;
+                    w.meta.mtime = now.into();
+                    w.meta.ctime = now.into();
                 }
                 Ok(data.len() as u64)
             }
             Op::Append { data } => {
                 self.regular()?;
                 let off = w.data.len();
-                w.data.write(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, &data)?;
-                w.meta.mtime = now;
-                w.meta.ctime = now;
+                w.data.write(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, &data)?;
+                w.meta.mtime = now.into();
+                w.meta.ctime = now.into();
                 Ok(off)
             }
             Op::SetAttr(s) => {
@@ -946,8 +1049,8 @@ impl Node {
                         FileType::Directory => return Err(Error::IsDir),
                         _ => return Err(Error::InvalidArgument),
                     }
-                    w.data.set_len(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), size)?;
-                    w.meta.mtime = now;
+                    w.data.set_len(cx, &mut Self::edit(cx, retiring, w.ver, young_after), size)?;
+                    w.meta.mtime = now.into();
                 }
                 if let Some(mode) = s.mode {
                     // chmod rewrites a stored access ACL's owner, group
@@ -971,13 +1074,13 @@ impl Node {
                     m.gid = gid;
                 }
                 if let Some(t) = s.atime {
-                    m.atime = resolve(t, now);
+                    m.atime = resolve(t, now).into();
                 }
                 if let Some(t) = s.mtime {
-                    m.mtime = resolve(t, now);
+                    m.mtime = resolve(t, now).into();
                 }
                 if let Some(t) = s.crtime {
-                    m.crtime = t;
+                    m.crtime = t.into();
                 }
                 if let Some(f) = s.flags {
                     m.flags = f;
@@ -993,21 +1096,34 @@ impl Node {
                         w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
                     }
                 }
-                w.meta.ctime = s.ctime.unwrap_or(now);
+                w.meta.ctime = s.ctime.unwrap_or(now).into();
                 Ok(0)
             }
             Op::Fallocate { mode, off, len } => {
                 self.regular()?;
-                w.data.fallocate(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), mode, off, len)?;
-                w.meta.mtime = now;
-                w.meta.ctime = now;
+                w.data.fallocate(cx, &mut Self::edit(cx, retiring, w.ver, young_after), mode, off, len)?;
+                w.meta.mtime = now.into();
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::Zero { off, end } => {
                 self.regular()?;
-                w.data.zero(cx, &mut Self::edit(cx, &mut w.retiring, w.ver, young_after), off, end)?;
-                w.meta.mtime = now;
-                w.meta.ctime = now;
+                w.data.zero(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, end)?;
+                w.meta.mtime = now.into();
+                w.meta.ctime = now.into();
+                Ok(0)
+            }
+            Op::Share { first, n, out } => {
+                self.regular()?;
+                let mut out = out.lock();
+                Ok(w.data.share_range(cx, &mut Self::edit(cx, retiring, w.ver, young_after), first, n, &mut out))
+            }
+            Op::Install { first, pages } => {
+                self.regular()?;
+                let mut pages = pages.lock();
+                w.data.install_shared(cx, &mut Self::edit(cx, retiring, w.ver, young_after), first, &mut pages)?;
+                w.meta.mtime = now.into();
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::SetXattr { name, value, flags } => {
@@ -1030,7 +1146,7 @@ impl Node {
                 let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
                 x.insert_mut(name.into_owned().into_boxed_slice(), value.into_owned().into_boxed_slice());
                 w.xattrs = Some(Arc::new(x));
-                w.meta.ctime = now;
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::RemoveXattr { name } => {
@@ -1040,7 +1156,7 @@ impl Node {
                     return Err(Error::NoData);
                 }
                 w.xattrs = if x.is_empty() { None } else { Some(Arc::new(x)) };
-                w.meta.ctime = now;
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::SetAcl { kind, acl, flags, kill_sgid } => {
@@ -1082,15 +1198,15 @@ impl Node {
                     }
                 }
                 w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
-                w.meta.ctime = now;
+                w.meta.ctime = now.into();
                 Ok(0)
             }
             Op::Touch { mtime, ctime } => {
                 if mtime {
-                    w.meta.mtime = now;
+                    w.meta.mtime = now.into();
                 }
                 if ctime {
-                    w.meta.ctime = now;
+                    w.meta.ctime = now.into();
                 }
                 Ok(0)
             }
@@ -1127,4 +1243,24 @@ pub(crate) fn check_xattr_name(name: &[u8]) -> Result<()> {
         return Err(Error::NotSupported);
     }
     Ok(())
+}
+
+/// Sizes of the per-inode structures, for the per-file memory bench
+/// (`benches/src/bin/per_file.rs`). Internal, not semver.
+pub(crate) fn layout() -> Vec<(&'static str, usize)> {
+    use std::mem::size_of;
+    vec![
+        ("Node", size_of::<Node>()),
+        ("Snap", size_of::<Snap>()),
+        ("Meta", size_of::<Meta>()),
+        ("PTime", size_of::<PTime>()),
+        ("FileData", size_of::<FileData>()),
+        ("Combiner", size_of::<Combiner<Op<'static>, Result<u64>>>()),
+        ("Mutex<Life>", size_of::<Mutex<Life>>()),
+        ("ArcSwap<Snap>", size_of::<ArcSwap<Snap>>()),
+        ("Link", size_of::<Link>()),
+        ("Dir", size_of::<Dir>()),
+        ("Dir slot", Dir::SLOT_BYTES),
+        ("Extra", size_of::<Extra>()),
+    ]
 }

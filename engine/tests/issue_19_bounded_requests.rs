@@ -263,11 +263,17 @@ fn copy_file_range_holes_zero_the_destination() {
 fn copy_file_range_onto_a_full_file_system() {
     let e = Engine::new(engine::Config { max_bytes: 4 * MIB, ..engine::Config::default() }).unwrap();
     let src = put(&e, ROOT, b"src", &[5; 3 * MIB as usize]);
+    // Whole sectors at offsets equal modulo the sector size are cloned
+    // (issue 20): nothing new is charged, however full.
+    let clone = mkfile(&e, ROOT, b"clone");
+    assert_eq!(e.copy_file_range(src, 0, clone, 0, 3 * MIB), Ok(3 * MIB));
+    assert_eq!(used(&e), 3 * MIB);
     let dst = mkfile(&e, ROOT, b"dst");
-    // Only 1 MiB is left: a short copy, then NoSpace for the next one.
-    assert_eq!(e.copy_file_range(src, 0, dst, 0, 3 * MIB), Ok(MIB));
+    // Copied (offsets differ modulo the sector size), and only 1 MiB is
+    // left: a short copy, then NoSpace for the next one.
+    assert_eq!(e.copy_file_range(src, 1, dst, 0, 3 * MIB), Ok(MIB));
     assert_eq!(read_all(&e, dst), vec![5; MIB as usize]);
-    assert_eq!(e.copy_file_range(src, MIB, dst, MIB, 2 * MIB), Err(Error::NoSpace));
+    assert_eq!(e.copy_file_range(src, MIB + 1, dst, MIB, 2 * MIB), Err(Error::NoSpace));
     assert_eq!(e.getattr(dst).unwrap().size, MIB);
 }
 

@@ -59,6 +59,11 @@ pub(crate) struct Report {
     /// Free sector memory given back to the OS (mapped, not resident).
     #[serde(default)]
     pub(crate) returned_bytes: u64,
+    /// File data shared between files by clones (`cp`, `copy_file_range`:
+    /// issue 20), charged once in `used_bytes`: pages held by more than one
+    /// file, times the page size.
+    #[serde(default)]
+    pub(crate) shared_bytes: u64,
     /// Bytes in use on the daemon's heap: its metadata (inodes, names,
     /// directory entries, sector tables, xattrs, inline file data, request
     /// buffers). File data in sectors is never on the heap. 0 where the
@@ -131,6 +136,7 @@ impl Report {
             mapped_bytes: p.mapped,
             reserve_bytes: p.free_warm,
             returned_bytes: p.returned,
+            shared_bytes: p.shared_pages * p.page_size,
             heap_bytes: heap_bytes().unwrap_or(0),
             sectors: p.sectors,
             sector_size: p.sector_size,
@@ -199,6 +205,7 @@ impl Report {
             ("memory mapped", bytes(self.mapped_bytes)),
             ("free, kept warm", bytes(self.reserve_bytes)),
             ("free, given back", bytes(self.returned_bytes)),
+            ("shared by clones", bytes(self.shared_bytes)),
             ("metadata (heap)", bytes(self.heap_bytes)),
             ("sectors in use", self.sectors.to_string()),
             ("sector size", bytes(self.sector_size)),
@@ -292,6 +299,12 @@ impl Report {
         family("mapped_bytes", "gauge", "Memory mapped from the OS for sectors.", &[("", n(self.mapped_bytes))]);
         family("reserve_bytes", "gauge", "Free sector memory kept resident for reuse.", &[("", n(self.reserve_bytes))]);
         family("returned_bytes", "gauge", "Free sector memory given back to the OS.", &[("", n(self.returned_bytes))]);
+        family(
+            "shared_bytes",
+            "gauge",
+            "File data shared between files by clones, charged once.",
+            &[("", n(self.shared_bytes))],
+        );
         family(
             "heap_bytes",
             "gauge",

@@ -40,15 +40,26 @@
 //!    version and every older one are gone (no reader can reach it any more:
 //!    `crate::node`, "Versions"). Until then nobody writes it.
 //!
+//! A page may sit in table slots of two files, or at two indices of one (a
+//! clone: `Engine::copy_file_range`, issue 20). Such a page is marked
+//! *shared* in each leaf, with `init` at the page size, and is never written
+//! in place: rule 2 never applies, and rule 3 does not either even if the
+//! page is fresh (`Leaf::marked_fresh` and `LeafMut::is_fresh` say "fresh
+//! and not shared"). Rule 5 holds per slot: each slot is one holder, given
+//! up by its own file's version protocol, and the page goes back to the
+//! pool with the last ([`Pool::free_pages`], `pool.rs` "Shared pages").
+//!
 //! Rules 1–3 and 5 hold for as long as a reader holds a version, not only at
 //! the moment it copies: that is what lets `RawMem::lend` hand out slices
 //! of the memory itself for the length of a `read_with`.
 //!
 //! loom: `table_publish.rs` (no torn read, no byte written while readable),
-//! `reclaim.rs` (freed only after the last reader) and `read_with.rs`
-//! (no byte written while lent, pages reused only after the lender let go).
+//! `reclaim.rs` (freed only after the last reader), `read_with.rs`
+//! (no byte written while lent, pages reused only after the lender let go)
+//! and `clone_share.rs` (a shared page freed only with its last holder).
 
 mod pool;
 pub mod table;
 
+pub(crate) use pool::Transit;
 pub use pool::{Charge, Pool, PoolStats, Reservation, CACHE_BATCH, CACHE_MAX, PAGE};

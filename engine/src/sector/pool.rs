@@ -50,7 +50,35 @@
 //!   takes it off the warm list, gives it back, then puts it on the cold
 //!   list, so no other thread can reach it meanwhile (loom
 //!   `pool::trim_races_alloc_and_free`, injected bug `pool_trim_in_list`).
+//! * `shares` (share counts, issue 20): under its mutex, any thread; taken
+//!   with no other pool lock held (never inside a slot's or `shared`'s).
+//!   `any_shared` mirrors its number of shared pages, written under the mutex and
+//!   read without it by every free (the fast path: no page is shared).
 //! * A page's bytes: see the page contract in `sector/mod.rs`.
+//!
+//! # Shared pages (clones, issue 20)
+//! A page table has no reference counts: a page is reachable from versions
+//! of one file, and that file's version protocol frees it once
+//! (`crate::node`, "Versions"). A clone (`Engine::copy_file_range`) puts a
+//! page in a second table slot (of another file, or of the same file at
+//! another index); each slot that holds it is one *holder*, and frees it
+//! once, by its own file's version protocol. `shares` counts, for a page
+//! held by more than one slot, its holders *beyond the first* (in arrays
+//! per 2 MiB block of pages, so a clone of a run of pages counts in an
+//! array instead of hashing each page);
+//! [`Pool::free_pages`] (the one way a page goes back) drops one holder:
+//! a page with an entry loses one from its count (the entry goes at zero),
+//! and only a page without one is freed. So a shared page is charged once
+//! (it is one page of memory) and goes back when its last holder lets go.
+//! A clone takes its holders ([`Pool::share_pages`]) in the source's batch,
+//! before the version that marks the pages shared is published: from then
+//! on the pages in transit are held by the clone itself, which hands them
+//! to the destination's table or gives them back with `free_pages`. Every
+//! free of a page happens after the increment that made it shared (the
+//! source's runner, or a thread that synchronised with it through the
+//! version or the clone), so a free that reads `any_shared == 0` (acquire)
+//! is right to skip the map. loom: `clone_share.rs` (injected bug
+//! `share_count_lost`).
 //!
 //! loom: `loom-tests/tests/pool.rs` (no page handed out twice, none leaked,
 //! exact in-use count) and `limit_reservation.rs` (the limit is never passed
@@ -61,7 +89,7 @@ use crossbeam_utils::CachePadded;
 use crate::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 #[cfg(all(target_os = "linux", not(loom)))]
 use crate::sync::Prefault;
-use crate::sync::{thread_local, Arc, Mutex, Page, Region, REGION_BYTES};
+use crate::sync::{thread_local, Arc, Mutex, MutexGuard, Page, Region, REGION_BYTES};
 use crate::Error;
 
 /// Most sectors' worth of pages a cache slot keeps before spilling to the
@@ -105,6 +133,120 @@ pub(super) struct PoolInner {
     // writing two files use two slots and share no line but `used`'s.
     slots: Box<[CachePadded<Slot>]>,
     shared: Mutex<Shared>,
+    /// Pages held by more than one table slot: holders beyond the first
+    /// (see "Shared pages").
+    shares: Mutex<Shares>,
+    /// Pages shared now (`Shares::pages`): the free path's fast check.
+    any_shared: AtomicUsize,
+    /// Holders beyond the first, summed (statistics), written under
+    /// `shares`' mutex.
+    extra_holders: AtomicU64,
+}
+
+/// Pages per share-count group: a 2 MiB block of 4 KiB pages.
+const GROUP: usize = 512;
+
+/// Share counts: per page, its holders beyond the first, in groups of
+/// [`GROUP`] pages with consecutive indices (`addr / page_size`), so a clone
+/// of a run of pages (the usual case: a sector is one run) does one map
+/// lookup per group and then counts in an array (a 1 GiB clone: 512
+/// lookups, not 262,144 hash inserts).
+#[derive(Default)]
+pub(super) struct Shares {
+    groups: std::collections::HashMap<usize, Box<Group>, BuildAddrHasher>,
+    /// Pages with a nonzero count.
+    pages: usize,
+}
+
+struct Group {
+    counts: [u32; GROUP],
+    /// Nonzero entries of `counts` (the group goes when it reaches 0).
+    live: u32,
+}
+
+impl Shares {
+    /// The group and slot of the page at `addr` (pages are `ps` apart at
+    /// least, so distinct pages have distinct `addr / ps`).
+    fn at(addr: usize, ps: usize) -> (usize, usize) {
+        let k = addr / ps;
+        (k / GROUP, k % GROUP)
+    }
+
+    /// Adds one holder to each of `pages`; returns how many.
+    fn add(&mut self, pages: impl Iterator<Item = Page>, ps: usize) -> u64 {
+        let mut added = 0;
+        let mut cur: Option<(usize, &mut Group)> = None;
+        for m in pages {
+            let (g, i) = Self::at(m.addr(), ps);
+            let grp = match cur.take() {
+                Some((k, grp)) if k == g => grp,
+                _ => &mut **self.groups.entry(g).or_insert_with(|| Box::new(Group { counts: [0; GROUP], live: 0 })),
+            };
+            if grp.counts[i] == 0 {
+                grp.live += 1;
+                self.pages += 1;
+            }
+            grp.counts[i] += 1;
+            added += 1;
+            cur = Some((g, grp));
+        }
+        added
+    }
+
+    /// Drops one holder of the page at `addr` if another slot holds it
+    /// too (`true`); `false` if it has no count (its last holder).
+    fn drop_one(&mut self, addr: usize, ps: usize) -> bool {
+        let (g, i) = Self::at(addr, ps);
+        let Some(grp) = self.groups.get_mut(&g) else { return false };
+        if grp.counts[i] == 0 {
+            return false;
+        }
+        grp.counts[i] -= 1;
+        if grp.counts[i] == 0 {
+            grp.live -= 1;
+            self.pages -= 1;
+            if grp.live == 0 {
+                self.groups.remove(&g);
+            }
+        }
+        true
+    }
+
+    fn contains(&self, addr: usize, ps: usize) -> bool {
+        let (g, i) = Self::at(addr, ps);
+        self.groups.get(&g).is_some_and(|grp| grp.counts[i] != 0)
+    }
+}
+
+/// A hasher for share-count group numbers: one multiply, no SipHash rounds.
+#[derive(Default, Clone, Copy)]
+pub(super) struct BuildAddrHasher;
+
+#[derive(Default)]
+pub(super) struct AddrHasher(u64);
+
+impl std::hash::BuildHasher for BuildAddrHasher {
+    type Hasher = AddrHasher;
+    fn build_hasher(&self) -> AddrHasher {
+        AddrHasher(0)
+    }
+}
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        // Fibonacci hashing: the high bits of the product mix every input
+        // bit; hashbrown uses the top 7 bits as its tag, the low ones as
+        // the index, so rotate the good bits into both.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = n as u64;
+    }
 }
 
 /// A cache slot: free pages, and the pages counted through it. A page may
@@ -155,6 +297,12 @@ pub struct PoolStats {
     pub free_warm: u64,
     /// Bytes of free pages given back to the OS (mapped, not resident).
     pub returned: u64,
+    /// Pages held by more than one file slot (clones, issue 20): each is
+    /// charged once, in `used` and `pages`.
+    pub shared_pages: u64,
+    /// Holders of shared pages beyond the first, summed: how many pages
+    /// the files' sizes on disk (`st_blocks`) count more than once.
+    pub shared_extra: u64,
 }
 
 thread_local! {
@@ -206,6 +354,9 @@ impl Pool {
                 peak: CachePadded::new(AtomicU64::new(0)),
                 slots,
                 shared: Mutex::new(Shared { free: Vec::new(), cold: Vec::new(), regions: Vec::new(), mapped: 0 }),
+                shares: Mutex::new(Shares::default()),
+                any_shared: AtomicUsize::new(0),
+                extra_holders: AtomicU64::new(0),
             }),
         }
     }
@@ -264,6 +415,8 @@ impl Pool {
             // its holder at this instant counts as warm.
             free_warm: mapped.saturating_sub(pages * ps + returned),
             returned,
+            shared_pages: i.any_shared.load(Ordering::Relaxed) as u64,
+            shared_extra: i.extra_holders.load(Ordering::Relaxed),
         }
     }
 
@@ -490,10 +643,84 @@ impl Pool {
     ///
     /// # Safety
     /// Every page came from this pool (a [`Reservation`]), is held (charged
-    /// and not freed since), and nobody reads or writes it after this call:
-    /// no table that any thread can still read reaches it (the version
-    /// protocol of `crate::node` decides when that is).
+    /// and not freed since), and the caller gives up one holder of it: no
+    /// table slot of that holder that any thread can still read reaches it
+    /// (the version protocol of `crate::node` decides when that is), and it
+    /// is given up once. If that was its only holder, nobody reads or
+    /// writes it after this call.
+    ///
+    /// A page held by more than one table slot (a clone's, see "Shared
+    /// pages") loses one holder instead, and is freed only by its last one.
     pub unsafe fn free_pages(&self, pages: &[Page]) {
+        if pages.is_empty() {
+            return;
+        }
+        #[cfg(not(loom_bug = "share_count_lost"))]
+        let some_shared = self.inner.any_shared.load(Ordering::Acquire) != 0;
+        // Injected bug (loom-tests/tests/clone_share.rs): frees skip the
+        // share counts, so the first file to let go of a cloned page frees
+        // it under the other file.
+        #[cfg(loom_bug = "share_count_lost")]
+        let some_shared = false;
+        if !some_shared {
+            // SAFETY: the caller's contract, and no page is shared.
+            unsafe { self.free_unshared(pages) };
+            return;
+        }
+        let ps = self.inner.page_size;
+        let mut sh = self.inner.shares.lock();
+        let mut run = 0;
+        let mut dropped = 0;
+        for (k, m) in pages.iter().enumerate() {
+            // Another slot still holds it: drop this holder only.
+            if !sh.drop_one(m.addr(), ps) {
+                continue;
+            }
+            dropped += 1;
+            // SAFETY: the caller's contract, for the pages before `m` that
+            // no other slot holds.
+            unsafe { self.free_unshared(&pages[run..k]) };
+            run = k + 1;
+        }
+        self.inner.any_shared.store(sh.pages, Ordering::Release);
+        self.inner.extra_holders.fetch_sub(dropped, Ordering::Relaxed);
+        drop(sh);
+        // SAFETY: as above, for the rest.
+        unsafe { self.free_unshared(&pages[run..]) };
+    }
+
+    /// Adds one holder to each of `pages` (a clone puts them in one more
+    /// table slot each): each is then freed by one more
+    /// [`Pool::free_pages`] than before.
+    ///
+    /// # Safety
+    /// Every page is held (taken from this pool and not freed), and stays
+    /// held until this returns (the caller reaches it through a version it
+    /// holds, or through a clone's pages in transit).
+    pub(crate) unsafe fn share_pages(&self, pages: impl Iterator<Item = Page>) {
+        let mut sh = self.inner.shares.lock();
+        let added = sh.add(pages, self.inner.page_size);
+        self.inner.any_shared.store(sh.pages, Ordering::Release);
+        self.inner.extra_holders.fetch_add(added, Ordering::Relaxed);
+    }
+
+    /// Whether another table slot holds `m` too (a clone's page): a
+    /// copy-on-write of it then adds a page to what is charged (the page it
+    /// replaces is not freed), so it needs a limit-checked reservation.
+    /// May say `true` for a page whose other holder is letting go (the
+    /// cautious side); never `false` for a page another slot holds, if the
+    /// caller holds `m` through the file whose runner it is (only that
+    /// runner can add a holder to a page no other slot holds).
+    pub(crate) fn is_shared(&self, m: Page) -> bool {
+        self.inner.any_shared.load(Ordering::Acquire) != 0
+            && self.inner.shares.lock().contains(m.addr(), self.inner.page_size)
+    }
+
+    /// [`Pool::free_pages`] for pages no other slot holds.
+    ///
+    /// # Safety
+    /// As for [`Pool::free_pages`], and no page has an entry in `shares`.
+    unsafe fn free_unshared(&self, pages: &[Page]) {
         if pages.is_empty() {
             return;
         }
@@ -619,6 +846,40 @@ impl<P: AsRef<Pool>> Drop for Reservation<P> {
     }
 }
 
+/// A clone's pages in transit from the source's table to the
+/// destination's (issue 20): one entry per page (`None`: a hole), each page
+/// with one holder taken for this clone ([`Pool::share_pages`]). The
+/// destination's runner takes them out into its table; whatever is still
+/// here when the last handle drops loses its holder ([`Pool::free_pages`]).
+pub(crate) struct Transit {
+    pool: Pool,
+    pages: Mutex<Vec<Option<Page>>>,
+}
+
+impl Transit {
+    pub(crate) fn new(pool: &Pool) -> Transit {
+        Transit { pool: pool.clone(), pages: Mutex::new(Vec::new()) }
+    }
+
+    /// The list, for the runner filling it (`FileData::share_range`: every
+    /// page pushed must carry one holder) or emptying it into a table
+    /// (`FileData::install_shared`: every page taken out is held by a slot
+    /// from then on).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Vec<Option<Page>>> {
+        self.pages.lock()
+    }
+}
+
+impl Drop for Transit {
+    fn drop(&mut self) {
+        let left: Vec<Page> = std::mem::take(&mut *self.pages.lock()).into_iter().flatten().collect();
+        // SAFETY: each page in the list carries one holder taken for this
+        // clone (`lock`'s contract) and was not put in any table (it would
+        // have been taken out): giving that holder up is this drop's, once.
+        unsafe { self.pool.free_pages(&left) };
+    }
+}
+
 /// Bytes charged against the limit for as long as this lives.
 #[derive(Debug)]
 pub struct Charge {
@@ -629,5 +890,44 @@ pub struct Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.pool.uncharge(self.bytes);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A page with extra holders is freed by its last `free_pages` only;
+    /// counts, `shared_pages` and `shared_extra` follow; pages of several
+    /// groups and repeated pages in one call are counted one by one.
+    #[test]
+    fn shared_pages_go_back_with_their_last_holder() {
+        let pool = Pool::new(4096, 1 << 30, 1);
+        let mut res = pool.reserve(3000 * 4096).unwrap();
+        let mut v = Vec::new();
+        res.take_pages(3000, &mut |m| v.push(m)).unwrap();
+        drop(res);
+        let ps = 4096u64;
+        // SAFETY: every page is held by this test.
+        unsafe { pool.share_pages(v.iter().copied()) };
+        // SAFETY: as above; page 7 gets a third holder.
+        unsafe { pool.share_pages([v[7], v[7]].into_iter()) };
+        let st = pool.stats();
+        assert_eq!((st.pages, st.used, st.shared_pages, st.shared_extra), (3000, 3000 * ps, 3000, 3002));
+        assert!(pool.is_shared(v[2999]) && pool.is_shared(v[0]));
+        // SAFETY: one holder each given up (the test's second).
+        unsafe { pool.free_pages(&v) };
+        let st = pool.stats();
+        assert_eq!((st.pages, st.shared_pages, st.shared_extra), (3000, 1, 2));
+        assert!(!pool.is_shared(v[0]) && pool.is_shared(v[7]));
+        // SAFETY: page 7's extra holders, then every page's last one (7 twice
+        // in one call: two holders given up in order).
+        unsafe { pool.free_pages(&[v[7], v[7]]) };
+        assert_eq!(pool.stats().shared_pages, 0);
+        // SAFETY: the last holder of each.
+        unsafe { pool.free_pages(&v) };
+        let st = pool.stats();
+        assert_eq!((st.pages, st.used, st.shared_pages, st.shared_extra), (0, 0, 0, 0));
+        assert!(pool.inner.shares.lock().groups.is_empty(), "empty groups go");
     }
 }

@@ -26,6 +26,15 @@
 //! * a leaf also marks its *fresh* pages (taken in this batch, never
 //!   published): those are the pages the page contract (rule 3, in
 //!   `sector/mod.rs`) lets the runner write below `init`;
+//! * and its *shared* pages (issue 20): put in this slot by a clone, or
+//!   handed to one, so another table slot may hold the page too (the
+//!   pool's share counts say whether one still does). A shared page has
+//!   `init` at the page size and is never written in place, even if fresh
+//!   ([`Leaf::marked_fresh`] and [`LeafMut::is_fresh`] say "writable in
+//!   place": fresh and not shared); a copy-on-write of one that another
+//!   slot still holds needs a limit-checked reservation (`data.rs`). The
+//!   mark is kept by copies and cleared when the slot gets another page;
+//!   it may outlive the sharing (the cautious side);
 //! * what is retired (a node, a page, or a whole detached subtree) is
 //!   reachable from the version being replaced (and older ones) but from no
 //!   newer one; it is freed when that version and every older one are gone
@@ -103,10 +112,13 @@ pub struct Leaf {
     young: u64,
     /// The version `young` is relative to.
     young_w: u64,
+    /// Per page: put here by a clone or handed to one (see the module
+    /// docs); never written in place. Runner only, like `init`.
+    shared: u64,
 }
 
 impl Leaf {
-    const EMPTY: Leaf = Leaf { pages: [None; LEAF], init: [0; LEAF], fresh: 0, young: 0, young_w: u64::MAX };
+    const EMPTY: Leaf = Leaf { pages: [None; LEAF], init: [0; LEAF], fresh: 0, young: 0, young_w: u64::MAX, shared: 0 };
 
     /// The page in slot `i`.
     pub fn page(&self, i: usize) -> Option<Page> {
@@ -118,10 +130,17 @@ impl Leaf {
         init_of(self.init[i])
     }
 
-    /// Whether slot `i` is marked fresh (meaningful only in a leaf of the
-    /// draft's own `gen`: see [`Table::leaf`]).
+    /// Whether slot `i` is marked fresh and not shared: writable in place
+    /// (meaningful only in a leaf of the draft's own `gen`: see
+    /// [`Table::leaf`]).
     pub(crate) fn marked_fresh(&self, i: usize) -> bool {
-        self.fresh & (1 << i) != 0
+        (self.fresh & !self.shared) & (1 << i) != 0
+    }
+
+    /// Whether slot `i` is marked shared (a clone's page: see the module
+    /// docs).
+    pub(crate) fn marked_shared(&self, i: usize) -> bool {
+        self.shared & (1 << i) != 0
     }
 
     /// The slots `i..j` that overlap pages `from..to` of a leaf at `base`.
@@ -211,6 +230,7 @@ fn alloc_copy(gen: u64, w: u64, src: &TNode) -> NodePtr {
             // (relative to an older version it says nothing about `w`).
             d.young = if src.gen > w && w != u64::MAX { l.fresh } else { 0 } | if l.young_w == w { l.young } else { 0 };
             d.young_w = w;
+            d.shared = l.shared;
         }
         // Injected bug (loom-tests/tests/table_publish.rs): the copy keeps
         // the marks of the batch that made the original, so pages published
@@ -729,9 +749,41 @@ impl LeafMut<'_> {
         init_of(self.leaf.init[i])
     }
 
-    /// Whether slot `i`'s page was taken in this batch (never published).
+    /// Whether slot `i`'s page was taken in this batch (never published)
+    /// and is not shared: writable in place.
     pub(crate) fn is_fresh(&self, i: usize) -> bool {
-        self.leaf.fresh & (1 << i) != 0
+        (self.leaf.fresh & !self.leaf.shared) & (1 << i) != 0
+    }
+
+    /// Marks slot `i`'s page shared (a clone hands it to another slot):
+    /// never written in place from now on.
+    pub(crate) fn mark_shared(&mut self, i: usize, page_size: usize) {
+        self.leaf.shared |= 1 << i;
+        self.leaf.init[i] = stored_init(page_size);
+    }
+
+    /// Puts `m`, a page another slot holds too (a clone's, with one holder
+    /// counted for this slot: `Pool::share_pages`), in slot `i`, marked
+    /// shared with `init` at the page size; the page it replaces goes back
+    /// at once if it was fresh, else is retired.
+    pub(crate) fn put_shared(&mut self, i: usize, m: Page, page_size: usize, ed: &mut Edit<'_>) {
+        self.replace(i, m, ed);
+        self.leaf.init[i] = stored_init(page_size);
+        self.leaf.fresh &= !(1 << i);
+        self.leaf.young &= !(1 << i);
+        self.leaf.shared |= 1 << i;
+    }
+
+    /// Puts `m` in slot `i`, freeing (fresh) or retiring what was there.
+    fn replace(&mut self, i: usize, m: Page, ed: &mut Edit<'_>) {
+        match self.leaf.pages[i].replace(m) {
+            None => *self.count += 1,
+            // SAFETY: `old` was fresh in this private leaf and has just
+            // been replaced in its slot: nothing reaches it any more (a
+            // shared one loses this slot's holder only: `free_pages`).
+            Some(old) if self.leaf.fresh & (1 << i) != 0 => unsafe { ed.free_fresh(old) },
+            Some(old) => ed.retire_page(old, self.leaf, i),
+        }
     }
 
     /// Raises slot `i`'s `init` to `v` (it never goes down).
@@ -743,16 +795,11 @@ impl LeafMut<'_> {
     /// page it replaces goes back at once if it was fresh too, else is
     /// retired (a published version may reach it).
     pub(crate) fn put_fresh(&mut self, i: usize, m: Page, init: usize, ed: &mut Edit<'_>) {
-        match self.leaf.pages[i].replace(m) {
-            None => *self.count += 1,
-            // SAFETY: `old` was fresh in this private leaf and has just
-            // been replaced in its slot: nothing reaches it any more.
-            Some(old) if self.is_fresh(i) => unsafe { ed.free_fresh(old) },
-            Some(old) => ed.retire_page(old, self.leaf, i),
-        }
+        self.replace(i, m, ed);
         self.leaf.init[i] = stored_init(init);
         self.leaf.fresh |= 1 << i;
         self.leaf.young &= !(1 << i);
+        self.leaf.shared &= !(1 << i);
     }
 }
 
@@ -806,6 +853,7 @@ fn remove_in(slot: &mut Option<NodePtr>, h: u32, base: u64, from: u64, to: u64, 
                 }
                 l.fresh &= !(1 << k);
                 l.young &= !(1 << k);
+                l.shared &= !(1 << k);
             }
             l.pages.iter().all(Option::is_none)
         }
