@@ -143,18 +143,7 @@ impl Engine {
             0 => Pool::new(cfg.sector_size, cfg.max_bytes, slots),
             ps => Pool::with_page_size(cfg.sector_size, ps, cfg.max_bytes, slots),
         };
-        let now = Time::now();
-        let meta = Meta {
-            perm: cfg.root_mode & 0o7777,
-            uid: cfg.root_uid,
-            gid: cfg.root_gid,
-            rdev: 0,
-            atime: now.into(),
-            mtime: now.into(),
-            ctime: now.into(),
-            crtime: now.into(),
-            flags: 0,
-        };
+        let meta = Meta::new(cfg.root_mode & 0o7777, cfg.root_uid, cfg.root_gid, 0);
         let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, None, None));
         let nodes = ShardMap::new();
         nodes.insert(ROOT, root);

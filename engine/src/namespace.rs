@@ -132,18 +132,7 @@ impl Engine {
                 perm |= 0o2000;
             }
         }
-        let now = Time::now();
-        let meta = Meta {
-            perm,
-            uid,
-            gid,
-            rdev,
-            atime: now.into(),
-            mtime: now.into(),
-            ctime: now.into(),
-            crtime: now.into(),
-            flags: 0,
-        };
+        let meta = Meta::new(perm, uid, gid, rdev);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let nlink = if kind == FileType::Directory { 2 } else { 1 };
         Arc::new(Node::new(ino, kind, meta, nlink, p.ino, target, xattrs))
@@ -294,18 +283,7 @@ impl Engine {
     pub fn tmpfile(&self, parent: Ino, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         let p = self.dir_node(parent)?;
         self.reserve_inode()?;
-        let now = Time::now();
-        let meta = Meta {
-            perm: mode & 0o7777,
-            uid,
-            gid,
-            rdev: 0,
-            atime: now.into(),
-            mtime: now.into(),
-            ctime: now.into(),
-            crtime: now.into(),
-            flags: 0,
-        };
+        let meta = Meta::new(mode & 0o7777, uid, gid, 0);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, None, None));
         {

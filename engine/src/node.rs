@@ -115,6 +115,14 @@ pub(crate) struct Meta {
     pub(crate) flags: u32,
 }
 
+impl Meta {
+    /// A new node's metadata: every time stamp now, no flags.
+    pub(crate) fn new(perm: u32, uid: u32, gid: u32, rdev: u32) -> Meta {
+        let now: PTime = Time::now().into();
+        Meta { perm, uid, gid, rdev, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 }
+    }
+}
+
 /// A [`Time`] stored in 12 bytes (aligned to 4, no padding). Its fields are
 /// only ever copied out (`get`), never borrowed, so the packing is safe.
 #[derive(Debug, Clone, Copy)]
