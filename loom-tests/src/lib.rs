@@ -13,6 +13,7 @@ pub use helpers::*;
 #[cfg(loom)]
 mod helpers {
     use engine::{Config, Engine};
+    use loom::sync::atomic::{AtomicUsize, Ordering};
 
     /// How a model bounds its exploration.
     ///
@@ -108,5 +109,23 @@ mod helpers {
             cache_slots: 1,
             ..Config::default()
         })
+    }
+
+    /// The bytes of lent slices, in order.
+    pub fn flat(s: &[std::io::IoSlice<'_>]) -> Vec<u8> {
+        s.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+
+    /// Reads `len` bytes at 0 with `read_with`: the lent bytes at a first
+    /// look, then (after a scheduling point, `tick`, the writers free to
+    /// run) at a second; both must agree. Returns them.
+    pub fn read_lent(e: &Engine, ino: u64, len: usize, tick: &AtomicUsize) -> Vec<u8> {
+        e.read_with(ino, 0, len, |s| {
+            let first = flat(s);
+            tick.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(first, flat(s), "lent bytes changed while held");
+            first
+        })
+        .expect("read_with")
     }
 }

@@ -40,9 +40,9 @@
 mod tests {
     use engine::sync::Arc;
     use engine::{Engine, ROOT};
-    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::atomic::AtomicUsize;
     use loom::thread;
-    use loom_tests::{tiny_engine, Bound, SS};
+    use loom_tests::{read_lent, tiny_engine, Bound, SS};
 
     fn no_leak(e: &Engine) {
         let st = e.stats();
@@ -50,17 +50,6 @@ mod tests {
         assert_eq!(st.pool.pages, 0, "pages still held");
         assert_eq!(st.pool.shared_pages, 0, "pages still shared");
         assert_eq!(e.pool().free_pages_count() as u64 * e.pool().page_size() as u64, st.pool.mapped, "a page leaked");
-    }
-
-    fn read_lent(e: &Engine, ino: u64, tick: &AtomicUsize) -> Vec<u8> {
-        e.read_with(ino, 0, SS, |s| {
-            let first: Vec<u8> = s.iter().flat_map(|p| p.iter().copied()).collect();
-            tick.fetch_add(1, Ordering::SeqCst);
-            let second: Vec<u8> = s.iter().flat_map(|p| p.iter().copied()).collect();
-            assert_eq!(first, second, "lent bytes changed while held");
-            first
-        })
-        .expect("read_with")
     }
 
     fn gone(e: &Engine, name: &[u8], ino: u64) {
@@ -84,7 +73,7 @@ mod tests {
             let r = Arc::clone(&e);
             let reader = thread::spawn(move || {
                 let tick = AtomicUsize::new(0);
-                let got = read_lent(&r, b, &tick);
+                let got = read_lent(&r, b, SS, &tick);
                 assert!(got == [1; SS] || got == [3; SS], "read {got:?}");
             });
             let w = Arc::clone(&e);
@@ -147,7 +136,7 @@ mod tests {
             let r = Arc::clone(&e);
             let reader = thread::spawn(move || {
                 let tick = AtomicUsize::new(0);
-                let got = read_lent(&r, a, &tick);
+                let got = read_lent(&r, a, SS, &tick);
                 assert!(got == [1; SS] || got == [2; SS], "read {got:?}");
             });
             let c = Arc::clone(&e);

@@ -68,7 +68,7 @@ mod tests {
     use engine::{Engine, ROOT};
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::thread;
-    use loom_tests::{tiny_engine, Bound, SS};
+    use loom_tests::{flat, read_lent, tiny_engine, Bound, SS};
 
     /// An engine with one file holding `init`; returns the engine and the inode.
     fn file_with(init: &[u8], max_sectors: u64) -> (Arc<Engine>, u64) {
@@ -76,20 +76,6 @@ mod tests {
         let ino = e.create(ROOT, b"f", 0o644, 0, 0).expect("create").ino;
         e.write(ino, 0, init).expect("initial write");
         (Arc::new(e), ino)
-    }
-
-    /// Reads `len` bytes at 0 with `read_with`: the lent bytes at a first
-    /// look, then (after a scheduling point, the writer free to run) at a
-    /// second; both must agree. Returns them.
-    fn read_lent(e: &Engine, ino: u64, len: usize, tick: &AtomicUsize) -> Vec<u8> {
-        e.read_with(ino, 0, len, |s| {
-            let first: Vec<u8> = s.iter().flat_map(|p| p.iter().copied()).collect();
-            tick.fetch_add(1, Ordering::SeqCst);
-            let second: Vec<u8> = s.iter().flat_map(|p| p.iter().copied()).collect();
-            assert_eq!(first, second, "lent bytes changed while held");
-            first
-        })
-        .expect("read_with")
     }
 
     /// A write over two whole visible sectors (copy-on-write of both, one
@@ -242,9 +228,6 @@ mod tests {
     /// page goes back once both let go (blocks chained, "Versions" rule 3).
     #[test]
     fn nested_holders_newer_dropped_first() {
-        fn flat(s: &[std::io::IoSlice<'_>]) -> Vec<u8> {
-            s.iter().flat_map(|p| p.iter().copied()).collect()
-        }
         loom_tests::check("read_with::nested_holders_newer_dropped_first", Bound::Preemptions(3), || {
             let (e, ino) = file_with(&[1; SS], 8);
             let w = Arc::clone(&e);
@@ -281,9 +264,6 @@ mod tests {
     /// write would reuse it under the outer reader.
     #[test]
     fn nested_holders_in_order() {
-        fn flat(s: &[std::io::IoSlice<'_>]) -> Vec<u8> {
-            s.iter().flat_map(|p| p.iter().copied()).collect()
-        }
         fn wait(step: &AtomicUsize, n: usize) {
             while step.load(Ordering::SeqCst) < n {
                 thread::yield_now();
