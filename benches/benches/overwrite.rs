@@ -13,7 +13,12 @@
 //!   with 4K and 64K sectors, and `memcpy` of the same size;
 //! * `two_files_4K`: two threads, each overwriting its own 64 MiB file with
 //!   4 KiB random writes (64K sectors), time per write per thread, beside
-//!   `one_file_4K`, the same on one thread (scaling = 2 × one / two);
+//!   `one_file_4K`, the same on one thread (scaling = 2 × one / two), and
+//!   the machine's own scaling on the same pattern: `memcpy_one`/`memcpy_two`
+//!   copy 4 KiB to random offsets of a 64 MiB buffer each thread owns;
+//!   `read_one`/`read_two_same`: 4 KiB random reads of one 64 MiB file from
+//!   one thread and from two at once (readers of one file share its
+//!   published word: the cost of the version count under contention);
 //! * `page/<row>`: the page size (the unit of copy-on-write inside a 64 KiB
 //!   sector) that issue 18 chose, against larger ones: 4 KiB random
 //!   overwrites, 1 MiB sequential overwrites and 4 KiB random reads with
@@ -305,6 +310,47 @@ fn per_thread(fs: &EngineFs, ids: &[u64], iters: u64) -> Duration {
     start.elapsed()
 }
 
+/// `threads` threads each read 4 KiB at random offsets of the same 64 MiB
+/// file; time per read per thread.
+fn per_thread_read(fs: &EngineFs, id: u64, threads: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let mut buf = Buf::new(4 * KIB as usize, 0);
+                let mut o = Offsets::new(64 * MIB, 4 * KIB);
+                o.x ^= t + 1;
+                for _ in 0..iters {
+                    fs.read(id, o.next(), &mut buf);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// The same pattern as `per_thread` with `copy_from_slice` into a 64 MiB
+/// buffer per thread: what the machine's two vCPUs scale to on this work.
+fn per_thread_memcpy(mems: &mut [Buf], iters: u64) -> Duration {
+    let data = Buf::new(4 * KIB as usize, 0xC3);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for (i, mem) in mems.iter_mut().enumerate() {
+            let data = &data;
+            s.spawn(move || {
+                let mut o = Offsets::new(64 * MIB, 4 * KIB);
+                o.x ^= i as u64 + 1;
+                for _ in 0..iters {
+                    let at = o.next() as usize;
+                    mem[at..at + data.len()].copy_from_slice(data);
+                    black_box(&mem[at]);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
 fn two_files(c: &mut Criterion) {
     let mut g = c.benchmark_group("threads_4K");
     g.sample_size(20);
@@ -322,6 +368,18 @@ fn two_files(c: &mut Criterion) {
         let (fs, ids) = st.get_or_insert_with(&mut setup);
         b.iter_custom(|n| per_thread(fs, ids, n))
     });
+    g.bench_function("read_one", |b| {
+        let (fs, ids) = st.get_or_insert_with(&mut setup);
+        b.iter_custom(|n| per_thread_read(fs, ids[0], 1, n))
+    });
+    g.bench_function("read_two_same", |b| {
+        let (fs, ids) = st.get_or_insert_with(&mut setup);
+        b.iter_custom(|n| per_thread_read(fs, ids[0], 2, n))
+    });
+    drop(st);
+    let mut mems = [Buf::new(64 * MIB as usize, 0x5A), Buf::new(64 * MIB as usize, 0x5A)];
+    g.bench_function("memcpy_one", |b| b.iter_custom(|n| per_thread_memcpy(&mut mems[..1], n)));
+    g.bench_function("memcpy_two", |b| b.iter_custom(|n| per_thread_memcpy(&mut mems, n)));
     g.finish();
 }
 

@@ -999,9 +999,11 @@ impl Node {
         let after = w.data.len();
         crate::fault::fail_point!("node.publish");
         if changed {
+            // Only a size change touches the engine-wide counter: an
+            // overwrite must not write a line every writer shares.
             if after > before {
                 logical.fetch_add(after - before, Ordering::Relaxed);
-            } else {
+            } else if after < before {
                 logical.fetch_sub(before - after, Ordering::Relaxed);
             }
             draft.publish(&self.snap, cur, &mut current);
