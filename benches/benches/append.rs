@@ -11,11 +11,17 @@
 //!   `vecfs` (exact growth, the original memfs) at 64 MiB only (it is
 //!   quadratic: at 1 GiB it copies ~512 GiB).
 //!
+//! `sector_size/<row>/<sector>` is the sweep that chose the default sector
+//! size (issue 17): 1 GiB appended in 1 MiB writes, cold and warm, and read
+//! back in 1 MiB reads, with 4K, 16K and 64K sectors (the other axes of the
+//! sweep, 4 KiB random overwrite and a source tree's footprint, are the
+//! `overwrite` bench and `scripts/bench-sector-size`).
+//!
 //! Criterion prints time per iteration and throughput (GiB/s); per-GiB time is
 //! 1 / throughput. `scripts/bench-append-report` turns the estimates into
 //! ms per GiB and the 4 GiB / 64 MiB ratio.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sectorfs_benches::{append_file, EngineFs, MutexFs, VecFs};
+use sectorfs_benches::{append_file, BenchFs, EngineFs, MutexFs, VecFs};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -62,5 +68,44 @@ fn append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append);
+fn sector_size(c: &mut Criterion) {
+    let chunk = vec![0xA5u8; MIB as usize];
+    let size = 1024 * MIB;
+    let mut g = c.benchmark_group("sector_size");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(8));
+    g.throughput(Throughput::Bytes(size));
+    for ss in [4usize << 10, 16 << 10, 64 << 10] {
+        let label = format!("{}K", ss >> 10);
+        g.bench_with_input(BenchmarkId::new("append_cold", &label), &ss, |b, &ss| {
+            b.iter(|| {
+                let fs = EngineFs::new(size + 64 * MIB, ss);
+                append_file(&fs, "f", size, &chunk);
+            })
+        });
+        let fs = EngineFs::new(size + 64 * MIB, ss);
+        append_file(&fs, "f", size, &chunk);
+        g.bench_with_input(BenchmarkId::new("append_warm", &label), &ss, |b, _| {
+            b.iter(|| append_file(&fs, "f", size, &chunk))
+        });
+        let id = fs.create("r");
+        let mut off = 0;
+        while off < size {
+            fs.write(id, off, &chunk);
+            off += MIB;
+        }
+        let mut buf = vec![0u8; MIB as usize];
+        g.bench_with_input(BenchmarkId::new("read", &label), &ss, |b, _| {
+            b.iter(|| {
+                let mut off = 0;
+                while off < size {
+                    fs.read(id, off, &mut buf);
+                    off += MIB;
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, append, sector_size);
 criterion_main!(benches);

@@ -4,8 +4,9 @@
 //!
 //! * `overwrite/<row>/<write>`: writes of 4 KiB, 64 KiB and 1 MiB at random
 //!   offsets aligned to the write size, with 4K, 16K, 64K and 256K sectors;
-//! * `seq_1M/<sector>`: 1 MiB writes walking the file in order;
-//! * `append_1M`: 1 MiB appends to a new file up to 256 MiB (then removed);
+//! * `seq_1M/sectorfs_<sector>_overwrite`: 1 MiB writes walking the file in
+//!   order, and `_append`: 1 MiB appends to a new file up to 256 MiB (then
+//!   removed), with 4K and 64K sectors;
 //! * `read_4K/<sector>`: 4 KiB reads at random aligned offsets;
 //! * `read_with/<row>/<size>`: 4 KiB and 1 MiB reads at random aligned
 //!   offsets, `read` into a buffer (`read_<sector>`) against the zero-copy
@@ -186,35 +187,37 @@ fn sequential(c: &mut Criterion) {
         })
     });
     drop(mem);
-    let mut st = None;
-    let mut off = 0u64;
-    g.bench_function("sectorfs_64K_overwrite", |b| {
-        let (fs, id) = st.get_or_insert_with(|| engine_file(64 * KIB));
-        b.iter(|| {
-            fs.write(*id, off, black_box(&data));
-            off = (off + MIB) % FILE;
-        })
-    });
-    drop(st);
-    // Appends to a new file, 256 MiB per file (the memory is warm: the
-    // engine reuses the sectors of the file removed before).
-    let per_file = 256 * MIB;
-    let mut st = None;
-    g.bench_function("sectorfs_64K_append", |b| {
-        let (fs, cur) = st.get_or_insert_with(|| {
-            let fs = engine(64 << 10);
-            let id = fs.create("a");
-            (fs, (id, 0u64))
+    for ss in [4 * KIB, 64 * KIB] {
+        let mut st = None;
+        let mut off = 0u64;
+        g.bench_function(format!("sectorfs_{}K_overwrite", ss / KIB), |b| {
+            let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
+            b.iter(|| {
+                fs.write(*id, off, black_box(&data));
+                off = (off + MIB) % FILE;
+            })
         });
-        b.iter(|| {
-            if cur.1 == per_file {
-                fs.remove("a", cur.0);
-                *cur = (fs.create("a"), 0);
-            }
-            fs.write(cur.0, cur.1, black_box(&data));
-            cur.1 += MIB;
-        })
-    });
+        drop(st);
+        // Appends to a new file, 256 MiB per file (the memory is warm: the
+        // engine reuses the sectors of the file removed before).
+        let per_file = 256 * MIB;
+        let mut st = None;
+        g.bench_function(format!("sectorfs_{}K_append", ss / KIB), |b| {
+            let (fs, cur) = st.get_or_insert_with(|| {
+                let fs = engine(ss as usize);
+                let id = fs.create("a");
+                (fs, (id, 0u64))
+            });
+            b.iter(|| {
+                if cur.1 == per_file {
+                    fs.remove("a", cur.0);
+                    *cur = (fs.create("a"), 0);
+                }
+                fs.write(cur.0, cur.1, black_box(&data));
+                cur.1 += MIB;
+            })
+        });
+    }
     g.finish();
 }
 

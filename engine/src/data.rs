@@ -945,12 +945,13 @@ impl FileData {
         // Pages of present sectors that change take a copy unless changed
         // in place.
         let (mut replace, mut replace_shared) = (0, 0);
+        // One walk per leaf, not per page (nor per sector: a leaf holds 64
+        // pages, so 64 sectors of one page each).
+        let mut leaf = None;
         for r in shape.present_ranges() {
             let mut k = r.start;
             while let Some(p) = t.next_present_before(k.saturating_mul(pps), r.end.saturating_mul(pps)) {
                 let s = p / pps;
-                // One walk per leaf, not per page.
-                let mut leaf = None;
                 for q in shape.pages_changed(s) {
                     let Some(ms) = shape.page_span(q).modified_start() else { continue };
                     if leaf.is_none_or(|(at, _)| at != q / LEAF as u64) {
@@ -1388,6 +1389,14 @@ struct Cursor {
 impl Cursor {
     fn next(&mut self, sh: &Shape, t: &Table) -> Option<u64> {
         let from = self.next;
+        // Every candidate below is at least `from`: a sector the write
+        // covers is the next one without searching (a search per sector
+        // would scan the rest of the range each time: O(n²) in the pages
+        // of one write).
+        if from >= sh.w.start && from < sh.w.end {
+            self.next = from + 1;
+            return Some(from);
+        }
         let pps = sh.pps;
         let mut best: Option<u64> = None;
         let mut offer = |k: Option<u64>| {

@@ -19,6 +19,18 @@ use crate::sync::{Arc, Mutex, ShardMap};
 use crate::types::*;
 use crate::{Error, Result};
 
+/// The default sector size: one 4 KiB page. Chosen by the sweep in
+/// `docs/BENCHMARKS.md` ("Sector size"): a source tree charges 1.08x its
+/// bytes (64 KiB sectors: 2.77x), and streaming through the mount and 4 KiB
+/// random overwrites run alike at 4 KiB and 64 KiB.
+pub const DEFAULT_SECTOR_SIZE: usize = 4 << 10;
+
+/// The least `st_blksize` a file reports (the sector size if larger):
+/// programs size their buffers by it (stdio, `cp`), and through FUSE every
+/// buffer flushed is a round trip, so 4 KiB sectors must not mean 4 KiB
+/// writes.
+pub const PREFERRED_IO: u64 = 64 << 10;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -58,7 +70,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            sector_size: 64 << 10,
+            sector_size: DEFAULT_SECTOR_SIZE,
             max_bytes: 1 << 30,
             max_inodes: 1 << 20,
             inline_max: 4096,
@@ -215,7 +227,7 @@ impl Engine {
             rdev: s.meta.rdev,
             size,
             blocks: s.data.allocated(ss).div_ceil(512),
-            blksize: ss as u32,
+            blksize: ss.max(PREFERRED_IO) as u32,
             atime: s.meta.atime.get(),
             mtime: s.meta.mtime.get(),
             ctime: s.meta.ctime.get(),

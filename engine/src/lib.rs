@@ -37,7 +37,7 @@ pub mod sync;
 mod types;
 mod xattr;
 
-pub use engine::{Config, Engine, Stats};
+pub use engine::{Config, Engine, Stats, DEFAULT_SECTOR_SIZE, PREFERRED_IO};
 pub use error::{errno, ntstatus, Error, Result};
 pub use types::*;
 

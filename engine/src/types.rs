@@ -127,7 +127,7 @@ pub struct Attr {
     pub size: u64,
     /// 512-byte blocks of memory held.
     pub blocks: u64,
-    /// Preferred I/O size (the sector size).
+    /// Preferred I/O size (the sector size, at least [`crate::engine::PREFERRED_IO`]).
     pub blksize: u32,
     /// Last access.
     pub atime: Time,

@@ -258,7 +258,8 @@ fn settings(
     image: Option<&engine::image::ImageInfo>,
 ) -> Result<Settings, String> {
     let saved = image.map(|i| &i.config);
-    let sector_size = args.sector_size.or(saved.map(|c| c.sector_size as u64)).unwrap_or(64 << 10);
+    let sector_size =
+        args.sector_size.or(saved.map(|c| c.sector_size as u64)).unwrap_or(engine::DEFAULT_SECTOR_SIZE as u64);
     let sector_size = cli::check_sector_size(sector_size)?;
     let size = match (args.size, saved) {
         (Some(s), _) => s.resolve(ram)?,

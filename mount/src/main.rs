@@ -179,7 +179,7 @@ pub(crate) struct MountArgs {
     /// Most files, directories and links (inodes). [default: one per 4 KiB of --size]
     #[arg(long, value_name = "N")]
     pub(crate) max_files: Option<u64>,
-    /// Bytes per sector: a power of two from 4K to 1M. [default: the image's, else 64K]
+    /// Bytes per sector: a power of two from 4K to 1M. [default: the image's, else 4K]
     #[arg(long, value_name = "SIZE", value_parser = cli::parse_bytes)]
     pub(crate) sector_size: Option<u64>,
     /// FUSE worker threads, at most 64 per core and within the open-file limit.

@@ -400,21 +400,24 @@ mod tests {
     fn trim_step_waits_a_period_then_keeps_the_reserve() {
         let e = engine::Engine::new(engine::Config { sector_size: 4096, ..engine::Config::default() }).unwrap();
         let pool = e.pool();
-        // 4 MiB of sectors, then all freed (a file written, then deleted).
+        // 16 MiB of sectors, then all freed (a file written, then deleted):
+        // more than this thread's cache slot keeps.
         let f = e.create(engine::ROOT, b"f", 0o644, 0, 0).unwrap().ino;
-        e.write(f, 0, &vec![1u8; 4 << 20]).unwrap();
+        e.write(f, 0, &vec![1u8; 16 << 20]).unwrap();
         e.unlink(engine::ROOT, b"f").unwrap();
         e.forget(f, 1);
         let warm = pool.stats().free_warm;
-        assert!(warm >= 4 << 20);
+        assert!(warm >= 16 << 20);
         let mut was = false;
         assert_eq!(trim_step(pool, 1 << 20, &mut was), 0, "not at the first step over the reserve");
         let given = trim_step(pool, 1 << 20, &mut was);
         assert!(given > 0 && pool.stats().returned == given);
         let st = pool.stats();
         // What is left warm: the reserve on the shared list, plus the
-        // per-thread caches (at most CACHE_MAX sectors each).
-        assert!(st.free_warm <= (1 << 20) + (engine::sector::CACHE_MAX as u64) * 4096, "{st:?}");
+        // per-thread caches (at most CACHE_MAX units of CACHE_UNIT_MIN pages
+        // each, one slot used here).
+        let slot = (engine::sector::CACHE_MAX * engine::sector::CACHE_UNIT_MIN) as u64 * 4096;
+        assert!(st.free_warm <= (1 << 20) + slot, "{st:?}");
         assert_eq!(trim_step(pool, 1 << 20, &mut was), 0, "nothing more to give back");
     }
 

@@ -35,7 +35,7 @@ pub(crate) struct WinMountArgs {
     #[arg(short = 'n', long, value_name = "N")]
     pub(crate) max_files: Option<u64>,
     /// Bytes per sector: a power of two from 4K to 1M.
-    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = cli::parse_bytes)]
+    #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = cli::parse_bytes)]
     pub(crate) sector_size: u64,
     /// WinFsp dispatcher threads. [default: WinFsp's choice, from the number of cores]
     #[arg(long, value_name = "N")]
@@ -271,7 +271,10 @@ mod tests {
         assert_eq!((s.size, s.threads, s.label.as_str()), (4 << 30, 4, "L"));
         let d = parse(&["*"]).unwrap();
         assert_eq!(d.target, MountTarget::NextFreeDrive);
-        assert_eq!((d.size, d.max_files, d.sector_size), (8 << 30, (8 << 30) / 4096, 64 << 10));
+        assert_eq!(
+            (d.size, d.max_files, d.sector_size),
+            (8 << 30, (8 << 30) / 4096, engine::DEFAULT_SECTOR_SIZE as u64)
+        );
         assert_eq!(
             (d.root_sddl.as_str(), d.fs_name.as_str(), d.label.as_str()),
             (DEFAULT_ROOT_SDDL, "sectorfs", "sectorfs")

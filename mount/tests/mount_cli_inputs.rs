@@ -114,7 +114,7 @@ fn the_most_threads_allowed_mount_and_serve() {
 
 #[test]
 fn tiny_size_rounds_up_to_a_sector_and_df_shows_it() {
-    let Some(m) = Mount::new(&["--size", "1K"]) else { return };
+    let Some(m) = Mount::new(&["--size", "1K", "--sector-size", "64K"]) else { return };
     let (bsize, blocks, ..) = statvfs(&m.path).unwrap();
     assert_eq!(bsize * blocks, 64 << 10, "one 64 KiB sector, not 0");
     assert_eq!(m.stat("limit_bytes"), 64 << 10);

@@ -62,4 +62,4 @@ mod pool;
 pub mod table;
 
 pub(crate) use pool::Transit;
-pub use pool::{Charge, Pool, PoolStats, Reservation, CACHE_BATCH, CACHE_MAX, PAGE};
+pub use pool::{Charge, Pool, PoolStats, Reservation, CACHE_BATCH, CACHE_MAX, CACHE_UNIT_MIN, PAGE};

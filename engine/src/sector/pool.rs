@@ -16,7 +16,8 @@
 //! each thread sticks to one slot, so slots are almost never contended), which
 //! spill half their contents to the shared free list when they hold more than
 //! [`CACHE_MAX`] sectors' worth, and refill from it in batches of
-//! [`CACHE_BATCH`] sectors' worth. Regions are only unmapped when the pool is
+//! [`CACHE_BATCH`] sectors' worth (a sector counting at least 64 KiB here,
+//! so 4 KiB sectors keep 4 MiB warm per slot as 64 KiB ones do). Regions are only unmapped when the pool is
 //! dropped (unmount frees everything at once), but free pages go back to the
 //! OS on demand ([`Pool::trim`]): free pages beyond a warm reserve are taken
 //! off the shared free list, `madvise(MADV_DONTNEED)`d (the daemon's resident
@@ -92,9 +93,11 @@ use crate::sync::Prefault;
 use crate::sync::{thread_local, Arc, Mutex, MutexGuard, Page, Region, REGION_BYTES};
 use crate::Error;
 
-/// Most sectors' worth of pages a cache slot keeps before spilling to the
-/// shared list.
+/// Most sectors' worth of pages (`Pool::cache_unit`: at least 64 KiB's) a
+/// cache slot keeps before spilling to the shared list.
 pub const CACHE_MAX: usize = 64;
+/// The fewest pages [`CACHE_MAX`] and [`CACHE_BATCH`] count per sector.
+pub const CACHE_UNIT_MIN: usize = 16;
 /// How many sectors' worth of pages move between a slot and the shared list
 /// at once.
 pub const CACHE_BATCH: usize = 16;
@@ -376,6 +379,15 @@ impl Pool {
         self.inner.sector_size / self.inner.page_size
     }
 
+    /// Pages per unit of the slot caches' bounds ([`CACHE_MAX`],
+    /// [`CACHE_BATCH`]): a sector's, but at least 16 pages (64 KiB of 4 KiB
+    /// pages), so that small sectors (4 KiB, the default) keep as much
+    /// memory warm per slot, and take as few trips to the shared list, as
+    /// 64 KiB ones.
+    fn cache_unit(&self) -> usize {
+        self.pages_per_sector().max(CACHE_UNIT_MIN)
+    }
+
     /// Bytes charged now.
     pub fn used(&self) -> u64 {
         self.inner.used.load(Ordering::Acquire)
@@ -587,7 +599,7 @@ impl Pool {
     /// `None` if the OS refuses memory.
     fn refill(&self, want: usize) -> Option<Vec<Page>> {
         let i = &self.inner;
-        let batch = (CACHE_BATCH * self.pages_per_sector()).max(want);
+        let batch = (CACHE_BATCH * self.cache_unit()).max(want);
         let mut sh = i.shared.lock();
         if sh.free.len() < want && !sh.cold.is_empty() {
             // Pages given back to the OS: zero pages on first touch.
@@ -726,7 +738,7 @@ impl Pool {
         }
         let i = &self.inner;
         let slot = &i.slots[my_slot(i.slots.len())];
-        let max = CACHE_MAX * self.pages_per_sector();
+        let max = CACHE_MAX * self.cache_unit();
         let spill = {
             let mut s = slot.free.lock();
             // Reversed: pages freed in ascending order are handed out again
