@@ -17,13 +17,14 @@
 //! spill half their contents to the shared free list when they hold more than
 //! [`CACHE_MAX`] sectors' worth, and refill from it in batches of
 //! [`CACHE_BATCH`] sectors' worth (a sector counting at least 64 KiB here,
-//! so 4 KiB sectors keep 4 MiB warm per slot as 64 KiB ones do). Regions are only unmapped when the pool is
-//! dropped (unmount frees everything at once), but free pages go back to the
-//! OS on demand ([`Pool::trim`]): free pages beyond a warm reserve are taken
-//! off the shared free list, `madvise(MADV_DONTNEED)`d (the daemon's resident
-//! memory goes down; the mapping stays), and kept on a *cold* list that is
-//! used only when no warm page is left (its memory is fresh zeros then,
-//! which costs a first touch, as a new region would).
+//! so 4 KiB sectors keep 4 MiB warm per slot as 64 KiB ones do). Regions are
+//! only unmapped when the pool is dropped (unmount frees everything at
+//! once), but free pages go back to the OS on demand ([`Pool::trim`]): free
+//! pages beyond a warm reserve are taken off the shared free list,
+//! `madvise(MADV_DONTNEED)`d (the daemon's resident memory goes down; the
+//! mapping stays), and kept on a *cold* list that is used only when no warm
+//! page is left (its memory is fresh zeros then, which costs a first touch,
+//! as a new region would).
 //!
 //! # Memory limit (exact)
 //! `used` counts bytes *charged*: pages held by files (and pages replaced by
@@ -96,7 +97,8 @@ use crate::Error;
 /// Most sectors' worth of pages (`Pool::cache_unit`: at least 64 KiB's) a
 /// cache slot keeps before spilling to the shared list.
 pub const CACHE_MAX: usize = 64;
-/// The fewest pages [`CACHE_MAX`] and [`CACHE_BATCH`] count per sector.
+/// The fewest pages [`CACHE_MAX`] and [`CACHE_BATCH`] count per sector
+/// (with 4 KiB pages; see `Pool::cache_unit`).
 pub const CACHE_UNIT_MIN: usize = 16;
 /// How many sectors' worth of pages move between a slot and the shared list
 /// at once.
@@ -380,12 +382,18 @@ impl Pool {
     }
 
     /// Pages per unit of the slot caches' bounds ([`CACHE_MAX`],
-    /// [`CACHE_BATCH`]): a sector's, but at least 16 pages (64 KiB of 4 KiB
-    /// pages), so that small sectors (4 KiB, the default) keep as much
-    /// memory warm per slot, and take as few trips to the shared list, as
-    /// 64 KiB ones.
+    /// [`CACHE_BATCH`]): a sector's, but at least [`CACHE_UNIT_MIN`] pages
+    /// (64 KiB of 4 KiB pages), so that small sectors (4 KiB, the default)
+    /// keep as much memory warm per slot, and take as few trips to the shared
+    /// list, as 64 KiB ones. Test geometries with pages under [`PAGE`] keep
+    /// one sector per unit (the loom models spill after `CACHE_MAX` sectors).
     fn cache_unit(&self) -> usize {
-        self.pages_per_sector().max(CACHE_UNIT_MIN)
+        let pps = self.pages_per_sector();
+        if self.inner.page_size >= PAGE {
+            pps.max(CACHE_UNIT_MIN)
+        } else {
+            pps
+        }
     }
 
     /// Bytes charged now.
