@@ -57,6 +57,25 @@ mod tests {
         e.forget(ino, 1);
     }
 
+    /// Files `a` (one sector of 1s) and `b` (empty), in the root.
+    fn a_and_b(e: &Engine) -> (u64, u64) {
+        let a = e.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;
+        let b = e.create(ROOT, b"b", 0o644, 0, 0).expect("create").ino;
+        e.write(a, 0, &[1; SS]).expect("write");
+        (a, b)
+    }
+
+    /// A thread that reads `ino`'s first sector lent (`read_lent`: unchanged
+    /// while held) and checks it is all `either[0]` or all `either[1]`.
+    fn lent_reader(e: &Arc<Engine>, ino: u64, either: [u8; 2]) -> thread::JoinHandle<()> {
+        let r = Arc::clone(e);
+        thread::spawn(move || {
+            let tick = AtomicUsize::new(0);
+            let got = read_lent(&r, ino, SS, &tick);
+            assert!(got == [either[0]; SS] || got == [either[1]; SS], "read {got:?}");
+        })
+    }
+
     /// `a` (one sector) is cloned into `b`; then a reader holds `b`'s
     /// version lent while one thread overwrites `a` and deletes it and the
     /// main thread overwrites `b`. The reader sees `b`'s old or new bytes,
@@ -65,17 +84,10 @@ mod tests {
     fn overwrite_both_sides_while_lent() {
         loom_tests::check("clone_share::overwrite_both_sides_while_lent", Bound::Preemptions(3), || {
             let e = Arc::new(tiny_engine(4 * SS as u64, 0));
-            let a = e.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;
-            let b = e.create(ROOT, b"b", 0o644, 0, 0).expect("create").ino;
-            e.write(a, 0, &[1; SS]).expect("write");
+            let (a, b) = a_and_b(&e);
             assert_eq!(e.copy_file_range(a, 0, b, 0, SS as u64), Ok(SS as u64));
             assert_eq!(e.stats().pool.used, SS as u64, "the clone charges nothing");
-            let r = Arc::clone(&e);
-            let reader = thread::spawn(move || {
-                let tick = AtomicUsize::new(0);
-                let got = read_lent(&r, b, SS, &tick);
-                assert!(got == [1; SS] || got == [3; SS], "read {got:?}");
-            });
+            let reader = lent_reader(&e, b, [1, 3]);
             let w = Arc::clone(&e);
             let writer = thread::spawn(move || {
                 w.write(a, 0, &[2; SS]).expect("write a");
@@ -101,9 +113,7 @@ mod tests {
     fn write_at_the_limit_races_delete_of_the_clone() {
         loom_tests::check("clone_share::write_at_the_limit_races_delete_of_the_clone", Bound::Exhaustive, || {
             let e = Arc::new(tiny_engine(SS as u64, 0));
-            let a = e.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;
-            let b = e.create(ROOT, b"b", 0o644, 0, 0).expect("create").ino;
-            e.write(a, 0, &[1; SS]).expect("write");
+            let (a, b) = a_and_b(&e);
             assert_eq!(e.copy_file_range(a, 0, b, 0, SS as u64), Ok(SS as u64));
             let d = Arc::clone(&e);
             let deleter = thread::spawn(move || gone(&d, b"b", b));
@@ -130,15 +140,8 @@ mod tests {
     fn clone_races_overwrite_of_its_source() {
         loom_tests::check("clone_share::clone_races_overwrite_of_its_source", Bound::Preemptions(3), || {
             let e = Arc::new(tiny_engine(4 * SS as u64, 0));
-            let a = e.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;
-            let b = e.create(ROOT, b"b", 0o644, 0, 0).expect("create").ino;
-            e.write(a, 0, &[1; SS]).expect("write");
-            let r = Arc::clone(&e);
-            let reader = thread::spawn(move || {
-                let tick = AtomicUsize::new(0);
-                let got = read_lent(&r, a, SS, &tick);
-                assert!(got == [1; SS] || got == [2; SS], "read {got:?}");
-            });
+            let (a, b) = a_and_b(&e);
+            let reader = lent_reader(&e, a, [1, 2]);
             let c = Arc::clone(&e);
             let cloner = thread::spawn(move || {
                 assert_eq!(c.copy_file_range(a, 0, b, 0, SS as u64), Ok(SS as u64));
