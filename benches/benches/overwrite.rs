@@ -293,19 +293,20 @@ fn read_vectored(c: &mut Criterion) {
     g.finish();
 }
 
-/// `threads` threads each overwrite their own 64 MiB file; time per write
-/// per thread.
-fn per_thread(fs: &EngineFs, ids: &[u64], iters: u64) -> Duration {
-    let data = Buf::new(4 * KIB as usize, 0xC3);
+/// Runs `op(state, offset)` `iters` times on one thread per `(seed, state)`,
+/// at random 4 KiB-aligned offsets of 64 MiB (the sequence xored with
+/// `seed`); returns the time until all are done (per operation per thread:
+/// divided by `iters`).
+fn timed_threads<T: Send>(states: Vec<(u64, T)>, iters: u64, op: impl Fn(&mut T, u64) + Sync) -> Duration {
+    let op = &op;
     let start = Instant::now();
     std::thread::scope(|s| {
-        for &id in ids {
-            let data = &data;
+        for (seed, mut st) in states {
             s.spawn(move || {
                 let mut o = Offsets::new(64 * MIB, 4 * KIB);
-                o.x ^= id;
+                o.x ^= seed;
                 for _ in 0..iters {
-                    fs.write(id, o.next(), data);
+                    op(&mut st, o.next());
                 }
             });
         }
@@ -313,45 +314,33 @@ fn per_thread(fs: &EngineFs, ids: &[u64], iters: u64) -> Duration {
     start.elapsed()
 }
 
+/// Each thread overwrites its own 64 MiB file (one per id).
+fn per_thread(fs: &EngineFs, ids: &[u64], iters: u64) -> Duration {
+    let data = Buf::new(4 * KIB as usize, 0xC3);
+    timed_threads(ids.iter().map(|&id| (id, id)).collect(), iters, |id, off| {
+        fs.write(*id, off, &data);
+    })
+}
+
 /// `threads` threads each read 4 KiB at random offsets of the same 64 MiB
-/// file; time per read per thread.
+/// file.
 fn per_thread_read(fs: &EngineFs, id: u64, threads: u64, iters: u64) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            s.spawn(move || {
-                let mut buf = Buf::new(4 * KIB as usize, 0);
-                let mut o = Offsets::new(64 * MIB, 4 * KIB);
-                o.x ^= t + 1;
-                for _ in 0..iters {
-                    fs.read(id, o.next(), &mut buf);
-                }
-            });
-        }
-    });
-    start.elapsed()
+    let bufs = (0..threads).map(|t| (t + 1, Buf::new(4 * KIB as usize, 0))).collect();
+    timed_threads(bufs, iters, |buf, off| {
+        fs.read(id, off, buf);
+    })
 }
 
 /// The same pattern as `per_thread` with `copy_from_slice` into a 64 MiB
 /// buffer per thread: what the machine's two vCPUs scale to on this work.
 fn per_thread_memcpy(mems: &mut [Buf], iters: u64) -> Duration {
     let data = Buf::new(4 * KIB as usize, 0xC3);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for (i, mem) in mems.iter_mut().enumerate() {
-            let data = &data;
-            s.spawn(move || {
-                let mut o = Offsets::new(64 * MIB, 4 * KIB);
-                o.x ^= i as u64 + 1;
-                for _ in 0..iters {
-                    let at = o.next() as usize;
-                    mem[at..at + data.len()].copy_from_slice(data);
-                    black_box(&mem[at]);
-                }
-            });
-        }
-    });
-    start.elapsed()
+    let mems = mems.iter_mut().enumerate().map(|(i, m)| (i as u64 + 1, m)).collect();
+    timed_threads(mems, iters, |mem: &mut &mut Buf, off| {
+        let at = off as usize;
+        mem[at..at + data.len()].copy_from_slice(&data);
+        black_box(&mem[at]);
+    })
 }
 
 fn two_files(c: &mut Criterion) {
