@@ -200,6 +200,8 @@ impl Engine {
         // follow the data the source holds, not `len`.
         let mut buf = Vec::new();
         let mut pos = off_in;
+        // Offsets here may come near `u64::MAX` (`Config::max_file_size`
+        // allows it): sums past them saturate.
         // Copy, not clone, below this (a clone that fell back).
         let mut copy_until = off_in;
         while pos < end_in {
@@ -212,14 +214,14 @@ impl Engine {
                 let out_pos = off_out + (pos - off_in);
                 if cloning && pos >= copy_until && out_pos % ss == 0 && hole_at - pos >= ss {
                     let whole_to = pos + (hole_at - pos) / ss * ss;
-                    let chunk_end = whole_to.min(pos + CLONE_CHUNK);
+                    let chunk_end = whole_to.min(pos.saturating_add(CLONE_CHUNK));
                     // Both sides under one gate entry: a capture never sees
                     // pages in transit.
                     let gate = self.gate.enter();
                     match self.clone_chunk(&src, &dst, pos / ps, (chunk_end - pos) / ps, out_pos / ps) {
                         // Not clonable now (a fresh page, an inline
                         // destination, ...): copy one sector, then retry.
-                        Ok(0) | Err(Error::NotSupported) => copy_until = pos + ss,
+                        Ok(0) | Err(Error::NotSupported) => copy_until = pos.saturating_add(ss),
                         Ok(pages) => pos += pages * ps,
                         Err(e) if pos == off_in => return Err(e),
                         Err(_) => break,
@@ -233,7 +235,7 @@ impl Engine {
                 if copy_until > pos {
                     stop = stop.min(copy_until);
                 } else if cloning && out_pos % ss != 0 {
-                    stop = stop.min(pos + (out_pos.next_multiple_of(ss) - out_pos));
+                    stop = stop.min(pos.saturating_add(ss - out_pos % ss));
                 }
                 let n = (stop - pos).min(1 << 20) as usize;
                 buf.resize(n, 0);
