@@ -7,6 +7,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use sectorfs_benches::{BenchFs, EngineFs, MutexFs};
 use std::time::Duration;
 
+/// `--features mimalloc`: the same rows on mimalloc, to compare allocators
+/// (`docs/BENCHMARKS.md`, "Allocators").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FILES: usize = 2000;
 
 fn churn(fs: &dyn BenchFs, threads: usize, size: usize) {

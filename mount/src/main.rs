@@ -24,6 +24,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// `--features mimalloc`: mimalloc instead of the system allocator, to
+/// compare the two (`docs/BENCHMARKS.md`, "Allocators": glibc stays).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(any(target_os = "linux", windows))]
 mod background;
 mod cli;

@@ -509,14 +509,14 @@ pub(crate) fn watch(
 /// blocks in use plus large mmapped blocks). Everything the daemon keeps
 /// besides sector memory is there.
 fn heap_bytes() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
     {
         // SAFETY: `mallinfo2` has no preconditions; it returns a plain struct
         // by value (glibc 2.33+; the binary links against the system glibc).
         let m = unsafe { libc::mallinfo2() };
         Some((m.uordblks + m.hblkhd) as u64)
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
     None
 }
 

@@ -103,7 +103,7 @@
 //!   restores owners and modes (its default), on tmpfs as on FUSE.
 //!   `--no-tree` leaves these rows out.
 //!
-//! Usage: `mount_bench [--bin PATH] [--rounds N] [--quick] [--size SIZE]
+//! Usage: `mount_bench [--bin PATH] [--alt-bin PATH [--alt-label NAME]] [--rounds N] [--quick] [--size SIZE]
 //! [--modes M,..] [--transports T,..] [--tree PATH] [--no-tree]
 //! [--no-ceiling]`; `SECTORFS_BENCH_MOUNT_ARGS` adds mount options (e.g.
 //! `--sector-size 16K`). Environment: `SECTORFS_BIN`,
@@ -187,6 +187,11 @@ mod linux {
 
     struct Opts {
         bin: PathBuf,
+        /// `--alt-bin PATH`: a second sectorfs build measured beside `bin`
+        /// in the same rounds (e.g. another allocator), labelled
+        /// `--alt-label` (default "alt").
+        alt_bin: Option<PathBuf>,
+        alt_label: String,
         rounds: usize,
         quick: bool,
         size: String,
@@ -211,6 +216,9 @@ mod linux {
             null: bool,
             transport: String,
             mode: String,
+            /// `--alt-bin`'s label when this side runs that binary instead
+            /// of `--bin` (never on the null fs).
+            alt: Option<String>,
         },
     }
 
@@ -218,8 +226,9 @@ mod linux {
         fn label(&self) -> String {
             match self {
                 Side::Tmpfs => "tmpfs".into(),
-                Side::Fuse { null: false, transport, mode } => format!("sectorfs {transport} {mode}"),
-                Side::Fuse { null: true, transport, mode } => format!("null fs {transport} {mode}"),
+                Side::Fuse { null: false, transport, mode, alt: None } => format!("sectorfs {transport} {mode}"),
+                Side::Fuse { null: false, transport, mode, alt: Some(l) } => format!("{l} {transport} {mode}"),
+                Side::Fuse { null: true, transport, mode, .. } => format!("null fs {transport} {mode}"),
             }
         }
 
@@ -231,7 +240,12 @@ mod linux {
         fn with(&self, null: bool, transport: &str) -> Option<Side> {
             match self {
                 Side::Tmpfs => None,
-                Side::Fuse { mode, .. } => Some(Side::Fuse { null, transport: transport.into(), mode: mode.clone() }),
+                Side::Fuse { mode, alt, .. } => Some(Side::Fuse {
+                    null,
+                    transport: transport.into(),
+                    mode: mode.clone(),
+                    alt: if null { None } else { alt.clone() },
+                }),
             }
         }
 
@@ -339,13 +353,18 @@ mod linux {
     impl MountGuard {
         /// Mounts `side` (a FUSE side): `sectorfs mount` from `bin` or
         /// `nullfs` from `nullfs`, with its `--cache` mode and `--transport`.
-        fn new(bin: &Path, nullfs: Option<&Path>, size: &str, side: &Side) -> io::Result<MountGuard> {
-            let Side::Fuse { null, transport, mode } = side else {
+        fn new(opts: &Opts, side: &Side) -> io::Result<MountGuard> {
+            let Side::Fuse { null, transport, mode, alt } = side else {
                 return Err(io::Error::other("tmpfs is not a FUSE mount"));
             };
             let path = fresh_dir(&std::env::temp_dir(), "sectorfs-mount-bench")?;
             let mut g = MountGuard { path, child: None, _stdout: None };
-            let bin = if *null { nullfs.ok_or_else(|| io::Error::other("no nullfs binary"))? } else { bin };
+            let (nullfs, size) = (opts.nullfs.as_deref(), &opts.size);
+            let bin = match (null, alt, &opts.alt_bin) {
+                (true, ..) => nullfs.ok_or_else(|| io::Error::other("no nullfs binary"))?,
+                (false, Some(_), Some(b)) => b,
+                _ => &opts.bin,
+            };
             let mut cmd = Command::new(bin);
             if *null {
                 cmd.arg(&g.path).args(["--cache", mode, "--transport", transport]);
@@ -1311,7 +1330,7 @@ mod linux {
 
     fn usage() -> ! {
         eprintln!(
-            "usage: mount_bench [--bin PATH_TO_SECTORFS] [--rounds N] [--quick] [--size SIZE] \
+            "usage: mount_bench [--bin PATH_TO_SECTORFS] [--alt-bin PATH --alt-label NAME] [--rounds N] [--quick] [--size SIZE] \
              [--modes direct,writethrough,writeback] [--transports uring,classic] [--tree PATH] [--no-tree] \
              [--no-ceiling]"
         );
@@ -1345,11 +1364,14 @@ mod linux {
             std::env::var("SECTORFS_BENCH_TRANSPORTS").unwrap_or_else(|_| default_transports.to_owned());
         let mut tree = std::env::var_os("SECTORFS_BENCH_TREE").map(PathBuf::from);
         let mut with_tree = true;
+        let (mut alt_bin, mut alt_label) = (None, "alt".to_owned());
         let mut ceiling = true;
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--bin" => bin = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
+                "--alt-bin" => alt_bin = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
+                "--alt-label" => alt_label = args.next().unwrap_or_else(|| usage()),
                 "--rounds" => rounds = args.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| usage()),
                 "--quick" => quick = true,
                 "--size" => size = args.next().unwrap_or_else(|| usage()),
@@ -1379,7 +1401,7 @@ mod linux {
             eprintln!("warning: no nullfs binary next to mount_bench: the ceiling is not measured");
         }
         let tree = if with_tree { Some(prepare_tree(tree)?) } else { None };
-        Ok(Opts { bin, rounds, quick, size, modes, transports, nullfs, tree })
+        Ok(Opts { bin, alt_bin, alt_label, rounds, quick, size, modes, transports, nullfs, tree })
     }
 
     /// Where one side's workloads run: a fresh tmpfs directory or a fresh
@@ -1393,7 +1415,7 @@ mod linux {
         fn new(opts: &Opts, side: &Side) -> io::Result<Place> {
             Ok(match side {
                 Side::Tmpfs => Place::Shm(ShmDir::new()?),
-                _ => Place::Mount(MountGuard::new(&opts.bin, opts.nullfs.as_deref(), &opts.size, side)?),
+                _ => Place::Mount(MountGuard::new(opts, side)?),
             })
         }
 
@@ -1479,7 +1501,11 @@ mod linux {
             for t in &opts.transports {
                 for null in [false, true] {
                     if !null || opts.nullfs.is_some() {
-                        sides.push(Side::Fuse { null, transport: t.clone(), mode: m.clone() });
+                        sides.push(Side::Fuse { null, transport: t.clone(), mode: m.clone(), alt: None });
+                    }
+                    if !null && opts.alt_bin.is_some() {
+                        let alt = Some(opts.alt_label.clone());
+                        sides.push(Side::Fuse { null, transport: t.clone(), mode: m.clone(), alt });
                     }
                 }
             }
