@@ -43,6 +43,8 @@ pub const FALLOC_ZERO_RANGE: u32 = 0x10;
 /// What the data layer needs from the engine.
 pub(crate) struct Ctx<'a> {
     pub(crate) pool: &'a Pool,
+    /// The metadata budget (extended attributes' values are charged to it).
+    pub(crate) meta: &'a crate::sync::Arc<crate::budget::MetaBudget>,
     pub(crate) inline_max: u64,
     pub(crate) max_size: u64,
 }

@@ -214,6 +214,11 @@ impl Dir {
         Some((ent, name))
     }
 
+    /// The length of the name stored for `key`.
+    pub(crate) fn name_len(&self, key: &[u8]) -> Option<usize> {
+        self.find(key).map(|i| self.slots[i].name().len())
+    }
+
     /// Points the entry of `key` at another inode (`RENAME_EXCHANGE`),
     /// keeping its name and cookie.
     pub(crate) fn set_target(&mut self, key: &[u8], ino: Ino, kind: FileType) {

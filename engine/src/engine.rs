@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use crate::budget::{entry_cost, inode_cost, MetaBudget, PER_INODE};
 use crate::data::Ctx;
 use crate::gate::Gate;
 use crate::node::{Meta, Node, Op};
@@ -40,6 +41,10 @@ pub struct Config {
     pub max_bytes: u64,
     /// Most inodes (files, directories, links, ...), the root included.
     pub max_inodes: u64,
+    /// Limit for metadata in bytes ([`crate::budget`]: inodes, names,
+    /// symlink targets, extended attributes; 0: [`PER_INODE`] per inode of
+    /// `max_inodes`, as tmpfs's inode space). Not kept in images.
+    pub max_meta_bytes: u64,
     /// Files up to this size keep their data in one exact-size buffer
     /// (at most `sector_size`).
     pub inline_max: usize,
@@ -73,6 +78,7 @@ impl Default for Config {
             sector_size: DEFAULT_SECTOR_SIZE,
             max_bytes: 1 << 30,
             max_inodes: 1 << 20,
+            max_meta_bytes: 0,
             inline_max: 4096,
             max_file_size: i64::MAX as u64,
             case_insensitive: false,
@@ -97,6 +103,10 @@ pub struct Stats {
     pub max_inodes: u64,
     /// Sum of file sizes (logical bytes, holes included).
     pub logical_bytes: u64,
+    /// Metadata charged ([`crate::budget`]).
+    pub meta_bytes: u64,
+    /// The metadata limit.
+    pub max_meta_bytes: u64,
 }
 
 /// An in-memory file system.
@@ -108,6 +118,8 @@ pub struct Engine {
     pub(crate) nodes: ShardMap<Ino, Arc<Node>>,
     pub(crate) next_ino: AtomicU64,
     pub(crate) inodes: AtomicU64,
+    /// Metadata charged and its limit ([`crate::budget`]).
+    pub(crate) meta: Arc<MetaBudget>,
     pub(crate) logical: AtomicU64,
     pub(crate) rename_lock: Mutex<()>,
     /// Held shared by every mutation, closed by an image capture (`gate`).
@@ -155,6 +167,13 @@ impl Engine {
             0 => Pool::new(cfg.sector_size, cfg.max_bytes, slots),
             ps => Pool::with_page_size(cfg.sector_size, ps, cfg.max_bytes, slots),
         };
+        let limit = match cfg.max_meta_bytes {
+            0 => cfg.max_inodes.saturating_mul(PER_INODE),
+            n => n,
+        };
+        let budget = MetaBudget::new(limit);
+        // The root is charged even past a tiny limit: it always exists.
+        budget.force(inode_cost(FileType::Directory, 0));
         let meta = Meta::new(cfg.root_mode & 0o7777, cfg.root_uid, cfg.root_gid, 0);
         let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, None, None));
         let nodes = ShardMap::new();
@@ -165,6 +184,7 @@ impl Engine {
             nodes,
             next_ino: AtomicU64::new(ROOT + 1),
             inodes: AtomicU64::new(1),
+            meta: Arc::new(budget),
             logical: AtomicU64::new(0),
             rename_lock: Mutex::new(()),
             gate: Gate::new(slots),
@@ -177,7 +197,12 @@ impl Engine {
     }
 
     pub(crate) fn cx(&self) -> Ctx<'_> {
-        Ctx { pool: &self.pool, inline_max: self.cfg.inline_max as u64, max_size: self.cfg.max_file_size }
+        Ctx {
+            pool: &self.pool,
+            meta: &self.meta,
+            inline_max: self.cfg.inline_max as u64,
+            max_size: self.cfg.max_file_size,
+        }
     }
 
     /// **Locking:** one map shard, for the duration of the call.
@@ -259,6 +284,7 @@ impl Engine {
     pub(crate) fn free(&self, n: &Node) {
         if let Some(node) = self.nodes.remove_if(&n.ino, |v| std::ptr::eq(&**v, n)) {
             self.inodes.fetch_sub(1, Ordering::AcqRel);
+            self.meta.release(inode_cost(node.kind, node.target().map_or(0, <[u8]>::len)));
             let len = node.load().data.len();
             self.logical.fetch_sub(len, Ordering::Relaxed);
             // The node (and its sectors) is freed when the last Arc drops:
@@ -267,7 +293,39 @@ impl Engine {
         }
     }
 
-    pub(crate) fn reserve_inode(&self) -> Result<()> {
+    /// Reserves what a namespace operation adds: an inode of `kind` with a
+    /// symlink target of `target_len` bytes (`inode`: one of `max_inodes`
+    /// and its metadata charge) and `bytes` more metadata (directory
+    /// entries: [`entry_cost`]). Given back when the guard drops unless it
+    /// is [committed](Reserved::commit).
+    ///
+    /// # Errors
+    /// `NoInodes`, `NoSpace` (metadata); nothing reserved then.
+    pub(crate) fn reserve(&self, inode: Option<(FileType, usize)>, bytes: u64) -> Result<Reserved<'_>> {
+        let meta = inode.map_or(0, |(kind, target_len)| inode_cost(kind, target_len)) + bytes;
+        if inode.is_some() {
+            self.reserve_inode()?;
+        }
+        if let Err(e) = self.meta.charge(meta) {
+            if inode.is_some() {
+                self.inodes.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(e);
+        }
+        Ok(Reserved { engine: self, meta, inode: inode.is_some() })
+    }
+
+    /// Releases the charge of a removed directory entry of `name_len` bytes.
+    pub(crate) fn release_entry(&self, name_len: usize) {
+        self.meta.release(entry_cost(name_len));
+    }
+
+    /// Releases `bytes` of metadata charged before.
+    pub(crate) fn release_meta(&self, bytes: u64) {
+        self.meta.release(bytes);
+    }
+
+    fn reserve_inode(&self) -> Result<()> {
         let mut cur = self.inodes.load(Ordering::Relaxed);
         loop {
             if cur >= self.cfg.max_inodes {
@@ -372,6 +430,8 @@ impl Engine {
             inodes: self.inodes.load(Ordering::Acquire),
             max_inodes: self.cfg.max_inodes,
             logical_bytes: self.logical.load(Ordering::Relaxed),
+            meta_bytes: self.meta.used(),
+            max_meta_bytes: self.meta.limit(),
         }
     }
 
@@ -393,5 +453,30 @@ impl Engine {
     #[doc(hidden)]
     pub fn mem_layout() -> Vec<(&'static str, usize)> {
         crate::node::layout()
+    }
+}
+
+/// An inode and metadata, reserved ([`Engine::reserve`]): given back on
+/// drop unless committed.
+pub(crate) struct Reserved<'a> {
+    engine: &'a Engine,
+    meta: u64,
+    inode: bool,
+}
+
+impl Reserved<'_> {
+    /// The node is made: its inode and charge stay until it is freed (and
+    /// its entry's until the entry is removed).
+    pub(crate) fn commit(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if self.inode {
+            self.engine.inodes.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.engine.meta.release(self.meta);
     }
 }

@@ -51,6 +51,7 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use crate::acl::{Acl, AclKind};
+use crate::budget::XValue;
 use crate::data::FileData;
 use crate::dir::Dir;
 use crate::node::{FirstVersion, Meta, Node, Snap, Xattrs};
@@ -124,6 +125,17 @@ pub enum ImageError {
         /// Inodes in the image.
         nodes: u64,
         /// The inode limit it was loaded under.
+        limit: u64,
+    },
+    /// More metadata than the metadata limit allows ([`crate::budget`]).
+    #[error(
+        "image needs {needed} bytes of metadata (inodes, names, extended attributes), more than the limit of {limit} \
+         bytes (1 KiB per inode of the inode limit)"
+    )]
+    TooMuchMetadata {
+        /// Bytes of metadata the image's nodes charge.
+        needed: u64,
+        /// The metadata limit it was loaded under.
         limit: u64,
     },
     /// The settings chosen for the image were refused.
@@ -362,6 +374,7 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
         cache_slots: 0,
         page_size: 0,
         posix_acl: opts & OPT_POSIX_ACL != 0,
+        max_meta_bytes: 0,
     };
     let (kind, at, p) = rd.record()?;
     if kind != META {
@@ -914,6 +927,7 @@ impl Loader {
                 if !ok || value.len() > XATTR_SIZE_MAX {
                     return Err(corrupt(at, format!("bad extended attribute {:?}", String::from_utf8_lossy(name))));
                 }
+                let budget = Arc::clone(&self.engine.meta);
                 let n = self.node(ino, at)?;
                 if acl == Some(AclKind::Default) && n.kind != FileType::Directory
                     || acl.is_some() && n.kind == FileType::Symlink
@@ -924,7 +938,9 @@ impl Loader {
                 if x.contains_key(name) {
                     return Err(corrupt(at, "an extended attribute appears twice"));
                 }
-                x.insert_mut(name.into(), value.into());
+                // Charged past the limit: the image is refused as a whole
+                // at the end if its metadata does not fit.
+                x.insert_mut(name.into(), XValue::forced(&budget, name.len(), value.into()));
             }
             DATA => {
                 let ino = c.u64()?;
@@ -989,6 +1005,8 @@ impl Loader {
                         return Err(corrupt(at, format!("name {:?} appears twice", String::from_utf8_lossy(name))));
                     }
                     d.insert(&key, name, ino, ckind);
+                    // Charged past the limit, checked as a whole at the end.
+                    self.engine.meta.force(crate::budget::entry_cost(name.len()));
                     self.entries += 1;
                 }
             }
@@ -1046,6 +1064,15 @@ impl Loader {
         }
         if self.nodes > self.engine.cfg.max_inodes {
             return Err(ImageError::TooManyFiles { nodes: self.nodes, limit: self.engine.cfg.max_inodes });
+        }
+        // The root is charged already (the engine made one).
+        let nodes = self.staged.iter().filter(|(&ino, _)| ino != ROOT);
+        let meta = self.engine.meta.as_ref();
+        meta.force(
+            nodes.map(|(_, s)| crate::budget::inode_cost(s.kind, s.target.as_ref().map_or(0, |t| t.len()))).sum(),
+        );
+        if meta.used() > meta.limit() {
+            return Err(ImageError::TooMuchMetadata { needed: meta.used(), limit: meta.limit() });
         }
         let cx = self.engine.cx();
         let limit = self.engine.cfg.max_bytes;

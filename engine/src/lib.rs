@@ -19,6 +19,7 @@
 pub mod acl;
 #[doc(hidden)]
 pub mod actor;
+pub mod budget;
 #[doc(hidden)]
 pub mod data;
 mod dir;

@@ -26,6 +26,7 @@
 //! link count, lookup references and open count are all zero is freed. A
 //! whiteout made by `rename` starts with none.
 
+use crate::budget::{entry_cost, XValue};
 use crate::dir::{Dir, FIRST_COOKIE};
 use crate::node::{Meta, Node};
 use crate::sync::atomic::Ordering;
@@ -100,7 +101,10 @@ impl Engine {
     /// directory (the caller reserved its inode): the parent's default ACL
     /// or the umask applied, the set-group-ID directory rule, link count 1
     /// (2 for a directory), no lookup reference.
-    fn new_node(&self, p: &Node, new: New) -> Arc<Node> {
+    ///
+    /// # Errors
+    /// `NoSpace`: no metadata left for the inherited ACLs.
+    fn new_node(&self, p: &Node, new: New) -> Result<Arc<Node>> {
         let New { kind, perm, rdev, uid, gid, target, umask } = new;
         let psnap = p.load_full();
         let pmeta = &psnap.meta;
@@ -116,11 +120,10 @@ impl Engine {
             let inh = crate::acl::inherit(default.map(|v| &**v), perm, umask, kind == FileType::Directory);
             perm = inh.perm;
             let mut x = crate::node::Xattrs::new_sync();
-            if let Some(a) = inh.access {
-                x.insert_mut(crate::acl::ACCESS.into(), a.into_boxed_slice());
-            }
-            if let Some(d) = inh.default {
-                x.insert_mut(crate::acl::DEFAULT.into(), d.into_boxed_slice());
+            for (name, v) in [(crate::acl::ACCESS, inh.access), (crate::acl::DEFAULT, inh.default)] {
+                if let Some(v) = v {
+                    x.insert_mut(name.into(), XValue::new(&self.meta, name.len(), v.into_boxed_slice())?);
+                }
             }
             xattrs = (!x.is_empty()).then(|| Arc::new(x));
         }
@@ -135,7 +138,7 @@ impl Engine {
         let meta = Meta::new(perm, uid, gid, rdev);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let nlink = if kind == FileType::Directory { 2 } else { 1 };
-        Arc::new(Node::new(ino, kind, meta, nlink, p.ino, target, xattrs))
+        Ok(Arc::new(Node::new(ino, kind, meta, nlink, p.ino, target, xattrs)))
     }
 
     fn make(&self, parent: Ino, name: &[u8], new: New) -> Result<Attr> {
@@ -153,9 +156,11 @@ impl Engine {
         if d.contains(&key) {
             return Err(Error::Exists);
         }
-        self.reserve_inode()?;
         let kind = new.kind;
-        let node = self.new_node(&p, new);
+        let target_len = new.target.as_ref().map_or(0, |t| t.len());
+        let reserved = self.reserve(Some((kind, target_len)), entry_cost(name.len()))?;
+        let node = self.new_node(&p, new)?;
+        reserved.commit();
         let ino = node.ino;
         node.life.lock().lookups = 1;
         self.nodes.insert(ino, Arc::clone(&node));
@@ -175,7 +180,8 @@ impl Engine {
     ///
     /// # Errors
     /// `Exists`, `NotFound` (parent removed), `NotDir`, `NameTooLong`,
-    /// `InvalidName`, `NoInodes`.
+    /// `InvalidName`, `NoInodes`, `NoSpace` (the metadata limit:
+    /// [`crate::budget`]). Nothing changed on error.
     ///
     /// # References
     /// `open(2)` with `O_CREAT | O_EXCL`
@@ -279,10 +285,10 @@ impl Engine {
     /// link count 0, opened once and referenced once. `link` may give it a name.
     ///
     /// # Errors
-    /// `NotFound`, `NotDir`, `NoInodes`.
+    /// `NotFound`, `NotDir`, `NoInodes`, `NoSpace` (metadata).
     pub fn tmpfile(&self, parent: Ino, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         let p = self.dir_node(parent)?;
-        self.reserve_inode()?;
+        self.reserve(Some((FileType::Regular, 0)), 0)?.commit();
         let meta = Meta::new(mode & 0o7777, uid, gid, 0);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, None, None));
@@ -299,7 +305,7 @@ impl Engine {
     ///
     /// # Errors
     /// `Permission` (directories), `Exists`, `NotFound`, `NotDir`,
-    /// `TooManyLinks`, name errors.
+    /// `TooManyLinks`, `NoSpace` (metadata), name errors.
     ///
     /// # References
     /// `link(2)`
@@ -319,6 +325,7 @@ impl Engine {
         if d.contains(&key) {
             return Err(Error::Exists);
         }
+        let reserved = self.reserve(None, entry_cost(newname.len()))?;
         {
             let mut l = n.life.lock();
             if n.gone(&l) || (l.nlink == 0 && l.opens == 0) {
@@ -331,6 +338,7 @@ impl Engine {
             n.set_nlink(&mut l, nl);
             l.lookups += 1;
         }
+        reserved.commit();
         d.insert(&key, newname, ino, n.kind);
         p.sync_entries(&d);
         self.touch(&p, true);
@@ -357,7 +365,9 @@ impl Engine {
             return Err(Error::IsDir);
         }
         let child = self.node(e.ino)?;
-        d.remove(&key);
+        if let Some((_, stored)) = d.remove(&key) {
+            self.release_entry(stored.len());
+        }
         p.sync_entries(&d);
         self.touch(&p, true);
         let freed = self.adjust_life(&child, |n, l| {
@@ -397,7 +407,9 @@ impl Engine {
             }
             cd.dead = true;
         }
-        d.remove(&key);
+        if let Some((_, stored)) = d.remove(&key) {
+            self.release_entry(stored.len());
+        }
         p.sync_entries(&d);
         self.unlink_dir_locked(&p, &child);
         drop(d);
@@ -444,7 +456,9 @@ impl Engine {
     /// `NotFound`; `Exists` (`NOREPLACE`); `NotDir`/`IsDir` (type mismatch);
     /// `NotEmpty` (a non-empty directory target); `WouldLoop` (a directory
     /// moved below itself); `InvalidArgument` (bad flags); `Busy` (the root);
-    /// `NoInodes` (`WHITEOUT` with no inode left; nothing changed).
+    /// `NoInodes` (`WHITEOUT` with no inode left); `NoSpace` (the metadata
+    /// limit: a longer name, or a whiteout; a rename to a name no longer
+    /// than the old one never fails so). Nothing changed on error.
     ///
     /// # References
     /// `rename(2)`, `renameat2(2)`
@@ -465,7 +479,7 @@ impl Engine {
     /// parents, so no lookup or `readdir` ever sees the source name missing,
     /// or the source and the target naming the same inode. The whiteout's
     /// inode is reserved before anything changes: with none left the call
-    /// fails with `NoInodes` and changes nothing. A directory being renamed
+    /// fails with `NoInodes` (or `NoSpace`) and changes nothing. A directory being renamed
     /// leaves a whiteout too. `WHITEOUT` may be combined with `NOREPLACE`,
     /// not with `EXCHANGE` (`InvalidArgument`, as Linux). Renaming a name
     /// onto itself (or onto another link of the same inode) changes
@@ -550,7 +564,10 @@ impl Engine {
                 // Same inode (the same entry or two hard links): nothing to
                 // do, except a case-only rename on a case-insensitive mount.
                 if !cross && k1 == k2 && name != newname {
+                    let old = g1.name_len(&k1).unwrap_or(newname.len());
+                    self.reserve(None, newname.len().saturating_sub(old) as u64)?.commit();
                     g1.set_name(&k1, newname);
+                    self.release_meta(old.saturating_sub(newname.len()) as u64);
                 }
                 return Ok(());
             }
@@ -603,10 +620,31 @@ impl Engine {
             return Ok(());
         }
         let mut victim = None;
-        // The whiteout's inode is reserved once the rename can no longer
-        // fail otherwise (as tmpfs: `ENOTEMPTY` before `ENOSPC`), and before
-        // anything changes.
-        let mut reserved = false;
+        // The metadata a rename adds (the moved entry grows by the
+        // difference of its names; a whiteout is an inode and an entry
+        // under the source's name as stored) is reserved once the rename
+        // can no longer fail otherwise (as tmpfs: `ENOTEMPTY` before
+        // `ENOSPC`), and before anything changes.
+        let src_len = g1.name_len(&k1).unwrap_or(name.len());
+        let wkind = whiteout.then_some((FileType::CharDevice, 0));
+        let grow = newname.len().saturating_sub(src_len) as u64;
+        let shrink = src_len.saturating_sub(newname.len()) as u64;
+        let bytes = grow + if whiteout { entry_cost(src_len) } else { 0 };
+        let mut reserved = None;
+        // The reservation, and the whiteout node (a 0/0 character device,
+        // with the directory's default ACL if it has one) made but not yet
+        // reachable.
+        let prepare = || -> Result<_> {
+            let r = self.reserve(wkind, bytes)?;
+            let wnode = if whiteout {
+                let (uid, gid) = (owner.uid, owner.gid);
+                let new = New { kind: FileType::CharDevice, perm: 0, rdev: 0, uid, gid, target: None, umask: 0 };
+                Some(self.new_node(&p1, new)?)
+            } else {
+                None
+            };
+            Ok((r, wnode))
+        };
         if let Some(t) = &dst {
             let t_dir = t.kind == FileType::Directory;
             match (src_dir, t_dir) {
@@ -621,44 +659,36 @@ impl Engine {
                 if !td.is_empty() {
                     return Err(Error::NotEmpty);
                 }
-                if whiteout {
-                    self.reserve_inode()?;
-                    reserved = true;
-                }
+                reserved = Some(prepare()?);
                 td.dead = true;
             }
             victim = Some(tn);
         }
-        if whiteout && !reserved {
-            self.reserve_inode()?;
-        }
+        let (reserved, wnode) = match reserved {
+            Some(r) => r,
+            None => prepare()?,
+        };
         // Commit: nothing below fails.
+        reserved.commit();
         let moved = g1.remove(&k1);
         let target_dir: &mut Dir = match &mut g2 {
             Some(b) => b,
             None => &mut g1,
         };
         if dst.is_some() {
-            target_dir.remove(&k2);
+            if let Some((_, stored)) = target_dir.remove(&k2) {
+                self.release_entry(stored.len());
+            }
         }
         let mut src_name = None;
         if let Some((e, stored)) = moved {
             target_dir.insert(&k2, newname, e.ino, e.kind);
+            self.release_meta(shrink);
             src_name = Some(stored);
         }
         // The whiteout takes the source's name (as stored) in the source
         // directory, under the same locks: the name is never missing.
-        let wout = whiteout.then(|| {
-            let new = New {
-                kind: FileType::CharDevice,
-                perm: 0,
-                rdev: 0,
-                uid: owner.uid,
-                gid: owner.gid,
-                target: None,
-                umask: 0,
-            };
-            let n = self.new_node(&p1, new);
+        let wout = wnode.map(|n| {
             self.nodes.insert(n.ino, Arc::clone(&n));
             (k1, src_name.unwrap_or_else(|| name.into()), n.ino)
         });

@@ -81,6 +81,7 @@ use std::cell::RefCell;
 
 use crate::acl::{Acl, AclKind};
 use crate::actor::{Combiner, Request};
+use crate::budget::XValue;
 use crate::data::{Ctx, FileData};
 use crate::dir::Dir;
 use crate::sector::table::{free_one, free_retired, Edit, Retired};
@@ -96,7 +97,9 @@ use crate::{Error, Result};
 /// private copy of the published map is one reference count, and a set or
 /// remove copies only the path to its key, so `setxattr` costs O(log n) in
 /// time and memory however many attributes the inode has (issue 17).
-pub(crate) type Xattrs = rpds::RedBlackTreeMapSync<Box<[u8]>, Box<[u8]>>;
+/// Extended attributes by name; each value carries its metadata charge
+/// (`budget.rs`), shared by the map versions that hold it.
+pub(crate) type Xattrs = rpds::RedBlackTreeMapSync<Box<[u8]>, XValue>;
 
 /// Metadata of a node.
 ///
@@ -1069,7 +1072,10 @@ impl Node {
                     if let Some(Ok(Some(mut acl))) = stored.map(|v| Acl::parse(v)) {
                         acl.chmod(mode);
                         let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
-                        x.insert_mut(crate::acl::ACCESS.into(), acl.to_bytes().into_boxed_slice());
+                        // Same entries, same size: the old value's charge
+                        // goes with it, so this one may pass the limit.
+                        let v = XValue::forced(cx.meta, crate::acl::ACCESS.len(), acl.to_bytes().into());
+                        x.insert_mut(crate::acl::ACCESS.into(), v);
                         w.xattrs = Some(Arc::new(x));
                     }
                 }
@@ -1153,8 +1159,9 @@ impl Node {
                 if flags & xattr_flags::REPLACE != 0 && !exists {
                     return Err(Error::NoData);
                 }
+                let value = XValue::new(cx.meta, name.len(), value.into_owned().into_boxed_slice())?;
                 let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
-                x.insert_mut(name.into_owned().into_boxed_slice(), value.into_owned().into_boxed_slice());
+                x.insert_mut(name.into_owned().into_boxed_slice(), value);
                 w.xattrs = Some(Arc::new(x));
                 w.meta.ctime = now.into();
                 Ok(0)
@@ -1187,22 +1194,24 @@ impl Node {
                 if flags & xattr_flags::REPLACE != 0 && !exists {
                     return Err(Error::NoData);
                 }
-                let mut keep = acl;
-                if let (AclKind::Access, Some(a)) = (kind, &keep) {
-                    // The mode follows the ACL; an ACL the mode says in full
-                    // is not stored (Linux `posix_acl_update_mode`).
-                    let (mode, extended) = a.equiv_mode();
+                // The mode follows an access ACL; an ACL the mode says in
+                // full is not stored (Linux `posix_acl_update_mode`).
+                let mode = match (kind, &acl) {
+                    (AclKind::Access, Some(a)) => Some(a.equiv_mode()),
+                    _ => None,
+                };
+                let keep = if matches!(mode, Some((_, false))) { None } else { acl };
+                // Charged before anything changes: at the limit, nothing does.
+                let keep = keep.map(|a| XValue::new(cx.meta, name.len(), a.to_bytes().into())).transpose()?;
+                if let Some((mode, _)) = mode {
                     w.meta.perm = (w.meta.perm & !0o777) | mode;
                     if kill_sgid {
                         w.meta.perm &= !0o2000;
                     }
-                    if !extended {
-                        keep = None;
-                    }
                 }
                 let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
                 match keep {
-                    Some(a) => x.insert_mut(name.into(), a.to_bytes().into_boxed_slice()),
+                    Some(v) => x.insert_mut(name.into(), v),
                     None => {
                         x.remove_mut(name);
                     }

@@ -14,7 +14,9 @@ impl Engine {
     /// # Errors
     /// `NotFound`, `Exists` (`CREATE`), `NoData` (`REPLACE`), `Range` (empty
     /// or over-long name), `TooBig` (value over 64 KiB), `NotSupported`
-    /// (namespace other than `user.`, `trusted.`, `security.`), `InvalidArgument`.
+    /// (namespace other than `user.`, `trusted.`, `security.`), `InvalidArgument`,
+    /// `NoSpace` (the metadata limit, [`crate::budget`]: the new value is
+    /// charged before the old one is given back).
     /// With `Config::posix_acl`, the ACL names go to [`Engine::set_acl`].
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
         let _gate = self.gate.enter();
@@ -92,7 +94,8 @@ impl Engine {
     /// `NotFound`; `NotSupported` (ACLs off in the `Config`, a symlink, a
     /// format version other than 2); `InvalidArgument` (a malformed or
     /// invalid ACL, see [`Acl::parse`]); `Access` (a default ACL on a
-    /// non-directory); `TooBig`; `Exists`/`NoData` (`flags`: [`xattr_flags`]).
+    /// non-directory); `TooBig`; `Exists`/`NoData` (`flags`: [`xattr_flags`]);
+    /// `NoSpace` (the metadata limit).
     ///
     /// # References
     /// `acl(5)`, `setfacl(1)`, Linux `fs/posix_acl.c`

@@ -703,6 +703,20 @@ struct MNode {
 
 type R<T> = Result<T, Error>;
 
+/// The most metadata one call adds (`engine::budget`): an xattr of the
+/// longest name and value, or a symlink inode with the longest target and
+/// name (with a whiteout's inode and entry: less).
+const META_OP_MAX: u64 = {
+    use engine::budget::{ENTRY_COST, EXTRA_COST, INODE_COST, XATTR_COST};
+    let xattr = XATTR_COST + 255 + engine::XATTR_SIZE_MAX as u64;
+    let symlink = INODE_COST + EXTRA_COST + engine::PATH_MAX as u64 + ENTRY_COST + 255;
+    if xattr > symlink {
+        xattr
+    } else {
+        symlink
+    }
+};
+
 /// The engine, the model, and the open handles.
 struct Harness {
     g: Geom,
@@ -984,7 +998,11 @@ impl Harness {
             Err(e) if errs.contains(&e) => None,
             Err(Error::NoSpace) if errs.is_empty() => {
                 let free = self.g.limit.saturating_sub(used);
-                if free >= need {
+                // The metadata limit (`engine::budget`): allowed within what
+                // one call can add of it (the engine changed nothing).
+                let st = self.e.stats();
+                let meta_full = st.max_meta_bytes.saturating_sub(st.meta_bytes) < META_OP_MAX;
+                if free >= need && !meta_full {
                     self.fail(format!("NoSpace with {free} bytes free for at most {need}"));
                 }
                 None
@@ -1788,6 +1806,29 @@ impl Harness {
         if st.logical_bytes != logical {
             self.fail(format!("logical bytes {} model {logical}", st.logical_bytes));
         }
+        let meta = self.model_meta();
+        if st.meta_bytes != meta || st.meta_bytes > st.max_meta_bytes {
+            self.fail(format!("metadata charged {} of {}, model {meta}", st.meta_bytes, st.max_meta_bytes));
+        }
+    }
+
+    /// The metadata the engine should have charged (`engine::budget`): every
+    /// inode, every directory entry, every extended attribute.
+    fn model_meta(&self) -> u64 {
+        use engine::budget::{ENTRY_COST, EXTRA_COST, INODE_COST, XATTR_COST};
+        let mut sum = 0;
+        for node in self.nodes.values() {
+            sum += INODE_COST;
+            match &node.kind {
+                Kind::Dir { entries, .. } => {
+                    sum += EXTRA_COST + entries.keys().map(|n| ENTRY_COST + n.len() as u64).sum::<u64>();
+                }
+                Kind::Symlink(t) => sum += EXTRA_COST + t.len() as u64,
+                Kind::File(_) | Kind::Special(_) => {}
+            }
+            sum += node.xattrs.iter().map(|(k, v)| XATTR_COST + (k.len() + v.len()) as u64).sum::<u64>();
+        }
+        sum
     }
 
     /// Deletes everything, releases every handle; every byte and inode is back.
@@ -1798,7 +1839,11 @@ impl Harness {
         }
         self.remove_tree(ROOT);
         let s = self.e.stats();
-        if s.inodes != 1 || s.pool.used != 0 || s.pool.sectors != 0 || s.logical_bytes != 0 {
+        // The root and its attributes are all the metadata left.
+        use engine::budget::{EXTRA_COST, INODE_COST, XATTR_COST};
+        let root_x = self.nodes.get(&ROOT).map(|r| &r.xattrs).into_iter().flatten();
+        let meta = INODE_COST + EXTRA_COST + root_x.map(|(k, v)| XATTR_COST + (k.len() + v.len()) as u64).sum::<u64>();
+        if s.inodes != 1 || s.pool.used != 0 || s.pool.sectors != 0 || s.logical_bytes != 0 || s.meta_bytes != meta {
             self.fail(format!("after deleting everything: {s:?}"));
         }
     }

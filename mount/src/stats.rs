@@ -70,6 +70,16 @@ pub(crate) struct Report {
     /// allocator cannot tell (not glibc).
     #[serde(default)]
     pub(crate) heap_bytes: u64,
+    /// Metadata charged against its own limit (the engine's `budget`:
+    /// inodes, names, symlink targets, extended attributes), at the costs
+    /// the per-file bench measured; `heap_bytes` is what the heap holds.
+    #[serde(default)]
+    pub(crate) metadata_bytes: u64,
+    /// The metadata limit: 1 KiB per inode of `--max-files` (tmpfs's
+    /// inode space). Past it, creating names and setting attributes fail
+    /// with ENOSPC.
+    #[serde(default)]
+    pub(crate) metadata_limit_bytes: u64,
     /// Sectors held by files.
     pub(crate) sectors: u64,
     /// Bytes per sector.
@@ -138,6 +148,8 @@ impl Report {
             returned_bytes: p.returned,
             shared_bytes: p.shared_pages * p.page_size,
             heap_bytes: heap_bytes().unwrap_or(0),
+            metadata_bytes: st.meta_bytes,
+            metadata_limit_bytes: st.max_meta_bytes,
             sectors: p.sectors,
             sector_size: p.sector_size,
             sector_allocs: p.allocs,
@@ -207,6 +219,8 @@ impl Report {
             ("free, given back", bytes(self.returned_bytes)),
             ("shared by clones", bytes(self.shared_bytes)),
             ("metadata (heap)", bytes(self.heap_bytes)),
+            ("metadata charged", bytes(self.metadata_bytes)),
+            ("metadata limit", bytes(self.metadata_limit_bytes)),
             ("sectors in use", self.sectors.to_string()),
             ("sector size", bytes(self.sector_size)),
             ("sector allocations", self.sector_allocs.to_string()),
@@ -311,6 +325,13 @@ impl Report {
             "Daemon heap in use: metadata, inline data, buffers.",
             &[("", n(self.heap_bytes))],
         );
+        family(
+            "metadata_bytes",
+            "gauge",
+            "Metadata charged against the metadata limit: inodes, names, symlink targets, xattrs.",
+            &[("", n(self.metadata_bytes))],
+        );
+        family("metadata_limit_bytes", "gauge", "The metadata limit.", &[("", n(self.metadata_limit_bytes))]);
         family("sectors", "gauge", "Sectors held by files.", &[("", n(self.sectors))]);
         family("sector_size_bytes", "gauge", "Bytes per sector.", &[("", n(self.sector_size))]);
         family("files", "gauge", "Inodes in use.", &[("", n(self.files))]);

@@ -106,3 +106,88 @@ fn a_source_tree_charges_what_it_holds() {
     assert_eq!(logical, bytes, "logical bytes are the files' sizes");
     assert!(used as f64 <= 1.15 * bytes as f64, "{used} bytes charged for {bytes} bytes of files");
 }
+
+/// Issue 17, item 4: metadata has a limit of its own (1 KiB per inode of
+/// `--max-files`), reported by `stats`; past it names and attributes fail
+/// with ENOSPC instead of growing the heap, and deleting gives it back.
+/// Before, one file could hold any number of 64 KiB attributes.
+#[test]
+fn metadata_stops_at_its_limit_and_comes_back() {
+    let Some(m) = Mount::new(&["--size", "64M", "--max-files", "2000"]) else { return };
+    let (empty, limit) = (m.stat("metadata_bytes"), m.stat("metadata_limit_bytes"));
+    assert_eq!(limit, 2000 * 1024);
+    assert!(empty > 0 && empty < 1024, "an empty mount charges its root: {empty}");
+    // Attributes on one file until the limit.
+    let f = m.p("f");
+    File::create(&f).unwrap();
+    let value = vec![7u8; 65536];
+    let mut set = 0;
+    let err = loop {
+        match setxattr(&f, &format!("user.a{set}"), &value, 0) {
+            Ok(()) => set += 1,
+            Err(e) => break e,
+        }
+        assert!(set < 100, "2000 KiB of metadata holds fewer than 100 values of 64 KiB");
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(set, 31, "31 values of 64 KiB fit in 2000 KiB");
+    let full = m.stat("metadata_bytes");
+    assert!(full <= limit && full > limit - 65536 - 1024, "{full} of {limit}");
+    // Names fail too, with ENOSPC, while inodes are left: what is left
+    // (under one value) holds a few symlinks of about 4.5 KiB each.
+    let target = "t".repeat(4000);
+    let mut few = 0;
+    let err = loop {
+        match std::os::unix::fs::symlink(&target, m.p(&format!("few{few}"))) {
+            Ok(()) => few += 1,
+            Err(e) => break e,
+        }
+        assert!(few < 20, "{few} symlinks in less than 66 KiB");
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(m.stat("files") < 30);
+    for i in 0..few {
+        fs::remove_file(m.p(&format!("few{i}"))).unwrap();
+    }
+    // Data does not count against metadata, nor metadata against data.
+    fs::write(m.p("data"), vec![1u8; 8 << 20]).unwrap();
+    // Deleting the file gives its attributes back; symlinks fit again, up
+    // to the limit (each about 4.5 KiB of metadata), long before 2000 inodes.
+    fs::remove_file(&f).unwrap();
+    assert!(eventually(|| m.stat("metadata_bytes") < empty + 1024), "{}", m.stat("metadata_bytes"));
+    let mut links = 0;
+    let err = loop {
+        match std::os::unix::fs::symlink(&target, m.p(&format!("s{links}"))) {
+            Ok(()) => links += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!((400..=460).contains(&links), "{links} symlinks of 4000 bytes in 2000 KiB");
+    let st = std::process::Command::new(BIN).arg("stats").arg(&m.path).output().unwrap();
+    let table = String::from_utf8_lossy(&st.stdout);
+    assert!(table.contains("metadata charged") && table.contains("metadata limit"), "{table}");
+}
+
+/// The metadata charge follows what the heap holds for small files: 20,000
+/// empty files through the mount, the daemon's heap (glibc's count of
+/// blocks in use) against the charge, both as deltas.
+#[test]
+fn the_metadata_charge_follows_the_heap() {
+    let Some(m) = Mount::new(&["--size", "256M"]) else { return };
+    let (heap0, meta0) = (m.stat("heap_bytes"), m.stat("metadata_bytes"));
+    if heap0 == 0 {
+        return; // not glibc: the heap is not measured
+    }
+    let n = 20_000u64;
+    for d in 0..20 {
+        fs::create_dir(m.p(&format!("d{d}"))).unwrap();
+        for i in 0..n / 20 {
+            File::create(m.p(&format!("d{d}/file{i:06}.o"))).unwrap();
+        }
+    }
+    let (heap, meta) = (m.stat("heap_bytes") - heap0, m.stat("metadata_bytes") - meta0);
+    let ratio = meta as f64 / heap as f64;
+    eprintln!("per file: heap {} B, charged {} B ({ratio:.2}x)", heap / n, meta / n);
+    assert!((0.8..=1.5).contains(&ratio), "charged {meta} for {heap} bytes of heap");
+}

@@ -14,6 +14,17 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
 pub use loom::sync::atomic;
+
+/// A counter for accounting only, which loom does not branch on: std's
+/// atomic even under loom. For the metadata budget (`budget.rs`), which no
+/// memory-safety or ordering protocol depends on: as a loom atomic, its
+/// compare-and-swap in every create and its subtraction in every removal
+/// multiplied the interleavings of the namespace models (`ns_races`: 125 s
+/// to 301 s). Its limit pattern (compare-and-swap below a bound, give back
+/// on failure) is the one `Engine::reserve_inode` and the pool's
+/// reservations use, which the models do check (`limit_reservation`,
+/// `ns_races::rename_whiteout_vs_create_at_inode_limit`).
+pub(crate) type TallyU64 = std::sync::atomic::AtomicU64;
 pub use loom::sync::Arc;
 pub use loom::thread_local;
 

@@ -4,6 +4,10 @@
 use std::hash::Hash;
 
 pub use std::sync::atomic;
+
+/// A counter for accounting only (the metadata budget): a plain atomic
+/// here; under loom one that loom does not branch on (`model.rs`).
+pub(crate) type TallyU64 = std::sync::atomic::AtomicU64;
 pub use std::sync::{Arc, Weak};
 pub use std::thread_local;
 
