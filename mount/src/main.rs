@@ -182,7 +182,8 @@ pub(crate) struct MountArgs {
     /// rounded up to whole sectors. [default: 50%]
     #[arg(long, value_name = "SIZE")]
     pub(crate) size: Option<cli::SizeArg>,
-    /// Most files, directories and links (inodes). [default: one per 4 KiB of --size]
+    /// Most files, directories and links (inodes); also bounds metadata (names, symlink
+    /// targets, xattrs) at 1 KiB per inode, as tmpfs. [default: one per 4 KiB of --size]
     #[arg(long, value_name = "N")]
     pub(crate) max_files: Option<u64>,
     /// Bytes per sector: a power of two from 4K to 1M. [default: the image's, else 4K]

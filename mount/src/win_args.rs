@@ -31,7 +31,8 @@ pub(crate) struct WinMountArgs {
     /// [default: 50%]
     #[arg(short = 's', long, value_name = "SIZE")]
     pub(crate) size: Option<SizeArg>,
-    /// Most files and directories. [default: one per 4 KiB of --size]
+    /// Most files and directories; also bounds their metadata at 1 KiB each.
+    /// [default: one per 4 KiB of --size]
     #[arg(short = 'n', long, value_name = "N")]
     pub(crate) max_files: Option<u64>,
     /// Bytes per sector: a power of two from 4K to 1M.
