@@ -36,7 +36,7 @@
 //!    above `w`, a page taken after `w`: the leaf's `young` marks) is
 //!    *young*: no version up to `w` reaches it (`Retired::is_young`).
 //! 2. Publishing is one `ArcSwap::swap`, which returns version `n` counted
-//!    exactly (`sync::ArcSwap::swap`: arc-swap pays its readers' debts
+//!    exactly (`sync::ArcSwap::swap`: the cell pays its readers' debts
 //!    first). If the runner's `Arc` is then the only one (`Arc::get_mut`,
 //!    an acquire after every other holder's release), no reader holds `n`,
 //!    nor any version after `w` (each was found alone in its turn): the
@@ -823,7 +823,7 @@ pub(crate) struct Node {
     /// The runner's own reference to the version `snap` publishes (taken
     /// and put back by whoever is runner; `None` until the first batch or
     /// after a batch panicked): a batch starts from it instead of loading
-    /// `snap`, so a writer does not use arc-swap's reader slots at all (a
+    /// `snap`, so a writer does not use the cell's hazard slots at all (a
     /// load writes the thread's debt slot, which every other thread's
     /// publish then reads). Only runners lock it, one at a time, so it is
     /// never contended.

@@ -3,17 +3,18 @@
 //! Every atomic, `Arc`, lock, condition variable, mailbox, published pointer
 //! (`ArcSwap`), sharded map (`ShardMap`) and every byte of sector memory
 //! (`RawMem`) used by concurrent engine code is imported from here, never from
-//! `std::sync`, `arc_swap`, `dashmap` or `crossbeam_channel` directly
+//! `std::sync`, `dashmap` or `crossbeam_channel` directly
 //! (`clippy.toml` enforces it).
 //!
 //! Two mirror modules have the same names:
 //!
 //! * `real` (the default): std atomics and locks (without poisoning, as in
-//!   tokio's `loom/std/mutex.rs`), `arc_swap::ArcSwap`, `dashmap::DashMap`,
+//!   tokio's `loom/std/mutex.rs`), `hazard::HazardSwap` (our own publication
+//!   cell, with a loom model of its own: `loom-tests/tests/hazard.rs`), `dashmap::DashMap`,
 //!   `crossbeam_channel`, and sector memory carved from private anonymous
 //!   mappings.
 //! * `model` (under `--cfg loom`): loom's primitives, and small stand-ins for
-//!   the three crates loom cannot see inside (arc-swap, dashmap,
+//!   the publication cell and the two crates loom cannot see inside (dashmap,
 //!   crossbeam-channel). Each stand-in has exactly the methods the engine calls
 //!   and the same contract, built from loom primitives so that loom sees its
 //!   happens-before edges. Sector memory is one `loom::cell::UnsafeCell<u8>`
@@ -21,9 +22,11 @@
 //!
 //! What the models therefore check is *our* protocol on top of these handles
 //! (publication order, reclamation, the combining actor, reservations), not
-//! the internals of arc-swap, dashmap or crossbeam-channel, which are covered
-//! by those crates' own Miri, TSan and test suites.
+//! the internals of dashmap or crossbeam-channel, which are covered by those
+//! crates' own Miri, TSan and test suites, nor the cell's (its own model).
 
+#[doc(hidden)]
+pub mod hazard;
 #[cfg(not(loom))]
 mod real;
 #[cfg(not(loom))]

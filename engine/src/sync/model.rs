@@ -1,10 +1,12 @@
 //! loom primitives and loom-visible stand-ins (built only under `--cfg loom`).
 //!
-//! arc-swap, dashmap and crossbeam-channel synchronise with atomics loom cannot
-//! see, so here they are replaced by stand-ins with the same contract built from
+//! dashmap and crossbeam-channel synchronise with atomics loom cannot see, and
+//! the publication cell (`hazard.rs`) would multiply every engine model's
+//! interleavings (it has a model of its own, `loom-tests/tests/hazard.rs`), so
+//! here they are replaced by stand-ins with the same contract built from
 //! loom's `Mutex`: `ArcSwap` (load = clone of the current `Arc` under a lock,
 //! store = replace under the lock; the lock gives the release/acquire edge that
-//! arc-swap's store/load give), `ShardMap` (one map under one lock: linearisable
+//! the cell's store/load give), `ShardMap` (one map under one lock: linearisable
 //! per key, as each dashmap shard is) and `Mailbox` (a `VecDeque` under a lock:
 //! FIFO, multi-producer). The models check the engine's protocols on top of
 //! these contracts; they do not check the crates' internals.
@@ -104,10 +106,10 @@ impl<T> RwLock<T> {
     }
 }
 
-/// Stand-in for `arc_swap::ArcSwap` (see the module docs).
+/// Stand-in for the publication cell (`hazard.rs`; see the module docs).
 pub struct ArcSwap<T>(loom::sync::Mutex<Arc<T>>);
 
-/// Stand-in for arc-swap's guard: an owned clone.
+/// Stand-in for the cell's guard: an owned clone.
 pub struct Guard<T>(Arc<T>);
 
 impl<T> std::ops::Deref for Guard<T> {

@@ -1,4 +1,5 @@
-//! Real primitives: std, arc-swap, dashmap, crossbeam-channel, mmapped sector memory.
+//! Real primitives: std, the hazard-slot publication cell (`hazard.rs`), dashmap,
+//! crossbeam-channel, mmapped sector memory.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::hash::Hash;
@@ -84,15 +85,15 @@ impl<T> RwLock<T> {
 /// # Consistency
 /// Call [`ArcSwap::load`] once per operation and keep the guard: two loads
 /// may see two different versions.
-pub struct ArcSwap<T>(arc_swap::ArcSwap<T>);
+pub struct ArcSwap<T>(super::hazard::HazardSwap<T>);
 
 /// A short-lived read guard of an [`ArcSwap`]; keep it on the stack only.
-pub type Guard<T> = arc_swap::Guard<Arc<T>>;
+pub type Guard<T> = super::hazard::HazardGuard<T>;
 
 impl<T> ArcSwap<T> {
     /// Publishes `value` as the first version.
     pub fn new(value: Arc<T>) -> Self {
-        ArcSwap(arc_swap::ArcSwap::new(value))
+        ArcSwap(super::hazard::HazardSwap::new(value))
     }
     /// The current version, without taking a lock.
     pub fn load(&self) -> Guard<T> {
@@ -109,9 +110,9 @@ impl<T> ArcSwap<T> {
     /// Publishes a new version and returns the old one.
     ///
     /// When this returns, every reader still holding the old version holds a
-    /// counted reference to it: arc-swap pays the debts of its guards (the
-    /// fast, uncounted loads) for the old pointer before `swap` returns, and
-    /// no later `load` can return it. So `Arc::get_mut` on the result
+    /// counted reference to it: the cell pays the debts of its guards (the
+    /// fast, uncounted loads in hazard slots, `hazard.rs`) for the old
+    /// pointer before `swap` returns, and no later `load` can return it. So `Arc::get_mut` on the result
     /// succeeds exactly when no reader holds it any more, and (an acquire
     /// on the count) happens after everything those readers did with it.
     /// `engine/src/node.rs` ("Versions") relies on this; `tests::
@@ -123,7 +124,7 @@ impl<T> ArcSwap<T> {
 
 impl<T: std::fmt::Debug> std::fmt::Debug for ArcSwap<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("ArcSwap").field(&self.0.load()).finish()
+        f.debug_tuple("ArcSwap").field(&&*self.0.load()).finish()
     }
 }
 
@@ -566,10 +567,10 @@ pub unsafe fn discard(pages: &mut [Page], len: usize) {
 mod tests {
     use super::*;
 
-    /// The property `ArcSwap::swap` documents, on the real arc-swap: a
-    /// guard from `load` (arc-swap's uncounted fast path) still held when
-    /// the version is swapped out is counted in the returned `Arc`, from
-    /// this thread and from others.
+    /// The property `ArcSwap::swap` documents, on the real cell
+    /// (`hazard.rs`): a guard from `load` (uncounted, in a hazard slot)
+    /// still held when the version is swapped out is counted in the
+    /// returned `Arc`, from this thread and from others.
     #[test]
     fn swap_counts_the_guards_of_the_old_version() {
         for round in 0..200 {
@@ -588,7 +589,7 @@ mod tests {
                 std::thread::spawn(move || {
                     while !stop.load(atomic::Ordering::Relaxed) {
                         let g = s.load();
-                        let v = **g;
+                        let v = *g;
                         std::hint::black_box(v);
                     }
                 })

@@ -1,0 +1,130 @@
+//! loom model of the published pointer behind a node's versions
+//! (`engine/src/sync/hazard.rs`: `HazardSwap`, which `sync::ArcSwap` wraps
+//! in real builds).
+//!
+//! # Invariant
+//! * A guard's version is never freed or handed out as exclusive while the
+//!   guard lives: when `swap` returns the old `Arc`, every guard still
+//!   holding that version has a count in it, so `Arc::get_mut` succeeds only
+//!   when no reader holds it; the same when the cell itself is dropped
+//!   under a guard.
+//! * What a reader read through its guard happens before what the writer
+//!   then does with the version it got back exclusively (mutating or
+//!   freeing it).
+//! * Counts balance: every version is freed exactly once, after its last
+//!   holder (loom checks that no `Arc` leaks at the end of each execution).
+//!
+//! # What the model covers
+//! The real `load` (slot store, re-check, retract), guard drop (the CAS that
+//! finds a paid debt), `swap` (scan and pay), `load_full`, and the cell's
+//! drop. A version is a loom `UnsafeCell`: the reader reads it through its
+//! guard, the writer writes it once `Arc::get_mut` grants it, and its `Drop`
+//! writes it too, so any overlap is a loom data-race report.
+//!
+//! # What it does not cover
+//! More than [`SLOTS`] guards on one thread (the slow path borrows a chunk
+//! and takes a count: single-threaded unit tests in `hazard.rs`'s users), and
+//! chunk reuse by a later thread (loom runs each model's threads once).
+//!
+//! # Injected bug
+//! `bash .ci/loom-bugs hazard_no_recheck`: the reader trusts its first load
+//! of the cell without loading it again after publishing its slot, so a
+//! swap that scanned the slots before the slot was written does not pay for
+//! it; `reader_vs_swap` fails with loom's report of the writer's write to a
+//! version the reader is reading.
+
+#[cfg(loom)]
+mod tests {
+    use engine::sync::hazard::HazardSwap;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::thread;
+    use loom_tests::Bound;
+
+    /// A version: its contents, written by whoever holds it exclusively and
+    /// by its drop.
+    struct Version(UnsafeCell<u64>);
+
+    impl Version {
+        fn new(v: u64) -> Arc<Version> {
+            Arc::new(Version(UnsafeCell::new(v)))
+        }
+        fn read(&self) -> u64 {
+            // SAFETY: loom checks this read against every write of the cell
+            // (a race is the failure the model looks for).
+            self.0.with(|p| unsafe { *p })
+        }
+    }
+
+    impl Drop for Version {
+        fn drop(&mut self) {
+            // SAFETY: the last owner; loom checks it against every read.
+            self.0.with_mut(|p| unsafe { *p = u64::MAX });
+        }
+    }
+
+    /// A reader loads and reads while a writer publishes a new version,
+    /// then, if the old one is exclusively its own, writes it.
+    #[test]
+    fn reader_vs_swap() {
+        loom_tests::check("hazard::reader_vs_swap", Bound::Exhaustive, || {
+            let cell = Arc::new(HazardSwap::new(Version::new(1)));
+            let c2 = Arc::clone(&cell);
+            let reader = thread::spawn(move || {
+                let g = c2.load();
+                let v = g.read();
+                assert!(v == 1 || v == 2, "a published version: {v}");
+                assert_eq!(g.read(), v, "a guard's version does not change");
+            });
+            let mut old = cell.swap(Version::new(2));
+            if let Some(m) = Arc::get_mut(&mut old) {
+                // SAFETY: `get_mut` says nobody else holds it (what the
+                // model checks: loom reports a reader still reading).
+                m.0.with_mut(|p| unsafe { *p = 7 });
+            }
+            drop(old);
+            reader.join().unwrap();
+            assert_eq!(cell.load().read(), 2);
+        });
+    }
+
+    /// Two swaps in a row against a reader that loads twice: the second
+    /// load may meet a swapped-out pointer and retract.
+    #[test]
+    fn two_loads_vs_two_swaps() {
+        loom_tests::check("hazard::two_loads_vs_two_swaps", Bound::Exhaustive, || {
+            let cell = Arc::new(HazardSwap::new(Version::new(1)));
+            let c2 = Arc::clone(&cell);
+            let reader = thread::spawn(move || {
+                let a = c2.load().read();
+                let b = c2.load_full();
+                assert!(a <= b.read() && b.read() <= 3, "versions only move forward: {a} then {}", b.read());
+            });
+            for v in [2, 3] {
+                let mut old = cell.swap(Version::new(v));
+                if let Some(m) = Arc::get_mut(&mut old) {
+                    // SAFETY: as in `reader_vs_swap`.
+                    m.0.with_mut(|p| unsafe { *p = 9 });
+                }
+            }
+            reader.join().unwrap();
+        });
+    }
+
+    /// The cell is dropped while a reader holds a guard of its version:
+    /// the drop pays the guard's debt instead of freeing the version.
+    #[test]
+    fn guard_outlives_cell() {
+        loom_tests::check("hazard::guard_outlives_cell", Bound::Exhaustive, || {
+            let cell = Arc::new(HazardSwap::new(Version::new(5)));
+            let c2 = Arc::clone(&cell);
+            let reader = thread::spawn(move || {
+                let g = c2.load();
+                drop(c2);
+                assert_eq!(g.read(), 5);
+            });
+            drop(cell);
+            reader.join().unwrap();
+        });
+    }
+}
