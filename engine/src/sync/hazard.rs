@@ -218,7 +218,9 @@ impl<T> HazardSwap<T> {
 
     /// The current version, without taking a lock or a count.
     pub fn load(&self) -> HazardGuard<T> {
-        let fast = LOCAL.with(|l| {
+        // `try_with`: a load from another thread-local's destructor, after
+        // this thread's local is gone, takes the slow path.
+        let fast = LOCAL.try_with(|l| {
             let used = l.used.get();
             if used == u8::MAX {
                 return None;
@@ -235,7 +237,7 @@ impl<T> HazardSwap<T> {
             l.used.set(used | 1 << i);
             Some((&chunk.slots[i as usize], i))
         });
-        match fast {
+        match fast.ok().flatten() {
             Some((slot, i)) => HazardGuard { p: self.protect(slot), slot: Some((slot, i)) },
             None => HazardGuard { p: Arc::into_raw(self.load_slow()), slot: None },
         }
