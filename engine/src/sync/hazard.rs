@@ -118,9 +118,11 @@ struct Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        if let Some(c) = self.chunk.get() {
-            // No guard outlives its thread (guards are !Send and scoped), so
-            // every slot is null: the chunk is free for the next thread.
+        // Guards are !Send, so none outlives its thread, except one kept in
+        // another thread-local that is dropped later: then the chunk stays
+        // claimed (128 bytes kept) rather than lend that guard's slot to
+        // the next thread.
+        if let (Some(c), 0) = (self.chunk.get(), self.used.get()) {
             c.claimed.store(false, Ordering::Release);
         }
     }
