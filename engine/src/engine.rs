@@ -406,11 +406,16 @@ impl Engine {
     }
 
     /// Totals for `statfs(2)`, in 4 KiB blocks: the limit and what is left.
+    /// Free inodes are the fewer of those left under `max_inodes` and the
+    /// metadata left in units of [`PER_INODE`] (as tmpfs counts free inodes
+    /// from its inode space), so `df -i` shows a disk whose names and
+    /// attributes used up the metadata limit as full.
     pub fn statfs(&self) -> StatFs {
         let bsize = 4096u64;
         let limit = self.pool.limit();
         let used = self.pool.used().min(limit);
         let inodes = self.inodes.load(Ordering::Acquire);
+        let meta_free = self.meta.limit().saturating_sub(self.meta.used()) / PER_INODE;
         let free = (limit - used) / bsize;
         StatFs {
             bsize: bsize as u32,
@@ -418,7 +423,7 @@ impl Engine {
             bfree: free,
             bavail: free,
             files: self.cfg.max_inodes,
-            ffree: self.cfg.max_inodes.saturating_sub(inodes),
+            ffree: self.cfg.max_inodes.saturating_sub(inodes).min(meta_free),
             namelen: NAME_MAX as u32,
         }
     }

@@ -267,3 +267,24 @@ fn an_image_with_more_metadata_than_the_limit_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn free_inodes_follow_the_metadata_left() {
+    // 100 inodes' worth: an empty engine shows 99 free (the root takes one),
+    // whichever limit binds; attributes that use up the metadata leave none.
+    let e = Engine::new(Config { max_inodes: 100, ..Config::default() }).unwrap();
+    assert_eq!(e.statfs().ffree, 99);
+    mkfile(&e, ROOT, b"a");
+    assert_eq!(e.statfs().ffree, 98, "an empty file charges less than 1 KiB: the count binds");
+    let f = mkfile(&e, ROOT, b"f");
+    let mut i = 0;
+    for size in [4000, 1] {
+        while e.setxattr(f, format!("user.{i}").as_bytes(), &vec![0; size], 0).is_ok() {
+            i += 1;
+        }
+    }
+    assert_eq!(e.statfs().ffree, 0, "no metadata left for another inode: df -i shows it full");
+    assert_eq!(e.create(ROOT, b"g", 0o644, 0, 0).err(), Some(Error::NoSpace));
+    e.unlink(ROOT, b"f").unwrap();
+    assert_eq!(e.statfs().ffree, 98);
+}
