@@ -6,7 +6,7 @@
 //! File data (sectors and inline buffers) is charged to the sector pool.
 //! Everything else a user can make grow is charged here, at a fixed cost per
 //! item that the per-file bench measured (`docs/BENCHMARKS.md`, "Per-file
-//! memory" and "Metadata"), plus the bytes the user chose:
+//! memory" and "The metadata charge"), plus the bytes the user chose:
 //! * an inode: [`INODE_COST`] (its node, its version, its inode-map slot),
 //!   [`EXTRA_COST`] more for a directory or a symlink, plus a symlink's
 //!   target;
