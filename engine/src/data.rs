@@ -1057,16 +1057,17 @@ impl FileData {
                         if holes {
                             // A hole the write covers, filled as `apply_sector` does.
                             fill_page(&mut leaf, p, &shape, ch, &mut fresh, &mut joined, ed);
-                            continue;
+                        } else {
+                            let sp = shape.page_span(p);
+                            if let Some(ms) = sp.modified_start() {
+                                let src = ch.src_at(p * ps, &sp);
+                                change_page(&mut leaf, slot(p), &sp, ms, src, p * ps, &mut fresh, &mut joined, ed);
+                            }
                         }
-                        let sp = shape.page_span(p);
-                        if let Some(ms) = sp.modified_start() {
-                            let src = ch.src_at(p * ps, &sp);
-                            change_page(&mut leaf, slot(p), &sp, ms, src, p * ps, &mut fresh, &mut joined, ed);
-                        }
+                        // After each sector, as below.
+                        crate::fault::fail_point!("data.apply");
                     }
                     cursor.next = end;
-                    crate::fault::fail_point!("data.apply");
                     continue;
                 }
             }
