@@ -119,16 +119,21 @@ impl XValue {
     /// # Errors
     /// `NoSpace` past the limit.
     pub(crate) fn new(budget: &Arc<MetaBudget>, name_len: usize, value: Box<[u8]>) -> Result<XValue> {
-        let charged = XATTR_COST + name_len as u64 + value.len() as u64;
+        let charged = Self::cost(name_len, &value);
         budget.charge(charged)?;
         Ok(XValue { bytes: value, budget: Arc::clone(budget), charged })
     }
 
     /// `value` charged past the limit ([`MetaBudget::force`]).
     pub(crate) fn forced(budget: &Arc<MetaBudget>, name_len: usize, value: Box<[u8]>) -> XValue {
-        let charged = XATTR_COST + name_len as u64 + value.len() as u64;
+        let charged = Self::cost(name_len, &value);
         budget.force(charged);
         XValue { bytes: value, budget: Arc::clone(budget), charged }
+    }
+
+    /// What an attribute named with `name_len` bytes holding `value` costs.
+    fn cost(name_len: usize, value: &[u8]) -> u64 {
+        XATTR_COST + name_len as u64 + value.len() as u64
     }
 }
 

@@ -306,13 +306,11 @@ impl Engine {
         if inode.is_some() {
             self.reserve_inode()?;
         }
-        if let Err(e) = self.meta.charge(meta) {
-            if inode.is_some() {
-                self.inodes.fetch_sub(1, Ordering::AcqRel);
-            }
-            return Err(e);
-        }
-        Ok(Reserved { engine: self, meta, inode: inode.is_some() })
+        // From here the guard gives the inode back if the charge fails.
+        let mut r = Reserved { engine: self, meta: 0, inode: inode.is_some() };
+        self.meta.charge(meta)?;
+        r.meta = meta;
+        Ok(r)
     }
 
     /// Releases the charge of a removed directory entry of `name_len` bytes.

@@ -703,6 +703,11 @@ struct MNode {
 
 type R<T> = Result<T, Error>;
 
+/// The metadata the engine charges for a node's extended attributes.
+fn xattrs_meta(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> u64 {
+    x.iter().map(|(k, v)| engine::budget::XATTR_COST + (k.len() + v.len()) as u64).sum()
+}
+
 /// The most metadata one call adds (`engine::budget`): an xattr of the
 /// longest name and value, or a symlink inode with the longest target and
 /// name (with a whiteout's inode and entry: less).
@@ -1815,7 +1820,7 @@ impl Harness {
     /// The metadata the engine should have charged (`engine::budget`): every
     /// inode, every directory entry, every extended attribute.
     fn model_meta(&self) -> u64 {
-        use engine::budget::{ENTRY_COST, EXTRA_COST, INODE_COST, XATTR_COST};
+        use engine::budget::{ENTRY_COST, EXTRA_COST, INODE_COST};
         let mut sum = 0;
         for node in self.nodes.values() {
             sum += INODE_COST;
@@ -1826,7 +1831,7 @@ impl Harness {
                 Kind::Symlink(t) => sum += EXTRA_COST + t.len() as u64,
                 Kind::File(_) | Kind::Special(_) => {}
             }
-            sum += node.xattrs.iter().map(|(k, v)| XATTR_COST + (k.len() + v.len()) as u64).sum::<u64>();
+            sum += xattrs_meta(&node.xattrs);
         }
         sum
     }
@@ -1840,9 +1845,8 @@ impl Harness {
         self.remove_tree(ROOT);
         let s = self.e.stats();
         // The root and its attributes are all the metadata left.
-        use engine::budget::{EXTRA_COST, INODE_COST, XATTR_COST};
-        let root_x = self.nodes.get(&ROOT).map(|r| &r.xattrs).into_iter().flatten();
-        let meta = INODE_COST + EXTRA_COST + root_x.map(|(k, v)| XATTR_COST + (k.len() + v.len()) as u64).sum::<u64>();
+        use engine::budget::{EXTRA_COST, INODE_COST};
+        let meta = INODE_COST + EXTRA_COST + self.nodes.get(&ROOT).map_or(0, |r| xattrs_meta(&r.xattrs));
         if s.inodes != 1 || s.pool.used != 0 || s.pool.sectors != 0 || s.logical_bytes != 0 || s.meta_bytes != meta {
             self.fail(format!("after deleting everything: {s:?}"));
         }

@@ -54,6 +54,16 @@ mod tests {
             // (a race is the failure the model looks for).
             self.0.with(|p| unsafe { *p })
         }
+
+        /// Writes `v` into the version `old` if `Arc::get_mut` says no
+        /// reader holds it (what the models check: loom reports one that
+        /// still reads it).
+        fn write_if_alone(old: &mut Arc<Version>, v: u64) {
+            if let Some(m) = Arc::get_mut(old) {
+                // SAFETY: `get_mut` says nobody else holds it; loom checks it.
+                m.0.with_mut(|p| unsafe { *p = v });
+            }
+        }
     }
 
     impl Drop for Version {
@@ -77,11 +87,7 @@ mod tests {
                 assert_eq!(g.read(), v, "a guard's version does not change");
             });
             let mut old = cell.swap(Version::new(2));
-            if let Some(m) = Arc::get_mut(&mut old) {
-                // SAFETY: `get_mut` says nobody else holds it (what the
-                // model checks: loom reports a reader still reading).
-                m.0.with_mut(|p| unsafe { *p = 7 });
-            }
+            Version::write_if_alone(&mut old, 7);
             drop(old);
             reader.join().unwrap();
             assert_eq!(cell.load().read(), 2);
@@ -102,10 +108,7 @@ mod tests {
             });
             for v in [2, 3] {
                 let mut old = cell.swap(Version::new(v));
-                if let Some(m) = Arc::get_mut(&mut old) {
-                    // SAFETY: as in `reader_vs_swap`.
-                    m.0.with_mut(|p| unsafe { *p = 9 });
-                }
+                Version::write_if_alone(&mut old, 9);
             }
             reader.join().unwrap();
         });
