@@ -534,19 +534,21 @@ impl FileData {
     /// end if shorter. What they replace is freed or retired as by any
     /// change; the pages are marked shared (never written in place,
     /// `init` at the page size). Allocates nothing but the leaves' path
-    /// copies. On success `pages` is emptied (this table's slots hold them).
+    /// copies. `pages` is left as it was: their holders pass to this
+    /// table's slots when the draft is published (`node::Draft`), and go
+    /// back with the transit if it never is.
     ///
     /// # Errors
     /// `FileTooBig`; `NotSupported` if the contents are inline (the caller
     /// copies instead); `OutOfMemory` if growing the file to `first`
     /// copies a partial page and the OS refuses memory. On error nothing
-    /// changed and `pages` is left as it was.
+    /// changed.
     pub(crate) fn install_shared(
         &mut self,
         cx: &Ctx<'_>,
         ed: &mut Edit<'_>,
         first: u64,
-        pages: &mut Vec<Option<Page>>,
+        pages: &[Option<Page>],
     ) -> Result<()> {
         let ps = cx.ps();
         let off = first.checked_mul(ps).ok_or(Error::FileTooBig)?;
@@ -566,7 +568,6 @@ impl FileData {
         if matches!(self.content, Content::Empty) {
             if pages.iter().all(Option::is_none) {
                 self.len = self.len.max(end);
-                pages.clear();
                 return Ok(());
             }
             self.content = Content::Sectors(Table::new(ps as usize));
@@ -599,7 +600,6 @@ impl FileData {
             j = k;
         }
         self.len = self.len.max(end);
-        pages.clear();
         Ok(())
     }
 

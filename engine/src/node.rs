@@ -469,6 +469,11 @@ struct Draft<'p> {
     /// (`u64::MAX`: none): what the batch retires that was made after it is
     /// young (`Edit::young_after`).
     young_after: u64,
+    /// The clones whose pages the batch put in the draft's table
+    /// (`Op::Install`): their transits keep the pages' holders until the
+    /// draft is published (a slot of the new version holds them then), so
+    /// a draft dropped unpublished gives them back with the transit.
+    installed: Vec<ClonePages>,
     spare: Option<Arc<Snap>>,
     published: bool,
     pool: &'p Pool,
@@ -505,7 +510,7 @@ impl<'p> Draft<'p> {
             ver: cur.ver,
             link: UnsafeCell::new(Link::Draft),
         };
-        Draft { w, retiring, young_after, spare, published: false, pool }
+        Draft { w, retiring, young_after, installed: Vec::new(), spare, published: false, pool }
     }
 
     /// Publishes the draft as the version after `cur` (which `slot` holds),
@@ -552,6 +557,11 @@ impl<'p> Draft<'p> {
             *current = Some(Arc::clone(&cur));
         }
         let old = slot.swap(w);
+        // The new version's slots hold the installed pages now: their
+        // transits must not give them back.
+        for t in self.installed.drain(..) {
+            t.lock().clear();
+        }
         // Everything below relies on it (what `old` reaches is what the
         // draft was made from): checked in every build, before anything is
         // freed.
@@ -718,8 +728,9 @@ pub(crate) enum Op<'a> {
         n: u64,
         out: ClonePages,
     },
-    /// A clone's destination side: put `pages` (taken out on success) at
-    /// page indices `first..` (`FileData::install_shared`).
+    /// A clone's destination side: put `pages` at page indices `first..`
+    /// (`FileData::install_shared`); they leave the transit when the batch
+    /// is published (`Draft::installed`).
     Install {
         first: u64,
         pages: ClonePages,
@@ -993,10 +1004,17 @@ impl Node {
         let before = cur.data.len();
         let mut changed = false;
         let after_ver = draft.young_after;
-        let (w, retiring) = (&mut draft.w, &mut draft.retiring);
+        let (w, retiring, installed) = (&mut draft.w, &mut draft.retiring, &mut draft.installed);
         for op in ops {
+            let clone = match &op {
+                Op::Install { pages, .. } => Some(Arc::clone(pages)),
+                _ => None,
+            };
             let r = self.apply_one(cx, w, retiring, after_ver, op);
-            changed |= r.is_ok();
+            if r.is_ok() {
+                changed = true;
+                installed.extend(clone);
+            }
             out(r);
         }
         let after = w.data.len();
@@ -1136,8 +1154,8 @@ impl Node {
             }
             Op::Install { first, pages } => {
                 self.regular()?;
-                let mut pages = pages.lock();
-                w.data.install_shared(cx, &mut Self::edit(cx, retiring, w.ver, young_after), first, &mut pages)?;
+                let pages = pages.lock();
+                w.data.install_shared(cx, &mut Self::edit(cx, retiring, w.ver, young_after), first, &pages)?;
                 w.meta.mtime = now.into();
                 w.meta.ctime = now.into();
                 Ok(0)

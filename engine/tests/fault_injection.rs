@@ -193,6 +193,42 @@ fn panic_mid_apply_gives_everything_back() {
     scenario.teardown();
 }
 
+/// Issue 20: a clone whose destination batch panics after its pages went
+/// into the draft's table fails, leaves the destination as it was, and
+/// gives back the holders the clone took: the pages stay the source's
+/// alone (none shared), and deleting the source frees every one.
+#[test]
+fn panic_after_a_clone_installs_gives_its_holders_back() {
+    quiet_injected_panics();
+    let scenario = FailScenario::setup();
+    let e = Engine::new(cfg(4096, 64 << 20, 0)).unwrap();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let src = put(&e, ROOT, b"src", &data);
+    let dst = put(&e, ROOT, b"dst", &[3u8; 8192]);
+    let before = e.stats().pool;
+    // The source's batch (`Share`) publishes; the destination's
+    // (`Install`) panics after its pages are in the draft.
+    fail::cfg("node.publish", "1*off->1*panic").unwrap();
+    assert_eq!(e.copy_file_range(src, 0, dst, 0, data.len() as u64), Err(Error::Internal));
+    fail::remove("node.publish");
+    let after = e.stats().pool;
+    assert_eq!((after.used, after.pages), (before.used, before.pages), "nothing charged");
+    assert_eq!((after.shared_pages, after.shared_extra), (0, 0), "the clone's holders went back");
+    assert_eq!(read_all(&e, dst), vec![3u8; 8192], "the destination is at its last published state");
+    assert_eq!(read_all(&e, src), data);
+    // The same clone now works, and shares every page.
+    assert_eq!(e.copy_file_range(src, 0, dst, 0, data.len() as u64), Ok(data.len() as u64));
+    assert_eq!(e.stats().pool.shared_pages, (1 << 20) / 4096);
+    assert_eq!(read_all(&e, dst), data);
+    for (name, ino) in [(&b"src"[..], src), (b"dst", dst)] {
+        e.unlink(ROOT, name).unwrap();
+        e.forget(ino, 1);
+    }
+    let end = e.stats().pool;
+    assert_eq!((end.used, end.pages, end.shared_pages), (0, 0, 0), "nothing leaked");
+    scenario.teardown();
+}
+
 /// An engine whose first 2 MiB region is exactly filled by file `f`
 /// (64 KiB sectors of 4 KiB pages), so the next page needs a new region.
 fn full_region() -> (Engine, u64) {

@@ -869,8 +869,10 @@ impl<P: AsRef<Pool>> Drop for Reservation<P> {
 /// A clone's pages in transit from the source's table to the
 /// destination's (issue 20): one entry per page (`None`: a hole), each page
 /// with one holder taken for this clone ([`Pool::share_pages`]). The
-/// destination's runner takes them out into its table; whatever is still
-/// here when the last handle drops loses its holder ([`Pool::free_pages`]).
+/// destination's runner puts them in its draft and empties the list once
+/// that draft is published; whatever is still here when the last handle
+/// drops (the clone failed, or its batch panicked) loses its holder
+/// ([`Pool::free_pages`]).
 pub(crate) struct Transit {
     pool: Pool,
     pages: Mutex<Vec<Option<Page>>>,
@@ -882,9 +884,10 @@ impl Transit {
     }
 
     /// The list, for the runner filling it (`FileData::share_range`: every
-    /// page pushed must carry one holder) or emptying it into a table
-    /// (`FileData::install_shared`: every page taken out is held by a slot
-    /// from then on).
+    /// page pushed must carry one holder), the runner copying it into a
+    /// draft (`FileData::install_shared`), and that runner emptying it once
+    /// the draft is published (`node::Draft`: a slot holds every page from
+    /// then on).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Vec<Option<Page>>> {
         self.pages.lock()
     }
