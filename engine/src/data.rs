@@ -315,6 +315,15 @@ impl FileData {
         FileData { len: self.len, content }
     }
 
+    /// Page `p`'s address and whether it is marked shared (a clone's, see
+    /// `Table`), if present: for the image saver, which stores a page held
+    /// by two slots once (`image.rs`, CLONE records).
+    pub(crate) fn page_shared(&self, p: u64) -> Option<(usize, bool)> {
+        let Content::Sectors(t) = &self.content else { return None };
+        let (l, _, i) = t.leaf(p)?;
+        l.page(i).map(|m| (m.addr(), l.marked_shared(i)))
+    }
+
     /// Whether the contents are a page table (so the version must be able
     /// to free it).
     pub(crate) fn has_table(&self) -> bool {

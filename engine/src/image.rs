@@ -13,9 +13,9 @@
 //! snapshot holds stay as they were. The image is the state after exactly the
 //! mutations that completed before the gate closed.
 //!
-//! # Format (version 1; integers little-endian)
+//! # Format (versions 1 and 2; integers little-endian)
 //! ```text
-//! header   128 bytes: magic "SECTORFS", version u32 = 1, header length u32
+//! header   128 bytes: magic "SECTORFS", version u32, header length u32
 //!          = 128, flags u32 = 0, reserved u32 = 0; sector size, limit,
 //!          inode limit, inline threshold, largest file (u64 each); root
 //!          mode, uid, gid, options (bit 0 case-insensitive, bit 1 POSIX
@@ -30,12 +30,27 @@
 //!   XATTR  ino u64, name length u16, name, value
 //!   DATA   ino u64, offset u64, bytes (at most 1 MiB; only what holds data:
 //!          holes are not written)
+//!   CLONE  (version 2) ino u64, offset u64, source ino u64, source offset
+//!          u64, length u64: these bytes of the file are those bytes of the
+//!          source (written by an earlier DATA record), shared as
+//!          `copy_file_range` shares them
 //!   DIR    directory ino u64, then entries: name length u8, ino u64, name
 //!   END    (last) records before it u64, nodes u64, entries u64, data
 //!          bytes u64, crc32 of every earlier record's crc in order
 //! ```
-//! A node's XATTR and DATA records follow its NODE record; every NODE comes
-//! before the DIR records that name it; DATA offsets grow within a file.
+//! A node's XATTR, DATA and CLONE records follow its NODE record (and a
+//! CLONE record its source's NODE); every NODE comes before the DIR records
+//! that name it; DATA and CLONE offsets grow within a file.
+//!
+//! # Clones
+//! Pages held by two table slots (a clone's, issue 20) are stored once: the
+//! saver writes a page marked shared as DATA the first time it meets it,
+//! and a whole sector all of whose pages it has met, in order, at the start
+//! of a sector of one file as a CLONE of it. The loader replays CLONE
+//! records with [`Engine::copy_file_range`] once every file is in place
+//! (and gives the files back their times), so a disk full of clones loads
+//! under the limit it was saved under. An image without clones is written
+//! as version 1, which older engines read.
 //!
 //! # Loading: everything checked before anything is shown
 //! [`Engine::load_image`] builds a new engine that nobody else can see yet,
@@ -62,8 +77,9 @@ use crate::{Config, Engine, Error};
 
 /// The first 8 bytes of every image.
 pub const MAGIC: [u8; 8] = *b"SECTORFS";
-/// The format version this engine writes and reads.
-pub const VERSION: u32 = 1;
+/// The newest format version this engine writes and reads (version 2 adds
+/// CLONE records; an image without them is written as version 1).
+pub const VERSION: u32 = 2;
 const HEADER_LEN: usize = 128;
 /// Bytes of file data in one DATA record, at most.
 pub const DATA_CHUNK: usize = 1 << 20;
@@ -77,6 +93,7 @@ const XATTR: u8 = 3;
 const DATA: u8 = 4;
 const DIR: u8 = 5;
 const END: u8 = 6;
+const CLONE: u8 = 7;
 
 const OPT_CASE_INSENSITIVE: u32 = 1;
 const OPT_POSIX_ACL: u32 = 2;
@@ -91,7 +108,7 @@ pub enum ImageError {
     #[error("not a sectorfs image (no SECTORFS magic at the start)")]
     NotAnImage,
     /// Written by another version of the format.
-    #[error("image format version {0} is not supported (this sectorfs reads version {VERSION})")]
+    #[error("image format version {0} is not supported (this sectorfs reads versions 1 to {VERSION})")]
     Version(u32),
     /// The image ends early.
     #[error("image is truncated at byte {at} (it ends before its END record)")]
@@ -150,12 +167,15 @@ fn corrupt(at: u64, what: impl Into<String>) -> ImageError {
 /// What an image's header and META record say.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
+    /// The format version it was written in.
+    pub version: u32,
     /// The engine settings it was saved with (the root's mode and owner as
     /// they were).
     pub config: Config,
     /// Inodes in the image.
     pub nodes: u64,
-    /// Bytes of file data in the image (holes not counted).
+    /// Bytes of file data in the image's DATA records (holes, and what
+    /// CLONE records share, not counted).
     pub data_bytes: u64,
     /// Bytes in use when it was saved (as `Stats::pool.used`).
     pub used_bytes: u64,
@@ -183,6 +203,11 @@ pub struct SaveReport {
 /// overwrites after it was taken comes back when it drops.
 pub struct Snapshot {
     cfg: Config,
+    /// The engine's page size (clones share pages).
+    ps: u64,
+    /// Some page was held by two table slots when it was taken (so some
+    /// CLONE records may be due).
+    any_shared: bool,
     used: u64,
     nodes: Vec<(Arc<Node>, Arc<Snap>)>,
     /// Per directory (by index in `nodes`): its entries, encoded as in a DIR record.
@@ -200,6 +225,33 @@ impl std::fmt::Debug for Snapshot {
             .field("data_bytes", &self.data_bytes)
             .finish()
     }
+}
+
+/// Whole sectors of a file stored as a CLONE of bytes an earlier DATA
+/// record holds.
+#[derive(Debug, Clone, Copy)]
+struct CloneRun {
+    off: u64,
+    src: Ino,
+    src_off: u64,
+    len: u64,
+}
+
+/// If every page of the sector at page `first` of `d` is marked shared and
+/// was met before (`seen`: its file and index), in order from the first
+/// page of a sector of one file: that file and page.
+fn met_sector(d: &FileData, seen: &HashMap<usize, (Ino, u64)>, first: u64, pps: u64) -> Option<(Ino, u64)> {
+    let mut at = None;
+    for j in 0..pps {
+        let (addr, shared) = d.page_shared(first + j)?;
+        let &(ino, p) = seen.get(&addr).filter(|_| shared)?;
+        match at {
+            None if p % pps == 0 => at = Some((ino, p)),
+            Some((i0, p0)) if i0 == ino && p0 + j == p => {}
+            _ => return None,
+        }
+    }
+    at
 }
 
 /// The byte ranges of `d` that hold data (`SEEK_DATA`/`SEEK_HOLE` order).
@@ -267,6 +319,7 @@ impl Engine {
             cfg.root_gid = s.meta.gid;
         }
         let used = self.pool.used();
+        let any_shared = self.pool.any_shared();
         let held = t0.elapsed();
         drop(closed);
         // Outside the gate: the versions are immutable.
@@ -275,7 +328,8 @@ impl Engine {
             .filter(|(n, _)| n.kind == FileType::Regular)
             .map(|(_, s)| extents(&s.data, ss).map(|(a, b)| b - a).sum::<u64>())
             .sum();
-        Snapshot { cfg, used, nodes, dirs, entries, data_bytes, held }
+        let ps = self.pool.page_size() as u64;
+        Snapshot { cfg, ps, any_shared, used, nodes, dirs, entries, data_bytes, held }
     }
 
     /// Loads an image written by [`Snapshot::write_to`] into a new engine.
@@ -308,7 +362,8 @@ impl Engine {
         // load's time was that zeroing).
         #[cfg(all(target_os = "linux", not(loom)))]
         let _prefault = (info.data_bytes >= PREFAULT_MIN).then(|| engine.pool.prefault(info.data_bytes)).flatten();
-        let mut ld = Loader { engine, info, staged: HashMap::new(), entries: 0, data_bytes: 0, nodes: 0 };
+        let mut ld =
+            Loader { engine, info, staged: HashMap::new(), clones: Vec::new(), entries: 0, data_bytes: 0, nodes: 0 };
         loop {
             let (kind, at, payload) = rd.record()?;
             if kind == END {
@@ -337,7 +392,7 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
     let h = rd.peek(HEADER_LEN).to_vec();
     let mut c = Cur { b: &h, p: 8, at: 0 };
     let version = c.u32()?;
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(ImageError::Version(version));
     }
     if crc32fast::hash(&h[..HEADER_LEN - 4]) != u32::from_le_bytes([h[124], h[125], h[126], h[127]]) {
@@ -345,7 +400,7 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
     }
     let (len, flags, reserved) = (c.u32()?, c.u32()?, c.u32()?);
     if len as usize != HEADER_LEN || flags != 0 || reserved != 0 {
-        return Err(corrupt(0, format!("header length {len}, flags {flags:#x}: not what version 1 writes")));
+        return Err(corrupt(0, format!("header length {len}, flags {flags:#x}: not what version {version} writes")));
     }
     let sector_size = usize::try_from(c.u64()?).map_err(|_| corrupt(0, "sector size out of range"))?;
     let (max_bytes, max_inodes) = (c.u64()?, c.u64()?);
@@ -388,7 +443,7 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
         let v = String::from_utf8(c.bytes(vl)?.to_vec()).map_err(|_| corrupt(at, "META value is not UTF-8"))?;
         extras.push((k, v));
     }
-    Ok(ImageInfo { config, nodes, data_bytes, used_bytes, saved_at, extras })
+    Ok(ImageInfo { version, config, nodes, data_bytes, used_bytes, saved_at, extras })
 }
 
 /// Reads an image's header (and its extras) without loading it.
@@ -512,6 +567,61 @@ impl Snapshot {
         self.nodes.iter().find(|(n, _)| n.ino == ino).map_or(0, |(_, s)| s.data.read(ss, off, buf))
     }
 
+    /// Which sectors to store as CLONE records (per node index, by offset)
+    /// and the bytes they cover. A page marked shared is remembered (by
+    /// address) where it is first written as DATA; a whole sector whose
+    /// pages were all met before, in order from a sector's start in one
+    /// file, is a clone of that sector. Pages wholly inside both files'
+    /// sizes only. O(pages) lookups, and nothing at all unless some page
+    /// was shared when the snapshot was taken.
+    fn clone_plan(&self) -> (HashMap<usize, Vec<CloneRun>>, u64) {
+        let mut plan = HashMap::new();
+        let mut cloned = 0;
+        if !self.any_shared {
+            return (plan, cloned);
+        }
+        let (ss, ps) = (self.cfg.sector_size as u64, self.ps);
+        let pps = ss / ps;
+        let mut seen: HashMap<usize, (Ino, u64)> = HashMap::new();
+        for (idx, (n, s)) in self.nodes.iter().enumerate() {
+            if n.kind != FileType::Regular {
+                continue;
+            }
+            let whole = s.data.len() / ps;
+            let mut runs: Vec<CloneRun> = Vec::new();
+            for (a, e) in extents(&s.data, ss) {
+                let mut k = a.div_ceil(ss);
+                while (k + 1) * pps <= whole && (k + 1) * ss <= e {
+                    let first = k * pps;
+                    match met_sector(&s.data, &seen, first, pps) {
+                        Some((src, sp)) => {
+                            let (off, src_off) = (k * ss, sp * ps);
+                            match runs.last_mut() {
+                                Some(r) if r.src == src && r.off + r.len == off && r.src_off + r.len == src_off => {
+                                    r.len += ss;
+                                }
+                                _ => runs.push(CloneRun { off, src, src_off, len: ss }),
+                            }
+                            cloned += ss;
+                        }
+                        None => {
+                            for p in first..first + pps {
+                                if let Some((addr, true)) = s.data.page_shared(p) {
+                                    seen.entry(addr).or_insert((n.ino, p));
+                                }
+                            }
+                        }
+                    }
+                    k += 1;
+                }
+            }
+            if !runs.is_empty() {
+                plan.insert(idx, runs);
+            }
+        }
+        (plan, cloned)
+    }
+
     /// Writes the image to `w` (in pieces of up to 4 MiB; `w` needs no
     /// buffer of its own), with `extras` (key/value strings of at most 255
     /// and 65,535 bytes; longer ones are cut) in its META record.
@@ -520,12 +630,14 @@ impl Snapshot {
     /// The first error of `w`.
     pub fn write_to<W: Write>(&self, w: W, extras: &[(&str, &str)]) -> io::Result<SaveReport> {
         let ss = self.cfg.sector_size as u64;
+        let (plan, cloned) = self.clone_plan();
         let mut o = Out { w, buf: Vec::with_capacity(BUF), written: 0, records: 0, chain: crc32fast::Hasher::new() };
         // Header.
         let c = &self.cfg;
         let b = &mut o.buf;
         b.extend_from_slice(&MAGIC);
-        for v in [VERSION, HEADER_LEN as u32, 0, 0] {
+        let version = if plan.is_empty() { 1 } else { VERSION };
+        for v in [version, HEADER_LEN as u32, 0, 0] {
             b.extend_from_slice(&v.to_le_bytes());
         }
         for v in [c.sector_size as u64, c.max_bytes, c.max_inodes, c.inline_max as u64, c.max_file_size] {
@@ -535,7 +647,7 @@ impl Snapshot {
         for v in [c.root_mode, c.root_uid, c.root_gid, opts] {
             b.extend_from_slice(&v.to_le_bytes());
         }
-        for v in [self.nodes.len() as u64, self.data_bytes, self.used] {
+        for v in [self.nodes.len() as u64, self.data_bytes - cloned, self.used] {
             b.extend_from_slice(&v.to_le_bytes());
         }
         put_time(b, Time::now());
@@ -556,7 +668,7 @@ impl Snapshot {
         o.end(at)?;
         // Nodes, their xattrs and data.
         let mut data_bytes = 0u64;
-        for (n, s) in &self.nodes {
+        for (idx, (n, s)) in self.nodes.iter().enumerate() {
             let at = o.begin(NODE);
             let m = &s.meta;
             let b = &mut o.buf;
@@ -587,12 +699,23 @@ impl Snapshot {
             if n.kind != FileType::Regular {
                 continue;
             }
+            let mut runs = plan.get(&idx).map_or(&[][..], Vec::as_slice).iter().peekable();
             for (a, e) in extents(&s.data, ss) {
                 let mut pos = a;
                 while pos < e {
-                    // Chunks end on DATA_CHUNK boundaries: sector-aligned writes at load.
+                    if let Some(r) = runs.next_if(|r| r.off <= pos) {
+                        let at = o.begin(CLONE);
+                        for v in [n.ino, r.off, r.src, r.src_off, r.len] {
+                            o.buf.extend_from_slice(&v.to_le_bytes());
+                        }
+                        o.end(at)?;
+                        pos = r.off + r.len;
+                        continue;
+                    }
+                    // Chunks end on DATA_CHUNK boundaries (sector-aligned
+                    // writes at load) and where the next clone starts.
                     let next = ((pos / DATA_CHUNK as u64) + 1) * DATA_CHUNK as u64;
-                    let end = next.min(e);
+                    let end = next.min(e).min(runs.peek().map_or(u64::MAX, |r| r.off));
                     let len = (end - pos) as usize;
                     let at = o.begin(DATA);
                     o.buf.extend_from_slice(&n.ino.to_le_bytes());
@@ -723,7 +846,7 @@ impl<R: Read> Reader<R> {
         let h = self.peek(8);
         let (kind, reserved) = (h[0], [h[1], h[2], h[3]]);
         let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-        if reserved != [0; 3] || !(META..=END).contains(&kind) {
+        if reserved != [0; 3] || !(META..=CLONE).contains(&kind) {
             return Err(corrupt(at, format!("unknown record type {kind}")));
         }
         if len > MAX_PAYLOAD {
@@ -823,6 +946,9 @@ struct Loader {
     engine: Engine,
     info: ImageInfo,
     staged: HashMap<Ino, Staged>,
+    /// CLONE records (where each was, its file), replayed once every file
+    /// is in place.
+    clones: Vec<(u64, Ino, CloneRun)>,
     entries: u64,
     data_bytes: u64,
     nodes: u64,
@@ -972,6 +1098,36 @@ impl Loader {
                 }
                 self.data_bytes += bytes.len() as u64;
             }
+            CLONE if self.info.version >= 2 => {
+                let (ino, off, src, src_off, len) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+                if !c.done() {
+                    return Err(corrupt(at, "CLONE record of the wrong length"));
+                }
+                let src_size = match self.staged.get(&src) {
+                    Some(s) if s.kind == FileType::Regular => s.size,
+                    _ => {
+                        return Err(corrupt(at, format!("CLONE from inode {src}, which is no regular file before it")))
+                    }
+                };
+                let n = self.node(ino, at)?;
+                let end = off.checked_add(len).filter(|&e| e <= n.size);
+                let src_end = src_off.checked_add(len).filter(|&e| e <= src_size);
+                let overlap = src == ino && off < src_off.saturating_add(len) && src_off < off.saturating_add(len);
+                if n.kind != FileType::Regular
+                    || len == 0
+                    || off < n.next_data
+                    || end.is_none()
+                    || src_end.is_none()
+                    || overlap
+                {
+                    return Err(corrupt(
+                        at,
+                        "CLONE out of place (not a regular file, empty, overlapping, or past either file's size)",
+                    ));
+                }
+                n.next_data = end.unwrap_or(off);
+                self.clones.push((at, ino, CloneRun { off, src, src_off, len }));
+            }
             DIR => {
                 let dino = c.u64()?;
                 if !matches!(self.staged.get(&dino), Some(s) if s.dir.is_some()) {
@@ -1086,6 +1242,13 @@ impl Loader {
             m
         };
         let cfg = self.engine.cfg.clone();
+        // A clone's destination gets its times back after the replay.
+        let mut times = HashMap::new();
+        for &(_, ino, _) in &self.clones {
+            if let Some(s) = self.staged.get(&ino) {
+                times.insert(ino, (s.meta.mtime.get(), s.meta.ctime.get()));
+            }
+        }
         for (ino, mut s) in self.staged.drain() {
             if s.kind == FileType::Regular && s.data.len() < s.size {
                 s.data.set_len(&cx, s.size).map_err(|_| ImageError::TooLarge {
@@ -1119,6 +1282,20 @@ impl Loader {
         self.engine.inodes.store(self.nodes, Ordering::Release);
         self.engine.logical.store(logical, Ordering::Relaxed);
         self.engine.next_ino.store(max_ino + 1, Ordering::Relaxed);
+        for (at, ino, r) in std::mem::take(&mut self.clones) {
+            match self.engine.copy_file_range(r.src, r.src_off, ino, r.off, r.len) {
+                Ok(n) if n == r.len => {}
+                Err(Error::NoSpace) => {
+                    return Err(ImageError::TooLarge { data: self.info.data_bytes, used: self.info.used_bytes, limit })
+                }
+                Ok(n) => return Err(corrupt(at, format!("CLONE of {} bytes replayed {n}", r.len))),
+                Err(e) => return Err(corrupt(at, format!("cannot replay CLONE: {e}"))),
+            }
+        }
+        for (ino, (mtime, ctime)) in times {
+            let back = SetAttr { mtime: Some(SetTime::At(mtime)), ctime: Some(ctime), ..SetAttr::default() };
+            self.engine.setattr(ino, &back).map_err(|e| corrupt(at, format!("cannot set times after CLONE: {e}")))?;
+        }
         Ok(self.engine)
     }
 }

@@ -270,9 +270,9 @@ fn every_flipped_byte_and_every_truncation_is_an_error() {
     assert!(load(&longer).unwrap_err().to_string().contains("after the END"));
     assert!(matches!(load(b"not an image at all"), Err(ImageError::NotAnImage)));
     assert!(matches!(load(b""), Err(ImageError::NotAnImage)));
-    let mut v2 = img.clone();
-    v2[8] = 2;
-    assert!(matches!(load(&v2), Err(ImageError::Version(2))));
+    let mut v3 = img.clone();
+    v3[8] = 3;
+    assert!(matches!(load(&v3), Err(ImageError::Version(3))));
 }
 
 /// Past the checksums: every byte changed and the checksums recomputed
@@ -427,4 +427,108 @@ fn large_loads_prefault_and_failed_ones_stop() {
     let mut cut = img.clone();
     cut.truncate(img.len() / 2);
     assert!(load(&cut).is_err());
+}
+
+/// Files that share pages (clones, issue 20) in an engine of sector `ss`:
+/// `a` (3 MiB), `b` a clone of it with its second page overwritten (a
+/// copy-on-write of that page), `c` a sector of its own, a hole, then a
+/// clone of `a`'s second MiB.
+fn cloned(ss: usize) -> Engine {
+    let e = Engine::new(Config { sector_size: ss, ..cfg() }).unwrap();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+    e.write(a, 0, &data).unwrap();
+    let b = e.create(ROOT, b"b", 0o644, 0, 0).unwrap().ino;
+    assert_eq!(e.copy_file_range(a, 0, b, 0, 3 << 20).unwrap(), 3 << 20);
+    e.write(b, 4096, &[7u8; 4096]).unwrap();
+    let d = e.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap().ino;
+    let c = e.create(d, b"c", 0o600, 0, 0).unwrap().ino;
+    assert_eq!(e.copy_file_range(a, 1 << 20, c, 2 * ss as u64, 1 << 20).unwrap(), 1 << 20);
+    e.write(c, 0, &vec![9u8; ss]).unwrap();
+    times(&e, b, 1_000);
+    times(&e, c, 2_000);
+    e
+}
+
+/// Clones are saved once (CLONE records) and load shared, under a limit
+/// the cloned bytes written out in full would pass; the loaded files are
+/// the same (times too), still share their pages, and stay independent.
+#[test]
+fn clones_are_saved_once_and_load_shared() {
+    for ss in [4096u64, 64 << 10] {
+        let e = cloned(ss as usize);
+        let before = dump(&e);
+        let (shared, used) = (e.stats().pool.shared_pages, e.stats().pool.used);
+        assert_eq!(shared, 768 - 1, "sector {ss}: every page of a but the one b overwrote");
+        let img = save(&e);
+        let info = image::read_info(&img[..]).unwrap();
+        assert_eq!(info.version, 2, "an image with clones is version 2");
+        // `a`, `b`'s first sector (a page of its own in it), `c`'s own.
+        let stored = (3 << 20) + 2 * ss;
+        assert_eq!(info.data_bytes, stored, "sector {ss}: cloned bytes are not stored");
+        assert!((img.len() as u64) < stored + (64 << 10), "sector {ss}: image of {} bytes", img.len());
+        // 7 MiB of file data, 3.x MiB held: loads under 4 MiB.
+        let l = Engine::load_image(&img[..], |i| Ok(Config { max_bytes: 4 << 20, ..i.config.clone() })).unwrap();
+        same(&before, &dump(&l));
+        let pps = ss / 4096;
+        let p = l.stats().pool;
+        // `b`'s first sector was stored whole: its other pages are its own now.
+        assert_eq!(p.shared_pages, shared - (pps - 1), "sector {ss}: the same pages shared");
+        assert_eq!(p.used, used + ss - 4096, "sector {ss}: charged once");
+        // Writing a clone leaves the other side alone.
+        let a = l.lookup(ROOT, b"a").unwrap().ino;
+        let b = l.lookup(ROOT, b"b").unwrap().ino;
+        let mut was = vec![0u8; 4096];
+        l.read(a, 2 * ss, &mut was).unwrap();
+        l.write(b, 2 * ss, &[1u8; 4096]).unwrap();
+        let mut now = vec![0u8; 4096];
+        l.read(a, 2 * ss, &mut now).unwrap();
+        assert_eq!(was, now);
+        // Saved again: `b`'s changed sector is stored too.
+        assert_eq!(image::read_info(&save(&l)[..]).unwrap().data_bytes, stored + ss, "sector {ss}");
+    }
+}
+
+/// An image without clones is written as version 1 (older engines read it).
+#[test]
+fn an_image_without_clones_is_version_1() {
+    assert_eq!(image::read_info(&small_image()[..]).unwrap().version, 1);
+    // A clone whose other side is gone leaves nothing to share.
+    let e = cloned(4096);
+    e.unlink(ROOT, b"a").unwrap();
+    let d = e.lookup(ROOT, b"d").unwrap().ino;
+    e.unlink(d, b"c").unwrap();
+    e.write(e.lookup(ROOT, b"b").unwrap().ino, 0, &[0u8; 4096]).unwrap();
+    assert_eq!(image::read_info(&save(&e)[..]).unwrap().version, 1);
+}
+
+/// CLONE records past the checksums: every byte of a small image with
+/// clones changed and resealed is an error or a file system that saves
+/// and loads again, never a panic.
+#[test]
+fn resealed_clone_records_never_panic() {
+    let e = Engine::new(cfg()).unwrap();
+    let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+    e.write(a, 0, &[5u8; 8192]).unwrap();
+    let b = e.create(ROOT, b"b", 0o644, 0, 0).unwrap().ino;
+    e.copy_file_range(a, 0, b, 4096, 4096).unwrap();
+    e.copy_file_range(a, 4096, a, 12288, 4096).unwrap();
+    let img = save(&e);
+    assert_eq!(image::read_info(&img[..]).unwrap().version, 2);
+    let l = load(&img).unwrap();
+    same(&dump(&e), &dump(&l));
+    for i in 128..img.len() {
+        // Inside the file bytes (all 5s) a byte in 256 is enough.
+        if img[i - 1..=(i + 1).min(img.len() - 1)].iter().all(|&b| b == 5) && i % 256 != 0 {
+            continue;
+        }
+        for x in [0x01u8, 0x10, 0x80, 0xff] {
+            let mut bad = img.clone();
+            bad[i] ^= x;
+            image::reseal(&mut bad);
+            if let Ok(e) = load(&bad) {
+                load(&save(&e)).unwrap();
+            }
+        }
+    }
 }

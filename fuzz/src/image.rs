@@ -41,7 +41,7 @@ fn settings(saved: &Config) -> Config {
 }
 
 /// A valid image of a small tree: directories, a small and a sparse file,
-/// hard links, a symlink, a fifo, a device, xattrs and an ACL.
+/// a clone, hard links, a symlink, a fifo, a device, xattrs and an ACL.
 pub fn seed_image() -> &'static [u8] {
     static SEED: OnceLock<Vec<u8>> = OnceLock::new();
     SEED.get_or_init(|| {
@@ -57,6 +57,11 @@ pub fn seed_image() -> &'static [u8] {
         e.mknod(ROOT, b"p", 0o010644, 0, 0, 0).expect("fifo");
         e.mknod(ROOT, b"c", 0o020600, 0x0103, 0, 0).expect("chr");
         e.setxattr(f, b"user.a", b"b", 0).expect("xattr");
+        // A clone (a CLONE record): `k`'s first page shared with `k2`.
+        let k = e.create(ROOT, b"k", 0o644, 0, 0).expect("create").ino;
+        e.write(k, 0, &[7u8; 4097]).expect("write");
+        let k2 = e.create(d, b"k2", 0o644, 0, 0).expect("create").ino;
+        e.copy_file_range(k, 0, k2, 4096, 4096).expect("clone");
         let acl = [
             2u8, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0, 0, 0, 255, 255, 255,
             255,

@@ -200,6 +200,35 @@ fn save_unmount_and_mount_again_keep_everything() {
     assert!(!m3.p("after-save").exists());
 }
 
+/// Clones (`cp` shares sectors, issue 20) are saved once and come back
+/// shared: a disk whose files hold more bytes than its limit mounts again
+/// from its image under the same limit.
+#[test]
+fn clones_are_saved_once_and_come_back_shared() {
+    let dir = image_dir();
+    let img = dir.path().join("clones.img");
+    let Some(m) = Mount::new(&["--image", s(&img), "--size", "48M"]) else { return };
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(m.p("a"), &data).unwrap();
+    std::fs::create_dir(m.p("d")).unwrap();
+    let st = Command::new("cp").arg(m.p("a")).arg(m.p("d/b")).status().unwrap();
+    assert!(st.success());
+    // 64 MiB of files in a 48 MiB disk.
+    let (used, shared) = (m.stat("used_bytes"), m.stat("shared_bytes"));
+    assert_eq!(shared, 32 << 20, "cp did not clone");
+    let before = manifest(&m.path);
+    run_ok(&["unmount", s(&m.path)]);
+    drop(m);
+    let len = std::fs::metadata(&img).unwrap().len();
+    assert!(len < 33 << 20, "the image holds the clone's bytes again: {len} bytes");
+    let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };
+    same(&manifest(&m2.path), &before);
+    assert_eq!((m2.stat("used_bytes"), m2.stat("shared_bytes")), (used, shared));
+    // Still two files: writing one leaves the other.
+    std::fs::OpenOptions::new().write(true).open(m2.p("d/b")).unwrap().write_all(b"changed").unwrap();
+    assert_eq!(hash(&std::fs::read(m2.p("a")).unwrap()), hash(&data));
+}
+
 #[test]
 fn sigterm_saves_and_an_absent_image_is_an_empty_disk() {
     let dir = image_dir();

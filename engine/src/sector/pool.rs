@@ -407,6 +407,12 @@ impl Pool {
     }
 
     /// The counters.
+    /// Whether any page is held by more than one table slot now (a
+    /// clone's; see "Shared pages").
+    pub fn any_shared(&self) -> bool {
+        self.inner.any_shared.load(Ordering::Acquire) != 0
+    }
+
     pub fn stats(&self) -> PoolStats {
         let i = &self.inner;
         let (ss, ps) = (i.sector_size as u64, i.page_size as u64);
