@@ -360,6 +360,18 @@ fn two_files(c: &mut Criterion) {
         let (fs, ids) = st.get_or_insert_with(&mut setup);
         b.iter_custom(|n| per_thread(fs, ids, n))
     });
+    // The same, once a clone elsewhere in the file system shares pages
+    // (issue 20: every free then checks the share counts).
+    g.bench_function("two_files_4K_clone_elsewhere", |b| {
+        let (fs, ids) = st.get_or_insert_with(&mut setup);
+        if fs.0.stats().pool.shared_pages == 0 {
+            let c = filled(fs, "c", 2 * MIB);
+            let d = fs.0.create(engine::ROOT, b"d", 0o644, 0, 0).unwrap().ino;
+            fs.0.copy_file_range(c, 0, d, 0, MIB).unwrap();
+            assert!(fs.0.stats().pool.shared_pages > 0);
+        }
+        b.iter_custom(|n| per_thread(fs, ids, n))
+    });
     g.bench_function("read_one", |b| {
         let (fs, ids) = st.get_or_insert_with(&mut setup);
         b.iter_custom(|n| per_thread_read(fs, ids[0], 1, n))

@@ -54,8 +54,10 @@
 //!   `pool::trim_races_alloc_and_free`, injected bug `pool_trim_in_list`).
 //! * `shares` (share counts, issue 20): under its mutex, any thread; taken
 //!   with no other pool lock held (never inside a slot's or `shared`'s).
-//!   `any_shared` mirrors its number of shared pages, written under the mutex and
-//!   read without it by every free (the fast path: no page is shared).
+//!   `any_shared` mirrors its number of shared pages, and `filter` its
+//!   groups per bucket, both written under the mutex and read without it by
+//!   every free (the fast paths: no page is shared; none of the freed
+//!   pages' buckets holds a shared group).
 //! * A page's bytes: see the page contract in `sector/mod.rs`.
 //!
 //! # Shared pages (clones, issue 20)
@@ -79,8 +81,13 @@
 //! free of a page happens after the increment that made it shared (the
 //! source's runner, or a thread that synchronised with it through the
 //! version or the clone), so a free that reads `any_shared == 0` (acquire)
-//! is right to skip the map. loom: `clone_share.rs` (injected bug
-//! `share_count_lost`).
+//! is right to skip the map, and so is one that reads 0 in the `filter`
+//! bucket of each of its pages (a bucket counts the groups with a shared
+//! page that hash to it, 1,024 buckets of 2 MiB groups: a bucket is 0 only
+//! once every such group has gone, so a page with a count never reads 0).
+//! Once anything is shared, frees of unshared pages elsewhere still take no
+//! lock. loom: `clone_share.rs` (injected bugs `share_count_lost` and
+//! `share_filter_unset`).
 //!
 //! loom: `loom-tests/tests/pool.rs` (no page handed out twice, none leaked,
 //! exact in-use count) and `limit_reservation.rs` (the limit is never passed
@@ -88,7 +95,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(all(target_os = "linux", not(loom)))]
 use crate::sync::Prefault;
 use crate::sync::{thread_local, Arc, Mutex, MutexGuard, Page, Region, REGION_BYTES};
@@ -143,6 +150,10 @@ pub(super) struct PoolInner {
     shares: Mutex<Shares>,
     /// Pages shared now (`Shares::pages`): the free path's fast check.
     any_shared: AtomicUsize,
+    /// Per bucket of share-count groups ([`filter_bucket`]): how many groups
+    /// with a shared page fall in it, written under `shares`' mutex. A
+    /// page whose bucket reads 0 has no count: its free skips the mutex.
+    filter: Box<[AtomicU32]>,
     /// Holders beyond the first, summed (statistics), written under
     /// `shares`' mutex.
     extra_holders: AtomicU64,
@@ -150,6 +161,20 @@ pub(super) struct PoolInner {
 
 /// Pages per share-count group: a 2 MiB block of 4 KiB pages.
 const GROUP: usize = 512;
+
+/// Buckets of the share filter (4 KiB of counters). Under loom, two: the
+/// models share a few pages, and two buckets still let a page's bucket be
+/// another group's.
+#[cfg(not(loom))]
+const FILTER_BITS: u32 = 10;
+#[cfg(loom)]
+const FILTER_BITS: u32 = 1;
+const FILTER: usize = 1 << FILTER_BITS;
+
+/// The filter bucket of share-count group `g` (Fibonacci hashing).
+fn filter_bucket(g: usize) -> usize {
+    ((g as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS)) as usize
+}
 
 /// Share counts: per page, its holders beyond the first, in groups of
 /// [`GROUP`] pages with consecutive indices (`addr / page_size`), so a clone
@@ -177,15 +202,23 @@ impl Shares {
         (k / GROUP, k % GROUP)
     }
 
-    /// Adds one holder to each of `pages`; returns how many.
-    fn add(&mut self, pages: impl Iterator<Item = Page>, ps: usize) -> u64 {
+    /// Adds one holder to each of `pages`; returns how many. A new group
+    /// is counted in its `filter` bucket.
+    fn add(&mut self, pages: impl Iterator<Item = Page>, ps: usize, filter: &[AtomicU32]) -> u64 {
         let mut added = 0;
         let mut cur: Option<(usize, &mut Group)> = None;
         for m in pages {
             let (g, i) = Self::at(m.addr(), ps);
             let grp = match cur.take() {
                 Some((k, grp)) if k == g => grp,
-                _ => &mut **self.groups.entry(g).or_insert_with(|| Box::new(Group { counts: [0; GROUP], live: 0 })),
+                _ => &mut **self.groups.entry(g).or_insert_with(|| {
+                    // Injected bug (loom-tests/tests/clone_share.rs): the
+                    // filter misses the new group, so frees of its pages
+                    // skip their counts.
+                    #[cfg(not(loom_bug = "share_filter_unset"))]
+                    filter[filter_bucket(g)].fetch_add(1, Ordering::Release);
+                    Box::new(Group { counts: [0; GROUP], live: 0 })
+                }),
             };
             if grp.counts[i] == 0 {
                 grp.live += 1;
@@ -199,8 +232,9 @@ impl Shares {
     }
 
     /// Drops one holder of the page at `addr` if another slot holds it
-    /// too (`true`); `false` if it has no count (its last holder).
-    fn drop_one(&mut self, addr: usize, ps: usize) -> bool {
+    /// too (`true`); `false` if it has no count (its last holder). A group
+    /// that goes leaves its `filter` bucket.
+    fn drop_one(&mut self, addr: usize, ps: usize, filter: &[AtomicU32]) -> bool {
         let (g, i) = Self::at(addr, ps);
         let Some(grp) = self.groups.get_mut(&g) else { return false };
         if grp.counts[i] == 0 {
@@ -212,6 +246,7 @@ impl Shares {
             self.pages -= 1;
             if grp.live == 0 {
                 self.groups.remove(&g);
+                filter[filter_bucket(g)].fetch_sub(1, Ordering::Release);
             }
         }
         true
@@ -361,6 +396,7 @@ impl Pool {
                 shared: Mutex::new(Shared { free: Vec::new(), cold: Vec::new(), regions: Vec::new(), mapped: 0 }),
                 shares: Mutex::new(Shares::default()),
                 any_shared: AtomicUsize::new(0),
+                filter: (0..FILTER).map(|_| AtomicU32::new(0)).collect(),
                 extra_holders: AtomicU64::new(0),
             }),
         }
@@ -688,18 +724,18 @@ impl Pool {
         // it under the other file.
         #[cfg(loom_bug = "share_count_lost")]
         let some_shared = false;
-        if !some_shared {
+        let ps = self.inner.page_size;
+        if !some_shared || pages.iter().all(|m| !self.maybe_shared(*m)) {
             // SAFETY: the caller's contract, and no page is shared.
             unsafe { self.free_unshared(pages) };
             return;
         }
-        let ps = self.inner.page_size;
         let mut sh = self.inner.shares.lock();
         let mut run = 0;
         let mut dropped = 0;
         for (k, m) in pages.iter().enumerate() {
             // Another slot still holds it: drop this holder only.
-            if !sh.drop_one(m.addr(), ps) {
+            if !sh.drop_one(m.addr(), ps, &self.inner.filter) {
                 continue;
             }
             dropped += 1;
@@ -725,7 +761,7 @@ impl Pool {
     /// holds, or through a clone's pages in transit).
     pub(crate) unsafe fn share_pages(&self, pages: impl Iterator<Item = Page>) {
         let mut sh = self.inner.shares.lock();
-        let added = sh.add(pages, self.inner.page_size);
+        let added = sh.add(pages, self.inner.page_size, &self.inner.filter);
         self.inner.any_shared.store(sh.pages, Ordering::Release);
         self.inner.extra_holders.fetch_add(added, Ordering::Relaxed);
     }
@@ -739,7 +775,18 @@ impl Pool {
     /// runner can add a holder to a page no other slot holds).
     pub(crate) fn is_shared(&self, m: Page) -> bool {
         self.inner.any_shared.load(Ordering::Acquire) != 0
+            && self.maybe_shared(m)
             && self.inner.shares.lock().contains(m.addr(), self.inner.page_size)
+    }
+
+    /// Whether `m`'s filter bucket holds a group with a shared page: never
+    /// `false` for a page with a count, if the caller's access to `m`
+    /// happens after the increment that made it shared (as every free's
+    /// does, see "Shared pages"). May be `true` for a page without one
+    /// (another group in its bucket).
+    fn maybe_shared(&self, m: Page) -> bool {
+        let (g, _) = Shares::at(m.addr(), self.inner.page_size);
+        self.inner.filter[filter_bucket(g)].load(Ordering::Acquire) != 0
     }
 
     /// [`Pool::free_pages`] for pages no other slot holds.
