@@ -596,7 +596,9 @@ impl Pool {
         }
     }
 
-    pub(super) fn uncharge(&self, bytes: u64) {
+    /// Gives `bytes` charged earlier back (a [`Charge`] dropped, or bytes
+    /// a charge was kept for: [`Charge::keep`]).
+    pub(crate) fn uncharge(&self, bytes: u64) {
         self.inner.used.fetch_sub(bytes, Ordering::AcqRel);
     }
 
@@ -963,6 +965,26 @@ pub struct Charge {
     bytes: u64,
 }
 
+impl Charge {
+    /// Bytes charged.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Keeps the charge for good: returns its pool, to which the holder
+    /// gives the same bytes back itself ([`Pool::uncharge`]; a small file's
+    /// inline buffer, which knows its length, so it need not store it).
+    pub(crate) fn keep(self) -> Pool {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never dropped nor used again, so the pool is
+        // moved out of it exactly once (its `Drop`, which would uncharge,
+        // does not run). Tested: every inline file's bytes go back
+        // (`uncharged_exactly_once_when_kept` below, and the engine tests'
+        // `used == 0` after deleting small files).
+        unsafe { std::ptr::read(&me.pool) }
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         self.pool.uncharge(self.bytes);
@@ -972,6 +994,21 @@ impl Drop for Charge {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A kept charge stays charged until its holder gives it back, once;
+    /// the pool's handle moved out of it is a working clone.
+    #[test]
+    fn uncharged_exactly_once_when_kept() {
+        let pool = Pool::new(4096, 1 << 20, 1);
+        let c = pool.reserve(100).unwrap().charge(100).unwrap();
+        assert_eq!(pool.used(), 100);
+        let kept = c.keep();
+        assert_eq!(pool.used(), 100, "keeping does not uncharge");
+        assert_eq!(Arc::strong_count(&pool.inner), 2, "one handle moved out, none leaked");
+        kept.uncharge(100);
+        drop(kept);
+        assert_eq!((pool.used(), Arc::strong_count(&pool.inner)), (0, 1));
+    }
 
     /// A page with extra holders is freed by its last `free_pages` only;
     /// counts, `shared_pages` and `shared_extra` follow; pages of several
