@@ -590,8 +590,10 @@ impl Snapshot {
             let whole = s.data.len() / ps;
             let mut runs: Vec<CloneRun> = Vec::new();
             for (a, e) in extents(&s.data, ss) {
+                // Whole sectors inside the extent and the whole pages (no
+                // sum that could pass `u64::MAX` near the largest files).
                 let mut k = a.div_ceil(ss);
-                while (k + 1) * pps <= whole && (k + 1) * ss <= e {
+                while k < whole / pps && k < e / ss {
                     let first = k * pps;
                     match met_sector(&s.data, &seen, first, pps) {
                         Some((src, sp)) => {
@@ -714,7 +716,7 @@ impl Snapshot {
                     }
                     // Chunks end on DATA_CHUNK boundaries (sector-aligned
                     // writes at load) and where the next clone starts.
-                    let next = ((pos / DATA_CHUNK as u64) + 1) * DATA_CHUNK as u64;
+                    let next = ((pos / DATA_CHUNK as u64) + 1).saturating_mul(DATA_CHUNK as u64);
                     let end = next.min(e).min(runs.peek().map_or(u64::MAX, |r| r.off));
                     let len = (end - pos) as usize;
                     let at = o.begin(DATA);
@@ -1257,7 +1259,9 @@ impl Loader {
                     limit,
                 })?;
             }
-            logical += s.data.len();
+            // Modulo 2^64, as the engine's own counter (`fetch_add`): files
+            // may each be near `u64::MAX` bytes long.
+            logical = logical.wrapping_add(s.data.len());
             max_ino = max_ino.max(ino);
             let (nlink, parent) = match s.kind {
                 FileType::Directory => (2u32.saturating_add(subdirs.get(&ino).copied().unwrap_or(0)), s.parent),

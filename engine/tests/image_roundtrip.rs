@@ -532,3 +532,28 @@ fn resealed_clone_records_never_panic() {
         }
     }
 }
+
+/// Files that end near `u64::MAX` (`Config::max_file_size` allows it),
+/// with data and a clone in their last sectors, save and load: no offset
+/// sum of the saver or the loader passes `u64::MAX`.
+#[test]
+fn files_near_the_largest_offset_save_and_load() {
+    let e = Engine::new(Config { max_file_size: u64::MAX, ..cfg() }).unwrap();
+    let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+    let end = u64::MAX - u64::MAX % 4096;
+    e.write(a, end - 8192, &[3u8; 8192]).unwrap();
+    e.write(a, end, &[4u8; 100]).unwrap();
+    let b = e.create(ROOT, b"b", 0o644, 0, 0).unwrap().ino;
+    assert_eq!(e.copy_file_range(a, end - 8192, b, end - 4096, 4096).unwrap(), 4096);
+    assert!(e.stats().pool.shared_pages > 0);
+    let img = save(&e);
+    assert_eq!(image::read_info(&img[..]).unwrap().version, 2);
+    let l = load(&img).unwrap();
+    let mut buf = [0u8; 4096];
+    for (ino, at, want) in [(a, end - 8192, 3u8), (a, end, 4), (b, end - 4096, 3)] {
+        let ino = l.lookup(ROOT, if ino == a { b"a" } else { b"b" }).map_or(ino, |x| x.ino);
+        let n = l.read(ino, at, &mut buf).unwrap();
+        assert!(n > 0 && buf[..n].iter().all(|&x| x == want), "{at}");
+    }
+    assert_eq!(l.getattr(l.lookup(ROOT, b"a").unwrap().ino).unwrap().size, end + 100);
+}
