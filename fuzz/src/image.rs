@@ -73,8 +73,9 @@ pub fn seed_image() -> &'static [u8] {
     })
 }
 
-/// Everything a round trip must keep, in a canonical order.
-fn dump(e: &Engine) -> Vec<String> {
+/// Everything a round trip must keep, in a canonical order (also the ops
+/// target's image round trip).
+pub(crate) fn dump(e: &Engine) -> Vec<String> {
     let mut out = Vec::new();
     let ss = e.config().sector_size as u64;
     let mut stack: Vec<(Ino, String)> = vec![(ROOT, "/".into())];
