@@ -45,8 +45,8 @@
 //! # Clones
 //! Pages held by two table slots (a clone's, issue 20) are stored once: the
 //! saver writes a page marked shared as DATA the first time it meets it,
-//! and a whole sector all of whose pages it has met, in order, at the start
-//! of a sector of one file as a CLONE of it. The loader replays CLONE
+//! and a whole sector all of whose pages it has met, in order in one file,
+//! as a CLONE of those pages. The loader replays CLONE
 //! records with [`Engine::copy_file_range`] once every file is in place
 //! (and gives the files back their times), so a disk full of clones loads
 //! under the limit it was saved under. An image without clones is written
@@ -238,15 +238,16 @@ struct CloneRun {
 }
 
 /// If every page of the sector at page `first` of `d` is marked shared and
-/// was met before (`seen`: its file and index), in order from the first
-/// page of a sector of one file: that file and page.
+/// was met before (`seen`: its file and index), in order in one file: that
+/// file and the first page (a clone's source need only be page-aligned, as
+/// for `copy_file_range`).
 fn met_sector(d: &FileData, seen: &HashMap<usize, (Ino, u64)>, first: u64, pps: u64) -> Option<(Ino, u64)> {
     let mut at = None;
     for j in 0..pps {
         let (addr, shared) = d.page_shared(first + j)?;
         let &(ino, p) = seen.get(&addr).filter(|_| shared)?;
         match at {
-            None if p % pps == 0 => at = Some((ino, p)),
+            None => at = Some((ino, p)),
             Some((i0, p0)) if i0 == ino && p0 + j == p => {}
             _ => return None,
         }
@@ -570,8 +571,8 @@ impl Snapshot {
     /// Which sectors to store as CLONE records (per node index, by offset)
     /// and the bytes they cover. A page marked shared is remembered (by
     /// address) where it is first written as DATA; a whole sector whose
-    /// pages were all met before, in order from a sector's start in one
-    /// file, is a clone of that sector. Pages wholly inside both files'
+    /// pages were all met before, in order in one file, is a clone of those
+    /// pages. Pages wholly inside both files'
     /// sizes only. O(pages) lookups, and nothing at all unless some page
     /// was shared when the snapshot was taken.
     fn clone_plan(&self) -> (HashMap<usize, Vec<CloneRun>>, u64) {

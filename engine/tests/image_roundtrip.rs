@@ -432,7 +432,8 @@ fn large_loads_prefault_and_failed_ones_stop() {
 /// Files that share pages (clones, issue 20) in an engine of sector `ss`:
 /// `a` (3 MiB), `b` a clone of it with its second page overwritten (a
 /// copy-on-write of that page), `c` a sector of its own, a hole, then a
-/// clone of `a`'s second MiB.
+/// clone of `a`'s second MiB, `f` two sectors of `a` from 2 MiB + 4 KiB
+/// and three pages copied.
 fn cloned(ss: usize) -> Engine {
     let e = Engine::new(Config { sector_size: ss, ..cfg() }).unwrap();
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -445,8 +446,14 @@ fn cloned(ss: usize) -> Engine {
     let c = e.create(d, b"c", 0o600, 0, 0).unwrap().ino;
     assert_eq!(e.copy_file_range(a, 1 << 20, c, 2 * ss as u64, 1 << 20).unwrap(), 1 << 20);
     e.write(c, 0, &vec![9u8; ss]).unwrap();
+    // A clone from a source offset that is page- but not sector-aligned
+    // (64 KiB sectors): still shared, and stored as a CLONE.
+    let f = e.create(ROOT, b"f", 0o644, 0, 0).unwrap().ino;
+    let n = 2 * ss as u64 + 3 * 4096;
+    assert_eq!(e.copy_file_range(a, (2 << 20) + 4096, f, 0, n).unwrap(), n);
     times(&e, b, 1_000);
     times(&e, c, 2_000);
+    times(&e, f, 3_000);
     e
 }
 
@@ -463,11 +470,13 @@ fn clones_are_saved_once_and_load_shared() {
         let img = save(&e);
         let info = image::read_info(&img[..]).unwrap();
         assert_eq!(info.version, 2, "an image with clones is version 2");
-        // `a`, `b`'s first sector (a page of its own in it), `c`'s own.
-        let stored = (3 << 20) + 2 * ss;
+        // `a`, `b`'s first sector (a page of its own in it), `c`'s own,
+        // `f`'s three copied pages (64 KiB sectors; whole clones at 4 KiB).
+        let stored = (3 << 20) + 2 * ss + if ss > 4096 { 3 * 4096 } else { 0 };
         assert_eq!(info.data_bytes, stored, "sector {ss}: cloned bytes are not stored");
         assert!((img.len() as u64) < stored + (64 << 10), "sector {ss}: image of {} bytes", img.len());
         // 7 MiB of file data, 3.x MiB held: loads under 4 MiB.
+        assert!(e.stats().logical_bytes > 7 << 20);
         let l = Engine::load_image(&img[..], |i| Ok(Config { max_bytes: 4 << 20, ..i.config.clone() })).unwrap();
         same(&before, &dump(&l));
         let pps = ss / 4096;
@@ -498,6 +507,7 @@ fn an_image_without_clones_is_version_1() {
     e.unlink(ROOT, b"a").unwrap();
     let d = e.lookup(ROOT, b"d").unwrap().ino;
     e.unlink(d, b"c").unwrap();
+    e.unlink(ROOT, b"f").unwrap();
     e.write(e.lookup(ROOT, b"b").unwrap().ino, 0, &[0u8; 4096]).unwrap();
     assert_eq!(image::read_info(&save(&e)[..]).unwrap().version, 1);
 }
