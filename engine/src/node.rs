@@ -1060,8 +1060,7 @@ impl Node {
                 self.regular()?;
                 w.data.write(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, &data)?;
                 if !data.is_empty() {
-                    w.meta.mtime = now.into();
-                    w.meta.ctime = now.into();
+                    data_changed(w, now);
                 }
                 Ok(data.len() as u64)
             }
@@ -1069,8 +1068,7 @@ impl Node {
                 self.regular()?;
                 let off = w.data.len();
                 w.data.write(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, &data)?;
-                w.meta.mtime = now.into();
-                w.meta.ctime = now.into();
+                data_changed(w, now);
                 Ok(off)
             }
             Op::SetAttr(s) => {
@@ -1082,6 +1080,7 @@ impl Node {
                     }
                     w.data.set_len(cx, &mut Self::edit(cx, retiring, w.ver, young_after), size)?;
                     w.meta.mtime = now.into();
+                    drop_capabilities(w);
                 }
                 if let Some(mode) = s.mode {
                     // chmod rewrites a stored access ACL's owner, group
@@ -1124,11 +1123,7 @@ impl Node {
                     if m.perm & 0o010 != 0 || s.kill_sgid {
                         m.perm &= !0o2000;
                     }
-                    if w.xattrs.as_ref().is_some_and(|x| x.contains_key(&b"security.capability"[..])) {
-                        let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
-                        x.remove_mut(&b"security.capability"[..]);
-                        w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
-                    }
+                    drop_capabilities(w);
                 }
                 w.meta.ctime = s.ctime.unwrap_or(now).into();
                 Ok(0)
@@ -1136,15 +1131,13 @@ impl Node {
             Op::Fallocate { mode, off, len } => {
                 self.regular()?;
                 w.data.fallocate(cx, &mut Self::edit(cx, retiring, w.ver, young_after), mode, off, len)?;
-                w.meta.mtime = now.into();
-                w.meta.ctime = now.into();
+                data_changed(w, now);
                 Ok(0)
             }
             Op::Zero { off, end } => {
                 self.regular()?;
                 w.data.zero(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, end)?;
-                w.meta.mtime = now.into();
-                w.meta.ctime = now.into();
+                data_changed(w, now);
                 Ok(0)
             }
             Op::Share { first, n, out } => {
@@ -1156,8 +1149,7 @@ impl Node {
                 self.regular()?;
                 let pages = pages.lock();
                 w.data.install_shared(cx, &mut Self::edit(cx, retiring, w.ver, young_after), first, &pages)?;
-                w.meta.mtime = now.into();
-                w.meta.ctime = now.into();
+                data_changed(w, now);
                 Ok(0)
             }
             Op::SetXattr { name, value, flags } => {
@@ -1256,6 +1248,28 @@ impl Node {
             FileType::Directory => Err(Error::IsDir),
             _ => Err(Error::InvalidArgument),
         }
+    }
+}
+
+/// A change of a file's data (a write, fallocate, a copy or clone into it):
+/// new modification and change times, and no capabilities.
+fn data_changed(w: &mut Snap, now: Time) {
+    w.meta.mtime = now.into();
+    w.meta.ctime = now.into();
+    drop_capabilities(w);
+}
+
+/// A change of a file's data (write, truncate, fallocate, a copy or clone
+/// into it) drops its capabilities, whoever makes it (Linux
+/// `file_remove_privs`: `security.capability` goes even for a caller with
+/// `CAP_FSETID`, who keeps set-user-ID bits). Nothing to do, and no copy of
+/// the attribute map, for a file without them.
+fn drop_capabilities(w: &mut Snap) {
+    const CAPS: &[u8] = b"security.capability";
+    if w.xattrs.as_ref().is_some_and(|x| x.contains_key(CAPS)) {
+        let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
+        x.remove_mut(CAPS);
+        w.xattrs = (!x.is_empty()).then(|| Arc::new(x));
     }
 }
 

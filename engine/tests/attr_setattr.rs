@@ -4,7 +4,7 @@
 mod support;
 
 use engine::xattr_flags::{CREATE, REPLACE};
-use engine::{access_mask, Cred, Error, SetAttr, SetTime, Time, ROOT, XATTR_SIZE_MAX};
+use engine::{access_mask, Cred, Engine, Error, SetAttr, SetTime, Time, ROOT, XATTR_SIZE_MAX};
 use support::*;
 
 fn t(secs: i64, nanos: u32) -> Time {
@@ -322,5 +322,56 @@ fn kill_suidgid_drops_privileges() {
     // Directories keep their set-group-ID bit (it means "inherit the group").
     e.setattr(ROOT, &mode(0o2775)).unwrap();
     assert_eq!(e.setattr(ROOT, &kill_all).unwrap().perm, 0o2775);
+    teardown(&e);
+}
+
+/// Every change of a file's data drops its capabilities, whoever the
+/// caller (Linux `file_remove_privs`; a privileged writer keeps only the
+/// set-user-ID bits): write, append, truncate, fallocate, a copy or clone
+/// into it. Reads, an empty write, chmod and other attributes keep them.
+#[test]
+fn data_changes_drop_capabilities() {
+    let e = small();
+    let src = mkfile(&e, ROOT, b"src");
+    e.write(src, 0, &vec![5u8; 3 * 4096]).unwrap();
+    let f = mkfile(&e, ROOT, b"f");
+    e.write(f, 0, &vec![1u8; 8192]).unwrap();
+    let caps = |e: &Engine| {
+        e.setxattr(f, b"security.capability", b"caps", 0).unwrap();
+        e.setxattr(f, b"user.keep", b"v", 0).unwrap();
+    };
+    let has = |e: &Engine| e.getxattr(f, b"security.capability").is_ok();
+    type Change = fn(&Engine, u64, u64);
+    let keeps: [(&str, Change); 4] = [
+        ("read", |e, f, _| drop(e.read(f, 0, &mut [0u8; 10]).unwrap())),
+        ("empty write", |e, f, _| drop(e.write(f, 5, b"").unwrap())),
+        ("chmod", |e, f, _| drop(e.setattr(f, &SetAttr { mode: Some(0o4755), ..SetAttr::default() }).unwrap())),
+        ("user xattr", |e, f, _| e.setxattr(f, b"user.other", b"x", 0).unwrap()),
+    ];
+    for (what, change) in keeps {
+        caps(&e);
+        change(&e, f, src);
+        assert!(has(&e), "{what} dropped the capabilities");
+    }
+    let drops: [(&str, Change); 7] = [
+        ("write", |e, f, _| drop(e.write(f, 10, b"x").unwrap())),
+        ("append", |e, f, _| drop(e.append(f, b"x").unwrap())),
+        ("truncate", |e, f, _| drop(e.setattr(f, &SetAttr { size: Some(8192), ..SetAttr::default() }).unwrap())),
+        ("fallocate", |e, f, _| e.fallocate(f, 0, 0, 16384).unwrap()),
+        ("copy", |e, f, src| drop(e.copy_file_range(src, 10, f, 10, 100).unwrap())),
+        ("clone", |e, f, src| drop(e.copy_file_range(src, 0, f, 0, 2 * 4096).unwrap())),
+        ("hole copied", |e, f, src| {
+            e.fallocate(src, engine::data::FALLOC_PUNCH_HOLE | engine::data::FALLOC_KEEP_SIZE, 8192, 4096).unwrap();
+            drop(e.copy_file_range(src, 8192, f, 8192, 4096).unwrap())
+        }),
+    ];
+    for (what, change) in drops {
+        caps(&e);
+        let mode = e.getattr(f).unwrap().perm;
+        change(&e, f, src);
+        assert!(!has(&e), "{what} kept the capabilities");
+        assert_eq!(e.getxattr(f, b"user.keep").unwrap(), b"v", "{what}");
+        assert_eq!(e.getattr(f).unwrap().perm, mode, "{what}: set-user-ID is the caller's business");
+    }
     teardown(&e);
 }

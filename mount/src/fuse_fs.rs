@@ -40,7 +40,9 @@
 //!   (one round trip per write) and leaves it to us to clear set-user-ID and
 //!   set-group-ID bits on chown, on truncate, fallocate and copy_file_range
 //!   by an unprivileged caller, and on writes it flags
-//!   `FUSE_WRITE_KILL_SUIDGID` (see [`SectorFs::kill_suidgid`]).
+//!   `FUSE_WRITE_KILL_SUIDGID` (see [`SectorFs::kill_suidgid`]); file
+//!   capabilities go with every change of a file's data, root's too (the
+//!   engine drops `security.capability` in the same batch).
 //! * **Requests we end for good.** `flush`, `fsync` and `fsyncdir` answer
 //!   `ENOSYS`, which the kernel remembers: it still writes dirty pages back
 //!   and reports their errors, but no longer asks the daemon. `opendir` does

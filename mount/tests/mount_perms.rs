@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -189,8 +190,9 @@ grep -c " $w/mp " /proc/self/mounts || true
 
 /// Writes, truncates, fallocate and copy_file_range by an unprivileged user,
 /// and chown by root, drop set-user-ID and set-group-ID bits exactly as on
-/// tmpfs. (The mount negotiates FUSE_HANDLE_KILLPRIV_V2, so the daemon, not
-/// the kernel, drops them.)
+/// tmpfs; and every one of them, by root too, drops file capabilities
+/// (`security.capability`), as on tmpfs. (The mount negotiates
+/// FUSE_HANDLE_KILLPRIV_V2, so the daemon, not the kernel, drops them.)
 #[test]
 fn privilege_drops_match_tmpfs() {
     if !is_root() {
@@ -201,7 +203,7 @@ fn privilege_drops_match_tmpfs() {
     let shm = tempfile::Builder::new().prefix("sectorfs-privs-").tempdir_in("/dev/shm").unwrap();
     fs::set_permissions(shm.path(), fs::Permissions::from_mode(0o777)).unwrap();
     // (name, mode, what happens to it)
-    let cases: [(&str, u32, &str); 14] = [
+    let cases: [(&str, u32, &str); 17] = [
         ("w_suid", 0o4777, "user write"),
         ("w_sgid_x", 0o2777, "user write"),
         ("w_sgid_nox", 0o2767, "user write"),
@@ -213,7 +215,10 @@ fn privilege_drops_match_tmpfs() {
         ("f_suid", 0o4777, "user fallocate"),
         ("c_suid", 0o6777, "user copy"),
         ("root_write", 0o6777, "root write"),
+        ("root_append", 0o6777, "root append"),
         ("root_truncate", 0o6777, "root truncate"),
+        ("root_fallocate", 0o6777, "root fallocate"),
+        ("root_copy", 0o6777, "root copy"),
         ("chown_both", 0o6755, "root chown"),
         ("chown_sgid_nox", 0o2745, "root chown"),
     ];
@@ -227,6 +232,7 @@ fn privilege_drops_match_tmpfs() {
                 std::os::unix::fs::chown(&p, None, Some(NOBODY)).unwrap();
             }
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            setxattr(&p, "security.capability", &CAP_NET_RAW, 0).unwrap();
         }
         for (name, _, what) in cases {
             let p = root.join(name);
@@ -236,9 +242,12 @@ fn privilege_drops_match_tmpfs() {
                     "user write" | "user write in group" | "root write" => {
                         OpenOptions::new().write(true).open(&p)?.write_all_at(b"x", 10)?
                     }
+                    "root append" => OpenOptions::new().append(true).open(&p)?.write_all(b"x")?,
                     "user truncate" | "root truncate" => OpenOptions::new().write(true).open(&p)?.set_len(100)?,
-                    "user fallocate" => fallocate(&OpenOptions::new().write(true).open(&p)?, 0, 0, 8192)?,
-                    "user copy" => {
+                    "user fallocate" | "root fallocate" => {
+                        fallocate(&OpenOptions::new().write(true).open(&p)?, 0, 0, 8192)?
+                    }
+                    "user copy" | "root copy" => {
                         let (a, b) = (File::open(&src)?, OpenOptions::new().write(true).open(&p)?);
                         copy_file_range(&a, 0, &b, 0, 4096)?;
                     }
@@ -252,11 +261,19 @@ fn privilege_drops_match_tmpfs() {
             } else {
                 act().unwrap();
             }
-            got.push(format!("{name}: {:o}", fs::metadata(root.join(name)).unwrap().mode() & 0o7777));
+            let caps = getxattr(&root.join(name), "security.capability").is_ok();
+            let mode = fs::metadata(root.join(name)).unwrap().mode() & 0o7777;
+            got.push(format!("{name}: {mode:o}{}", if caps { " caps" } else { "" }));
         }
     }
     let (tmpfs, sectorfs) = got.split_at(cases.len());
     assert_eq!(sectorfs, tmpfs, "modes after each change (right: tmpfs)");
     // The cases do drop bits (the test would pass vacuously otherwise).
     assert!(tmpfs.iter().any(|l| l == "w_suid: 777") && tmpfs.iter().any(|l| l == "chown_both: 755"), "{tmpfs:?}");
+    assert!(tmpfs.iter().any(|l| l == "root_write: 6777"), "root keeps set-user-ID, loses capabilities: {tmpfs:?}");
 }
+
+/// A valid `security.capability` value (revision 2, effective,
+/// `cap_net_raw` permitted), as `setcap cap_net_raw+ep` writes it: the
+/// kernel checks the format before either file system sees it.
+const CAP_NET_RAW: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
