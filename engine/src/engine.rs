@@ -65,6 +65,9 @@ pub struct Config {
     /// nodes inherit their directory's default ACL. Off: those names are
     /// refused as any `system.` attribute is (`NotSupported`).
     pub posix_acl: bool,
+    /// When reads update access times (default: never, as before this
+    /// setting; the mount uses `relatime`'s rule unless told `noatime`).
+    pub atime: Atime,
     /// Bytes of one page, the unit of copy-on-write inside a sector (0: 4
     /// KiB, or the sector size if smaller). For loom models and tests with
     /// tiny geometry (`Engine::new_unchecked`); internal, not semver.
@@ -87,6 +90,7 @@ impl Default for Config {
             root_gid: 0,
             cache_slots: 0,
             posix_acl: false,
+            atime: Atime::Never,
             page_size: 0,
         }
     }
@@ -194,6 +198,18 @@ impl Engine {
     /// The settings this engine was made with.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// A read of `n` (a file's data, a directory's entries, a symlink's
+    /// target) that found these times: updates its access time if
+    /// `Config::atime` says it is due, through the node's actor (the read
+    /// itself took no lock; when nothing is due this is three comparisons
+    /// and a coarse clock read). It enters no gate: a capture never holds a
+    /// reader up, and shows an access time from just before or after.
+    pub(crate) fn accessed(&self, n: &Node, m: &Meta) {
+        if self.cfg.atime.due(m.atime.get(), m.mtime.get(), m.ctime.get()) {
+            let _ = n.submit(&self.cx(), &self.logical, Op::Accessed { atime: self.cfg.atime });
+        }
     }
 
     pub(crate) fn cx(&self) -> Ctx<'_> {

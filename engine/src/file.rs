@@ -46,7 +46,9 @@ impl Engine {
             _ => return Err(Error::InvalidArgument),
         }
         let snap = n.load();
-        Ok(snap.data.read(self.cfg.sector_size as u64, off, buf))
+        let got = snap.data.read(self.cfg.sector_size as u64, off, buf);
+        self.accessed(&n, &snap.meta);
+        Ok(got)
     }
 
     /// Calls `f` with the bytes at `off..off + len` (clipped at the end of
@@ -90,7 +92,9 @@ impl Engine {
         }
         // One load: the version `f` sees, held (this guard) until it returns.
         let snap = n.load();
-        Ok(snap.data.read_with(self.cfg.sector_size as u64, off, len, f))
+        let r = snap.data.read_with(self.cfg.sector_size as u64, off, len, f);
+        self.accessed(&n, &snap.meta);
+        Ok(r)
     }
 
     /// Writes `data` at `off`, growing the file if needed; returns `data.len()`.

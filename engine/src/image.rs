@@ -431,6 +431,7 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
         page_size: 0,
         posix_acl: opts & OPT_POSIX_ACL != 0,
         max_meta_bytes: 0,
+        atime: Atime::default(),
     };
     let (kind, at, p) = rd.record()?;
     if kind != META {

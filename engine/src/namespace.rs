@@ -278,7 +278,9 @@ impl Engine {
     /// `NotFound`, `InvalidArgument` (not a symlink).
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let n = self.node(ino)?;
-        n.target().map(|t| t.to_vec()).ok_or(Error::InvalidArgument)
+        let target = n.target().map(|t| t.to_vec()).ok_or(Error::InvalidArgument)?;
+        self.accessed(&n, &n.load().meta);
+        Ok(target)
     }
 
     /// An anonymous regular file in `parent`'s file system (`O_TMPFILE`):
@@ -765,6 +767,8 @@ impl Engine {
                 break;
             }
         }
+        drop(d);
+        self.accessed(&n, &n.load().meta);
         Ok(())
     }
 

@@ -758,6 +758,12 @@ pub(crate) enum Op<'a> {
         mtime: bool,
         ctime: bool,
     },
+    /// A read: the access time becomes now if `atime` says it is due (the
+    /// runner checks again: of readers racing after one change, one
+    /// publishes). Returns 1 if it changed, 0 (and publishes nothing) if not.
+    Accessed {
+        atime: crate::types::Atime,
+    },
 }
 
 fn own(c: Cow<'_, [u8]>) -> Cow<'static, [u8]> {
@@ -779,6 +785,7 @@ impl<'a> Request<'a> for Op<'a> {
             Op::RemoveXattr { name } => Op::RemoveXattr { name: own(name) },
             Op::SetAcl { kind, acl, flags, kill_sgid } => Op::SetAcl { kind, acl, flags, kill_sgid },
             Op::Touch { mtime, ctime } => Op::Touch { mtime, ctime },
+            Op::Accessed { atime } => Op::Accessed { atime },
         }
     }
     fn from_owned(o: Op<'static>) -> Op<'a> {
@@ -1010,8 +1017,10 @@ impl Node {
                 Op::Install { pages, .. } => Some(Arc::clone(pages)),
                 _ => None,
             };
+            let access = matches!(op, Op::Accessed { .. });
             let r = self.apply_one(cx, w, retiring, after_ver, op);
-            if r.is_ok() {
+            // An access that was not due (0) changes nothing.
+            if r.is_ok() && !(access && r == Ok(0)) {
                 changed = true;
                 installed.extend(clone);
             }
@@ -1238,6 +1247,14 @@ impl Node {
                     w.meta.ctime = now.into();
                 }
                 Ok(0)
+            }
+            Op::Accessed { atime } => {
+                let m = &mut w.meta;
+                if !atime.due(m.atime.get(), m.mtime.get(), m.ctime.get()) {
+                    return Ok(0);
+                }
+                m.atime = now.into();
+                Ok(1)
             }
         }
     }

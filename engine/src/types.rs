@@ -63,6 +63,36 @@ impl FileType {
     }
 }
 
+/// When reads update a node's access time (the mount options `noatime`,
+/// `relatime` and `strictatime`). Reads of regular files, directory
+/// listings and symlink reads count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Atime {
+    /// Never: reads change nothing (`noatime`; the engine's default).
+    #[default]
+    Never,
+    /// The first read after the node changed (access time not after its
+    /// modification or change time), or a day after the last update
+    /// (`relatime`, Linux's default and the mount's): a node read over and
+    /// over is updated once, and the read path stays a few comparisons.
+    Relative,
+    /// Every read (`strictatime`): each read publishes a new version.
+    Always,
+}
+
+impl Atime {
+    /// Whether a read of a node with these times updates its access time.
+    pub fn due(self, atime: Time, mtime: Time, ctime: Time) -> bool {
+        match self {
+            Atime::Never => false,
+            Atime::Always => true,
+            Atime::Relative => {
+                atime <= mtime || atime <= ctime || Time::coarse_secs().saturating_sub(atime.secs) >= 24 * 3600
+            }
+        }
+    }
+}
+
 /// A point in time: seconds and nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Time {
@@ -76,6 +106,21 @@ impl Time {
     /// The current wall-clock time.
     pub fn now() -> Time {
         Time::from(std::time::SystemTime::now())
+    }
+
+    /// Seconds since the epoch, from the kernel's coarse clock where there
+    /// is one (a few milliseconds behind, a few nanoseconds to read: the
+    /// `relatime` check runs on every read).
+    pub fn coarse_secs() -> i64 {
+        #[cfg(all(target_os = "linux", not(loom)))]
+        {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: `ts` is a valid, writable timespec for the call.
+            if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+                return ts.tv_sec;
+            }
+        }
+        Time::now().secs
     }
 }
 

@@ -86,6 +86,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         root_gid: set.gid,
         // POSIX ACLs as on tmpfs (FUSE_POSIX_ACL, negotiated in `init`).
         posix_acl: true,
+        atime: args.atime.engine(),
         ..engine::Config::default()
     };
     let engine = match (&image, &info) {
@@ -120,7 +121,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         let opts = sectorfs_fuse::dev::MountOptions {
             fsname: name.clone(),
             subtype: "sectorfs".into(),
-            flags: mount_flags(&k.words()),
+            flags: mount_flags(&k.words()) | args.atime.ms_flag(),
             default_permissions: true,
             allow_other: args.allow_other,
         };
@@ -133,6 +134,11 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
             "default_permissions".into(),
         ];
         opts.extend(k.words().into_iter().map(String::from));
+        // fusermount3 knows `noatime` (older ones not `relatime`, the
+        // kernel's default anyway); `strictatime` is ours to apply.
+        if args.atime == crate::AtimeMode::Noatime {
+            opts.push("noatime".into());
+        }
         if args.allow_other {
             opts.push("allow_other".into());
         }

@@ -15,10 +15,10 @@
 //! k/m/g suffix, powers of 1024 as tmpfs), `mode=`, `uid=`, `gid=`; and
 //! sectorfs's own: `sector_size=`, `threads=`, `cache=`, `transport=`, `image=`, `label=` (also
 //! FUSE's `fsname=`), `case_insensitive`, `allow_other`. The kernel's
-//! `nosuid`, `nodev`, `noexec` and `ro` are passed to the mount. Options that
-//! change nothing here are accepted: `rw`, `suid`, `dev`, `exec`, `async`,
-//! `atime`/`noatime`/`relatime`/`strictatime`/`nodiratime` (sectorfs never
-//! updates atime on read), `default_permissions` (always on), `defaults`,
+//! `nosuid`, `nodev`, `noexec` and `ro` are passed to the mount, and
+//! `relatime` (or `atime`), `noatime` and `strictatime` become `--atime`.
+//! Options that change nothing here are accepted: `rw`, `suid`, `dev`,
+//! `exec`, `async`, `nodiratime`, `lazytime`, `default_permissions` (always on), `defaults`,
 //! `auto`/`noauto`, `user`/`users`/`nouser`, `nofail`, `_netdev`, and
 //! `x-*`/`comment=` (for systemd and fstab tools). Anything else is an
 //! error naming the option.
@@ -108,12 +108,13 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
                 flag()?;
                 kernel.push(key);
             }
+            "atime" | "relatime" | "noatime" | "strictatime" => {
+                flag()?;
+                let mode = if key == "atime" { "relatime" } else { key };
+                out.extend(["--atime".into(), mode.into()]);
+            }
             "async"
             | "sync"
-            | "atime"
-            | "noatime"
-            | "relatime"
-            | "strictatime"
             | "nodiratime"
             | "diratime"
             | "lazytime"
@@ -252,6 +253,8 @@ mod tests {
                 "1000",
                 "--gid",
                 "100",
+                "--atime",
+                "noatime",
                 "--cache",
                 "writethrough",
                 "--transport",

@@ -251,10 +251,49 @@ pub(crate) struct MountArgs {
     /// mounted.
     #[arg(long, value_name = "FILE")]
     pub(crate) image: Option<PathBuf>,
+    /// When reads update access times: `relatime` (default, as Linux
+    /// mounts: the first read after a change, or a day after the last
+    /// update), `noatime` (never), `strictatime` (every read: each one then
+    /// costs a small update).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = AtimeMode::Relatime)]
+    pub(crate) atime: AtimeMode,
     /// Kernel mount flags from `mount -o` (nosuid, nodev, noexec, ro), set by
     /// the `mount -t fuse.sectorfs` translation (src/fstab.rs).
     #[arg(long, value_name = "FLAGS", hide = true, value_parser = fstab::parse_kernel_options, default_value = "")]
     pub(crate) kernel_options: fstab::KernelOptions,
+}
+
+/// When reads update access times (`--atime`).
+#[cfg(not(windows))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AtimeMode {
+    /// The first read after a change, or a day after the last update.
+    Relatime,
+    /// Never.
+    Noatime,
+    /// Every read.
+    Strictatime,
+}
+
+#[cfg(not(windows))]
+impl AtimeMode {
+    /// The engine's setting.
+    pub(crate) fn engine(self) -> engine::Atime {
+        match self {
+            AtimeMode::Relatime => engine::Atime::Relative,
+            AtimeMode::Noatime => engine::Atime::Never,
+            AtimeMode::Strictatime => engine::Atime::Always,
+        }
+    }
+
+    /// The kernel mount flag that shows it in /proc/mounts.
+    pub(crate) fn ms_flag(self) -> libc::c_ulong {
+        match self {
+            AtimeMode::Relatime => libc::MS_RELATIME,
+            AtimeMode::Noatime => libc::MS_NOATIME,
+            AtimeMode::Strictatime => libc::MS_STRICTATIME,
+        }
+    }
 }
 
 /// The data path's caching mode (`--cache`).

@@ -523,3 +523,41 @@ fn case_insensitive_mount() {
     fs::remove_file(m.p("HELLO.TXT")).unwrap();
     assert_eq!(errno(fs::metadata(m.p("Hello.TXT"))), libc::ENOENT);
 }
+
+/// Reads update access times as on tmpfs (`relatime`, the default): the
+/// first read of a file or listing of a directory after a change, once;
+/// `--atime noatime` never does.
+#[test]
+fn reads_update_access_times_as_relatime() {
+    let shm = tempfile::Builder::new().prefix("sectorfs-atime-").tempdir_in("/dev/shm").unwrap();
+    let Some(m) = Mount::new(&[]) else { return };
+    let Some(n) = Mount::new(&["--atime", "noatime"]) else { return };
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = |p: &std::path::Path| info.lines().find(|l| l.contains(p.to_str().unwrap())).unwrap_or("").to_string();
+    assert!(line(&n.path).contains("noatime"), "{}", line(&n.path));
+    let mut got = Vec::new();
+    for root in [shm.path(), m.path.as_path(), n.path.as_path()] {
+        let (f, d) = (root.join("f"), root.join("d"));
+        fs::write(&f, b"hello").unwrap();
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("x"), b"").unwrap();
+        // Access times long before the last change.
+        for p in [&f, &d] {
+            set_times(p, (946_684_800, 0), (0, libc::UTIME_OMIT));
+        }
+        let old = |p: &std::path::Path| fs::metadata(p).unwrap().atime() == 946_684_800;
+        let stale = (old(&f), old(&d));
+        let _ = fs::read(&f).unwrap();
+        let _ = fs::read_dir(&d).unwrap().count();
+        let first = (old(&f), old(&d));
+        let (fa, da) = (fs::metadata(&f).unwrap().atime_nsec(), fs::metadata(&d).unwrap().atime_nsec());
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = fs::read(&f).unwrap();
+        let _ = fs::read_dir(&d).unwrap().count();
+        let again = (fs::metadata(&f).unwrap().atime_nsec() == fa, fs::metadata(&d).unwrap().atime_nsec() == da);
+        got.push((stale, first, again));
+    }
+    assert_eq!(got[0], ((true, true), (false, false), (true, true)), "tmpfs");
+    assert_eq!(got[1], got[0], "sectorfs (right: tmpfs)");
+    assert_eq!(got[2], ((true, true), (true, true), (true, true)), "sectorfs --atime noatime");
+}

@@ -442,3 +442,14 @@ pub fn as_user<T: Send>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send) -> T {
         .expect("user thread panicked")
     })
 }
+
+/// Sets `p`'s access and modification times (seconds, nanoseconds; the
+/// nanoseconds may be `libc::UTIME_OMIT` to leave one as it is).
+#[allow(dead_code)]
+pub fn set_times(p: &Path, a: (i64, i64), m: (i64, i64)) {
+    let c = cstr(p);
+    let ts = [libc::timespec { tv_sec: a.0, tv_nsec: a.1 }, libc::timespec { tv_sec: m.0, tv_nsec: m.1 }];
+    // SAFETY: `c` is NUL-terminated, `ts` two valid timespecs; both live across the call.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
