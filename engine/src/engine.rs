@@ -201,13 +201,29 @@ impl Engine {
     }
 
     /// A read of `n` (a file's data, a directory's entries, a symlink's
-    /// target) that found these times: updates its access time if
+    /// target): updates its access time if
     /// `Config::atime` says it is due, through the node's actor (the read
     /// itself took no lock; when nothing is due this is three comparisons
     /// and a coarse clock read). It enters no gate: a capture never holds a
     /// reader up, and shows an access time from just before or after.
-    pub(crate) fn accessed(&self, n: &Node, m: &Meta) {
-        if self.cfg.atime.due(m.atime.get(), m.mtime.get(), m.ctime.get()) {
+    pub(crate) fn accessed(&self, n: &Node) {
+        // The guard goes before the update: a publish while a reader holds
+        // the version it replaces takes the slower path.
+        let due = self.access_due(&n.load().meta);
+        if due {
+            let _ = n.submit(&self.cx(), &self.logical, Op::Accessed { atime: self.cfg.atime });
+        }
+    }
+
+    /// Whether a read that found these times updates the access time.
+    pub(crate) fn access_due(&self, m: &Meta) -> bool {
+        self.cfg.atime.due(m.atime.get(), m.mtime.get(), m.ctime.get())
+    }
+
+    /// [`Engine::accessed`] for a read that holds no node, once it is known
+    /// to be due: looks the node up (one gone meanwhile needs nothing).
+    pub(crate) fn access_now(&self, ino: Ino) {
+        if let Ok(n) = self.node(ino) {
             let _ = n.submit(&self.cx(), &self.logical, Op::Accessed { atime: self.cfg.atime });
         }
     }

@@ -39,16 +39,28 @@ impl Engine {
     /// # References
     /// `pread(2)`
     pub fn read(&self, ino: Ino, off: u64, buf: &mut [u8]) -> Result<usize> {
-        let n = self.node(ino)?;
-        match n.kind {
-            FileType::Regular => {}
-            FileType::Directory => return Err(Error::IsDir),
-            _ => return Err(Error::InvalidArgument),
-        }
-        let snap = n.load();
+        let snap = self.file_version(ino)?;
         let got = snap.data.read(self.cfg.sector_size as u64, off, buf);
-        self.accessed(&n, &snap.meta);
+        let due = self.access_due(&snap.meta);
+        drop(snap);
+        if due {
+            self.access_now(ino);
+        }
         Ok(got)
+    }
+
+    /// The published version of regular file `ino`, for a read: taken under
+    /// the inode map's shard lock without cloning the node's `Arc` (two
+    /// read-modify-writes of a line every reader of the file shares); the
+    /// guard keeps the version, not the node, and may outlive both.
+    fn file_version(&self, ino: Ino) -> Result<crate::sync::Guard<crate::node::Snap>> {
+        self.nodes
+            .with(&ino, |n| match n.kind {
+                FileType::Regular => Ok(n.load()),
+                FileType::Directory => Err(Error::IsDir),
+                _ => Err(Error::InvalidArgument),
+            })
+            .ok_or(Error::NotFound)?
     }
 
     /// Calls `f` with the bytes at `off..off + len` (clipped at the end of
@@ -84,17 +96,14 @@ impl Engine {
         len: usize,
         f: impl FnOnce(&[std::io::IoSlice<'_>]) -> R,
     ) -> Result<R> {
-        let n = self.node(ino)?;
-        match n.kind {
-            FileType::Regular => {}
-            FileType::Directory => return Err(Error::IsDir),
-            _ => return Err(Error::InvalidArgument),
-        }
         // One load: the version `f` sees, held (this guard) until it returns.
-        let snap = n.load();
-        let r = snap.data.read_with(self.cfg.sector_size as u64, off, len, f);
-        self.accessed(&n, &snap.meta);
-        Ok(r)
+        let snap = self.file_version(ino)?;
+        // The access time before `f`, which may hand the bytes to a reader
+        // who then asks for the attributes: they must show this read.
+        if self.access_due(&snap.meta) {
+            self.access_now(ino);
+        }
+        Ok(snap.data.read_with(self.cfg.sector_size as u64, off, len, f))
     }
 
     /// Writes `data` at `off`, growing the file if needed; returns `data.len()`.

@@ -12,7 +12,10 @@
 //! closed, no mutation is in flight and none starts, so what the capture
 //! copies out (directory entries and each node's published `Arc<Snap>`,
 //! O(files) pointer copies, never file bytes) is the state after some prefix
-//! of the linearised mutations: a point in time. Readers never enter the gate.
+//! of the linearised mutations: a point in time. Readers never enter the
+//! gate, nor do the access-time updates they make (`Op::Accessed`): a
+//! capture shows an access time from just before or just after it, and
+//! never holds a reader up.
 //!
 //! # Fields and who touches them
 //! * `slots[i]`: shared by the mutators mapped to slot `i` for the length of

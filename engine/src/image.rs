@@ -95,6 +95,9 @@ const DIR: u8 = 5;
 const END: u8 = 6;
 const CLONE: u8 = 7;
 
+/// File capabilities: what a replayed CLONE drops and the loader puts back.
+const CAPS: &[u8] = b"security.capability";
+
 const OPT_CASE_INSENSITIVE: u32 = 1;
 const OPT_POSIX_ACL: u32 = 2;
 
@@ -1246,11 +1249,13 @@ impl Loader {
             m
         };
         let cfg = self.engine.cfg.clone();
-        // A clone's destination gets its times back after the replay.
-        let mut times = HashMap::new();
+        // A clone's destination gets its times and capabilities back after
+        // the replay (which, as any change of data, drops both).
+        let mut restore = HashMap::new();
         for &(_, ino, _) in &self.clones {
             if let Some(s) = self.staged.get(&ino) {
-                times.insert(ino, (s.meta.mtime.get(), s.meta.ctime.get()));
+                let caps = s.xattrs.as_ref().and_then(|x| x.get(CAPS)).map(|v| v.to_vec());
+                restore.insert(ino, (s.meta.mtime.get(), s.meta.ctime.get(), caps));
             }
         }
         for (ino, mut s) in self.staged.drain() {
@@ -1298,9 +1303,13 @@ impl Loader {
                 Err(e) => return Err(corrupt(at, format!("cannot replay CLONE: {e}"))),
             }
         }
-        for (ino, (mtime, ctime)) in times {
+        for (ino, (mtime, ctime, caps)) in restore {
+            let fail = |e: Error| corrupt(at, format!("cannot restore a file after CLONE: {e}"));
+            if let Some(c) = caps {
+                self.engine.setxattr(ino, CAPS, &c, 0).map_err(fail)?;
+            }
             let back = SetAttr { mtime: Some(SetTime::At(mtime)), ctime: Some(ctime), ..SetAttr::default() };
-            self.engine.setattr(ino, &back).map_err(|e| corrupt(at, format!("cannot set times after CLONE: {e}")))?;
+            self.engine.setattr(ino, &back).map_err(fail)?;
         }
         Ok(self.engine)
     }

@@ -28,6 +28,7 @@ mod error;
 mod fault;
 mod file;
 mod gate;
+mod hash;
 pub mod image;
 mod namespace;
 mod node;

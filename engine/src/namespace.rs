@@ -279,7 +279,7 @@ impl Engine {
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let n = self.node(ino)?;
         let target = n.target().map(|t| t.to_vec()).ok_or(Error::InvalidArgument)?;
-        self.accessed(&n, &n.load().meta);
+        self.accessed(&n);
         Ok(target)
     }
 
@@ -768,7 +768,7 @@ impl Engine {
             }
         }
         drop(d);
-        self.accessed(&n, &n.load().meta);
+        self.accessed(&n);
         Ok(())
     }
 

@@ -1077,7 +1077,12 @@ impl Node {
                 self.regular()?;
                 let off = w.data.len();
                 w.data.write(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, &data)?;
-                data_changed(w, now);
+                if data.is_empty() {
+                    w.meta.mtime = now.into();
+                    w.meta.ctime = now.into();
+                } else {
+                    data_changed(w, now);
+                }
                 Ok(off)
             }
             Op::SetAttr(s) => {

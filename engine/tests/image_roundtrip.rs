@@ -451,6 +451,8 @@ fn cloned(ss: usize) -> Engine {
     let f = e.create(ROOT, b"f", 0o644, 0, 0).unwrap().ino;
     let n = 2 * ss as u64 + 3 * 4096;
     assert_eq!(e.copy_file_range(a, (2 << 20) + 4096, f, 0, n).unwrap(), n);
+    // Capabilities on a clone's destination survive the replay at load.
+    e.setxattr(b, b"security.capability", b"caps", 0).unwrap();
     times(&e, b, 1_000);
     times(&e, c, 2_000);
     times(&e, f, 3_000);

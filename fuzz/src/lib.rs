@@ -304,7 +304,7 @@ impl<'a> Arbitrary<'a> for XName {
             b"user.a",
             b"user.b",
             b"trusted.c",
-            b"security.d",
+            b"security.capability",
             b"user.",
             b"bad.x",
             b"",
@@ -896,6 +896,15 @@ impl Harness {
         }
     }
 
+    /// The model of a file whose data a call changed: as any change of
+    /// data, it dropped the file's capabilities.
+    fn changed_file(&mut self, ino: Ino) -> &mut MFile {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.xattrs.remove(&b"security.capability"[..]);
+        }
+        self.mfile_mut(ino)
+    }
+
     fn mfile_mut(&mut self, ino: Ino) -> &mut MFile {
         self.dirty.insert(ino);
         match &mut self.nodes.get_mut(&ino).expect("file").kind {
@@ -1072,7 +1081,7 @@ impl Harness {
                 self.fail(format!("wrote {n} of {}", data.len()));
             }
             if !data.is_empty() {
-                self.mfile_mut(ino).write(off, data);
+                self.changed_file(ino).write(off, data);
             }
         }
     }
@@ -1090,7 +1099,11 @@ impl Harness {
             if off != at {
                 self.fail(format!("appended at {off}, size was {at}"));
             }
-            self.mfile_mut(ino).write(at, data);
+            if data.is_empty() {
+                self.mfile_mut(ino).write(at, data);
+            } else {
+                self.changed_file(ino).write(at, data);
+            }
         }
     }
 
@@ -1118,7 +1131,7 @@ impl Harness {
             if a.size != size {
                 self.fail(format!("size {} after truncate", a.size));
             }
-            self.mfile_mut(ino).set_len(size);
+            self.changed_file(ino).set_len(size);
         }
     }
 
@@ -1142,7 +1155,7 @@ impl Harness {
         let got = self.call(0, |e| e.fallocate(ino, mode, off, len));
         if self.expect(got, &errs, need, used).is_some() {
             let end = off + len;
-            let f = self.mfile_mut(ino);
+            let f = self.changed_file(ino);
             if mode & PUNCH != 0 {
                 f.zero(off, end);
             } else {
@@ -1186,7 +1199,7 @@ impl Harness {
             if n > 0 {
                 // Sparse: the engine copies holes as holes, so `n` may be 2^62.
                 let pieces = self.mfile(src).pieces(off_in, n);
-                let d = self.mfile_mut(dst);
+                let d = self.changed_file(dst);
                 d.size = d.size.max(off_out + n);
                 d.zero(off_out, off_out + n);
                 for (at, bytes) in pieces {

@@ -86,7 +86,8 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         root_gid: set.gid,
         // POSIX ACLs as on tmpfs (FUSE_POSIX_ACL, negotiated in `init`).
         posix_acl: true,
-        atime: args.atime.engine(),
+        // A read-only mount changes nothing on read (as Linux).
+        atime: if args.kernel_options.ro { engine::Atime::Never } else { args.atime.engine() },
         ..engine::Config::default()
     };
     let engine = match (&image, &info) {

@@ -18,7 +18,8 @@
 //! `nosuid`, `nodev`, `noexec` and `ro` are passed to the mount, and
 //! `relatime` (or `atime`), `noatime` and `strictatime` become `--atime`.
 //! Options that change nothing here are accepted: `rw`, `suid`, `dev`,
-//! `exec`, `async`, `nodiratime`, `lazytime`, `default_permissions` (always on), `defaults`,
+//! `exec`, `async`, `nodiratime` (directory listings still update their
+//! access time), `lazytime`, `default_permissions` (always on), `defaults`,
 //! `auto`/`noauto`, `user`/`users`/`nouser`, `nofail`, `_netdev`, and
 //! `x-*`/`comment=` (for systemd and fstab tools). Anything else is an
 //! error naming the option.

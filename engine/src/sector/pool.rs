@@ -183,7 +183,7 @@ fn filter_bucket(g: usize) -> usize {
 /// lookups, not 262,144 hash inserts).
 #[derive(Default)]
 pub(super) struct Shares {
-    groups: std::collections::HashMap<usize, Box<Group>, BuildAddrHasher>,
+    groups: std::collections::HashMap<usize, Box<Group>, crate::hash::BuildIntHasher>,
     /// Pages with a nonzero count.
     pages: usize,
 }
@@ -255,37 +255,6 @@ impl Shares {
     fn contains(&self, addr: usize, ps: usize) -> bool {
         let (g, i) = Self::at(addr, ps);
         self.groups.get(&g).is_some_and(|grp| grp.counts[i] != 0)
-    }
-}
-
-/// A hasher for share-count group numbers: one multiply, no SipHash rounds.
-#[derive(Default, Clone, Copy)]
-pub(super) struct BuildAddrHasher;
-
-#[derive(Default)]
-pub(super) struct AddrHasher(u64);
-
-impl std::hash::BuildHasher for BuildAddrHasher {
-    type Hasher = AddrHasher;
-    fn build_hasher(&self) -> AddrHasher {
-        AddrHasher(0)
-    }
-}
-
-impl std::hash::Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        // Fibonacci hashing: the high bits of the product mix every input
-        // bit; hashbrown uses the top 7 bits as its tag, the low ones as
-        // the index, so rotate the good bits into both.
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(26)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = n as u64;
     }
 }
 
@@ -442,13 +411,13 @@ impl Pool {
         self.inner.limit
     }
 
-    /// The counters.
     /// Whether any page is held by more than one table slot now (a
     /// clone's; see "Shared pages").
     pub fn any_shared(&self) -> bool {
         self.inner.any_shared.load(Ordering::Acquire) != 0
     }
 
+    /// The counters.
     pub fn stats(&self) -> PoolStats {
         let i = &self.inner;
         let (ss, ps) = (i.sector_size as u64, i.page_size as u64);

@@ -170,6 +170,10 @@ impl<K: Eq + Hash, V: Clone> ShardMap<K, V> {
     pub fn get(&self, key: &K) -> Option<V> {
         self.map().get(key).cloned()
     }
+    /// `f` of the value for `key`, without cloning it (under the lock).
+    pub fn with<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.map().get(key).map(f)
+    }
     /// Inserts, returning the previous value.
     pub fn insert(&self, key: K, value: V) -> Option<V> {
         self.map().insert(key, value)

@@ -173,16 +173,21 @@ impl<T> UnsafeCell<T> {
 ///
 /// **Locking:** every method locks one shard for the duration of the call
 /// only; values are cloned out, so no guard outlives the call (dashmap #74, #369).
-pub struct ShardMap<K, V>(dashmap::DashMap<K, V>);
+pub struct ShardMap<K, V>(dashmap::DashMap<K, V, crate::hash::BuildIntHasher>);
 
 impl<K: Eq + Hash, V: Clone> ShardMap<K, V> {
     /// An empty map.
     pub fn new() -> Self {
-        ShardMap(dashmap::DashMap::new())
+        ShardMap(dashmap::DashMap::with_hasher(crate::hash::BuildIntHasher))
     }
     /// A clone of the value for `key`.
     pub fn get(&self, key: &K) -> Option<V> {
         self.0.get(key).map(|r| r.value().clone())
+    }
+    /// `f` of the value for `key`, without cloning it (under the shard's
+    /// read lock: `f` must be short and must not touch the map).
+    pub fn with<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.0.get(key).map(|r| f(r.value()))
     }
     /// Inserts, returning the previous value.
     pub fn insert(&self, key: K, value: V) -> Option<V> {
