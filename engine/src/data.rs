@@ -28,7 +28,7 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::sector::table::{Edit, Leaf, LeafMut, Retired, Table, LEAF};
+use crate::sector::table::{Edit, Leaf, LeafMut, Retired, Table, LEAF, SLOT_COST};
 use crate::sector::{Charge, Pool, Reservation};
 use crate::sync::{Arc, Page, RawMem};
 use crate::{Error, Result};
@@ -471,7 +471,8 @@ impl FileData {
     /// place again, `init` at the page size) and gains one holder in the
     /// pool, which the pages in `out` carry: the caller puts them in
     /// another table ([`FileData::install_shared`]) or gives them back
-    /// with `Pool::free_pages`. Nothing is allocated but the leaves'
+    /// with `Pool::free_pages`. Each new holder's table slot is charged
+    /// against the limit (`SLOT_COST`); at the limit nothing is shared. Nothing is allocated but the leaves'
     /// path copies; the holders are taken before the version that marks
     /// the pages is published, so none of them can be freed meanwhile.
     pub(crate) fn share_range(
@@ -521,6 +522,12 @@ impl FileData {
             }
             p = k + pps;
         }
+        // The new holders' table slots are charged (`SLOT_COST` a page)
+        // before anything changes: at the limit nothing is shared (0: the
+        // caller copies, and that copy meets the limit itself).
+        let Ok(slots) = cx.pool.reserve_ref(t.count_range(first, stop).saturating_mul(SLOT_COST)) else {
+            return 0;
+        };
         let start = out.len();
         out.reserve((stop - first) as usize);
         let mut p = first;
@@ -544,7 +551,7 @@ impl FileData {
         }
         // SAFETY: every page is reached by the draft, which only this
         // runner changes, and stays so until this returns.
-        unsafe { cx.pool.share_pages(out[start..].iter().flatten().copied()) };
+        unsafe { cx.pool.share_pages(out[start..].iter().flatten().copied(), slots) };
         stop - first
     }
 

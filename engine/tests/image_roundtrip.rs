@@ -485,7 +485,9 @@ fn clones_are_saved_once_and_load_shared() {
         let p = l.stats().pool;
         // `b`'s first sector was stored whole: its other pages are its own now.
         assert_eq!(p.shared_pages, shared - (pps - 1), "sector {ss}: the same pages shared");
-        assert_eq!(p.used, used + ss - 4096, "sector {ss}: charged once");
+        // (And its 15 other pages' slots in `b` are no clone's now.)
+        let slots = (pps - 1) * engine::sector::SLOT_COST;
+        assert_eq!(p.used, used + ss - 4096 - slots, "sector {ss}: charged once");
         // Writing a clone leaves the other side alone.
         let a = l.lookup(ROOT, b"a").unwrap().ino;
         let b = l.lookup(ROOT, b"b").unwrap().ino;
@@ -568,4 +570,26 @@ fn files_near_the_largest_offset_save_and_load() {
         assert!(n > 0 && buf[..n].iter().all(|&x| x == want), "{at}");
     }
     assert_eq!(l.getattr(l.lookup(ROOT, b"a").unwrap().ino).unwrap().size, end + 100);
+}
+
+/// An image whose clones' table slots do not fit the chosen limit is
+/// refused with the numbers (CLONE records cannot make a load take memory
+/// without bound), and loads under the limit it was saved with.
+#[test]
+fn clones_past_the_limit_are_refused() {
+    let e = Engine::new(Config { max_bytes: 8 << 20, ..cfg() }).unwrap();
+    let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+    e.write(a, 0, &vec![7u8; 1 << 20]).unwrap();
+    for i in 0..200 {
+        let c = e.create(ROOT, format!("c{i}").as_bytes(), 0o644, 0, 0).unwrap().ino;
+        assert_eq!(e.copy_file_range(a, 0, c, 0, 1 << 20).unwrap(), 1 << 20);
+    }
+    let used = e.stats().pool.used;
+    let img = save(&e);
+    assert!(img.len() < (1 << 20) + (64 << 10), "{}", img.len());
+    let l = load(&img).unwrap();
+    assert_eq!(l.stats().pool.used, used);
+    // 1 MiB of data, 200 clones' slots (~560 KiB): not in 1.25 MiB.
+    let small = Engine::load_image(&img[..], |i| Ok(Config { max_bytes: 5 << 18, ..i.config.clone() }));
+    assert!(matches!(small, Err(ImageError::TooLarge { .. })), "{small:?}");
 }

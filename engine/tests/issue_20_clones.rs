@@ -6,6 +6,7 @@
 
 mod support;
 
+use engine::sector::SLOT_COST;
 use engine::{Engine, Error, Ino, ROOT};
 use support::*;
 
@@ -32,7 +33,7 @@ fn gone(e: &Engine, name: &[u8]) {
 }
 
 #[test]
-fn clone_charges_nothing_and_sides_stay_apart() {
+fn clone_charges_its_slots_only_and_sides_stay_apart() {
     let e = engine(256 << 20);
     let data = pattern(64 << 20, 1);
     let a = put(&e, ROOT, b"a", &data);
@@ -41,14 +42,17 @@ fn clone_charges_nothing_and_sides_stay_apart() {
     let t = std::time::Instant::now();
     assert_eq!(e.copy_file_range(a, 0, b, 0, data.len() as u64).unwrap(), data.len() as u64);
     let took = t.elapsed();
-    assert_eq!(used(&e), u0, "a 64 MiB clone charges nothing");
+    // Its table slots only (SLOT_COST a page, ~0.27%), no page.
+    let slot = |pages: u64| pages * SLOT_COST;
+    assert_eq!(used(&e), u0 + slot((64 << 20) / 4096), "a 64 MiB clone charges its slots only");
     assert_eq!(pages(&e), p0, "and takes no page");
     assert_eq!(e.stats().pool.shared_pages, (64 << 20) / 4096);
     assert!(took.as_millis() < 1000, "clone of 64 MiB took {took:?}");
     assert_eq!(read_all(&e, b), data);
-    // Write b: a unchanged; the copy is one new page.
+    // Write b: a unchanged; the copy is one new page (and b's slot for
+    // the page it replaced is no clone's now).
     e.write(b, 5000, b"hello").unwrap();
-    assert_eq!(used(&e), u0 + 4096);
+    assert_eq!(used(&e), u0 + 4096 + slot((64 << 20) / 4096 - 1));
     assert_eq!(read_all(&e, a), data);
     let mut want_b = data.clone();
     want_b[5000..5005].copy_from_slice(b"hello");
@@ -110,7 +114,9 @@ fn delete_either_side_frees_only_the_unshared() {
 
 #[test]
 fn write_into_shared_page_at_the_limit_is_refused_whole() {
-    let e = engine(8 * SS as u64);
+    // Room for the data and the clone's table slots, not one page more.
+    let slots = (8 * SS as u64 / 4096) * SLOT_COST;
+    let e = engine(8 * SS as u64 + slots);
     let data = pattern(8 * SS, 4);
     let a = put(&e, ROOT, b"a", &data);
     let b = mkfile(&e, ROOT, b"b");
@@ -129,7 +135,7 @@ fn write_into_shared_page_at_the_limit_is_refused_whole() {
     assert_eq!(used(&e), e.stats().pool.limit);
     // Whole sectors can still be punched (nothing copied) and truncated.
     e.fallocate(b, engine::data::FALLOC_PUNCH_HOLE | engine::data::FALLOC_KEEP_SIZE, 0, SS as u64).unwrap();
-    assert_eq!(used(&e), e.stats().pool.limit, "a's pages stay");
+    assert_eq!(used(&e), e.stats().pool.limit - slots / 8, "a's pages stay; b's slots for them went");
     assert_eq!(read_all(&e, a), data);
     truncate(&e, a, 0).unwrap();
     assert_eq!(used(&e), 7 * SS as u64, "sector 0 was b's alone after the punch... and a's: freed");
@@ -322,4 +328,36 @@ fn clone_time_against_size() {
         println!("clone {mib} MiB: median {:.2} ms, best {:.2} ms", times[2], times[0]);
         gone(&e, b"a");
     }
+}
+
+/// Clones are not free: each page a clone shares charges its table slot
+/// (`SLOT_COST`), so cloning one file over and over stops at the limit
+/// with `NoSpace` (before, any number of clones took table memory without
+/// bound), and deleting the clones gives every byte back.
+#[test]
+fn clones_stop_at_the_limit() {
+    let e = engine(2 << 20);
+    let a = put(&e, ROOT, b"a", &pattern(1 << 20, 9));
+    let per_clone = ((1 << 20) / 4096) * SLOT_COST;
+    let mut n = 0u64;
+    let err = loop {
+        let name = format!("c{n}");
+        let c = mkfile(&e, ROOT, name.as_bytes());
+        match e.copy_file_range(a, 0, c, 0, 1 << 20) {
+            Ok(got) => assert_eq!(got, 1 << 20),
+            Err(err) => break err,
+        }
+        n += 1;
+        assert!(n < 10_000, "clones never stopped");
+    };
+    assert_eq!(err, Error::NoSpace);
+    let fit = (1 << 20) / per_clone;
+    assert!(n + 1 >= fit && n <= fit, "{n} clones of 1 MiB in 1 MiB of room ({per_clone} bytes each)");
+    assert!(used(&e) <= 2 << 20);
+    for i in 0..=n {
+        gone(&e, format!("c{i}").as_bytes());
+    }
+    assert_eq!(used(&e), 1 << 20, "the clones' slots went back");
+    gone(&e, b"a");
+    assert_eq!((used(&e), pages(&e), e.stats().pool.shared_pages), (0, 0, 0));
 }

@@ -765,8 +765,18 @@ impl Harness {
         // then what it did is what it says.
         let got = match (got, &want) {
             (Ok(n), Ok(t)) if n < *t => {
+                // What the rest needed: a sector to copy, the table slots
+                // of the pages a clone of it would share, or (an inline
+                // destination) the sectors of the whole file it becomes.
                 let free = self.g.limit.saturating_sub(self.used());
-                assert!(free < 2 * self.g.ss, "step {}: short copy {n} of {t} with {free} bytes free", self.step);
+                let ps = self.e.pool().page_size() as u64;
+                let slots = (t - n).div_ceil(ps).saturating_mul(engine::sector::SLOT_COST);
+                let whole = (off_out + t).div_ceil(self.g.ss) * self.g.ss;
+                assert!(
+                    free < 2 * self.g.ss || free < slots || free < whole,
+                    "step {}: short copy {n} of {t} with {free} bytes free",
+                    self.step
+                );
                 total = n;
                 Ok(*t)
             }
@@ -1040,7 +1050,8 @@ impl Harness {
         assert!(st.pool.used <= self.g.limit, "step {s}: used {} over the limit {}", st.pool.used, self.g.limit);
         // Memory is exactly what live files hold (st_blocks rounds each up
         // to 512, and counts a page shared by clones once per holder).
-        let held = st.pool.used + st.pool.shared_extra * st.pool.page_size;
+        let held =
+            st.pool.used - st.pool.shared_extra * engine::sector::SLOT_COST + st.pool.shared_extra * st.pool.page_size;
         assert!(held <= blocks, "step {s}: used {} (+ shared) > held {blocks}: leak", st.pool.used);
         assert!(blocks < held + 512 * files.max(1), "step {s}: held {blocks} vs used {}", st.pool.used);
         let logical: u64 =

@@ -63,3 +63,4 @@ pub mod table;
 
 pub(crate) use pool::Transit;
 pub use pool::{Charge, Pool, PoolStats, Reservation, CACHE_BATCH, CACHE_MAX, CACHE_UNIT_MIN, PAGE};
+pub use table::SLOT_COST;

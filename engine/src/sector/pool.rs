@@ -718,23 +718,31 @@ impl Pool {
         self.inner.any_shared.store(sh.pages, Ordering::Release);
         self.inner.extra_holders.fetch_sub(dropped, Ordering::Relaxed);
         drop(sh);
+        // The slots those holders were charged for (`share_pages`).
+        self.uncharge(dropped * super::table::SLOT_COST);
         // SAFETY: as above, for the rest.
         unsafe { self.free_unshared(&pages[run..]) };
     }
 
     /// Adds one holder to each of `pages` (a clone puts them in one more
     /// table slot each): each is then freed by one more
-    /// [`Pool::free_pages`] than before.
+    /// [`Pool::free_pages`] than before. `slots` is the charge for the new
+    /// slots ([`SLOT_COST`](super::table::SLOT_COST) per page, reserved by
+    /// the caller before it changed anything); it stays charged until each
+    /// holder goes (`free_pages`).
     ///
     /// # Safety
     /// Every page is held (taken from this pool and not freed), and stays
     /// held until this returns (the caller reaches it through a version it
     /// holds, or through a clone's pages in transit).
-    pub(crate) unsafe fn share_pages(&self, pages: impl Iterator<Item = Page>) {
+    pub(crate) unsafe fn share_pages<P: AsRef<Pool>>(&self, pages: impl Iterator<Item = Page>, slots: Reservation<P>) {
         let mut sh = self.inner.shares.lock();
         let added = sh.add(pages, self.inner.page_size, &self.inner.filter);
         self.inner.any_shared.store(sh.pages, Ordering::Release);
         self.inner.extra_holders.fetch_add(added, Ordering::Relaxed);
+        drop(sh);
+        debug_assert_eq!(slots.remaining(), added * super::table::SLOT_COST, "a clone's slots reserved exactly");
+        slots.keep();
     }
 
     /// Whether another table slot holds `m` too (a clone's page): a
@@ -825,6 +833,12 @@ impl<P: AsRef<Pool>> Reservation<P> {
     /// Bytes still reserved.
     pub fn remaining(&self) -> u64 {
         self.bytes
+    }
+
+    /// Keeps what is left charged for good: whoever keeps it gives it back
+    /// with [`Pool::uncharge`] (a clone's table slots: `Pool::share_pages`).
+    pub(crate) fn keep(mut self) {
+        self.bytes = 0;
     }
 
     /// Cuts `n` pages out of the reservation and hands each to `each`:
@@ -990,17 +1004,21 @@ mod tests {
         res.take_pages(3000, &mut |m| v.push(m)).unwrap();
         drop(res);
         let ps = 4096u64;
+        let slot = super::super::table::SLOT_COST;
+        let slots = |n: u64| pool.reserve(n * slot).unwrap();
         // SAFETY: every page is held by this test.
-        unsafe { pool.share_pages(v.iter().copied()) };
+        unsafe { pool.share_pages(v.iter().copied(), slots(3000)) };
         // SAFETY: as above; page 7 gets a third holder.
-        unsafe { pool.share_pages([v[7], v[7]].into_iter()) };
+        unsafe { pool.share_pages([v[7], v[7]].into_iter(), slots(2)) };
         let st = pool.stats();
-        assert_eq!((st.pages, st.used, st.shared_pages, st.shared_extra), (3000, 3000 * ps, 3000, 3002));
+        assert_eq!((st.pages, st.shared_pages, st.shared_extra), (3000, 3000, 3002));
+        assert_eq!(st.used, 3000 * ps + 3002 * slot, "each extra holder's slot is charged");
         assert!(pool.is_shared(v[2999]) && pool.is_shared(v[0]));
         // SAFETY: one holder each given up (the test's second).
         unsafe { pool.free_pages(&v) };
         let st = pool.stats();
         assert_eq!((st.pages, st.shared_pages, st.shared_extra), (3000, 1, 2));
+        assert_eq!(st.used, 3000 * ps + 2 * slot, "a holder's slot goes with it");
         assert!(!pool.is_shared(v[0]) && pool.is_shared(v[7]));
         // SAFETY: page 7's extra holders, then every page's last one (7 twice
         // in one call: two holders given up in order).

@@ -78,6 +78,18 @@ pub const LEAF: usize = 1 << LEAF_BITS;
 /// Levels above the leaves needed for any `u64` index.
 const MAX_HEIGHT: u32 = (64 - LEAF_BITS).div_ceil(BITS);
 
+/// What one more table slot holding a page costs, charged against the
+/// limit for each page a clone puts in a second slot (issue 20: the copy's
+/// leaves are not file data, and without a charge any number of clones of
+/// one file would take table memory without bound): a leaf's bytes over
+/// its pages, rounded up (11 bytes per 4 KiB page). Under loom one byte: the
+/// models' limits are a few 8-byte pages, and a clone's slots must not
+/// make room for one.
+#[cfg(not(loom))]
+pub const SLOT_COST: u64 = (std::mem::size_of::<TNode>() as u64).div_ceil(LEAF as u64);
+#[cfg(loom)]
+pub const SLOT_COST: u64 = 1;
+
 /// One node: `FAN` children (16), or a leaf of `LEAF` pages (64).
 pub(crate) struct TNode {
     /// The version whose batch made (or last reinitialised) this node.
