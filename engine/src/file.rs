@@ -96,11 +96,27 @@ impl Engine {
         len: usize,
         f: impl FnOnce(&[std::io::IoSlice<'_>]) -> R,
     ) -> Result<R> {
+        self.read_with_atime(ino, off, len, true, f)
+    }
+
+    /// [`Engine::read_with`] for a reader that may ask for no access-time
+    /// update (`atime == false`: the file was opened with `O_NOATIME`).
+    ///
+    /// # Errors
+    /// As [`Engine::read_with`].
+    pub fn read_with_atime<R>(
+        &self,
+        ino: Ino,
+        off: u64,
+        len: usize,
+        atime: bool,
+        f: impl FnOnce(&[std::io::IoSlice<'_>]) -> R,
+    ) -> Result<R> {
         // One load: the version `f` sees, held (this guard) until it returns.
         let snap = self.file_version(ino)?;
         // The access time before `f`, which may hand the bytes to a reader
         // who then asks for the attributes: they must show this read.
-        if self.access_due(&snap.meta) {
+        if atime && self.access_due(&snap.meta) {
             self.access_now(ino);
         }
         Ok(snap.data.read_with(self.cfg.sector_size as u64, off, len, f))

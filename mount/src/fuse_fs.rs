@@ -344,7 +344,9 @@ impl SectorFs {
         call(|| self.engine.setattr(h.nodeid, &set))
     }
 
-    fn read(&self, ino: u64, offset: u64, size: u32, reply: Reply<'_>) {
+    /// `noatime`: the file was opened with `O_NOATIME` (the kernel checked
+    /// that the caller may), so the read changes no access time.
+    fn read(&self, ino: u64, offset: u64, size: u32, noatime: bool, reply: Reply<'_>) {
         // The reply goes out from the sectors of the version read (holes
         // from a static zero page): no buffer, no copy in the daemon. The
         // classic transport hands the pieces to writev(2); the ring copies
@@ -352,7 +354,7 @@ impl SectorFs {
         let size = (size as usize).min(MAX_WRITE as usize);
         let mut reply = Some(reply);
         let res = call(|| {
-            self.engine.read_with(ino, offset, size, |pieces| {
+            self.engine.read_with_atime(ino, offset, size, !noatime, |pieces| {
                 if let Some(r) = reply.take() {
                     r.data_vectored(pieces);
                 }
@@ -740,7 +742,7 @@ impl Filesystem for SectorFs {
             }
             Op::Read(r) => {
                 self.req.count(Counted::Read);
-                self.read(ino, r.offset, r.size, reply);
+                self.read(ino, r.offset, r.size, r.flags as i32 & libc::O_NOATIME != 0, reply);
             }
             Op::Write { arg, data } => {
                 self.req.count(Counted::Write);
