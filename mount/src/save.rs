@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use engine::image::{ImageInfo, SaveReport};
 use engine::Engine;
 use serde::{Deserialize, Serialize};
@@ -236,6 +236,9 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 /// Saves `engine` to `path` atomically (module doc); returns what was
 /// written and how long writers were held off.
 pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(SaveReport, std::time::Duration)> {
+    // Checked again here: the daemon runs as root, its client may not be
+    // ours, and the target may have changed since the mount.
+    let path = &image_target(path)?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = temp_path(path);
     let file = std::fs::OpenOptions::new()
@@ -274,7 +277,8 @@ fn bail_busy(path: &Path) -> Result<()> {
 }
 
 /// The absolute form of `p` without needing `p` to exist (its directory
-/// must): the directory canonicalized, the name appended.
+/// must): the directory canonicalized, the name appended; then where an
+/// image at it goes ([`image_target`]).
 pub(crate) fn absolute_image_path(p: &Path) -> Result<PathBuf> {
     let name = p.file_name().ok_or_else(|| anyhow!("{}: not a file name", p.display()))?;
     let dir = match p.parent() {
@@ -282,7 +286,34 @@ pub(crate) fn absolute_image_path(p: &Path) -> Result<PathBuf> {
         _ => PathBuf::from("."),
     };
     let dir = dir.canonicalize().with_context(|| format!("cannot use the directory of {}", p.display()))?;
-    Ok(dir.join(name))
+    image_target(&dir.join(name))
+}
+
+/// Where an image at `path` is written and read: `path`, or the file a
+/// symbolic link there points to (a user may keep the image behind one; a
+/// save replaces the file, not the link). Refused: anything there that is
+/// not a regular file (a device, a FIFO, a socket, a directory): a save
+/// renames a new file over what is there, and `sectorfs save MP /dev/null`
+/// as root must not replace /dev/null, nor `--image` a FIFO wait forever.
+pub(crate) fn image_target(path: &Path) -> Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    // As the kernel: at most 40 links in a row.
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => bail!("cannot use {} as an image: {e}", path.display()),
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&p).with_context(|| format!("cannot read the link {}", p.display()))?;
+                p = match p.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                };
+            }
+            Ok(m) if m.is_file() => return Ok(p),
+            Ok(_) => bail!("{} is not a regular file: an image is saved to and loaded from one", p.display()),
+        }
+    }
+    bail!("cannot use {} as an image: too many levels of symbolic links", path.display())
 }
 
 /// Reads the header of the image at `path`; `None` if there is no file.

@@ -361,3 +361,69 @@ fn a_failed_save_leaves_the_previous_image() {
     run_ok(&["save", s(&m.path)]);
     assert_ne!(std::fs::read(&img).unwrap(), first);
 }
+
+/// A save replaces only a regular file: a device, a FIFO or a directory at
+/// the target is refused and left as it was (as root, `sectorfs save MP
+/// /dev/null` once turned /dev/null into a file); a symbolic link is
+/// followed, so the image lands where it points and the link stays. An
+/// `--image` that is a FIFO is refused at once instead of waiting on it.
+#[test]
+fn saves_go_to_regular_files_only() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = image_dir();
+    let fifo = dir.path().join("fifo");
+    let dev = dir.path().join("null");
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated paths that live across each call.
+    assert_eq!(unsafe { libc::mkfifo(c(&fifo).as_ptr(), 0o600) }, 0);
+    // SAFETY: as above; a char device 1,3 (null), made only as root.
+    let have_dev =
+        is_root() && unsafe { libc::mknod(c(&dev).as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) } == 0;
+    let target = dir.path().join("target.img");
+    let link = dir.path().join("link.img");
+    std::os::unix::fs::symlink("target.img", &link).unwrap();
+    let Some(m) = Mount::new(&["--size", "64M"]) else { return };
+    std::fs::write(m.p("f"), b"kept").unwrap();
+    let mut refused = vec![fifo.clone()];
+    if have_dev {
+        refused.push(dev.clone());
+    }
+    for p in &refused {
+        let out = sectorfs(&["save".as_ref(), m.path.as_os_str(), p.as_os_str()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("not a regular file"), "{}: {err}", p.display());
+    }
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    if have_dev {
+        assert!(std::fs::symlink_metadata(&dev).unwrap().file_type().is_char_device(), "the device was replaced");
+    }
+    run_ok(&["save", s(&m.path), s(&link)]);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::metadata(&target).unwrap().len() > 0, "the image is not where the link points");
+    drop(m);
+    let Some(m2) = Mount::new(&["--image", s(&link)]) else { return };
+    assert_eq!(std::fs::read(m2.p("f")).unwrap(), b"kept");
+    drop(m2);
+    // A FIFO as --image: a clear error, no wait, nothing mounted.
+    let mp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["mount".as_ref(), mp.path().as_os_str(), "--image".as_ref(), fifo.as_os_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mount --image FIFO hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "mounted with a FIFO image");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"), "{out:?}");
+    assert!(!is_mounted(mp.path()));
+}
