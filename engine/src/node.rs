@@ -88,7 +88,7 @@ use crate::sector::table::{free_one, free_retired, Edit, Retired};
 use crate::sector::Pool;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{thread_local, Arc, ArcSwap, Mutex, RwLock, UnsafeCell};
-use crate::types::{xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, XATTR_SIZE_MAX};
+use crate::types::{xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, XATTR_LIST_MAX, XATTR_SIZE_MAX};
 use crate::{Error, Result};
 
 /// Extended attributes of one node.
@@ -1183,6 +1183,10 @@ impl Node {
                 if flags & xattr_flags::REPLACE != 0 && !exists {
                     return Err(Error::NoData);
                 }
+                // A new name must leave the list of names listable.
+                if !exists && names_len(w.xattrs.as_deref()) + name.len() + 1 > XATTR_LIST_MAX {
+                    return Err(Error::NoSpace);
+                }
                 let value = XValue::new(cx.meta, name.len(), value.into_owned().into_boxed_slice())?;
                 let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
                 x.insert_mut(name.into_owned().into_boxed_slice(), value);
@@ -1270,6 +1274,16 @@ impl Node {
             FileType::Directory => Err(Error::IsDir),
             _ => Err(Error::InvalidArgument),
         }
+    }
+}
+
+/// Bytes of the list of `x`'s names, NULs included (what `listxattr`
+/// returns). Only counted when it could pass [`XATTR_LIST_MAX`]: a map of
+/// fewer names than fit at the longest name length is known to be short.
+fn names_len(x: Option<&Xattrs>) -> usize {
+    match x {
+        Some(x) if x.size() >= XATTR_LIST_MAX / (NAME_MAX + 1) => x.keys().map(|k| k.len() + 1).sum(),
+        _ => 0,
     }
 }
 

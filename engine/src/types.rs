@@ -12,6 +12,9 @@ pub const NAME_MAX: usize = 255;
 pub const PATH_MAX: usize = 4096;
 /// Longest extended attribute value, in bytes.
 pub const XATTR_SIZE_MAX: usize = 65536;
+/// Longest list of a node's extended attribute names (each with its NUL),
+/// in bytes: what `listxattr(2)` can return (Linux `XATTR_LIST_MAX`).
+pub const XATTR_LIST_MAX: usize = 65536;
 /// Most hard links to one file.
 pub const LINK_MAX: u32 = 65000;
 

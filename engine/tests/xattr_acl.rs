@@ -152,3 +152,27 @@ fn default_acl_is_inherited_atomically_with_create() {
     assert_eq!(mf.perm, 0o640);
     assert_eq!(e.getxattr(mf.ino, ACCESS), Err(Error::NoData));
 }
+
+/// A node's names stay listable: a new attribute that would make the list
+/// of names pass 64 KiB (`XATTR_LIST_MAX`, what `listxattr(2)` can return)
+/// is refused with `NoSpace`; replacing an existing one still works.
+#[test]
+fn the_list_of_names_stays_listable() {
+    let e = Engine::new(Config { max_meta_bytes: 64 << 20, ..Config::default() }).unwrap();
+    let f = e.create(ROOT, b"f", 0o600, 0, 0).unwrap().ino;
+    let name = |i: usize| format!("user.{i:0>250}").into_bytes();
+    let mut i = 0;
+    let err = loop {
+        match e.setxattr(f, &name(i), b"v", 0) {
+            Ok(()) => i += 1,
+            Err(err) => break err,
+        }
+        assert!(i < 1000, "never refused");
+    };
+    assert_eq!(err, Error::NoSpace);
+    let list = e.listxattr(f).unwrap();
+    assert!(list.len() <= engine::XATTR_LIST_MAX && list.len() + 256 > engine::XATTR_LIST_MAX, "{}", list.len());
+    assert_eq!(i, engine::XATTR_LIST_MAX / 256);
+    e.setxattr(f, &name(0), b"replaced", 0).unwrap();
+    assert_eq!(e.getxattr(f, &name(0)).unwrap(), b"replaced");
+}

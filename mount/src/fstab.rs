@@ -74,7 +74,7 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
     let mut out: Vec<OsString> = vec!["mount".into(), mountpoint.clone()];
     let mut label = None;
     let mut kernel: Vec<&str> = Vec::new();
-    for opt in &opts {
+    for opt in &last_of_each(&opts) {
         let (key, value) = match opt.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (opt.as_str(), None),
@@ -148,6 +148,30 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
         out.push("--foreground".into());
     }
     Ok(out)
+}
+
+/// The options with only the last of each repeated one kept, in order:
+/// mount(8) and tmpfs take the last of `size=1G,size=2G` (fstab's options
+/// and the command line's `-o` meet this way), and opposites such as
+/// `noatime,strictatime` or `ro,rw` count as one option.
+fn last_of_each(opts: &[String]) -> Vec<&String> {
+    let key = |o: &str| -> String {
+        let k = o.split_once('=').map_or(o, |(k, _)| k);
+        match k {
+            "atime" | "relatime" | "noatime" | "strictatime" => "atime",
+            "label" | "fsname" => "label",
+            "nosuid" => "suid",
+            "nodev" => "dev",
+            "noexec" => "exec",
+            "ro" => "rw",
+            k => k,
+        }
+        .to_string()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<&String> = opts.iter().rev().filter(|o| seen.insert(key(o))).collect();
+    kept.reverse();
+    kept
 }
 
 /// A count with an optional `k`, `m` or `g` suffix (powers of 1024, as
@@ -271,6 +295,20 @@ mod tests {
                 "--kernel-options",
                 "rw,dev,suid"
             ]
+        );
+    }
+
+    /// The last of a repeated option wins, as for tmpfs (fstab's options
+    /// and `mount -o` meet), opposites included.
+    #[test]
+    fn the_last_of_a_repeated_option_wins() {
+        let got = strs(
+            helper_args(&os(&["ram", "/m", "-o", "size=1G,noatime,nosuid,size=2G,strictatime,suid,label=a,fsname=b"]))
+                .unwrap(),
+        );
+        assert_eq!(
+            got,
+            ["mount", "/m", "--size", "2G", "--atime", "strictatime", "--label", "b", "--kernel-options", "suid"]
         );
     }
 
