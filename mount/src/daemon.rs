@@ -602,6 +602,16 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     // and its image saved).
     let pid = read_stats(&mp).ok().map(|s| s.pid);
     let image = read_save_status(&mp).ok().and_then(|s| s.image).map(PathBuf::from);
+    // A save that cannot begin would lose the disk: keep it mounted.
+    if let (Some(img), false) = (&image, lazy) {
+        if let Err(e) = crate::save::can_save(img) {
+            bail!(
+                "{shown} stays mounted: its image {} cannot be saved ({e}). Make its directory writable, or save \
+                 it elsewhere with `sectorfs save {shown} FILE`; `umount {shown}` unmounts without saving",
+                img.display()
+            );
+        }
+    }
     let before = image.as_deref().and_then(image_id);
     if nix::unistd::geteuid().is_root() {
         let flags = if lazy { nix::mount::MntFlags::MNT_DETACH } else { nix::mount::MntFlags::empty() };

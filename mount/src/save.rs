@@ -233,6 +233,22 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Whether a save to `path` can start: its temporary file can be made in
+/// the image's directory (made and removed again; one already there means
+/// a save is running, which can). What `sectorfs unmount` checks before it
+/// takes the disk away: a save that cannot even begin would lose it.
+///
+/// # Errors
+/// Why the temporary file cannot be made.
+pub(crate) fn can_save(path: &Path) -> io::Result<()> {
+    let probe = temp_path(path).with_extension("sectorfs-probe");
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&probe) {
+        Ok(_) => std::fs::remove_file(&probe),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Saves `engine` to `path` atomically (module doc); returns what was
 /// written and how long writers were held off.
 pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(SaveReport, std::time::Duration)> {

@@ -427,3 +427,38 @@ fn saves_go_to_regular_files_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"), "{out:?}");
     assert!(!is_mounted(mp.path()));
 }
+
+/// `sectorfs unmount` keeps a disk mounted when its image cannot be saved
+/// (before, it unmounted, the save at exit failed, and the disk's contents
+/// were gone): the error says so and what to do; once the directory is
+/// writable again, the unmount saves.
+#[test]
+fn unmount_keeps_the_disk_when_its_image_cannot_be_saved() {
+    let dir = image_dir();
+    let img = dir.path().join("w.img");
+    let Some(m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
+    std::fs::write(m.p("new"), b"not saved yet").unwrap();
+    /// Takes the immutable flag off the directory again, even on failure.
+    struct Mutable<'a>(&'a Path);
+    impl Drop for Mutable<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        }
+    }
+    let frozen = Command::new("chattr").arg("+i").arg(dir.path()).status().is_ok_and(|s| s.success());
+    if !frozen {
+        eprintln!("SKIP: chattr +i is not available here");
+        return;
+    }
+    let guard = Mutable(dir.path());
+    let out = sectorfs(&["unmount".as_ref(), m.path.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("stays mounted") && err.contains("cannot be saved"), "{err}");
+    assert!(m.mounted(), "unmounted although the image cannot be saved");
+    assert_eq!(std::fs::read(m.p("new")).unwrap(), b"not saved yet");
+    drop(guard);
+    run_ok(&["unmount", s(&m.path)]);
+    drop(m);
+    let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };
+    assert_eq!(std::fs::read(m2.p("new")).unwrap(), b"not saved yet");
+}
