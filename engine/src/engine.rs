@@ -211,8 +211,14 @@ impl Engine {
         // the version it replaces takes the slower path.
         let due = self.access_due(&n.load().meta);
         if due {
-            let _ = n.submit(&self.cx(), &self.logical, Op::Accessed { atime: self.cfg.atime });
+            self.touch_access(n);
         }
+    }
+
+    /// Submits the access-time update (the runner checks again whether it
+    /// is due).
+    fn touch_access(&self, n: &Node) {
+        let _ = n.submit(&self.cx(), &self.logical, Op::Accessed { atime: self.cfg.atime });
     }
 
     /// Whether a read that found these times updates the access time.
@@ -224,7 +230,7 @@ impl Engine {
     /// to be due: looks the node up (one gone meanwhile needs nothing).
     pub(crate) fn access_now(&self, ino: Ino) {
         if let Ok(n) = self.node(ino) {
-            let _ = n.submit(&self.cx(), &self.logical, Op::Accessed { atime: self.cfg.atime });
+            self.touch_access(&n);
         }
     }
 

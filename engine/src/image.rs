@@ -69,7 +69,7 @@ use crate::acl::{Acl, AclKind};
 use crate::budget::XValue;
 use crate::data::FileData;
 use crate::dir::Dir;
-use crate::node::{FirstVersion, Meta, Node, Snap, Xattrs};
+use crate::node::{FirstVersion, Meta, Node, Snap, Xattrs, CAPS};
 use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
 use crate::types::*;
@@ -94,9 +94,6 @@ const DATA: u8 = 4;
 const DIR: u8 = 5;
 const END: u8 = 6;
 const CLONE: u8 = 7;
-
-/// File capabilities: what a replayed CLONE drops and the loader puts back.
-const CAPS: &[u8] = b"security.capability";
 
 const OPT_CASE_INSENSITIVE: u32 = 1;
 const OPT_POSIX_ACL: u32 = 2;
@@ -358,7 +355,7 @@ impl Engine {
             return Err(ImageError::TooManyFiles { nodes: info.nodes, limit: cfg.max_inodes });
         }
         if info.data_bytes > cfg.max_bytes {
-            return Err(ImageError::TooLarge { data: info.data_bytes, used: info.used_bytes, limit: cfg.max_bytes });
+            return Err(info.too_large(cfg.max_bytes));
         }
         let engine = Engine::new(cfg).map_err(|e| ImageError::Refused(format!("bad settings: {e}")))?;
         // The kernel zeroes fresh memory on first touch: fault it in on the
@@ -449,6 +446,13 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
         extras.push((k, v));
     }
     Ok(ImageInfo { version, config, nodes, data_bytes, used_bytes, saved_at, extras })
+}
+
+impl ImageInfo {
+    /// The error for this image's file data not fitting `limit`.
+    fn too_large(&self, limit: u64) -> ImageError {
+        ImageError::TooLarge { data: self.data_bytes, used: self.used_bytes, limit }
+    }
 }
 
 /// Reads an image's header (and its extras) without loading it.
@@ -949,6 +953,22 @@ struct Staged {
     parent: Ino,
 }
 
+impl Staged {
+    /// Takes `off..off + len` of this file for a DATA or CLONE record, if
+    /// it is a regular file, the range is not empty, starts at or after
+    /// the last one taken (offsets grow) and ends inside the size; else
+    /// `false`, and nothing changes.
+    fn place(&mut self, off: u64, len: u64) -> bool {
+        match off.checked_add(len).filter(|&e| e <= self.size) {
+            Some(end) if self.kind == FileType::Regular && len > 0 && off >= self.next_data => {
+                self.next_data = end;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 struct Loader {
     engine: Engine,
     info: ImageInfo,
@@ -1084,23 +1104,15 @@ impl Loader {
                     .staged
                     .get_mut(&ino)
                     .ok_or_else(|| corrupt(at, format!("DATA for inode {ino}, which has no NODE")))?;
-                let end = off.checked_add(bytes.len() as u64).filter(|&e| e <= n.size);
-                if n.kind != FileType::Regular || bytes.is_empty() || off < n.next_data || end.is_none() {
+                if !n.place(off, bytes.len() as u64) {
                     return Err(corrupt(
                         at,
                         "DATA out of place (not a regular file, empty, overlapping or past the size)",
                     ));
                 }
-                n.next_data = end.unwrap_or(off);
                 match n.data.write(&cx, off, bytes) {
                     Ok(()) => {}
-                    Err(Error::NoSpace) => {
-                        return Err(ImageError::TooLarge {
-                            data: self.info.data_bytes,
-                            used: self.info.used_bytes,
-                            limit: self.engine.cfg.max_bytes,
-                        })
-                    }
+                    Err(Error::NoSpace) => return Err(self.info.too_large(self.engine.cfg.max_bytes)),
                     Err(e) => return Err(corrupt(at, format!("cannot store DATA: {e}"))),
                 }
                 self.data_bytes += bytes.len() as u64;
@@ -1117,22 +1129,14 @@ impl Loader {
                     }
                 };
                 let n = self.node(ino, at)?;
-                let end = off.checked_add(len).filter(|&e| e <= n.size);
                 let src_end = src_off.checked_add(len).filter(|&e| e <= src_size);
                 let overlap = src == ino && off < src_off.saturating_add(len) && src_off < off.saturating_add(len);
-                if n.kind != FileType::Regular
-                    || len == 0
-                    || off < n.next_data
-                    || end.is_none()
-                    || src_end.is_none()
-                    || overlap
-                {
+                if src_end.is_none() || overlap || !n.place(off, len) {
                     return Err(corrupt(
                         at,
                         "CLONE out of place (not a regular file, empty, overlapping, or past either file's size)",
                     ));
                 }
-                n.next_data = end.unwrap_or(off);
                 self.clones.push((at, ino, CloneRun { off, src, src_off, len }));
             }
             DIR => {
@@ -1260,11 +1264,7 @@ impl Loader {
         }
         for (ino, mut s) in self.staged.drain() {
             if s.kind == FileType::Regular && s.data.len() < s.size {
-                s.data.set_len(&cx, s.size).map_err(|_| ImageError::TooLarge {
-                    data: self.info.data_bytes,
-                    used: self.info.used_bytes,
-                    limit,
-                })?;
+                s.data.set_len(&cx, s.size).map_err(|_| self.info.too_large(limit))?;
             }
             // Modulo 2^64, as the engine's own counter (`fetch_add`): files
             // may each be near `u64::MAX` bytes long.
@@ -1296,9 +1296,7 @@ impl Loader {
         for (at, ino, r) in std::mem::take(&mut self.clones) {
             match self.engine.copy_file_range(r.src, r.src_off, ino, r.off, r.len) {
                 Ok(n) if n == r.len => {}
-                Err(Error::NoSpace) => {
-                    return Err(ImageError::TooLarge { data: self.info.data_bytes, used: self.info.used_bytes, limit })
-                }
+                Err(Error::NoSpace) => return Err(self.info.too_large(limit)),
                 Ok(n) => return Err(corrupt(at, format!("CLONE of {} bytes replayed {n}", r.len))),
                 Err(e) => return Err(corrupt(at, format!("cannot replay CLONE: {e}"))),
             }

@@ -1295,13 +1295,15 @@ fn data_changed(w: &mut Snap, now: Time) {
     drop_capabilities(w);
 }
 
+/// A file's capabilities: the attribute a change of its data drops.
+pub(crate) const CAPS: &[u8] = b"security.capability";
+
 /// A change of a file's data (write, truncate, fallocate, a copy or clone
 /// into it) drops its capabilities, whoever makes it (Linux
 /// `file_remove_privs`: `security.capability` goes even for a caller with
 /// `CAP_FSETID`, who keeps set-user-ID bits). Nothing to do, and no copy of
 /// the attribute map, for a file without them.
 fn drop_capabilities(w: &mut Snap) {
-    const CAPS: &[u8] = b"security.capability";
     if w.xattrs.as_ref().is_some_and(|x| x.contains_key(CAPS)) {
         let mut x = w.xattrs.as_deref().cloned().unwrap_or_else(Xattrs::new_sync);
         x.remove_mut(CAPS);
