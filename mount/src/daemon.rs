@@ -25,7 +25,10 @@
 //!    saves to FILE (`save::save_to`: temporary file, fsync, rename, fsync
 //!    of the directory) and only then exits: 1 if that save failed.
 //!    `sectorfs unmount` waits for the daemon to be gone, so the image is
-//!    complete when it returns.
+//!    complete when it returns. A plain `umount` does not wait, but the
+//!    image's lock (`image_lock.rs`), taken before the image is read and
+//!    held until that save is done, makes the next mount with the image
+//!    wait for it (and refuses a second disk with the image meanwhile).
 
 use std::ffi::{CString, OsStr};
 use std::io::Write;
@@ -52,6 +55,16 @@ use crate::{MountArgs, Transport};
 pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     // The image's header fills in what the command line leaves open.
     let image = args.image.as_deref().map(crate::save::absolute_image_path).transpose()?;
+    // The daemon holds the image's lock before it reads the image: no other
+    // disk is mounted with it, and the last one's final save is done
+    // (`image_lock.rs`).
+    let lock = match (&image, args.foreground) {
+        (Some(p), true) => {
+            let shown = args.mountpoint.canonicalize().unwrap_or_else(|_| args.mountpoint.clone());
+            crate::image_lock::ImageLock::take(p, &shown)?
+        }
+        _ => None,
+    };
     let info = match &image {
         Some(p) => crate::save::read_info(p)?,
         None => None,
@@ -228,7 +241,12 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     // Unmounted: the ring's threads have ended (or end now).
     drop(ring);
     // Nothing changes the engine any more: the last save is its final state.
+    // Another disk may load the image once it is written.
+    if let Some(l) = &lock {
+        l.unmounted();
+    }
     let saved = saver.finish();
+    drop(lock);
     served?;
     match saved {
         Some(crate::save::Outcome { error: Some(e), path, .. }) => {

@@ -36,6 +36,8 @@ mod cli;
 mod fault;
 #[cfg(not(windows))]
 mod fstab;
+#[cfg(target_os = "linux")]
+mod image_lock;
 mod requests;
 #[cfg(target_os = "linux")]
 mod save;

@@ -227,9 +227,16 @@ fn unpin() {
 
 /// `dir/.NAME.sectorfs-save` for `path` = `dir/NAME`.
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    side_path(path, "save")
+}
+
+/// `dir/.NAME.sectorfs-WHAT` for `path` = `dir/NAME`: the files a save
+/// (`save`) and the image's lock (`lock`, `image_lock.rs`) keep beside it.
+pub(crate) fn side_path(path: &Path, what: &str) -> PathBuf {
     let mut name = OsString::from(".");
     name.push(path.file_name().unwrap_or_default());
-    name.push(".sectorfs-save");
+    name.push(".sectorfs-");
+    name.push(what);
     path.with_file_name(name)
 }
 

@@ -299,6 +299,25 @@ fn refused(img: &Path, extra: &[&str], want: &str) {
     assert_eq!(std::fs::read_dir(mp.path()).unwrap().count(), 0);
 }
 
+/// One disk per image: a second mount with a mounted disk's image is
+/// refused with one line that names the disk; the lock file beside the
+/// image goes with the daemon.
+#[test]
+fn two_disks_cannot_share_an_image() {
+    let dir = image_dir();
+    let img = dir.path().join("one.img");
+    let lock = dir.path().join(".one.img.sectorfs-lock");
+    let Some(m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
+    std::fs::write(m.p("f"), b"mine").unwrap();
+    assert!(lock.exists());
+    refused(&img, &[], &format!("is in use by the sectorfs disk at {} (pid {})", m.path.display(), m.pid()));
+    run_ok(&["unmount", s(&m.path)]);
+    drop(m);
+    assert!(!lock.exists(), "the lock file stays behind");
+    let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };
+    assert_eq!(std::fs::read(m2.p("f")).unwrap(), b"mine");
+}
+
 #[test]
 fn bad_images_are_refused() {
     let dir = image_dir();
@@ -360,6 +379,28 @@ fn a_failed_save_leaves_the_previous_image() {
     setxattr(&m.path, "user.sectorfs.failpoint", b"daemon.save.before_rename=", 0).unwrap();
     run_ok(&["save", s(&m.path)]);
     assert_ne!(std::fs::read(&img).unwrap(), first);
+}
+
+/// A plain `umount` returns before the daemon's final save; a disk mounted
+/// right after with the same image waits for that save (the image's lock)
+/// instead of loading the image as it was. The save is slowed down with
+/// the failpoint `daemon.save.before_rename`, so without the lock the new
+/// disk would certainly come up without the file.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_plain_umount_then_mount_waits_for_the_last_save() {
+    let dir = image_dir();
+    let img = dir.path().join("w.img");
+    let Some(mut m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
+    std::fs::write(m.p("f"), b"written just before umount").unwrap();
+    setxattr(&m.path, "user.sectorfs.failpoint", b"daemon.save.before_rename=sleep(1500)", 0).unwrap();
+    umount2(&m.path, 0).unwrap();
+    assert!(!img.exists(), "the save was not slowed down");
+    let start = Instant::now();
+    let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };
+    assert!(m.wait_exit(Duration::from_secs(1)), "the new disk came up before the old daemon ended");
+    assert_eq!(std::fs::read(m2.p("f")).unwrap(), b"written just before umount");
+    eprintln!("the second mount waited {:?}", start.elapsed());
 }
 
 /// A save replaces only a regular file: a device, a FIFO or a directory at
