@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use crate::budget::{entry_cost, inode_cost, MetaBudget, PER_INODE};
 use crate::data::Ctx;
 use crate::gate::Gate;
-use crate::node::{Meta, Node, Op};
+use crate::node::{Meta, Node, Op, Special};
 use crate::sector::{Pool, PoolStats};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, ShardMap};
@@ -178,8 +178,8 @@ impl Engine {
         let budget = MetaBudget::new(limit);
         // The root is charged even past a tiny limit: it always exists.
         budget.force(inode_cost(FileType::Directory, 0));
-        let meta = Meta::new(cfg.root_mode & 0o7777, cfg.root_uid, cfg.root_gid, 0);
-        let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, None, None));
+        let meta = Meta::new(cfg.root_mode & 0o7777, cfg.root_uid, cfg.root_gid);
+        let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, Special::None, None));
         let nodes = ShardMap::new();
         nodes.insert(ROOT, root);
         Engine {
@@ -287,7 +287,7 @@ impl Engine {
             nlink: n.nlink.load(Ordering::Acquire),
             uid: s.meta.uid,
             gid: s.meta.gid,
-            rdev: s.meta.rdev,
+            rdev: n.rdev(),
             size,
             blocks: s.data.allocated(ss).div_ceil(512),
             blksize: ss.max(PREFERRED_IO) as u32,

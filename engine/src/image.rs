@@ -69,7 +69,7 @@ use crate::acl::{Acl, AclKind};
 use crate::budget::XValue;
 use crate::data::FileData;
 use crate::dir::Dir;
-use crate::node::{FirstVersion, Meta, Node, Snap, Xattrs, CAPS};
+use crate::node::{FirstVersion, Meta, Node, Snap, Special, Xattrs, CAPS};
 use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
 use crate::types::*;
@@ -685,7 +685,7 @@ impl Snapshot {
             let b = &mut o.buf;
             b.extend_from_slice(&n.ino.to_le_bytes());
             b.extend_from_slice(&[kind_byte(n.kind), 0, 0, 0]);
-            for v in [m.perm, m.uid, m.gid, m.rdev, m.flags] {
+            for v in [m.perm, m.uid, m.gid, n.rdev(), m.flags] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
             let size = if n.kind == FileType::Regular { s.data.len() } else { 0 };
@@ -946,7 +946,8 @@ struct Staged {
     /// Where the next DATA record may start.
     next_data: u64,
     xattrs: Option<Xattrs>,
-    target: Option<Box<[u8]>>,
+    /// A symlink's target or a device's number.
+    special: Special,
     dir: Option<Dir>,
     /// Names (non-directories) or the parent (directories).
     names: u32,
@@ -1022,15 +1023,15 @@ impl Loader {
                 if size > self.engine.cfg.max_file_size {
                     return Err(corrupt(at, format!("file size {size} is more than the largest file")));
                 }
-                let target = match kind {
+                let special = match kind {
                     FileType::Symlink => {
                         if target.is_empty() || target.len() >= PATH_MAX || target.contains(&0) {
                             return Err(corrupt(at, "bad symlink target"));
                         }
-                        Some(target.into())
+                        Special::Target(target.into())
                     }
                     _ if !target.is_empty() => return Err(corrupt(at, "a target on a node that is not a symlink")),
-                    _ => None,
+                    _ => Special::Device(rdev),
                 };
                 if ino == ROOT && kind != FileType::Directory {
                     return Err(corrupt(at, "the root is not a directory"));
@@ -1043,7 +1044,6 @@ impl Loader {
                     perm,
                     uid,
                     gid,
-                    rdev,
                     atime: atime.into(),
                     mtime: mtime.into(),
                     ctime: ctime.into(),
@@ -1058,7 +1058,7 @@ impl Loader {
                     data: FirstVersion::new(&self.engine.pool),
                     next_data: 0,
                     xattrs: None,
-                    target,
+                    special,
                     dir,
                     names: 0,
                     parent: 0,
@@ -1235,9 +1235,7 @@ impl Loader {
         // The root is charged already (the engine made one).
         let nodes = self.staged.iter().filter(|(&ino, _)| ino != ROOT);
         let meta = self.engine.meta.as_ref();
-        meta.force(
-            nodes.map(|(_, s)| crate::budget::inode_cost(s.kind, s.target.as_ref().map_or(0, |t| t.len()))).sum(),
-        );
+        meta.force(nodes.map(|(_, s)| crate::budget::inode_cost(s.kind, s.special.target_len())).sum());
         if meta.used() > meta.limit() {
             return Err(ImageError::TooMuchMetadata { needed: meta.used(), limit: meta.limit() });
         }
@@ -1282,7 +1280,7 @@ impl Loader {
             }
             let parent = if ino == ROOT { ROOT } else { parent };
             let xattrs = s.xattrs.map(Arc::new);
-            let node = Node::with_version(ino, s.kind, Snap::loaded(meta, s.data, xattrs), nlink, parent, s.target);
+            let node = Node::with_version(ino, s.kind, Snap::loaded(meta, s.data, xattrs), nlink, parent, s.special);
             if let (Some(d), Some(staged)) = (node.dir(), s.dir) {
                 let mut g = d.write();
                 *g = staged;

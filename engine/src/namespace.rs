@@ -28,7 +28,7 @@
 
 use crate::budget::{entry_cost, XValue};
 use crate::dir::{Dir, FIRST_COOKIE};
-use crate::node::{Meta, Node};
+use crate::node::{Meta, Node, Special};
 use crate::sync::atomic::Ordering;
 use crate::sync::{Arc, RwLockWriteGuard};
 use crate::types::*;
@@ -135,10 +135,14 @@ impl Engine {
                 perm |= 0o2000;
             }
         }
-        let meta = Meta::new(perm, uid, gid, rdev);
+        let meta = Meta::new(perm, uid, gid);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let nlink = if kind == FileType::Directory { 2 } else { 1 };
-        Ok(Arc::new(Node::new(ino, kind, meta, nlink, p.ino, target, xattrs)))
+        let special = match target {
+            Some(t) => Special::Target(t),
+            None => Special::Device(rdev),
+        };
+        Ok(Arc::new(Node::new(ino, kind, meta, nlink, p.ino, special, xattrs)))
     }
 
     fn make(&self, parent: Ino, name: &[u8], new: New) -> Result<Attr> {
@@ -291,9 +295,9 @@ impl Engine {
     pub fn tmpfile(&self, parent: Ino, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         let p = self.dir_node(parent)?;
         self.reserve(Some((FileType::Regular, 0)), 0)?.commit();
-        let meta = Meta::new(mode & 0o7777, uid, gid, 0);
+        let meta = Meta::new(mode & 0o7777, uid, gid);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-        let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, None, None));
+        let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, Special::None, None));
         {
             let mut l = node.life.lock();
             l.lookups = 1;

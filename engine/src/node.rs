@@ -103,14 +103,13 @@ pub(crate) type Xattrs = rpds::RedBlackTreeMapSync<Box<[u8]>, XValue>;
 
 /// Metadata of a node.
 ///
-/// 68 bytes, aligned to 4: its times are [`PTime`]s (12 bytes each, not
+/// 64 bytes, aligned to 4: its times are [`PTime`]s (12 bytes each, not
 /// [`Time`]'s 16), which keeps every version 16 bytes smaller (issue 17).
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
     pub(crate) perm: u32,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
-    pub(crate) rdev: u32,
     pub(crate) atime: PTime,
     pub(crate) mtime: PTime,
     pub(crate) ctime: PTime,
@@ -120,9 +119,9 @@ pub(crate) struct Meta {
 
 impl Meta {
     /// A new node's metadata: every time stamp now, no flags.
-    pub(crate) fn new(perm: u32, uid: u32, gid: u32, rdev: u32) -> Meta {
+    pub(crate) fn new(perm: u32, uid: u32, gid: u32) -> Meta {
         let now: PTime = Time::now().into();
-        Meta { perm, uid, gid, rdev, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 }
+        Meta { perm, uid, gid, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 }
     }
 }
 
@@ -172,6 +171,13 @@ pub(crate) struct Snap {
 // loom: `reclaim.rs` and `read_with.rs` run readers against the runner (the
 // facade's `UnsafeCell` is loom's there, so each access is checked).
 unsafe impl Sync for Snap {}
+
+// What every file pays (issue 17, per-file cost; docs/ARCHITECTURE.md,
+// "Node", "Size"): each `Arc` block sits at a glibc chunk boundary (96 and
+// 160 bytes), so 8 bytes more in either cost 16 per file. A change that
+// grows them must change this line and say why.
+#[cfg(all(not(loom), target_os = "linux", target_pointer_width = "64"))]
+const _: () = assert!(std::mem::size_of::<Node>() == 72 && std::mem::size_of::<Snap>() == 136);
 
 enum Link {
     /// A draft, or a spare version waiting to become one.
@@ -516,7 +522,10 @@ impl<'p> Draft<'p> {
     /// Publishes the draft as the version after `cur` (which `slot` holds),
     /// then frees what the batch retired at once if nobody holds `cur`, or
     /// leaves it to `cur` and its block (see "Versions").
-    fn publish(mut self, slot: &ArcSwap<Snap>, cur: Arc<Snap>, current: &mut Option<Arc<Snap>>) {
+    ///
+    /// # Safety
+    /// The caller is the node's runner: the only one who stores into `slot`.
+    unsafe fn publish(mut self, slot: &ArcSwap<Snap>, cur: Arc<Snap>) {
         let pool = self.pool;
         let mut retired = std::mem::take(&mut self.retiring);
         // The pool and the newest block travel with the current version
@@ -544,18 +553,6 @@ impl<'p> Draft<'p> {
             },
             None => Arc::new(w),
         };
-        #[cfg(not(loom_bug = "runner_keeps_stale_version"))]
-        {
-            *current = Some(Arc::clone(&w));
-        }
-        // Injected bug (loom-tests/tests/table_publish.rs): the runner keeps
-        // its reference to the version it replaced, so its next batch starts
-        // from a stale version (it would lose this batch's changes and free
-        // what the new version still reaches; the check below stops it).
-        #[cfg(loom_bug = "runner_keeps_stale_version")]
-        {
-            *current = Some(Arc::clone(&cur));
-        }
         let old = slot.swap(w);
         // The new version's slots hold the installed pages now: their
         // transits must not give them back.
@@ -610,9 +607,11 @@ impl<'p> Draft<'p> {
                 old.link.with_mut(|l| unsafe {
                     *l = Link::Superseded(Box::new(Superseded { own, pool: keep, block: Some(Arc::clone(&block)) }))
                 });
-                let Some(now) = current.as_ref() else { unreachable!("set above") };
+                // SAFETY: the caller is the runner, the only one who
+                // stores into `slot`.
+                let now = unsafe { slot.load_writer() };
                 // SAFETY: as above, for the version just published, which
-                // the runner holds in `current`.
+                // the runner holds in `now`.
                 now.link.with_mut(|l| unsafe {
                     if let Link::Published { newest, .. } = &mut *l {
                         *newest = Some(block);
@@ -805,11 +804,33 @@ pub(crate) struct Life {
     pub(crate) opens: u32,
 }
 
-/// What only directories and symlinks have, boxed: a regular file (most
-/// inodes) pays one pointer for it.
+/// What only directories, symlinks and devices have, boxed: a regular file
+/// (most inodes) pays one pointer for it.
 enum Extra {
     Dir(DirNode),
     Symlink(Box<[u8]>),
+    /// A device number (never 0): fixed at `mknod`, so a node's, not a
+    /// version's (every version of every file would pay 4 bytes for it).
+    Device(u32),
+}
+
+/// What a new node of some types has beyond its metadata.
+pub(crate) enum Special {
+    None,
+    /// A symlink's target.
+    Target(Box<[u8]>),
+    /// A device's number.
+    Device(u32),
+}
+
+impl Special {
+    /// The length of a symlink's target (0: not a symlink).
+    pub(crate) fn target_len(&self) -> usize {
+        match self {
+            Special::Target(t) => t.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// A directory's own part of its node.
@@ -838,14 +859,6 @@ pub(crate) struct Node {
     pub(crate) kind: FileType,
     /// Published only by the runner (`Draft::publish`): see "Versions".
     snap: ArcSwap<Snap>,
-    /// The runner's own reference to the version `snap` publishes (taken
-    /// and put back by whoever is runner; `None` until the first batch or
-    /// after a batch panicked): a batch starts from it instead of loading
-    /// `snap`, so a writer does not use the cell's hazard slots at all (a
-    /// load writes the thread's debt slot, which every other thread's
-    /// publish then reads). Only runners lock it, one at a time, so it is
-    /// never contended.
-    current: Mutex<Option<Arc<Snap>>>,
     pub(crate) actor: Combiner<Op<'static>, Result<u64>>,
     pub(crate) life: Mutex<Life>,
     pub(crate) nlink: AtomicU32,
@@ -875,10 +888,10 @@ impl Node {
         meta: Meta,
         nlink: u32,
         parent: Ino,
-        target: Option<Box<[u8]>>,
+        special: Special,
         xattrs: Option<Arc<Xattrs>>,
     ) -> Node {
-        Self::with_version(ino, kind, Snap::new(meta, xattrs), nlink, parent, target)
+        Self::with_version(ino, kind, Snap::new(meta, xattrs), nlink, parent, special)
     }
 
     /// A node whose first version is `snap` (`Snap::loaded`: an image's
@@ -889,22 +902,23 @@ impl Node {
         snap: Snap,
         nlink: u32,
         parent: Ino,
-        target: Option<Box<[u8]>>,
+        special: Special,
     ) -> Node {
-        let extra = if kind == FileType::Directory {
-            Some(Box::new(Extra::Dir(DirNode {
+        let extra = match special {
+            _ if kind == FileType::Directory => Some(Extra::Dir(DirNode {
                 lock: RwLock::new(Dir::new()),
                 parent: AtomicU64::new(parent),
                 entries: AtomicU64::new(0),
-            })))
-        } else {
-            target.map(|t| Box::new(Extra::Symlink(t)))
-        };
+            })),
+            Special::Target(t) => Some(Extra::Symlink(t)),
+            Special::Device(r) if r != 0 => Some(Extra::Device(r)),
+            Special::Device(_) | Special::None => None,
+        }
+        .map(Box::new);
         Node {
             ino,
             kind,
             snap: ArcSwap::new(Arc::new(snap)),
-            current: Mutex::new(None),
             actor: Combiner::new(),
             life: Mutex::new(Life { nlink, lookups: 0, opens: 0 }),
             nlink: AtomicU32::new(nlink),
@@ -926,6 +940,14 @@ impl Node {
         match self.extra.as_deref() {
             Some(Extra::Symlink(t)) => Some(t),
             _ => None,
+        }
+    }
+
+    /// A device's number (0: none).
+    pub(crate) fn rdev(&self) -> u32 {
+        match self.extra.as_deref() {
+            Some(Extra::Device(r)) => *r,
+            _ => 0,
         }
     }
 
@@ -999,11 +1021,11 @@ impl Node {
         ops: impl Iterator<Item = Op<'o>>,
         out: &mut dyn FnMut(Result<u64>),
     ) {
-        let mut current = self.current.lock();
-        let cur = match current.take() {
-            Some(cur) => cur,
-            None => self.snap.load_full(),
-        };
+        // SAFETY: the caller is the node's runner (`Node::run`), the only
+        // one who stores `snap`. Not `load`: a writer uses no hazard slot (a
+        // load writes the thread's slot, which every other thread's publish
+        // then reads).
+        let cur = unsafe { self.snap.load_writer() };
         // SAFETY: the caller is the node's runner (`Node::run`), and `cur` is
         // what the node publishes (only a runner stores it) held until
         // `publish` or the end of this function.
@@ -1036,10 +1058,10 @@ impl Node {
             } else if after < before {
                 logical.fetch_sub(before - after, Ordering::Relaxed);
             }
-            draft.publish(&self.snap, cur, &mut current);
+            // SAFETY: the caller is the node's runner.
+            unsafe { draft.publish(&self.snap, cur) };
         } else {
             drop(draft);
-            *current = Some(cur);
         }
     }
 

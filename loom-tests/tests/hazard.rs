@@ -16,8 +16,8 @@
 //!
 //! # What the model covers
 //! The real `load` (slot store, re-check, retract), guard drop (the CAS that
-//! finds a paid debt), `swap` (scan and pay), `load_full`, and the cell's
-//! drop. A version is a loom `UnsafeCell`: the reader reads it through its
+//! finds a paid debt), `swap` (scan and pay), `load_full`, the writer's
+//! `load_writer`, and the cell's drop. A version is a loom `UnsafeCell`: the reader reads it through its
 //! guard, the writer writes it once `Arc::get_mut` grants it, and its `Drop`
 //! writes it too, so any overlap is a loom data-race report.
 //!
@@ -26,12 +26,16 @@
 //! and takes a count: single-threaded unit tests in `hazard.rs`'s users), and
 //! chunk reuse by a later thread (loom runs each model's threads once).
 //!
-//! # Injected bug
+//! # Injected bugs
 //! `bash .ci/loom-bugs hazard_no_recheck`: the reader trusts its first load
 //! of the cell without loading it again after publishing its slot, so a
 //! swap that scanned the slots before the slot was written does not pay for
 //! it; `reader_vs_swap` fails with loom's report of the writer's write to a
 //! version the reader is reading.
+//! `bash .ci/loom-bugs writer_load_uncounted`: the writer's load takes no
+//! count of its own, so its `Arc` and the cell's share one;
+//! `writer_load_vs_reader` fails when dropping the writer's frees the
+//! version the reader holds (or loom reports the count gone below zero).
 
 #[cfg(loom)]
 mod tests {
@@ -127,6 +131,33 @@ mod tests {
                 assert_eq!(g.read(), 5);
             });
             drop(cell);
+            reader.join().unwrap();
+        });
+    }
+
+    /// The writer's own load (`load_writer`, a node's runner at the start
+    /// of each batch: no hazard slot, one count) against a reader: the
+    /// writer publishes twice from what it loaded, and writes a replaced
+    /// version only when `get_mut` says it is alone.
+    #[test]
+    fn writer_load_vs_reader() {
+        loom_tests::check("hazard::writer_load_vs_reader", Bound::Exhaustive, || {
+            let cell = Arc::new(HazardSwap::new(Version::new(1)));
+            let c2 = Arc::clone(&cell);
+            let reader = thread::spawn(move || {
+                let g = c2.load();
+                let v = g.read();
+                assert!((1..=3).contains(&v), "a published version: {v}");
+            });
+            for v in [2, 3] {
+                // SAFETY: this thread is the cell's only writer.
+                let cur = unsafe { cell.load_writer() };
+                assert_eq!(cur.read(), v - 1, "the writer loads what it published");
+                let mut old = cell.swap(Version::new(v));
+                assert!(Arc::ptr_eq(&old, &cur));
+                drop(cur);
+                Version::write_if_alone(&mut old, 9);
+            }
             reader.join().unwrap();
         });
     }

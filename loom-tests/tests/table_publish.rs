@@ -45,10 +45,6 @@
 //!   in place while the reader walks them; `overwrite_visible_sector` fails
 //!   with loom's report of the runner's write to a node stamp (or page) the
 //!   reader read without a happens-before edge.
-//! * `bash .ci/loom-bugs runner_keeps_stale_version`: the runner keeps its
-//!   reference to the version it just replaced (`Node::current`), so its
-//!   next batch starts from a stale version; `two_writers_one_reader` fails
-//!   when the publish check ("only the runner publishes") stops that batch.
 
 #[cfg(loom)]
 mod tests {

@@ -413,7 +413,29 @@ pub struct Table {
     /// Pages present.
     count: u64,
     /// log2 of the page size.
-    shift: u32,
+    shift: Shift,
+}
+
+/// log2 of a page size (pages are 1 byte to 64 KiB, `Pool::with_page_size`).
+/// A closed set of values rather than a `u32`, so that the spare values
+/// hold the variant of `data::Content`: 24 bytes instead of 32 in every
+/// version of every file (issue 17, per-file cost).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[rustfmt::skip]
+enum Shift {
+    #[default]
+    P0, P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11, P12, P13, P14, P15, P16,
+}
+
+impl Shift {
+    /// The shift of `page_size`, a power of two up to 64 KiB.
+    fn of(page_size: usize) -> Shift {
+        use Shift::*;
+        const ALL: [Shift; 17] = [P0, P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, P11, P12, P13, P14, P15, P16];
+        assert!(page_size.is_power_of_two() && page_size <= 1 << 16, "page size {page_size}");
+        ALL[page_size.trailing_zeros() as usize]
+    }
 }
 
 impl std::fmt::Debug for Table {
@@ -452,12 +474,12 @@ unsafe fn node_mut<'a>(p: NodePtr) -> &'a mut TNode {
 impl Table {
     /// An empty table of pages of `page_size` bytes (a power of two).
     pub fn new(page_size: usize) -> Table {
-        Table { root: None, height: 0, count: 0, shift: page_size.trailing_zeros() }
+        Table { root: None, height: 0, count: 0, shift: Shift::of(page_size) }
     }
 
     /// Bytes of one page.
     pub fn page_size(&self) -> u64 {
-        1 << self.shift
+        1 << self.shift as u32
     }
 
     /// Number of pages present.

@@ -274,6 +274,31 @@ impl<T> HazardSwap<T> {
         unsafe { Arc::from_raw(g.p) }
     }
 
+    /// The current version as an owned `Arc`, for the cell's one writer:
+    /// no hazard slot (whose line every other thread's `swap` then reads),
+    /// one count taken on the version itself. A node's runner starts each
+    /// batch with it.
+    ///
+    /// # Safety
+    /// No other thread swaps, stores or drops the cell until this returns
+    /// (the caller is its only writer): the cell's own count keeps the
+    /// version alive while this one is taken.
+    pub unsafe fn load_writer(&self) -> Arc<T> {
+        // Acquire: the previous writer (another thread, handed the role
+        // with release/acquire) published it; this also orders our reads.
+        let p = self.ptr.load(Ordering::Acquire);
+        // Injected bug (loom-tests/tests/hazard.rs): no count of its own, so
+        // the writer's `Arc` and the cell's share one.
+        #[cfg(not(loom_bug = "writer_load_uncounted"))]
+        // SAFETY: `p` is the cell's, counted by it, and nobody can swap it
+        // out meanwhile (the caller's contract).
+        unsafe {
+            Arc::increment_strong_count(p)
+        };
+        // SAFETY: the count taken above is this `Arc`'s.
+        unsafe { Arc::from_raw(p) }
+    }
+
     /// Publishes `value` and returns the old version, counted exactly: every
     /// guard still holding it has a count in it when this returns.
     pub fn swap(&self, value: Arc<T>) -> Arc<T> {

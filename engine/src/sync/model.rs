@@ -133,6 +133,14 @@ impl<T> ArcSwap<T> {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(&g)
     }
+    /// The current version, owned, for the cell's only writer (the real
+    /// one's contract, kept so callers are written once).
+    ///
+    /// # Safety
+    /// No other thread stores into or swaps the cell until this returns.
+    pub unsafe fn load_writer(&self) -> Arc<T> {
+        self.load_full()
+    }
     /// Publishes a new version and returns the old one (counted exactly:
     /// every holder has an `Arc` clone here).
     pub fn swap(&self, value: Arc<T>) -> Arc<T> {

@@ -103,6 +103,15 @@ impl<T> ArcSwap<T> {
     pub fn load_full(&self) -> Arc<T> {
         self.0.load_full()
     }
+    /// The current version as an owned `Arc`, for the cell's only writer
+    /// (`HazardSwap::load_writer`: no hazard slot).
+    ///
+    /// # Safety
+    /// No other thread stores into or swaps the cell until this returns.
+    pub unsafe fn load_writer(&self) -> Arc<T> {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.0.load_writer() }
+    }
     /// Publishes a new version. The old one is freed when its last reader is done.
     pub fn store(&self, value: Arc<T>) {
         self.0.store(value)
