@@ -8,7 +8,7 @@
 //! item that the per-file bench measured (`docs/BENCHMARKS.md`, "Per-file
 //! memory" and "The metadata charge"), plus the bytes the user chose:
 //! * an inode: [`INODE_COST`] (its node, its version, its inode-map slot),
-//!   [`EXTRA_COST`] more for a directory or a symlink, plus a symlink's
+//!   [`EXTRA_COST`] more for a directory, a symlink or a device, plus a symlink's
 //!   target;
 //! * a directory entry: [`ENTRY_COST`] plus the name;
 //! * an extended attribute (ACLs included): [`XATTR_COST`] plus name and
@@ -29,13 +29,13 @@ use std::ops::Deref;
 
 use crate::sync::atomic::Ordering;
 use crate::sync::{Arc, TallyU64};
-use crate::types::FileType;
 use crate::{Error, Result};
 
-/// Bytes of an inode: its node (88 bytes, a 112-byte heap block with its
-/// `Arc`), its first version (152, 176) and its inode-map slot (about 22).
-pub const INODE_COST: u64 = 320;
-/// Bytes a directory or a symlink adds to its inode (its boxed `Extra`).
+/// Bytes of an inode: its node (72 bytes, a 96-byte heap block with its
+/// `Arc`), its first version (136, 160) and its inode-map slot (about 22).
+pub const INODE_COST: u64 = 280;
+/// Bytes a directory, a symlink or a device adds to its inode (its boxed
+/// `Extra`).
 pub const EXTRA_COST: u64 = 144;
 /// Bytes of a directory entry besides its name (a 40-byte slot, its index
 /// bucket, and the slot vector's slack).
@@ -46,10 +46,11 @@ pub const XATTR_COST: u64 = 160;
 /// The default limit per inode of `Config::max_inodes` (tmpfs: 1 KiB).
 pub const PER_INODE: u64 = 1024;
 
-/// What an inode of `kind` with a symlink target of `target_len` bytes costs.
-pub(crate) fn inode_cost(kind: FileType, target_len: usize) -> u64 {
-    let extra = if matches!(kind, FileType::Directory | FileType::Symlink) { EXTRA_COST } else { 0 };
-    INODE_COST + extra + target_len as u64
+/// What an inode costs: with a boxed `Extra` (`extra`: a directory, a
+/// symlink, a device with a number) or not, and a symlink target of
+/// `target_len` bytes.
+pub(crate) fn inode_cost(extra: bool, target_len: usize) -> u64 {
+    INODE_COST + if extra { EXTRA_COST } else { 0 } + target_len as u64
 }
 
 /// What a directory entry named with `name_len` bytes costs.

@@ -177,7 +177,7 @@ impl Engine {
         };
         let budget = MetaBudget::new(limit);
         // The root is charged even past a tiny limit: it always exists.
-        budget.force(inode_cost(FileType::Directory, 0));
+        budget.force(inode_cost(true, 0));
         let meta = Meta::new(cfg.root_mode & 0o7777, cfg.root_uid, cfg.root_gid);
         let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, Special::None, None));
         let nodes = ShardMap::new();
@@ -322,7 +322,7 @@ impl Engine {
     pub(crate) fn free(&self, n: &Node) {
         if let Some(node) = self.nodes.remove_if(&n.ino, |v| std::ptr::eq(&**v, n)) {
             self.inodes.fetch_sub(1, Ordering::AcqRel);
-            self.meta.release(inode_cost(node.kind, node.target().map_or(0, <[u8]>::len)));
+            self.meta.release(inode_cost(node.has_extra(), node.target().map_or(0, <[u8]>::len)));
             let len = node.load().data.len();
             self.logical.fetch_sub(len, Ordering::Relaxed);
             // The node (and its sectors) is freed when the last Arc drops:
@@ -331,16 +331,16 @@ impl Engine {
         }
     }
 
-    /// Reserves what a namespace operation adds: an inode of `kind` with a
-    /// symlink target of `target_len` bytes (`inode`: one of `max_inodes`
-    /// and its metadata charge) and `bytes` more metadata (directory
+    /// Reserves what a namespace operation adds: an inode (`inode`: one of
+    /// `max_inodes` and its metadata charge, [`inode_cost`] of its two
+    /// values: whether it has a boxed `Extra`, its symlink target's length) and `bytes` more metadata (directory
     /// entries: [`entry_cost`]). Given back when the guard drops unless it
     /// is [committed](Reserved::commit).
     ///
     /// # Errors
     /// `NoInodes`, `NoSpace` (metadata); nothing reserved then.
-    pub(crate) fn reserve(&self, inode: Option<(FileType, usize)>, bytes: u64) -> Result<Reserved<'_>> {
-        let meta = inode.map_or(0, |(kind, target_len)| inode_cost(kind, target_len)) + bytes;
+    pub(crate) fn reserve(&self, inode: Option<(bool, usize)>, bytes: u64) -> Result<Reserved<'_>> {
+        let meta = inode.map_or(0, |(extra, target_len)| inode_cost(extra, target_len)) + bytes;
         if inode.is_some() {
             self.reserve_inode()?;
         }

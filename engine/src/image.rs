@@ -1235,7 +1235,9 @@ impl Loader {
         // The root is charged already (the engine made one).
         let nodes = self.staged.iter().filter(|(&ino, _)| ino != ROOT);
         let meta = self.engine.meta.as_ref();
-        meta.force(nodes.map(|(_, s)| crate::budget::inode_cost(s.kind, s.special.target_len())).sum());
+        meta.force(
+            nodes.map(|(_, s)| crate::budget::inode_cost(s.special.boxed(s.kind), s.special.target_len())).sum(),
+        );
         if meta.used() > meta.limit() {
             return Err(ImageError::TooMuchMetadata { needed: meta.used(), limit: meta.limit() });
         }

@@ -162,7 +162,9 @@ impl Engine {
         }
         let kind = new.kind;
         let target_len = new.target.as_ref().map_or(0, |t| t.len());
-        let reserved = self.reserve(Some((kind, target_len)), entry_cost(name.len()))?;
+        // As `new_node` makes it (`Special::boxed`).
+        let extra = kind == FileType::Directory || new.target.is_some() || new.rdev != 0;
+        let reserved = self.reserve(Some((extra, target_len)), entry_cost(name.len()))?;
         let node = self.new_node(&p, new)?;
         reserved.commit();
         let ino = node.ino;
@@ -294,7 +296,7 @@ impl Engine {
     /// `NotFound`, `NotDir`, `NoInodes`, `NoSpace` (metadata).
     pub fn tmpfile(&self, parent: Ino, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         let p = self.dir_node(parent)?;
-        self.reserve(Some((FileType::Regular, 0)), 0)?.commit();
+        self.reserve(Some((false, 0)), 0)?.commit();
         let meta = Meta::new(mode & 0o7777, uid, gid);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, Special::None, None));
@@ -632,7 +634,7 @@ impl Engine {
         // can no longer fail otherwise (as tmpfs: `ENOTEMPTY` before
         // `ENOSPC`), and before anything changes.
         let src_len = g1.name_len(&k1).unwrap_or(name.len());
-        let wkind = whiteout.then_some((FileType::CharDevice, 0));
+        let wkind = whiteout.then_some((false, 0)); // a 0/0 device: no `Extra`
         let grow = newname.len().saturating_sub(src_len) as u64;
         let shrink = src_len.saturating_sub(newname.len()) as u64;
         let bytes = grow + if whiteout { entry_cost(src_len) } else { 0 };

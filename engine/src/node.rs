@@ -824,6 +824,13 @@ pub(crate) enum Special {
 }
 
 impl Special {
+    /// Whether a node of `kind` with this gets a boxed [`Extra`].
+    pub(crate) fn boxed(&self, kind: FileType) -> bool {
+        kind == FileType::Directory
+            || matches!(self, Special::Target(_))
+            || matches!(self, Special::Device(r) if *r != 0)
+    }
+
     /// The length of a symlink's target (0: not a symlink).
     pub(crate) fn target_len(&self) -> usize {
         match self {
@@ -904,6 +911,7 @@ impl Node {
         parent: Ino,
         special: Special,
     ) -> Node {
+        let boxed = special.boxed(kind);
         let extra = match special {
             _ if kind == FileType::Directory => Some(Extra::Dir(DirNode {
                 lock: RwLock::new(Dir::new()),
@@ -915,6 +923,7 @@ impl Node {
             Special::Device(_) | Special::None => None,
         }
         .map(Box::new);
+        debug_assert_eq!(extra.is_some(), boxed, "what budget.rs charges");
         Node {
             ino,
             kind,
@@ -941,6 +950,11 @@ impl Node {
             Some(Extra::Symlink(t)) => Some(t),
             _ => None,
         }
+    }
+
+    /// Whether the node has a boxed [`Extra`] (charged in `budget.rs`).
+    pub(crate) fn has_extra(&self) -> bool {
+        self.extra.is_some()
     }
 
     /// A device's number (0: none).
@@ -1021,12 +1035,12 @@ impl Node {
         ops: impl Iterator<Item = Op<'o>>,
         out: &mut dyn FnMut(Result<u64>),
     ) {
-        // SAFETY: the caller is the node's runner (`Node::run`), the only
-        // one who stores `snap`. Not `load`: a writer uses no hazard slot (a
+        // SAFETY: the caller is the node's runner (`Node::submit` through
+        // the actor), the only one who stores `snap`. Not `load`: a writer uses no hazard slot (a
         // load writes the thread's slot, which every other thread's publish
         // then reads).
         let cur = unsafe { self.snap.load_writer() };
-        // SAFETY: the caller is the node's runner (`Node::run`), and `cur` is
+        // SAFETY: the caller is the node's runner, and `cur` is
         // what the node publishes (only a runner stores it) held until
         // `publish` or the end of this function.
         let mut draft = unsafe { Draft::new(&cur, cx.pool) };

@@ -173,6 +173,26 @@ fn acls_inherited_and_set_are_charged() {
     let _ = (f, sub);
 }
 
+/// A device with a number keeps it in a boxed part of its node, and is
+/// charged for it; a 0/0 device (a whiteout) has none.
+#[test]
+fn device_numbers_are_charged() {
+    let e = engine(1 << 20);
+    let before = meta(&e);
+    let a = e.mknod(ROOT, b"tty", 0o020_644, 0x0501, 0, 0).unwrap();
+    assert_eq!((a.kind, a.rdev), (FileType::CharDevice, 0x0501));
+    assert_eq!(meta(&e), before + INODE_COST + EXTRA_COST + ENTRY_COST + 3);
+    let z = e.mknod(ROOT, b"zero", 0o020_644, 0, 0, 0).unwrap();
+    assert_eq!(z.rdev, 0);
+    assert_eq!(meta(&e), before + 2 * INODE_COST + EXTRA_COST + 2 * ENTRY_COST + 7);
+    assert_eq!(e.getattr(a.ino).unwrap().rdev, 0x0501);
+    for (name, ino) in [(&b"tty"[..], a.ino), (b"zero", z.ino)] {
+        e.forget(ino, 1);
+        e.unlink(ROOT, name).unwrap();
+    }
+    assert_eq!(meta(&e), before);
+}
+
 #[test]
 fn whiteouts_are_charged_like_the_nodes_they_are() {
     let e = engine(1 << 20);
@@ -259,11 +279,13 @@ fn an_image_with_more_metadata_than_the_limit_is_refused() {
     let ok = Engine::load_image(&img[..], |i| Ok(Config { max_inodes: 1000, ..i.config.clone() })).unwrap();
     assert_eq!(ok.stats().meta_bytes, charged);
     assert_eq!(ok.stats().max_meta_bytes, 1000 * PER_INODE);
-    // With 150 inodes' worth (150 KiB) it does not fit: about 39 KB of
-    // inodes and names and 117 KB of attributes.
-    let err = Engine::load_image(&img[..], |i| Ok(Config { max_inodes: 150, ..i.config.clone() })).err();
+    // With a whole number of inodes' worth just short of it (about 36 KB of
+    // inodes and names and 117 KB of attributes) it does not fit.
+    let n = charged / PER_INODE;
+    assert!(n * PER_INODE < charged && n >= 101);
+    let err = Engine::load_image(&img[..], |i| Ok(Config { max_inodes: n, ..i.config.clone() })).err();
     match err {
-        Some(ImageError::TooMuchMetadata { needed, limit }) => assert_eq!((needed, limit), (charged, 150 * PER_INODE)),
+        Some(ImageError::TooMuchMetadata { needed, limit }) => assert_eq!((needed, limit), (charged, n * PER_INODE)),
         other => panic!("{other:?}"),
     }
 }

@@ -20,13 +20,18 @@
 //! at that path (removed or replaced while it waited) lets it go and starts
 //! again with the new one.
 //!
-//! Where no lock file can be made (the image's directory is read-only) the
-//! disk is mounted without one: it cannot save there either.
+//! Where no lock file can be made because the image's directory cannot be
+//! written (a read-only file system, a directory without write permission)
+//! the disk is mounted without one: it cannot save there either. A lock
+//! file that exists but cannot be opened (another user's) refuses the mount.
+//! A lock file deleted by hand (or by a cleaner of `/tmp`) while held lets
+//! a second disk in: keep images where nothing removes files behind you.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
@@ -36,6 +41,10 @@ use nix::fcntl::{fcntl, FcntlArg};
 const MOUNTED: i64 = 0;
 /// The byte of the lock file that a live daemon holds.
 const OWNED: i64 = 1;
+/// How long a mount waits for byte 0 of a daemon whose mountpoint is no
+/// longer mounted here (a `umount` just now: the daemon lets go of it once
+/// its workers have ended).
+const UNMOUNT_GRACE: Duration = Duration::from_secs(10);
 
 /// The image's lock, held by its daemon (module doc).
 #[derive(Debug)]
@@ -68,11 +77,13 @@ impl ImageLock {
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                // Not through a symlink; and a FIFO planted there must not
+                // block the open (it is refused just below).
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(&path)
             {
                 Ok(f) => f,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
+                Err(e) if unwritable_dir(&e, &path) => {
                     log::warn!(
                         "no lock for the image {} ({}: {e}); it cannot be saved there",
                         image.display(),
@@ -80,22 +91,32 @@ impl ImageLock {
                     );
                     return Ok(None);
                 }
-                Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot open {}, the lock of the image {}", path.display(), image.display())
+                    })
+                }
             };
-            if !set(&file, MOUNTED, libc::F_WRLCK, false)? {
+            if !file.metadata().is_ok_and(|m| m.is_file()) {
+                bail!("{} is not a regular file: it is the lock of the image {}", path.display(), image.display());
+            }
+            if !take_mounted(&file)? {
                 bail!(
                     "the image {} is in use by {}: unmount that disk first, or give this one another image",
                     image.display(),
                     holder(&file)
                 );
             }
+            // Who had it (for the message below), then who has it now (for
+            // the messages of other mounts).
+            let last = holder(&file);
+            note(&file, mountpoint);
             if !set(&file, OWNED, libc::F_WRLCK, false)? {
                 if !said {
                     // Before the daemon detaches, this reaches the caller.
                     let _ = writeln!(
                         io::stderr(),
-                        "sectorfs: waiting for {} to finish saving the image {}",
-                        holder(&file),
+                        "sectorfs: waiting for {last} to finish saving the image {}",
                         image.display()
                     );
                     said = true;
@@ -105,17 +126,8 @@ impl ImageLock {
             if !same_file(&file, &path) {
                 continue; // removed (its daemon exited) or replaced: again
             }
-            let mut lock = ImageLock { file, path };
-            lock.note(mountpoint);
-            return Ok(Some(lock));
+            return Ok(Some(ImageLock { file, path }));
         }
-    }
-
-    /// Writes who holds the lock (for the messages of other mounts).
-    fn note(&mut self, mountpoint: &Path) {
-        let text = format!("{} {}\n", std::process::id(), mountpoint.display());
-        let _ = self.file.set_len(0);
-        let _ = std::os::unix::fs::FileExt::write_all_at(&self.file, text.as_bytes(), 0);
     }
 
     /// The disk is unmounted: another may mount this image (after waiting
@@ -134,6 +146,67 @@ impl Drop for ImageLock {
         if same_file(&self.file, &self.path) {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Takes byte 0. If another daemon holds it but the mountpoint it noted is
+/// no longer mounted here, waits for it up to [`UNMOUNT_GRACE`]. False: a
+/// disk with the image is mounted.
+fn take_mounted(file: &File) -> Result<bool> {
+    let start = Instant::now();
+    loop {
+        if set(file, MOUNTED, libc::F_WRLCK, false)? {
+            return Ok(true);
+        }
+        let gone = noted(file).is_some_and(|(_, mp)| !is_mounted(&mp));
+        if !gone || start.elapsed() > UNMOUNT_GRACE {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `mp` is a mountpoint in this mount namespace (if in doubt: yes).
+fn is_mounted(mp: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return true };
+    // Field 5 is the mountpoint, with space, tab, newline and backslash
+    // written as octal escapes.
+    let want =
+        mp.to_string_lossy().replace('\\', "\\134").replace(' ', "\\040").replace('\t', "\\011").replace('\n', "\\012");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Whether opening `path` failed because its directory cannot be written
+/// (not because a lock file is there that is not ours to open).
+fn unwritable_dir(e: &io::Error, path: &Path) -> bool {
+    match e.raw_os_error() {
+        Some(libc::EROFS) => true,
+        Some(libc::EACCES | libc::EPERM) => std::fs::symlink_metadata(path).is_err(),
+        _ => false,
+    }
+}
+
+/// Writes who holds the lock (for the messages of other mounts).
+fn note(file: &File, mountpoint: &Path) {
+    let text = format!("{} {}\n", std::process::id(), mountpoint.display());
+    let _ = file.set_len(0);
+    let _ = file.write_all_at(text.as_bytes(), 0);
+}
+
+/// The pid and mountpoint [`note`] wrote.
+fn noted(file: &File) -> Option<(u32, PathBuf)> {
+    let mut buf = [0u8; 4096];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let (pid, mp) = text.strip_suffix('\n')?.split_once(' ')?;
+    Some((pid.parse().ok()?, PathBuf::from(mp)))
+}
+
+/// "the sectorfs disk at MP (pid N)", from the lock file.
+fn holder(file: &File) -> String {
+    match noted(file) {
+        Some((pid, mp)) => format!("the sectorfs disk at {} (pid {pid})", mp.display()),
+        None => "another sectorfs daemon".into(),
     }
 }
 
@@ -166,16 +239,6 @@ fn same_file(file: &File, path: &Path) -> bool {
     }
 }
 
-/// "the disk at MP (pid N)", from the lock file.
-fn holder(mut file: &File) -> String {
-    let mut text = String::new();
-    let _ = file.read_to_string(&mut text);
-    match text.trim_end().split_once(' ') {
-        Some((pid, mp)) if pid.parse::<u32>().is_ok() => format!("the sectorfs disk at {mp} (pid {pid})"),
-        _ => "another sectorfs daemon".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,16 +247,69 @@ mod tests {
     fn one_daemon_per_image() {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("disk.img");
-        let a = ImageLock::take(&img, Path::new("/mnt/a")).unwrap().expect("a lock");
-        assert_eq!(std::fs::read_to_string(lock_path(&img)).unwrap(), format!("{} /mnt/a\n", std::process::id()));
+        // Noted at "/", which is mounted: a second disk is refused at once.
+        let a = ImageLock::take(&img, Path::new("/")).unwrap().expect("a lock");
+        assert_eq!(std::fs::read_to_string(lock_path(&img)).unwrap(), format!("{} /\n", std::process::id()));
         // Another open file description: another daemon, as far as the
         // kernel's OFD locks go.
         let err = ImageLock::take(&img, Path::new("/mnt/b")).unwrap_err().to_string();
-        assert!(err.contains("in use by the sectorfs disk at /mnt/a (pid"), "{err}");
+        assert!(err.contains("in use by the sectorfs disk at / (pid"), "{err}");
         drop(a);
         assert!(!lock_path(&img).exists(), "the lock file stays behind");
         let b = ImageLock::take(&img, Path::new("/mnt/b")).unwrap().expect("b lock");
         drop(b);
+    }
+
+    #[test]
+    fn a_lock_file_that_is_not_a_file_or_not_ours_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("fifo.img");
+        let c = std::ffi::CString::new(lock_path(&img).into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = ImageLock::take(&img, Path::new("/mnt/a")).unwrap_err().to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
+        // A directory that cannot be written: no lock, no error.
+        let ro = tempfile::tempdir().unwrap();
+        let img = ro.path().join("ro.img");
+        std::fs::set_permissions(ro.path(), std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(ImageLock::take(&img, Path::new("/mnt/a")).unwrap().is_none());
+        }
+        std::fs::set_permissions(ro.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_holder_no_longer_mounted_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        // Mounted at a path that is no mountpoint: as after a `umount`,
+        // before the daemon's workers end.
+        let a = ImageLock::take(&img, &dir.path().join("nowhere")).unwrap().expect("a lock");
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            a.unmounted();
+            a
+        });
+        let img2 = img.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b = std::thread::spawn(move || {
+            let r = ImageLock::take(&img2, Path::new("/mnt/b")).map(|l| l.is_some());
+            tx.send(()).unwrap();
+            r
+        });
+        let a = t.join().unwrap();
+        // Byte 0 is free now; byte 1 waits for `a` to go.
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "did not wait for the save");
+        drop(a);
+        assert!(b.join().unwrap().unwrap());
+        // A holder whose mountpoint is mounted is refused at once.
+        let c = ImageLock::take(&img, Path::new("/")).unwrap().expect("c lock");
+        let start = std::time::Instant::now();
+        assert!(ImageLock::take(&img, Path::new("/mnt/d")).is_err());
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        drop(c);
     }
 
     #[test]

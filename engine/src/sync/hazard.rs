@@ -41,9 +41,11 @@
 //! reader's reads before the writer's later `get_mut` or drop (release on
 //! the reader's side, acquire on the writer's, failure included).
 //!
-//! loom: `loom-tests/tests/hazard.rs` runs readers against swaps, with an
-//! injected bug (`cfg(loom_bug = "hazard_no_recheck")`: the reader does not
-//! load the cell again) that it catches.
+//! loom: `loom-tests/tests/hazard.rs` runs readers against swaps and the
+//! writer's own `load_writer`, with injected bugs (`cfg(loom_bug =
+//! "hazard_no_recheck")`: the reader does not load the cell again;
+//! `writer_load_uncounted`: the writer's load takes no count) that it
+//! catches.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
