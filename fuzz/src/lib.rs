@@ -691,7 +691,8 @@ enum Kind {
         dead: bool,
     },
     Symlink(Vec<u8>),
-    Special(FileType),
+    /// A fifo, socket or device, and its device number (0 but for devices).
+    Special(FileType, u32),
 }
 
 #[derive(Debug, Clone)]
@@ -860,7 +861,7 @@ impl Harness {
             Kind::File(_) => FileType::Regular,
             Kind::Dir { .. } => FileType::Directory,
             Kind::Symlink(_) => FileType::Symlink,
-            Kind::Special(t) => *t,
+            Kind::Special(t, _) => *t,
         }
     }
 
@@ -1367,7 +1368,8 @@ impl Harness {
                     if (a.kind, a.perm, a.rdev, a.nlink) != (FileType::CharDevice, 0, 0, 1) {
                         self.fail(format!("whiteout {a:?}"));
                     }
-                    let node = MNode { kind: Kind::Special(FileType::CharDevice), xattrs: BTreeMap::new(), opens: 0 };
+                    let node =
+                        MNode { kind: Kind::Special(FileType::CharDevice, 0), xattrs: BTreeMap::new(), opens: 0 };
                     self.nodes.insert(a.ino, node);
                     self.entries_mut(sd).insert(sn.to_vec(), a.ino);
                 }
@@ -1573,10 +1575,11 @@ impl Harness {
                 let dir = self.dir(*dir);
                 let (kind, extra) = match FileType::from_mode(mode.0) {
                     None | Some(FileType::Directory | FileType::Symlink) => {
-                        (Kind::Special(FileType::Fifo), vec![Error::InvalidArgument])
+                        (Kind::Special(FileType::Fifo, 0), vec![Error::InvalidArgument])
                     }
                     Some(FileType::Regular) => (Kind::File(MFile::default()), vec![]),
-                    Some(t) => (Kind::Special(t), vec![]),
+                    Some(t @ (FileType::CharDevice | FileType::BlockDevice)) => (Kind::Special(t, *rdev), vec![]),
+                    Some(t) => (Kind::Special(t, 0), vec![]),
                 };
                 self.make(dir, &name.0, kind, &extra, |e| e.mknod(dir, &name.0, mode.0, *rdev, 0, 0))
             }
@@ -1791,7 +1794,11 @@ impl Harness {
                         self.fail(format!("symlink size {}", a.size));
                     }
                 }
-                Kind::Special(_) => {}
+                Kind::Special(_, rdev) => {
+                    if a.rdev != *rdev {
+                        self.fail(format!("device number {:#x}, model {rdev:#x}", a.rdev));
+                    }
+                }
             }
         }
         for ino in std::mem::take(&mut self.dirty) {
@@ -1844,7 +1851,9 @@ impl Harness {
                     sum += EXTRA_COST + entries.keys().map(|n| ENTRY_COST + n.len() as u64).sum::<u64>();
                 }
                 Kind::Symlink(t) => sum += EXTRA_COST + t.len() as u64,
-                Kind::File(_) | Kind::Special(_) => {}
+                // A device number lives in the node's boxed part.
+                Kind::Special(_, rdev) if *rdev != 0 => sum += EXTRA_COST,
+                Kind::File(_) | Kind::Special(..) => {}
             }
             sum += xattrs_meta(&node.xattrs);
         }
