@@ -30,7 +30,9 @@ use std::ops::Range;
 
 use crate::sector::table::{Edit, Leaf, LeafMut, Retired, Table, LEAF, SLOT_COST};
 use crate::sector::{Charge, Pool, Reservation};
-use crate::sync::{Arc, Page, RawMem};
+#[cfg(loom)]
+use crate::sync::Arc;
+use crate::sync::{Page, RawMem};
 use crate::{Error, Result};
 
 /// `fallocate` mode: keep the file size.
@@ -58,19 +60,48 @@ impl Ctx<'_> {
     }
 }
 
-/// A small file's bytes, charged against the limit: exactly `bytes.len()`,
-/// given back when the last version holding them lets go. It keeps the
-/// pool instead of a [`Charge`] (whose byte count would be `bytes.len()`
-/// again): 40 bytes behind the `Arc`, a 48-byte heap chunk, not 64
-/// (issue 17, per-file cost).
-struct Inline {
-    bytes: Box<[u8]>,
+/// A small file's bytes, charged against the limit: exactly their length,
+/// given back when the last version holding them lets go (the header's
+/// `Drop`). One allocation: the count, the pool, the length and the bytes
+/// (`triomphe`'s header-and-slice `Arc`): 24 bytes besides the file's, a
+/// 144-byte heap chunk for 100 bytes where an `Arc` of a box took two (48
+/// and 112; issue 17, per-file cost). The header keeps the pool instead of
+/// a [`Charge`], whose byte count would be the length again. Under loom, a
+/// loom `Arc` of a box (whose counts loom checks).
+#[derive(Clone)]
+struct Inline(
+    #[cfg(not(loom))] triomphe::Arc<triomphe::HeaderSlice<InlineHead, [u8]>>,
+    #[cfg(loom)] Arc<(InlineHead, Box<[u8]>)>,
+);
+
+/// What [`Inline`] keeps besides the bytes: who to give their charge back to.
+struct InlineHead {
     pool: Pool,
+    /// The bytes' length (at most a sector, `Config::inline_max`).
+    len: u32,
 }
 
-impl Drop for Inline {
+impl Drop for InlineHead {
     fn drop(&mut self) {
-        self.pool.uncharge(self.bytes.len() as u64);
+        self.pool.uncharge(u64::from(self.len));
+    }
+}
+
+impl Inline {
+    /// `bytes` (at most `u32::MAX` of them), charged to `pool` already.
+    fn new(bytes: &[u8], pool: Pool) -> Inline {
+        let head = InlineHead { pool, len: u32::try_from(bytes.len()).expect("inline bytes fit a sector") };
+        #[cfg(not(loom))]
+        return Inline(triomphe::Arc::from_header_and_slice(head, bytes));
+        #[cfg(loom)]
+        return Inline(Arc::new((head, bytes.into())));
+    }
+
+    fn bytes(&self) -> &[u8] {
+        #[cfg(not(loom))]
+        return &self.0.slice;
+        #[cfg(loom)]
+        return &self.0 .1;
     }
 }
 
@@ -78,7 +109,7 @@ impl Drop for Inline {
 enum Content {
     #[default]
     Empty,
-    Inline(Arc<Inline>),
+    Inline(Inline),
     Sectors(Table),
 }
 
@@ -147,7 +178,7 @@ impl FileData {
     pub fn allocated(&self, _ss: u64) -> u64 {
         match &self.content {
             Content::Empty => 0,
-            Content::Inline(b) => b.bytes.len() as u64,
+            Content::Inline(b) => b.bytes().len() as u64,
             Content::Sectors(t) => t.count() * t.page_size(),
         }
     }
@@ -164,7 +195,7 @@ impl FileData {
             Content::Inline(b) => {
                 // Inline bytes are exactly `len` long.
                 let o = off as usize;
-                buf.copy_from_slice(&b.bytes[o..o + n]);
+                buf.copy_from_slice(&b.bytes()[o..o + n]);
             }
             Content::Sectors(t) => {
                 let mut at = 0usize;
@@ -301,7 +332,7 @@ impl FileData {
             Content::Inline(b) => {
                 // Inline bytes are exactly `len` long.
                 let o = off as usize;
-                each(Piece::Mem(&b.bytes[o..o + n]));
+                each(Piece::Mem(&b.bytes()[o..o + n]));
             }
             Content::Sectors(t) => runs(t, off, n as u64, |r| match r {
                 Run::Mem(m, within, take) => each(Piece::Run(m, within, take)),
@@ -319,7 +350,7 @@ impl FileData {
     pub(crate) unsafe fn share(&self) -> FileData {
         let content = match &self.content {
             Content::Empty => Content::Empty,
-            Content::Inline(b) => Content::Inline(Arc::clone(b)),
+            Content::Inline(b) => Content::Inline(b.clone()),
             // SAFETY: the caller's contract is `Table::share`'s.
             Content::Sectors(t) => Content::Sectors(unsafe { t.share() }),
         };
@@ -751,7 +782,7 @@ impl FileData {
 
     fn inline_bytes(&self) -> &[u8] {
         match &self.content {
-            Content::Inline(b) => &b.bytes,
+            Content::Inline(b) => b.bytes(),
             _ => &[],
         }
     }
@@ -761,11 +792,8 @@ impl FileData {
     fn set_inline(&mut self, bytes: Vec<u8>, charge: Charge) {
         debug_assert_eq!(charge.bytes(), bytes.len() as u64, "an inline buffer is charged its length");
         self.len = bytes.len() as u64;
-        self.content = if bytes.is_empty() {
-            Content::Empty
-        } else {
-            Content::Inline(Arc::new(Inline { bytes: bytes.into_boxed_slice(), pool: charge.keep() }))
-        };
+        self.content =
+            if bytes.is_empty() { Content::Empty } else { Content::Inline(Inline::new(&bytes, charge.keep())) };
     }
 
     fn shrink(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, new_len: u64) {
@@ -773,7 +801,7 @@ impl FileData {
         match &mut self.content {
             Content::Empty => self.len = new_len,
             Content::Inline(b) => {
-                let bytes = b.bytes[..new_len as usize].to_vec();
+                let bytes = b.bytes()[..new_len as usize].to_vec();
                 // Shrinking must not fail when full: the new buffer is smaller
                 // than the one it replaces, which is freed right after.
                 let charge = cx.pool.reserve_forced(new_len).charge(new_len);
@@ -852,7 +880,7 @@ impl FileData {
         match &mut self.content {
             Content::Empty => {}
             Content::Inline(b) => {
-                let mut bytes = b.bytes.to_vec();
+                let mut bytes = b.bytes().to_vec();
                 bytes[off as usize..end as usize].fill(0);
                 let charge = cx.pool.reserve_forced(len).charge(len);
                 match charge {
@@ -1052,7 +1080,7 @@ impl FileData {
         let Content::Sectors(table) = &mut self.content else { unreachable!("made a table just above") };
         if let Some(Content::Inline(b)) = old {
             // Converting: the inline bytes go to sector 0's fresh pages.
-            let bytes = &b.bytes;
+            let bytes = b.bytes();
             for p in 0..pps {
                 let lo = (p * ps) as usize;
                 let hi = (lo + ps as usize).min(bytes.len());
