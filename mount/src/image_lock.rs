@@ -44,7 +44,7 @@ const OWNED: i64 = 1;
 /// How long a mount waits for byte 0 of a daemon whose mountpoint is no
 /// longer mounted here (a `umount` just now: the daemon lets go of it once
 /// its workers have ended).
-const UNMOUNT_GRACE: Duration = Duration::from_secs(10);
+const UNMOUNT_GRACE: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 10 });
 
 /// The image's lock, held by its daemon (module doc).
 #[derive(Debug)]
@@ -71,6 +71,11 @@ impl ImageLock {
         let path = lock_path(image);
         let mut said = false;
         loop {
+            // Checked before the open too, so that nothing but a regular
+            // file (a device planted there, say) is ever opened.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+                bail!("{} is not a regular file: it is the lock of the image {}", path.display(), image.display());
+            }
             let file = match std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -100,12 +105,19 @@ impl ImageLock {
             if !file.metadata().is_ok_and(|m| m.is_file()) {
                 bail!("{} is not a regular file: it is the lock of the image {}", path.display(), image.display());
             }
-            if !take_mounted(&file)? {
-                bail!(
+            match take_mounted(&file, image)? {
+                Mounted::Taken => {}
+                Mounted::InUse => bail!(
                     "the image {} is in use by {}: unmount that disk first, or give this one another image",
                     image.display(),
                     holder(&file)
-                );
+                ),
+                Mounted::Lingering => bail!(
+                    "the image {} is still held by {}, which was unmounted while files on it were open (a lazy \
+                     unmount): close them, or give this disk another image",
+                    image.display(),
+                    holder(&file)
+                ),
             }
             // Who had it (for the message below), then who has it now (for
             // the messages of other mounts).
@@ -149,18 +161,40 @@ impl Drop for ImageLock {
     }
 }
 
+/// What became of byte 0.
+enum Mounted {
+    Taken,
+    /// Held by a disk mounted here (or somewhere we cannot tell).
+    InUse,
+    /// Still held after [`UNMOUNT_GRACE`] by a daemon whose mountpoint is no
+    /// longer mounted here: detached lazily, with files still open.
+    Lingering,
+}
+
 /// Takes byte 0. If another daemon holds it but the mountpoint it noted is
-/// no longer mounted here, waits for it up to [`UNMOUNT_GRACE`]. False: a
-/// disk with the image is mounted.
-fn take_mounted(file: &File) -> Result<bool> {
+/// no longer mounted here, waits for it (and says so) up to
+/// [`UNMOUNT_GRACE`].
+fn take_mounted(file: &File, image: &Path) -> Result<Mounted> {
     let start = Instant::now();
+    let mut said = false;
     loop {
         if set(file, MOUNTED, libc::F_WRLCK, false)? {
-            return Ok(true);
+            return Ok(Mounted::Taken);
         }
-        let gone = noted(file).is_some_and(|(_, mp)| !is_mounted(&mp));
-        if !gone || start.elapsed() > UNMOUNT_GRACE {
-            return Ok(false);
+        if !noted(file).is_some_and(|(_, mp)| !is_mounted(&mp)) {
+            return Ok(Mounted::InUse);
+        }
+        if start.elapsed() > UNMOUNT_GRACE {
+            return Ok(Mounted::Lingering);
+        }
+        if !said && start.elapsed() > Duration::from_millis(500) {
+            let _ = writeln!(
+                io::stderr(),
+                "sectorfs: waiting for {}, unmounted, to let go of the image {}",
+                holder(file),
+                image.display()
+            );
+            said = true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -310,6 +344,24 @@ mod tests {
         assert!(ImageLock::take(&img, Path::new("/mnt/d")).is_err());
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
         drop(c);
+    }
+
+    #[test]
+    fn a_disk_detached_with_files_open_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("lazy.img");
+        // Noted at a path that is not mounted, and never lets go of byte 0:
+        // a lazy unmount whose files stay open.
+        let a = ImageLock::take(&img, &dir.path().join("gone")).unwrap().expect("a lock");
+        let start = std::time::Instant::now();
+        let err = ImageLock::take(&img, Path::new("/mnt/b")).unwrap_err().to_string();
+        assert!(err.contains("was unmounted while files on it were open"), "{err}");
+        assert!(start.elapsed() >= UNMOUNT_GRACE, "it did not wait");
+        // Not a regular file: refused before it is opened.
+        drop(a);
+        std::fs::create_dir(lock_path(&img)).unwrap();
+        let err = ImageLock::take(&img, Path::new("/mnt/b")).unwrap_err().to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
     }
 
     #[test]
