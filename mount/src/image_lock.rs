@@ -181,7 +181,7 @@ fn take_mounted(file: &File, image: &Path) -> Result<Mounted> {
         if set(file, MOUNTED, libc::F_WRLCK, false)? {
             return Ok(Mounted::Taken);
         }
-        if !noted(file).is_some_and(|(_, mp)| !is_mounted(&mp)) {
+        if noted(file).is_none_or(|(_, mp)| is_mounted(&mp)) {
             return Ok(Mounted::InUse);
         }
         if start.elapsed() > UNMOUNT_GRACE {
