@@ -1036,13 +1036,13 @@ impl Node {
         out: &mut dyn FnMut(Result<u64>),
     ) {
         // SAFETY: the caller is the node's runner (`Node::submit` through
-        // the actor), the only one who stores `snap`. Not `load`: a writer uses no hazard slot (a
-        // load writes the thread's slot, which every other thread's publish
-        // then reads).
+        // the actor), the only one who stores `snap`. Not `load`: a writer
+        // uses no hazard slot (a load writes the thread's slot, which every
+        // other thread's publish then reads).
         let cur = unsafe { self.snap.load_writer() };
-        // SAFETY: the caller is the node's runner, and `cur` is
-        // what the node publishes (only a runner stores it) held until
-        // `publish` or the end of this function.
+        // SAFETY: the caller is the node's runner, and `cur` is what the
+        // node publishes (only a runner stores it) held until `publish` or
+        // the end of this function.
         let mut draft = unsafe { Draft::new(&cur, cx.pool) };
         let before = cur.data.len();
         let mut changed = false;

@@ -17,9 +17,10 @@
 //! # What the model covers
 //! The real `load` (slot store, re-check, retract), guard drop (the CAS that
 //! finds a paid debt), `swap` (scan and pay), `load_full`, the writer's
-//! `load_writer`, and the cell's drop. A version is a loom `UnsafeCell`: the reader reads it through its
-//! guard, the writer writes it once `Arc::get_mut` grants it, and its `Drop`
-//! writes it too, so any overlap is a loom data-race report.
+//! `load_writer`, and the cell's drop. A version is a loom `UnsafeCell`:
+//! the reader reads it through its guard, the writer writes it once
+//! `Arc::get_mut` grants it, and its `Drop` writes it too, so any overlap is
+//! a loom data-race report.
 //!
 //! # What it does not cover
 //! More than [`SLOTS`] guards on one thread (the slow path borrows a chunk
