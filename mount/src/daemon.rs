@@ -127,8 +127,9 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     fs.want_uring(want_uring);
 
     // As root, mount(2) directly. Other users go through the setuid
-    // fusermount3, which we drive ourselves (also when /dev/fuse is closed
-    // to the user, 0600, as in many containers).
+    // fusermount3, which we drive ourselves. It opens /dev/fuse with the
+    // user's rights (libfuse 3), so the device must be open to the user
+    // (0666, as distributions ship it); a 0600 one gets a hint.
     let k = args.kernel_options;
     let (fd, unmounter) = if nix::unistd::geteuid().is_root() {
         let fd = sectorfs_fuse::dev::open_dev().context("cannot open /dev/fuse (is the fuse module loaded?)")?;
@@ -428,8 +429,24 @@ fn fusermount_mount(mp: &Path, opts: &[String]) -> Result<std::os::fd::OwnedFd> 
     let out = child.wait_with_output().context("cannot wait for fusermount3")?;
     match fd {
         Some(fd) if out.status.success() => Ok(fd),
-        _ => bail!("cannot mount {}: {}", mp.display(), fusermount_message(&out.stderr)),
+        _ => bail!("cannot mount {}: {}", mp.display(), with_hint(fusermount_message(&out.stderr), dev_fuse_mode())),
     }
+}
+
+/// `/dev/fuse`'s permission bits, if it can be seen.
+fn dev_fuse_mode() -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata("/dev/fuse").ok().map(|m| m.permissions().mode() & 0o777)
+}
+
+/// fusermount3's complaint, with what to do when it could not open
+/// `/dev/fuse` (mode `mode`) with the user's rights.
+fn with_hint(msg: String, mode: Option<u32>) -> String {
+    if !(msg.contains("/dev/fuse") && msg.contains("Permission denied")) {
+        return msg;
+    }
+    let now = mode.map_or(String::new(), |m| format!(" (it is {m:04o} here)"));
+    format!("{msg}: fusermount3 opens /dev/fuse as you, so it must be readable and writable by you{now}; most systems ship it 0666 (`chmod 0666 /dev/fuse` as root, or a udev rule), or mount as root")
 }
 
 /// fusermount3's one-line complaint, without its name.
@@ -833,6 +850,14 @@ pub(crate) fn stats(mountpoint: &Path, format: Format, watch: Option<Duration>) 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_closed_dev_fuse_gets_a_hint() {
+        let m = super::with_hint("failed to open /dev/fuse: Permission denied".into(), Some(0o600));
+        assert!(m.starts_with("failed to open /dev/fuse: Permission denied: fusermount3 opens"), "{m}");
+        assert!(m.contains("(it is 0600 here)"), "{m}");
+        assert_eq!(super::with_hint("mountpoint is not empty".into(), Some(0o600)), "mountpoint is not empty");
+    }
+
     use super::*;
 
     const INFO: &str = "\
