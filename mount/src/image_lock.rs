@@ -236,9 +236,18 @@ fn noted(file: &File) -> Option<(u32, PathBuf)> {
     Some((pid.parse().ok()?, PathBuf::from(mp)))
 }
 
-/// "the sectorfs disk at MP (pid N)", from the lock file.
+/// "the sectorfs disk at MP (pid N)", from the lock file (read again a few
+/// times if it is being rewritten).
 fn holder(file: &File) -> String {
-    match noted(file) {
+    let mut note = noted(file);
+    for _ in 0..5 {
+        if note.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        note = noted(file);
+    }
+    match note {
         Some((pid, mp)) => format!("the sectorfs disk at {} (pid {pid})", mp.display()),
         None => "another sectorfs daemon".into(),
     }
