@@ -334,8 +334,8 @@ impl Engine {
     /// Reserves what a namespace operation adds: an inode (`inode`: one of
     /// `max_inodes` and its metadata charge, [`inode_cost`] of its two
     /// values: whether it has a boxed `Extra`, its symlink target's length)
-    /// and `bytes` more metadata (directory entries: [`entry_cost`]). Given back when the guard drops unless it
-    /// is [committed](Reserved::commit).
+    /// and `bytes` more metadata (directory entries: [`entry_cost`]). Given
+    /// back when the guard drops unless it is [committed](Reserved::commit).
     ///
     /// # Errors
     /// `NoInodes`, `NoSpace` (metadata); nothing reserved then.

@@ -531,7 +531,7 @@ fn check_mountpoint(p: &Path) -> Result<PathBuf> {
 
 /// One line of `/proc/self/mountinfo`: file system type and source.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct MountEntry {
+pub(crate) struct MountEntry {
     fstype: String,
     source: String,
     /// `user_id=` of a FUSE mount's super options: who mounted it.
@@ -539,7 +539,7 @@ struct MountEntry {
 }
 
 /// The mount whose mount point is exactly `mp` (the last one if stacked).
-fn mount_entry(mp: &Path) -> Option<MountEntry> {
+pub(crate) fn mount_entry(mp: &Path) -> Option<MountEntry> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     parse_mountinfo(&info, mp.as_os_str().as_bytes())
 }

@@ -33,7 +33,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 
@@ -73,8 +73,10 @@ impl ImageLock {
         loop {
             // Checked before the open too, so that nothing but a regular
             // file (a device planted there, say) is ever opened.
+            let not_a_file =
+                || anyhow!("{} is not a regular file: it is the lock of the image {}", path.display(), image.display());
             if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
-                bail!("{} is not a regular file: it is the lock of the image {}", path.display(), image.display());
+                return Err(not_a_file());
             }
             let file = match std::fs::OpenOptions::new()
                 .read(true)
@@ -103,7 +105,7 @@ impl ImageLock {
                 }
             };
             if !file.metadata().is_ok_and(|m| m.is_file()) {
-                bail!("{} is not a regular file: it is the lock of the image {}", path.display(), image.display());
+                return Err(not_a_file());
             }
             match take_mounted(&file, image)? {
                 Mounted::Taken => {}
@@ -200,14 +202,10 @@ fn take_mounted(file: &File, image: &Path) -> Result<Mounted> {
     }
 }
 
-/// Whether `mp` is a mountpoint in this mount namespace (if in doubt: yes).
+/// Whether `mp` is a mountpoint in this mount namespace (if in doubt, with
+/// no `/proc`: yes).
 fn is_mounted(mp: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return true };
-    // Field 5 is the mountpoint, with space, tab, newline and backslash
-    // written as octal escapes.
-    let want =
-        mp.to_string_lossy().replace('\\', "\\134").replace(' ', "\\040").replace('\t', "\\011").replace('\n', "\\012");
-    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    !Path::new("/proc/self/mountinfo").exists() || crate::daemon::mount_entry(mp).is_some()
 }
 
 /// Whether opening `path` failed because its directory cannot be written
