@@ -48,10 +48,10 @@ fn check_name(name: &[u8]) -> Result<()> {
 struct New {
     kind: FileType,
     perm: u32,
-    rdev: u32,
     uid: u32,
     gid: u32,
-    target: Option<Box<[u8]>>,
+    /// A symlink's target or a device's number.
+    special: Special,
     /// Bits to clear from `perm` unless a default ACL is inherited.
     umask: u32,
 }
@@ -105,7 +105,7 @@ impl Engine {
     /// # Errors
     /// `NoSpace`: no metadata left for the inherited ACLs.
     fn new_node(&self, p: &Node, new: New) -> Result<Arc<Node>> {
-        let New { kind, perm, rdev, uid, gid, target, umask } = new;
+        let New { kind, perm, uid, gid, special, umask } = new;
         let psnap = p.load_full();
         let pmeta = &psnap.meta;
         let mut gid = gid;
@@ -138,10 +138,6 @@ impl Engine {
         let meta = Meta::new(perm, uid, gid);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         let nlink = if kind == FileType::Directory { 2 } else { 1 };
-        let special = match target {
-            Some(t) => Special::Target(t),
-            None => Special::Device(rdev),
-        };
         Ok(Arc::new(Node::new(ino, kind, meta, nlink, p.ino, special, xattrs)))
     }
 
@@ -161,10 +157,8 @@ impl Engine {
             return Err(Error::Exists);
         }
         let kind = new.kind;
-        let target_len = new.target.as_ref().map_or(0, |t| t.len());
-        // As `new_node` makes it (`Special::boxed`).
-        let extra = kind == FileType::Directory || new.target.is_some() || new.rdev != 0;
-        let reserved = self.reserve(Some((extra, target_len)), entry_cost(name.len()))?;
+        let inode = (new.special.boxed(kind), new.special.target_len());
+        let reserved = self.reserve(Some(inode), entry_cost(name.len()))?;
         let node = self.new_node(&p, new)?;
         reserved.commit();
         let ino = node.ino;
@@ -203,7 +197,7 @@ impl Engine {
     /// # Errors
     /// As [`Engine::create`].
     pub fn create_umask(&self, parent: Ino, name: &[u8], mode: u32, umask: u32, uid: u32, gid: u32) -> Result<Attr> {
-        let new = New { kind: FileType::Regular, perm: mode, rdev: 0, uid, gid, target: None, umask };
+        let new = New { kind: FileType::Regular, perm: mode, uid, gid, special: Special::None, umask };
         self.make(parent, name, new)
     }
 
@@ -224,7 +218,7 @@ impl Engine {
     /// # Errors
     /// As [`Engine::mkdir`].
     pub fn mkdir_umask(&self, parent: Ino, name: &[u8], mode: u32, umask: u32, uid: u32, gid: u32) -> Result<Attr> {
-        let new = New { kind: FileType::Directory, perm: mode, rdev: 0, uid, gid, target: None, umask };
+        let new = New { kind: FileType::Directory, perm: mode, uid, gid, special: Special::None, umask };
         self.make(parent, name, new)
     }
 
@@ -253,7 +247,7 @@ impl Engine {
             return Err(Error::InvalidArgument);
         }
         let rdev = if matches!(kind, FileType::CharDevice | FileType::BlockDevice) { rdev } else { 0 };
-        self.make(parent, name, New { kind, perm: mode, rdev, uid, gid, target: None, umask })
+        self.make(parent, name, New { kind, perm: mode, uid, gid, special: Special::Device(rdev), umask })
     }
 
     /// Creates a symbolic link to `target`.
@@ -274,7 +268,7 @@ impl Engine {
         self.make(
             parent,
             name,
-            New { kind: FileType::Symlink, perm: 0o777, rdev: 0, uid, gid, target: Some(target.into()), umask: 0 },
+            New { kind: FileType::Symlink, perm: 0o777, uid, gid, special: Special::Target(target.into()), umask: 0 },
         )
     }
 
@@ -646,7 +640,7 @@ impl Engine {
             let r = self.reserve(wkind, bytes)?;
             let wnode = if whiteout {
                 let (uid, gid) = (owner.uid, owner.gid);
-                let new = New { kind: FileType::CharDevice, perm: 0, rdev: 0, uid, gid, target: None, umask: 0 };
+                let new = New { kind: FileType::CharDevice, perm: 0, uid, gid, special: Special::None, umask: 0 };
                 Some(self.new_node(&p1, new)?)
             } else {
                 None
