@@ -61,6 +61,8 @@
 //! memory with it). It never panics on a hostile image, and its memory is
 //! bounded by the limit in force plus one record (at most 1 MiB and a bit).
 
+mod direct;
+
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -74,6 +76,7 @@ use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
 use crate::types::*;
 use crate::{Config, Engine, Error};
+pub use direct::ImageWriter;
 
 /// The first 8 bytes of every image.
 pub const MAGIC: [u8; 8] = *b"SECTORFS";
@@ -86,6 +89,10 @@ pub const DATA_CHUNK: usize = 1 << 20;
 const MAX_PAYLOAD: usize = DATA_CHUNK + 64;
 const DIR_CHUNK: usize = 64 << 10;
 const BUF: usize = 4 << 20;
+/// Every write `write_to` hands its writer starts at an address aligned to
+/// this and, but for the last, is a whole multiple of it long: what a file
+/// opened with `O_DIRECT` asks (a writer need not care).
+pub const WRITE_ALIGN: usize = 4096;
 
 const META: u8 = 1;
 const NODE: u8 = 2;
@@ -467,13 +474,23 @@ pub fn read_info<R: Read>(r: R) -> Result<ImageInfo, ImageError> {
 
 struct Out<W: Write> {
     w: W,
+    /// `lead` bytes of padding, then the records not written yet; it never
+    /// grows past its capacity, so `buf[lead..]` stays `WRITE_ALIGN`-aligned.
     buf: Vec<u8>,
+    lead: usize,
     written: u64,
     records: u64,
     chain: crc32fast::Hasher,
 }
 
 impl<W: Write> Out<W> {
+    fn new(w: W) -> Self {
+        let mut buf: Vec<u8> = Vec::with_capacity(BUF + WRITE_ALIGN);
+        let lead = buf.as_ptr().addr().wrapping_neg() % WRITE_ALIGN;
+        buf.resize(lead, 0);
+        Out { w, buf, lead, written: 0, records: 0, chain: crc32fast::Hasher::new() }
+    }
+
     /// Starts a record: returns where its header is.
     fn begin(&mut self, kind: u8) -> usize {
         let at = self.buf.len();
@@ -490,15 +507,28 @@ impl<W: Write> Out<W> {
         self.chain.update(&crc.to_le_bytes());
         self.records += 1;
         if self.buf.len() >= BUF - MAX_PAYLOAD - 16 {
-            self.flush()?;
+            self.flush(false)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.w.write_all(&self.buf)?;
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
+    /// Writes the whole `WRITE_ALIGN` blocks of the buffer and keeps the
+    /// rest, under 4 KiB, at its start; if `last`, writes that rest too (a
+    /// write of its own: the blocks before it stay aligned).
+    fn flush(&mut self, last: bool) -> io::Result<()> {
+        let lead = self.lead;
+        let n = (self.buf.len() - lead) / WRITE_ALIGN * WRITE_ALIGN;
+        if n > 0 {
+            self.w.write_all(&self.buf[lead..lead + n])?;
+            self.written += n as u64;
+            self.buf.copy_within(lead + n.., lead);
+            self.buf.truncate(self.buf.len() - n);
+        }
+        if last && self.buf.len() > lead {
+            self.w.write_all(&self.buf[lead..])?;
+            self.written += (self.buf.len() - lead) as u64;
+            self.buf.truncate(lead);
+        }
         Ok(())
     }
 }
@@ -642,7 +672,7 @@ impl Snapshot {
     pub fn write_to<W: Write>(&self, w: W, extras: &[(&str, &str)]) -> io::Result<SaveReport> {
         let ss = self.cfg.sector_size as u64;
         let (plan, cloned) = self.clone_plan();
-        let mut o = Out { w, buf: Vec::with_capacity(BUF), written: 0, records: 0, chain: crc32fast::Hasher::new() };
+        let mut o = Out::new(w);
         // Header.
         let c = &self.cfg;
         let b = &mut o.buf;
@@ -663,9 +693,9 @@ impl Snapshot {
         }
         put_time(b, Time::now());
         b.extend_from_slice(&[0u8; 8]);
-        let crc = crc32fast::hash(b);
+        let crc = crc32fast::hash(&b[o.lead..]);
         b.extend_from_slice(&crc.to_le_bytes());
-        debug_assert_eq!(b.len(), HEADER_LEN);
+        debug_assert_eq!(b.len() - o.lead, HEADER_LEN);
         // Extras.
         let at = o.begin(META);
         for (k, v) in extras {
@@ -777,7 +807,7 @@ impl Snapshot {
         }
         o.buf.extend_from_slice(&chain.to_le_bytes());
         o.end(at)?;
-        o.flush()?;
+        o.flush(true)?;
         o.w.flush()?;
         Ok(SaveReport { nodes: self.nodes.len() as u64, entries: self.entries, data_bytes, image_bytes: o.written })
     }

@@ -593,3 +593,146 @@ fn clones_past_the_limit_are_refused() {
     let small = Engine::load_image(&img[..], |i| Ok(Config { max_bytes: 5 << 18, ..i.config.clone() }));
     assert!(matches!(small, Err(ImageError::TooLarge { .. })), "{small:?}");
 }
+
+/// A tree whose image takes several of the saver's 4 MiB buffers, with
+/// records of every size between them.
+fn several_buffers() -> Engine {
+    let e = build();
+    let data: Vec<u8> = (0..(9u32 << 20) + 123).map(|i| (i * 13 + i / 4093) as u8).collect();
+    let big = e.create(ROOT, b"nine-megs", 0o644, 0, 0).unwrap().ino;
+    e.write(big, 0, &data).unwrap();
+    for i in 0..300u32 {
+        let f = e.create(ROOT, format!("f{i}").as_bytes(), 0o644, 0, 0).unwrap().ino;
+        e.write(f, 0, &data[..(i as usize * 977) % 70_000 + 1]).unwrap();
+    }
+    e
+}
+
+#[test]
+fn every_write_but_the_last_is_aligned_for_o_direct() {
+    struct Rec {
+        writes: Vec<(usize, usize)>,
+        bytes: Vec<u8>,
+    }
+    impl std::io::Write for Rec {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.writes.push((b.as_ptr().addr() % image::WRITE_ALIGN, b.len()));
+            self.bytes.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let e = several_buffers();
+    let mut rec = Rec { writes: Vec::new(), bytes: Vec::new() };
+    let report = e.snapshot().write_to(&mut rec, &[]).unwrap();
+    assert!(rec.writes.len() >= 3, "{:?}", rec.writes);
+    let (last, whole) = rec.writes.split_last().unwrap();
+    for &(addr, len) in whole {
+        assert_eq!((addr, len % image::WRITE_ALIGN), (0, 0), "{:?}", rec.writes);
+    }
+    assert_eq!(last.0, 0);
+    assert_eq!(report.image_bytes, rec.bytes.len() as u64);
+    same(&dump(&load(&rec.bytes).unwrap()), &dump(&e));
+}
+
+/// A file in the temporary directory, removed on drop.
+#[cfg(target_os = "linux")]
+struct TempFile(std::path::PathBuf);
+
+#[cfg(target_os = "linux")]
+impl TempFile {
+    fn new(what: &str) -> TempFile {
+        let p = std::env::temp_dir().join(format!("sectorfs-image-test.{}.{what}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        TempFile(p)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Pages of the file at `path` in the page cache, and pages in all.
+#[cfg(target_os = "linux")]
+fn resident(path: &std::path::Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    // SAFETY: a shared read-only mapping of a file we hold open, unmapped
+    // below; only mincore looks at it (no byte is read through it).
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+    assert_ne!(p, libc::MAP_FAILED);
+    let mut v = vec![0u8; pages];
+    // SAFETY: `p` maps `len` bytes; `v` has one byte per page of them.
+    let r = unsafe { libc::mincore(p, len, v.as_mut_ptr()) };
+    // SAFETY: the mapping made above, not used after.
+    unsafe { libc::munmap(p, len) };
+    assert_eq!(r, 0);
+    (v.iter().filter(|&&b| b & 1 != 0).count(), pages)
+}
+
+#[cfg(target_os = "linux")]
+fn zeroed_statfs() -> libc::statfs {
+    // SAFETY: statfs is plain integers, for which all zeroes is a value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// A save through `ImageWriter` goes around the page cache where the file
+/// system allows it (an 8 GiB disk's image would otherwise take another
+/// 8 GiB of memory for a while), and the file holds the same image.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_image_writer_keeps_the_image_out_of_the_page_cache() {
+    let e = several_buffers();
+    let tmp = TempFile::new("direct");
+    let f = std::fs::File::create(&tmp.0).unwrap();
+    let w = image::ImageWriter::new(&f);
+    let direct = w.is_direct();
+    // ext4 (this project's CI) takes O_DIRECT.
+    let mut st: libc::statfs = zeroed_statfs();
+    let dir = std::ffi::CString::new(std::env::temp_dir().into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path and a statfs struct to fill.
+    assert_eq!(unsafe { libc::statfs(dir.as_ptr(), &mut st) }, 0);
+    if st.f_type == 0xEF53 {
+        assert!(direct, "ext4 takes O_DIRECT");
+    }
+    e.snapshot().write_to(w, &[]).unwrap();
+    f.sync_all().unwrap();
+    let (cached, pages) = resident(&tmp.0);
+    if direct {
+        // The tail (under 4 KiB) goes through the page cache.
+        assert!(cached <= 1, "{cached} of {pages} pages cached");
+    } else {
+        eprintln!("note: {} takes no O_DIRECT; the page cache was used", tmp.0.display());
+    }
+    let img = std::fs::read(&tmp.0).unwrap();
+    same(&dump(&load(&img).unwrap()), &dump(&e));
+}
+
+/// An unaligned write turns O_DIRECT off for good and loses nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_image_writer_takes_unaligned_writes() {
+    use std::io::Write;
+    let tmp = TempFile::new("unaligned");
+    let f = std::fs::File::create(&tmp.0).unwrap();
+    let mut w = image::ImageWriter::new(&f);
+    let mem: Vec<u8> = (0..5 * image::WRITE_ALIGN as u32).map(|i| (i % 251) as u8).collect();
+    let at = mem.as_ptr().addr().wrapping_neg() % image::WRITE_ALIGN;
+    let aligned = &mem[at..at + 2 * image::WRITE_ALIGN];
+    let direct = w.is_direct();
+    w.write_all(aligned).unwrap();
+    assert_eq!(w.is_direct(), direct);
+    w.write_all(&mem[1..100]).unwrap();
+    assert!(!w.is_direct());
+    w.write_all(aligned).unwrap();
+    let want: Vec<u8> = [aligned, &mem[1..100], aligned].concat();
+    assert_eq!(std::fs::read(&tmp.0).unwrap(), want);
+}

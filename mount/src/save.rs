@@ -18,7 +18,10 @@
 //! [`save_to`]: a temporary file `.NAME.sectorfs-save` in the same
 //! directory (mode 0600, opened with `O_TRUNC` and locked with `flock`, so
 //! two savers of one file refuse each other rather than mix), the snapshot
-//! streamed into it, `fsync`, `rename` over NAME, `fsync` of the directory.
+//! streamed into it through [`ImageWriter`] (`O_DIRECT` where the file
+//! system takes it: the image does not fill the page cache, which would
+//! hold the disk's data a second time), `fsync`, `rename` over NAME,
+//! `fsync` of the directory.
 //! A crash at any point leaves the previous NAME as it was; a failed save
 //! removes its temporary file.
 
@@ -35,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use engine::image::{ImageInfo, SaveReport};
+use engine::image::{ImageInfo, ImageWriter, SaveReport};
 use engine::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -280,7 +283,7 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
         file.set_len(0).context("cannot truncate the temporary file")?;
         let snap = engine.snapshot();
         let held = snap.held();
-        let report = snap.write_to(&file, &[("label", label)]).context("cannot write the image")?;
+        let report = snap.write_to(ImageWriter::new(&file), &[("label", label)]).context("cannot write the image")?;
         drop(snap);
         crate::fault::fail_point!("daemon.save.before_rename", |_| Err(anyhow!("failpoint daemon.save.before_rename")));
         file.sync_all().context("cannot fsync the image")?;

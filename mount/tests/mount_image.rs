@@ -503,3 +503,44 @@ fn unmount_keeps_the_disk_when_its_image_cannot_be_saved() {
     let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };
     assert_eq!(std::fs::read(m2.p("new")).unwrap(), b"not saved yet");
 }
+
+/// Pages of the file at `p` in the page cache, and pages in all.
+fn resident(p: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(p).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    // SAFETY: a shared read-only mapping of a file we hold open, unmapped
+    // below; only mincore looks at it (no byte is read through it).
+    let m = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+    assert_ne!(m, libc::MAP_FAILED);
+    let mut v = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: `m` maps `len` bytes; `v` has one byte per 4 KiB page of them.
+    let r = unsafe { libc::mincore(m, len, v.as_mut_ptr()) };
+    // SAFETY: the mapping made above, not used after.
+    unsafe { libc::munmap(m, len) };
+    assert_eq!(r, 0);
+    (v.iter().filter(|&&b| b & 1 != 0).count(), v.len())
+}
+
+/// A save to a disk goes around the page cache (O_DIRECT): a RAM disk's
+/// image does not take as much memory again, even for a while; and what it
+/// wrote that way loads back.
+#[test]
+fn a_save_to_a_disk_leaves_no_copy_in_the_page_cache() {
+    // On the disk (ext4 here and in CI), not tmpfs, whose files are memory.
+    let dir = tempfile::Builder::new().prefix("sectorfs-image-").tempdir_in("/var/tmp").unwrap();
+    let img = dir.path().join("disk.img");
+    let Some(m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
+    let data: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(m.p("big"), &data).unwrap();
+    std::fs::write(m.p("small"), b"and a small one").unwrap();
+    run_ok(&["save", s(&m.path)]);
+    let (cached, pages) = resident(&img);
+    // The tail (under 4 KiB) goes through the page cache.
+    assert!(cached <= 1, "{cached} of the image's {pages} pages are in the page cache");
+    run_ok(&["unmount", s(&m.path)]);
+    drop(m);
+    let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };
+    assert_eq!(hash(&std::fs::read(m2.p("big")).unwrap()), hash(&data));
+    assert_eq!(std::fs::read(m2.p("small")).unwrap(), b"and a small one");
+}

@@ -8,13 +8,17 @@
 //!
 //! For each target directory (`--dir DIR`, repeatable; default `/dev/shm`
 //! and `/var/tmp`) and each round (`--rounds N`, default 3) it times:
-//! * `save`: `Engine::snapshot` + `Snapshot::write_to` a temporary file,
-//!   `fsync`, `rename`, `fsync` of the directory (what `sectorfs save` does);
-//! * `load`: `Engine::load_image` from that file (page cache warm, as the
-//!   baselines' reads are);
+//! * `save`: `Engine::snapshot` + `Snapshot::write_to` a temporary file
+//!   through `ImageWriter` (`O_DIRECT` where DIR takes it), `fsync`,
+//!   `rename` over the last round's image, `fsync` of the directory (what
+//!   `sectorfs save` does);
+//! * `load`: `Engine::load_image` from that file, as the save left it: on a
+//!   disk, not in the page cache (as at boot);
 //! * baselines: `raw write` (the image's bytes from one buffer, 4 MiB
-//!   writes, `fsync`), `raw read` (into one 4 MiB buffer), `raw read into
-//!   new memory` (one read into a buffer of the file's size never touched
+//!   writes, `fsync`), the same with `O_DIRECT` (the disk's own speed),
+//!   `raw read` (of the `O_DIRECT` one into one 4 MiB buffer: from the
+//!   disk), `raw read into new memory` (the same file again, now in the page
+//!   cache, in one read into a buffer of the file's size never touched
 //!   before: the page faults any loader pays), `tar -cf` of the tmpfs tree into DIR
 //!   (`fsync`ed), `tar -xf` of it into a fresh tmpfs directory, `cp -a` of
 //!   the tmpfs tree to another tmpfs directory;
@@ -22,12 +26,15 @@
 //!
 //! It prints the median of the rounds, as MiB/s of file data or files/s, and
 //! the ratio of save and load to each baseline. `--quick` cuts the trees by 8.
+//! With `IMAGE_BENCH_PHASES=1` in the environment it also prints each
+//! round's save in parts (write, `fsync`, `rename`) and each load.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use engine::image::{ImageWriter, WRITE_ALIGN};
 use engine::{Config, Engine, ROOT};
 
 struct Tree {
@@ -99,11 +106,16 @@ fn save(e: &Engine, path: &Path) -> (Duration, Duration, u64) {
     let f = std::fs::File::create(&tmp).unwrap();
     let snap = e.snapshot();
     let held = snap.held();
-    let r = snap.write_to(&f, &[]).unwrap();
+    let r = snap.write_to(ImageWriter::new(&f), &[]).unwrap();
     drop(snap);
+    let t1 = Instant::now();
     f.sync_all().unwrap();
+    let t2 = Instant::now();
     std::fs::rename(&tmp, path).unwrap();
     fsync_dir(path.parent().unwrap());
+    if std::env::var_os("IMAGE_BENCH_PHASES").is_some() {
+        eprintln!("phases: write {:?} fsync {:?} rename {:?}", t1 - t0, t2 - t1, t2.elapsed());
+    }
     (t0.elapsed(), held, r.image_bytes)
 }
 
@@ -113,17 +125,25 @@ fn load(path: &Path) -> Duration {
     let e = Engine::load_image(f, |i| Ok(i.config.clone())).unwrap();
     let t = t0.elapsed();
     drop(e);
+    if std::env::var_os("IMAGE_BENCH_PHASES").is_some() {
+        eprintln!("phases: load {t:?}");
+    }
     t
 }
 
-fn raw_write(path: &Path, bytes: u64) -> Duration {
-    let buf = vec![0x5au8; 4 << 20];
+/// `bytes` from a 4 MiB buffer, through the page cache or (`direct`) past
+/// it where the file system allows.
+fn raw_write(path: &Path, bytes: u64, direct: bool) -> Duration {
+    let mem = vec![0x5au8; (4 << 20) + WRITE_ALIGN];
+    let at = mem.as_ptr().addr().wrapping_neg() % WRITE_ALIGN;
+    let buf = &mem[at..at + (4 << 20)];
     let t0 = Instant::now();
-    let mut f = std::fs::File::create(path).unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w: Box<dyn Write> = if direct { Box::new(ImageWriter::new(&f)) } else { Box::new(&f) };
     let mut left = bytes;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n]).unwrap();
+        w.write_all(&buf[..n]).unwrap();
         left -= n as u64;
     }
     f.sync_all().unwrap();
@@ -194,8 +214,8 @@ fn main() {
             let work = dir.join(format!("sectorfs-image-bench.{}", std::process::id()));
             std::fs::create_dir_all(&work).unwrap();
             let img = work.join("img");
-            let (mut sv, mut ld, mut rw, mut rr, mut rf, mut tc, mut tx, mut cp, mut held, mut zs) =
-                (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            let (mut sv, mut ld, mut rw, mut rd, mut rr, mut rf, mut tc, mut tx, mut cp, mut held, mut zs) =
+                (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
             let mut size = 0;
             for _ in 0..rounds {
                 let (t, h, n) = save(&tree.engine, &img);
@@ -204,7 +224,9 @@ fn main() {
                 size = n;
                 ld.push(load(&img));
                 let raw = work.join("raw");
-                rw.push(raw_write(&raw, size));
+                rw.push(raw_write(&raw, size, false));
+                std::fs::remove_file(&raw).unwrap();
+                rd.push(raw_write(&raw, size, true));
                 rr.push(raw_read(&raw));
                 rf.push(raw_read_fresh(&raw));
                 std::fs::remove_file(&raw).unwrap();
@@ -246,6 +268,7 @@ fn main() {
             println!("  load {:>9.0} {u} ({:.3} s)", unit(l), l.as_secs_f64());
             for (name, v, ours) in [
                 ("raw write+fsync", median(rw), s),
+                ("raw write O_DIRECT+fsync", median(rd), s),
                 ("tar -cf (tmpfs tree) +fsync", median(tc), s),
                 ("raw read", median(rr), l),
                 ("raw read into new memory", median(rf), l),
