@@ -76,7 +76,7 @@ use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
 use crate::types::*;
 use crate::{Config, Engine, Error};
-pub use direct::ImageWriter;
+pub use direct::{ImageReader, ImageWriter};
 
 /// The first 8 bytes of every image.
 pub const MAGIC: [u8; 8] = *b"SECTORFS";

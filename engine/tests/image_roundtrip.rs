@@ -736,3 +736,22 @@ fn an_image_writer_takes_unaligned_writes() {
     let want: Vec<u8> = [aligned, &mem[1..100], aligned].concat();
     assert_eq!(std::fs::read(&tmp.0).unwrap(), want);
 }
+
+/// A load through `ImageReader` leaves none of the image in the page cache
+/// (the engine holds its data now).
+#[cfg(target_os = "linux")]
+#[test]
+fn an_image_reader_drops_what_it_read() {
+    let e = several_buffers();
+    let tmp = TempFile::new("reader");
+    let f = std::fs::File::create(&tmp.0).unwrap();
+    e.snapshot().write_to(&f, &[]).unwrap();
+    f.sync_all().unwrap();
+    let (cached, pages) = resident(&tmp.0);
+    assert!(cached > pages / 2, "written through the page cache, the image is in it: {cached} of {pages}");
+    let l = Engine::load_image(image::ImageReader::new(std::fs::File::open(&tmp.0).unwrap()), |i| Ok(i.config.clone()))
+        .unwrap();
+    let (cached, pages) = resident(&tmp.0);
+    assert_eq!(cached, 0, "{cached} of {pages} pages left in the page cache");
+    same(&dump(&l), &dump(&e));
+}

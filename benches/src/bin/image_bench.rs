@@ -10,10 +10,11 @@
 //! and `/var/tmp`) and each round (`--rounds N`, default 3) it times:
 //! * `save`: `Engine::snapshot` + `Snapshot::write_to` a temporary file
 //!   through `ImageWriter` (`O_DIRECT` where DIR takes it), `fsync`,
-//!   `rename` over the last round's image, `fsync` of the directory (what
-//!   `sectorfs save` does);
-//! * `load`: `Engine::load_image` from that file, as the save left it: on a
-//!   disk, not in the page cache (as at boot);
+//!   `rename` over the last round's image (held open, and closed on a
+//!   thread after), `fsync` of the directory (what `sectorfs save` does);
+//! * `load`: `Engine::load_image` from that file through `ImageReader`
+//!   (which drops what it has read from the page cache), as the save left
+//!   it: on a disk, not in the page cache (as at boot);
 //! * baselines: `raw write` (the image's bytes from one buffer, 4 MiB
 //!   writes, `fsync`), the same with `O_DIRECT` (the disk's own speed),
 //!   `raw read` (of the `O_DIRECT` one into one 4 MiB buffer: from the
@@ -34,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use engine::image::{ImageWriter, WRITE_ALIGN};
+use engine::image::{ImageReader, ImageWriter, WRITE_ALIGN};
 use engine::{Config, Engine, ROOT};
 
 struct Tree {
@@ -111,8 +112,11 @@ fn save(e: &Engine, path: &Path) -> (Duration, Duration, u64) {
     let t1 = Instant::now();
     f.sync_all().unwrap();
     let t2 = Instant::now();
+    // As the daemon: the replaced image's blocks are freed on a thread.
+    let replaced = std::fs::File::open(path).ok();
     std::fs::rename(&tmp, path).unwrap();
     fsync_dir(path.parent().unwrap());
+    std::thread::spawn(move || drop(replaced));
     if std::env::var_os("IMAGE_BENCH_PHASES").is_some() {
         eprintln!("phases: write {:?} fsync {:?} rename {:?}", t1 - t0, t2 - t1, t2.elapsed());
     }
@@ -122,7 +126,7 @@ fn save(e: &Engine, path: &Path) -> (Duration, Duration, u64) {
 fn load(path: &Path) -> Duration {
     let t0 = Instant::now();
     let f = std::fs::File::open(path).unwrap();
-    let e = Engine::load_image(f, |i| Ok(i.config.clone())).unwrap();
+    let e = Engine::load_image(ImageReader::new(f), |i| Ok(i.config.clone())).unwrap();
     let t = t0.elapsed();
     drop(e);
     if std::env::var_os("IMAGE_BENCH_PHASES").is_some() {

@@ -1,23 +1,24 @@
-//! An image file written around the page cache where the file system allows
-//! it (`O_DIRECT` on Linux).
+//! Image files and the page cache: [`ImageWriter`] writes an image around
+//! it (`O_DIRECT` on Linux) where the file system allows, and
+//! [`ImageReader`] drops what a load has read from it.
 //!
 //! A save through the page cache needs as many fresh kernel pages as the
 //! image is long, while the disk it saves is still in memory: an 8 GiB RAM
 //! disk briefly holds 16 GiB, and on a VM whose host takes idle memory back
 //! each of those pages first costs a fault on the host (`docs/BENCHMARKS.md`,
 //! "Images": the write half of a 1 GiB save moved between 0.6 and 1.1 s
-//! with the page cache, against about 0.5 s straight to the disk).
+//! with the page cache, against about 0.4-0.6 s straight to the disk).
 //!
 //! [`Snapshot::write_to`](super::Snapshot::write_to) hands its writer
 //! `WRITE_ALIGN`-aligned writes of whole blocks but the last; this writer
 //! sends those past the page cache and turns `O_DIRECT` off for good at the
-//! first write that is not aligned (the image's tail, or the rest of a short
-//! write) or that the file system refuses with `EINVAL` (a block size larger
-//! than `WRITE_ALIGN`). What it writes is the same either way; only the path
+//! first write that is not aligned (the rest of a short write) or that the
+//! file system refuses with `EINVAL` (a block size larger than
+//! `WRITE_ALIGN`). What it writes is the same either way; only the path
 //! differs. The caller still `fsync`s the file, which is what makes it
 //! durable.
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use super::WRITE_ALIGN;
 
@@ -98,4 +99,62 @@ fn set_direct(_: &File, on: bool) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Bytes read between two `POSIX_FADV_DONTNEED`s of what was read; the
+/// ranges dropped start and end on multiples of it, because the kernel
+/// drops only whole folios (up to 2 MiB on x86-64) inside a range.
+const DROP_EVERY: u64 = 16 << 20;
+
+/// A [`Read`] of an image file that drops what it has read from the page
+/// cache as it goes, and all of the file at its end: a load needs the
+/// image's bytes once, and the pages go back to the kernel still warm, for
+/// the next read-ahead and the engine's own memory, instead of the load
+/// asking the host for fresh memory twice over (`docs/BENCHMARKS.md`,
+/// "Images"). The image stays whole on its disk; only the cached copy goes.
+#[derive(Debug)]
+pub struct ImageReader {
+    file: File,
+    read: u64,
+    dropped: u64,
+}
+
+impl ImageReader {
+    /// Reads `file` from where it stands.
+    #[must_use]
+    pub fn new(file: File) -> Self {
+        ImageReader { file, read: 0, dropped: 0 }
+    }
+}
+
+impl Read for ImageReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.read += n as u64;
+        if n == 0 {
+            drop_cached(&self.file, 0, 0);
+        } else if self.read - self.dropped >= 2 * DROP_EVERY {
+            let upto = self.read / DROP_EVERY * DROP_EVERY;
+            drop_cached(&self.file, self.dropped, upto - self.dropped);
+            self.dropped = upto;
+        }
+        Ok(n)
+    }
+}
+
+/// Drops `len` bytes of `file` from `off` (0: to its end) from the page
+/// cache, as far as the kernel will; best effort.
+fn drop_cached(file: &File, off: u64, len: u64) {
+    #[cfg(all(target_os = "linux", not(loom)))]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: advice on a descriptor `file` owns; it touches no memory
+        // of ours, and failing changes nothing but the page cache.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED) };
+    }
+    #[cfg(not(all(target_os = "linux", not(loom))))]
+    let _ = (file, off, len);
 }
