@@ -716,6 +716,19 @@ fn an_image_writer_keeps_the_image_out_of_the_page_cache() {
     same(&dump(&load(&img).unwrap()), &dump(&e));
 }
 
+/// On tmpfs (memory either way) an image is written through the page cache.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_image_writer_leaves_tmpfs_alone() {
+    let p = std::path::Path::new("/dev/shm");
+    if !p.is_dir() {
+        return;
+    }
+    let tmp = TempFile(p.join(format!("sectorfs-image-test.{}.tmpfs", std::process::id())));
+    let f = std::fs::File::create(&tmp.0).unwrap();
+    assert!(!image::ImageWriter::new(&f).is_direct());
+}
+
 /// An unaligned write turns O_DIRECT off for good and loses nothing.
 #[cfg(target_os = "linux")]
 #[test]
@@ -754,4 +767,16 @@ fn an_image_reader_drops_what_it_read() {
     let (cached, pages) = resident(&tmp.0);
     assert_eq!(cached, 0, "{cached} of {pages} pages left in the page cache");
     same(&dump(&l), &dump(&e));
+    // A load refused half-way (a byte flipped in the middle) leaves none
+    // either, of what it read or of what it did not.
+    let mut img = std::fs::read(&tmp.0).unwrap();
+    let mid = img.len() / 2;
+    img[mid] ^= 0xff;
+    std::fs::write(&tmp.0, &img).unwrap();
+    std::fs::File::open(&tmp.0).unwrap().sync_all().unwrap();
+    assert!(resident(&tmp.0).0 > pages / 2);
+    let f = std::fs::File::open(&tmp.0).unwrap();
+    assert!(Engine::load_image(image::ImageReader::new(f), |i| Ok(i.config.clone())).is_err());
+    let (cached, pages) = resident(&tmp.0);
+    assert_eq!(cached, 0, "{cached} of {pages} pages left after a failed load");
 }

@@ -18,9 +18,9 @@
 //! [`save_to`]: a temporary file `.NAME.sectorfs-save` in the same
 //! directory (mode 0600, opened with `O_TRUNC` and locked with `flock`, so
 //! two savers of one file refuse each other rather than mix), the snapshot
-//! streamed into it through [`ImageWriter`] (`O_DIRECT` where the file
-//! system takes it: the image does not fill the page cache, which would
-//! hold the disk's data a second time), `fsync`, `rename` over NAME,
+//! streamed into it through [`ImageWriter`] (`O_DIRECT` on a local disk
+//! file system: the image does not fill the page cache, which would hold
+//! the disk's data a second time), `fsync`, `rename` over NAME,
 //! `fsync` of the directory; the image it replaced is closed (its blocks
 //! freed) on a thread of its own after that.
 //! A crash at any point leaves the previous NAME as it was; a failed save

@@ -31,10 +31,14 @@ pub struct ImageWriter<'a> {
 }
 
 impl<'a> ImageWriter<'a> {
-    /// Writes to `file` (opened for writing), with `O_DIRECT` if it takes it.
+    /// Writes to `file` (opened for writing), with `O_DIRECT` if it is on
+    /// a local disk file system that takes it: ext2/3/4, XFS, Btrfs, F2FS,
+    /// bcachefs. Elsewhere through the page cache: on NFS or SMB each direct
+    /// write would wait for the server, and tmpfs and FUSE file systems keep
+    /// their data in memory either way.
     #[must_use]
     pub fn new(file: &'a File) -> Self {
-        let direct = set_direct(file, true).is_ok();
+        let direct = on_local_disk(file) && set_direct(file, true).is_ok();
         ImageWriter { file, direct }
     }
 
@@ -74,6 +78,29 @@ const EINVAL: i32 = libc::EINVAL;
 #[cfg(not(all(target_os = "linux", not(loom))))]
 const EINVAL: i32 = 22;
 
+/// Whether `file` is on a local disk file system (`ImageWriter::new`).
+#[cfg(all(target_os = "linux", not(loom)))]
+fn on_local_disk(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // statfs(2) magic numbers: ext2/3/4, XFS, Btrfs, F2FS, bcachefs.
+    const LOCAL: [u32; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0xCA45_1A4E];
+    // SAFETY: statfs is plain integers, for which all zeroes is a value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor `file` owns, and a struct the kernel fills.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    // The magic numbers are 32 bits; f_type is 32 or 64 wide, signed.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let kind = st.f_type as u32;
+    LOCAL.contains(&kind)
+}
+
+#[cfg(not(all(target_os = "linux", not(loom))))]
+fn on_local_disk(_: &File) -> bool {
+    false
+}
+
 #[cfg(all(target_os = "linux", not(loom)))]
 fn set_direct(file: &File, on: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -107,7 +134,8 @@ fn set_direct(_: &File, on: bool) -> io::Result<()> {
 const DROP_EVERY: u64 = 16 << 20;
 
 /// A [`Read`] of an image file that drops what it has read from the page
-/// cache as it goes, and all of the file at its end: a load needs the
+/// cache as it goes, and all of the file when it is dropped (after a load
+/// that failed half-way, too): a load needs the
 /// image's bytes once, and the pages go back to the kernel still warm, for
 /// the next read-ahead and the engine's own memory, instead of the load
 /// asking the host for fresh memory twice over (`docs/BENCHMARKS.md`,
@@ -127,13 +155,18 @@ impl ImageReader {
     }
 }
 
+impl Drop for ImageReader {
+    /// A load that stops early (a bad image) leaves no cached copy either.
+    fn drop(&mut self) {
+        drop_cached(&self.file, 0, 0);
+    }
+}
+
 impl Read for ImageReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
         self.read += n as u64;
-        if n == 0 {
-            drop_cached(&self.file, 0, 0);
-        } else if self.read - self.dropped >= 2 * DROP_EVERY {
+        if n > 0 && self.read - self.dropped >= 2 * DROP_EVERY {
             let upto = self.read / DROP_EVERY * DROP_EVERY;
             drop_cached(&self.file, self.dropped, upto - self.dropped);
             self.dropped = upto;
