@@ -21,8 +21,8 @@
 //! streamed into it through [`ImageWriter`] (`O_DIRECT` on a local disk
 //! file system: the image does not fill the page cache, which would hold
 //! the disk's data a second time), `fsync`, `rename` over NAME,
-//! `fsync` of the directory; the image it replaced is closed (its blocks
-//! freed) on a thread of its own after that.
+//! `fsync` of the directory; on a local disk the image it replaced is
+//! closed (its blocks freed) on a thread of its own after that.
 //! A crash at any point leaves the previous NAME as it was; a failed save
 //! removes its temporary file.
 
@@ -294,7 +294,7 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
         d.sync_all().with_context(|| format!("cannot fsync {}", dir.display()))?;
         if let Some(old) = replaced {
             // If the thread cannot start, the closure (and the file) drops here.
-            let _ = std::thread::Builder::new().name("sectorfs-unlink".into()).spawn(move || drop(old));
+            let _ = std::thread::Builder::new().name("sectorfs-close".into()).spawn(move || drop(old));
         }
         Ok((report, held))
     })();
@@ -304,20 +304,23 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
     result
 }
 
-/// The image a save is about to replace, held open across the rename, so
-/// that the file system frees its blocks when this last reference goes, on
-/// a thread after the save has returned, and not inside `rename` (0.1-0.3 s
-/// per GiB on ext4 here, a fifth of a save: `docs/BENCHMARKS.md`,
-/// "Images"). Redis closes a rewritten AOF file the same way. Opened
-/// without following links or blocking (a FIFO put there since
-/// `image_target` looked); `None` if there is none or it is not a file.
+/// The image a save is about to replace, held across the rename, so that
+/// the file system frees its blocks when this last reference goes, on a
+/// thread just after the save has returned, and not inside `rename`
+/// (0.1-0.3 s per GiB on ext4 here, a fifth of a save: `docs/BENCHMARKS.md`,
+/// "Images"). Redis closes a rewritten AOF file the same way. Only on a
+/// local disk ([`engine::image::is_on_local_disk`]): an NFS client renames
+/// an open target aside first (`.nfsXXXX`) and then over it, two steps
+/// where the server did one. An `O_PATH` descriptor: it opens nothing (not
+/// a device or FIFO put there since `image_target` looked) and needs no
+/// right to read. `None` if there is no such regular file.
 fn open_replaced(path: &Path) -> Option<File> {
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .ok()?;
-    f.metadata().ok()?.is_file().then_some(f)
+    (f.metadata().ok()?.is_file() && engine::image::is_on_local_disk(&f)).then_some(f)
 }
 
 fn bail_busy(path: &Path) -> Result<()> {

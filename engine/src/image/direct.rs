@@ -21,9 +21,13 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 
 use super::WRITE_ALIGN;
+use sys::{drop_cached, set_direct};
+
+pub use sys::is_on_local_disk;
 
 /// A [`Write`] for an image file (module doc). On other systems, or where
-/// `O_DIRECT` cannot be set, it writes through the page cache.
+/// `O_DIRECT` cannot be set, it writes through the page cache. Dropping it
+/// turns `O_DIRECT` off again.
 #[derive(Debug)]
 pub struct ImageWriter<'a> {
     file: &'a File,
@@ -32,13 +36,11 @@ pub struct ImageWriter<'a> {
 
 impl<'a> ImageWriter<'a> {
     /// Writes to `file` (opened for writing), with `O_DIRECT` if it is on
-    /// a local disk file system that takes it: ext2/3/4, XFS, Btrfs, F2FS,
-    /// bcachefs. Elsewhere through the page cache: on NFS or SMB each direct
-    /// write would wait for the server, and tmpfs and FUSE file systems keep
-    /// their data in memory either way.
+    /// a local disk file system whose direct writes go to the disk
+    /// ([`is_on_local_disk`]); elsewhere through the page cache.
     #[must_use]
     pub fn new(file: &'a File) -> Self {
-        let direct = on_local_disk(file) && set_direct(file, true).is_ok();
+        let direct = is_on_local_disk(file) && set_direct(file, true).is_ok();
         ImageWriter { file, direct }
     }
 
@@ -60,7 +62,8 @@ impl Write for ImageWriter<'_> {
             self.buffered()?;
         }
         match self.file.write(b) {
-            Err(e) if self.direct && e.raw_os_error() == Some(EINVAL) => {
+            // EINVAL: the device wants larger blocks than WRITE_ALIGN.
+            Err(e) if self.direct && e.kind() == io::ErrorKind::InvalidInput => {
                 self.buffered()?;
                 self.file.write(b)
             }
@@ -73,58 +76,13 @@ impl Write for ImageWriter<'_> {
     }
 }
 
-#[cfg(all(target_os = "linux", not(loom)))]
-const EINVAL: i32 = libc::EINVAL;
-#[cfg(not(all(target_os = "linux", not(loom))))]
-const EINVAL: i32 = 22;
-
-/// Whether `file` is on a local disk file system (`ImageWriter::new`).
-#[cfg(all(target_os = "linux", not(loom)))]
-fn on_local_disk(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    // statfs(2) magic numbers: ext2/3/4, XFS, Btrfs, F2FS, bcachefs.
-    const LOCAL: [u32; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0xCA45_1A4E];
-    // SAFETY: statfs is plain integers, for which all zeroes is a value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a descriptor `file` owns, and a struct the kernel fills.
-    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
-        return false;
-    }
-    // The magic numbers are 32 bits; f_type is 32 or 64 wide, signed.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let kind = st.f_type as u32;
-    LOCAL.contains(&kind)
-}
-
-#[cfg(not(all(target_os = "linux", not(loom))))]
-fn on_local_disk(_: &File) -> bool {
-    false
-}
-
-#[cfg(all(target_os = "linux", not(loom)))]
-fn set_direct(file: &File, on: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor `file` owns and keeps open across the
-    // calls; F_GETFL and F_SETFL touch no memory of ours.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let want = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
-    // SAFETY: as above.
-    if want != flags && unsafe { libc::fcntl(fd, libc::F_SETFL, want) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-#[cfg(not(all(target_os = "linux", not(loom))))]
-fn set_direct(_: &File, on: bool) -> io::Result<()> {
-    if on {
-        Err(io::ErrorKind::Unsupported.into())
-    } else {
-        Ok(())
+impl Drop for ImageWriter<'_> {
+    /// The caller's `File` goes back as it came (an unaligned write of its
+    /// own would otherwise get `EINVAL`).
+    fn drop(&mut self) {
+        if self.direct {
+            let _ = set_direct(self.file, false);
+        }
     }
 }
 
@@ -135,11 +93,12 @@ const DROP_EVERY: u64 = 16 << 20;
 
 /// A [`Read`] of an image file that drops what it has read from the page
 /// cache as it goes, and all of the file when it is dropped (after a load
-/// that failed half-way, too): a load needs the
-/// image's bytes once, and the pages go back to the kernel still warm, for
-/// the next read-ahead and the engine's own memory, instead of the load
-/// asking the host for fresh memory twice over (`docs/BENCHMARKS.md`,
-/// "Images"). The image stays whole on its disk; only the cached copy goes.
+/// that failed half-way, too): a load needs the image's bytes once, and the
+/// pages go back to the kernel still warm, for the next read-ahead and the
+/// engine's own memory, instead of the load asking the host for fresh
+/// memory twice over (`docs/BENCHMARKS.md`, "Images"). The image stays
+/// whole on its disk; only the cached copy goes. On tmpfs, where the cache
+/// is the file, nothing is dropped.
 #[derive(Debug)]
 pub struct ImageReader {
     file: File,
@@ -148,7 +107,7 @@ pub struct ImageReader {
 }
 
 impl ImageReader {
-    /// Reads `file` from where it stands.
+    /// Reads `file` from its start (a file just opened).
     #[must_use]
     pub fn new(file: File) -> Self {
         ImageReader { file, read: 0, dropped: 0 }
@@ -156,7 +115,6 @@ impl ImageReader {
 }
 
 impl Drop for ImageReader {
-    /// A load that stops early (a bad image) leaves no cached copy either.
     fn drop(&mut self) {
         drop_cached(&self.file, 0, 0);
     }
@@ -175,12 +133,52 @@ impl Read for ImageReader {
     }
 }
 
-/// Drops `len` bytes of `file` from `off` (0: to its end) from the page
-/// cache, as far as the kernel will; best effort.
-fn drop_cached(file: &File, off: u64, len: u64) {
-    #[cfg(all(target_os = "linux", not(loom)))]
-    {
-        use std::os::fd::AsRawFd;
+#[cfg(all(target_os = "linux", not(loom)))]
+mod sys {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    /// Whether `file` is on a local disk file system whose direct writes
+    /// go to the disk: ext2/3/4 and XFS (`fstatfs` magic). Not Btrfs, which
+    /// since Linux 6.14 writes checksummed files through the page cache
+    /// even with `O_DIRECT`, nor F2FS and bcachefs, not measured here; not
+    /// NFS or SMB, where each direct write would wait for the server, nor
+    /// tmpfs and FUSE, which keep their data in memory anyway.
+    #[must_use]
+    pub fn is_on_local_disk(file: &File) -> bool {
+        const LOCAL: [u32; 2] = [libc::EXT4_SUPER_MAGIC as u32, libc::XFS_SUPER_MAGIC as u32];
+        // SAFETY: statfs is plain integers, for which all zeroes is a value.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor `file` owns, and a struct the kernel fills.
+        if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+            return false;
+        }
+        // The magic numbers are 32 bits; f_type is 32 or 64 wide, signed.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let kind = st.f_type as u32;
+        LOCAL.contains(&kind)
+    }
+
+    pub(super) fn set_direct(file: &File, on: bool) -> io::Result<()> {
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor `file` owns and keeps open across
+        // the calls; F_GETFL and F_SETFL touch no memory of ours.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let want = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
+        // SAFETY: as above.
+        if want != flags && unsafe { libc::fcntl(fd, libc::F_SETFL, want) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Drops `len` bytes of `file` from `off` (0: to its end) from the page
+    /// cache, as far as the kernel will; best effort.
+    pub(super) fn drop_cached(file: &File, off: u64, len: u64) {
         let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else {
             return;
         };
@@ -188,6 +186,27 @@ fn drop_cached(file: &File, off: u64, len: u64) {
         // of ours, and failing changes nothing but the page cache.
         unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED) };
     }
-    #[cfg(not(all(target_os = "linux", not(loom))))]
-    let _ = (file, off, len);
+}
+
+/// Elsewhere: the page cache, as for any file.
+#[cfg(not(all(target_os = "linux", not(loom))))]
+mod sys {
+    use std::fs::File;
+    use std::io;
+
+    /// Never, off Linux (see the Linux version).
+    #[must_use]
+    pub fn is_on_local_disk(_: &File) -> bool {
+        false
+    }
+
+    pub(super) fn set_direct(_: &File, on: bool) -> io::Result<()> {
+        if on {
+            Err(io::ErrorKind::Unsupported.into())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) fn drop_cached(_: &File, _: u64, _: u64) {}
 }
