@@ -25,8 +25,9 @@
 //!   the tmpfs tree to another tmpfs directory;
 //! * with `--zstd`: `zstd -1 -T0` of the image (does compression pay?).
 //!
-//! It prints the median of the rounds, as MiB/s of file data or files/s, and
-//! the ratio of save and load to each baseline. `--quick` cuts the trees by 8.
+//! It prints the median of the rounds, as MiB/s of file data or files/s (for
+//! save and load also the best and worst round), and the ratio of save and
+//! load to each baseline. `--quick` cuts the trees by 8.
 //! With `IMAGE_BENCH_PHASES=1` in the environment it also prints each
 //! round's save in parts (write, `fsync`, `rename`) and each load.
 
@@ -254,6 +255,14 @@ fn main() {
                     std::fs::remove_file(&z).unwrap();
                 }
             }
+            // Best and worst beside the median: on a VM the rounds that got
+            // warm memory and those that got fresh memory differ up to 3x.
+            let spread = |v: &[Duration]| {
+                let best = v.iter().min().copied().unwrap_or_default();
+                let worst = v.iter().max().copied().unwrap_or_default();
+                format!("best {:.0}, worst {:.0}", unit(best), unit(worst))
+            };
+            let (save_spread, load_spread) = (spread(&sv), spread(&ld));
             let (s, l) = (median(sv), median(ld));
             println!(
                 "\n{} tree ({} files, {} MiB of data, image {} MiB) -> {}",
@@ -264,12 +273,12 @@ fn main() {
                 dir.display()
             );
             println!(
-                "  save {:>9.0} {u} ({:.3} s; writers held off {:.1} ms)",
+                "  save {:>9.0} {u} ({:.3} s; {save_spread}; writers held off {:.1} ms)",
                 unit(s),
                 s.as_secs_f64(),
                 median(held).as_secs_f64() * 1e3
             );
-            println!("  load {:>9.0} {u} ({:.3} s)", unit(l), l.as_secs_f64());
+            println!("  load {:>9.0} {u} ({:.3} s; {load_spread})", unit(l), l.as_secs_f64());
             for (name, v, ours) in [
                 ("raw write+fsync", median(rw), s),
                 ("raw write O_DIRECT+fsync", median(rd), s),
