@@ -644,7 +644,11 @@ struct TempFile(std::path::PathBuf);
 #[cfg(target_os = "linux")]
 impl TempFile {
     fn new(what: &str) -> TempFile {
-        let p = std::env::temp_dir().join(format!("sectorfs-image-test.{}.{what}", std::process::id()));
+        TempFile::in_dir(&std::env::temp_dir(), what)
+    }
+
+    fn in_dir(dir: &std::path::Path, what: &str) -> TempFile {
+        let p = dir.join(format!("sectorfs-image-test.{}.{what}", std::process::id()));
         let _ = std::fs::remove_file(&p);
         TempFile(p)
     }
@@ -712,7 +716,7 @@ fn an_image_writer_leaves_tmpfs_alone() {
     if !p.is_dir() {
         return;
     }
-    let tmp = TempFile(p.join(format!("sectorfs-image-test.{}.tmpfs", std::process::id())));
+    let tmp = TempFile::in_dir(p, "tmpfs");
     let f = std::fs::File::create(&tmp.0).unwrap();
     assert!(!image::ImageWriter::new(&f).is_direct());
 }
