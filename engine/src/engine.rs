@@ -119,7 +119,7 @@ pub struct Stats {
 pub struct Engine {
     pub(crate) cfg: Config,
     pub(crate) pool: Pool,
-    pub(crate) nodes: ShardMap<Ino, Arc<Node>>,
+    pub(crate) nodes: ShardMap<Arc<Node>>,
     pub(crate) next_ino: AtomicU64,
     pub(crate) inodes: AtomicU64,
     /// Metadata charged and its limit ([`crate::budget`]).
@@ -181,7 +181,7 @@ impl Engine {
         let meta = Meta::new(cfg.root_mode & 0o7777, cfg.root_uid, cfg.root_gid);
         let root = Arc::new(Node::new(ROOT, FileType::Directory, meta, 2, ROOT, Special::None, None));
         let nodes = ShardMap::new();
-        nodes.insert(ROOT, root);
+        nodes.insert(root);
         Engine {
             cfg,
             pool,

@@ -1329,7 +1329,7 @@ impl Loader {
                 *g = staged;
                 node.sync_entries(&g);
             }
-            self.engine.nodes.insert(ino, Arc::new(node));
+            self.engine.nodes.insert(Arc::new(node));
         }
         self.engine.inodes.store(self.nodes, Ordering::Release);
         self.engine.logical.store(logical, Ordering::Relaxed);

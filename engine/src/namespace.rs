@@ -1,7 +1,8 @@
 //! Namespace operations: lookup, create, link, unlink, rename, readdir.
 //!
 //! # Namespace
-//! Inodes live in a sharded map (`ShardMap<Ino, Arc<Node>>`, a dashmap); no
+//! Inodes live in a sharded map (`ShardMap<Arc<Node>>`, a dashmap of the nodes
+//! by their inode numbers); no
 //! method holds a map guard across any other call (values are cloned out).
 //! Each directory keeps its entries under its own reader-writer lock: a
 //! lookup is one map probe for the directory plus a read-locked hash probe;
@@ -163,7 +164,7 @@ impl Engine {
         reserved.commit();
         let ino = node.ino;
         node.life.lock().lookups = 1;
-        self.nodes.insert(ino, Arc::clone(&node));
+        self.nodes.insert(Arc::clone(&node));
         d.insert(&key, name, ino, kind);
         p.sync_entries(&d);
         if kind == FileType::Directory {
@@ -299,7 +300,7 @@ impl Engine {
             l.lookups = 1;
             l.opens = 1;
         }
-        self.nodes.insert(ino, Arc::clone(&node));
+        self.nodes.insert(Arc::clone(&node));
         Ok(self.attr_of(&node))
     }
 
@@ -691,7 +692,7 @@ impl Engine {
         // The whiteout takes the source's name (as stored) in the source
         // directory, under the same locks: the name is never missing.
         let wout = wnode.map(|n| {
-            self.nodes.insert(n.ino, Arc::clone(&n));
+            self.nodes.insert(Arc::clone(&n));
             (k1, src_name.unwrap_or_else(|| name.into()), n.ino)
         });
         // Injected bug when on (loom-tests/tests/ns_races.rs): the whiteout

@@ -878,6 +878,13 @@ pub(crate) struct Node {
     extra: Option<Box<Extra>>,
 }
 
+/// The inode map holds nodes by their inode number, which never changes.
+impl crate::sync::Keyed for Arc<Node> {
+    fn key(&self) -> &u64 {
+        &self.ino
+    }
+}
+
 impl Node {
     /// The published version, for reading (no lock).
     pub(crate) fn load(&self) -> crate::sync::Guard<Snap> {

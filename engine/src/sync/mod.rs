@@ -36,3 +36,10 @@ pub use real::*;
 mod model;
 #[cfg(loom)]
 pub use model::*;
+
+/// A value that carries its own key: what a [`ShardMap`] holds (the inode
+/// map's nodes, by inode number).
+pub trait Keyed {
+    /// The value's key; the same for as long as the value is in a map.
+    fn key(&self) -> &u64;
+}

@@ -13,7 +13,7 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use super::Keyed;
 
 pub use loom::sync::atomic;
 
@@ -163,11 +163,12 @@ impl<T> std::fmt::Debug for ArcSwap<T> {
     }
 }
 
-/// Stand-in for the dashmap wrapper: one map under one loom lock.
-pub struct ShardMap<K, V>(loom::sync::Mutex<HashMap<K, V>>);
+/// Stand-in for the dashmap wrapper: one map (by each value's key) under
+/// one loom lock.
+pub struct ShardMap<V>(loom::sync::Mutex<HashMap<u64, V>>);
 
-impl<K: Eq + Hash, V: Clone> ShardMap<K, V> {
-    fn map(&self) -> loom::sync::MutexGuard<'_, HashMap<K, V>> {
+impl<V: Keyed + Clone> ShardMap<V> {
+    fn map(&self) -> loom::sync::MutexGuard<'_, HashMap<u64, V>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// An empty map.
@@ -175,23 +176,23 @@ impl<K: Eq + Hash, V: Clone> ShardMap<K, V> {
         ShardMap(loom::sync::Mutex::new(HashMap::new()))
     }
     /// A clone of the value for `key`.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get(&self, key: &u64) -> Option<V> {
         self.map().get(key).cloned()
     }
     /// `f` of the value for `key`, without cloning it (under the lock).
-    pub fn with<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
+    pub fn with<R>(&self, key: &u64, f: impl FnOnce(&V) -> R) -> Option<R> {
         self.map().get(key).map(f)
     }
-    /// Inserts, returning the previous value.
-    pub fn insert(&self, key: K, value: V) -> Option<V> {
-        self.map().insert(key, value)
+    /// Inserts `value` under its key, returning the value it replaces.
+    pub fn insert(&self, value: V) -> Option<V> {
+        self.map().insert(*value.key(), value)
     }
     /// Removes and returns.
-    pub fn remove(&self, key: &K) -> Option<V> {
+    pub fn remove(&self, key: &u64) -> Option<V> {
         self.map().remove(key)
     }
     /// Removes if `pred` holds, atomically.
-    pub fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+    pub fn remove_if(&self, key: &u64, pred: impl FnOnce(&V) -> bool) -> Option<V> {
         let mut m = self.map();
         if m.get(key).is_some_and(pred) {
             m.remove(key)
@@ -213,7 +214,7 @@ impl<K: Eq + Hash, V: Clone> ShardMap<K, V> {
     }
 }
 
-impl<K: Eq + Hash, V: Clone> Default for ShardMap<K, V> {
+impl<V: Keyed + Clone> Default for ShardMap<V> {
     fn default() -> Self {
         Self::new()
     }
