@@ -30,7 +30,7 @@
 //! Criterion reports time per write (`iter` is one write); the table in
 //! `docs/BENCHMARKS.md` ("Engine: overwrite") is these medians.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use sectorfs_benches::{BenchFs, EngineFs, MutexFs, VecFs};
+use sectorfs_benches::{BenchFs, Buf, EngineFs, MutexFs, Offsets, VecFs};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -38,57 +38,6 @@ const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const FILE: u64 = GIB;
-
-/// `n` bytes of `b` starting on a 4 KiB boundary. Every buffer the rows
-/// copy from or into is one of these, so no row's copy is slowed by the
-/// source's alignment (a 1 MiB `Vec` from malloc starts 16 bytes past a
-/// page, or anywhere on the heap once malloc has raised its mmap threshold,
-/// which moved single rows by 25% between runs) and every row of one run
-/// copies from the same alignment as its `memcpy` baseline.
-struct Buf {
-    v: Vec<u8>,
-    at: usize,
-    n: usize,
-}
-
-impl Buf {
-    fn new(n: usize, b: u8) -> Buf {
-        let v = vec![b; n + 4096];
-        let at = v.as_ptr().align_offset(4096);
-        Buf { v, at, n }
-    }
-}
-
-impl std::ops::Deref for Buf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.v[self.at..self.at + self.n]
-    }
-}
-
-impl std::ops::DerefMut for Buf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.v[self.at..self.at + self.n]
-    }
-}
-
-struct Offsets {
-    x: u64,
-    slots: u64,
-    size: u64,
-}
-
-impl Offsets {
-    fn new(file: u64, size: u64) -> Offsets {
-        Offsets { x: 0x9E37_79B9_7F4A_7C15, slots: file / size, size }
-    }
-    fn next(&mut self) -> u64 {
-        self.x ^= self.x << 13;
-        self.x ^= self.x >> 7;
-        self.x ^= self.x << 17;
-        (self.x % self.slots) * self.size
-    }
-}
 
 /// A new file of `size` bytes, all written. The last MiB goes first, so
 /// `vecfs` grows once (filling it in order would copy ~512 GiB).
@@ -142,7 +91,7 @@ fn overwrite(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("memcpy", &label), |b| {
             let mem = mem.get_or_insert_with(memory);
             b.iter(|| {
-                let off = o.next() as usize;
+                let off = o.pick() as usize;
                 mem[off..off + ws as usize].copy_from_slice(black_box(&data));
             })
         });
@@ -152,7 +101,7 @@ fn overwrite(c: &mut Criterion) {
             let mut o = Offsets::new(FILE, ws);
             g.bench_function(BenchmarkId::new(format!("sectorfs_{}K", ss / KIB), &label), |b| {
                 let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
-                b.iter(|| fs.write(*id, o.next(), black_box(&data)))
+                b.iter(|| fs.write(*id, o.pick(), black_box(&data)))
             });
         }
         for name in ["vecfs", "mutexfs"] {
@@ -165,7 +114,7 @@ fn overwrite(c: &mut Criterion) {
                     let id = filled(&*fs, "f", FILE);
                     (fs, id)
                 });
-                b.iter(|| fs.write(*id, o.next(), black_box(&data)))
+                b.iter(|| fs.write(*id, o.pick(), black_box(&data)))
             });
         }
     }
@@ -230,7 +179,7 @@ fn read(c: &mut Criterion) {
     g.bench_function("memcpy", |b| {
         let mem = mem.get_or_insert_with(memory);
         b.iter(|| {
-            let off = o.next() as usize;
+            let off = o.pick() as usize;
             buf.copy_from_slice(&mem[off..off + 4 * KIB as usize]);
             black_box(&buf);
         })
@@ -241,7 +190,7 @@ fn read(c: &mut Criterion) {
         let mut o = Offsets::new(FILE, 4 * KIB);
         g.bench_function(format!("sectorfs_{}K", ss / KIB), |b| {
             let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
-            b.iter(|| fs.read(*id, o.next(), black_box(&mut buf)))
+            b.iter(|| fs.read(*id, o.pick(), black_box(&mut buf)))
         });
     }
     g.finish();
@@ -263,7 +212,7 @@ fn read_vectored(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("memcpy", format!("{}K", rs / KIB)), |b| {
             let mem = mem.get_or_insert_with(memory);
             b.iter(|| {
-                let off = o.next() as usize;
+                let off = o.pick() as usize;
                 buf.copy_from_slice(&mem[off..off + rs as usize]);
                 black_box(&buf);
             })
@@ -278,13 +227,13 @@ fn read_vectored(c: &mut Criterion) {
             let mut o = Offsets::new(FILE, rs);
             g.bench_function(BenchmarkId::new(format!("read_{}K", ss / KIB), &label), |b| {
                 let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
-                b.iter(|| fs.read(*id, o.next(), black_box(&mut buf)))
+                b.iter(|| fs.read(*id, o.pick(), black_box(&mut buf)))
             });
             let mut o = Offsets::new(FILE, rs);
             g.bench_function(BenchmarkId::new(format!("read_with_{}K", ss / KIB), &label), |b| {
                 let (fs, id) = st.get_or_insert_with(|| engine_file(ss));
                 b.iter(|| {
-                    let n = fs.0.read_with(*id, o.next(), rs as usize, |s| s.iter().map(|p| p.len()).sum::<usize>());
+                    let n = fs.0.read_with(*id, o.pick(), rs as usize, |s| s.iter().map(|p| p.len()).sum::<usize>());
                     black_box(n.expect("read_with"))
                 })
             });
@@ -306,7 +255,7 @@ fn timed_threads<T: Send>(states: Vec<(u64, T)>, iters: u64, op: impl Fn(&mut T,
                 let mut o = Offsets::new(64 * MIB, 4 * KIB);
                 o.x ^= seed;
                 for _ in 0..iters {
-                    op(&mut st, o.next());
+                    op(&mut st, o.pick());
                 }
             });
         }
@@ -402,7 +351,7 @@ fn page_size(c: &mut Criterion) {
         let mut o = Offsets::new(FILE, 4 * KIB);
         g.bench_function(BenchmarkId::new("write_4K", &p), |b| {
             let (fs, id) = st.get_or_insert_with(|| paged_file(page));
-            b.iter(|| fs.write(*id, o.next(), black_box(&small)))
+            b.iter(|| fs.write(*id, o.pick(), black_box(&small)))
         });
         let mut off = 0u64;
         g.bench_function(BenchmarkId::new("seq_1M", &p), |b| {
@@ -415,7 +364,7 @@ fn page_size(c: &mut Criterion) {
         let mut o = Offsets::new(FILE, 4 * KIB);
         g.bench_function(BenchmarkId::new("read_4K", &p), |b| {
             let (fs, id) = st.get_or_insert_with(|| paged_file(page));
-            b.iter(|| fs.read(*id, o.next(), black_box(&mut buf)))
+            b.iter(|| fs.read(*id, o.pick(), black_box(&mut buf)))
         });
     }
     g.finish();

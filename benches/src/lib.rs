@@ -144,3 +144,57 @@ pub fn append_file(fs: &dyn BenchFs, name: &str, total: u64, chunk: &[u8]) {
     }
     fs.remove(name, id);
 }
+
+/// `n` bytes of `b` starting on a 4 KiB boundary. Every buffer the rows
+/// copy from or into is one of these, so no row's copy is slowed by the
+/// source's alignment (a 1 MiB `Vec` from malloc starts 16 bytes past a
+/// page, or anywhere on the heap once malloc has raised its mmap threshold,
+/// which moved single rows by 25% between runs) and every row of one run
+/// copies from the same alignment as its `memcpy` baseline.
+pub struct Buf {
+    v: Vec<u8>,
+    at: usize,
+    n: usize,
+}
+
+impl Buf {
+    pub fn new(n: usize, b: u8) -> Buf {
+        let v = vec![b; n + 4096];
+        let at = v.as_ptr().align_offset(4096);
+        Buf { v, at, n }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.v[self.at..self.at + self.n]
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.at..self.at + self.n]
+    }
+}
+
+/// Offsets of `size`-byte slots of a `file`-byte file, aligned to `size`,
+/// from a fixed xorshift sequence (the same for every run and row; `x` may
+/// be xored with a seed for a second sequence).
+pub struct Offsets {
+    pub x: u64,
+    slots: u64,
+    size: u64,
+}
+
+impl Offsets {
+    pub fn new(file: u64, size: u64) -> Offsets {
+        Offsets { x: 0x9E37_79B9_7F4A_7C15, slots: file / size, size }
+    }
+    pub fn pick(&mut self) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        (self.x % self.slots) * self.size
+    }
+}

@@ -12,8 +12,8 @@
 //! these contracts; they do not check the crates' internals.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::collections::{HashMap, VecDeque};
 use super::Keyed;
+use std::collections::{HashMap, VecDeque};
 
 pub use loom::sync::atomic;
 
