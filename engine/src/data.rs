@@ -426,6 +426,50 @@ impl FileData {
         self.mutate(cx, ed, &ch)
     }
 
+    /// [`FileData::write`], or at the limit as much of `data` as fits: the
+    /// partial write POSIX asks for at the end of a medium, which tmpfs
+    /// makes (it stores what fits, returns the count, and the next call
+    /// fails). The prefix ends on a sector boundary (memory is charged by
+    /// the sector) and the free memory surely holds it: a prefix over `j`
+    /// sectors needs at most `j` sectors. Each attempt is all or nothing
+    /// (`write` reserves before it changes anything); when one still fails
+    /// (another writer took the memory meanwhile, or the file's inline
+    /// bytes move into a sector outside the prefix) the next takes fewer
+    /// sectors, halving from the third on, so there are at most
+    /// log2(sectors) + 3 attempts, each bounded like `write` by the
+    /// range's sectors.
+    ///
+    /// # Errors
+    /// As [`FileData::write`]; `NoSpace` only if not even the part up to the
+    /// first sector boundary fits.
+    pub(crate) fn write_some(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, off: u64, data: &[u8]) -> Result<usize> {
+        match self.write(cx, ed, off, data) {
+            Err(Error::NoSpace) => {}
+            r => return r.map(|()| data.len()),
+        }
+        // `write` checked `off + len` (else `FileTooBig`, not `NoSpace`).
+        let (ss, end) = (cx.ss(), off + data.len() as u64);
+        // The prefixes: up to the sector boundaries strictly inside
+        // `off..end`; the `j`-th (from 1) ends at `(first + j - 1) * ss`.
+        let first = off / ss + 1;
+        let bounds = ((end - 1) / ss + 1).saturating_sub(first);
+        // The first prefix takes one sector more than are free (the sector
+        // `off` is in may be there already: an append), the second as
+        // many as are free, the rest half as many as the one before.
+        let free = || cx.pool.limit().saturating_sub(cx.pool.used()) / ss;
+        let mut j = bounds.min(free() + 1);
+        let mut tries = 0;
+        while j > 0 {
+            let n = ((first + j - 1) * ss - off) as usize;
+            match self.write(cx, ed, off, &data[..n]) {
+                Err(Error::NoSpace) => j = if tries == 0 { j - 1 } else { j / 2 }.min(free()),
+                r => return r.map(|()| n),
+            }
+            tries += 1;
+        }
+        Err(Error::NoSpace)
+    }
+
     /// The common overwrite, planned and applied in one walk: `ch` writes
     /// inside the size (no growth, no fill) into pages of one table leaf
     /// that are all present. `None` if `ch` is not that (the general path

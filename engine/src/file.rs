@@ -122,18 +122,37 @@ impl Engine {
         Ok(snap.data.read_with(self.cfg.sector_size as u64, off, len, f))
     }
 
-    /// Writes `data` at `off`, growing the file if needed; returns `data.len()`.
+    /// Writes `data` at `off`, growing the file if needed; returns how many
+    /// bytes it stored: `data.len()`, or fewer when the limit is reached
+    /// partway (POSIX's partial write at the end of a medium, as on tmpfs:
+    /// the prefix that fits, ending on a sector boundary, is stored; the
+    /// next write then fails with `NoSpace`). Every byte it counts is
+    /// stored.
     ///
     /// # Errors
-    /// `NotFound`, `IsDir`, `InvalidArgument`, `FileTooBig`, `NoSpace`. On
-    /// error the file is exactly as it was.
+    /// `NotFound`, `IsDir`, `InvalidArgument`, `FileTooBig`, `NoSpace` (not
+    /// even the part up to the first sector boundary fits). On error the
+    /// file is exactly as it was.
     ///
     /// # References
     /// `pwrite(2)`
     pub fn write(&self, ino: Ino, off: u64, data: &[u8]) -> Result<usize> {
+        self.write_op(ino, off, data, true)
+    }
+
+    /// [`Engine::write`] all or nothing: at the limit it stores nothing and
+    /// fails with `NoSpace` (Windows' `WriteFile` on a full disk).
+    ///
+    /// # Errors
+    /// As [`Engine::write`], and `NoSpace` whenever all of `data` does not fit.
+    pub fn write_whole(&self, ino: Ino, off: u64, data: &[u8]) -> Result<()> {
+        self.write_op(ino, off, data, false).map(|_| ())
+    }
+
+    fn write_op(&self, ino: Ino, off: u64, data: &[u8], short: bool) -> Result<usize> {
         let _gate = self.gate.enter();
         let n = self.node(ino)?;
-        n.submit(&self.cx(), &self.logical, Op::Write { off, data: Cow::Borrowed(data) }).map(|w| w as usize)
+        n.submit(&self.cx(), &self.logical, Op::Write { off, data: Cow::Borrowed(data), short }).map(|w| w as usize)
     }
 
     /// Appends `data` atomically at the end; returns the offset it was written at.
@@ -172,7 +191,8 @@ impl Engine {
     }
 
     /// Copies `len` bytes from `ino_in` at `off_in` to `ino_out` at `off_out`;
-    /// returns the bytes copied (short at the end of the input).
+    /// returns the bytes copied (short at the end of the input, and when
+    /// the limit is reached partway: what was copied is stored).
     ///
     /// Whole sectors of the destination are *cloned* when the two offsets
     /// are equal modulo the page size (issue 20): the destination's table
@@ -272,13 +292,20 @@ impl Engine {
                 if got == 0 {
                     break; // cannot happen: `pos` is inside the snapshot's data
                 }
-                (pos + got as u64, Op::Write { off: off_out + (pos - off_in), data: Cow::Borrowed(&buf[..got]) })
+                let op = Op::Write { off: off_out + (pos - off_in), data: Cow::Borrowed(&buf[..got]), short: true };
+                (pos + got as u64, op)
             };
+            let short = matches!(op, Op::Write { .. });
             // Piece by piece: a capture waits for one piece, not the copy.
             let gate = self.gate.enter();
             let done = dst.submit(&self.cx(), &self.logical, op);
             drop(gate);
             match done {
+                // The limit reached partway through a piece: a short copy.
+                Ok(n) if short && n < op_end - pos => {
+                    pos += n;
+                    break;
+                }
                 Ok(_) => pos = op_end,
                 Err(e) if pos == off_in => return Err(e),
                 Err(_) => break,

@@ -700,9 +700,12 @@ pub(crate) type ClonePages = Arc<crate::sector::Transit>;
 
 /// A mutation of one node.
 pub(crate) enum Op<'a> {
+    /// `short`: at the limit, store what fits and return its length
+    /// (`FileData::write_some`); else all or nothing.
     Write {
         off: u64,
         data: Cow<'a, [u8]>,
+        short: bool,
     },
     Append {
         data: Cow<'a, [u8]>,
@@ -773,7 +776,7 @@ impl<'a> Request<'a> for Op<'a> {
     type Owned = Op<'static>;
     fn into_owned(self) -> Op<'static> {
         match self {
-            Op::Write { off, data } => Op::Write { off, data: own(data) },
+            Op::Write { off, data, short } => Op::Write { off, data: own(data), short },
             Op::Append { data } => Op::Append { data: own(data) },
             Op::SetAttr(s) => Op::SetAttr(s),
             Op::Fallocate { mode, off, len } => Op::Fallocate { mode, off, len },
@@ -1108,13 +1111,19 @@ impl Node {
     ) -> Result<u64> {
         let now = Time::now();
         match op {
-            Op::Write { off, data } => {
+            Op::Write { off, data, short } => {
                 self.regular()?;
-                w.data.write(cx, &mut Self::edit(cx, retiring, w.ver, young_after), off, &data)?;
-                if !data.is_empty() {
+                let ed = &mut Self::edit(cx, retiring, w.ver, young_after);
+                let n = if short {
+                    w.data.write_some(cx, ed, off, &data)?
+                } else {
+                    w.data.write(cx, ed, off, &data)?;
+                    data.len()
+                };
+                if n > 0 {
                     data_changed(w, now);
                 }
-                Ok(data.len() as u64)
+                Ok(n as u64)
             }
             Op::Append { data } => {
                 self.regular()?;

@@ -142,6 +142,37 @@ fn full_fs_write_fails_at_the_limit_and_keeps_every_acknowledged_byte() {
     }
 }
 
+/// POSIX's partial write at the end of a medium, as on tmpfs: a write(2)
+/// that does not fit stores what does and returns that count; the next one
+/// fails with ENOSPC; the disk fills to the byte (the limit is whole
+/// sectors), and the file holds exactly what was acknowledged.
+#[test]
+fn a_write_past_the_limit_is_short_and_fills_the_disk() {
+    let Some(m) = Mount::new(&["--size", "64M", "--cache", "direct"]) else { return };
+    let limit = 64 * MIB;
+    // 1,000,003 bytes a write: no write ends on a sector boundary.
+    let chunk: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+    let p = m.p("f");
+    let mut f = File::create(&p).unwrap();
+    let (mut acked, mut shorts) = (0usize, 0);
+    let err = loop {
+        match f.write(&chunk) {
+            Ok(n) if n == chunk.len() => acked += n,
+            Ok(n) => {
+                acked += n;
+                shorts += 1;
+            }
+            Err(e) => break e.raw_os_error(),
+        }
+        assert!(acked <= limit, "{acked} bytes acknowledged under a {limit} limit");
+    };
+    assert_eq!(err, Some(libc::ENOSPC));
+    assert_eq!(shorts, 1, "one short write, then ENOSPC");
+    assert_eq!(acked, limit, "the disk fills to the byte");
+    drop(f);
+    check_prefix(&p, &chunk, acked);
+}
+
 #[test]
 fn a_killed_daemon_fails_the_next_writes() {
     let Some(mut m) = Mount::new(&["--size", "1G", "--cache", "direct"]) else { return };

@@ -579,13 +579,15 @@ impl WinFs {
                 0
             } else {
                 let n = (size - off).min(data.len() as u64) as usize;
-                self.engine.write(h.ino, off, &data[..n]).map_err(st)?
+                self.engine.write_whole(h.ino, off, &data[..n]).map_err(st)?;
+                n
             }
         } else if write_to_eof {
             self.engine.append(h.ino, data).map_err(st)?;
             data.len()
         } else {
-            self.engine.write(h.ino, off, data).map_err(st)?
+            self.engine.write_whole(h.ino, off, data).map_err(st)?;
+            data.len()
         };
         self.keep_times(&cur)?;
         Ok((n as u32, self.info_of(h.ino)?))
