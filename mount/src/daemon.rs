@@ -647,6 +647,23 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
             );
         }
     }
+    // Save first, while the disk still serves: a save that fails partway
+    // (the image's file system full, an I/O error, a quota) keeps the disk
+    // mounted with its data, where the daemon's save after the unmount
+    // could only report the loss. That final save (of the state after the
+    // last request) then follows as before; should it fail, the image
+    // holds the disk as it was just before the unmount.
+    let mut saved_first = false;
+    if let (Some(img), false) = (&image, lazy) {
+        if let Err(e) = save_now(&mp, &shown.to_string(), None) {
+            bail!(
+                "{shown} stays mounted: its image {} could not be saved ({e:#}). Make room there, or save it \
+                 elsewhere with `sectorfs save {shown} FILE`; `umount {shown}` unmounts without saving",
+                img.display()
+            );
+        }
+        saved_first = true;
+    }
     let before = image.as_deref().and_then(image_id);
     if nix::unistd::geteuid().is_root() {
         let flags = if lazy { nix::mount::MntFlags::MNT_DETACH } else { nix::mount::MntFlags::empty() };
@@ -675,6 +692,13 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
             }
             // A saved image is a new file (renamed over the old one).
             if image_id(img).is_none_or(|id| Some(id) == before) {
+                if saved_first {
+                    bail!(
+                        "{shown} is unmounted, but its final save to {} failed: the image holds the disk as it \
+                         was saved just before the unmount",
+                        img.display()
+                    );
+                }
                 bail!(
                     "{shown} is unmounted, but its image {} was not saved (the previous one, if any, is unchanged)",
                     img.display()
@@ -742,8 +766,27 @@ pub(crate) fn save(mountpoint: &Path, file: Option<&Path>) -> Result<ExitCode> {
         None if status.image.is_none() => bail!("{shown} was mounted without --image: name the FILE to save to"),
         None => None,
     };
+    let o = save_now(&mp, &shown.to_string(), file.as_deref())?;
+    let secs = o.seconds.max(1e-6);
+    println!(
+        "saved {shown} to {}: {} files, {} of data ({} image) in {:.2} s ({}/s); writers held off {:.1} ms",
+        o.path,
+        o.files,
+        format_bytes(o.data_bytes),
+        format_bytes(o.image_bytes),
+        o.seconds,
+        format_bytes((o.image_bytes as f64 / secs) as u64),
+        o.held_ms
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the daemon serving `mp` (shown as `shown`) to save to `file` (its
+/// own image if `None`) and waits for the outcome: `Err` if the request was
+/// refused, the mount went away, or the save failed.
+fn save_now(mp: &Path, shown: &str, file: Option<&Path>) -> Result<crate::save::Outcome> {
     let token = crate::save::token();
-    let value = crate::save::request_value(&token, file.as_deref());
+    let value = crate::save::request_value(&token, file);
     let path = CString::new(mp.as_os_str().as_bytes())?;
     let name = CString::new(crate::save::SAVE_XATTR)?;
     loop {
@@ -764,23 +807,12 @@ pub(crate) fn save(mountpoint: &Path, file: Option<&Path>) -> Result<ExitCode> {
     }
     let start = Instant::now();
     loop {
-        let st = read_save_status(&mp).with_context(|| format!("{shown} went away before the save finished"))?;
-        if let Some(o) = st.done.iter().find(|o| o.token == token) {
+        let st = read_save_status(mp).with_context(|| format!("{shown} went away before the save finished"))?;
+        if let Some(o) = st.done.into_iter().find(|o| o.token == token) {
             if let Some(e) = &o.error {
                 bail!("cannot save {shown} to {}: {e}", o.path);
             }
-            let secs = o.seconds.max(1e-6);
-            println!(
-                "saved {shown} to {}: {} files, {} of data ({} image) in {:.2} s ({}/s); writers held off {:.1} ms",
-                o.path,
-                o.files,
-                format_bytes(o.data_bytes),
-                format_bytes(o.image_bytes),
-                o.seconds,
-                format_bytes((o.image_bytes as f64 / secs) as u64),
-                o.held_ms
-            );
-            return Ok(ExitCode::SUCCESS);
+            return Ok(o);
         }
         std::thread::sleep(Duration::from_millis(if start.elapsed() < Duration::from_secs(1) { 5 } else { 50 }));
     }

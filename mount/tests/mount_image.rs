@@ -504,6 +504,56 @@ fn unmount_keeps_the_disk_when_its_image_cannot_be_saved() {
     assert_eq!(std::fs::read(m2.p("new")).unwrap(), b"not saved yet");
 }
 
+/// `sectorfs unmount` keeps a disk mounted when its save fails partway
+/// (the image's file system too small for it: 1 MiB of tmpfs for 3 MiB of
+/// data); before, it unmounted, the save at exit failed, and the disk's
+/// contents were gone. The previous image stays as it was; with room
+/// again, the unmount saves.
+#[test]
+fn unmount_keeps_the_disk_when_its_save_fails_partway() {
+    if !is_root() {
+        eprintln!("SKIP: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = image_dir();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    /// Unmounts the tmpfs this test mounted, even on failure.
+    struct Tmpfs<'a>(&'a Path);
+    impl Drop for Tmpfs<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"]).arg(&small).status();
+    assert!(ok.is_ok_and(|s| s.success()), "cannot mount a tmpfs on {}", small.display());
+    let tmpfs = Tmpfs(&small);
+    let img = small.join("d.img");
+    let Some(m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
+    std::fs::write(m.p("small"), b"fits").unwrap();
+    run_ok(&["save", s(&m.path)]);
+    let first = std::fs::read(&img).unwrap();
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(m.p("big"), &big).unwrap();
+    let out = sectorfs(&["unmount".as_ref(), m.path.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("stays mounted"), "{err}");
+    assert!(m.mounted(), "unmounted although the image could not be saved");
+    assert_eq!(std::fs::read(m.p("big")).unwrap(), big, "the disk keeps its data");
+    assert_eq!(std::fs::read(&img).unwrap(), first, "the previous image is intact");
+    let leftovers: Vec<_> = std::fs::read_dir(&small).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(leftovers.iter().all(|n| n == "d.img" || n.to_string_lossy().ends_with("sectorfs-lock")), "{leftovers:?}");
+    // With the big file gone the image fits: the unmount saves.
+    std::fs::remove_file(m.p("big")).unwrap();
+    run_ok(&["unmount", s(&m.path)]);
+    drop(m);
+    let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };
+    assert_eq!(std::fs::read(m2.p("small")).unwrap(), b"fits");
+    assert!(!m2.p("big").exists());
+    drop(m2);
+    drop(tmpfs);
+}
+
 /// Pages of the file at `p` in the page cache, and pages in all.
 fn resident(p: &Path) -> (usize, usize) {
     use std::os::fd::AsRawFd;
