@@ -163,6 +163,30 @@ impl Drop for ImageLock {
     }
 }
 
+/// Who holds `image` (byte 1: a live daemon whose image it is), if anyone
+/// but this open file: `sectorfs save` to another disk's image would
+/// replace that disk's image under it. Never creates a lock file.
+pub(crate) fn held_by(image: &Path) -> Option<String> {
+    let path = lock_path(image);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .ok()?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let mut fl = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: OWNED,
+        l_len: 1,
+        l_pid: 0,
+    };
+    fcntl(&file, FcntlArg::F_OFD_GETLK(&mut fl)).ok()?;
+    (fl.l_type != libc::F_UNLCK as libc::c_short).then(|| holder(&file))
+}
+
 /// What became of byte 0.
 enum Mounted {
     Taken,
@@ -295,8 +319,11 @@ mod tests {
         // kernel's OFD locks go.
         let err = ImageLock::take(&img, Path::new("/mnt/b")).unwrap_err().to_string();
         assert!(err.contains("in use by the sectorfs disk at / (pid"), "{err}");
+        // A save elsewhere sees whose image it is; nobody's once it is free.
+        assert!(held_by(&img).is_some_and(|h| h.starts_with("the sectorfs disk at / (pid")), "{:?}", held_by(&img));
         drop(a);
         assert!(!lock_path(&img).exists(), "the lock file stays behind");
+        assert_eq!(held_by(&img), None);
         let b = ImageLock::take(&img, Path::new("/mnt/b")).unwrap().expect("b lock");
         drop(b);
     }

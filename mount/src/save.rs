@@ -166,10 +166,36 @@ impl Saver {
         Ok(())
     }
 
+    /// Who else holds `path` as its image (through any symbolic links),
+    /// unless it is this disk's own.
+    fn owned_elsewhere(&self, path: &Path) -> Option<String> {
+        #[cfg(target_os = "linux")]
+        {
+            let target = image_target(path).ok()?;
+            let own = self.image.as_deref().and_then(|i| image_target(i).ok());
+            if own.as_deref() == Some(target.as_path()) {
+                return None;
+            }
+            crate::image_lock::held_by(&target)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = path;
+            None
+        }
+    }
+
     /// Saves to `path` now and tells how it went.
     fn save(&self, token: &str, path: &Path) -> Outcome {
         let t0 = Instant::now();
         let mut out = Outcome { token: token.into(), path: path.display().to_string(), ..Outcome::default() };
+        if let Some(other) = self.owned_elsewhere(path) {
+            out.error = Some(format!(
+                "{} is the image of {other}: saving over it would replace that disk's image; choose another file",
+                path.display()
+            ));
+            return out;
+        }
         match save_to(&self.engine, path, &self.label) {
             Ok((r, held)) => {
                 out.files = r.nodes;

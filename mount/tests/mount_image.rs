@@ -554,6 +554,32 @@ fn unmount_keeps_the_disk_when_its_save_fails_partway() {
     drop(tmpfs);
 }
 
+/// `sectorfs save` refuses to write over the image of another mounted disk
+/// (directly or through a symbolic link): that disk's image would hold
+/// this one's files, and a killed daemon would leave it so.
+#[test]
+fn save_refuses_another_disks_image() {
+    let dir = image_dir();
+    let (one, two) = (dir.path().join("one.img"), dir.path().join("two.img"));
+    let Some(m1) = Mount::new(&["--image", s(&one), "--size", "64M"]) else { return };
+    let Some(m2) = Mount::new(&["--image", s(&two), "--size", "64M"]) else { return };
+    std::fs::write(m1.p("a"), b"one").unwrap();
+    std::fs::write(m2.p("b"), b"two").unwrap();
+    run_ok(&["save", s(&m1.path)]);
+    let first = std::fs::read(&one).unwrap();
+    let link = dir.path().join("link.img");
+    std::os::unix::fs::symlink(&one, &link).unwrap();
+    for target in [&one, &link] {
+        let out = sectorfs(&["save".as_ref(), m2.path.as_os_str(), target.as_os_str()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("is the image of the sectorfs disk at"), "{err}");
+        assert_eq!(std::fs::read(&one).unwrap(), first, "one.img replaced through {}", target.display());
+    }
+    // Its own image, and a free file, are fine.
+    run_ok(&["save", s(&m2.path), s(&two)]);
+    run_ok(&["save", s(&m2.path), s(&dir.path().join("copy.img"))]);
+}
+
 /// Pages of the file at `p` in the page cache, and pages in all.
 fn resident(p: &Path) -> (usize, usize) {
     use std::os::fd::AsRawFd;
