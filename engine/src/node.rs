@@ -1223,9 +1223,9 @@ impl Node {
                 if value.len() > XATTR_SIZE_MAX {
                     return Err(Error::TooBig);
                 }
-                if flags & !(xattr_flags::CREATE | xattr_flags::REPLACE) != 0
-                    || flags == xattr_flags::CREATE | xattr_flags::REPLACE
-                {
+                // Both flags: `Exists` or `NoData`, whichever applies (as on
+                // tmpfs; the kernel lets the pair through).
+                if flags & !(xattr_flags::CREATE | xattr_flags::REPLACE) != 0 {
                     return Err(Error::InvalidArgument);
                 }
                 let exists = w.xattrs.as_ref().is_some_and(|x| x.contains_key(&*name));
@@ -1371,7 +1371,9 @@ fn resolve(t: SetTime, now: Time) -> Time {
 }
 
 /// Checks an xattr name: non-empty, at most 255 bytes, no NUL, in a namespace
-/// this file system keeps (`user.`, `trusted.`, `security.`).
+/// this file system keeps (`user.`, `trusted.`, `security.`), with a name
+/// after the prefix (a bare prefix is `InvalidArgument`, as the kernel's
+/// `xattr_resolve_name` makes it on tmpfs).
 pub(crate) fn check_xattr_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name.len() > NAME_MAX {
         return Err(Error::Range);
@@ -1380,10 +1382,11 @@ pub(crate) fn check_xattr_name(name: &[u8]) -> Result<()> {
         return Err(Error::InvalidArgument);
     }
     const KEPT: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
-    if !KEPT.iter().any(|p| name.starts_with(p) && name.len() > p.len()) {
-        return Err(Error::NotSupported);
+    match KEPT.iter().find(|p| name.starts_with(p)) {
+        Some(p) if name.len() == p.len() => Err(Error::InvalidArgument),
+        Some(_) => Ok(()),
+        None => Err(Error::NotSupported),
     }
-    Ok(())
 }
 
 /// Sizes of the per-inode structures, for the per-file memory bench

@@ -826,11 +826,9 @@ impl Harness {
             Err(Error::NotSupported)
         } else if value.len() > XATTR_SIZE_MAX {
             Err(Error::TooBig)
-        } else if flags == CREATE | REPLACE {
-            Err(Error::InvalidArgument)
-        } else if flags == CREATE && exists {
+        } else if flags & CREATE != 0 && exists {
             Err(Error::Exists)
-        } else if flags == REPLACE && !exists {
+        } else if flags & REPLACE != 0 && !exists {
             Err(Error::NoData)
         } else {
             Ok(())

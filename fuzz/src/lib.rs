@@ -753,7 +753,11 @@ fn xattr_name_err(name: &[u8]) -> Option<Error> {
         return Some(Error::InvalidArgument);
     }
     let kept = [&b"user."[..], b"trusted.", b"security."];
-    (!kept.iter().any(|p| name.starts_with(p) && name.len() > p.len())).then_some(Error::NotSupported)
+    match kept.iter().find(|p| name.starts_with(p)) {
+        Some(p) if name.len() == p.len() => Some(Error::InvalidArgument),
+        Some(_) => None,
+        None => Some(Error::NotSupported),
+    }
 }
 
 impl Harness {
@@ -1428,7 +1432,7 @@ impl Harness {
                     errs.push(e);
                 } else if vlen > XATTR_SIZE_MAX {
                     errs.push(Error::TooBig);
-                } else if flags & !(CREATE | REPLACE) != 0 || flags == CREATE | REPLACE {
+                } else if flags & !(CREATE | REPLACE) != 0 {
                     errs.push(Error::InvalidArgument);
                 } else if flags & CREATE != 0 && exists {
                     errs.push(Error::Exists);
