@@ -58,6 +58,7 @@ impl FromStr for SizeArg {
         let n: u64 = num.parse().map_err(|_| format!("size {s:?} is too large"))?;
         let unit = unit.trim().to_ascii_uppercase();
         let unit = unit.strip_suffix("IB").or_else(|| unit.strip_suffix('B')).unwrap_or(&unit);
+        let unit = unit.strip_suffix('I').filter(|u| !u.is_empty()).unwrap_or(unit);
         let shift = match unit {
             "" => 0,
             "K" => 10,
@@ -65,7 +66,12 @@ impl FromStr for SizeArg {
             "G" => 30,
             "T" => 40,
             "P" => 50,
-            _ => return Err(format!("bad size unit in {s:?} (use K, M, G, T or %)")),
+            "E" => 60,
+            _ => {
+                return Err(format!(
+                    "bad size unit in {s:?} (use K, M, G, T, P or E; or % where a share of RAM is allowed)"
+                ))
+            }
         };
         let bytes = n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} is too large"))?;
         if bytes == 0 {
@@ -81,6 +87,20 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
         SizeArg::Bytes(b) => Ok(b),
         SizeArg::PercentOfRam(_) => Err(format!("{s:?}: a percentage is not allowed here")),
     }
+}
+
+/// Parses a count such as `2000000`, `2000k` or `2m` (powers of 1024, as
+/// tmpfs's `nr_inodes`): `--max-files`.
+pub(crate) fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("bad count {s:?} (expected e.g. 2000000, 2000k or 2m)"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("count {s:?} is too large"))
 }
 
 /// Parses `--reserve`: a byte count, `0` allowed.
@@ -307,8 +327,37 @@ mod tests {
         assert_eq!(" 2 M ".parse(), Ok(SizeArg::Bytes(2 << 20)));
         assert_eq!("50%".parse(), Ok(SizeArg::PercentOfRam(50)));
         assert_eq!("100%".parse(), Ok(SizeArg::PercentOfRam(100)));
-        for bad in ["", "M", "0", "0G", "-1G", "1.5G", "12X", "0%", "101%", "x%", "99999999999999999999", "16777216T"] {
+        assert_eq!("1Ki".parse(), Ok(SizeArg::Bytes(1 << 10)));
+        assert_eq!("2P".parse(), Ok(SizeArg::Bytes(2 << 50)));
+        assert_eq!("10E".parse(), Ok(SizeArg::Bytes(10 << 60)));
+        for bad in [
+            "",
+            "M",
+            "0",
+            "0G",
+            "-1G",
+            "1.5G",
+            "12X",
+            "0%",
+            "101%",
+            "x%",
+            "99999999999999999999",
+            "16777216T",
+            "16E",
+            "I",
+        ] {
             assert!(bad.parse::<SizeArg>().is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("2000000"), Ok(2_000_000));
+        assert_eq!(parse_count("2m"), Ok(2 << 20));
+        assert_eq!(parse_count("1k"), Ok(1024));
+        assert_eq!(parse_count("3G"), Ok(3 << 30));
+        for bad in ["", "k", "-1", "1.5m", "2x", "99999999999999999999", "17179869184g"] {
+            assert!(parse_count(bad).is_err(), "{bad:?} should not parse");
         }
     }
 

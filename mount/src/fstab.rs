@@ -177,14 +177,7 @@ fn last_of_each(opts: &[String]) -> Vec<&String> {
 /// A count with an optional `k`, `m` or `g` suffix (powers of 1024, as
 /// tmpfs's `nr_inodes=`).
 fn parse_count(s: &str) -> Result<u64, String> {
-    let (num, shift) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 10),
-        Some('m' | 'M') => (&s[..s.len() - 1], 20),
-        Some('g' | 'G') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("nr_inodes={s}: expected a count such as 2000000 or 2m"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("nr_inodes={s} is too large"))
+    crate::cli::parse_count(s).map_err(|e| format!("nr_inodes={s}: {e}"))
 }
 
 /// The kernel mount flags of `--kernel-options` (`[no]suid`, `[no]dev`,
