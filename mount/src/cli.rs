@@ -91,6 +91,7 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
 
 /// Parses a count such as `2000000`, `2000k` or `2m` (powers of 1024, as
 /// tmpfs's `nr_inodes`): `--max-files`.
+#[cfg_attr(windows, allow(dead_code))] // a Linux option
 pub(crate) fn parse_count(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, shift) = match t.chars().last() {

@@ -206,21 +206,36 @@ impl HeapTrim {
         due
     }
 
-    /// One step: trims the heap if [`HeapTrim::due`]. Returns whether it did.
+    /// One step: trims the heap if [`HeapTrim::due`]. Returns whether it
+    /// did (never where the allocator is not glibc's).
     pub(crate) fn step(&mut self) -> bool {
-        #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
-        {
-            // SAFETY: `mallinfo2` has no preconditions; it returns a plain
-            // struct by value (glibc 2.33+).
-            let free = unsafe { libc::mallinfo2() }.fordblks as u64;
-            if self.due(free) {
-                // SAFETY: `malloc_trim` has no preconditions; it takes each
-                // arena's lock while it returns that arena's free pages.
-                unsafe { libc::malloc_trim(0) };
-                return true;
-            }
+        let due = heap_free().is_some_and(|free| self.due(free));
+        if due {
+            heap_trim();
         }
-        false
+        due
+    }
+}
+
+/// Free bytes glibc's malloc keeps in its arenas (`None`: another allocator).
+fn heap_free() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+    {
+        // SAFETY: `mallinfo2` has no preconditions; it returns a plain
+        // struct by value (glibc 2.33+).
+        Some(unsafe { libc::mallinfo2() }.fordblks as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
+    None
+}
+
+/// Gives glibc's free heap pages back to the OS.
+fn heap_trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+    // SAFETY: `malloc_trim` has no preconditions; it takes each arena's
+    // lock while it returns that arena's free pages.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -30,21 +30,7 @@ fn rss_returns_after_deleting_2_gib() {
     for i in 0..32 {
         fs::remove_file(m.p(&format!("f{i}"))).unwrap();
     }
-    let start = Instant::now();
-    let goal = empty + 128 * MIB;
-    let mut now = rss(pid);
-    while now > goal && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(200));
-        now = rss(pid);
-    }
-    eprintln!(
-        "RSS: empty {} MiB, full {} MiB, {} MiB {:.1} s after the deletes",
-        empty / MIB,
-        full / MIB,
-        now / MIB,
-        start.elapsed().as_secs_f64()
-    );
-    assert!(now <= goal, "RSS still {} MiB over an empty mount's after 30 s", (now - empty) / MIB);
+    rss_comes_down(pid, empty, full, empty + 128 * MIB);
     assert!(m.stat("returned_bytes") >= 1800 * MIB, "returned_bytes {}", m.stat("returned_bytes"));
     assert!(m.stat("reserve_bytes") <= 128 * MIB, "reserve_bytes {}", m.stat("reserve_bytes"));
 
@@ -82,8 +68,14 @@ fn rss_returns_after_deleting_many_small_files() {
     for d in 0..60 {
         fs::remove_dir_all(m.p(&format!("d{d}"))).unwrap();
     }
+    rss_comes_down(pid, empty, full, empty + (full - empty) / 4);
+}
+
+/// Waits (at most 30 s) until daemon `pid`'s RSS is at most `goal`, and
+/// fails if it is not; `empty` and `full` are its RSS before and after the
+/// files were made, for the report.
+fn rss_comes_down(pid: i32, empty: u64, full: u64, goal: u64) {
     let start = Instant::now();
-    let goal = empty + (full - empty) / 4;
     let mut now = rss(pid);
     while now > goal && start.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(200));

@@ -42,6 +42,15 @@ fn time(f: impl FnOnce()) -> Duration {
     t.elapsed()
 }
 
+/// The time of 16,384 calls of `op` at the next offsets of `o`.
+fn random_pass(o: &mut Offsets, mut op: impl FnMut(u64)) -> Duration {
+    time(|| {
+        for _ in 0..16384 {
+            op(o.pick());
+        }
+    })
+}
+
 /// 16,384 calls of `op(state, offset)` per state, one thread per state, at
 /// random 4 KiB-aligned offsets of 64 MiB (a different sequence per thread).
 fn threads<T: Send>(states: Vec<T>, op: &(impl Fn(&mut T, u64) + Sync)) -> Duration {
@@ -181,21 +190,11 @@ fn main() {
     let t = pairs(
         rounds,
         || {
-            time(|| {
-                for _ in 0..16384 {
-                    let o = mo.pick() as usize;
-                    mem[o..o + 4096].copy_from_slice(black_box(&four_k));
-                }
-                black_box(&mem[0]);
-            })
+            let d = random_pass(&mut mo, |o| mem[o as usize..o as usize + 4096].copy_from_slice(black_box(&four_k)));
+            black_box(&mem[0]);
+            d
         },
-        || {
-            time(|| {
-                for _ in 0..16384 {
-                    fs.write(id, eo.pick(), black_box(&four_k));
-                }
-            })
-        },
+        || random_pass(&mut eo, |o| fs.write(id, o, black_box(&four_k))),
     );
     report("rand_4K_overwrite", 0.5, &t);
 
@@ -204,20 +203,15 @@ fn main() {
     let t = pairs(
         rounds,
         || {
-            time(|| {
-                for _ in 0..16384 {
-                    let o = mo.pick() as usize;
-                    out.copy_from_slice(black_box(&mem[o..o + 4096]));
-                    black_box(&out[0]);
-                }
+            random_pass(&mut mo, |o| {
+                out.copy_from_slice(black_box(&mem[o as usize..o as usize + 4096]));
+                black_box(&out[0]);
             })
         },
         || {
-            time(|| {
-                for _ in 0..16384 {
-                    fs.read(id, eo.pick(), black_box(&mut eout));
-                    black_box(&eout[0]);
-                }
+            random_pass(&mut eo, |o| {
+                fs.read(id, o, black_box(&mut eout));
+                black_box(&eout[0]);
             })
         },
     );
