@@ -164,8 +164,8 @@ impl Drop for ImageLock {
 }
 
 /// Who holds `image` (byte 1: a live daemon whose image it is), if anyone
-/// but this open file: `sectorfs save` to another disk's image would
-/// replace that disk's image under it. Never creates a lock file.
+/// but this process: `sectorfs save` to another disk's image would replace
+/// that disk's image under it. Never creates a lock file.
 pub(crate) fn held_by(image: &Path) -> Option<String> {
     let path = lock_path(image);
     let file = std::fs::OpenOptions::new()
@@ -184,7 +184,10 @@ pub(crate) fn held_by(image: &Path) -> Option<String> {
         l_pid: 0,
     };
     fcntl(&file, FcntlArg::F_OFD_GETLK(&mut fl)).ok()?;
-    (fl.l_type != libc::F_UNLCK as libc::c_short).then(|| holder(&file))
+    if fl.l_type == libc::F_UNLCK as libc::c_short || noted(&file).is_some_and(|(pid, _)| pid == std::process::id()) {
+        return None;
+    }
+    Some(holder(&file))
 }
 
 /// What became of byte 0.
@@ -319,8 +322,15 @@ mod tests {
         // kernel's OFD locks go.
         let err = ImageLock::take(&img, Path::new("/mnt/b")).unwrap_err().to_string();
         assert!(err.contains("in use by the sectorfs disk at / (pid"), "{err}");
-        // A save elsewhere sees whose image it is; nobody's once it is free.
-        assert!(held_by(&img).is_some_and(|h| h.starts_with("the sectorfs disk at / (pid")), "{:?}", held_by(&img));
+        // A save sees whose image it is, but not its own daemon's (this
+        // process noted itself), and nobody's once it is free.
+        assert_eq!(held_by(&img), None);
+        std::fs::write(lock_path(&img), "1 /mnt/other\n").unwrap();
+        assert!(
+            held_by(&img).is_some_and(|h| h.starts_with("the sectorfs disk at /mnt/other (pid 1)")),
+            "{:?}",
+            held_by(&img)
+        );
         drop(a);
         assert!(!lock_path(&img).exists(), "the lock file stays behind");
         assert_eq!(held_by(&img), None);

@@ -166,17 +166,11 @@ impl Saver {
         Ok(())
     }
 
-    /// Who else holds `path` as its image (through any symbolic links),
-    /// unless it is this disk's own.
+    /// Who else holds `path` as its image (through any symbolic links).
     fn owned_elsewhere(&self, path: &Path) -> Option<String> {
         #[cfg(target_os = "linux")]
         {
-            let target = image_target(path).ok()?;
-            let own = self.image.as_deref().and_then(|i| image_target(i).ok());
-            if own.as_deref() == Some(target.as_path()) {
-                return None;
-            }
-            crate::image_lock::held_by(&target)
+            crate::image_lock::held_by(&image_target(path).ok()?)
         }
         #[cfg(not(target_os = "linux"))]
         {

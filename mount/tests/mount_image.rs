@@ -575,8 +575,9 @@ fn save_refuses_another_disks_image() {
         assert!(!out.status.success() && err.contains("is the image of the sectorfs disk at"), "{err}");
         assert_eq!(std::fs::read(&one).unwrap(), first, "one.img replaced through {}", target.display());
     }
-    // Its own image, and a free file, are fine.
+    // Its own image (however spelt), and a free file, are fine.
     run_ok(&["save", s(&m2.path), s(&two)]);
+    run_ok(&["save", s(&m1.path), s(&dir.path().join(".").join("one.img"))]);
     run_ok(&["save", s(&m2.path), s(&dir.path().join("copy.img"))]);
 }
 
