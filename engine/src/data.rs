@@ -462,7 +462,7 @@ impl FileData {
         while j > 0 {
             let n = ((first + j - 1) * ss - off) as usize;
             match self.write(cx, ed, off, &data[..n]) {
-                Err(Error::NoSpace) => j = if tries == 0 { j - 1 } else { j / 2 }.min(free()),
+                Err(Error::NoSpace) => j = (if tries == 0 { j - 1 } else { j / 2 }).min(free()),
                 r => return r.map(|()| n),
             }
             tries += 1;
