@@ -295,14 +295,15 @@ impl Engine {
                 let op = Op::Write { off: off_out + (pos - off_in), data: Cow::Borrowed(&buf[..got]), short: true };
                 (pos + got as u64, op)
             };
-            let short = matches!(op, Op::Write { .. });
+            // Only a write may store less than its piece (`Op::Zero` gives 0).
+            let is_write = matches!(op, Op::Write { .. });
             // Piece by piece: a capture waits for one piece, not the copy.
             let gate = self.gate.enter();
             let done = dst.submit(&self.cx(), &self.logical, op);
             drop(gate);
             match done {
                 // The limit reached partway through a piece: a short copy.
-                Ok(n) if short && n < op_end - pos => {
+                Ok(n) if is_write && n < op_end - pos => {
                     pos += n;
                     break;
                 }

@@ -1,9 +1,9 @@
 //! Namespace operations: lookup, create, link, unlink, rename, readdir.
 //!
 //! # Namespace
-//! Inodes live in a sharded map (`ShardMap<Arc<Node>>`, a dashmap of the nodes
-//! by their inode numbers); no
-//! method holds a map guard across any other call (values are cloned out).
+//! Inodes live in a sharded map (`ShardMap<Arc<Node>>`, a dashmap of the
+//! nodes by their inode numbers); no method holds a map guard across any
+//! other call (values are cloned out).
 //! Each directory keeps its entries under its own reader-writer lock: a
 //! lookup is one map probe for the directory plus a read-locked hash probe;
 //! creates and deletes in different directories never contend.

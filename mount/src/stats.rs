@@ -147,7 +147,7 @@ impl Report {
             reserve_bytes: p.free_warm,
             returned_bytes: p.returned,
             shared_bytes: p.shared_pages * p.page_size,
-            heap_bytes: heap_bytes().unwrap_or(0),
+            heap_bytes: heap().map_or(0, |h| h.in_use),
             metadata_bytes: st.meta_bytes,
             metadata_limit_bytes: st.max_meta_bytes,
             sectors: p.sectors,
@@ -526,16 +526,25 @@ pub(crate) fn watch(
     }
 }
 
-/// Bytes in use on the process heap, from glibc's `mallinfo2` (small
-/// blocks in use plus large mmapped blocks). Everything the daemon keeps
-/// besides sector memory is there.
-fn heap_bytes() -> Option<u64> {
+/// Bytes of the process heap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heap {
+    /// Small blocks in use plus large mmapped blocks: everything the daemon
+    /// keeps besides sector memory is there.
+    pub(crate) in_use: u64,
+    /// What malloc keeps free in its arenas (the heap trim's measure,
+    /// `telemetry::HeapTrim`).
+    pub(crate) free: u64,
+}
+
+/// The heap, from glibc's `mallinfo2` (`None`: another allocator).
+pub(crate) fn heap() -> Option<Heap> {
     #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
     {
         // SAFETY: `mallinfo2` has no preconditions; it returns a plain struct
         // by value (glibc 2.33+; the binary links against the system glibc).
         let m = unsafe { libc::mallinfo2() };
-        Some((m.uordblks + m.hblkhd) as u64)
+        Some(Heap { in_use: (m.uordblks + m.hblkhd) as u64, free: m.fordblks as u64 })
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
     None

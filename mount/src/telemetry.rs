@@ -195,10 +195,10 @@ const HEAP_TRIM_MAX_WAIT: u32 = 64;
 /// it returns whole free pages, but free memory in holes between live
 /// blocks (a heap where half of many small blocks were freed) it can only
 /// walk (measured here: 500,000 such holes among 1,000,000 blocks of
-/// 40–340 bytes, 116 ms; 200,000 such blocks all freed, 13 ms). So a trim that gave
-/// back less than [`HEAP_TRIM_MOVED`] of RSS doubles the wait before the
-/// next (up to [`HEAP_TRIM_MAX_WAIT`] periods); one that gave back more
-/// resets it to a period.
+/// 40–340 bytes, 116 ms; 200,000 such blocks all freed, 13 ms). So a trim
+/// that gave back less than [`HEAP_TRIM_MOVED`] of RSS doubles the wait
+/// before the next (up to [`HEAP_TRIM_MAX_WAIT`] periods); one that gave
+/// back more resets it to a period.
 #[derive(Debug)]
 pub(crate) struct HeapTrim {
     was_over: bool,
@@ -238,7 +238,7 @@ impl HeapTrim {
     /// One step: trims the heap if [`HeapTrim::due`]. Returns whether it
     /// did (never where the allocator is not glibc's).
     pub(crate) fn step(&mut self) -> bool {
-        let due = heap_free().is_some_and(|free| self.due(free));
+        let due = crate::stats::heap().is_some_and(|h| self.due(h.free));
         if due {
             let before = resident_bytes();
             heap_trim();
@@ -253,18 +253,6 @@ fn resident_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok());
     kib.unwrap_or(0u64) * 1024
-}
-
-/// Free bytes glibc's malloc keeps in its arenas (`None`: another allocator).
-fn heap_free() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
-    {
-        // SAFETY: `mallinfo2` has no preconditions; it returns a plain
-        // struct by value (glibc 2.33+).
-        Some(unsafe { libc::mallinfo2() }.fordblks as u64)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
-    None
 }
 
 /// Gives glibc's free heap pages back to the OS.
@@ -519,14 +507,14 @@ mod tests {
         assert!(h.due(40 * mib));
     }
 
-    /// Trims that give back little (free memory in holes) back off,
-    /// doubling up to the longest wait; one that gives back much resets.
     #[test]
     fn resident_bytes_reads_this_process() {
         #[cfg(target_os = "linux")]
         assert!(resident_bytes() > 1 << 20, "{}", resident_bytes());
     }
 
+    /// Trims that give back little (free memory in holes) back off,
+    /// doubling up to the longest wait; one that gives back much resets.
     #[test]
     fn trims_that_give_back_little_back_off() {
         let mut h = HeapTrim::default();
