@@ -394,7 +394,7 @@ fn a_plain_umount_then_mount_waits_for_the_last_save() {
     let Some(mut m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
     std::fs::write(m.p("f"), b"written just before umount").unwrap();
     setxattr(&m.path, "user.sectorfs.failpoint", b"daemon.save.before_rename=sleep(1500)", 0).unwrap();
-    umount2(&m.path, 0).unwrap();
+    umount_settled(&m.path).unwrap();
     assert!(!img.exists(), "the save was not slowed down");
     let start = Instant::now();
     let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };

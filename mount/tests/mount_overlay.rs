@@ -97,9 +97,9 @@ impl Overlay {
         Ok(Overlay { merged: l.merged.clone(), mounted: true })
     }
 
-    /// Unmounts now (failing the test if the overlay is busy).
+    /// Unmounts now (failing the test if the overlay stays busy).
     fn unmount(mut self) {
-        umount2(&self.merged, 0).expect("umount overlay");
+        umount_settled(&self.merged).expect("umount overlay");
         self.mounted = false;
     }
 }

@@ -311,6 +311,23 @@ pub fn umount2(p: &Path, flags: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::umount2(c.as_ptr(), flags) })
 }
 
+/// `umount2(p, 0)`, retried while it fails with `EBUSY` for up to 10 s.
+/// Tests run in parallel threads, and a process another test forks (a
+/// `Command` with `uid`, the daemon's spawn) holds a copy of every file
+/// this process had open at that instant until its `exec` closes them; a
+/// mount that one of those files is on is busy for that while.
+pub fn umount_settled(p: &Path) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match umount2(p, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// `setxattr(2)`.
 pub fn setxattr(p: &Path, name: &str, value: &[u8], flags: libc::c_int) -> io::Result<()> {
     let (c, n) = (cstr(p), CString::new(name).unwrap());
