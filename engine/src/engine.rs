@@ -26,6 +26,12 @@ use crate::{Error, Result};
 /// random overwrites run alike at 4 KiB and 64 KiB.
 pub const DEFAULT_SECTOR_SIZE: usize = 4 << 10;
 
+/// Whether `ss` is a sector size [`Engine::new`] takes: a power of two in
+/// 4 KiB..=1 MiB.
+pub fn sector_size_ok(ss: u64) -> bool {
+    ss.is_power_of_two() && (4096..=1 << 20).contains(&ss)
+}
+
 /// The least `st_blksize` a file reports (the sector size if larger):
 /// programs size their buffers by it (stdio, `cp`), and through FUSE every
 /// buffer flushed is a round trip, so 4 KiB sectors must not mean 4 KiB
@@ -145,7 +151,7 @@ impl Engine {
     /// is not a power of two of 512 B..=64 KiB dividing the sector size.
     pub fn new(mut cfg: Config) -> Result<Engine> {
         let ss = cfg.sector_size;
-        if !ss.is_power_of_two() || !(4096..=1 << 20).contains(&ss) || cfg.max_inodes == 0 {
+        if !sector_size_ok(ss as u64) || cfg.max_inodes == 0 {
             return Err(Error::InvalidArgument);
         }
         let ps = cfg.page_size;

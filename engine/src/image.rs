@@ -143,6 +143,24 @@ pub enum ImageError {
         /// The limit it was loaded under.
         limit: u64,
     },
+    /// File data within the limit that does not fit it as stored: in
+    /// whole sectors of the size it is loaded with (a file's last sector
+    /// is whole; a larger `sector_size` than it was saved with rounds up
+    /// more), and with the table slots of the pages its clones share.
+    #[error(
+        "image holds {data} bytes of file data, which take more than the limit of {limit} bytes as stored \
+         ({sector_size}-byte sectors, table slots of cloned pages; {used} bytes in memory when saved)"
+    )]
+    TooLargeInMemory {
+        /// Bytes of file data in the image.
+        data: u64,
+        /// Bytes in use (data in sectors, inline buffers) when it was saved.
+        used: u64,
+        /// The limit it was loaded under.
+        limit: u64,
+        /// The sector size it was loaded with.
+        sector_size: usize,
+    },
     /// More inodes than the inode limit allows.
     #[error("image holds {nodes} files, more than the limit of {limit}")]
     TooManyFiles {
@@ -362,7 +380,7 @@ impl Engine {
             return Err(ImageError::TooManyFiles { nodes: info.nodes, limit: cfg.max_inodes });
         }
         if info.data_bytes > cfg.max_bytes {
-            return Err(info.too_large(cfg.max_bytes));
+            return Err(info.too_large(&cfg));
         }
         let engine = Engine::new(cfg).map_err(|e| ImageError::Refused(format!("bad settings: {e}")))?;
         // The kernel zeroes fresh memory on first touch: fault it in on the
@@ -410,7 +428,11 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
     if len as usize != HEADER_LEN || flags != 0 || reserved != 0 {
         return Err(corrupt(0, format!("header length {len}, flags {flags:#x}: not what version {version} writes")));
     }
-    let sector_size = usize::try_from(c.u64()?).map_err(|_| corrupt(0, "sector size out of range"))?;
+    let sector_size = c.u64()?;
+    if !crate::sector_size_ok(sector_size) {
+        return Err(corrupt(0, format!("sector size {sector_size} is not a power of two from 4 KiB to 1 MiB")));
+    }
+    let sector_size = sector_size as usize;
     let (max_bytes, max_inodes) = (c.u64()?, c.u64()?);
     let inline_max = usize::try_from(c.u64()?).map_err(|_| corrupt(0, "inline threshold out of range"))?;
     let max_file_size = c.u64()?;
@@ -456,9 +478,14 @@ fn read_head<R: Read>(rd: &mut Reader<R>) -> Result<ImageInfo, ImageError> {
 }
 
 impl ImageInfo {
-    /// The error for this image's file data not fitting `limit`.
-    fn too_large(&self, limit: u64) -> ImageError {
-        ImageError::TooLarge { data: self.data_bytes, used: self.used_bytes, limit }
+    /// The error for this image's file data not fitting the limit of `cfg`.
+    fn too_large(&self, cfg: &Config) -> ImageError {
+        let (data, used, limit) = (self.data_bytes, self.used_bytes, cfg.max_bytes);
+        if data > limit {
+            ImageError::TooLarge { data, used, limit }
+        } else {
+            ImageError::TooLargeInMemory { data, used, limit, sector_size: cfg.sector_size }
+        }
     }
 }
 
@@ -1153,7 +1180,7 @@ impl Loader {
                 }
                 match n.data.write(&cx, off, bytes) {
                     Ok(()) => {}
-                    Err(Error::NoSpace) => return Err(self.info.too_large(self.engine.cfg.max_bytes)),
+                    Err(Error::NoSpace) => return Err(self.info.too_large(&self.engine.cfg)),
                     Err(e) => return Err(corrupt(at, format!("cannot store DATA: {e}"))),
                 }
                 self.data_bytes += bytes.len() as u64;
@@ -1283,7 +1310,6 @@ impl Loader {
             return Err(ImageError::TooMuchMetadata { needed: meta.used(), limit: meta.limit() });
         }
         let cx = self.engine.cx();
-        let limit = self.engine.cfg.max_bytes;
         let mut logical = 0u64;
         let mut max_ino = ROOT;
         let subdirs: HashMap<Ino, u32> = {
@@ -1305,7 +1331,7 @@ impl Loader {
         }
         for (ino, mut s) in self.staged.drain() {
             if s.kind == FileType::Regular && s.data.len() < s.size {
-                s.data.set_len(&cx, s.size).map_err(|_| self.info.too_large(limit))?;
+                s.data.set_len(&cx, s.size).map_err(|_| self.info.too_large(&cfg))?;
             }
             // Modulo 2^64, as the engine's own counter (`fetch_add`): files
             // may each be near `u64::MAX` bytes long.
@@ -1337,7 +1363,7 @@ impl Loader {
         for (at, ino, r) in std::mem::take(&mut self.clones) {
             match self.engine.copy_file_range(r.src, r.src_off, ino, r.off, r.len) {
                 Ok(n) if n == r.len => {}
-                Err(Error::NoSpace) => return Err(self.info.too_large(limit)),
+                Err(Error::NoSpace) => return Err(self.info.too_large(&cfg)),
                 Ok(n) => return Err(corrupt(at, format!("CLONE of {} bytes replayed {n}", r.len))),
                 Err(e) => return Err(corrupt(at, format!("cannot replay CLONE: {e}"))),
             }

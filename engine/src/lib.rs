@@ -39,7 +39,7 @@ pub mod sync;
 mod types;
 mod xattr;
 
-pub use engine::{Config, Engine, Stats, DEFAULT_SECTOR_SIZE, PREFERRED_IO};
+pub use engine::{sector_size_ok, Config, Engine, Stats, DEFAULT_SECTOR_SIZE, PREFERRED_IO};
 pub use error::{errno, ntstatus, Error, Result};
 pub use types::*;
 

@@ -234,7 +234,9 @@ fn limits_are_checked_with_the_numbers() {
     let err =
         Engine::load_image(&img[..], |i| Ok(Config { max_bytes: 400_000, sector_size: 1 << 20, ..i.config.clone() }))
             .unwrap_err();
-    assert!(matches!(err, ImageError::TooLarge { limit: 400_000, .. }), "{err}");
+    let msg = err.to_string();
+    assert!(matches!(err, ImageError::TooLargeInMemory { limit: 400_000, sector_size: 1048576, .. }), "{msg}");
+    assert!(msg.contains("1048576-byte sectors") && !msg.contains("more than the limit of 400000 bytes ("), "{msg}");
 }
 
 fn small_image() -> Vec<u8> {
@@ -291,6 +293,22 @@ fn resealed_changes_never_panic() {
                 load(&again).unwrap();
             }
         }
+    }
+}
+
+/// A header whose sector size no engine takes is corrupt, and says so
+/// with the number, even with its checksum right (`read_info` too: the
+/// CLI chooses its settings from it).
+#[test]
+fn a_bad_sector_size_in_the_header_is_corrupt() {
+    let img = small_image();
+    for ss in [0u64, 3000, 2048, 2 << 20, u64::MAX] {
+        let mut bad = img.clone();
+        bad[24..32].copy_from_slice(&ss.to_le_bytes());
+        image::reseal(&mut bad);
+        let err = image::read_info(&bad[..]).unwrap_err().to_string();
+        assert!(err.contains(&format!("sector size {ss} is not a power of two")), "{err}");
+        assert!(matches!(load(&bad), Err(ImageError::Corrupt { at: 0, .. })), "{ss}");
     }
 }
 
@@ -591,7 +609,7 @@ fn clones_past_the_limit_are_refused() {
     assert_eq!(l.stats().pool.used, used);
     // 1 MiB of data, 200 clones' slots (~560 KiB): not in 1.25 MiB.
     let small = Engine::load_image(&img[..], |i| Ok(Config { max_bytes: 5 << 18, ..i.config.clone() }));
-    assert!(matches!(small, Err(ImageError::TooLarge { .. })), "{small:?}");
+    assert!(matches!(small, Err(ImageError::TooLargeInMemory { data: 1048576, .. })), "{small:?}");
 }
 
 /// A tree whose image takes several of the saver's 4 MiB buffers, with

@@ -193,7 +193,7 @@ pub(crate) const LABEL_MAX: usize = 255;
 
 /// Checks `--sector-size`: a power of two from 4K to 1M.
 pub(crate) fn check_sector_size(b: u64) -> Result<usize, String> {
-    if !b.is_power_of_two() || !(4096..=1 << 20).contains(&b) {
+    if !engine::sector_size_ok(b) {
         return Err(format!("--sector-size {}: must be a power of two from 4K to 1M", format_bytes(b)));
     }
     Ok(b as usize)
