@@ -201,9 +201,10 @@ pub(crate) fn check_sector_size(b: u64) -> Result<usize, String> {
 
 /// The memory limit for `--size`, rounded up to whole sectors (as tmpfs
 /// rounds its size up to whole pages), so `df` shows exactly the limit and a
-/// limit below one sector still holds a sector of data.
+/// limit below one sector still holds a sector of data; down where up
+/// would pass `u64::MAX`.
 pub(crate) fn round_limit(size: u64, sector: u64) -> u64 {
-    size.div_ceil(sector).saturating_mul(sector)
+    size.checked_next_multiple_of(sector).unwrap_or(size / sector * sector)
 }
 
 /// Checks `--threads n` against the cores and the open-file limit `nofile`
@@ -405,7 +406,7 @@ mod tests {
         }
         assert_eq!(round_limit(1024, 64 << 10), 64 << 10);
         assert_eq!(round_limit(128 << 10, 64 << 10), 128 << 10);
-        assert_eq!(round_limit(u64::MAX, 64 << 10), u64::MAX);
+        assert_eq!(round_limit(u64::MAX, 64 << 10), u64::MAX - ((64 << 10) - 1));
         assert_eq!(check_threads(4, 2, Some(1024)), Ok(4));
         assert!(check_threads(0, 2, None).unwrap_err().contains("at least one"));
         let e = check_threads(100_000, 2, Some(1 << 20)).unwrap_err();

@@ -297,6 +297,13 @@ fn settings(
     if max_files == 0 {
         return Err("--max-files 0: at least 1 (the root directory is one)".into());
     }
+    // Each inode of the limit brings PER_INODE bytes of metadata limit (as
+    // tmpfs's nr_inodes brings its inode space); past this the product
+    // overflows and `df -i` would count nonsense.
+    let most = u64::MAX / engine::budget::PER_INODE;
+    if max_files > most {
+        return Err(format!("--max-files {max_files}: at most {most}"));
+    }
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let threads = cli::check_threads(args.threads.unwrap_or_else(|| cli::default_threads(cores)), cores, nofile)?;
     let uid = args.uid.or(saved.map(|c| c.root_uid)).unwrap_or_else(|| nix::unistd::geteuid().as_raw());

@@ -50,6 +50,7 @@ fn bad_option_values_are_one_line_and_exit_2() {
     refused(&["--sector-size", "3K"], 2, "--sector-size 3 KiB: must be a power of two from 4K to 1M");
     refused(&["--sector-size", "2M"], 2, "--sector-size 2 MiB");
     refused(&["--max-files", "0"], 2, "--max-files 0: at least 1");
+    refused(&["--max-files", "9223372036854775807"], 2, "--max-files 9223372036854775807: at most 18014398509481983");
     refused(&["--uid", "4294967295"], 2, "--uid 4294967295: not a valid id");
     refused(&["--gid", "4294967295"], 2, "--gid 4294967295: not a valid id");
     // Values clap itself refuses: also exit 2.
