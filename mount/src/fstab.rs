@@ -72,6 +72,11 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
         _ => return Err("expected SOURCE MOUNTPOINT [-o OPTIONS] (the mount.fuse3 convention)".into()),
     };
     let mut out: Vec<OsString> = vec!["mount".into(), mountpoint.clone()];
+    // `--flag=value`, so that a value that starts with `-` (`size=-1`, a
+    // source named `-h`) reaches the option's own check as a value.
+    fn kv(flag: &str, value: impl std::fmt::Display) -> OsString {
+        format!("{flag}={value}").into()
+    }
     let mut label = None;
     let mut kernel: Vec<&str> = Vec::new();
     for opt in &last_of_each(&opts) {
@@ -85,17 +90,17 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
             Some(_) => Err(format!("option {key} takes no value")),
         };
         match key {
-            "size" => out.extend(["--size".into(), need()?.into()]),
-            "nr_inodes" => out.extend(["--max-files".into(), parse_count(need()?)?.to_string().into()]),
-            "mode" => out.extend(["--mode".into(), need()?.into()]),
-            "uid" => out.extend(["--uid".into(), need()?.into()]),
-            "gid" => out.extend(["--gid".into(), need()?.into()]),
-            "sector_size" => out.extend(["--sector-size".into(), need()?.into()]),
-            "threads" => out.extend(["--threads".into(), need()?.into()]),
-            "cache" => out.extend(["--cache".into(), need()?.into()]),
-            "transport" => out.extend(["--transport".into(), need()?.into()]),
-            "reserve" => out.extend(["--reserve".into(), need()?.into()]),
-            "image" => out.extend(["--image".into(), need()?.into()]),
+            "size" => out.push(kv("--size", need()?)),
+            "nr_inodes" => out.push(kv("--max-files", parse_count(need()?)?.to_string())),
+            "mode" => out.push(kv("--mode", need()?)),
+            "uid" => out.push(kv("--uid", need()?)),
+            "gid" => out.push(kv("--gid", need()?)),
+            "sector_size" => out.push(kv("--sector-size", need()?)),
+            "threads" => out.push(kv("--threads", need()?)),
+            "cache" => out.push(kv("--cache", need()?)),
+            "transport" => out.push(kv("--transport", need()?)),
+            "reserve" => out.push(kv("--reserve", need()?)),
+            "image" => out.push(kv("--image", need()?)),
             "label" | "fsname" => label = Some(need()?.to_string()),
             "case_insensitive" => {
                 flag()?;
@@ -112,7 +117,7 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
             "atime" | "relatime" | "noatime" | "strictatime" => {
                 flag()?;
                 let mode = if key == "atime" { "relatime" } else { key };
-                out.extend(["--atime".into(), mode.into()]);
+                out.push(kv("--atime", mode));
             }
             "async"
             | "sync"
@@ -139,10 +144,10 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
     // The source names the disk in `mount` and `df`, like a tmpfs's source,
     // unless a label says otherwise.
     if let Some(l) = label.or_else(|| source.and_then(|s| s.to_str()).map(str::to_string)) {
-        out.extend(["--label".into(), l.into()]);
+        out.push(kv("--label", l));
     }
     if !kernel.is_empty() {
-        out.extend(["--kernel-options".into(), kernel.join(",").into()]);
+        out.push(kv("--kernel-options", kernel.join(",")));
     }
     if foreground {
         out.push("--foreground".into());
@@ -261,32 +266,20 @@ mod tests {
             [
                 "mount",
                 "/mnt/ram",
-                "--size",
-                "8G",
-                "--max-files",
-                "2097152",
-                "--mode",
-                "1777",
-                "--uid",
-                "1000",
-                "--gid",
-                "100",
-                "--atime",
-                "noatime",
-                "--cache",
-                "writethrough",
-                "--transport",
-                "classic",
-                "--sector-size",
-                "16K",
-                "--threads",
-                "4",
+                "--size=8G",
+                "--max-files=2097152",
+                "--mode=1777",
+                "--uid=1000",
+                "--gid=100",
+                "--atime=noatime",
+                "--cache=writethrough",
+                "--transport=classic",
+                "--sector-size=16K",
+                "--threads=4",
                 "--allow-other",
                 "--case-insensitive",
-                "--label",
-                "ramdisk",
-                "--kernel-options",
-                "rw,dev,suid"
+                "--label=ramdisk",
+                "--kernel-options=rw,dev,suid"
             ]
         );
     }
@@ -299,20 +292,17 @@ mod tests {
             helper_args(&os(&["ram", "/m", "-o", "size=1G,noatime,nosuid,size=2G,strictatime,suid,label=a,fsname=b"]))
                 .unwrap(),
         );
-        assert_eq!(
-            got,
-            ["mount", "/m", "--size", "2G", "--atime", "strictatime", "--label", "b", "--kernel-options", "suid"]
-        );
+        assert_eq!(got, ["mount", "/m", "--size=2G", "--atime=strictatime", "--label=b", "--kernel-options=suid"]);
     }
 
     #[test]
     fn label_kernel_flags_and_no_source() {
         let got = strs(helper_args(&os(&["/mnt/ram", "-o", "nosuid,nodev,label=BUILD", "-v"])).unwrap());
-        assert_eq!(got, ["mount", "/mnt/ram", "--label", "BUILD", "--kernel-options", "nosuid,nodev"]);
+        assert_eq!(got, ["mount", "/mnt/ram", "--label=BUILD", "--kernel-options=nosuid,nodev"]);
         let got = strs(helper_args(&os(&["src", "/m", "-osize=1G,fsname=x", "--foreground"])).unwrap());
-        assert_eq!(got, ["mount", "/m", "--size", "1G", "--label", "x", "--foreground"]);
+        assert_eq!(got, ["mount", "/m", "--size=1G", "--label=x", "--foreground"]);
         let got = strs(helper_args(&os(&["src", "/m", "-o", "image=/var/lib/ram.img,nosuid"])).unwrap());
-        assert_eq!(got, ["mount", "/m", "--image", "/var/lib/ram.img", "--label", "src", "--kernel-options", "nosuid"]);
+        assert_eq!(got, ["mount", "/m", "--image=/var/lib/ram.img", "--label=src", "--kernel-options=nosuid"]);
         assert!(helper_args(&os(&["s", "/m", "-o", "image="])).unwrap_err().contains("image="));
     }
 
