@@ -71,6 +71,16 @@ fn bad_option_values_are_one_line_and_exit_2() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!is_mounted(dir.path()));
     }
+    // Through the mount.fuse3 helper form: a value that starts with '-'
+    // reaches its option's check.
+    for (opts, want) in [("size=-1", "invalid value '-1' for '--size"), ("mode=-7", "invalid value '-7' for '--mode")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(&["ram", dir.path().to_str().unwrap(), "-o", opts]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{opts}: {err}");
+        assert!(err.contains(want), "{opts}: {err}");
+        assert!(!is_mounted(dir.path()));
+    }
     // In the foreground too (the daemon's own check).
     refused(&["-f", "--threads", "100000"], 2, "--threads 100000");
     // A mountpoint problem is an operation failure: exit 1.
