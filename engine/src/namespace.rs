@@ -100,12 +100,12 @@ impl Engine {
 
     /// A new node for directory `p`, not yet in the inode map or any
     /// directory (the caller reserved its inode): the parent's default ACL
-    /// or the umask applied, the set-group-ID directory rule, link count 1
-    /// (2 for a directory), no lookup reference.
+    /// or the umask applied, the set-group-ID directory rule, link count
+    /// `nlink`, no lookup reference.
     ///
     /// # Errors
     /// `NoSpace`: no metadata left for the inherited ACLs.
-    fn new_node(&self, p: &Node, new: New) -> Result<Arc<Node>> {
+    fn new_node(&self, p: &Node, new: New, nlink: u32) -> Result<Arc<Node>> {
         let New { kind, perm, uid, gid, special, umask } = new;
         let psnap = p.load_full();
         let pmeta = &psnap.meta;
@@ -138,7 +138,6 @@ impl Engine {
         }
         let meta = Meta::new(perm, uid, gid);
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-        let nlink = if kind == FileType::Directory { 2 } else { 1 };
         Ok(Arc::new(Node::new(ino, kind, meta, nlink, p.ino, special, xattrs)))
     }
 
@@ -160,7 +159,7 @@ impl Engine {
         let kind = new.kind;
         let inode = (new.special.boxed(kind), new.special.target_len());
         let reserved = self.reserve(Some(inode), entry_cost(name.len()))?;
-        let node = self.new_node(&p, new)?;
+        let node = self.new_node(&p, new, if kind == FileType::Directory { 2 } else { 1 })?;
         reserved.commit();
         let ino = node.ino;
         node.life.lock().lookups = 1;
@@ -285,16 +284,29 @@ impl Engine {
     }
 
     /// An anonymous regular file in `parent`'s file system (`O_TMPFILE`):
-    /// link count 0, opened once and referenced once. `link` may give it a name.
+    /// link count 0, opened once and referenced once. `link` may give it a
+    /// name. It takes `parent`'s group if that is a set-group-ID directory,
+    /// as [`Engine::create`].
     ///
     /// # Errors
     /// `NotFound`, `NotDir`, `NoInodes`, `NoSpace` (metadata).
     pub fn tmpfile(&self, parent: Ino, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.tmpfile_umask(parent, mode, 0, uid, gid)
+    }
+
+    /// [`Engine::tmpfile`] with the caller's `umask`, as
+    /// [`Engine::create_umask`]: `parent`'s default ACL, if it has one, or
+    /// the umask (Linux's `O_TMPFILE` goes through the same
+    /// `posix_acl_create` as `open(O_CREAT)`).
+    ///
+    /// # Errors
+    /// As [`Engine::tmpfile`].
+    pub fn tmpfile_umask(&self, parent: Ino, mode: u32, umask: u32, uid: u32, gid: u32) -> Result<Attr> {
         let p = self.dir_node(parent)?;
-        self.reserve(Some((false, 0)), 0)?.commit();
-        let meta = Meta::new(mode & 0o7777, uid, gid);
-        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-        let node = Arc::new(Node::new(ino, FileType::Regular, meta, 0, p.ino, Special::None, None));
+        let reserved = self.reserve(Some((false, 0)), 0)?;
+        let new = New { kind: FileType::Regular, perm: mode, uid, gid, special: Special::None, umask };
+        let node = self.new_node(&p, new, 0)?;
+        reserved.commit();
         {
             let mut l = node.life.lock();
             l.lookups = 1;
@@ -642,7 +654,7 @@ impl Engine {
             let wnode = if whiteout {
                 let (uid, gid) = (owner.uid, owner.gid);
                 let new = New { kind: FileType::CharDevice, perm: 0, uid, gid, special: Special::None, umask: 0 };
-                Some(self.new_node(&p1, new)?)
+                Some(self.new_node(&p1, new, 1)?)
             } else {
                 None
             };

@@ -153,6 +153,43 @@ fn default_acl_is_inherited_atomically_with_create() {
     assert_eq!(e.getxattr(mf.ino, ACCESS), Err(Error::NoData));
 }
 
+/// An `O_TMPFILE` file inherits as `open(O_CREAT)` does: the directory's
+/// default ACL (the umask ignored), or the umask; the group of a
+/// set-group-ID directory. (It took none of them before.)
+#[test]
+fn tmpfile_inherits_as_create() {
+    let e = engine(true);
+    let d = e.mkdir(ROOT, b"d", 0o2777, 0, 100).unwrap().ino;
+    let def = acl(&[
+        (tag::USER_OBJ, 7, U),
+        (tag::USER, 7, 65534),
+        (tag::GROUP_OBJ, 5, U),
+        (tag::MASK, 7, U),
+        (tag::OTHER, 0, U),
+    ]);
+    e.setxattr(d, DEFAULT, &def, 0).unwrap();
+    let t = e.tmpfile_umask(d, 0o666, 0o022, 65534, 65534).unwrap();
+    assert_eq!((t.perm, t.uid, t.gid, t.nlink), (0o660, 65534, 100, 0));
+    let want = acl(&[
+        (tag::USER_OBJ, 6, U),
+        (tag::USER, 7, 65534),
+        (tag::GROUP_OBJ, 5, U),
+        (tag::MASK, 6, U),
+        (tag::OTHER, 0, U),
+    ]);
+    assert_eq!(e.getxattr(t.ino, ACCESS).unwrap(), want);
+    assert_eq!(e.getxattr(t.ino, DEFAULT), Err(Error::NoData));
+    // The same as a created file.
+    let c = e.create_umask(d, b"c", 0o666, 0o022, 65534, 65534).unwrap();
+    assert_eq!((c.perm, c.gid), (t.perm, t.gid));
+    assert_eq!(e.getxattr(c.ino, ACCESS).unwrap(), want);
+    // Without a default ACL: the umask; outside a set-group-ID directory:
+    // the caller's group.
+    let p = e.tmpfile_umask(ROOT, 0o666, 0o022, 5, 6).unwrap();
+    assert_eq!((p.perm, p.uid, p.gid), (0o644, 5, 6));
+    assert_eq!(e.listxattr(p.ino).unwrap(), b"");
+}
+
 /// A node's names stay listable: a new attribute that would make the list
 /// of names pass 64 KiB (`XATTR_LIST_MAX`, what `listxattr(2)` can return)
 /// is refused with `NoSpace`; replacing an existing one still works.

@@ -879,7 +879,7 @@ impl Filesystem for SectorFs {
                 self.req.count(Counted::Tmpfile);
                 // Opened once and referenced once by the engine, as CREATE.
                 let (mode, umask) = self.mode_umask(arg.mode, arg.umask);
-                match call(|| self.engine.tmpfile(ino, mode & !umask, h.uid, h.gid)) {
+                match call(|| self.engine.tmpfile_umask(ino, mode, umask, h.uid, h.gid)) {
                     Ok(a) => reply.create(&self.entry_out(&a), 0, self.fopen),
                     Err(e) => reply.error(e),
                 }

@@ -154,3 +154,41 @@ fn bad_acl_values_are_refused() {
     assert_eq!(errno(getxattr(&f, "system.posix_acl_access")), libc::ENODATA);
     assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o7777, 0o600);
 }
+
+/// An `O_TMPFILE` file linked into place inherits as `open(O_CREAT)` does,
+/// on sectorfs as on tmpfs: the directory's default ACL (the umask
+/// ignored) and a set-group-ID directory's group, for a caller of another
+/// uid and gid. (sectorfs gave it the umask and the caller's group.)
+#[test]
+fn o_tmpfile_inherits_as_create() {
+    if !ready() {
+        return;
+    }
+    let Some(m) = Mount::new(&["--allow-other"]) else { return };
+    let shm = shm();
+    let mut outs = Vec::new();
+    for root in [shm.path(), m.path.as_path()] {
+        sh(
+            root,
+            "mkdir d plain; chgrp 100 d plain; chmod 2777 d plain
+             setfacl -d -m u:65534:rwx,g::rx,o::- d",
+        );
+        for dir in ["d", "plain"] {
+            let d = root.join(dir);
+            as_user(NOBODY, NOBODY, || {
+                let f = open_raw(&d, libc::O_TMPFILE | libc::O_WRONLY, 0o666).expect("O_TMPFILE");
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+                let src = cstr(Path::new(&format!("/proc/self/fd/{fd}")));
+                let dst = cstr(&d.join("t"));
+                // SAFETY: both paths are NUL-terminated and alive during the call.
+                let r = unsafe {
+                    libc::linkat(libc::AT_FDCWD, src.as_ptr(), libc::AT_FDCWD, dst.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+                };
+                assert_eq!(r, 0, "linkat: {}", std::io::Error::last_os_error());
+            });
+        }
+        outs.push(sh(root, "umask 022; getfacl -n d/t plain/t; stat -c '%n %a %u %g' d/t plain/t"));
+    }
+    assert!(outs[0].contains("user:65534:rwx") && outs[0].contains("d/t 660 65534 100"), "tmpfs:\n{}", outs[0]);
+    assert_eq!(outs[1], outs[0], "sectorfs (left) against tmpfs (right)");
+}
