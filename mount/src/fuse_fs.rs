@@ -83,6 +83,7 @@
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,6 +150,8 @@ pub(crate) struct SectorFs {
     generation: u64,
     /// Images: `sectorfs save` through the root's `user.sectorfs.save`.
     saver: Option<Arc<crate::save::Saver>>,
+    /// Bytes of page-cache writeback refused at the limit (`stats`).
+    writeback_refused: AtomicU64,
 }
 
 impl SectorFs {
@@ -180,6 +183,7 @@ impl SectorFs {
             telemetry,
             generation: mount_generation(),
             saver: None,
+            writeback_refused: AtomicU64::new(0),
         }
     }
 
@@ -301,6 +305,7 @@ impl SectorFs {
     fn stats_json(&self) -> Vec<u8> {
         let mut snap = Report::new(&self.engine, self.pid, Some(&self.telemetry.trends()));
         snap.add_requests(&self.req);
+        snap.writeback_refused_bytes = self.writeback_refused.load(Ordering::Relaxed);
         if let Some(t) = self.transport.get() {
             snap.transport = Some(t.kind.to_string());
             snap.ring_requests = t.ring.as_ref().map(|r| r.total());
@@ -750,11 +755,23 @@ impl Filesystem for SectorFs {
                 // at the offset given. It sends writes that must drop privileges
                 // (FUSE_HANDLE_KILLPRIV_V2) through, flagged, instead of caching them.
                 let kill = arg.write_flags & abi::FUSE_WRITE_KILL_SUIDGID != 0;
+                // Page-cache writeback (stores through a shared mapping; every
+                // write with --cache writeback) takes any count as the whole:
+                // the kernel would drop what a short write left out. So there a
+                // write that does not fit fails (after storing what fits), and
+                // the kernel keeps the error for the file's next fsync, msync
+                // or close. A write(2) gets the short count (POSIX).
+                let cached = arg.write_flags & abi::FUSE_WRITE_CACHE != 0;
                 match call(|| {
                     if kill {
                         self.kill_suidgid(h, ino)?;
                     }
-                    self.engine.write(ino, arg.offset, data)
+                    let n = self.engine.write(ino, arg.offset, data)?;
+                    if cached && n < data.len() {
+                        self.writeback_refused.fetch_add((data.len() - n) as u64, Ordering::Relaxed);
+                        return Err(engine::Error::NoSpace);
+                    }
+                    Ok(n)
                 }) {
                     Ok(n) => reply.written(n as u32),
                     Err(e) => reply.error(e),

@@ -80,6 +80,13 @@ pub(crate) struct Report {
     /// with ENOSPC.
     #[serde(default)]
     pub(crate) metadata_limit_bytes: u64,
+    /// Bytes of page-cache writeback (stores through a shared mapping;
+    /// writes with `--cache writeback`) refused at the limit since the
+    /// mount. The kernel reports `ENOSPC` for them at the file's next
+    /// `fsync`, `msync` or `close`; a program that checks none of them has
+    /// lost them.
+    #[serde(default)]
+    pub(crate) writeback_refused_bytes: u64,
     /// Sectors held by files.
     pub(crate) sectors: u64,
     /// Bytes per sector.
@@ -221,6 +228,7 @@ impl Report {
             ("metadata (heap)", bytes(self.heap_bytes)),
             ("metadata charged", bytes(self.metadata_bytes)),
             ("metadata limit", bytes(self.metadata_limit_bytes)),
+            ("writeback refused", bytes(self.writeback_refused_bytes)),
             ("sectors in use", self.sectors.to_string()),
             ("sector size", bytes(self.sector_size)),
             ("sector allocations", self.sector_allocs.to_string()),
@@ -332,6 +340,12 @@ impl Report {
             &[("", n(self.metadata_bytes))],
         );
         family("metadata_limit_bytes", "gauge", "The metadata limit.", &[("", n(self.metadata_limit_bytes))]);
+        family(
+            "writeback_refused_bytes_total",
+            "counter",
+            "Page-cache writeback (mmap stores) refused at the limit; reported as ENOSPC at fsync, msync or close.",
+            &[("", n(self.writeback_refused_bytes))],
+        );
         family("sectors", "gauge", "Sectors held by files.", &[("", n(self.sectors))]);
         family("sector_size_bytes", "gauge", "Bytes per sector.", &[("", n(self.sector_size))]);
         family("files", "gauge", "Inodes in use.", &[("", n(self.files))]);

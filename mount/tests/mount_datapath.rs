@@ -372,6 +372,88 @@ fn mmap_store_past_the_limit_fails_at_msync() {
     assert_eq!(m.stat("used_bytes"), 64 * MIB as u64);
 }
 
+/// A 64 MiB mount with `opts`, all but `free` bytes of it taken by a file
+/// `fallocate`d to that size (which goes to the daemon in every cache mode).
+fn nearly_full(opts: &[&str], free: usize) -> Option<Mount> {
+    let mut all = vec!["--size", "64M"];
+    all.extend_from_slice(opts);
+    let m = Mount::new(&all)?;
+    let f = File::create(m.p("full")).unwrap();
+    // SAFETY: `f` is an open descriptor for the duration of the call.
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, (64 * MIB - free) as libc::off_t) };
+    assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+    assert_eq!(m.stat("free_bytes"), free as u64);
+    Some(m)
+}
+
+/// `close(2)`, with its error.
+fn close_fd(f: File) -> Result<(), Option<i32>> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the descriptor is `f`'s own, given up by `into_raw_fd`.
+    let rc = unsafe { libc::close(f.into_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error())
+    }
+}
+
+/// Stores through a mapping of which only a part fits: page-cache
+/// writeback takes any count the daemon answers as the whole write (the
+/// rest would be dropped as written), so the daemon fails a writeback it
+/// stored only part of, and the kernel reports ENOSPC at the file's close
+/// (or fsync, or msync). rust-lld writes its output this way and checks
+/// close: a full disk fails the link instead of leaving a binary with
+/// zeroed pages. `stats` counts the refused bytes.
+#[test]
+fn mmap_stores_that_partly_fit_fail_at_close_and_fsync() {
+    let Some(m) = nearly_full(&["--cache", "direct"], 8192) else { return };
+    for (i, sync) in [false, true].into_iter().enumerate() {
+        let p = m.p(&format!("mapped{i}"));
+        let g = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+        g.set_len(MIB as u64).unwrap();
+        // SAFETY: a fresh shared mapping of the 1 MiB file, used only
+        // through `map` below and unmapped at the end.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MIB,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                g.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        // SAFETY: `addr` maps MIB bytes, readable and writable, until munmap.
+        unsafe { std::slice::from_raw_parts_mut(addr.cast::<u8>(), MIB) }.fill(0x77);
+        // SAFETY: the mapping made above, not used after.
+        assert_eq!(unsafe { libc::munmap(addr, MIB) }, 0);
+        if sync {
+            assert_eq!(g.sync_all().map_err(|e| e.raw_os_error()), Err(Some(libc::ENOSPC)), "fsync");
+            drop(g);
+        } else {
+            assert_eq!(close_fd(g), Err(Some(libc::ENOSPC)), "close after stores that did not fit");
+        }
+        assert!(m.stat("writeback_refused_bytes") > 0, "stats counts the refused writeback");
+        assert_eq!(m.stat("free_bytes"), 0, "what fit is stored");
+        fs::remove_file(&p).unwrap();
+        assert!(eventually(|| m.stat("free_bytes") == 8192), "freed again");
+    }
+}
+
+/// With `--cache writeback` every write(2) is page-cache writeback: one
+/// past the limit is acknowledged into the cache, and its loss is reported
+/// at fsync (the documented cost of that mode), even when part of it fit.
+#[test]
+fn writeback_mode_reports_a_write_past_the_limit_at_fsync() {
+    let Some(m) = nearly_full(&["--cache", "writeback"], 8192) else { return };
+    let mut f = File::create(m.p("late")).unwrap();
+    f.write_all(&vec![9u8; MIB]).unwrap();
+    assert_eq!(f.sync_all().map_err(|e| e.raw_os_error()), Err(Some(libc::ENOSPC)));
+    assert!(m.stat("writeback_refused_bytes") > 0);
+}
+
 #[test]
 fn writeback_mode_is_an_explicit_option() {
     // The old mode stays available for those who want its speed, and says
