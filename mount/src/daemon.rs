@@ -159,6 +159,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         }
         (fusermount_mount(&mp, &opts)?, Unmounter::Fusermount(mp.clone()))
     };
+    fs.set_notifier(fd.try_clone().context("cannot duplicate the /dev/fuse descriptor")?);
     // INIT, before any worker starts: the mount answers once this returns.
     let mut session = Session::new(fs);
     if !args.allow_other {

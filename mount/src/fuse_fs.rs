@@ -152,6 +152,10 @@ pub(crate) struct SectorFs {
     saver: Option<Arc<crate::save::Saver>>,
     /// Bytes of page-cache writeback refused at the limit (`stats`).
     writeback_refused: AtomicU64,
+    /// Notifications to the kernel on the mount's connection (set once it is
+    /// mounted): attributes a request changed without a reply that carries
+    /// them.
+    notifier: std::sync::OnceLock<sectorfs_fuse::dev::Notifier<std::os::fd::OwnedFd>>,
 }
 
 impl SectorFs {
@@ -184,12 +188,38 @@ impl SectorFs {
             generation: mount_generation(),
             saver: None,
             writeback_refused: AtomicU64::new(0),
+            notifier: std::sync::OnceLock::new(),
         }
     }
 
     /// Serves `user.sectorfs.save` on the root with `saver` (`crate::save`).
     pub(crate) fn set_saver(&mut self, saver: Arc<crate::save::Saver>) {
         self.saver = Some(saver);
+    }
+
+    /// The connection to send notifications on (a descriptor of the mount's
+    /// `/dev/fuse` connection).
+    pub(crate) fn set_notifier(&mut self, fd: std::os::fd::OwnedFd) {
+        let _ = self.notifier.set(sectorfs_fuse::dev::Notifier::new(fd));
+    }
+
+    /// Drops the kernel's cached attributes of `ino`, which a request changed
+    /// without a reply that carries them (set-user-ID bits dropped by a
+    /// write, truncate, fallocate or copy_file_range): the kernel keeps
+    /// attributes for [`TTL`] and invalidates after a write only the size
+    /// and times, so `statx(STATX_MODE)` and exec's permission check would
+    /// still see the old mode. Sent before the reply, so no call that
+    /// returns after it sees the old mode.
+    fn attrs_changed(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            match n.inval_inode(ino, -1, 0) {
+                // ENOENT: the kernel holds no inode to invalidate.
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                    log::warn!("cannot invalidate the attributes of inode {ino}: {e}");
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Asks for FUSE over io_uring at INIT (the daemon starts the ring if granted).
@@ -261,7 +291,11 @@ impl SectorFs {
         }
         let (kill_suidgid, kill_sgid) = (!privileged(h), kill_sgid_always(h, a));
         let set = SetAttr { size: Some(0), kill_suidgid, kill_sgid, ..SetAttr::default() };
-        self.engine.setattr(a.ino, &set).map(|_| ())
+        let after = self.engine.setattr(a.ino, &set)?;
+        if after.perm != a.perm {
+            self.attrs_changed(a.ino);
+        }
+        Ok(())
     }
 
     /// `create`: a new file, or the existing one without `O_EXCL`; opened once.
@@ -291,7 +325,10 @@ impl SectorFs {
         let kill_sgid = kill_sgid_always(h, &a);
         let bits = a.perm & 0o4000 != 0 || a.perm & 0o2010 == 0o2010 || kill_sgid;
         if bits || self.engine.getxattr(ino, b"security.capability").is_ok() {
-            self.engine.setattr(ino, &SetAttr { kill_suidgid: true, kill_sgid, ..SetAttr::default() })?;
+            let after = self.engine.setattr(ino, &SetAttr { kill_suidgid: true, kill_sgid, ..SetAttr::default() })?;
+            if after.perm != a.perm {
+                self.attrs_changed(ino);
+            }
         }
         Ok(())
     }
@@ -330,9 +367,30 @@ impl SectorFs {
         // FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping privileges to
         // us on chown (always) and on truncate by a caller without
         // CAP_FSETID (it flags those: FATTR_KILL_SUIDGID; root stands in too).
-        let kill_suidgid =
-            uid.is_some() || gid.is_some() || (size.is_some() && (has(abi::FATTR_KILL_SUIDGID) || !privileged(h)));
-        let kill_sgid = kill_suidgid && self.engine.getattr(h.nodeid).is_ok_and(|a| kill_sgid_always(h, &a));
+        // chown(path, -1, -1) arrives with no field at all (the kernel drops
+        // the mode it computed for the privilege drop): by an unprivileged
+        // owner it drops them as any chown. Root's cannot be told from the
+        // empty SETATTR by which the kernel drops a file's capabilities
+        // before root's fallocate or copy_file_range (which keep
+        // set-user-ID), so it changes nothing (tmpfs drops the bits); nor
+        // does another user's (tmpfs: EPERM where there are bits to drop).
+        // An unprivileged caller's fallocate sends one too, and drops the
+        // bits anyway.
+        let fields = abi::FATTR_MODE
+            | abi::FATTR_UID
+            | abi::FATTR_GID
+            | abi::FATTR_SIZE
+            | abi::FATTR_ATIME
+            | abi::FATTR_MTIME
+            | abi::FATTR_ATIME_NOW
+            | abi::FATTR_MTIME_NOW;
+        let cur = self.engine.getattr(h.nodeid).map_err(|e| e.errno())?;
+        let chown_none = s.valid & fields == 0 && cur.kind != FileType::Directory && !privileged(h) && cur.uid == h.uid;
+        let kill_suidgid = uid.is_some()
+            || gid.is_some()
+            || chown_none
+            || (size.is_some() && (has(abi::FATTR_KILL_SUIDGID) || !privileged(h)));
+        let kill_sgid = kill_suidgid && kill_sgid_always(h, &cur);
         let set = SetAttr {
             mode: has(abi::FATTR_MODE).then_some(s.mode),
             uid,

@@ -188,9 +188,11 @@ grep -c " $w/mp " /proc/self/mounts || true
     assert!(stdout.trim_end().ends_with("unmounted\n0"), "still mounted after unmount: {stdout}");
 }
 
-/// Writes, truncates, fallocate and copy_file_range by an unprivileged user,
-/// and chown by root, drop set-user-ID and set-group-ID bits exactly as on
-/// tmpfs; and every one of them, by root too, drops file capabilities
+/// Writes, truncates (`O_TRUNC` too), fallocate and copy_file_range by an
+/// unprivileged user, chown by root and `chown(f, -1, -1)` by the owner
+/// drop set-user-ID and set-group-ID bits exactly as on tmpfs, and the
+/// kernel's cached mode says so at once (`statx(STATX_MODE)`, what exec's
+/// permission check reads); and every one of them, by root too, drops file capabilities
 /// (`security.capability`), as on tmpfs. (The mount negotiates
 /// FUSE_HANDLE_KILLPRIV_V2, so the daemon, not the kernel, drops them.)
 #[test]
@@ -203,7 +205,7 @@ fn privilege_drops_match_tmpfs() {
     let shm = tempfile::Builder::new().prefix("sectorfs-privs-").tempdir_in("/dev/shm").unwrap();
     fs::set_permissions(shm.path(), fs::Permissions::from_mode(0o777)).unwrap();
     // (name, mode, what happens to it)
-    let cases: [(&str, u32, &str); 17] = [
+    let cases: [(&str, u32, &str); 20] = [
         ("w_suid", 0o4777, "user write"),
         ("w_sgid_x", 0o2777, "user write"),
         ("w_sgid_nox", 0o2767, "user write"),
@@ -212,6 +214,7 @@ fn privilege_drops_match_tmpfs() {
         ("w_sgid_nox_group", 0o2767, "user write in group"),
         ("t_suid", 0o4777, "user truncate"),
         ("t_both", 0o6777, "user truncate"),
+        ("o_both", 0o6777, "user open O_TRUNC"),
         ("f_suid", 0o4777, "user fallocate"),
         ("c_suid", 0o6777, "user copy"),
         ("root_write", 0o6777, "root write"),
@@ -221,6 +224,8 @@ fn privilege_drops_match_tmpfs() {
         ("root_copy", 0o6777, "root copy"),
         ("chown_both", 0o6755, "root chown"),
         ("chown_sgid_nox", 0o2745, "root chown"),
+        ("none_owner_both", 0o6745, "user chown -1 -1"),
+        ("none_owner_sgid_nox", 0o2745, "user chown -1 -1"),
     ];
     let mut got = Vec::new();
     for root in [shm.path(), m.path.as_path()] {
@@ -230,6 +235,9 @@ fn privilege_drops_match_tmpfs() {
             fs::write(&p, vec![1u8; 4096]).unwrap();
             if name.ends_with("_group") {
                 std::os::unix::fs::chown(&p, None, Some(NOBODY)).unwrap();
+            }
+            if name.starts_with("none_owner") {
+                std::os::unix::fs::chown(&p, Some(NOBODY), None).unwrap();
             }
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
             setxattr(&p, "security.capability", &CAP_NET_RAW, 0).unwrap();
@@ -243,6 +251,7 @@ fn privilege_drops_match_tmpfs() {
                         OpenOptions::new().write(true).open(&p)?.write_all_at(b"x", 10)?
                     }
                     "root append" => OpenOptions::new().append(true).open(&p)?.write_all(b"x")?,
+                    "user open O_TRUNC" => drop(OpenOptions::new().write(true).truncate(true).open(&p)?),
                     "user truncate" | "root truncate" => OpenOptions::new().write(true).open(&p)?.set_len(100)?,
                     "user fallocate" | "root fallocate" => {
                         fallocate(&OpenOptions::new().write(true).open(&p)?, 0, 0, 8192)?
@@ -252,6 +261,7 @@ fn privilege_drops_match_tmpfs() {
                         copy_file_range(&a, 0, &b, 0, 4096)?;
                     }
                     "root chown" => std::os::unix::fs::chown(&p, Some(NOBODY), None)?,
+                    "user chown -1 -1" => std::os::unix::fs::chown(&p, None, None)?,
                     _ => unreachable!(),
                 }
                 Ok(())
@@ -262,7 +272,10 @@ fn privilege_drops_match_tmpfs() {
                 act().unwrap();
             }
             let caps = getxattr(&root.join(name), "security.capability").is_ok();
-            let mode = fs::metadata(root.join(name)).unwrap().mode() & 0o7777;
+            // The mode alone, as exec's permission check reads it: from the
+            // kernel's cache unless the change invalidated it (a full stat
+            // refreshes anyway, since a write invalidates the times).
+            let mode = statx_mode(&root.join(name)) & 0o7777;
             got.push(format!("{name}: {mode:o}{}", if caps { " caps" } else { "" }));
         }
     }
@@ -271,6 +284,19 @@ fn privilege_drops_match_tmpfs() {
     // The cases do drop bits (the test would pass vacuously otherwise).
     assert!(tmpfs.iter().any(|l| l == "w_suid: 777") && tmpfs.iter().any(|l| l == "chown_both: 755"), "{tmpfs:?}");
     assert!(tmpfs.iter().any(|l| l == "root_write: 6777"), "root keeps set-user-ID, loses capabilities: {tmpfs:?}");
+}
+
+/// `statx(p, STATX_MODE)`: the mode bits, from the kernel's attribute
+/// cache while it is valid.
+fn statx_mode(p: &std::path::Path) -> u32 {
+    let c = cstr(p);
+    let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `c` is NUL-terminated and `st` a writable statx buffer; both
+    // outlive the call.
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_MODE, st.as_mut_ptr()) };
+    assert_eq!(r, 0, "statx {}: {}", p.display(), std::io::Error::last_os_error());
+    // SAFETY: statx filled it.
+    u32::from(unsafe { st.assume_init() }.stx_mode)
 }
 
 /// A valid `security.capability` value (revision 2, effective,
