@@ -40,7 +40,8 @@
 //!   (one round trip per write) and leaves it to us to clear set-user-ID and
 //!   set-group-ID bits on chown, on truncate, fallocate and copy_file_range
 //!   by an unprivileged caller, and on writes it flags
-//!   `FUSE_WRITE_KILL_SUIDGID` (see [`SectorFs::kill_suidgid`]); file
+//!   `FUSE_WRITE_KILL_SUIDGID` (see [`SectorFs::kill_suidgid`]; the kernel
+//!   is told the mode changed: [`SectorFs::attrs_changed`]); file
 //!   capabilities go with every change of a file's data, root's too (the
 //!   engine drops `security.capability` in the same batch).
 //! * **Requests we end for good.** `flush`, `fsync` and `fsyncdir` answer
