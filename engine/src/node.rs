@@ -1138,16 +1138,26 @@ impl Node {
                 Ok(off)
             }
             Op::SetAttr(s) => {
+                // A truncate to the size of a file that holds no data
+                // changes no time, as on tmpfs (`truncate(2)`, whose
+                // `shmem_truncate_range` sets both times only where pages
+                // are allocated; `ftruncate(2)` and `O_TRUNC` pass the
+                // modification time as well, and change both).
+                let mut same_size = false;
                 if let Some(size) = s.size {
                     match self.kind {
                         FileType::Regular => {}
                         FileType::Directory => return Err(Error::IsDir),
                         _ => return Err(Error::InvalidArgument),
                     }
+                    same_size = w.data.len() == size && w.data.allocated(0) == 0;
                     w.data.set_len(cx, &mut Self::edit(cx, retiring, w.ver, young_after), size)?;
-                    w.meta.mtime = now.into();
+                    if !same_size {
+                        w.meta.mtime = now.into();
+                    }
                     drop_capabilities(w);
                 }
+                let (perm_before, had_caps) = (w.meta.perm, w.xattrs.as_ref().is_some_and(|x| x.get(CAPS).is_some()));
                 if let Some(mode) = s.mode {
                     // chmod rewrites a stored access ACL's owner, group
                     // class and other entries (Linux `posix_acl_chmod`).
@@ -1191,7 +1201,15 @@ impl Node {
                     }
                     drop_capabilities(w);
                 }
-                w.meta.ctime = s.ctime.unwrap_or(now).into();
+                let size_only = SetAttr {
+                    size: s.size,
+                    kill_suidgid: s.kill_suidgid,
+                    kill_sgid: s.kill_sgid,
+                    ..SetAttr::default()
+                };
+                if !(same_size && s == size_only && w.meta.perm == perm_before && !had_caps) {
+                    w.meta.ctime = s.ctime.unwrap_or(now).into();
+                }
                 Ok(0)
             }
             Op::Fallocate { mode, off, len } => {

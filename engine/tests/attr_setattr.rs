@@ -69,6 +69,40 @@ fn explicit_times() {
     teardown(&e);
 }
 
+/// A truncate to the size of a file that holds no data changes no time
+/// (tmpfs, `truncate(2)`); with data, with the modification time passed
+/// along (`ftruncate(2)`, `O_TRUNC`), or to a new size, both times change.
+#[test]
+fn truncate_to_the_same_size_changes_no_time() {
+    let e = small();
+    let old = SetAttr { mtime: Some(SetTime::At(t(100, 1))), ctime: Some(t(200, 2)), ..SetAttr::default() };
+    let size = |n| SetAttr { size: Some(n), ..SetAttr::default() };
+    let now = Time::now();
+    let empty = mkfile(&e, ROOT, b"empty");
+    let sparse = mkfile(&e, ROOT, b"sparse");
+    e.setattr(sparse, &size(1 << 20)).unwrap();
+    for (g, n) in [(empty, 0), (sparse, 1 << 20)] {
+        e.setattr(g, &old).unwrap();
+        let a = e.setattr(g, &size(n)).unwrap();
+        assert_eq!((a.mtime, a.ctime, a.size), (t(100, 1), t(200, 2), n), "no data, same size: no time");
+        let b = e.setattr(g, &SetAttr { mtime: Some(SetTime::Now), ..size(n) }).unwrap();
+        assert!(b.mtime >= now && b.ctime >= now, "same size with the time passed: both");
+    }
+    let f = put(&e, ROOT, b"f", b"0123456789");
+    e.setattr(f, &old).unwrap();
+    let a = e.setattr(f, &size(10)).unwrap();
+    assert!(a.mtime >= now && a.ctime >= now, "data, same size: both");
+    e.setattr(f, &old).unwrap();
+    let c = e.setattr(f, &size(4)).unwrap();
+    assert!(c.mtime >= now && c.ctime >= now && c.size == 4, "a new size: both");
+    // Dropping set-user-ID bits is a change of status: ctime.
+    e.setattr(empty, &SetAttr { mode: Some(0o4755), ..old }).unwrap();
+    let d = e.setattr(empty, &SetAttr { kill_suidgid: true, ..size(0) }).unwrap();
+    assert_eq!((d.perm, d.mtime), (0o755, t(100, 1)));
+    assert!(d.ctime >= now);
+    teardown(&e);
+}
+
 /// Found by the fuzzer (issue 19): a time with nanoseconds out of range was
 /// stored and handed back by `getattr` (and `SystemTime::from` of it can
 /// overflow). Refused like `utimensat(2)` does, changing nothing; the edges

@@ -291,7 +291,10 @@ impl SectorFs {
             return Ok(());
         }
         let (kill_suidgid, kill_sgid) = (!privileged(h), kill_sgid_always(h, a));
-        let set = SetAttr { size: Some(0), kill_suidgid, kill_sgid, ..SetAttr::default() };
+        // O_TRUNC changes the times even of an empty file (Linux passes
+        // them with the size; a bare truncate to the same size does not).
+        let mtime = Some(SetTime::Now);
+        let set = SetAttr { size: Some(0), mtime, kill_suidgid, kill_sgid, ..SetAttr::default() };
         let after = self.engine.setattr(a.ino, &set)?;
         if after.perm != a.perm {
             self.attrs_changed(a.ino);

@@ -565,3 +565,62 @@ fn reads_update_access_times_as_relatime() {
     assert_eq!(got[1], got[0], "sectorfs (right: tmpfs)");
     assert_eq!(got[2], ((true, true), (true, true), (true, true), true), "sectorfs --atime noatime");
 }
+
+/// Which truncates change the times, as on tmpfs: `truncate(2)` of an empty
+/// file to its size changes neither (of one with data, both: tmpfs truncates
+/// its pages), `ftruncate(2)` to the same size and `O_TRUNC` of an empty
+/// file change both, a new size changes both.
+#[test]
+fn truncates_change_times_as_on_tmpfs() {
+    let shm = tempfile::Builder::new().prefix("sectorfs-trunc-").tempdir_in("/dev/shm").unwrap();
+    let Some(m) = Mount::new(&[]) else { return };
+    let mut got = Vec::new();
+    for root in [shm.path(), m.path.as_path()] {
+        let mut row = Vec::new();
+        for (name, body, how) in [
+            ("empty", "", "truncate 0"),
+            ("same", "abc", "truncate 3"),
+            ("fsame", "abc", "ftruncate 3"),
+            ("otrunc", "", "O_TRUNC"),
+            ("grow", "abc", "truncate 9"),
+        ] {
+            let p = root.join(name);
+            fs::write(&p, body).unwrap();
+            set_times(&p, (946_684_800, 0), (946_684_800, 0));
+            let before = fs::metadata(&p).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            match how {
+                "truncate 0" => truncate(&p, 0),
+                "truncate 3" => truncate(&p, 3),
+                "ftruncate 3" => OpenOptions::new().write(true).open(&p).unwrap().set_len(3).unwrap(),
+                "O_TRUNC" => drop(OpenOptions::new().write(true).truncate(true).open(&p).unwrap()),
+                "truncate 9" => truncate(&p, 9),
+                _ => unreachable!(),
+            }
+            let after = fs::metadata(&p).unwrap();
+            let changed = |a: (i64, i64), b: (i64, i64)| a != b;
+            row.push((
+                name,
+                changed((before.mtime(), before.mtime_nsec()), (after.mtime(), after.mtime_nsec())),
+                changed((before.ctime(), before.ctime_nsec()), (after.ctime(), after.ctime_nsec())),
+            ));
+        }
+        got.push(row);
+    }
+    let want = [
+        ("empty", false, false),
+        ("same", true, true),
+        ("fsame", true, true),
+        ("otrunc", true, true),
+        ("grow", true, true),
+    ];
+    assert_eq!(got[0], want, "tmpfs");
+    assert_eq!(got[1], got[0], "sectorfs (right: tmpfs)");
+}
+
+/// `truncate(2)` by path.
+fn truncate(p: &std::path::Path, len: i64) {
+    let c = cstr(p);
+    // SAFETY: `c` is NUL-terminated and alive during the call.
+    assert_eq!(unsafe { libc::truncate(c.as_ptr(), len) }, 0, "{}", std::io::Error::last_os_error());
+}
