@@ -59,6 +59,29 @@ fn random_pass(o: &mut Offsets, mut op: impl FnMut(u64)) -> Duration {
     })
 }
 
+/// 16,384 copies of `src` into `mem` at the next offsets of `o`.
+fn memcpy_writes(mem: &mut [u8], o: &mut Offsets, src: &[u8]) -> Duration {
+    let d = random_pass(o, |x| mem[x as usize..x as usize + src.len()].copy_from_slice(black_box(src)));
+    black_box(&mem[0]);
+    d
+}
+
+/// 16,384 copies out of `mem` into `out` at the next offsets of `o`.
+fn memcpy_reads(mem: &[u8], o: &mut Offsets, out: &mut [u8]) -> Duration {
+    random_pass(o, |x| {
+        out.copy_from_slice(black_box(&mem[x as usize..x as usize + out.len()]));
+        black_box(&out[0]);
+    })
+}
+
+/// 16,384 reads of `out.len()` bytes of file `id` at the next offsets of `o`.
+fn engine_reads(fs: &EngineFs, id: u64, o: &mut Offsets, out: &mut [u8]) -> Duration {
+    random_pass(o, |x| {
+        fs.read(id, x, black_box(&mut *out));
+        black_box(&out[0]);
+    })
+}
+
 /// 16,384 calls of `op(state, offset)` per state, one thread per state, at
 /// random 4 KiB-aligned offsets of 64 MiB (a different sequence per thread).
 fn threads<T: Send>(states: Vec<T>, op: &(impl Fn(&mut T, u64) + Sync)) -> Duration {
@@ -233,11 +256,7 @@ fn main() {
     let (mut mo, mut eo) = (Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB));
     let t = pairs(
         rounds,
-        || {
-            let d = random_pass(&mut mo, |o| mem[o as usize..o as usize + 4096].copy_from_slice(black_box(&four_k)));
-            black_box(&mem[0]);
-            d
-        },
+        || memcpy_writes(&mut mem, &mut mo, &four_k),
         || random_pass(&mut eo, |o| fs.write(id, o, black_box(&four_k))),
     );
     report("rand_4K_overwrite", 0.5, &t);
@@ -250,11 +269,7 @@ fn main() {
     let (mut mo, mut co) = (Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB));
     let t = pairs(
         rounds,
-        || {
-            let d = random_pass(&mut mo, |o| mem[o as usize..o as usize + 4096].copy_from_slice(black_box(&four_k)));
-            black_box(&mem[0]);
-            d
-        },
+        || memcpy_writes(&mut mem, &mut mo, &four_k),
         || random_pass(&mut co, |o| cow.write(o, black_box(&four_k))),
     );
     report_as("rand_4K_overwrite_cow_flat", ("memcpy", "cow"), None, &t);
@@ -268,25 +283,11 @@ fn main() {
 
     let (mut out, mut eout) = (Buf::new(4 * KIB as usize, 0), Buf::new(4 * KIB as usize, 0));
     let (mut mo, mut eo) = (Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB));
-    let t = pairs(
-        rounds,
-        || {
-            random_pass(&mut mo, |o| {
-                out.copy_from_slice(black_box(&mem[o as usize..o as usize + 4096]));
-                black_box(&out[0]);
-            })
-        },
-        || {
-            random_pass(&mut eo, |o| {
-                fs.read(id, o, black_box(&mut eout));
-                black_box(&eout[0]);
-            })
-        },
-    );
+    let t = pairs(rounds, || memcpy_reads(&mem, &mut mo, &mut out), || engine_reads(&fs, id, &mut eo, &mut eout));
     report("rand_4K_read", 0.9, &t);
 
     // What any store whose pages are not one array pays: the same reads
-    // through a flat table of 262,144 page addresses (8 bytes each, as a
+    // through a flat table of 262,144 page numbers (8 bytes each, as a
     // leaf's slot), pages shuffled over the buffer. No goal: it shows how
     // much of the gap above is the page lookup's cache miss itself.
     let mut frames: Vec<usize> = (0..(GIB / (4 * KIB)) as usize).collect();
@@ -294,37 +295,17 @@ fn main() {
     for i in (1..frames.len()).rev() {
         frames.swap(i, (shuffle.pick() / (4 * KIB)) as usize % (i + 1));
     }
-    let frames: Vec<*const u8> = frames.iter().map(|&f| mem[f * 4096..].as_ptr()).collect();
     let (mut fo, mut mo, mut eo) = (Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB));
     let flat = |o: u64, out: &mut [u8]| {
-        let page = frames[(o / (4 * KIB)) as usize];
-        // SAFETY: every entry points at a 4 KiB page inside `mem`, which
-        // outlives `frames` and is not written meanwhile.
-        out.copy_from_slice(unsafe { std::slice::from_raw_parts(page, 4096) });
+        let at = frames[(o / (4 * KIB)) as usize] * 4096;
+        out.copy_from_slice(&mem[at..at + 4096]);
         black_box(&out[0]);
     };
     let mut fout = Buf::new(4 * KIB as usize, 0);
-    let t = pairs(
-        rounds,
-        || {
-            random_pass(&mut mo, |o| {
-                out.copy_from_slice(black_box(&mem[o as usize..o as usize + 4096]));
-                black_box(&out[0]);
-            })
-        },
-        || random_pass(&mut fo, |o| flat(o, &mut fout)),
-    );
+    let t = pairs(rounds, || memcpy_reads(&mem, &mut mo, &mut out), || random_pass(&mut fo, |o| flat(o, &mut fout)));
     report_as("rand_4K_read_flat_index", ("memcpy", "flat"), None, &t);
-    let t = pairs(
-        rounds,
-        || random_pass(&mut fo, |o| flat(o, &mut fout)),
-        || {
-            random_pass(&mut eo, |o| {
-                fs.read(id, o, black_box(&mut eout));
-                black_box(&eout[0]);
-            })
-        },
-    );
+    let t =
+        pairs(rounds, || random_pass(&mut fo, |o| flat(o, &mut fout)), || engine_reads(&fs, id, &mut eo, &mut eout));
     report_as("rand_4K_read_vs_flat", ("flat", "engine"), None, &t);
     drop(mem);
     drop(fs);
