@@ -20,7 +20,7 @@
 //!   least a store pays that never writes a page a reader may hold),
 //!   against memcpy, and the engine against that;
 //! * `rand_4K_read_flat_index`, `rand_4K_read_vs_flat`: no goal; the same
-//!   reads through a flat table of page addresses (8 bytes a page, pages
+//!   reads through a flat table of page numbers (8 bytes a page, pages
 //!   shuffled over the buffer: what any store pays whose pages are not
 //!   one array), against memcpy, and the engine against that table;
 //! * `two_threads`: 16,384 4 KiB random overwrites per thread, one thread
