@@ -785,9 +785,77 @@ impl FileData {
         let new_len = if keep { self.len } else { self.len.max(end) };
         // ZERO_RANGE zeroes what is there inside the size (in place or by
         // copy-on-write, like an overwrite with zeros: no more memory once
-        // done) and allocates the holes; the plain modes only allocate holes.
+        // done) and allocates the holes; the plain modes allocate the holes
+        // and give the pages a clone shares their own copies.
         let write = (mode & FALLOC_ZERO_RANGE != 0 && off < new_len).then_some((off, end.min(new_len), Src::Zeros));
-        self.mutate(cx, ed, &Change { new_len, write, fill: Some((off, end)) })
+        let ch = Change { new_len, write, fill: Some((off, end)) };
+        if mode & FALLOC_ZERO_RANGE == 0 {
+            let shared = self.shared_pages(cx, off, end.min(self.len));
+            if !shared.is_empty() {
+                return self.unshare_and_fill(cx, ed, &ch, &shared);
+            }
+        }
+        self.mutate(cx, ed, &ch)
+    }
+
+    /// The pages of bytes `off..end` that another table slot still holds (a
+    /// clone's): an overwrite of one needs a page of its own. In time
+    /// bounded by the pages the file has in the range, and none at all
+    /// while nothing in the pool is shared.
+    fn shared_pages(&self, cx: &Ctx<'_>, off: u64, end: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let Content::Sectors(t) = &self.content else { return out };
+        if off >= end || !cx.pool.any_shared() {
+            return out;
+        }
+        let ps = t.page_size();
+        let (mut p, p1) = (off / ps, end.div_ceil(ps));
+        while let Some(q) = t.next_present_before(p, p1) {
+            // The rest of `q`'s leaf, from one walk.
+            let stop = (q / LEAF as u64 + 1).saturating_mul(LEAF as u64).min(p1);
+            if let Some((l, _, _)) = t.leaf(q) {
+                out.extend((q..stop).filter(|&r| still_shared(cx.pool, l, slot(r))));
+            }
+            p = stop;
+        }
+        out
+    }
+
+    /// `fallocate` over pages a clone shares (`shared`, from
+    /// [`FileData::shared_pages`]): each gets a copy of its own, and the
+    /// holes of `ch` are allocated, all or nothing: one reservation, taken
+    /// before anything changes (POSIX: once `fallocate` succeeds, writes to
+    /// the range do not fail for lack of space, which an overwrite of a
+    /// shared page would).
+    fn unshare_and_fill(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, ch: &Change<'_>, shared: &[u64]) -> Result<()> {
+        let plan = self.plan(cx, ch, ed.gen());
+        let ps = cx.ps();
+        let pages = plan.replace_shared.checked_add(shared.len() as u64).and_then(|n| n.checked_mul(ps));
+        let new_bytes = plan.grow.checked_mul(cx.ss()).zip(pages).and_then(|(g, p)| g.checked_add(p));
+        let mut res = cx.pool.reserve_ref(new_bytes.ok_or(Error::NoSpace)?)?;
+        if plan.replace > 0 {
+            res.join(cx.pool.reserve_forced_ref(plan.replace * ps));
+        }
+        let mut fresh = Fresh::new(cx.pool);
+        res.take_pages(shared.len(), &mut |m| fresh.push(m))?;
+        // Nothing below fails but `apply` taking its pages (the OS refusing
+        // memory), which leaves the copies made: the same bytes, unshared.
+        let len = self.len;
+        let Content::Sectors(t) = &mut self.content else { unreachable!("shared pages are in a table") };
+        for &q in shared {
+            let mut leaf = t.leaf_mut(q, ed);
+            let i = slot(q);
+            let Some(m) = leaf.page(i) else { continue };
+            let vis = clamp(len, q * ps, ps);
+            let pg = fresh.take();
+            // SAFETY: `pg` is fresh (taken in this batch: no table reaches
+            // it yet); `m`, which published versions reach, is only read
+            // below `vis <= init`, as readers do (rule 3). Distinct pages.
+            unsafe { pg.mem(ps as usize).copy_from(0, &m.mem(ps as usize), 0, vis) };
+            leaf.put_fresh(i, pg, vis, ed);
+        }
+        drop(fresh);
+        self.apply(cx, ed, ch, res)
     }
 
     /// `SEEK_DATA` (`data = true`) or `SEEK_HOLE` from `off`.

@@ -361,3 +361,49 @@ fn clones_stop_at_the_limit() {
     gone(&e, b"a");
     assert_eq!((used(&e), pages(&e), e.stats().pool.shared_pages), (0, 0, 0));
 }
+
+/// `fallocate` (mode 0 or `KEEP_SIZE`) over a clone's pages gives them
+/// copies of their own, all or nothing with the holes it allocates: after it
+/// succeeds, overwrites of the range need no memory (POSIX), on either side.
+/// Where the copies do not fit it fails with `NoSpace` and changes nothing.
+#[test]
+fn fallocate_over_a_clone_unshares_so_overwrites_cannot_fail() {
+    let slots = (8 * SS as u64 / 4096) * SLOT_COST;
+    // Room for the data, the clone's slots and four sectors more.
+    let e = engine(12 * SS as u64 + slots);
+    let data = pattern(8 * SS, 7);
+    let a = put(&e, ROOT, b"a", &data);
+    let b = mkfile(&e, ROOT, b"b");
+    e.copy_file_range(a, 0, b, 0, data.len() as u64).unwrap();
+    let before = used(&e);
+    // Five shared sectors and a hole past the end: more than the four free.
+    assert_eq!(e.fallocate(b, 0, 3 * SS as u64, 6 * SS as u64), Err(Error::NoSpace));
+    assert_eq!(used(&e), before, "nothing taken");
+    assert_eq!(e.getattr(b).unwrap().size, data.len() as u64, "nor the size changed");
+    // Two shared sectors and one new past the end (KEEP_SIZE: the size
+    // stays); b's slots for its own pages no longer count as a clone's.
+    e.fallocate(b, engine::data::FALLOC_KEEP_SIZE, 6 * SS as u64 + 10, 3 * SS as u64 - 10).unwrap();
+    assert_eq!(used(&e), before + 3 * SS as u64 - 2 * (SS as u64 / 4096) * SLOT_COST);
+    assert_eq!(e.getattr(b).unwrap().size, data.len() as u64);
+    assert_eq!(read_all(&e, b), data, "the same bytes");
+    // The free sector left is not needed for overwrites of b's range now,
+    // on b's side nor on a's (a's pages there are a's alone).
+    let filler = mkfile(&e, ROOT, b"filler");
+    e.write(filler, 0, &pattern(SS, 1)).unwrap();
+    assert!(e.stats().pool.limit - used(&e) < 4096, "full");
+    e.write(b, 6 * SS as u64, &pattern(2 * SS, 9)).unwrap();
+    e.write(a, 7 * SS as u64 + 5, b"mine").unwrap();
+    assert_eq!(e.write(b, 0, b"x"), Err(Error::NoSpace), "outside the range: still shared");
+    let mut want_b = data.clone();
+    want_b[6 * SS..].copy_from_slice(&pattern(2 * SS, 9));
+    assert_eq!(read_all(&e, b), want_b);
+    let mut want_a = data.clone();
+    want_a[7 * SS + 5..7 * SS + 9].copy_from_slice(b"mine");
+    assert_eq!(read_all(&e, a), want_a);
+    // Over pages nobody shares, fallocate takes nothing.
+    let u = used(&e);
+    e.fallocate(b, 0, 6 * SS as u64, 2 * SS as u64).unwrap();
+    assert_eq!(used(&e), u);
+    gone(&e, b"filler");
+    teardown_check(&e, &[(b"a", a), (b"b", b)]);
+}
