@@ -112,3 +112,40 @@ fn cp_of_256_mib_shares_its_sectors() {
     }
     assert!(m.stat("used_bytes") < MIB, "used {} after deleting both", m.stat("used_bytes"));
 }
+
+/// The probe's case: on a 24 MiB disk, `cp` of a 10 MiB file fits (shared
+/// pages); `fallocate` over the copy then gives it memory of its own, or
+/// fails with ENOSPC where that does not fit, so that an overwrite of an
+/// allocated range never fails for lack of space.
+#[test]
+fn fallocate_over_a_copy_makes_its_overwrites_safe() {
+    let Some(m) = Mount::new(&["--size", "24M"]) else { return };
+    let (a, b) = (m.p("a"), m.p("b"));
+    write_pattern(&a, 10);
+    assert!(Command::new("cp").arg(&a).arg(&b).status().unwrap().success());
+    assert!(m.stat("shared_bytes") >= 10 * MIB, "cp cloned");
+    // With an 8 MiB filler, ~6 MiB are left: 10 MiB of copies do not fit.
+    let filler = m.p("filler");
+    fs::write(&filler, vec![1u8; 8 * MIB as usize]).unwrap();
+    let fb = OpenOptions::new().write(true).open(&b).unwrap();
+    assert_eq!(errno(fallocate(&fb, 0, 0, 10 * MIB as i64)), libc::ENOSPC, "does not fit: refused");
+    assert!(m.stat("shared_bytes") >= 10 * MIB, "and nothing unshared");
+    // Half of it fits; then fill the disk and overwrite that half.
+    fallocate(&fb, 0, 0, 5 * MIB as i64).unwrap();
+    let mut fill = File::create(m.p("fill")).unwrap();
+    let chunk = vec![2u8; MIB as usize];
+    while fill.write(&chunk).is_ok() {}
+    drop(fill);
+    let mut fb = fb;
+    fb.write_all(&vec![9u8; 5 * MIB as usize]).expect("an overwrite of the allocated range");
+    drop(fb);
+    let got = fs::read(&b).unwrap();
+    assert!(got[..5 * MIB as usize].iter().all(|&x| x == 9));
+    assert!(same_prefix_pattern_from(&a, &got, 5 * MIB as usize), "the rest is still the copy of a");
+}
+
+/// Whether `got[from..]` equals the same bytes of `a`.
+fn same_prefix_pattern_from(a: &std::path::Path, got: &[u8], from: usize) -> bool {
+    let want = fs::read(a).unwrap();
+    want.len() == got.len() && want[from..] == got[from..]
+}
