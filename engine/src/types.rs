@@ -15,8 +15,11 @@ pub const XATTR_SIZE_MAX: usize = 65536;
 /// Longest list of a node's extended attribute names (each with its NUL),
 /// in bytes: what `listxattr(2)` can return (Linux `XATTR_LIST_MAX`).
 pub const XATTR_LIST_MAX: usize = 65536;
-/// Most hard links to one file.
-pub const LINK_MAX: u32 = 65000;
+/// Most hard links to one file: the 32-bit link count's limit, as tmpfs
+/// has no other (ext4 stops at 65,000; a build cache that hard-links one
+/// object into many trees may pass that). The metadata limit (each link is
+/// a directory entry) is reached long before.
+pub const LINK_MAX: u32 = u32::MAX - 1;
 
 /// What kind of node an inode is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
