@@ -828,7 +828,10 @@ impl Filesystem for SectorFs {
                     if kill {
                         self.kill_suidgid(h, ino)?;
                     }
-                    let n = self.engine.write(ino, arg.offset, data)?;
+                    let n = match self.engine.write(ino, arg.offset, data) {
+                        Err(Error::NoSpace) if cached => 0,
+                        r => r?,
+                    };
                     if cached && n < data.len() {
                         self.writeback_refused.fetch_add((data.len() - n) as u64, Ordering::Relaxed);
                         return Err(engine::Error::NoSpace);
