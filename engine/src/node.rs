@@ -1144,6 +1144,7 @@ impl Node {
                 // are allocated; `ftruncate(2)` and `O_TRUNC` pass the
                 // modification time as well, and change both).
                 let mut same_size = false;
+                let (perm_before, had_caps) = (w.meta.perm, w.xattrs.as_ref().is_some_and(|x| x.get(CAPS).is_some()));
                 if let Some(size) = s.size {
                     match self.kind {
                         FileType::Regular => {}
@@ -1157,7 +1158,6 @@ impl Node {
                     }
                     drop_capabilities(w);
                 }
-                let (perm_before, had_caps) = (w.meta.perm, w.xattrs.as_ref().is_some_and(|x| x.get(CAPS).is_some()));
                 if let Some(mode) = s.mode {
                     // chmod rewrites a stored access ACL's owner, group
                     // class and other entries (Linux `posix_acl_chmod`).

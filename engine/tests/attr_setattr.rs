@@ -95,6 +95,14 @@ fn truncate_to_the_same_size_changes_no_time() {
     e.setattr(f, &old).unwrap();
     let c = e.setattr(f, &size(4)).unwrap();
     assert!(c.mtime >= now && c.ctime >= now && c.size == 4, "a new size: both");
+    // Dropping file capabilities is a change of status: ctime.
+    e.setxattr(empty, b"security.capability", &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0)
+        .unwrap();
+    e.setattr(empty, &old).unwrap();
+    let c = e.setattr(empty, &size(0)).unwrap();
+    assert_eq!(c.mtime, t(100, 1));
+    assert!(c.ctime >= now, "capabilities dropped: ctime");
+    assert_eq!(e.getxattr(empty, b"security.capability"), Err(Error::NoData));
     // Dropping set-user-ID bits is a change of status: ctime.
     e.setattr(empty, &SetAttr { mode: Some(0o4755), ..old }).unwrap();
     let d = e.setattr(empty, &SetAttr { kill_suidgid: true, ..size(0) }).unwrap();
