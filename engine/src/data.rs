@@ -789,70 +789,81 @@ impl FileData {
         // and give the pages a clone shares their own copies.
         let write = (mode & FALLOC_ZERO_RANGE != 0 && off < new_len).then_some((off, end.min(new_len), Src::Zeros));
         let ch = Change { new_len, write, fill: Some((off, end)) };
-        if mode & FALLOC_ZERO_RANGE == 0 {
-            let shared = self.shared_pages(cx, off, end.min(self.len));
-            if !shared.is_empty() {
-                return self.unshare_and_fill(cx, ed, &ch, &shared);
-            }
+        let unshare = Unshare::new(self.len, cx.ps(), &ch);
+        let n = self.count_unshared(cx, &unshare);
+        if n > 0 {
+            return self.unshare_and_fill(cx, ed, &ch, &unshare, n);
         }
         self.mutate(cx, ed, &ch)
     }
 
-    /// The pages of bytes `off..end` that another table slot still holds (a
-    /// clone's): an overwrite of one needs a page of its own. In time
-    /// bounded by the pages the file has in the range, and none at all
-    /// while nothing in the pool is shared.
-    fn shared_pages(&self, cx: &Ctx<'_>, off: u64, end: u64) -> Vec<u64> {
-        let mut out = Vec::new();
-        let Content::Sectors(t) = &self.content else { return out };
-        if off >= end || !cx.pool.any_shared() {
-            return out;
+    /// How many pages of `u`'s range another table slot still holds (a
+    /// clone's) that `u`'s change does not write itself: the copies
+    /// `fallocate` makes. In time bounded by the leaves that hold pages in
+    /// the range, and none at all while nothing in the pool is shared.
+    fn count_unshared(&self, cx: &Ctx<'_>, u: &Unshare) -> u64 {
+        let Content::Sectors(t) = &self.content else { return 0 };
+        if !cx.pool.any_shared() {
+            return 0;
         }
-        let ps = t.page_size();
-        let (mut p, p1) = (off / ps, end.div_ceil(ps));
-        while let Some(q) = t.next_present_before(p, p1) {
-            // The rest of `q`'s leaf, from one walk.
-            let stop = (q / LEAF as u64 + 1).saturating_mul(LEAF as u64).min(p1);
-            if let Some((l, _, _)) = t.leaf(q) {
-                out.extend((q..stop).filter(|&r| still_shared(cx.pool, l, slot(r))));
-            }
-            p = stop;
+        let (mut n, mut p) = (0, u.pages.start);
+        while let Some((_, mask, next)) = u.next_leaf(t, cx.pool, p) {
+            n += u64::from(mask.count_ones());
+            p = next;
         }
-        out
+        n
     }
 
-    /// `fallocate` over pages a clone shares (`shared`, from
-    /// [`FileData::shared_pages`]): each gets a copy of its own, and the
-    /// holes of `ch` are allocated, all or nothing: one reservation, taken
-    /// before anything changes (POSIX: once `fallocate` succeeds, writes to
-    /// the range do not fail for lack of space, which an overwrite of a
-    /// shared page would).
-    fn unshare_and_fill(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, ch: &Change<'_>, shared: &[u64]) -> Result<()> {
+    /// `fallocate` over pages a clone shares (`n` of them, from
+    /// [`FileData::count_unshared`]): each gets a copy of its own (a page
+    /// wholly past the size, a fresh page), and the holes of `ch` are
+    /// allocated, all or nothing: one reservation, taken before anything
+    /// changes (POSIX: once `fallocate` succeeds, writes to the range do
+    /// not fail for lack of space, which an overwrite of a shared page
+    /// would). The pages `ch` writes itself (`ZERO_RANGE`, the growth past
+    /// the old size) are the plan's to copy, once.
+    fn unshare_and_fill(
+        &mut self,
+        cx: &Ctx<'_>,
+        ed: &mut Edit<'_>,
+        ch: &Change<'_>,
+        u: &Unshare,
+        n: u64,
+    ) -> Result<()> {
         let plan = self.plan(cx, ch, ed.gen());
         let ps = cx.ps();
-        let pages = plan.replace_shared.checked_add(shared.len() as u64).and_then(|n| n.checked_mul(ps));
+        let pages = plan.replace_shared.checked_add(n).and_then(|n| n.checked_mul(ps));
         let new_bytes = plan.grow.checked_mul(cx.ss()).zip(pages).and_then(|(g, p)| g.checked_add(p));
         let mut res = cx.pool.reserve_ref(new_bytes.ok_or(Error::NoSpace)?)?;
         if plan.replace > 0 {
             res.join(cx.pool.reserve_forced_ref(plan.replace * ps));
         }
         let mut fresh = Fresh::new(cx.pool);
-        res.take_pages(shared.len(), &mut |m| fresh.push(m))?;
+        res.take_pages(n as usize, &mut |m| fresh.push(m))?;
         // Nothing below fails but `apply` taking its pages (the OS refusing
         // memory), which leaves the copies made: the same bytes, unshared.
+        // This walk finds at most the pages the count found: only this
+        // file's runner adds a holder to its pages, other holders only
+        // let go.
         let len = self.len;
         let Content::Sectors(t) = &mut self.content else { unreachable!("shared pages are in a table") };
-        for &q in shared {
-            let mut leaf = t.leaf_mut(q, ed);
-            let i = slot(q);
-            let Some(m) = leaf.page(i) else { continue };
-            let vis = clamp(len, q * ps, ps);
-            let pg = fresh.take();
-            // SAFETY: `pg` is fresh (taken in this batch: no table reaches
-            // it yet); `m`, which published versions reach, is only read
-            // below `vis <= init`, as readers do (rule 3). Distinct pages.
-            unsafe { pg.mem(ps as usize).copy_from(0, &m.mem(ps as usize), 0, vis) };
-            leaf.put_fresh(i, pg, vis, ed);
+        let mut p = u.pages.start;
+        while let Some((base, mut mask, next)) = u.next_leaf(t, cx.pool, p) {
+            let mut leaf = t.leaf_mut(base + u64::from(mask.trailing_zeros()), ed);
+            while mask != 0 {
+                let i = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let Some(m) = leaf.page(i) else { continue };
+                let vis = clamp(len, (base + i as u64) * ps, ps);
+                let pg = fresh.take();
+                // SAFETY: `pg` is fresh (taken in this batch: no table
+                // reaches it yet); `m`, which published versions reach, is
+                // only read below `vis <= init`, as readers do (rule 3).
+                // Distinct pages.
+                unsafe { pg.mem(ps as usize).copy_from(0, &m.mem(ps as usize), 0, vis) };
+                leaf.put_fresh(i, pg, vis, ed);
+            }
+            p = next;
         }
         drop(fresh);
         self.apply(cx, ed, ch, res)
@@ -1255,6 +1266,49 @@ impl FileData {
 /// copy-on-write of it adds a page to what is charged.
 fn still_shared(pool: &Pool, l: &Leaf, i: usize) -> bool {
     l.marked_shared(i) && l.page(i).is_some_and(|m| pool.is_shared(m))
+}
+
+/// The pages a `fallocate` gives copies of their own if a clone shares
+/// them: those of its range but the ones its change writes itself (the
+/// zeros of `ZERO_RANGE`, the growth past the old size), which the plan
+/// copies anyway.
+struct Unshare {
+    pages: std::ops::Range<u64>,
+    written: std::ops::Range<u64>,
+    grown: std::ops::Range<u64>,
+}
+
+impl Unshare {
+    fn new(len: u64, ps: u64, ch: &Change<'_>) -> Unshare {
+        let pages = |a: u64, b: u64| if b > a { a / ps..b.div_ceil(ps) } else { 0..0 };
+        let (off, end) = ch.fill.unwrap_or((0, 0));
+        let written = ch.write.as_ref().map_or(0..0, |&(a, b, _)| pages(a, b));
+        Unshare { pages: pages(off, end), written, grown: pages(len, ch.new_len) }
+    }
+
+    /// The next leaf at or after page `p` with such pages: its first page,
+    /// a mask of their slots, and the page to look on from. One walk from
+    /// the root per leaf that holds pages; a leaf with nothing marked shared
+    /// is skipped whole.
+    fn next_leaf(&self, t: &Table, pool: &Pool, mut p: u64) -> Option<(u64, u64, u64)> {
+        while let Some(q) = t.next_present_before(p, self.pages.end) {
+            let base = q - q % LEAF as u64;
+            let stop = base.saturating_add(LEAF as u64).min(self.pages.end);
+            let mut mask = 0u64;
+            if let Some((l, _, _)) = t.leaf(q).filter(|(l, _, _)| l.any_marked_shared()) {
+                for r in q..stop {
+                    if !self.written.contains(&r) && !self.grown.contains(&r) && still_shared(pool, l, slot(r)) {
+                        mask |= 1 << slot(r);
+                    }
+                }
+            }
+            if mask != 0 {
+                return Some((base, mask, stop));
+            }
+            p = stop;
+        }
+        None
+    }
 }
 
 /// One piece of [`runs`]: bytes of page memory (`within`, `take` bytes of

@@ -155,6 +155,11 @@ impl Leaf {
         self.shared & (1 << i) != 0
     }
 
+    /// Whether any slot is marked shared.
+    pub(crate) fn any_marked_shared(&self) -> bool {
+        self.shared != 0
+    }
+
     /// The slots `i..j` that overlap pages `from..to` of a leaf at `base`.
     fn slots(base: u64, from: u64, to: u64) -> (usize, usize) {
         let i = from.saturating_sub(base).min(LEAF as u64) as usize;
