@@ -240,6 +240,9 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         detach_stdio();
     }
     let served = sectorfs_fuse::dev::run(&session, fd, workers).context("FUSE session failed");
+    // Its descriptor must not keep the connection open (after an error
+    // without an unmount, programs would wait instead of failing).
+    session.fs().close_notifier();
     // Unmounted: the ring's threads have ended (or end now).
     drop(ring);
     // Nothing changes the engine any more: the last save is its final state.

@@ -154,9 +154,10 @@ pub(crate) struct SectorFs {
     /// Bytes of page-cache writeback refused at the limit (`stats`).
     writeback_refused: AtomicU64,
     /// Notifications to the kernel on the mount's connection (set once it is
-    /// mounted): attributes a request changed without a reply that carries
-    /// them.
-    notifier: std::sync::OnceLock<sectorfs_fuse::dev::Notifier<std::os::fd::OwnedFd>>,
+    /// mounted, dropped when the session ends so that its descriptor does
+    /// not keep the connection open): attributes a request changed without
+    /// a reply that carries them.
+    notifier: std::sync::Mutex<Option<sectorfs_fuse::dev::Notifier<std::os::fd::OwnedFd>>>,
 }
 
 impl SectorFs {
@@ -189,7 +190,7 @@ impl SectorFs {
             generation: mount_generation(),
             saver: None,
             writeback_refused: AtomicU64::new(0),
-            notifier: std::sync::OnceLock::new(),
+            notifier: std::sync::Mutex::new(None),
         }
     }
 
@@ -201,7 +202,13 @@ impl SectorFs {
     /// The connection to send notifications on (a descriptor of the mount's
     /// `/dev/fuse` connection).
     pub(crate) fn set_notifier(&mut self, fd: std::os::fd::OwnedFd) {
-        let _ = self.notifier.set(sectorfs_fuse::dev::Notifier::new(fd));
+        *self.notifier.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(sectorfs_fuse::dev::Notifier::new(fd));
+    }
+
+    /// Closes the notification descriptor (the session ended).
+    pub(crate) fn close_notifier(&self) {
+        self.notifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 
     /// Drops the kernel's cached attributes of `ino`, which a request changed
@@ -212,7 +219,8 @@ impl SectorFs {
     /// still see the old mode. Sent before the reply, so no call that
     /// returns after it sees the old mode.
     fn attrs_changed(&self, ino: u64) {
-        if let Some(n) = self.notifier.get() {
+        let n = self.notifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = n.as_ref() {
             match n.inval_inode(ino, -1, 0) {
                 // ENOENT: the kernel holds no inode to invalidate.
                 Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
