@@ -830,14 +830,8 @@ impl FileData {
         u: &Unshare,
         n: u64,
     ) -> Result<()> {
-        let plan = self.plan(cx, ch, ed.gen());
         let ps = cx.ps();
-        let pages = plan.replace_shared.checked_add(n).and_then(|n| n.checked_mul(ps));
-        let new_bytes = plan.grow.checked_mul(cx.ss()).zip(pages).and_then(|(g, p)| g.checked_add(p));
-        let mut res = cx.pool.reserve_ref(new_bytes.ok_or(Error::NoSpace)?)?;
-        if plan.replace > 0 {
-            res.join(cx.pool.reserve_forced_ref(plan.replace * ps));
-        }
+        let mut res = self.reserve_for(cx, ch, ed.gen(), n)?;
         let mut fresh = Fresh::new(cx.pool);
         res.take_pages(n as usize, &mut |m| fresh.push(m))?;
         // Nothing below fails but `apply` taking its pages (the OS refusing
@@ -1088,13 +1082,18 @@ impl FileData {
             self.set_inline(bytes, charge);
             return Ok(());
         }
-        let plan = self.plan(cx, ch, ed.gen());
-        let new_bytes = plan
-            .grow
-            .checked_mul(cx.ss())
-            .and_then(|g| g.checked_add(plan.replace_shared * cx.ps()))
-            .ok_or(Error::NoSpace)?;
-        let mut res = cx.pool.reserve_ref(new_bytes)?;
+        let res = self.reserve_for(cx, ch, ed.gen(), 0)?;
+        self.apply(cx, ed, ch, res)
+    }
+
+    /// The one reservation a sector change takes before it changes
+    /// anything: what `ch` needs (its plan) and `copies` pages more, against
+    /// the limit.
+    fn reserve_for<'p>(&self, cx: &Ctx<'p>, ch: &Change<'_>, gen: u64, copies: u64) -> Result<Reservation<&'p Pool>> {
+        let plan = self.plan(cx, ch, gen);
+        let pages = plan.replace_shared.checked_add(copies).and_then(|n| n.checked_mul(cx.ps()));
+        let new_bytes = plan.grow.checked_mul(cx.ss()).zip(pages).and_then(|(g, p)| g.checked_add(p));
+        let mut res = cx.pool.reserve_ref(new_bytes.ok_or(Error::NoSpace)?)?;
         if plan.replace > 0 {
             // A copy-on-write replacement frees the page it replaces as soon
             // as the last reader of the old version is done: the file's use
@@ -1102,7 +1101,7 @@ impl FileData {
             // overwrite works on a full file system (as on tmpfs).
             res.join(cx.pool.reserve_forced_ref(plan.replace * cx.ps()));
         }
-        self.apply(cx, ed, ch, res)
+        Ok(res)
     }
 
     /// How many fresh sectors and pages `ch` needs, read-only, in time
