@@ -303,11 +303,17 @@ impl SectorFs {
         // them with the size; a bare truncate to the same size does not).
         let mtime = Some(SetTime::Now);
         let set = SetAttr { size: Some(0), mtime, kill_suidgid, kill_sgid, ..SetAttr::default() };
-        let after = self.engine.setattr(a.ino, &set)?;
-        if after.perm != a.perm {
-            self.attrs_changed(a.ino);
+        self.setattr_unreplied(a, &set).map(|_| ())
+    }
+
+    /// `set` on the file `before` describes, for a request whose reply
+    /// carries no attributes: the kernel is told if the mode changed.
+    fn setattr_unreplied(&self, before: &Attr, set: &SetAttr) -> engine::Result<Attr> {
+        let after = self.engine.setattr(before.ino, set)?;
+        if after.perm != before.perm {
+            self.attrs_changed(before.ino);
         }
-        Ok(())
+        Ok(after)
     }
 
     /// `create`: a new file, or the existing one without `O_EXCL`; opened once.
@@ -337,10 +343,7 @@ impl SectorFs {
         let kill_sgid = kill_sgid_always(h, &a);
         let bits = a.perm & 0o4000 != 0 || a.perm & 0o2010 == 0o2010 || kill_sgid;
         if bits || self.engine.getxattr(ino, b"security.capability").is_ok() {
-            let after = self.engine.setattr(ino, &SetAttr { kill_suidgid: true, kill_sgid, ..SetAttr::default() })?;
-            if after.perm != a.perm {
-                self.attrs_changed(ino);
-            }
+            self.setattr_unreplied(&a, &SetAttr { kill_suidgid: true, kill_sgid, ..SetAttr::default() })?;
         }
         Ok(())
     }
