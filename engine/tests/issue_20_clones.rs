@@ -28,6 +28,14 @@ fn pages(e: &Engine) -> u64 {
     e.stats().pool.pages
 }
 
+/// File `a` holding `data` and `b`, a clone of all of it.
+fn a_and_its_clone(e: &Engine, data: &[u8]) -> (Ino, Ino) {
+    let a = put(e, ROOT, b"a", data);
+    let b = mkfile(e, ROOT, b"b");
+    assert_eq!(e.copy_file_range(a, 0, b, 0, data.len() as u64).unwrap(), data.len() as u64);
+    (a, b)
+}
+
 fn gone(e: &Engine, name: &[u8]) {
     e.unlink(ROOT, name).unwrap();
 }
@@ -82,9 +90,7 @@ fn delete_either_side_frees_only_the_unshared() {
     for first_a in [true, false] {
         let e = engine(64 << 20);
         let data = pattern(8 * SS, 2);
-        let a = put(&e, ROOT, b"a", &data);
-        let b = mkfile(&e, ROOT, b"b");
-        e.copy_file_range(a, 0, b, 0, data.len() as u64).unwrap();
+        let (a, b) = a_and_its_clone(&e, &data);
         let p0 = pages(&e);
         // One page of b differs: that one is b's alone.
         e.write(b, 0, b"x").unwrap();
@@ -118,9 +124,7 @@ fn write_into_shared_page_at_the_limit_is_refused_whole() {
     let slots = (8 * SS as u64 / 4096) * SLOT_COST;
     let e = engine(8 * SS as u64 + slots);
     let data = pattern(8 * SS, 4);
-    let a = put(&e, ROOT, b"a", &data);
-    let b = mkfile(&e, ROOT, b"b");
-    e.copy_file_range(a, 0, b, 0, data.len() as u64).unwrap();
+    let (a, b) = a_and_its_clone(&e, &data);
     assert_eq!(used(&e), e.stats().pool.limit, "full, and the clone fit");
     for f in [a, b] {
         assert_eq!(e.write(f, 100, b"no"), Err(Error::NoSpace));
@@ -372,9 +376,7 @@ fn fallocate_over_a_clone_unshares_so_overwrites_cannot_fail() {
     // Room for the data, the clone's slots and four sectors more.
     let e = engine(12 * SS as u64 + slots);
     let data = pattern(8 * SS, 7);
-    let a = put(&e, ROOT, b"a", &data);
-    let b = mkfile(&e, ROOT, b"b");
-    e.copy_file_range(a, 0, b, 0, data.len() as u64).unwrap();
+    let (a, b) = a_and_its_clone(&e, &data);
     let before = used(&e);
     // Five shared sectors and a hole past the end: more than the four free.
     assert_eq!(e.fallocate(b, 0, 3 * SS as u64, 6 * SS as u64), Err(Error::NoSpace));
@@ -417,9 +419,7 @@ fn fallocate_keep_size_unshares_pages_past_the_size() {
     let slots = (2 * SS as u64 / 4096) * SLOT_COST;
     let e = engine(4 * SS as u64 + slots);
     let data = pattern(2 * SS, 3);
-    let a = put(&e, ROOT, b"a", &data);
-    let b = mkfile(&e, ROOT, b"b");
-    e.copy_file_range(a, 0, b, 0, data.len() as u64).unwrap();
+    let (a, b) = a_and_its_clone(&e, &data);
     truncate(&e, b, SS as u64 + 100).unwrap();
     e.fallocate(b, engine::data::FALLOC_KEEP_SIZE, SS as u64 + 100, SS as u64 - 100).unwrap();
     assert_eq!(e.getattr(b).unwrap().size, SS as u64 + 100);
@@ -446,9 +446,7 @@ fn fallocate_growing_a_clone_reserves_each_copy_once() {
     let slots = (SS as u64 / 4096) * SLOT_COST;
     let e = engine(SS as u64 + slots + 2 * 4096 + 100);
     let data = pattern(SS, 3);
-    let a = put(&e, ROOT, b"a", &data);
-    let b = mkfile(&e, ROOT, b"b");
-    e.copy_file_range(a, 0, b, 0, data.len() as u64).unwrap();
+    let (a, b) = a_and_its_clone(&e, &data);
     truncate(&e, b, 4096 + 100).unwrap();
     let (u0, p0) = (used(&e), pages(&e));
     e.fallocate(b, 0, 0, 8192).unwrap();
