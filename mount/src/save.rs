@@ -16,8 +16,9 @@
 //!
 //! # Writing an image file
 //! [`save_to`]: a temporary file `.NAME.sectorfs-save` in the same
-//! directory (mode 0600, opened with `O_TRUNC` and locked with `flock`, so
-//! two savers of one file refuse each other rather than mix), the snapshot
+//! directory (mode 0600; never through a symbolic link, and only a regular
+//! file of the daemon's user with one link, [`open_temp`]; locked with
+//! `flock`, then truncated, so two savers of one file refuse each other rather than mix), the snapshot
 //! streamed into it through [`ImageWriter`] (`O_DIRECT` on a local disk
 //! file system: the image does not fill the page cache, which would hold
 //! the disk's data a second time), `fsync`, `rename` over NAME,
@@ -272,7 +273,9 @@ pub(crate) fn side_path(path: &Path, what: &str) -> PathBuf {
 /// # Errors
 /// Why the temporary file cannot be made.
 pub(crate) fn can_save(path: &Path) -> io::Result<()> {
-    let probe = temp_path(path).with_extension("sectorfs-probe");
+    // A short name of its own (not the image's name with a suffix: an image
+    // name of 240 bytes, which a save can use, would make it too long).
+    let probe = path.with_file_name(format!(".sectorfs-probe-{}", std::process::id()));
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&probe) {
         Ok(_) => std::fs::remove_file(&probe),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -288,14 +291,7 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
     let path = &image_target(path)?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = temp_path(path);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let file = open_temp(&tmp)?;
     // SAFETY: flock on a descriptor we own, alive across the call.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail_busy(path)?;
@@ -322,6 +318,58 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Opens (or makes, mode 0600) the temporary file `tmp` of a save without
+/// trusting what is already there: the daemon runs as root, and whoever
+/// can write to the image's directory can put anything at that name. A
+/// symbolic link is not followed (`O_NOFOLLOW`: the save would have
+/// overwritten the file it points to), a FIFO does not block the open
+/// (`O_NONBLOCK`), and what opened must be a regular file of the daemon's
+/// user with one link (not someone else's file, which they could read the
+/// image from, nor a hard link to a file elsewhere, which the truncate
+/// would destroy). An existing one is otherwise fine: a save that died
+/// left it, or another save holds it (the `flock` that follows tells).
+fn open_temp(tmp: &Path) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(tmp)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow!("cannot create {}: a symbolic link is in the way; remove it", tmp.display()),
+            Some(libc::ENXIO) => anyhow!("cannot create {}: a FIFO is in the way; remove it", tmp.display()),
+            _ => anyhow!("cannot create {}: {e}", tmp.display()),
+        })?;
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().with_context(|| format!("cannot stat {}", tmp.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_file() || m.nlink() != 1 || m.uid() != me {
+        bail!(
+            "cannot use {}: {} is in the way (a save makes it as a regular file of user {me} with one link); remove it",
+            tmp.display(),
+            if !m.is_file() {
+                "something that is not a regular file".to_string()
+            } else if m.uid() != me {
+                format!("a file of user {}", m.uid())
+            } else {
+                format!("a file with {} links", m.nlink())
+            }
+        );
+    }
+    // Back to blocking writes (a regular file ignores the flag; cleared so
+    // nothing below depends on that).
+    // SAFETY: fcntl on a descriptor we own, alive across the calls.
+    unsafe {
+        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
 }
 
 /// The image a save is about to replace, held across the rename, so that
@@ -470,5 +518,64 @@ mod tests {
         assert!(read_info(&d.path().join("none")).unwrap().is_none());
         // A directory that does not exist: an error, nothing left behind.
         assert!(save_to(&e, &d.path().join("no/such"), "l").is_err());
+    }
+
+    /// Whatever someone put at the temporary name is neither followed,
+    /// waited on, nor written: the save fails with a message naming it, and
+    /// the file a link points to keeps its bytes (a root daemon overwrote
+    /// it with the image before).
+    #[test]
+    fn a_save_trusts_nothing_at_its_temporary_name() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Engine::new(engine::Config::default()).unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let err = |name: &str| {
+            let p = d.path().join(name);
+            let e = save_to(&e, &p, "l").unwrap_err().to_string();
+            assert!(!p.exists(), "{name}: the image must not appear");
+            e
+        };
+
+        std::os::unix::fs::symlink(&victim, temp_path(&d.path().join("a"))).unwrap();
+        assert!(err("a").contains("symbolic link"));
+
+        nix::unistd::mkfifo(&temp_path(&d.path().join("b")), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(err("b").contains("FIFO"));
+
+        std::fs::hard_link(&victim, temp_path(&d.path().join("c"))).unwrap();
+        assert!(err("c").contains("2 links"));
+
+        std::fs::create_dir(temp_path(&d.path().join("f"))).unwrap();
+        assert!(err("f").contains("cannot create"));
+
+        if nix::unistd::geteuid().is_root() {
+            let t = temp_path(&d.path().join("g"));
+            std::fs::write(&t, b"theirs").unwrap();
+            std::os::unix::fs::chown(&t, Some(65534), None).unwrap();
+            assert!(err("g").contains("a file of user 65534"));
+            assert_eq!(std::fs::read(&t).unwrap(), b"theirs");
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+
+        // A temporary file a save left behind (its own, one link) is reused.
+        let p = d.path().join("h");
+        std::fs::write(temp_path(&p), b"left over").unwrap();
+        save_to(&e, &p, "l").unwrap();
+        assert!(read_info(&p).unwrap().is_some());
+        assert!(!temp_path(&p).exists());
+    }
+
+    /// `sectorfs unmount` checks a save could start with a short name of its
+    /// own: an image name of 240 bytes, which a save can use, made the old
+    /// probe name (the image's name and two suffixes) 256 bytes long.
+    #[test]
+    fn can_save_with_the_longest_image_name() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x".repeat(240));
+        can_save(&p).unwrap();
+        let e = Engine::new(engine::Config::default()).unwrap();
+        save_to(&e, &p, "l").unwrap();
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "only the image is left");
     }
 }
