@@ -10,10 +10,11 @@
 //!    command exits with its status. (Threads do not survive `fork`,
 //!    hence the re-exec.)
 //! 2. The daemon checks the mountpoint (exists, is a directory, is empty, is
-//!    not mounted), blocks SIGINT/SIGTERM/SIGHUP in every thread, mounts
+//!    not mounted), blocks the stop signals (SIGINT, SIGTERM, SIGHUP,
+//!    SIGQUIT, SIGPWR, SIGXCPU) and those it ignores in every thread, mounts
 //!    (`mount(2)` as root; otherwise the setuid `fusermount3`), answers
 //!    the kernel's `INIT`, and starts the worker threads.
-//! 3. A signal thread waits for SIGINT/SIGTERM/SIGHUP and unmounts (lazily if
+//! 3. A signal thread waits for a stop signal and unmounts (lazily if
 //!    the mount is busy); `sectorfs unmount` or `umount` do the same from
 //!    outside. Either way the workers see the mount go away and the daemon
 //!    exits 0, freeing all memory at once.
@@ -114,8 +115,8 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     // Block the stop signals before any thread starts, so that every thread
     // inherits the mask and only the signal thread receives them.
     let mut stop = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        stop.add(s);
+    for s in STOP_SIGNALS.iter().chain(IGNORED_SIGNALS) {
+        stop.add(*s);
     }
     stop.thread_block().context("cannot block signals")?;
     // The sampler thread starts after the block, so it inherits the mask.
@@ -211,9 +212,14 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     std::thread::Builder::new()
         .name("sectorfs-signals".into())
         .spawn(move || {
-            if let Ok(sig) = stop.wait() {
+            while let Ok(sig) = stop.wait() {
+                if IGNORED_SIGNALS.contains(&sig) {
+                    log::warn!("{sig:?} ignored (the disk stays mounted; SIGTERM or `sectorfs unmount` stop it)");
+                    continue;
+                }
                 log::info!("{sig:?}: unmounting {}", sig_mp.display());
                 unmounter.unmount(&sig_mp);
+                break;
             }
         })
         .context("cannot start the signal thread")?;
@@ -363,6 +369,31 @@ fn mount_flags(words: &[&str]) -> libc::c_ulong {
     }
     flags
 }
+
+/// Signals that unmount the disk (and save it with `--image`), as
+/// `sectorfs unmount` does: the usual three, `SIGQUIT` (Ctrl-\\ on a
+/// foreground mount), `SIGPWR` (a UPS on battery) and `SIGXCPU` (a CPU time
+/// limit, which a `SIGKILL` follows). Their default action would kill the
+/// daemon and lose every file since the last save.
+const STOP_SIGNALS: &[Signal] =
+    &[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGPWR, Signal::SIGXCPU];
+
+/// Signals whose default action would also kill the daemon, which nothing
+/// sends it on purpose: taken by the signal thread and logged, the disk
+/// stays. `SIGXFSZ`: a save past the daemon's file size limit then fails
+/// with `EFBIG` instead (the kernel directs it at the writing thread, where
+/// it stays blocked). Blocked, not ignored: children (`fusermount3`) get
+/// an empty mask from `Command` but would inherit an ignored disposition.
+const IGNORED_SIGNALS: &[Signal] = &[
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGSTKFLT,
+    Signal::SIGXFSZ,
+];
 
 /// How the signal thread takes the mount down.
 enum Unmounter {

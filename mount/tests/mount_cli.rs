@@ -89,7 +89,9 @@ fn bad_mountpoints_fail_with_one_line() {
 
 #[test]
 fn signals_unmount_cleanly() {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    // SIGQUIT (Ctrl-\ on a foreground mount), SIGPWR and SIGXCPU killed the
+    // daemon before, leaving a dead mount and no final save.
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGPWR, libc::SIGXCPU] {
         let Some(mut m) = Mount::new(&["--size", "16M"]) else { return };
         fs::write(m.p("f"), b"x").unwrap();
         // SAFETY: kill has no memory preconditions; the pid is our child.
@@ -98,6 +100,23 @@ fn signals_unmount_cleanly() {
         assert!(m.exit_status().unwrap().success(), "exit status {:?}", m.exit_status());
         assert!(!m.mounted(), "still mounted after signal {sig}");
     }
+}
+
+/// Signals nothing sends a RAM disk on purpose, whose default action would
+/// kill the daemon (and lose the disk), leave it serving.
+#[test]
+fn stray_signals_leave_the_disk_mounted() {
+    let Some(m) = Mount::new(&["--size", "16M"]) else { return };
+    fs::write(m.p("f"), b"kept").unwrap();
+    for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM, libc::SIGVTALRM, libc::SIGPROF, libc::SIGIO, libc::SIGXFSZ]
+    {
+        // SAFETY: kill has no memory preconditions; the pid is our child.
+        assert_eq!(unsafe { libc::kill(m.pid(), sig) }, 0);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!process_gone(m.pid()), "a stray signal killed the daemon");
+    assert!(m.mounted());
+    assert_eq!(fs::read(m.p("f")).unwrap(), b"kept");
 }
 
 #[test]
