@@ -31,8 +31,7 @@
 //!   `writeback` turns on the kernel's writeback cache: the kernel owns size
 //!   and mtime while pages are dirty, a write past the limit fails only at
 //!   `fsync`/`close`, and a killed daemon loses acknowledged writes.
-//! * **Fewer round trips.** `FUSE_ATOMIC_O_TRUNC` (open truncates, no
-//!   `SETATTR` after it); readdirplus fills the
+//! * **Fewer round trips.** Readdirplus fills the
 //!   dentry cache; `FLUSH`/`FSYNC` end for good with `ENOSYS`. Every request
 //!   is counted by opcode ([`Requests`], `sectorfs stats`).
 //! * **Dropping privileges.** `FUSE_HANDLE_KILLPRIV_V2` is negotiated, so
@@ -297,7 +296,9 @@ impl SectorFs {
     }
 
     /// `O_TRUNC` of an existing file at open: to size 0, dropping privileges
-    /// as `truncate(2)` by this caller would.
+    /// as `truncate(2)` by this caller would. Only for a `CREATE` (which
+    /// keeps `O_TRUNC`) that finds the name taken: an `OPEN` never carries it
+    /// (see `Op::Open`).
     fn truncate_for_open(&self, h: &Header, a: &Attr) -> engine::Result<()> {
         if a.kind != FileType::Regular {
             return Ok(());
@@ -676,7 +677,6 @@ impl Filesystem for SectorFs {
             | abi::FUSE_READDIRPLUS_AUTO
             | abi::FUSE_CACHE_SYMLINKS
             | abi::FUSE_HANDLE_KILLPRIV_V2
-            | abi::FUSE_ATOMIC_O_TRUNC
             | abi::FUSE_SETXATTR_EXT;
         // POSIX ACLs: the kernel checks them (and turns on
         // default_permissions), and sends the umask with unmasked modes
@@ -806,16 +806,16 @@ impl Filesystem for SectorFs {
                 self.req.count(Counted::Link);
                 self.entry(reply, call(|| self.engine.link(oldnodeid, ino, name)));
             }
-            Op::Open { flags, .. } => {
+            Op::Open { .. } => {
                 self.req.count(Counted::Open);
-                // FUSE_ATOMIC_O_TRUNC: the kernel passes O_TRUNC here instead of
-                // sending a SETATTR (and a GETXATTR for the privilege check) after.
-                match call(|| {
-                    if flags as i32 & libc::O_TRUNC != 0 {
-                        self.truncate_for_open(h, &self.engine.getattr(ino)?)?;
-                    }
-                    self.engine.open(ino)
-                }) {
+                // Not FUSE_ATOMIC_O_TRUNC: the kernel strips O_TRUNC here and
+                // truncates with a SETATTR under the inode's lock, which
+                // orders it against writes. A truncating OPEN is not under
+                // that lock: an O_APPEND writer that had taken the old size
+                // as its offset then wrote there, after the truncate, and
+                // the file began with that many NUL bytes (a probe's `: >
+                // log` beside a logging process; tmpfs: none).
+                match call(|| self.engine.open(ino)) {
                     Ok(_) => reply.open(0, self.fopen),
                     Err(e) => reply.error(e),
                 }

@@ -263,6 +263,37 @@ fn large_writes_to_one_range_do_not_interleave() {
     );
 }
 
+/// `: > log` beside a process that appends to the log: the truncate and
+/// the appends are ordered (tmpfs: the inode's lock), so the file never
+/// holds NUL bytes. With FUSE_ATOMIC_O_TRUNC the truncate ran in the OPEN,
+/// outside that lock, and an append that had taken the old size as its
+/// offset wrote there after it: a probe found 111,083 NUL bytes in 69
+/// truncations.
+#[test]
+fn o_trunc_beside_an_appender() {
+    let Some(m) = Mount::new(&["--size", "64M", "--cache", "direct"]) else { return };
+    let log = m.p("app.log");
+    File::create(&log).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut nuls = 0;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+            for i in 0..100_000 {
+                f.write_all(format!("line {i}\n").as_bytes()).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            nuls += fs::read(&log).unwrap().iter().filter(|&&b| b == 0).count();
+            drop(OpenOptions::new().write(true).truncate(true).open(&log).unwrap());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    nuls += fs::read(&log).unwrap().iter().filter(|&&b| b == 0).count();
+    assert_eq!(nuls, 0, "NUL bytes in a log truncated beside its appender");
+}
+
 /// Resident pages of `p` in the page cache (`mincore` of a mapping that is
 /// never touched, so mapping it caches nothing).
 fn cached_bytes(p: &Path) -> u64 {
