@@ -719,7 +719,11 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     let pid = pid.and_then(|p| i32::try_from(p).ok());
     match (&image, pid) {
         (Some(img), Some(_)) if lazy => {
-            eprintln!("sectorfs: {shown} is detached; it is saved to {} once nothing uses it", img.display());
+            let _ = writeln!(
+                std::io::stderr(),
+                "sectorfs: {shown} is detached; it is saved to {} once nothing uses it",
+                img.display()
+            );
         }
         (Some(img), Some(pid)) => {
             // No time limit: the daemon saves the whole disk before it exits.
@@ -727,7 +731,7 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
             let mut told = false;
             while !gone(pid) {
                 if !told && start.elapsed() > Duration::from_secs(2) {
-                    eprintln!("sectorfs: saving {shown} to {}...", img.display());
+                    let _ = writeln!(std::io::stderr(), "sectorfs: saving {shown} to {}...", img.display());
                     told = true;
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -810,7 +814,10 @@ pub(crate) fn save(mountpoint: &Path, file: Option<&Path>) -> Result<ExitCode> {
     };
     let o = save_now(&mp, &shown.to_string(), file.as_deref())?;
     let secs = o.seconds.max(1e-6);
-    println!(
+    // Not println!: it panics when stdout cannot be written (`> /dev/full`),
+    // after the save has succeeded.
+    writeln!(
+        std::io::stdout(),
         "saved {shown} to {}: {} files, {} of data ({} image) in {:.2} s ({}/s); writers held off {:.1} ms",
         o.path,
         o.files,
@@ -819,7 +826,8 @@ pub(crate) fn save(mountpoint: &Path, file: Option<&Path>) -> Result<ExitCode> {
         o.seconds,
         format_bytes((o.image_bytes as f64 / secs) as u64),
         o.held_ms
-    );
+    )
+    .context("saved, but the report cannot be written to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 

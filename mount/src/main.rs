@@ -328,7 +328,7 @@ fn main() -> ExitCode {
     let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(e) => {
-            eprintln!("sectorfs: {e}");
+            let _ = writeln!(std::io::stderr(), "sectorfs: {e}");
             return ExitCode::from(cli::USAGE_EXIT);
         }
     };
@@ -336,7 +336,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: the error and its causes.
-            eprintln!("sectorfs: {e:#}");
+            // Not eprintln!, which panics when stderr cannot be written.
+            let _ = writeln!(std::io::stderr(), "sectorfs: {e:#}");
             if e.downcast_ref::<cli::Usage>().is_some() {
                 ExitCode::from(cli::USAGE_EXIT)
             } else {

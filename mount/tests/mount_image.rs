@@ -187,6 +187,16 @@ fn save_unmount_and_mount_again_keep_everything() {
     drop(m);
     let Some(m2) = Mount::new(&["--image", s(&img)]) else { return };
     same(&manifest(&m2.path), &at_unmount);
+    // A report that cannot be printed is an error of one line, not a panic
+    // (the save itself has happened).
+    let full = Command::new(BIN)
+        .args(["save", s(&m2.path), s(&dir.path().join("full.img"))])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{err}");
+    assert!(err.contains("saved, but the report cannot be written") && !err.contains("panicked"), "{err}");
     // The settings came back with it.
     assert_eq!(m2.stat("limit_bytes"), 256 << 20);
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
