@@ -295,7 +295,13 @@ pub(crate) fn raise_open_file_limit(need: u64) {
     let _ = need;
 }
 
-/// Physical memory of this machine in bytes, if known.
+/// The memory this process may use, in bytes, if known: the machine's
+/// physical memory, or the limit of the memory cgroup it runs in (and of
+/// that cgroup's ancestors) where that is lower. Percentages of `--size`
+/// are of this, and a larger `--size` is warned about: the daemon holds the
+/// disk in its own memory, so past this the OOM killer takes the daemon and
+/// the whole disk with it (a probe in a 1.5 GiB cgroup of a 24 GiB machine
+/// got a 12 GiB default).
 pub(crate) fn total_ram() -> Option<u64> {
     #[cfg(unix)]
     {
@@ -303,7 +309,13 @@ pub(crate) fn total_ram() -> Option<u64> {
         // preconditions and touches no memory of ours.
         let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
         if pages > 0 && page > 0 {
-            return Some(pages as u64 * page as u64);
+            let ram = pages as u64 * page as u64;
+            #[cfg(target_os = "linux")]
+            let ram = cgroup_memory_limit(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(), |p| {
+                std::fs::read_to_string(p).ok()
+            })
+            .map_or(ram, |l| l.min(ram));
+            return Some(ram);
         }
     }
     #[cfg(windows)]
@@ -313,9 +325,67 @@ pub(crate) fn total_ram() -> Option<u64> {
     ram
 }
 
+/// The lowest memory limit on the way from the cgroups of `proc_cgroup`
+/// (the text of `/proc/self/cgroup`) up to the root: cgroup v2's
+/// `memory.max` (the unified line `0::/path`), or v1's
+/// `memory.limit_in_bytes` (the `memory` controller's line). `read` gives a
+/// file's text under `/sys/fs/cgroup`. `None`: no limit found.
+#[cfg(target_os = "linux")]
+pub(crate) fn cgroup_memory_limit(proc_cgroup: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    let mut lowest: Option<u64> = None;
+    for line in proc_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(ctrl), Some(path)) = (f.next(), f.next(), f.next()) else { continue };
+        let (base, file) = if ctrl.is_empty() {
+            ("/sys/fs/cgroup", "memory.max")
+        } else if ctrl.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let mut dir = path.trim_end_matches('/').to_string();
+        loop {
+            // "max" (v2) or a huge number (v1's "unlimited") parse to no limit.
+            if let Some(l) = read(&format!("{base}{dir}/{file}")).and_then(|t| t.trim().parse::<u64>().ok()) {
+                if l < 1 << 60 {
+                    lowest = Some(lowest.map_or(l, |x| x.min(l)));
+                }
+            }
+            match dir.rfind('/') {
+                Some(i) => dir.truncate(i),
+                None => break,
+            }
+        }
+    }
+    lowest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cgroup_limits_v1_and_v2() {
+        let files = |m: &[(&str, &str)]| {
+            let m: std::collections::HashMap<String, String> =
+                m.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            move |p: &str| m.get(p).cloned()
+        };
+        // v2: the lowest of the cgroup and its ancestors; "max" is none.
+        let v2 = files(&[("/sys/fs/cgroup/a/b/memory.max", "max\n"), ("/sys/fs/cgroup/a/memory.max", "1610612736\n")]);
+        assert_eq!(cgroup_memory_limit("0::/a/b\n", &v2), Some(1_610_612_736));
+        assert_eq!(cgroup_memory_limit("0::/\n", &v2), None);
+        // v1: the memory controller's line, maybe shared with others;
+        // "unlimited" is a huge number.
+        let v1 = files(&[
+            ("/sys/fs/cgroup/memory/probe/memory.limit_in_bytes", "1610612736"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712"),
+        ]);
+        assert_eq!(cgroup_memory_limit("12:cpu,cpuacct:/x\n5:memory:/probe\n0::/y\n", &v1), Some(1_610_612_736));
+        assert_eq!(cgroup_memory_limit("5:memory:/\n", &v1), None);
+        assert_eq!(cgroup_memory_limit("garbage\n\n", &v1), None);
+    }
 
     #[test]
     fn sizes() {

@@ -71,7 +71,19 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         None => None,
     };
     // Bad values are refused here, before any daemon starts (exit status 2).
-    let set = settings(args, cli::total_ram(), cli::open_file_limit(), info.as_ref()).map_err(cli::Usage)?;
+    let ram = cli::total_ram();
+    let set = settings(args, ram, cli::open_file_limit(), info.as_ref()).map_err(cli::Usage)?;
+    if let Some(ram) = ram.filter(|&r| set.size > r && !background::is_daemon()) {
+        // As tmpfs, a limit above memory is allowed; but here the daemon
+        // holds the disk, and the OOM killer ends it, disk and all.
+        let _ = writeln!(
+            std::io::stderr(),
+            "sectorfs: warning: the limit ({}) is more than the memory this process may use ({}); \
+             filling past that gets the daemon killed by the kernel's OOM killer, and the disk with it",
+            cli::format_bytes(set.size),
+            cli::format_bytes(ram)
+        );
+    }
     if !args.foreground {
         return spawn_background(args);
     }

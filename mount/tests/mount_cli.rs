@@ -58,6 +58,33 @@ fn background_mount_is_ready_then_unmounts() {
     assert!(!ok && err.contains("not mounted"), "{err}");
 }
 
+/// A limit above the memory this process may use is allowed, as on tmpfs,
+/// with a warning: the daemon holds the disk, and the OOM killer would end
+/// it and the disk (a probe filled such a mount in a small memory cgroup).
+#[test]
+fn a_limit_above_memory_is_warned_about() {
+    if !fuse_available() || !is_root() {
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new(BIN).arg("unmount").arg(&self.0).output();
+            let _ = umount2(&self.0, libc::MNT_DETACH);
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let _guard = Unmount(t.path().to_path_buf());
+    let (ok, _, err) = run(&["mount", t.path().to_str().unwrap(), "--size", "100T"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("warning: the limit (100 TiB) is more than the memory") && err.contains("OOM"), "{err}");
+    let (ok, _, err) = run(&["unmount", t.path().to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // Within memory: no warning.
+    let (ok, _, err) = run(&["mount", t.path().to_str().unwrap(), "--size", "64M"]);
+    assert!(ok && err.is_empty(), "{err}");
+}
+
 #[test]
 fn bad_mountpoints_fail_with_one_line() {
     if !fuse_available() {
