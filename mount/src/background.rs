@@ -47,7 +47,34 @@ pub(crate) fn start(mut cmd: Command) -> Result<u8> {
         return Ok(0);
     }
     let status = child.wait().context("cannot wait for the sectorfs daemon")?;
-    Ok(status.code().and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(1))
+    match status.code() {
+        // It has said why on the shared stderr.
+        Some(c) if c != 0 => Ok(u8::try_from(c).unwrap_or(1)),
+        // It has not: killed (the OOM killer while it loaded an image, a
+        // kill -9), or ended without a word.
+        _ => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "sectorfs: {}", not_ready(status));
+            Ok(1)
+        }
+    }
+}
+
+/// Why a daemon that ended without reporting readiness or an error failed.
+fn not_ready(status: std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let name =
+                nix::sys::signal::Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.to_string());
+            return format!(
+                "the daemon was killed by {name} before the mount was ready{}",
+                if sig == libc::SIGKILL { " (out of memory? the OOM killer sends SIGKILL)" } else { "" }
+            );
+        }
+    }
+    format!("the daemon ended ({status}) before the mount was ready")
 }
 
 #[cfg(all(test, unix))]
@@ -66,5 +93,17 @@ mod tests {
         assert_eq!(start(sh("echo 'sectorfs: bad option' >&2; exit 3")).unwrap(), 3);
         assert_eq!(start(sh("kill -9 $$")).unwrap(), 1, "killed: no code");
         assert_eq!(start(sh("echo something else; exit 0")).unwrap(), 1, "no readiness line is a failure");
+    }
+
+    /// A daemon that died without a word (killed while it loaded an image)
+    /// is reported, not an exit status of 1 and silence (a probe).
+    #[test]
+    fn a_daemon_that_died_silently_is_named() {
+        use std::os::unix::process::ExitStatusExt;
+        let killed = not_ready(std::process::ExitStatus::from_raw(libc::SIGKILL));
+        assert!(killed.contains("killed by SIGKILL before the mount was ready") && killed.contains("OOM"), "{killed}");
+        let segv = not_ready(std::process::ExitStatus::from_raw(libc::SIGSEGV));
+        assert!(segv.contains("killed by SIGSEGV") && !segv.contains("OOM"), "{segv}");
+        assert!(not_ready(std::process::ExitStatus::from_raw(0)).contains("ended (exit status: 0)"));
     }
 }
