@@ -256,6 +256,7 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     drop(out);
     if daemon {
         detach_stdio();
+        crate::log_to_syslog();
     }
     let served = sectorfs_fuse::dev::run(&session, fd, workers).context("FUSE session failed");
     // Its descriptor must not keep the connection open (after an error

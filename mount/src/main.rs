@@ -403,6 +403,23 @@ fn parse_cli() -> Result<Cli, String> {
 
 /// A minimal `log` backend: messages at or above `SECTORFS_LOG`
 /// (`error`, `warn`, `info`, `debug`, `trace`; default `warn`) go to stderr.
+/// Whether warnings and errors also go to the system log: set once a
+/// background daemon has pointed its stderr at `/dev/null` ([`log_to_syslog`]).
+#[cfg(unix)]
+static SYSLOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, warnings and errors go to the system log too (`LOG_DAEMON`,
+/// tagged `sectorfs[PID]`; journald keeps them): what a background daemon
+/// says after it detached, such as a final save that failed at shutdown,
+/// otherwise reached nobody (a probe).
+#[cfg(unix)]
+pub(crate) fn log_to_syslog() {
+    // SAFETY: the identity is a static NUL-terminated string, which openlog
+    // may keep a pointer to for the life of the process.
+    unsafe { libc::openlog(c"sectorfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+    SYSLOG.store(true, std::sync::atomic::Ordering::Release);
+}
+
 fn init_log() {
     struct Stderr;
     impl log::Log for Stderr {
@@ -414,6 +431,15 @@ fn init_log() {
             if self.enabled(r.metadata()) {
                 // Not eprintln!: a daemon whose stderr went away must not panic.
                 let _ = writeln!(std::io::stderr(), "sectorfs[{}] {}: {args}", std::process::id(), r.level());
+                #[cfg(unix)]
+                if r.level() <= log::Level::Warn && SYSLOG.load(std::sync::atomic::Ordering::Acquire) {
+                    let prio = if r.level() == log::Level::Error { libc::LOG_ERR } else { libc::LOG_WARNING };
+                    if let Ok(msg) = std::ffi::CString::new(args.replace('\0', " ")) {
+                        // SAFETY: a constant "%s" format and one NUL-terminated
+                        // string argument, alive across the call.
+                        unsafe { libc::syslog(prio, c"%s".as_ptr(), msg.as_ptr()) };
+                    }
+                }
             }
         }
         fn flush(&self) {}
