@@ -817,7 +817,7 @@ pub(crate) fn save(mountpoint: &Path, file: Option<&Path>) -> Result<ExitCode> {
     let file = match file {
         Some(f) => {
             let f = crate::save::absolute_image_path(f)?;
-            if f.starts_with(&mp) {
+            if f.starts_with(&mp) || crate::save::on_the_mount(&f, &mp) {
                 bail!("the image {} would be inside the mount {shown}", f.display());
             }
             Some(f)

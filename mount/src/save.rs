@@ -153,7 +153,21 @@ impl Saver {
             .name("sectorfs-save".into())
             .spawn(move || {
                 unpin();
-                let out = me.save(&tok, &path);
+                // Here, not on the FUSE worker that took the request: the
+                // stat of a path on this mount is a request to this daemon.
+                let out = match on_the_mount(&path, &me.mountpoint) {
+                    true => Outcome {
+                        token: tok.clone(),
+                        path: path.display().to_string(),
+                        error: Some(format!(
+                            "{} would be inside the disk it saves (its directory is on the file system mounted at {})",
+                            path.display(),
+                            me.mountpoint.display()
+                        )),
+                        ..Outcome::default()
+                    },
+                    false => me.save(&tok, &path),
+                };
                 let mut st = me.lock();
                 st.running = None;
                 st.done.push_back(out);
@@ -247,6 +261,20 @@ fn unpin() {
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             log::debug!("sched_setaffinity: {}", io::Error::last_os_error());
         }
+    }
+}
+
+/// Whether the directory of the image `path` is on the file system mounted
+/// at `mountpoint` (the same device): through a bind mount of the disk, a
+/// path that does not start with the mountpoint can still lead into it (a
+/// probe saved a disk into itself so). `false` when either cannot be
+/// looked at (the save then reports why).
+pub(crate) fn on_the_mount(path: &Path, mountpoint: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match (std::fs::metadata(dir), std::fs::metadata(mountpoint)) {
+        (Ok(d), Ok(m)) => d.dev() == m.dev(),
+        _ => false,
     }
 }
 

@@ -361,6 +361,33 @@ fn bad_images_are_refused() {
     let out = Command::new(BIN).arg("save").arg(&m.path).arg(m.p("inside.img")).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("inside"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Also through a bind mount of the disk, whose paths do not start with
+    // the mountpoint: the CLI refuses, and so does the daemon when asked
+    // directly (a probe saved a disk into itself so).
+    if is_root() {
+        struct Bind(tempfile::TempDir);
+        impl Drop for Bind {
+            fn drop(&mut self) {
+                let _ = umount2(self.0.path(), libc::MNT_DETACH);
+            }
+        }
+        let bind = Bind(tempfile::tempdir().unwrap());
+        let st = Command::new("mount").arg("--bind").arg(&m.path).arg(bind.0.path()).status().unwrap();
+        assert!(st.success());
+        let inside = bind.0.path().join("via-bind.img");
+        let out = Command::new(BIN).arg("save").arg(&m.path).arg(&inside).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("inside"), "{err}");
+        let mut req = b"bindtok\0".to_vec();
+        req.extend_from_slice(inside.as_os_str().as_encoded_bytes());
+        setxattr(&m.path, "user.sectorfs.save", &req, 0).unwrap();
+        assert!(
+            eventually(|| String::from_utf8_lossy(&getxattr(&m.path, "user.sectorfs.save").unwrap())
+                .contains("would be inside the disk it saves")),
+            "the daemon saved through a bind mount of itself"
+        );
+        assert!(!inside.exists() && !m.p("via-bind.img").exists());
+    }
     // No --image and no FILE: the CLI says what to do.
     let Some(plain) = Mount::new(&["--size", "16M"]) else { return };
     let out = Command::new(BIN).arg("save").arg(&plain.path).output().unwrap();
