@@ -184,6 +184,11 @@ impl Dir {
         self.find(key).is_some()
     }
 
+    /// The name (as stored) of the entry whose key is `key`.
+    pub(crate) fn name_of(&self, key: &[u8]) -> Option<&[u8]> {
+        self.find(key).map(|i| self.slots[i].name())
+    }
+
     /// Adds an entry (the caller checked that `key` is not there and that
     /// `name` is a valid name: 1 to 255 bytes) with the next cookie.
     pub(crate) fn insert(&mut self, key: &[u8], name: &[u8], ino: Ino, kind: FileType) {

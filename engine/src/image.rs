@@ -1236,8 +1236,21 @@ impl Loader {
                     let key = self.engine.key(name);
                     let d = self.staged.get_mut(&dino).and_then(|s| s.dir.as_mut());
                     let Some(d) = d else { return Err(corrupt(at, "directory vanished")) };
-                    if d.contains(&key) {
-                        return Err(corrupt(at, format!("name {:?} appears twice", String::from_utf8_lossy(name))));
+                    match d.name_of(&key) {
+                        // Names an image saved case-sensitively may hold, which
+                        // one directory of a case-insensitive disk cannot.
+                        Some(other) if other != name => {
+                            return Err(ImageError::Refused(format!(
+                                "the image has names that differ only in case ({:?} and {:?} in one directory), \
+                                 which a case-insensitive disk cannot hold: load it without --case-insensitive",
+                                String::from_utf8_lossy(other),
+                                String::from_utf8_lossy(name)
+                            )))
+                        }
+                        Some(_) => {
+                            return Err(corrupt(at, format!("name {:?} appears twice", String::from_utf8_lossy(name))))
+                        }
+                        None => {}
                     }
                     d.insert(&key, name, ino, ckind);
                     // Charged past the limit, checked as a whole at the end.

@@ -224,6 +224,14 @@ pub(crate) fn check_threads(n: usize, cores: usize, nofile: Option<u64>) -> Resu
     }
     if let Some(limit) = nofile {
         let by_fds = limit.saturating_sub(FD_RESERVE);
+        if by_fds == 0 {
+            // Fewer threads cannot help (a probe was told "at most 0").
+            return Err(format!(
+                "the open-file limit ({limit}) is too low: the daemon keeps {FD_RESERVE} descriptors for itself \
+                 and needs one more per worker thread; raise it with `ulimit -n` (at least {})",
+                FD_RESERVE + 1
+            ));
+        }
         if n as u64 > by_fds {
             return Err(format!(
                 "--threads {n}: at most {by_fds} with this open-file limit ({limit}; each thread holds one \
@@ -483,6 +491,8 @@ mod tests {
         assert!(e.contains("at most 128") && e.contains("2 cores"), "{e}");
         let e = check_threads(100, 2, Some(100)).unwrap_err();
         assert!(e.contains("at most 36") && e.contains("open-file limit"), "{e}");
+        let e = check_threads(1, 2, Some(64)).unwrap_err();
+        assert!(e.contains("open-file limit (64) is too low") && e.contains("at least 65"), "{e}");
         assert_eq!(check_label("scratch, fast"), Ok(()));
         assert!(check_label("").is_err());
         assert!(check_label(&"a".repeat(256)).is_err());

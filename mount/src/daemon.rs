@@ -56,6 +56,13 @@ use crate::{MountArgs, Transport};
 pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     // The image's header fills in what the command line leaves open.
     let image = args.image.as_deref().map(crate::save::absolute_image_path).transpose()?;
+    // Before the lock, which is a file beside the image: in the mountpoint,
+    // it made the mountpoint "not empty", which is not what is wrong.
+    if let (Some(p), Ok(mp)) = (&image, args.mountpoint.canonicalize()) {
+        if p.starts_with(&mp) {
+            bail!("the image {} is inside the mountpoint {}", p.display(), mp.display());
+        }
+    }
     // The daemon holds the image's lock before it reads the image: no other
     // disk is mounted with it, and the last one's final save is done
     // (`image_lock.rs`).
@@ -436,6 +443,26 @@ impl Unmounter {
     }
 }
 
+/// The error for a `fusermount3` that could not be started: when no
+/// directory of `PATH` holds it, that it is not installed (the search's own
+/// error is then about some directory of `PATH` the user may not read: a
+/// probe was told "Permission denied").
+fn fusermount_missing(e: std::io::Error) -> anyhow::Error {
+    fusermount_missing_in(std::env::var_os("PATH"), e)
+}
+
+fn fusermount_missing_in(path: Option<std::ffi::OsString>, e: std::io::Error) -> anyhow::Error {
+    let found = path.is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()));
+    if found {
+        anyhow!("cannot run fusermount3: {e}")
+    } else {
+        anyhow!(
+            "fusermount3 is not installed (Debian/Ubuntu: apt-get install fuse3); a user other than root needs it to \
+             mount and unmount"
+        )
+    }
+}
+
 /// Escapes `,` and `\` for a `-o` list of fusermount3 (as libfuse does).
 fn escape_mount_option(s: &str) -> String {
     s.replace('\\', "\\\\").replace(',', "\\,")
@@ -462,7 +489,7 @@ fn fusermount_mount(mp: &Path, opts: &[String]) -> Result<std::os::fd::OwnedFd> 
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .context("cannot run fusermount3 (needed to mount as a user other than root; install fuse3)")?;
+        .map_err(fusermount_missing)?;
     drop(theirs);
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
@@ -522,8 +549,7 @@ fn fusermount_unmount(mp: &Path, lazy: bool) -> Result<()> {
     if lazy {
         cmd.arg("-z");
     }
-    let out =
-        cmd.arg("--").arg(mp).stdin(Stdio::null()).output().context("cannot run fusermount3 (is fuse3 installed?)")?;
+    let out = cmd.arg("--").arg(mp).stdin(Stdio::null()).output().map_err(fusermount_missing)?;
     if !out.status.success() {
         bail!("{}", fusermount_message(&out.stderr));
     }
@@ -951,6 +977,21 @@ mod tests {
         assert!(m.starts_with("failed to open /dev/fuse: Permission denied: fusermount3 opens"), "{m}");
         assert!(m.contains("(it is 0600 here)"), "{m}");
         assert_eq!(super::with_hint("mountpoint is not empty".into(), Some(0o600)), "mountpoint is not empty");
+    }
+
+    /// fusermount3 missing from every directory of PATH is said so, not as
+    /// the search's error about one of them (a probe got "Permission denied").
+    #[test]
+    fn a_missing_fusermount3_is_named() {
+        let denied = || std::io::Error::from_raw_os_error(libc::EACCES);
+        let empty = tempfile::tempdir().unwrap();
+        let m = super::fusermount_missing_in(Some(empty.path().into()), denied()).to_string();
+        assert!(m.starts_with("fusermount3 is not installed") && m.contains("fuse3"), "{m}");
+        let with = tempfile::tempdir().unwrap();
+        std::fs::write(with.path().join("fusermount3"), b"").unwrap();
+        let path = std::env::join_paths([empty.path(), with.path()]).unwrap();
+        let m = super::fusermount_missing_in(Some(path), denied()).to_string();
+        assert!(m.starts_with("cannot run fusermount3: Permission denied"), "{m}");
     }
 
     use super::*;

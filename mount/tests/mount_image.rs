@@ -309,6 +309,24 @@ fn refused(img: &Path, extra: &[&str], want: &str) {
     assert_eq!(std::fs::read_dir(mp.path()).unwrap().count(), 0);
 }
 
+/// An image inside the mountpoint is refused as such, and leaves the
+/// mountpoint empty (the image's lock file was made there first, and the
+/// mount was refused as "not empty").
+#[test]
+fn an_image_inside_the_mountpoint_is_named() {
+    if !fuse_available() {
+        return;
+    }
+    let mp = tempfile::Builder::new().prefix("sectorfs-test-").tempdir().unwrap();
+    let img = mp.path().join("self.img");
+    let out = sectorfs(&["mount".as_ref(), mp.path().as_os_str(), "--image".as_ref(), img.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is inside the mountpoint") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(!is_mounted(&mp.path().canonicalize().unwrap()));
+    assert_eq!(std::fs::read_dir(mp.path()).unwrap().count(), 0);
+}
+
 /// One disk per image: a second mount with a mounted disk's image is
 /// refused with one line that names the disk; the lock file beside the
 /// image goes with the daemon.
