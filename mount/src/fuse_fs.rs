@@ -417,7 +417,13 @@ impl SectorFs {
             gid,
             size,
             atime: time(abi::FATTR_ATIME_NOW, abi::FATTR_ATIME, s.atime, s.atimensec),
-            mtime: time(abi::FATTR_MTIME_NOW, abi::FATTR_MTIME, s.mtime, s.mtimensec),
+            // A truncate changes the times even where the size stays: the
+            // kernel sends an `O_TRUNC` open's truncate (and ftruncate's)
+            // without them, as the same SETATTR as truncate(2)'s, and `: >
+            // stamp` must renew an empty stamp file's mtime (tmpfs does; its
+            // truncate(2) to the same size of an empty file does not, the
+            // one case where we differ).
+            mtime: time(abi::FATTR_MTIME_NOW, abi::FATTR_MTIME, s.mtime, s.mtimensec).or(size.map(|_| SetTime::Now)),
             ctime: has(abi::FATTR_CTIME).then_some(Time { secs: s.ctime as i64, nanos: s.ctimensec }),
             crtime: None,
             flags: None,
