@@ -5,7 +5,7 @@
 //! * `ops`: bolero's random engine hands `run` byte strings of up to 8 KiB
 //!   (about 200 operations) for a time budget: one second in a plain
 //!   `cargo test`, `BOLERO_RANDOM_TEST_TIME_MS` otherwise (`scripts/fuzz 60s`
-//!   sets it and builds in the `fuzz` profile: overflow checks on). A
+//!   sets it and builds in the `checked` profile: overflow checks on). A
 //!   failing input is shrunk by bolero; the smallest failing byte string
 //!   seen is written to `fuzz/corpus/` and its name printed.
 //! * `corpus`: replays every file of `fuzz/corpus/` (raw bytes, as libFuzzer
