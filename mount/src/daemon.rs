@@ -94,11 +94,12 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     if !args.foreground {
         return spawn_background(args);
     }
+    // A background daemon stays in the caller's session until it is ready:
+    // a ^C while it loads an image ends it (and `sectorfs mount`) with
+    // nothing mounted, where it went on and mounted the disk anyway (a
+    // probe). From the mount on, the stop signals are blocked and a ^C
+    // unmounts cleanly; once ready, it leaves the session (below).
     let daemon = background::is_daemon();
-    if daemon {
-        // Leave the caller's session and terminal: a ^C there must not reach us.
-        let _ = nix::unistd::setsid();
-    }
     crate::fault::setup();
     let mp = check_mountpoint(&args.mountpoint)?;
     if let Some(p) = &image {
@@ -262,6 +263,9 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     let _ = out.flush();
     drop(out);
     if daemon {
+        // Leave the caller's session and terminal: a ^C there must not
+        // reach a disk that serves.
+        let _ = nix::unistd::setsid();
         detach_stdio();
         crate::log_to_syslog();
     }

@@ -327,6 +327,58 @@ fn an_image_inside_the_mountpoint_is_named() {
     assert_eq!(std::fs::read_dir(mp.path()).unwrap().count(), 0);
 }
 
+/// A ^C while `sectorfs mount` waits for a disk to load from its image
+/// ends the command and the daemon, and nothing is mounted: the daemon
+/// stays in the caller's session until it is ready (it left at once, and
+/// went on to mount the disk after the command had died; a probe).
+#[test]
+fn ctrl_c_while_an_image_loads_mounts_nothing() {
+    let dir = image_dir();
+    let img = dir.path().join("slow.img");
+    {
+        let Some(m) = Mount::new(&["--image", s(&img), "--size", "2G"]) else { return };
+        let chunk = vec![0x5Au8; 1 << 20];
+        let mut f = std::fs::File::create(m.p("f")).unwrap();
+        // 1 GiB: its load takes most of a second here, long after the ^C.
+        for _ in 0..1024 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    assert!(img.exists());
+    let mp = tempfile::Builder::new().prefix("sectorfs-test-").tempdir().unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if is_mounted(self.0) {
+                let _ = umount2(self.0, libc::MNT_DETACH);
+            }
+        }
+    }
+    let mp_path = mp.path().canonicalize().unwrap();
+    let _guard = Unmount(&mp_path);
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["mount", s(mp.path()), "--image", s(&img)]).process_group(0).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // Long enough for the daemon to have started (it used to leave the
+    // session at once), short of the load.
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill has no memory preconditions; the group is the command's.
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    let st = child.wait().unwrap();
+    assert!(!st.success(), "the command went on: {st:?}");
+    // Whatever the daemon was doing, it ends with nothing mounted: killed
+    // while loading, or (past the mount) unmounting on the signal.
+    let daemon_alive = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(s(mp.path())) && c.starts_with(b"/"))
+        })
+    };
+    assert!(eventually(|| !daemon_alive()), "a daemon is left");
+    assert!(!is_mounted(&mp_path), "the disk was mounted after ^C");
+}
+
 /// One disk per image: a second mount with a mounted disk's image is
 /// refused with one line that names the disk; the lock file beside the
 /// image goes with the daemon.
