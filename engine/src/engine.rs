@@ -482,6 +482,15 @@ impl Engine {
         }
     }
 
+    /// Gives back the inode map's table memory once most of it is empty
+    /// (after many deletes; see `ShardMap::shrink_if_sparse`). Cheap when
+    /// there is nothing to do (two counts); for a caller's periodic
+    /// housekeeping, as the mount's telemetry thread does each second.
+    /// Returns whether it shrank.
+    pub fn compact(&self) -> bool {
+        self.nodes.shrink_if_sparse()
+    }
+
     /// The sector pool (for checks and telemetry). Internal, not semver.
     #[doc(hidden)]
     pub fn pool(&self) -> &Pool {

@@ -317,6 +317,8 @@ impl Telemetry {
                 t.tick();
                 if let Some(reserve) = reserve {
                     trim_step(t.engine.pool(), reserve, &mut was_over);
+                    // Before the heap trim, which then returns what it freed.
+                    t.engine.compact();
                     heap.step();
                 }
                 // After a long stall (suspend), start the rhythm afresh.

@@ -204,6 +204,15 @@ impl<V: Keyed + Clone> ShardMap<V> {
     pub fn len(&self) -> usize {
         self.map().len()
     }
+    /// As the real map's: shrinks the table when it is sparse.
+    pub fn shrink_if_sparse(&self) -> bool {
+        let mut m = self.map();
+        let sparse = m.capacity() > 4096 && m.len() < m.capacity() / 4;
+        if sparse {
+            m.shrink_to_fit();
+        }
+        sparse
+    }
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.map().is_empty()
