@@ -252,18 +252,22 @@ fn sigterm_saves_and_an_absent_image_is_an_empty_disk() {
     assert_eq!(std::fs::read(m2.p("f")).unwrap(), b"saved by SIGTERM");
 }
 
+/// Writes a file of `mib` MiB of `byte`, 1 MiB at a time.
+fn write_mib(p: &Path, mib: usize, byte: u8) {
+    let chunk = vec![byte; 1 << 20];
+    let mut f = std::fs::File::create(p).unwrap();
+    for _ in 0..mib {
+        f.write_all(&chunk).unwrap();
+    }
+}
+
 #[test]
 fn a_daemon_killed_while_saving_leaves_the_previous_image() {
     let dir = image_dir();
     let img = dir.path().join("big.img");
     let tmp = dir.path().join(".big.img.sectorfs-save");
     let Some(m) = Mount::new(&["--image", s(&img), "--size", "1G"]) else { return };
-    let chunk = vec![1u8; 1 << 20];
-    let mut f = std::fs::File::create(m.p("data")).unwrap();
-    for _ in 0..512 {
-        f.write_all(&chunk).unwrap();
-    }
-    drop(f);
+    write_mib(&m.p("data"), 512, 1);
     run_ok(&["save", s(&m.path)]);
     let first = std::fs::metadata(&img).unwrap();
     // Change every byte, then save again and kill the daemon mid-stream.
@@ -337,12 +341,8 @@ fn ctrl_c_while_an_image_loads_mounts_nothing() {
     let img = dir.path().join("slow.img");
     {
         let Some(m) = Mount::new(&["--image", s(&img), "--size", "2G"]) else { return };
-        let chunk = vec![0x5Au8; 1 << 20];
-        let mut f = std::fs::File::create(m.p("f")).unwrap();
         // 1 GiB: its load takes most of a second here, long after the ^C.
-        for _ in 0..1024 {
-            f.write_all(&chunk).unwrap();
-        }
+        write_mib(&m.p("f"), 1024, 0x5A);
     }
     assert!(img.exists());
     let mp = tempfile::Builder::new().prefix("sectorfs-test-").tempdir().unwrap();
