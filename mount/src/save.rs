@@ -16,9 +16,9 @@
 //!
 //! # Writing an image file
 //! [`save_to`]: a temporary file `.NAME.sectorfs-save` in the same
-//! directory (mode 0600; never through a symbolic link, and only a regular
-//! file of the daemon's user with one link, [`open_temp`]; locked with
-//! `flock`, then truncated, so two savers of one file refuse each other rather than mix), the snapshot
+//! directory (mode 0600; always made anew, never through a symbolic link:
+//! [`open_temp`]; locked with `flock`, so two savers of one file refuse
+//! each other rather than mix), the snapshot
 //! streamed into it through [`ImageWriter`] (`O_DIRECT` on a local disk
 //! file system: the image does not fill the page cache, which would hold
 //! the disk's data a second time), `fsync`, `rename` over NAME,
@@ -319,11 +319,7 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
     let path = &image_target(path)?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = temp_path(path);
-    let file = open_temp(&tmp)?;
-    // SAFETY: flock on a descriptor we own, alive across the call.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail_busy(path)?;
-    }
+    let file = open_temp(&tmp, path)?;
     let result = (|| -> Result<(SaveReport, std::time::Duration)> {
         file.set_len(0).context("cannot truncate the temporary file")?;
         let snap = engine.snapshot();
@@ -348,56 +344,61 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
     result
 }
 
-/// Opens (or makes, mode 0600) the temporary file `tmp` of a save without
-/// trusting what is already there: the daemon runs as root, and whoever
-/// can write to the image's directory can put anything at that name. A
-/// symbolic link is not followed (`O_NOFOLLOW`: the save would have
-/// overwritten the file it points to), a FIFO does not block the open
-/// (`O_NONBLOCK`), and what opened must be a regular file of the daemon's
-/// user with one link (not someone else's file, which they could read the
-/// image from, nor a hard link to a file elsewhere, which the truncate
-/// would destroy). An existing one is otherwise fine: a save that died
-/// left it, or another save holds it (the `flock` that follows tells).
-fn open_temp(tmp: &Path) -> Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(tmp)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => anyhow!("cannot create {}: a symbolic link is in the way; remove it", tmp.display()),
-            Some(libc::ENXIO) => anyhow!("cannot create {}: a FIFO is in the way; remove it", tmp.display()),
-            _ => anyhow!("cannot create {}: {e}", tmp.display()),
-        })?;
+/// Makes the temporary file `tmp` of a save to `path` (mode 0600) and locks
+/// it, without trusting what is already at that name: the daemon runs as
+/// root, and whoever can write to the image's directory can put anything
+/// there. The file is always made anew (`O_CREAT|O_EXCL`, which follows no
+/// symbolic link): a symlink there (a root save overwrote the file it
+/// pointed to), a FIFO (it hung every later save), a hard link to another
+/// file, someone else's file, or a file a dead save left, is removed first
+/// (not what it leads to). Only a regular file another save has locked is
+/// left alone: that save is running (`EBUSY`). What this makes is ours
+/// whatever owner the file system shows (NFS root squash, vfat's `uid=`).
+/// After the lock, the name must still lead to the file locked: another
+/// save that took it for one left behind has replaced it, and goes on.
+fn open_temp(tmp: &Path, path: &Path) -> Result<File> {
     use std::os::unix::fs::MetadataExt;
-    let m = file.metadata().with_context(|| format!("cannot stat {}", tmp.display()))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if !m.is_file() || m.nlink() != 1 || m.uid() != me {
-        bail!(
-            "cannot use {}: {} is in the way (a save makes it as a regular file of user {me} with one link); remove it",
-            tmp.display(),
-            if !m.is_file() {
-                "something that is not a regular file".to_string()
-            } else if m.uid() != me {
-                format!("a file of user {}", m.uid())
-            } else {
-                format!("a file with {} links", m.nlink())
+    let lock = |f: &File| {
+        // SAFETY: flock on a descriptor we own, alive across the call.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    };
+    let flags = libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    for _ in 0..3 {
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(flags).open(tmp) {
+            Ok(file) => {
+                if !lock(&file) {
+                    bail_busy(path)?;
+                }
+                let (m, now) = (file.metadata()?, std::fs::symlink_metadata(tmp));
+                if !now.is_ok_and(|n| n.ino() == m.ino() && n.dev() == m.dev()) {
+                    bail_busy(path)?;
+                }
+                return Ok(file);
             }
-        );
-    }
-    // Back to blocking writes (a regular file ignores the flag; cleared so
-    // nothing below depends on that).
-    // SAFETY: fcntl on a descriptor we own, alive across the calls.
-    unsafe {
-        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        if fl >= 0 {
-            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Not blocking on a FIFO, not following a link.
+                let existing = std::fs::OpenOptions::new().write(true).custom_flags(flags | libc::O_NONBLOCK).open(tmp);
+                if let Ok(f) = existing {
+                    if f.metadata().is_ok_and(|m| m.is_file()) && !lock(&f) {
+                        bail_busy(path)?;
+                    }
+                }
+                match std::fs::symlink_metadata(tmp) {
+                    Ok(m) if m.is_dir() => {
+                        bail!("cannot create {}: a directory is in the way; remove it", tmp.display())
+                    }
+                    _ => match std::fs::remove_file(tmp) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                            bail!("cannot replace {}: {e}", tmp.display())
+                        }
+                        _ => {}
+                    },
+                }
+            }
+            Err(e) => bail!("cannot create {}: {e}", tmp.display()),
         }
     }
-    Ok(file)
+    bail!("cannot create {}: something else keeps taking that name", tmp.display())
 }
 
 /// The image a save is about to replace, held across the rename, so that
@@ -502,6 +503,7 @@ pub(crate) fn request_value(token: &str, file: Option<&Path>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn temp_names_and_requests() {
@@ -549,49 +551,49 @@ mod tests {
     }
 
     /// Whatever someone put at the temporary name is neither followed,
-    /// waited on, nor written: the save fails with a message naming it, and
-    /// the file a link points to keeps its bytes (a root daemon overwrote
-    /// it with the image before).
+    /// waited on, nor written: it is replaced by a file of the save's own,
+    /// the save succeeds, and the file a link points to keeps its bytes (a
+    /// root daemon overwrote it with the image before; a FIFO hung it).
     #[test]
     fn a_save_trusts_nothing_at_its_temporary_name() {
         let d = tempfile::tempdir().unwrap();
         let e = Engine::new(engine::Config::default()).unwrap();
         let victim = d.path().join("victim");
         std::fs::write(&victim, b"precious").unwrap();
-        let err = |name: &str| {
+        let saved = |name: &str| {
             let p = d.path().join(name);
-            let e = save_to(&e, &p, "l").unwrap_err().to_string();
-            assert!(!p.exists(), "{name}: the image must not appear");
-            e
+            save_to(&e, &p, "l").unwrap();
+            assert!(read_info(&p).unwrap().is_some(), "{name}: no image");
+            assert!(!temp_path(&p).exists(), "{name}: the temporary file is left");
         };
-
         std::os::unix::fs::symlink(&victim, temp_path(&d.path().join("a"))).unwrap();
-        assert!(err("a").contains("symbolic link"));
-
+        saved("a");
         nix::unistd::mkfifo(&temp_path(&d.path().join("b")), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        assert!(err("b").contains("FIFO"));
-
+        saved("b");
         std::fs::hard_link(&victim, temp_path(&d.path().join("c"))).unwrap();
-        assert!(err("c").contains("2 links"));
-
-        std::fs::create_dir(temp_path(&d.path().join("f"))).unwrap();
-        assert!(err("f").contains("cannot create"));
-
+        saved("c");
+        // A file a save left behind, and (as root) someone else's file.
+        std::fs::write(temp_path(&d.path().join("h")), b"left over").unwrap();
+        saved("h");
         if nix::unistd::geteuid().is_root() {
             let t = temp_path(&d.path().join("g"));
             std::fs::write(&t, b"theirs").unwrap();
             std::os::unix::fs::chown(&t, Some(65534), None).unwrap();
-            assert!(err("g").contains("a file of user 65534"));
-            assert_eq!(std::fs::read(&t).unwrap(), b"theirs");
+            saved("g");
         }
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-
-        // A temporary file a save left behind (its own, one link) is reused.
-        let p = d.path().join("h");
-        std::fs::write(temp_path(&p), b"left over").unwrap();
-        save_to(&e, &p, "l").unwrap();
-        assert!(read_info(&p).unwrap().is_some());
-        assert!(!temp_path(&p).exists());
+        assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1);
+        // A directory is not removed: the save says what is in the way.
+        std::fs::create_dir(temp_path(&d.path().join("f"))).unwrap();
+        let err = save_to(&e, &d.path().join("f"), "l").unwrap_err().to_string();
+        assert!(err.contains("a directory is in the way"), "{err}");
+        // A temporary file another save holds (locked) is that save's: busy.
+        let held = std::fs::File::create(temp_path(&d.path().join("i"))).unwrap();
+        // SAFETY: flock on a descriptor we own, alive across the call.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+        let err = save_to(&e, &d.path().join("i"), "l").unwrap_err().to_string();
+        assert!(err.contains("in progress"), "{err}");
+        assert!(temp_path(&d.path().join("i")).exists(), "the running save's file was removed");
     }
 
     /// `sectorfs unmount` checks a save could start with a short name of its
