@@ -359,22 +359,25 @@ fn ctrl_c_while_an_image_loads_mounts_nothing() {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(BIN);
     cmd.args(["mount", s(mp.path()), "--image", s(&img)]).process_group(0).stdout(Stdio::null()).stderr(Stdio::null());
+    let daemon_alive = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains(s(mp.path())) && c.contains("--foreground")
+            })
+        })
+    };
     let mut child = cmd.spawn().unwrap();
-    // Long enough for the daemon to have started (it used to leave the
-    // session at once), short of the load.
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the daemon runs (it used to leave the session at once), and
+    // long before its load of 1 GiB is done.
+    assert!(eventually(daemon_alive), "the daemon never started");
+    std::thread::sleep(Duration::from_millis(50));
     // SAFETY: kill has no memory preconditions; the group is the command's.
     assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
     let st = child.wait().unwrap();
     assert!(!st.success(), "the command went on: {st:?}");
     // Whatever the daemon was doing, it ends with nothing mounted: killed
     // while loading, or (past the mount) unmounting on the signal.
-    let daemon_alive = || {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(s(mp.path())) && c.starts_with(b"/"))
-        })
-    };
     assert!(eventually(|| !daemon_alive()), "a daemon is left");
     assert!(!is_mounted(&mp_path), "the disk was mounted after ^C");
 }
