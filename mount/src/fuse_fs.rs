@@ -288,6 +288,11 @@ impl SectorFs {
             libc::O_WRONLY => engine::access_mask::W,
             _ => engine::access_mask::R | engine::access_mask::W,
         };
+        // O_TRUNC needs write permission whatever the access mode (Linux's
+        // may_open): the kernel, which took this CREATE for a new file,
+        // checked nothing (from a review: O_RDONLY|O_CREAT|O_TRUNC by a
+        // reader emptied the file).
+        let want = if flags as i32 & libc::O_TRUNC != 0 { want | engine::access_mask::W } else { want };
         self.engine.access(a.ino, want, &cred(h)).map_err(undo)?;
         if flags as i32 & libc::O_TRUNC != 0 {
             self.truncate_for_open(h, &a).map_err(undo)?;
@@ -1049,6 +1054,29 @@ impl Filesystem for SectorFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CREATE that finds its name taken opens the file as open(2) would,
+    /// with open(2)'s permission checks: O_TRUNC needs write permission in
+    /// any access mode (the kernel, taking the file for a new one, checked
+    /// nothing). A reader's O_RDONLY|O_CREAT|O_TRUNC emptied the file.
+    #[test]
+    fn a_create_that_finds_the_name_checks_o_trunc_for_write() {
+        let e = Arc::new(Engine::new(engine::Config { posix_acl: true, ..engine::Config::default() }).unwrap());
+        let f = e.create(engine::ROOT, b"f", 0o644, 0, 0).unwrap().ino;
+        e.write(f, 0, b"kept").unwrap();
+        let fs = SectorFs::new(e.clone(), CacheMode::Direct, Arc::new(Telemetry::new(e.clone())));
+        let reader = Header { unique: 1, opcode: 35, nodeid: engine::ROOT, uid: 1000, gid: 1000, pid: 1 };
+        let flags = (libc::O_RDONLY | libc::O_CREAT | libc::O_TRUNC) as u32;
+        assert_eq!(fs.open_existing(&reader, engine::ROOT, b"f", flags).map(|a| a.ino), Err(Error::Access));
+        assert_eq!(e.getattr(f).unwrap().size, 4, "the reader emptied the file");
+        // Reading it without O_TRUNC is allowed; the owner may truncate.
+        let flags = (libc::O_RDONLY | libc::O_CREAT) as u32;
+        assert_eq!(fs.open_existing(&reader, engine::ROOT, b"f", flags).map(|a| a.ino), Ok(f));
+        let owner = Header { uid: 0, gid: 0, ..reader };
+        let flags = (libc::O_RDONLY | libc::O_CREAT | libc::O_TRUNC) as u32;
+        assert_eq!(fs.open_existing(&owner, engine::ROOT, b"f", flags).map(|a| a.ino), Ok(f));
+        assert_eq!(e.getattr(f).unwrap().size, 0);
+    }
 
     #[test]
     fn errno_table_passes_through() {
