@@ -101,12 +101,8 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     // unmounts cleanly; once ready, it leaves the session (below).
     let daemon = background::is_daemon();
     crate::fault::setup();
+    // (An image inside the mountpoint was refused above, before its lock.)
     let mp = check_mountpoint(&args.mountpoint)?;
-    if let Some(p) = &image {
-        if p.starts_with(&mp) {
-            bail!("the image {} is inside the mountpoint {}", p.display(), mp.display());
-        }
-    }
     let Settings { size, sector_size, max_files, threads, .. } = set;
     // One /dev/fuse clone per worker, plus what the daemon itself keeps open.
     cli::raise_open_file_limit(threads as u64 + cli::FD_RESERVE);

@@ -401,8 +401,6 @@ fn parse_cli() -> Result<Cli, String> {
     Ok(Cli::parse())
 }
 
-/// A minimal `log` backend: messages at or above `SECTORFS_LOG`
-/// (`error`, `warn`, `info`, `debug`, `trace`; default `warn`) go to stderr.
 /// Whether warnings and errors also go to the system log: set once a
 /// background daemon has pointed its stderr at `/dev/null` ([`log_to_syslog`]).
 #[cfg(unix)]
@@ -420,6 +418,9 @@ pub(crate) fn log_to_syslog() {
     SYSLOG.store(true, std::sync::atomic::Ordering::Release);
 }
 
+/// A minimal `log` backend: messages at or above `SECTORFS_LOG`
+/// (`error`, `warn`, `info`, `debug`, `trace`; default `warn`) go to stderr,
+/// and warnings and errors to the system log too once [`log_to_syslog`].
 fn init_log() {
     struct Stderr;
     impl log::Log for Stderr {

@@ -268,7 +268,9 @@ fn unpin() {
 /// at `mountpoint` (the same device): through a bind mount of the disk, a
 /// path that does not start with the mountpoint can still lead into it (a
 /// probe saved a disk into itself so). `false` when either cannot be
-/// looked at (the save then reports why).
+/// looked at (the save then reports why). Not a complete guard: a file
+/// system stacked on the disk (overlayfs with its upper layer here) has a
+/// device of its own.
 pub(crate) fn on_the_mount(path: &Path, mountpoint: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

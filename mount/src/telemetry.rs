@@ -315,10 +315,15 @@ impl Telemetry {
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 let Some(t) = weak.upgrade() else { return };
                 t.tick();
+                // Before the heap trim, which then returns what it freed
+                // (a big table goes back to the OS at once, as its own
+                // mapping). Each shard is rebuilt under its write lock:
+                // lookups in that shard wait for it (milliseconds for
+                // hundreds of thousands of inodes, and only when the map is
+                // three-quarters empty).
+                t.engine.compact();
                 if let Some(reserve) = reserve {
                     trim_step(t.engine.pool(), reserve, &mut was_over);
-                    // Before the heap trim, which then returns what it freed.
-                    t.engine.compact();
                     heap.step();
                 }
                 // After a long stall (suspend), start the rhythm afresh.
