@@ -378,23 +378,22 @@ fn open_temp(tmp: &Path, path: &Path) -> Result<File> {
                 return Ok(file);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // Not blocking on a FIFO, not following a link.
-                let existing = std::fs::OpenOptions::new().write(true).custom_flags(flags | libc::O_NONBLOCK).open(tmp);
-                if let Ok(f) = existing {
-                    if f.metadata().is_ok_and(|m| m.is_file()) && !lock(&f) {
+                let what = std::fs::symlink_metadata(tmp);
+                if what.as_ref().is_ok_and(|m| m.is_dir()) {
+                    bail!("cannot create {}: a directory is in the way; remove it", tmp.display());
+                }
+                // Only a regular file is opened, to see whether a save holds
+                // it: opening a FIFO could block, a device could act.
+                if what.is_ok_and(|m| m.is_file()) {
+                    let existing =
+                        std::fs::OpenOptions::new().write(true).custom_flags(flags | libc::O_NONBLOCK).open(tmp);
+                    if existing.is_ok_and(|f| f.metadata().is_ok_and(|m| m.is_file()) && !lock(&f)) {
                         bail_busy(path)?;
                     }
                 }
-                match std::fs::symlink_metadata(tmp) {
-                    Ok(m) if m.is_dir() => {
-                        bail!("cannot create {}: a directory is in the way; remove it", tmp.display())
-                    }
-                    _ => match std::fs::remove_file(tmp) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                            bail!("cannot replace {}: {e}", tmp.display())
-                        }
-                        _ => {}
-                    },
+                match std::fs::remove_file(tmp) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => bail!("cannot replace {}: {e}", tmp.display()),
+                    _ => {}
                 }
             }
             Err(e) => bail!("cannot create {}: {e}", tmp.display()),
