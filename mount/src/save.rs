@@ -153,21 +153,7 @@ impl Saver {
             .name("sectorfs-save".into())
             .spawn(move || {
                 unpin();
-                // Here, not on the FUSE worker that took the request: the
-                // stat of a path on this mount is a request to this daemon.
-                let out = match on_the_mount(&path, &me.mountpoint) {
-                    true => Outcome {
-                        token: tok.clone(),
-                        path: path.display().to_string(),
-                        error: Some(format!(
-                            "{} would be inside the disk it saves (its directory is on the file system mounted at {})",
-                            path.display(),
-                            me.mountpoint.display()
-                        )),
-                        ..Outcome::default()
-                    },
-                    false => me.save(&tok, &path),
-                };
+                let out = me.save(&tok, &path, true);
                 let mut st = me.lock();
                 st.running = None;
                 st.done.push_back(out);
@@ -195,13 +181,25 @@ impl Saver {
     }
 
     /// Saves to `path` now and tells how it went.
-    fn save(&self, token: &str, path: &Path) -> Outcome {
+    /// `mounted`: the disk still serves (a requested save, on the save
+    /// thread, not on the FUSE worker that took the request: the stat of a
+    /// path on this mount is a request to this daemon). After the unmount,
+    /// the mountpoint is the directory under it, whose device says nothing.
+    fn save(&self, token: &str, path: &Path, mounted: bool) -> Outcome {
         let t0 = Instant::now();
         let mut out = Outcome { token: token.into(), path: path.display().to_string(), ..Outcome::default() };
         if let Some(other) = self.owned_elsewhere(path) {
             out.error = Some(format!(
                 "{} is the image of {other}: saving over it would replace that disk's image; choose another file",
                 path.display()
+            ));
+            return out;
+        }
+        if mounted && on_the_mount(path, &self.mountpoint) {
+            out.error = Some(format!(
+                "{} would be inside the disk it saves (its directory is on the file system mounted at {})",
+                path.display(),
+                self.mountpoint.display()
             ));
             return out;
         }
@@ -241,7 +239,7 @@ impl Saver {
             let _ = t.join();
         }
         let path = self.image.clone()?;
-        Some(self.save("unmount", &path))
+        Some(self.save("unmount", &path, false))
     }
 }
 
@@ -273,11 +271,15 @@ fn unpin() {
 /// device of its own.
 pub(crate) fn on_the_mount(path: &Path, mountpoint: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    match (std::fs::metadata(dir), std::fs::metadata(mountpoint)) {
+    match (std::fs::metadata(image_dir(path)), std::fs::metadata(mountpoint)) {
         (Ok(d), Ok(m)) => d.dev() == m.dev(),
         _ => false,
     }
+}
+
+/// The directory an image `path` is in (`.` for a bare name).
+fn image_dir(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// `dir/.NAME.sectorfs-save` for `path` = `dir/NAME`.
@@ -319,11 +321,10 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
     // Checked again here: the daemon runs as root, its client may not be
     // ours, and the target may have changed since the mount.
     let path = &image_target(path)?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = image_dir(path);
     let tmp = temp_path(path);
     let file = open_temp(&tmp, path)?;
     let result = (|| -> Result<(SaveReport, std::time::Duration)> {
-        file.set_len(0).context("cannot truncate the temporary file")?;
         let snap = engine.snapshot();
         let held = snap.held();
         let report = snap.write_to(ImageWriter::new(&file), &[("label", label)]).context("cannot write the image")?;
