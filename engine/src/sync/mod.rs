@@ -37,6 +37,13 @@ mod model;
 #[cfg(loom)]
 pub use model::*;
 
+/// Whether a hash map of `len` entries with room for `cap` is worth
+/// rebuilding to fit (`ShardMap::shrink_if_sparse`, real and model): under
+/// a quarter full, and big enough for its table to matter.
+pub(crate) fn sparse(len: usize, cap: usize) -> bool {
+    cap > 4096 && len < cap / 4
+}
+
 /// A value that carries its own key: what a [`ShardMap`] holds (the inode
 /// map's nodes, by inode number).
 pub trait Keyed {

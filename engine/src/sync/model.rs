@@ -207,7 +207,7 @@ impl<V: Keyed + Clone> ShardMap<V> {
     /// As the real map's: shrinks the table when it is sparse.
     pub fn shrink_if_sparse(&self) -> bool {
         let mut m = self.map();
-        let sparse = m.capacity() > 4096 && m.len() < m.capacity() / 4;
+        let sparse = super::sparse(m.len(), m.capacity());
         if sparse {
             m.shrink_to_fit();
         }

@@ -256,8 +256,7 @@ impl<V: Keyed + Clone> ShardMap<V> {
     /// ~5 MB of empty table), its shards are rebuilt to fit (each under its
     /// write lock, one at a time). Returns whether it shrank.
     pub fn shrink_if_sparse(&self) -> bool {
-        let (len, cap) = (self.0.len(), self.0.capacity());
-        let sparse = cap > 4096 && len < cap / 4;
+        let sparse = super::sparse(self.0.len(), self.0.capacity());
         if sparse {
             self.0.shrink_to_fit();
         }
