@@ -292,9 +292,10 @@ impl SectorFs {
         // may_open): the kernel, which took this CREATE for a new file,
         // checked nothing (from a review: O_RDONLY|O_CREAT|O_TRUNC by a
         // reader emptied the file).
-        let want = if flags as i32 & libc::O_TRUNC != 0 { want | engine::access_mask::W } else { want };
+        let trunc = flags as i32 & libc::O_TRUNC != 0;
+        let want = if trunc { want | engine::access_mask::W } else { want };
         self.engine.access(a.ino, want, &cred(h)).map_err(undo)?;
-        if flags as i32 & libc::O_TRUNC != 0 {
+        if trunc {
             self.truncate_for_open(h, &a).map_err(undo)?;
         }
         self.engine.open(a.ino).map_err(undo)
