@@ -66,15 +66,8 @@ fn a_limit_above_memory_is_warned_about() {
     if !fuse_available() || !is_root() {
         return;
     }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new(BIN).arg("unmount").arg(&self.0).output();
-            let _ = umount2(&self.0, libc::MNT_DETACH);
-        }
-    }
     let t = tempfile::tempdir().unwrap();
-    let _guard = Unmount(t.path().to_path_buf());
+    let _guard = Detach(t.path().canonicalize().unwrap());
     let (ok, _, err) = run(&["mount", t.path().to_str().unwrap(), "--size", "100T"]);
     assert!(ok, "{err}");
     assert!(err.contains("warning: the limit (100 TiB) is more than the memory") && err.contains("OOM"), "{err}");

@@ -346,16 +346,8 @@ fn ctrl_c_while_an_image_loads_mounts_nothing() {
     }
     assert!(img.exists());
     let mp = tempfile::Builder::new().prefix("sectorfs-test-").tempdir().unwrap();
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            if is_mounted(self.0) {
-                let _ = umount2(self.0, libc::MNT_DETACH);
-            }
-        }
-    }
     let mp_path = mp.path().canonicalize().unwrap();
-    let _guard = Unmount(&mp_path);
+    let _guard = Detach(mp_path.clone());
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(BIN);
     cmd.args(["mount", s(mp.path()), "--image", s(&img)]).process_group(0).stdout(Stdio::null()).stderr(Stdio::null());
@@ -438,16 +430,11 @@ fn bad_images_are_refused() {
     // the mountpoint: the CLI refuses, and so does the daemon when asked
     // directly (a probe saved a disk into itself so).
     if is_root() {
-        struct Bind(tempfile::TempDir);
-        impl Drop for Bind {
-            fn drop(&mut self) {
-                let _ = umount2(self.0.path(), libc::MNT_DETACH);
-            }
-        }
-        let bind = Bind(tempfile::tempdir().unwrap());
-        let st = Command::new("mount").arg("--bind").arg(&m.path).arg(bind.0.path()).status().unwrap();
+        let bind = tempfile::tempdir().unwrap();
+        let _detach = Detach(bind.path().canonicalize().unwrap());
+        let st = Command::new("mount").arg("--bind").arg(&m.path).arg(bind.path()).status().unwrap();
         assert!(st.success());
-        let inside = bind.0.path().join("via-bind.img");
+        let inside = bind.path().join("via-bind.img");
         let out = Command::new(BIN).arg("save").arg(&m.path).arg(&inside).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("inside"), "{err}");

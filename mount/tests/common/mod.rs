@@ -140,6 +140,19 @@ impl Mount {
     }
 }
 
+/// Unmounts whatever is mounted at its path when dropped (a test's own
+/// mount or bind mount that no [`Mount`] guards), failed test or not:
+/// lazily if it is busy.
+pub struct Detach(pub PathBuf);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) && umount2(&self.0, 0).is_err() {
+            let _ = umount2(&self.0, libc::MNT_DETACH);
+        }
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         if self.mounted() {
