@@ -229,7 +229,7 @@ impl Engine {
 
     /// Whether a read that found these times updates the access time.
     pub(crate) fn access_due(&self, m: &Meta) -> bool {
-        self.cfg.atime.due(m.atime.get(), m.mtime.get(), m.ctime.get())
+        m.flags & inode_flags::NOATIME == 0 && self.cfg.atime.due(m.atime.get(), m.mtime.get(), m.ctime.get())
     }
 
     /// [`Engine::accessed`] for a read that holds no node, once it is known
@@ -409,6 +409,9 @@ impl Engine {
             // Found by the fuzzer (issue 19): a time the engine would store
             // and hand out, that `Time`'s own contract and `SystemTime` reject.
             return Err(Error::InvalidArgument);
+        }
+        if set.inode_flags.is_some_and(|f| f & !inode_flags::SETTABLE != 0) {
+            return Err(Error::NotSupported);
         }
         let gate = self.gate.enter();
         n.submit(&self.cx(), &self.logical, Op::SetAttr(*set))?;

@@ -136,7 +136,8 @@ impl Engine {
                 perm |= 0o2000;
             }
         }
-        let meta = Meta::new(perm, uid, gid);
+        let mut meta = Meta::new(perm, uid, gid);
+        meta.flags = pmeta.flags & inode_flags::INHERITED;
         let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(Node::new(ino, kind, meta, nlink, p.ino, special, xattrs)))
     }

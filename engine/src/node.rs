@@ -88,7 +88,9 @@ use crate::sector::table::{free_one, free_retired, Edit, Retired};
 use crate::sector::Pool;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{thread_local, Arc, ArcSwap, Mutex, RwLock, UnsafeCell};
-use crate::types::{xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, XATTR_LIST_MAX, XATTR_SIZE_MAX};
+use crate::types::{
+    inode_flags, xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, XATTR_LIST_MAX, XATTR_SIZE_MAX,
+};
 use crate::{Error, Result};
 
 /// Extended attributes of one node.
@@ -1192,7 +1194,10 @@ impl Node {
                     m.crtime = t.into();
                 }
                 if let Some(f) = s.flags {
-                    m.flags = f;
+                    m.flags = (f & !inode_flags::ALL) | (m.flags & inode_flags::ALL);
+                }
+                if let Some(f) = s.inode_flags {
+                    m.flags = (m.flags & !inode_flags::ALL) | (f & inode_flags::ALL);
                 }
                 if s.kill_suidgid && self.kind != FileType::Directory {
                     m.perm &= !0o4000;
@@ -1329,7 +1334,7 @@ impl Node {
             }
             Op::Accessed { atime } => {
                 let m = &mut w.meta;
-                if !atime.due(m.atime.get(), m.mtime.get(), m.ctime.get()) {
+                if m.flags & inode_flags::NOATIME != 0 || !atime.due(m.atime.get(), m.mtime.get(), m.ctime.get()) {
                     return Ok(0);
                 }
                 m.atime = now.into();

@@ -188,7 +188,8 @@ pub struct Attr {
     pub ctime: Time,
     /// Creation (birth) time.
     pub crtime: Time,
-    /// Windows file attributes (opaque to the engine).
+    /// Windows file attributes (opaque to the engine) in the bits below
+    /// 24, and the engine's inode flags ([`inode_flags`]) above.
     pub flags: u32,
 }
 
@@ -220,8 +221,13 @@ pub struct SetAttr {
     pub ctime: Option<Time>,
     /// New creation time.
     pub crtime: Option<Time>,
-    /// New Windows file attributes.
+    /// New Windows file attributes (the bits of [`Attr::flags`] below the
+    /// inode flags, which stay).
     pub flags: Option<u32>,
+    /// New inode flags ([`inode_flags`], as `chattr(1)` sets them): only
+    /// these bits of [`Attr::flags`] change. `NotSupported` if any is
+    /// outside [`inode_flags::SETTABLE`].
+    pub inode_flags: Option<u32>,
     /// Drop privileges as a write, truncate or chown does (non-directories
     /// only): clear the set-user-ID bit, the set-group-ID bit where group
     /// execute is set, and the `security.capability` attribute. Applied
@@ -241,6 +247,27 @@ pub mod rename_flags {
     /// Leave a whiteout (a character device 0/0, mode 0) at the source
     /// name in the same step (overlayfs upper layers); not with `EXCHANGE`.
     pub const WHITEOUT: u32 = 4;
+}
+
+/// Inode flags, the Linux `FS_IOC_GETFLAGS` flags the engine keeps (in
+/// [`Attr::flags`] above the Windows attributes, which use the bits below
+/// 24). As on tmpfs, a new node inherits `NODUMP` and `NOATIME` from its
+/// directory.
+pub mod inode_flags {
+    /// `chattr +i`: not kept (setting it is `NotSupported`).
+    pub const IMMUTABLE: u32 = 1 << 24;
+    /// `chattr +a`: not kept (setting it is `NotSupported`).
+    pub const APPEND: u32 = 1 << 25;
+    /// `chattr +d`: not for `dump(8)` and the backup tools that honour it.
+    pub const NODUMP: u32 = 1 << 26;
+    /// `chattr +A`: reads do not update the access time.
+    pub const NOATIME: u32 = 1 << 27;
+    /// The flags the engine keeps and acts on.
+    pub const SETTABLE: u32 = NODUMP | NOATIME;
+    /// The flags a new node takes from its directory.
+    pub const INHERITED: u32 = NODUMP | NOATIME;
+    /// Every bit of [`super::Attr::flags`] that is an inode flag.
+    pub const ALL: u32 = 0xff << 24;
 }
 
 /// `setxattr(2)` flags.

@@ -6,7 +6,7 @@
 
 mod support;
 
-use engine::{Atime, Config, Engine, SetAttr, SetTime, Time, ROOT};
+use engine::{inode_flags, Atime, Config, Engine, SetAttr, SetTime, Time, ROOT};
 use support::*;
 
 fn engine(atime: Atime) -> Engine {
@@ -126,4 +126,53 @@ fn noatime_never_and_strictatime_always() {
 #[test]
 fn the_default_is_never() {
     assert_eq!(Config::default().atime, Atime::Never);
+}
+
+/// `chattr +A` (`inode_flags::NOATIME`): no read updates the access time,
+/// on any kind of node, whatever the mount's rule; new nodes in a
+/// directory that has it (or `NODUMP`) inherit it, as on tmpfs.
+#[test]
+fn noatime_flag_keeps_the_access_time_and_is_inherited() {
+    let e = engine(Atime::Always);
+    let d = mkdir(&e, ROOT, b"d");
+    let flags = |f| SetAttr { inode_flags: Some(f), ..SetAttr::default() };
+    e.setattr(d, &flags(inode_flags::NOATIME | inode_flags::NODUMP)).unwrap();
+    let f = put(&e, d, b"f", &vec![1u8; 10_000]);
+    let l = e.symlink(d, b"l", b"f", 0, 0).unwrap().ino;
+    let sub = mkdir(&e, d, b"sub");
+    for ino in [f, l, sub] {
+        let got = e.getattr(ino).unwrap().flags & inode_flags::ALL;
+        assert_eq!(got, inode_flags::NOATIME | inode_flags::NODUMP, "inode {ino} did not inherit");
+    }
+    for (what, ino, read) in reads(&e, f, d, l) {
+        set_atime(&e, ino, Time { secs: 1, nanos: 0 });
+        read();
+        assert_eq!(atime(&e, ino), Time { secs: 1, nanos: 0 }, "{what}: updated under NOATIME");
+    }
+    // Cleared: reads update it again; the other flag stays.
+    e.setattr(f, &flags(inode_flags::NODUMP)).unwrap();
+    e.read(f, 0, &mut [0u8; 4]).unwrap();
+    assert!(atime(&e, f).secs > 1, "not updated once NOATIME was cleared");
+    assert_eq!(e.getattr(f).unwrap().flags & inode_flags::ALL, inode_flags::NODUMP);
+    // Flags the engine does not keep are refused, and change nothing.
+    for bad in [inode_flags::IMMUTABLE, inode_flags::APPEND, 1 << 31] {
+        assert_eq!(e.setattr(f, &flags(bad)), Err(engine::Error::NotSupported), "{bad:#x}");
+    }
+    assert_eq!(e.getattr(f).unwrap().flags & inode_flags::ALL, inode_flags::NODUMP);
+    e.forget(l, 1);
+}
+
+/// The Windows attributes and the inode flags share `Attr::flags` and are
+/// set apart: setting one leaves the other.
+#[test]
+fn windows_attributes_leave_the_inode_flags() {
+    let e = engine(Atime::Never);
+    let f = put(&e, ROOT, b"f", b"x");
+    e.setattr(f, &SetAttr { inode_flags: Some(inode_flags::NODUMP), ..SetAttr::default() }).unwrap();
+    e.setattr(f, &SetAttr { flags: Some(0x21), ..SetAttr::default() }).unwrap();
+    assert_eq!(e.getattr(f).unwrap().flags, 0x21 | inode_flags::NODUMP);
+    e.setattr(f, &SetAttr { flags: Some(u32::MAX), ..SetAttr::default() }).unwrap();
+    assert_eq!(e.getattr(f).unwrap().flags, !inode_flags::ALL | inode_flags::NODUMP);
+    e.setattr(f, &SetAttr { inode_flags: Some(0), ..SetAttr::default() }).unwrap();
+    assert_eq!(e.getattr(f).unwrap().flags, !inode_flags::ALL);
 }

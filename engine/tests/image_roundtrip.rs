@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use engine::acl::{tag, Acl, Entry, ACCESS, DEFAULT};
 use engine::image::{self, ImageError};
-use engine::{Config, Engine, FileType, Ino, SetAttr, SetTime, Time, ROOT};
+use engine::{inode_flags, Config, Engine, FileType, Ino, SetAttr, SetTime, Time, ROOT};
 
 fn cfg() -> Config {
     Config { max_bytes: 64 << 20, max_inodes: 1000, posix_acl: true, sector_size: 4096, ..Config::default() }
@@ -152,6 +152,10 @@ fn build() -> Engine {
     ]);
     e.setxattr(big, ACCESS, &a, 0).unwrap();
     e.setxattr(d, DEFAULT, &a, 0).unwrap();
+    // Inode flags (chattr +d, +A).
+    let flags = |f| SetAttr { inode_flags: Some(f), ..SetAttr::default() };
+    e.setattr(sub, &flags(inode_flags::NODUMP)).unwrap();
+    e.setattr(big, &flags(inode_flags::NODUMP | inode_flags::NOATIME)).unwrap();
     // Times last (changes above move them).
     let mut base = -5_000_000_000;
     let mut all = Vec::new();

@@ -4,7 +4,7 @@
 //! written with `IntoBytes::as_bytes`.
 //!
 //! Generated from the header, then trimmed to what sectorfs uses (no CUSE,
-//! ioctl, poll, DAX mapping or passthrough backing structs).
+//! ioctl iovecs, poll, DAX mapping or passthrough backing structs).
 #![allow(non_camel_case_types, missing_docs)]
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -627,6 +627,26 @@ pub struct fuse_notify_delete_out {
     pub child: u64,
     pub namelen: u32,
     pub padding: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct fuse_ioctl_in {
+    pub fh: u64,
+    pub flags: u32,
+    pub cmd: u32,
+    pub arg: u64,
+    pub in_size: u32,
+    pub out_size: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct fuse_ioctl_out {
+    pub result: i32,
+    pub flags: u32,
+    pub in_iovs: u32,
+    pub out_iovs: u32,
 }
 
 #[repr(C)]

@@ -22,7 +22,8 @@
 //!   says nothing about the struct's).
 //! - A name is the bytes before the first NUL; bytes after the last name
 //!   are ignored (the kernel appends extensions there, `total_extlen`).
-//! - `WRITE` data and the `SETXATTR` value are exactly `size` bytes: nothing
+//! - `WRITE` data, the `SETXATTR` value and the `IOCTL` input are exactly
+//!   `size` (`in_size`) bytes: nothing
 //!   may follow them (the kernel never appends to these), so a message cut
 //!   short or a `Proto` that disagrees with the kernel shows up as `EINVAL`.
 //! - `INIT` takes the 64-byte `fuse_init_in` or the 16-byte one of kernels
@@ -200,8 +201,14 @@ pub enum Op<'a> {
     },
     Statx(abi::fuse_statx_in),
     Syncfs,
+    /// `FUSE_IOCTL`: `data` is the `arg.in_size` bytes copied in (a
+    /// restricted ioctl's, sized by its command; no retries).
+    Ioctl {
+        arg: abi::fuse_ioctl_in,
+        data: &'a [u8],
+    },
     /// An opcode this layer knows but sectorfs does not serve (locks, bmap,
-    /// ioctl, poll, notify replies, DAX mappings): answered `ENOSYS`.
+    /// poll, notify replies, DAX mappings): answered `ENOSYS`.
     Unsupported,
     /// An opcode this layer does not know: answered `ENOSYS`.
     Unknown,
@@ -475,8 +482,12 @@ fn op(opcode: u32, args: Args<'_>, proto: Proto) -> Result<Op<'_>, Malformed> {
             args.fixed::<abi::fuse_syncfs_in>()?;
             Op::Syncfs
         }
-        FUSE_GETLK | FUSE_SETLK | FUSE_SETLKW | FUSE_BMAP | FUSE_IOCTL | FUSE_POLL | FUSE_NOTIFY_REPLY
-        | FUSE_SETUPMAPPING | FUSE_REMOVEMAPPING => Op::Unsupported,
+        FUSE_IOCTL => {
+            let (arg, data) = args.fixed::<abi::fuse_ioctl_in>()?;
+            Op::Ioctl { arg, data: exactly(data, arg.in_size)? }
+        }
+        FUSE_GETLK | FUSE_SETLK | FUSE_SETLKW | FUSE_BMAP | FUSE_POLL | FUSE_NOTIFY_REPLY | FUSE_SETUPMAPPING
+        | FUSE_REMOVEMAPPING => Op::Unsupported,
         _ => Op::Unknown,
     })
 }
@@ -823,7 +834,12 @@ mod tests {
         for opcode in [FUSE_GETLK, FUSE_SETLK, FUSE_SETLKW] {
             v.push(case(Msg::new(opcode).arg(lk_in), |op| matches!(op, Op::Unsupported)));
         }
-        for opcode in [FUSE_BMAP, FUSE_IOCTL, FUSE_POLL, FUSE_NOTIFY_REPLY, FUSE_SETUPMAPPING, FUSE_REMOVEMAPPING] {
+        let ioctl_in =
+            |in_size| abi::fuse_ioctl_in { fh: 4, flags: 16, cmd: 0x4008_6602, arg: 0, in_size, out_size: 0 };
+        v.push(case(Msg::new(FUSE_IOCTL).arg(ioctl_in(4)).payload(&[&[1, 2, 3, 4]]), |op| {
+            matches!(op, Op::Ioctl { arg, data: [1, 2, 3, 4] } if (arg.fh, arg.flags, arg.cmd) == (4, 16, 0x4008_6602))
+        }));
+        for opcode in [FUSE_BMAP, FUSE_POLL, FUSE_NOTIFY_REPLY, FUSE_SETUPMAPPING, FUSE_REMOVEMAPPING] {
             v.push(case(Msg::new(opcode).arg([0u64; 2]), |op| matches!(op, Op::Unsupported)));
         }
         for opcode in [0, 7, 19, 54, 4096, 436_207_616, u32::MAX] {
@@ -966,6 +982,16 @@ mod tests {
             let m = Msg::new(FUSE_WRITE).arg(write_in(size)).payload(&[data]);
             assert_eq!(err(decode_classic(&m.classic(), COMPAT)), BAD, "size {size}, {} bytes", data.len());
             assert_eq!(err(m.ring().decode(COMPAT)), BAD, "size {size}, {} bytes", data.len());
+        }
+    }
+
+    #[test]
+    fn ioctl_input_must_be_exactly_in_size_bytes() {
+        for (size, data) in [(4, &b"abc"[..]), (4, b"abcde"), (0, b"a"), (u32::MAX, b"abcd")] {
+            let arg = abi::fuse_ioctl_in { in_size: size, ..Default::default() };
+            let m = Msg::new(FUSE_IOCTL).arg(arg).payload(&[data]);
+            assert_eq!(err(decode_classic(&m.classic(), COMPAT)), BAD, "in_size {size}, {} bytes", data.len());
+            assert_eq!(err(m.ring().decode(COMPAT)), BAD, "in_size {size}, {} bytes", data.len());
         }
     }
 

@@ -144,6 +144,13 @@ impl<'s> Reply<'s> {
     pub fn statx(self, out: &abi::fuse_statx_out) {
         self.value(out);
     }
+
+    /// `IOCTL`: the ioctl's return value and the bytes it copies out (at
+    /// most the request's `out_size`; no retry).
+    pub fn ioctl(self, result: i32, out: &[u8]) {
+        let o = abi::fuse_ioctl_out { result, flags: 0, in_iovs: 0, out_iovs: 0 };
+        self.send(0, &[IoSlice::new(o.as_bytes()), IoSlice::new(out)]);
+    }
 }
 
 impl Drop for Reply<'_> {

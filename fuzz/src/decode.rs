@@ -24,9 +24,9 @@
 //! * an error is `EINVAL`, with the request's `unique` when the header was
 //!   whole and `None` when it was short;
 //! * a decoded request has the header's fields, an [`Op`] variant that
-//!   belongs to its opcode (unknown opcodes `Unknown`, locks, ioctl, poll,
-//!   DAX `Unsupported`), names without NUL, `WRITE` data of exactly `size`
-//!   bytes, no `setxattr_flags` without `FUSE_SETXATTR_EXT`, at most
+//!   belongs to its opcode (unknown opcodes `Unknown`, locks, poll, DAX
+//!   `Unsupported`), names without NUL, `WRITE` data of exactly `size`
+//!   bytes and `IOCTL` input of exactly `in_size`, no `setxattr_flags` without `FUSE_SETXATTR_EXT`, at most
 //!   `count` forget entries, and every borrowed slice inside the input;
 //! * the two transports agree: the classic message and its ring split give
 //!   the same result (the same `Op` with the same bytes, or the same error).
@@ -105,12 +105,11 @@ const KNOWN: [u32; 51] = [
     FUSE_COPY_FILE_RANGE_64,
 ];
 
-const UNSUPPORTED: [u32; 9] = [
+const UNSUPPORTED: [u32; 8] = [
     FUSE_GETLK,
     FUSE_SETLK,
     FUSE_SETLKW,
     FUSE_BMAP,
-    FUSE_IOCTL,
     FUSE_POLL,
     FUSE_NOTIFY_REPLY,
     FUSE_SETUPMAPPING,
@@ -147,6 +146,7 @@ pub fn fixed_len(opcode: u32, proto: Proto) -> usize {
         FUSE_INTERRUPT => size_of::<abi::fuse_interrupt_in>(),
         FUSE_FALLOCATE => size_of::<abi::fuse_fallocate_in>(),
         FUSE_LSEEK => size_of::<abi::fuse_lseek_in>(),
+        FUSE_IOCTL => size_of::<abi::fuse_ioctl_in>(),
         FUSE_COPY_FILE_RANGE | FUSE_COPY_FILE_RANGE_64 => size_of::<abi::fuse_copy_file_range_in>(),
         FUSE_STATX => size_of::<abi::fuse_statx_in>(),
         FUSE_SYNCFS => size_of::<abi::fuse_syncfs_in>(),
@@ -454,6 +454,11 @@ fn check(r: &Result<Request<'_>, BadRequest>, head: &[u8], proto: Proto, inputs:
             is(&[FUSE_WRITE]);
             inside(data);
             assert_eq!(data.len(), arg.size as usize, "WRITE data");
+        }
+        Op::Ioctl { arg, data } => {
+            is(&[FUSE_IOCTL]);
+            inside(data);
+            assert_eq!(data.len(), arg.in_size as usize, "IOCTL input");
         }
         Op::Statfs => is(&[FUSE_STATFS]),
         Op::Release(_) => is(&[FUSE_RELEASE]),

@@ -88,7 +88,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::{rename_flags, xattr_flags, Attr, Cred, Engine, Error, FileType, SetAttr, SetTime, Time};
+use engine::{inode_flags, rename_flags, xattr_flags, Attr, Cred, Engine, Error, FileType, SetAttr, SetTime, Time};
 use sectorfs_fuse::abi;
 use sectorfs_fuse::decode::{Header, Op, Request};
 use sectorfs_fuse::reply::{DirBuf, Reply};
@@ -377,6 +377,51 @@ impl SectorFs {
         snap.to_json().into_bytes()
     }
 
+    /// `FUSE_IOCTL`: the inode flags of `lsattr`/`chattr` (`FS_IOC_GETFLAGS`
+    /// and `FS_IOC_SETFLAGS`) and of `xfs_io`'s (`FS_IOC_FSGETXATTR`,
+    /// `FS_IOC_FSSETXATTR`), which the kernel sends for a regular file or a
+    /// directory it opened for the purpose; `ENOTTY` for any other command.
+    /// As on tmpfs, `NODUMP` and `NOATIME` are kept (and inherited by new
+    /// entries); any other flag is `EOPNOTSUPP` (tmpfs also keeps
+    /// `IMMUTABLE` and `APPEND`, which this filesystem does not enforce, so
+    /// it does not accept them). The kernel checked that the caller owns the
+    /// file (or is privileged); checked here again against the engine's
+    /// owner. Returns the bytes to copy out.
+    fn ioctl(&self, h: &Header, arg: &abi::fuse_ioctl_in, data: &[u8]) -> Result<Vec<u8>, i32> {
+        let ino = h.nodeid;
+        let word = || data.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).ok_or(libc::EINVAL);
+        let set = |flags: u32| {
+            let a = call(|| self.engine.getattr(ino))?;
+            if !privileged(h) && h.uid != a.uid {
+                return Err(libc::EPERM);
+            }
+            call(|| self.engine.setattr(ino, &SetAttr { inode_flags: Some(flags), ..SetAttr::default() }))?;
+            // The change time moved; the kernel's cached attributes did not.
+            self.attrs_changed(ino);
+            Ok(Vec::new())
+        };
+        let current = || call(|| self.engine.getattr(ino)).map(|a| a.flags);
+        match arg.cmd {
+            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => Ok(fs_flags_of(current()?).to_ne_bytes().to_vec()),
+            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => set(inode_flags_of(word()?, &FS_FLAGS)?),
+            FS_IOC_FSGETXATTR => {
+                let mut x = vec![0; FSXATTR_BYTES];
+                x[..4].copy_from_slice(&xflags_of(current()?).to_ne_bytes());
+                Ok(x)
+            }
+            FS_IOC_FSSETXATTR => {
+                let x = data.get(..FSXATTR_BYTES).ok_or(libc::EINVAL)?;
+                let field = |i: usize| u32::from_ne_bytes([x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]]);
+                // extsize, projid, cowextsize: none kept (nextents is read-only).
+                if field(1) != 0 || field(3) != 0 || field(4) != 0 {
+                    return Err(libc::EOPNOTSUPP);
+                }
+                set(inode_flags_of(field(0) & !FS_XFLAG_READ_ONLY, &XFLAGS)?)
+            }
+            _ => Err(libc::ENOTTY),
+        }
+    }
+
     fn setattr(&self, h: &Header, s: &abi::fuse_setattr_in) -> Result<Attr, i32> {
         let has = |f: u32| s.valid & f != 0;
         let time = |now: u32, set: u32, secs: u64, nanos: u32| {
@@ -433,6 +478,7 @@ impl SectorFs {
             ctime: has(abi::FATTR_CTIME).then_some(Time { secs: s.ctime as i64, nanos: s.ctimensec }),
             crtime: None,
             flags: None,
+            inode_flags: None,
             kill_suidgid,
             kill_sgid,
         };
@@ -666,6 +712,53 @@ fn xattr_reply(reply: Reply<'_>, res: Result<Vec<u8>, i32>, size: u32, slack: u3
         Ok(v) => reply.data(&v),
         Err(e) => reply.error(e),
     }
+}
+
+// The inode-flag ioctls (`linux/fs.h`), as the kernel's `fuse_priv_ioctl`
+// sends them: the native and 32-bit numbers of `FS_IOC_GETFLAGS` and
+// `FS_IOC_SETFLAGS` (an `int` either way) and the `struct fsxattr` pair.
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
+/// `FS_*_FL` and `FS_XFLAG_*` of each inode flag the engine knows, in the
+/// order of [`INODE_FLAGS`].
+const INODE_FLAGS: [u32; 4] = [inode_flags::IMMUTABLE, inode_flags::APPEND, inode_flags::NODUMP, inode_flags::NOATIME];
+const FS_FLAGS: [u32; 4] = [0x10, 0x20, 0x40, 0x80];
+const XFLAGS: [u32; 4] = [0x8, 0x10, 0x80, 0x40];
+/// `FS_XFLAG_PREALLOC | FS_XFLAG_HASATTR`: reported by some filesystems,
+/// ignored when set.
+const FS_XFLAG_READ_ONLY: u32 = 0x2 | 0x8000_0000;
+
+/// `struct fsxattr`: five `u32`s (`xflags`, `extsize`, `nextents`,
+/// `projid`, `cowextsize`) and 8 bytes of padding.
+const FSXATTR_BYTES: usize = 28;
+
+/// The `FS_*_FL` (or with `XFLAGS`, `FS_XFLAG_*`) bits of `Attr::flags`.
+fn kernel_flags(flags: u32, table: &[u32; 4]) -> u32 {
+    INODE_FLAGS.iter().zip(table).filter(|(f, _)| flags & **f != 0).fold(0, |acc, (_, k)| acc | k)
+}
+
+fn fs_flags_of(flags: u32) -> u32 {
+    kernel_flags(flags, &FS_FLAGS)
+}
+
+fn xflags_of(flags: u32) -> u32 {
+    kernel_flags(flags, &XFLAGS)
+}
+
+/// The engine's inode flags for kernel flags `k` (of `table`'s kind);
+/// `EOPNOTSUPP` for a bit the engine does not know (tmpfs: the same for
+/// any it does not keep).
+fn inode_flags_of(k: u32, table: &[u32; 4]) -> Result<u32, i32> {
+    let known = table.iter().fold(0, |acc, b| acc | b);
+    if k & !known != 0 {
+        return Err(libc::EOPNOTSUPP);
+    }
+    Ok(INODE_FLAGS.iter().zip(table).filter(|(_, b)| k & **b != 0).fold(0, |acc, (f, _)| acc | f))
 }
 
 fn empty(reply: Reply<'_>, r: Result<(), i32>) {
@@ -914,6 +1007,13 @@ impl Filesystem for SectorFs {
             Op::Syncfs => {
                 self.req.count(Counted::Syncfs);
                 reply.ok();
+            }
+            Op::Ioctl { arg, data } => {
+                self.req.count(Counted::Ioctl);
+                match self.ioctl(h, &arg, data) {
+                    Ok(out) => reply.ioctl(0, &out[..out.len().min(arg.out_size as usize)]),
+                    Err(e) => reply.error(e),
+                }
             }
             Op::Opendir { .. } => {
                 self.req.count(Counted::Opendir);

@@ -50,10 +50,11 @@ pub(crate) enum Op {
     Tmpfile,
     Statx,
     Syncfs,
+    Ioctl,
 }
 
 /// Every [`Op`], in report order, with its name in `stats`.
-pub(crate) const OPS: [(Op, &str); 37] = [
+pub(crate) const OPS: [(Op, &str); 38] = [
     (Op::Lookup, "lookup"),
     (Op::Forget, "forget"),
     (Op::Getattr, "getattr"),
@@ -91,6 +92,7 @@ pub(crate) const OPS: [(Op, &str); 37] = [
     (Op::Tmpfile, "tmpfile"),
     (Op::Statx, "statx"),
     (Op::Syncfs, "syncfs"),
+    (Op::Ioctl, "ioctl"),
 ];
 
 /// One counter per [`Op`].

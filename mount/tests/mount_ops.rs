@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirEntryExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::time::Duration;
 
@@ -657,4 +657,98 @@ fn truncate(p: &std::path::Path, len: i64) {
     let c = cstr(p);
     // SAFETY: `c` is NUL-terminated and alive during the call.
     assert_eq!(unsafe { libc::truncate(c.as_ptr(), len) }, 0, "{}", std::io::Error::last_os_error());
+}
+
+/// `lsattr`/`chattr`'s ioctls, which the kernel forwards as `FUSE_IOCTL`:
+/// `NODUMP` (`d`) and `NOATIME` (`A`) are kept, shown, inherited by new
+/// entries and saved; the flags tmpfs also keeps but this filesystem does
+/// not (`i`, `a`) and unknown ones are `EOPNOTSUPP`, changing nothing; any
+/// other ioctl is `ENOTTY`. `xfs_io`'s `FS_IOC_FSGETXATTR`/`FSSETXATTR`
+/// see the same flags.
+#[test]
+fn inode_flags_as_chattr_sets_them() {
+    const GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FSGETXATTR: libc::c_ulong = 0x801c_581f;
+    const FSSETXATTR: libc::c_ulong = 0x401c_5820;
+    const NODUMP: i32 = 0x40;
+    const NOATIME: i32 = 0x80;
+    let Some(m) = Mount::new(&[]) else { return };
+    let get = |p: &std::path::Path| -> io::Result<i32> {
+        let f = File::open(p)?;
+        let mut v: i32 = -1;
+        // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer.
+        match unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), GETFLAGS, &mut v) } {
+            0 => Ok(v),
+            _ => Err(io::Error::last_os_error()),
+        }
+    };
+    let set = |p: &std::path::Path, v: i32| -> io::Result<()> {
+        let f = File::open(p)?;
+        // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer.
+        match unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), SETFLAGS, &v) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    };
+    let (f, d) = (m.p("f"), m.p("d"));
+    fs::write(&f, b"data").unwrap();
+    fs::create_dir(&d).unwrap();
+    assert_eq!(get(&f).unwrap(), 0);
+    assert_eq!(get(&d).unwrap(), 0);
+
+    let ctime = |p: &std::path::Path| {
+        let md = fs::metadata(p).unwrap();
+        (md.ctime(), md.ctime_nsec())
+    };
+    let before = ctime(&f);
+    std::thread::sleep(Duration::from_millis(20));
+    set(&f, NODUMP | NOATIME).unwrap();
+    assert_eq!(get(&f).unwrap(), NODUMP | NOATIME);
+    assert!(ctime(&f) > before, "chattr left the change time (as stat sees it)");
+    // Not kept here (tmpfs keeps i and a; this filesystem would not enforce
+    // them): refused, nothing changed.
+    for bad in [0x10, 0x20, 0x8_0000, NODUMP | 0x10] {
+        assert_eq!(errno(set(&f, bad)), libc::EOPNOTSUPP, "{bad:#x}");
+    }
+    assert_eq!(get(&f).unwrap(), NODUMP | NOATIME);
+
+    // Inherited from a directory, as on tmpfs.
+    set(&d, NODUMP).unwrap();
+    fs::write(d.join("new"), b"").unwrap();
+    fs::create_dir(d.join("sub")).unwrap();
+    assert_eq!(get(&d.join("new")).unwrap(), NODUMP);
+    assert_eq!(get(&d.join("sub")).unwrap(), NODUMP);
+
+    // NOATIME: a read of a file whose access time is older than its last
+    // change updates it (relatime) only without the flag.
+    fs::write(m.p("g"), b"data").unwrap();
+    for (p, flagged) in [(&f, true), (&m.p("g"), false)] {
+        set_times(p, (1000, 0), (2000, 0));
+        let mut b = Vec::new();
+        File::open(p).unwrap().read_to_end(&mut b).unwrap();
+        let at = fs::metadata(p).unwrap().atime();
+        assert_eq!(at == 1000, flagged, "{p:?}: access time {at}");
+    }
+
+    // The fsxattr pair: FS_XFLAG_NODUMP 0x80, FS_XFLAG_NOATIME 0x40.
+    let file = File::open(&f).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut x = [0u32; 7];
+    // SAFETY: FS_IOC_FSGETXATTR writes one struct fsxattr (28 bytes).
+    assert_eq!(unsafe { libc::ioctl(fd, FSGETXATTR, x.as_mut_ptr()) }, 0, "{}", io::Error::last_os_error());
+    assert_eq!(x[0], 0xc0);
+    x[0] = 0x80;
+    // SAFETY: FS_IOC_FSSETXATTR reads one struct fsxattr.
+    assert_eq!(unsafe { libc::ioctl(fd, FSSETXATTR, x.as_ptr()) }, 0, "{}", io::Error::last_os_error());
+    assert_eq!(get(&f).unwrap(), NODUMP);
+    x[3] = 7; // a project id: not kept
+              // SAFETY: as above.
+    assert_eq!(unsafe { libc::ioctl(fd, FSSETXATTR, x.as_ptr()) }, -1);
+    assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
+    // Any other ioctl: not this filesystem's.
+    let mut v = 0i32;
+    // SAFETY: an _IOR('z', 9, int): at most one int written.
+    assert_eq!(unsafe { libc::ioctl(fd, 0x8004_7a09, &mut v) }, -1);
+    assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOTTY));
 }
