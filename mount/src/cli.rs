@@ -148,10 +148,15 @@ pub(crate) fn format_bytes(b: u64) -> String {
 /// Default size of the RAM disk: half of RAM (like tmpfs).
 pub(crate) const DEFAULT_SIZE: SizeArg = SizeArg::PercentOfRam(50);
 
-/// Default inode limit for a given memory limit: one inode per 4 KiB of
-/// limit (tmpfs's rule of thumb), at least 1024.
-pub(crate) fn default_max_files(size: u64) -> u64 {
-    (size / 4096).max(1024)
+/// Default inode limit: as tmpfs's `nr_inodes`, half as many as `ram` (the
+/// memory the daemon may use, as for `--size` percentages) has 4 KiB pages,
+/// whatever the size (a small disk of small files runs out of space, not of
+/// inodes: a probe's `cp -r /usr` into a 256 MiB disk failed on 86 names
+/// where tmpfs stored every one that fit); and never fewer than one per 4
+/// KiB of `size` (a disk larger than memory) or 1024.
+pub(crate) fn default_max_files(size: u64, ram: Option<u64>) -> u64 {
+    let by_ram = ram.map_or(0, |r| r / 4096 / 2);
+    (size / 4096).max(by_ram).max(1024)
 }
 
 /// Default number of FUSE worker threads: the number of cores, at least 2.
@@ -507,8 +512,13 @@ mod tests {
     fn defaults() {
         assert_eq!(default_threads(1), 2);
         assert_eq!(default_threads(8), 8);
-        assert_eq!(default_max_files(1 << 30), 262144);
-        assert_eq!(default_max_files(1 << 20), 1024);
+        assert_eq!(default_max_files(1 << 30, None), 262144);
+        assert_eq!(default_max_files(1 << 20, None), 1024);
+        // tmpfs's: half the pages of memory, for any smaller disk.
+        assert_eq!(default_max_files(256 << 20, Some(24 << 30)), 3 << 20);
+        assert_eq!(default_max_files(1 << 20, Some(24 << 30)), 3 << 20);
+        // A disk larger than memory: one per 4 KiB of it.
+        assert_eq!(default_max_files(64 << 30, Some(24 << 30)), 16 << 20);
         assert!(total_ram().is_some_and(|r| r > 0) || !cfg!(unix));
     }
 }

@@ -323,7 +323,7 @@ fn settings(
         (None, None) => cli::DEFAULT_SIZE.resolve(ram)?,
     };
     let size = cli::round_limit(size, sector_size as u64);
-    let max_files = args.max_files.or(saved.map(|c| c.max_inodes)).unwrap_or_else(|| cli::default_max_files(size));
+    let max_files = args.max_files.or(saved.map(|c| c.max_inodes)).unwrap_or_else(|| cli::default_max_files(size, ram));
     if max_files == 0 {
         return Err("--max-files 0: at least 1 (the root directory is one)".into());
     }

@@ -185,7 +185,7 @@ pub(crate) struct MountArgs {
     #[arg(long, value_name = "SIZE")]
     pub(crate) size: Option<cli::SizeArg>,
     /// Most files, directories and links (inodes); also bounds metadata (names, symlink
-    /// targets, xattrs) at 1 KiB per inode, as tmpfs; e.g. 2000000 or 2m. [default: one per 4 KiB of --size]
+    /// targets, xattrs) at 1 KiB per inode, as tmpfs; e.g. 2000000 or 2m. [default: as tmpfs, half as many as memory has 4 KiB pages; at least one per 4 KiB of --size]
     #[arg(long, value_name = "N", value_parser = cli::parse_count)]
     pub(crate) max_files: Option<u64>,
     /// Bytes per sector: a power of two from 4K to 1M. [default: the image's, else 4K]

@@ -169,7 +169,7 @@ impl WinMountArgs {
         };
         let sector_size = cli::check_sector_size(self.sector_size)?;
         let size = cli::round_limit(self.size.unwrap_or(cli::DEFAULT_SIZE).resolve(ram)?, sector_size as u64);
-        let max_files = self.max_files.unwrap_or_else(|| cli::default_max_files(size));
+        let max_files = self.max_files.unwrap_or_else(|| cli::default_max_files(size, ram));
         if max_files == 0 {
             return Err("--max-files must be at least 1".into());
         }

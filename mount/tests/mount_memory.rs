@@ -220,3 +220,28 @@ fn the_metadata_charge_follows_the_heap() {
     eprintln!("per file: heap {} B, charged {} B ({ratio:.2}x)", heap / n, meta / n);
     assert!((0.8..=1.5).contains(&ratio), "charged {meta} for {heap} bytes of heap");
 }
+
+/// The default inode limit is tmpfs's `nr_inodes` (half the memory's 4 KiB
+/// pages), not one per 4 KiB of `--size`: a small disk of small files fills
+/// its bytes before its inodes, as tmpfs does (a probe's `cp -r /usr` into
+/// 256 MiB failed on names where tmpfs stored every one that fit).
+#[test]
+fn a_small_disk_takes_files_as_tmpfs_does() {
+    let Some(m) = Mount::new(&["--size", "8M"]) else { return };
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap();
+    let max = m.stat("max_files");
+    // The memory a daemon may use is RAM or a lower cgroup limit.
+    assert!(max > (8 << 20) / 4096 && max <= kib * 1024 / 8192, "max_files {max}, MemTotal {kib} KiB");
+    for i in 0..3000 {
+        fs::write(m.p(&format!("f{i}")), b"").unwrap_or_else(|e| panic!("file {i}: {e}"));
+    }
+    assert_eq!(statvfs(&m.path).unwrap().3, max);
+}
