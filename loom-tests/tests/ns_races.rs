@@ -19,6 +19,8 @@
 //!   directory under its old or new name. Rename over an empty directory vs
 //!   create inside that target: never both succeed (no entry is created in
 //!   a removed directory).
+//! * A file moved from a directory into its parent vs removing that
+//!   directory (which locks the parent, then the child): both finish.
 //! * Rename with `WHITEOUT` vs a listing of the directory (one read lock, an
 //!   atomic view): the listing shows the source name as the file and no
 //!   target, or the source name as a whiteout and the target as the file;
@@ -47,6 +49,9 @@
 //!  --test ns_races -- tests::rename_over_empty_dir_vs_create_inside_it`
 //! drops the `dead` check in `make`; loom finds the create that lands in the
 //! directory the rename just removed ("never both").
+//!
+//! `bash .ci/loom-bugs ns_rename_lock_order` locks a rename's two parents
+//! in inode order alone; `rename_up_vs_rmdir_of_the_source` deadlocks.
 //!
 //! `bash .ci/loom-bugs ns_whiteout_late` inserts the whiteout only after the
 //! rename dropped its directory locks; `rename_whiteout_vs_readdir` finds
@@ -180,6 +185,34 @@ mod tests {
                 Err(other) => panic!("unexpected {other:?}"),
             }
             assert_eq!(ino_of(&e, ROOT, b"a"), Err(Error::NotFound));
+        });
+    }
+
+    /// A file moved from directory `c` up into its parent `p` (created
+    /// later, so the higher inode) vs `rmdir p/c` (which locks `p`, then
+    /// `c`): neither waits forever; the removal fails `NotEmpty` if it ran
+    /// before the move, else removes the emptied directory. Catches
+    /// `loom_bug = "ns_rename_lock_order"` (the parents in inode order
+    /// alone: the rename holds `c` while the removal holds `p`).
+    #[test]
+    fn rename_up_vs_rmdir_of_the_source() {
+        loom_tests::check("ns_races::rename_up_vs_rmdir_of_the_source", Bound::Exhaustive, || {
+            let e = engine();
+            let c = e.mkdir(ROOT, b"c", 0o755, 0, 0).unwrap().ino;
+            let p = e.mkdir(ROOT, b"p", 0o755, 0, 0).unwrap().ino;
+            e.rename(ROOT, b"c", p, b"c", 0).unwrap();
+            let f = e.create(c, b"f", 0o644, 0, 0).unwrap().ino;
+            e.forget(f, 1);
+            e.forget(c, 1);
+            e.forget(p, 1);
+            let (r, d) = race(&e, move |e| e.rename(c, b"f", p, b"f", 0), move |e| e.rmdir(p, b"c"));
+            r.expect("rename");
+            assert_eq!(ino_of(&e, p, b"f"), Ok(f));
+            match d {
+                Ok(()) => assert_eq!(ino_of(&e, p, b"c"), Err(Error::NotFound)),
+                Err(Error::NotEmpty) => assert_eq!(ino_of(&e, p, b"c"), Ok(c)),
+                Err(other) => panic!("unexpected {other:?}"),
+            }
         });
     }
 
