@@ -449,6 +449,24 @@ impl FileData {
         }
         // `write` checked `off + len` (else `FileTooBig`, not `NoSpace`).
         let (ss, end) = (cx.ss(), off + data.len() as u64);
+        let free = || cx.pool.limit().saturating_sub(cx.pool.used()) / ss;
+        // First the longest prefix that needs no more new sectors than are
+        // free, counting the sectors the file already has as it goes (a
+        // write over fallocated or written sectors into a hole or past
+        // them: a probe's page-cache write-back over a fallocated range
+        // stored one sector of it, the kernel dropped the rest). Fails only
+        // if another writer took the memory meanwhile, or the first sector
+        // is new in another way (inline bytes moving out, a clone's page):
+        // then the search below.
+        if let Some(stop) = self.fits_until(ss, off, end, free()) {
+            if stop > off && stop < end {
+                let n = (stop - off) as usize;
+                match self.write(cx, ed, off, &data[..n]) {
+                    Err(Error::NoSpace) => {}
+                    r => return r.map(|()| n),
+                }
+            }
+        }
         // The prefixes: up to the sector boundaries strictly inside
         // `off..end`; the `j`-th (from 1) ends at `(first + j - 1) * ss`.
         let first = off / ss + 1;
@@ -456,7 +474,6 @@ impl FileData {
         // The first prefix takes one sector more than are free (the sector
         // `off` is in may be there already: an append), the second as
         // many as are free, the rest half as many as the one before.
-        let free = || cx.pool.limit().saturating_sub(cx.pool.used()) / ss;
         let mut j = bounds.min(free() + 1);
         let mut tries = 0;
         while j > 0 {
@@ -468,6 +485,35 @@ impl FileData {
             tries += 1;
         }
         Err(Error::NoSpace)
+    }
+
+    /// Where a write of `off..end` must stop to need at most `free` new
+    /// sectors: the start of the `free + 1`-th sector of the range the file
+    /// does not have (a hole, or past its sectors), else `end`. `None` for
+    /// inline or empty contents (their first sector is new, and the bytes
+    /// already there move into it). One table walk per run of absent
+    /// sectors, at most `free + 1` of them.
+    fn fits_until(&self, ss: u64, off: u64, end: u64, free: u64) -> Option<u64> {
+        let Content::Sectors(t) = &self.content else { return None };
+        let pps = ss / t.page_size();
+        let (mut k, last) = (off / ss, (end - 1) / ss);
+        let mut missing = 0u64;
+        while k <= last {
+            // Sectors are whole: a sector is present iff its first page is.
+            let a = t.next_absent(k.saturating_mul(pps)) / pps;
+            if a > last {
+                break;
+            }
+            let back = t.next_present_before(a.saturating_mul(pps), (last + 1).saturating_mul(pps));
+            let run_end = back.map_or(last + 1, |p| p / pps);
+            let n = run_end - a;
+            if missing + n > free {
+                return Some(((a + (free - missing)).saturating_mul(ss)).clamp(off, end));
+            }
+            missing += n;
+            k = run_end;
+        }
+        Some(end)
     }
 
     /// The common overwrite, planned and applied in one walk: `ch` writes

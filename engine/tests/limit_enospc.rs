@@ -79,6 +79,43 @@ fn a_write_past_the_limit_stores_what_fits() {
     }
 }
 
+/// A write on a full disk over sectors the file already has (fallocated,
+/// or written) and on into a hole or past them stores every byte of the
+/// sectors it has, up to the first one it would need anew, in one call: a
+/// page-cache write-back takes a short count as a failure of the whole
+/// request, and a probe lost fallocated pages that way (the search
+/// started from the free sectors alone and stored one sector).
+#[test]
+fn a_full_disk_stores_a_write_up_to_its_first_new_sector() {
+    for ss in [4096usize, 65536, 16] {
+        let e = limited(ss, 8, 0);
+        let a = mkfile(&e, ROOT, b"a");
+        // Sectors 0..3 fallocated, 4 a hole, 5..6 written, 7 free.
+        e.fallocate(a, 0, 0, 4 * ss as u64).unwrap();
+        e.write(a, 5 * ss as u64, &vec![5; 2 * ss]).unwrap();
+        let b = put(&e, ROOT, b"b", &vec![9; ss]);
+        let c = put(&e, ROOT, b"c", &vec![9; ss]);
+        assert_eq!(e.stats().pool.used, e.stats().pool.limit, "ss {ss}: full");
+        let data: Vec<u8> = (0..9 * ss).map(|i| (i % 253) as u8 + 1).collect();
+        // From inside sector 1 through the hole: sectors 1..3 are stored.
+        let n = e.write(a, (ss + 7) as u64, &data).unwrap();
+        assert_eq!(n, 3 * ss - 7, "ss {ss}");
+        let got = read_all(&e, a);
+        assert_eq!(got[ss + 7..4 * ss], data[..n], "ss {ss}");
+        assert_eq!(e.write(a, 4 * ss as u64, &data[..1]), Err(Error::NoSpace), "ss {ss}: the hole needs a sector");
+        // One sector free: the hole takes it, the written ones follow, and
+        // the write stops before sector 7, which it would need anew.
+        e.unlink(ROOT, b"b").unwrap();
+        e.forget(b, 1);
+        let n = e.write(a, 4 * ss as u64, &data).unwrap();
+        assert_eq!(n, 3 * ss, "ss {ss}");
+        assert_eq!(read_all(&e, a)[4 * ss..7 * ss], data[..3 * ss], "ss {ss}");
+        assert_eq!(e.stats().pool.used, e.stats().pool.limit, "ss {ss}");
+        e.forget(c, 1);
+        teardown(&e);
+    }
+}
+
 #[test]
 fn fill_exactly_to_the_limit() {
     let e = limited(4096, 16, 0);

@@ -519,6 +519,53 @@ fn mmap_stores_that_partly_fit_fail_at_close_and_fsync() {
     }
 }
 
+/// Stores through a mapping over a file `fallocate`d to fill the disk and
+/// grown on past it as a hole: the fallocated pages are all kept (their
+/// space was taken: tmpfs keeps them too, and raises SIGBUS only for the
+/// hole's), only the hole's stores fail, reported at msync. A probe lost
+/// up to 163 fallocated pages: a write-back request that ran from them
+/// into the hole stored one sector and failed, and the kernel dropped the
+/// rest of it. Likewise one `write(2)` over them stores all of them.
+#[test]
+fn mmap_stores_into_fallocated_space_are_kept_on_a_full_disk() {
+    // The fallocated range ends 100 KiB before a 1 MiB boundary, so the
+    // write-back request that covers its end runs on into the hole.
+    let Some(m) = nearly_full(&["--cache", "direct"], MIB + 100 * 1024) else { return };
+    let p = m.p("mapped");
+    let g = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+    let kept = MIB + 100 * 1024;
+    fallocate(&g, 0, 0, kept as i64).unwrap();
+    assert_eq!(m.stat("free_bytes"), 0);
+    let len = 2 * MIB;
+    g.set_len(len as u64).unwrap();
+    // SAFETY: a fresh shared mapping of the file, used only through the
+    // slice below and unmapped at the end.
+    let addr = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, g.as_raw_fd(), 0)
+    };
+    assert_ne!(addr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+    let pattern = |i: usize| (i / 4096 % 251) as u8 + 1;
+    // SAFETY: `addr` maps `len` bytes, readable and writable, until munmap.
+    let map = unsafe { std::slice::from_raw_parts_mut(addr.cast::<u8>(), len) };
+    for (i, b) in map.iter_mut().enumerate() {
+        *b = pattern(i);
+    }
+    // SAFETY: the mapping made above.
+    let rc = unsafe { libc::msync(addr, len, libc::MS_SYNC) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    // SAFETY: the mapping made above; the slice is not used after.
+    unsafe { libc::munmap(addr, len) };
+    assert_eq!((rc, e), (-1, Some(libc::ENOSPC)), "the hole's stores cannot be kept");
+    let mut got = vec![0u8; kept];
+    g.read_exact_at(&mut got, 0).unwrap();
+    let lost = (0..kept / 4096).filter(|&pg| (0..4096).any(|j| got[pg * 4096 + j] != pattern(pg * 4096 + j))).count();
+    assert_eq!(lost, 0, "fallocated pages lost");
+    // write(2) across the same end: one call stores all the fallocated bytes.
+    let data = vec![0xabu8; MIB];
+    let at = kept - MIB / 2;
+    assert_eq!(g.write_at(&data, at as u64).unwrap(), MIB / 2);
+}
+
 /// With `--cache writeback` every write(2) is page-cache writeback: one
 /// past the limit is acknowledged into the cache, and its loss is reported
 /// at fsync (the documented cost of that mode), even when part of it fit.
