@@ -1116,7 +1116,10 @@ impl Loader {
                     mtime: mtime.into(),
                     ctime: ctime.into(),
                     crtime: crtime.into(),
-                    flags,
+                    // Inode flags the engine does not keep (an embedder's
+                    // `SetAttr::flags` could set any bit before they had a
+                    // meaning) are dropped, not shown by `lsattr`.
+                    flags: flags & !(crate::types::inode_flags::ALL & !crate::types::inode_flags::SETTABLE),
                 };
                 let dir = (kind == FileType::Directory).then(Dir::new);
                 let st = Staged {

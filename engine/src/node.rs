@@ -17,8 +17,7 @@
 //!   lock and the directory locks involved.
 //! * `dir` (directories): entries under a reader-writer lock.
 //!
-//! Lock order: directory locks (a parent before its child, else lower inode
-//! first; see `Engine::rename`) →
+//! Lock order: directory locks (ancestor first, else lower inode first) →
 //! `life` → nothing. A runner applying a batch takes no namespace lock;
 //! only the pool's locks and, when it publishes, a `Block`'s.
 //!

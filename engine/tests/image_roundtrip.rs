@@ -806,3 +806,22 @@ fn an_image_reader_drops_what_it_read() {
     let (cached, pages) = resident(&tmp.0);
     assert_eq!(cached, 0, "{cached} of {pages} pages left after a failed load");
 }
+
+/// Inode flags the engine does not keep (`i`, `a`, unknown bits: an
+/// embedder's `SetAttr::flags` could set any bit in images of older
+/// builds) are dropped at load; the Windows attributes and the kept
+/// flags stay.
+#[test]
+fn unknown_inode_flags_are_dropped_at_load() {
+    let e = Engine::new(cfg()).unwrap();
+    let f = e.create(ROOT, b"f", 0o644, 0, 0).unwrap().ino;
+    e.setattr(f, &SetAttr { flags: Some(0x21), inode_flags: Some(inode_flags::NODUMP), ..SetAttr::default() }).unwrap();
+    let mut img = save(&e);
+    let was = (0x21 | inode_flags::NODUMP).to_le_bytes();
+    let at = img.windows(4).position(|w| w == was).expect("the flags in the image");
+    img[at..at + 4].copy_from_slice(&(0x21 | inode_flags::ALL).to_le_bytes());
+    image::reseal(&mut img);
+    let e = load(&img).unwrap();
+    let a = e.lookup(ROOT, b"f").unwrap();
+    assert_eq!(a.flags, 0x21 | inode_flags::SETTABLE);
+}

@@ -20,7 +20,8 @@
 //!   create inside that target: never both succeed (no entry is created in
 //!   a removed directory).
 //! * A file moved from a directory into its parent vs removing that
-//!   directory (which locks the parent, then the child): both finish.
+//!   directory (which locks the parent, then the child), and into its
+//!   grandparent vs two removals down the path at once: all finish.
 //! * Rename with `WHITEOUT` vs a listing of the directory (one read lock, an
 //!   atomic view): the listing shows the source name as the file and no
 //!   target, or the source name as a whiteout and the target as the file;
@@ -50,8 +51,10 @@
 //! drops the `dead` check in `make`; loom finds the create that lands in the
 //! directory the rename just removed ("never both").
 //!
-//! `bash .ci/loom-bugs ns_rename_lock_order` locks a rename's two parents
-//! in inode order alone; `rename_up_vs_rmdir_of_the_source` deadlocks.
+//! `bash .ci/loom-bugs ns_rename_lock_order` makes a rename wait for its
+//! second parent in inode order instead of trying it;
+//! `rename_up_vs_rmdir_of_the_source` and
+//! `rename_to_a_grandparent_vs_chained_rmdirs` deadlock.
 //!
 //! `bash .ci/loom-bugs ns_whiteout_late` inserts the whiteout only after the
 //! rename dropped its directory locks; `rename_whiteout_vs_readdir` finds
@@ -213,6 +216,39 @@ mod tests {
                 Err(Error::NotEmpty) => assert_eq!(ino_of(&e, p, b"c"), Ok(c)),
                 Err(other) => panic!("unexpected {other:?}"),
             }
+        });
+    }
+
+    /// A file moved from `a` to its grandparent `b` (`b/c/a`; `a` made
+    /// first, so the lower inode) vs `rmdir b/c` and `rmdir c/a` at once:
+    /// each removal holds a parent and waits for its child, and such waits
+    /// chain down the tree, so a rename that held `a` while waiting for `b`
+    /// would close a cycle (a review found it in a version that ordered
+    /// only a direct parent first). All three finish; the removals fail
+    /// `NotEmpty` or succeed, the file is in `b`. Catches
+    /// `loom_bug = "ns_rename_lock_order"`.
+    #[test]
+    fn rename_to_a_grandparent_vs_chained_rmdirs() {
+        loom_tests::check("ns_races::rename_to_a_grandparent_vs_chained_rmdirs", Bound::Preemptions(2), || {
+            let e = engine();
+            let a = e.mkdir(ROOT, b"a", 0o755, 0, 0).unwrap().ino;
+            let b = e.mkdir(ROOT, b"b", 0o755, 0, 0).unwrap().ino;
+            let c = e.mkdir(b, b"c", 0o755, 0, 0).unwrap().ino;
+            e.rename(ROOT, b"a", c, b"a", 0).unwrap();
+            let f = e.create(a, b"f", 0o644, 0, 0).unwrap().ino;
+            for i in [f, a, b, c] {
+                e.forget(i, 1);
+            }
+            assert!(a < b);
+            let e1 = Arc::clone(&e);
+            let h1 = thread::spawn(move || e1.rmdir(b, b"c"));
+            let e2 = Arc::clone(&e);
+            let h2 = thread::spawn(move || e2.rmdir(c, b"a"));
+            e.rename(a, b"f", b, b"f", 0).expect("rename");
+            for r in [h1.join().unwrap(), h2.join().unwrap()] {
+                assert!(matches!(r, Ok(()) | Err(Error::NotEmpty)), "{r:?}");
+            }
+            assert_eq!(ino_of(&e, b, b"f"), Ok(f));
         });
     }
 

@@ -385,16 +385,14 @@ impl SectorFs {
     /// entries); any other flag is `EOPNOTSUPP` (tmpfs also keeps
     /// `IMMUTABLE` and `APPEND`, which this filesystem does not enforce, so
     /// it does not accept them). The kernel checked that the caller owns the
-    /// file (or is privileged); checked here again against the engine's
-    /// owner. Returns the bytes to copy out.
+    /// file or has `CAP_FOWNER` (`vfs_fileattr_set`, with or without
+    /// `default_permissions`), and `CAP_LINUX_IMMUTABLE` for `i` and `a`;
+    /// a uid check here would refuse `CAP_FOWNER`. Returns the bytes to
+    /// copy out.
     fn ioctl(&self, h: &Header, arg: &abi::fuse_ioctl_in, data: &[u8]) -> Result<Vec<u8>, i32> {
         let ino = h.nodeid;
         let word = || data.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).ok_or(libc::EINVAL);
         let set = |flags: u32| {
-            let a = call(|| self.engine.getattr(ino))?;
-            if !privileged(h) && h.uid != a.uid {
-                return Err(libc::EPERM);
-            }
             call(|| self.engine.setattr(ino, &SetAttr { inode_flags: Some(flags), ..SetAttr::default() }))?;
             // The change time moved; the kernel's cached attributes did not.
             self.attrs_changed(ino);
@@ -724,10 +722,12 @@ const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
 const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
 const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 
-/// `FS_*_FL` and `FS_XFLAG_*` of each inode flag the engine knows, in the
-/// order of [`INODE_FLAGS`].
+/// The inode flags the engine knows; [`FS_FLAGS`] and [`XFLAGS`] hold the
+/// kernel's bit for each, in this order.
 const INODE_FLAGS: [u32; 4] = [inode_flags::IMMUTABLE, inode_flags::APPEND, inode_flags::NODUMP, inode_flags::NOATIME];
+/// `FS_IMMUTABLE_FL`, `FS_APPEND_FL`, `FS_NODUMP_FL`, `FS_NOATIME_FL`.
 const FS_FLAGS: [u32; 4] = [0x10, 0x20, 0x40, 0x80];
+/// `FS_XFLAG_IMMUTABLE`, `_APPEND`, `_NODUMP`, `_NOATIME`.
 const XFLAGS: [u32; 4] = [0x8, 0x10, 0x80, 0x40];
 /// `FS_XFLAG_PREALLOC | FS_XFLAG_HASATTR`: reported by some filesystems,
 /// ignored when set.
