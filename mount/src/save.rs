@@ -482,6 +482,7 @@ pub(crate) fn read_info(path: &Path) -> Result<Option<ImageInfo>> {
 /// as it goes (`ImageReader`: the disk's data is in the engine now).
 pub(crate) fn load(path: &Path, cfg: engine::Config) -> Result<Engine> {
     let f = File::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    crate::fault::fail_point!("daemon.image.load");
     Engine::load_image(ImageReader::new(f), |_| Ok(cfg))
         .map_err(|e| anyhow!("cannot load image {}: {e}", path.display()))
 }
