@@ -358,6 +358,17 @@ fn ctrl_c_while_an_image_loads_mounts_nothing() {
         .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    // As in a terminal: SIGINT's default action. A shell starts a
+    // background job (`./.ci/run &`) with SIGINT ignored, which every
+    // process it starts inherits, and the ^C then did nothing at all.
+    // SAFETY: `signal` is async-signal-safe, and the closure touches
+    // nothing else between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     let daemon_alive = || {
         std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
             std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
