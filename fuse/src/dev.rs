@@ -231,12 +231,6 @@ impl<F: AsFd> Notifier<F> {
         Notifier { fd }
     }
 
-    /// A notifier on a duplicate of this one's descriptor (for a thread of
-    /// its own).
-    pub fn try_clone(&self) -> io::Result<Notifier<std::os::fd::OwnedFd>> {
-        Ok(Notifier { fd: self.fd.as_fd().try_clone_to_owned()? })
-    }
-
     fn notify(&self, code: i32, parts: &[IoSlice<'_>]) -> io::Result<()> {
         let len = size_of::<abi::fuse_out_header>() + parts.iter().map(|p| p.len()).sum::<usize>();
         // A notification is a reply to request 0 whose error is its code.

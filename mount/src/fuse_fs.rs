@@ -156,9 +156,6 @@ pub(crate) struct SectorFs {
     /// not keep the connection open): attributes a request changed without
     /// a reply that carries them.
     notifier: std::sync::Mutex<Option<sectorfs_fuse::dev::Notifier<std::os::fd::OwnedFd>>>,
-    /// Ranges of refused write-back for the thread that drops them from
-    /// the kernel's cache (`drop_refused_pages`); started at the first.
-    refused: std::sync::Mutex<Option<std::sync::mpsc::Sender<(u64, i64, i64)>>>,
 }
 
 impl SectorFs {
@@ -197,7 +194,6 @@ impl SectorFs {
             saver: None,
             writeback_refused: AtomicU64::new(0),
             notifier: std::sync::Mutex::new(None),
-            refused: std::sync::Mutex::new(None),
         }
     }
 
@@ -216,48 +212,6 @@ impl SectorFs {
     /// Closes the notification descriptor (the session ended).
     pub(crate) fn close_notifier(&self) {
         self.notifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-    }
-
-    /// Drops the kernel's cached pages of `ino` at `off..off + len`, whose
-    /// write-back was refused at the limit: the kernel marks them clean
-    /// and keeps them, so reads through the page cache (a mapping; every
-    /// read under `--cache writethrough`) went on showing bytes the disk
-    /// never stored (a probe: all 4,096 pages of a mapping of which 2,048
-    /// were refused). The failed call (`msync`, `fsync`, `close`) reports
-    /// `ENOSPC`; afterwards the file reads as what it holds. Sent by one
-    /// thread of its own, with its own descriptor, started at the first
-    /// refusal: the kernel's invalidation waits for those pages'
-    /// write-back, which ends with this request's reply.
-    fn drop_refused_pages(&self, ino: u64, off: u64, len: u64) {
-        let range = (ino, i64::try_from(off).unwrap_or(i64::MAX), i64::try_from(len).unwrap_or(i64::MAX));
-        let mut tx = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if tx.is_none() {
-            let n = self.notifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Some(n) = n.as_ref().and_then(|n| n.try_clone().ok()) else { return };
-            let (send, recv) = std::sync::mpsc::channel::<(u64, i64, i64)>();
-            // Ends when the sender goes (`close_notifier`, or the end of
-            // the session), closing its descriptor.
-            let spawned = std::thread::Builder::new().name("sectorfs-inval".into()).spawn(move || {
-                for (ino, off, len) in recv {
-                    if let Err(e) = n.inval_inode(ino, off, len) {
-                        if e.raw_os_error() != Some(libc::ENOENT) {
-                            log::warn!("cannot drop the refused pages of inode {ino}: {e}");
-                        }
-                    }
-                }
-            });
-            match spawned {
-                Ok(_) => *tx = Some(send),
-                Err(e) => {
-                    log::warn!("cannot drop the refused pages of inode {ino}: {e}");
-                    return;
-                }
-            }
-        }
-        if let Some(t) = tx.as_ref() {
-            let _ = t.send(range);
-        }
     }
 
     /// Drops the kernel's cached attributes of `ino`, which a request changed
@@ -998,7 +952,6 @@ impl Filesystem for SectorFs {
                     };
                     if cached && n < data.len() {
                         self.writeback_refused.fetch_add((data.len() - n) as u64, Ordering::Relaxed);
-                        self.drop_refused_pages(ino, arg.offset + n as u64, (data.len() - n) as u64);
                         return Err(engine::Error::NoSpace);
                     }
                     Ok(n)

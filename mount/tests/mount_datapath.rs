@@ -519,54 +519,6 @@ fn mmap_stores_that_partly_fit_fail_at_close_and_fsync() {
     }
 }
 
-/// Pages whose write-back was refused at the limit do not stay in the
-/// kernel's cache as if stored: after the failed close, the file reads as
-/// what the disk holds, through `read(2)` under `--cache writethrough`
-/// (served from the page cache there) and through a new mapping in every
-/// mode. A probe read back all 4,096 pages of a mapping of which 2,048
-/// were never stored.
-#[test]
-fn refused_write_back_leaves_no_stale_pages() {
-    for cache in ["writethrough", "direct"] {
-        let Some(m) = nearly_full(&["--cache", cache], 8192) else { return };
-        let p = m.p("mapped");
-        let g = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
-        g.set_len(MIB as u64).unwrap();
-        // SAFETY: a fresh shared mapping of the 1 MiB file, used only
-        // through the slice below and unmapped at once.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MIB,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                g.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(addr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        // SAFETY: `addr` maps MIB bytes, readable and writable, until munmap.
-        unsafe { std::slice::from_raw_parts_mut(addr.cast::<u8>(), MIB) }.fill(0x77);
-        // SAFETY: the mapping made above, not used after.
-        assert_eq!(unsafe { libc::munmap(addr, MIB) }, 0);
-        assert_eq!(close_fd(g), Err(Some(libc::ENOSPC)), "{cache}");
-        // What fit (8 KiB) is stored; the rest reads as the hole it is.
-        let mut want = vec![0x77u8; 8192];
-        want.resize(MIB, 0);
-        assert!(eventually(|| fs::read(&p).unwrap() == want), "{cache}: read(2) shows bytes never stored");
-        let f = File::open(&p).unwrap();
-        // SAFETY: a fresh read-only mapping of the file, unmapped below.
-        let addr =
-            unsafe { libc::mmap(std::ptr::null_mut(), MIB, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
-        assert_ne!(addr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        // SAFETY: `addr` maps MIB readable bytes until munmap.
-        let same = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), MIB) } == &want[..];
-        // SAFETY: the mapping made above, not used after.
-        unsafe { libc::munmap(addr, MIB) };
-        assert!(same, "{cache}: a new mapping shows bytes never stored");
-    }
-}
-
 /// Stores through a mapping over a file `fallocate`d to fill the disk and
 /// grown on past it as a hole: the fallocated pages are all kept (their
 /// space was taken: tmpfs keeps them too, and raises SIGBUS only for the
