@@ -229,7 +229,7 @@ impl Engine {
 
     /// Whether a read that found these times updates the access time.
     pub(crate) fn access_due(&self, m: &Meta) -> bool {
-        m.flags & inode_flags::NOATIME == 0 && self.cfg.atime.due(m.atime.get(), m.mtime.get(), m.ctime.get())
+        m.access_due(self.cfg.atime)
     }
 
     /// [`Engine::accessed`] for a read that holds no node, once it is known

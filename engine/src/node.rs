@@ -125,6 +125,12 @@ impl Meta {
         let now: PTime = Time::now().into();
         Meta { perm, uid, gid, atime: now, mtime: now, ctime: now, crtime: now, flags: 0 }
     }
+
+    /// Whether a read now updates the access time under the rule `atime`:
+    /// never with `inode_flags::NOATIME` (`chattr +A`).
+    pub(crate) fn access_due(&self, atime: crate::types::Atime) -> bool {
+        self.flags & inode_flags::NOATIME == 0 && atime.due(self.atime.get(), self.mtime.get(), self.ctime.get())
+    }
 }
 
 /// A [`Time`] stored in 12 bytes (aligned to 4, no padding). Its fields are
@@ -1334,7 +1340,7 @@ impl Node {
             }
             Op::Accessed { atime } => {
                 let m = &mut w.meta;
-                if m.flags & inode_flags::NOATIME != 0 || !atime.due(m.atime.get(), m.mtime.get(), m.ctime.get()) {
+                if !m.access_due(atime) {
                     return Ok(0);
                 }
                 m.atime = now.into();

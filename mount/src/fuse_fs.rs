@@ -391,7 +391,9 @@ impl SectorFs {
     /// copy out.
     fn ioctl(&self, h: &Header, arg: &abi::fuse_ioctl_in, data: &[u8]) -> Result<Vec<u8>, i32> {
         let ino = h.nodeid;
-        let word = || data.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).ok_or(libc::EINVAL);
+        // The `i`-th `u32` of the input (an `int` flags word; a field of
+        // `struct fsxattr`).
+        let word = |i: usize| data.get(4 * i..4 * i + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
         let set = |flags: u32| {
             call(|| self.engine.setattr(ino, &SetAttr { inode_flags: Some(flags), ..SetAttr::default() }))?;
             // The change time moved; the kernel's cached attributes did not.
@@ -400,21 +402,22 @@ impl SectorFs {
         };
         let current = || call(|| self.engine.getattr(ino)).map(|a| a.flags);
         match arg.cmd {
-            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => Ok(fs_flags_of(current()?).to_ne_bytes().to_vec()),
-            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => set(inode_flags_of(word()?, &FS_FLAGS)?),
+            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => Ok(kernel_flags(current()?, &FS_FLAGS).to_ne_bytes().to_vec()),
+            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => set(inode_flags_of(word(0).ok_or(libc::EINVAL)?, &FS_FLAGS)?),
             FS_IOC_FSGETXATTR => {
                 let mut x = vec![0; FSXATTR_BYTES];
-                x[..4].copy_from_slice(&xflags_of(current()?).to_ne_bytes());
+                x[..4].copy_from_slice(&kernel_flags(current()?, &XFLAGS).to_ne_bytes());
                 Ok(x)
             }
             FS_IOC_FSSETXATTR => {
-                let x = data.get(..FSXATTR_BYTES).ok_or(libc::EINVAL)?;
-                let field = |i: usize| u32::from_ne_bytes([x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]]);
+                if data.len() < FSXATTR_BYTES {
+                    return Err(libc::EINVAL);
+                }
                 // extsize, projid, cowextsize: none kept (nextents is read-only).
-                if field(1) != 0 || field(3) != 0 || field(4) != 0 {
+                if [1, 3, 4].iter().any(|&i| word(i) != Some(0)) {
                     return Err(libc::EOPNOTSUPP);
                 }
-                set(inode_flags_of(field(0) & !FS_XFLAG_READ_ONLY, &XFLAGS)?)
+                set(inode_flags_of(word(0).ok_or(libc::EINVAL)? & !FS_XFLAG_READ_ONLY, &XFLAGS)?)
             }
             _ => Err(libc::ENOTTY),
         }
@@ -737,17 +740,10 @@ const FS_XFLAG_READ_ONLY: u32 = 0x2 | 0x8000_0000;
 /// `projid`, `cowextsize`) and 8 bytes of padding.
 const FSXATTR_BYTES: usize = 28;
 
-/// The `FS_*_FL` (or with `XFLAGS`, `FS_XFLAG_*`) bits of `Attr::flags`.
+/// The kernel's bits (of `table`: [`FS_FLAGS`] or [`XFLAGS`]) for the
+/// inode flags in `Attr::flags`.
 fn kernel_flags(flags: u32, table: &[u32; 4]) -> u32 {
     INODE_FLAGS.iter().zip(table).filter(|(f, _)| flags & **f != 0).fold(0, |acc, (_, k)| acc | k)
-}
-
-fn fs_flags_of(flags: u32) -> u32 {
-    kernel_flags(flags, &FS_FLAGS)
-}
-
-fn xflags_of(flags: u32) -> u32 {
-    kernel_flags(flags, &XFLAGS)
 }
 
 /// The engine's inode flags for kernel flags `k` (of `table`'s kind);
