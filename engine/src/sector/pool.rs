@@ -784,6 +784,14 @@ impl Pool {
             // Reversed: pages freed in ascending order are handed out again
             // in ascending order (a sector freed whole is reused as a run).
             s.extend(pages.iter().rev().copied());
+            // The next page handed out, into the cache: the page a
+            // copy-on-write replaced is usually cold, and the next
+            // overwrite's copy into it waits for every line otherwise
+            // (BENCHMARKS, "Engine: overwrite": 15-20% of a 4 KiB
+            // overwrite).
+            if let Some(&m) = s.last() {
+                m.prefetch_write(i.page_size);
+            }
             if s.len() > max {
                 let keep = s.len() - max / 2;
                 Some(s.split_off(keep))

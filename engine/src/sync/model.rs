@@ -302,6 +302,8 @@ impl Page {
     pub fn addr(self) -> usize {
         self.cells.as_ptr() as usize
     }
+    /// A hint in the real build; nothing here.
+    pub fn prefetch_write(self, _len: usize) {}
 }
 
 /// Sector bytes lent to a reader (the stand-in for the real `&[u8]` over
