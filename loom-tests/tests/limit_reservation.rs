@@ -21,8 +21,11 @@
 //! once end to end: `Engine::write` → the file's actor → `plan` →
 //! `Pool::reserve` → taking the sectors → publishing (or not).
 //!
+//! * An overwrite in flight (copy-on-write: a forced charge, outside `used`)
+//!   never makes a write that grows another file fail when both fit.
+//!
 //! # What it does not cover
-//! `reserve_forced` (shrinking past the limit: single-threaded unit tests),
+//! `reserve_forced` for shrinks (single-threaded unit tests),
 //! the inode limit (same CAS shape, `engine/tests/limit_enospc.rs`), and the
 //! file-level all-or-nothing rule (no change on `NoSpace`), which
 //! `engine/tests` checks single-threaded.
@@ -34,6 +37,10 @@
 //!  --test limit_reservation -- tests::racing_reservations_at_the_limit`
 //! turns the CAS into "check, then `fetch_add`"; loom finds two threads that
 //! both pass the check and push `used` past the limit ("limit passed").
+//! `bash .ci/loom-bugs pool_forced_in_used` charges forced reservations to
+//! `used` (as before `forced` existed); `an_overwrite_leaves_an_appenders_room`
+//! fails ("peak past the limit" first; in other interleavings the growing
+//! write gets `NoSpace` while the overwrite's copy is charged).
 
 #[cfg(loom)]
 mod tests {
@@ -201,6 +208,33 @@ mod tests {
             e.forget(won, 1);
             assert_eq!(e.write(lost, 0, &[byte; SS]), Ok(SS), "room after the winner was deleted");
             assert_eq!(contents(&e, lost), vec![byte; SS]);
+        });
+    }
+
+    /// An overwrite in flight does not take the room of a write that grows
+    /// another file. Under a 2-sector limit, `a` holds one sector and `b`
+    /// none: one thread overwrites `a`'s sector (copy-on-write: a forced
+    /// charge until the replaced page is freed) while another writes `b`'s
+    /// first sector. The files then hold two sectors, which fit, so neither
+    /// write gets `NoSpace`, however they interleave; afterwards `used` is
+    /// exactly the two sectors and nothing stays forced.
+    #[test]
+    fn an_overwrite_leaves_an_appenders_room() {
+        loom_tests::check("limit_reservation::an_overwrite_leaves_an_appenders_room", Bound::Exhaustive, || {
+            let e = Arc::new(tiny_engine(2 * S, 0));
+            let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+            e.write(a, 0, &[1; SS]).unwrap();
+            let b = e.create(ROOT, b"b", 0o644, 0, 0).unwrap().ino;
+            let e2 = Arc::clone(&e);
+            let over = thread::spawn(move || e2.write(a, 0, &[2; SS]));
+            let grow = e.write(b, 0, &[3; SS]);
+            let over = over.join().unwrap();
+            assert_eq!((&over, &grow), (&Ok(SS), &Ok(SS)), "both fit: overwrite {over:?}, growth {grow:?}");
+            let st = e.stats().pool;
+            assert_eq!((st.used, st.forced, st.sectors), (2 * S, 0, 2));
+            assert!(st.peak <= st.limit, "peak past the limit");
+            assert_eq!(contents(&e, a), vec![2; SS]);
+            assert_eq!(contents(&e, b), vec![3; SS]);
         });
     }
 }

@@ -64,6 +64,12 @@ pub(crate) struct Report {
     /// file, times the page size.
     #[serde(default)]
     pub(crate) shared_bytes: u64,
+    /// Copies held beside `used_bytes`, outside the limit, for as long as
+    /// the memory they replace is: pages an overwrite copied while a
+    /// reader may still hold the old ones (a bounded, transient reserve:
+    /// 0 when nothing is being overwritten).
+    #[serde(default)]
+    pub(crate) replacing_bytes: u64,
     /// Bytes in use on the daemon's heap: its metadata (inodes, names,
     /// directory entries, sector tables, xattrs, inline file data, request
     /// buffers). File data in sectors is never on the heap. 0 where the
@@ -154,6 +160,7 @@ impl Report {
             reserve_bytes: p.free_warm,
             returned_bytes: p.returned,
             shared_bytes: p.shared_pages * p.page_size,
+            replacing_bytes: p.forced,
             heap_bytes: heap().map_or(0, |h| h.in_use),
             metadata_bytes: st.meta_bytes,
             metadata_limit_bytes: st.max_meta_bytes,
@@ -225,6 +232,7 @@ impl Report {
             ("free, kept warm", bytes(self.reserve_bytes)),
             ("free, given back", bytes(self.returned_bytes)),
             ("shared by clones", bytes(self.shared_bytes)),
+            ("overwrite copies", bytes(self.replacing_bytes)),
             ("metadata (heap)", bytes(self.heap_bytes)),
             ("metadata charged", bytes(self.metadata_bytes)),
             ("metadata limit", bytes(self.metadata_limit_bytes)),
@@ -326,6 +334,12 @@ impl Report {
             "gauge",
             "File data shared between files by clones, charged once.",
             &[("", n(self.shared_bytes))],
+        );
+        family(
+            "replacing_bytes",
+            "gauge",
+            "Copies made by overwrites whose replaced memory a reader may still hold, outside the limit.",
+            &[("", n(self.replacing_bytes))],
         );
         family(
             "heap_bytes",

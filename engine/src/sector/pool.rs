@@ -27,21 +27,37 @@
 //! as a new region would).
 //!
 //! # Memory limit (exact)
-//! `used` counts bytes *charged*: pages held by files (and pages replaced by
-//! a newer version that a reader may still hold), exact-size inline buffers
-//! of small files, and outstanding [`Reservation`]s. A mutation first
-//! reserves everything it may need with one compare-and-swap loop that never
-//! lets `used` pass `limit` ([`Pool::reserve`]); if that fails it returns
-//! `NoSpace` before touching anything. Pages and inline buffers are then cut
-//! from the reservation, and what is left over is returned when the
-//! reservation drops. Freeing a page ([`Pool::free_pages`]) or dropping an
-//! inline buffer uncharges it. Copy-on-write replacements and shrinking
-//! operations (truncate, punch hole) take a *forced* reservation beyond the
-//! limit, so that an overwrite or a shrink works when full (the memory they
-//! replace is freed right after, once no reader holds it).
+//! `used` counts bytes *charged*: pages held by files, exact-size inline
+//! buffers of small files, and outstanding [`Reservation`]s. A mutation
+//! first reserves everything it may need with one compare-and-swap loop
+//! that never lets `used` pass `limit` ([`Pool::reserve`]); if that fails it
+//! returns `NoSpace` before touching anything. Pages and inline buffers are
+//! then cut from the reservation, and what is left over is returned when
+//! the reservation drops. Freeing a page ([`Pool::free_pages`]) or dropping
+//! an inline buffer uncharges it.
+//!
+//! Copy-on-write replacements and shrinking operations (truncate, punch
+//! hole) take a *forced* reservation ([`Pool::reserve_forced`]): the copy
+//! replaces memory that is freed once no reader holds it, so the files'
+//! use does not grow, and the operation works when full. A forced charge
+//! goes to its own counter, `forced`, not to `used`: an overwrite in flight
+//! must not take the room of a writer that grows another file (as on
+//! tmpfs, where an overwrite takes no memory; a probe saw appenders get
+//! short writes at 95% full while another process overwrote in place).
+//! Every release ([`Pool::uncharge`]) first matches forced charges
+//! outstanding, then comes off `used`. Releases are not labelled, so one
+//! that is not the replaced memory's (a truncate elsewhere) may match a
+//! forced charge first; then `forced` is below the replaced memory still
+//! held and `used` above what the files hold, never the other way round:
+//! `used` bounds the files' use from above (the limit holds), and both are
+//! exact again once the replaced memory is freed (`forced` 0). What the
+//! daemon holds beyond the limit is `forced`'s at most: the copies in
+//! flight and replaced pages readers still hold (loom:
+//! `limit_reservation::an_overwrite_leaves_an_appenders_room`, injected bug
+//! `pool_forced_in_used`).
 //!
 //! # Fields and who touches them
-//! * `used`, `peak`: atomics, any thread, each on its own cache line.
+//! * `used`, `forced`, `peak`: atomics, any thread, each on its own cache line.
 //! * slot `i`'s `held` and `allocs` counters: atomics, written by the threads
 //!   mapped to slot `i`, summed (relaxed: statistics) by `stats`.
 //! * cache slot `i`: under its own mutex, any thread (by convention the
@@ -138,6 +154,8 @@ pub(super) struct PoolInner {
     // sector hand-out or free touches `used` and `sectors`, from every
     // thread; sharing a line would make writers of unrelated files contend.
     used: CachePadded<AtomicU64>,
+    /// Forced charges not yet matched by a release ("Memory limit").
+    forced: CachePadded<AtomicU64>,
     peak: CachePadded<AtomicU64>,
     // Drop order matters: slots and shared free lists hold handles into
     // `shared.regions`; `Page` has no destructor, so any order is sound.
@@ -288,8 +306,14 @@ pub struct PoolStats {
     pub page_size: u64,
     /// The byte limit.
     pub limit: u64,
-    /// Bytes charged (sectors, inline buffers, outstanding reservations).
+    /// Bytes charged against the limit (sectors, inline buffers,
+    /// outstanding reservations).
     pub used: u64,
+    /// Bytes of copies that replace memory not freed yet (copy-on-write of
+    /// pages a reader may still hold, shrinks of inline buffers): held
+    /// beside `used`, outside the limit, for as long as the replaced
+    /// memory is (see "Memory limit").
+    pub forced: u64,
     /// Highest `used` seen.
     pub peak: u64,
     /// Sectors' worth of pages held by files (pages held × page size ÷
@@ -360,6 +384,7 @@ impl Pool {
                 page_size,
                 limit,
                 used: CachePadded::new(AtomicU64::new(0)),
+                forced: CachePadded::new(AtomicU64::new(0)),
                 peak: CachePadded::new(AtomicU64::new(0)),
                 slots,
                 shared: Mutex::new(Shared { free: Vec::new(), cold: Vec::new(), regions: Vec::new(), mapped: 0 }),
@@ -435,6 +460,7 @@ impl Pool {
             page_size: ps,
             limit: i.limit,
             used: i.used.load(Ordering::Acquire),
+            forced: i.forced.load(Ordering::Acquire),
             peak: i.peak.load(Ordering::Relaxed),
             sectors: pages * ps / ss,
             pages,
@@ -551,8 +577,16 @@ impl Pool {
     }
 
     fn reserve_forced_in<P: AsRef<Pool>>(&self, pool: P, bytes: u64) -> Reservation<P> {
-        let next = self.inner.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.raise_peak(next);
+        // Injected bug (loom-tests/tests/limit_reservation.rs): charge it
+        // to `used`, as before the forced count, so that an overwrite in
+        // flight takes an appender's room.
+        #[cfg(loom_bug = "pool_forced_in_used")]
+        {
+            let next = self.inner.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
+            self.raise_peak(next);
+        }
+        #[cfg(not(loom_bug = "pool_forced_in_used"))]
+        self.inner.forced.fetch_add(bytes, Ordering::AcqRel);
         Reservation { pool, bytes }
     }
 
@@ -567,8 +601,34 @@ impl Pool {
 
     /// Gives `bytes` charged earlier back (a [`Charge`] dropped, or bytes
     /// a charge was kept for: [`Charge::keep`]).
+    ///
+    /// Forced charges outstanding are matched first ("Memory limit"): the
+    /// bytes released come off `forced` as far as it goes, the rest off
+    /// `used`.
     pub(crate) fn uncharge(&self, bytes: u64) {
-        self.inner.used.fetch_sub(bytes, Ordering::AcqRel);
+        let i = &self.inner;
+        let mut rest = bytes;
+        let mut f = i.forced.load(Ordering::Acquire);
+        while f > 0 {
+            let d = f.min(bytes);
+            match i.forced.compare_exchange_weak(f, f - d, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    rest = bytes - d;
+                    break;
+                }
+                Err(now) => f = now,
+            }
+        }
+        if rest > 0 {
+            i.used.fetch_sub(rest, Ordering::AcqRel);
+        }
+    }
+
+    /// Bytes of forced charges not yet matched by a release: copies made
+    /// by copy-on-write (and shrinks) whose replaced memory is not freed
+    /// yet, outside `used` and the limit ("Memory limit").
+    pub fn forced(&self) -> u64 {
+        self.inner.forced.load(Ordering::Acquire)
     }
 
     /// Takes `n` pages: own slot, then the shared list, then a new region;
