@@ -357,6 +357,31 @@ impl Engine {
         Ok(r)
     }
 
+    /// Reserves what a hard link adds: its directory entry's `bytes` of
+    /// metadata and, if `inode`, one of `max_inodes`: tmpfs counts every
+    /// name of a file beyond its first (each pins a dentry), but not an
+    /// `O_TMPFILE` file's first name. The inode is given back with
+    /// [`Engine::release_link`] when a name goes and another stays.
+    /// [`Reserved::set_inode`] corrects `inode` under the file's lock.
+    ///
+    /// # Errors
+    /// `NoInodes`, `NoSpace` (metadata); nothing reserved then.
+    pub(crate) fn reserve_link(&self, bytes: u64, inode: bool) -> Result<Reserved<'_>> {
+        if inode {
+            self.reserve_inode()?;
+        }
+        let mut r = Reserved { engine: self, meta: 0, inode };
+        self.meta.charge(bytes)?;
+        r.meta = bytes;
+        Ok(r)
+    }
+
+    /// Gives back the inode a removed name of a file held while the file
+    /// keeps another name ([`Engine::reserve_link`]).
+    pub(crate) fn release_link(&self) {
+        self.inodes.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Releases the charge of a removed directory entry of `name_len` bytes.
     pub(crate) fn release_entry(&self, name_len: usize) {
         self.meta.release(entry_cost(name_len));
@@ -528,6 +553,21 @@ impl Reserved<'_> {
     /// its entry's until the entry is removed).
     pub(crate) fn commit(self) {
         std::mem::forget(self);
+    }
+
+    /// Makes the reservation hold an inode or not (a link's, decided
+    /// again under the file's lock: [`Engine::reserve_link`]).
+    ///
+    /// # Errors
+    /// `NoInodes`; the reservation is unchanged then.
+    pub(crate) fn set_inode(&mut self, inode: bool) -> Result<()> {
+        if inode && !self.inode {
+            self.engine.reserve_inode()?;
+        } else if !inode && self.inode {
+            self.engine.inodes.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.inode = inode;
+        Ok(())
     }
 }
 

@@ -1313,8 +1313,17 @@ impl Loader {
         if reached + named != self.nodes {
             return Err(corrupt(at, "some nodes are not reachable from the root (a loop, or a node without a name)"));
         }
-        if self.nodes > self.engine.cfg.max_inodes {
-            return Err(ImageError::TooManyFiles { nodes: self.nodes, limit: self.engine.cfg.max_inodes });
+        // Every name of a file beyond its first counts as an inode, as on
+        // tmpfs (`Engine::reserve_link`).
+        let links: u64 = self
+            .staged
+            .values()
+            .filter(|s| s.kind != FileType::Directory)
+            .map(|s| u64::from(s.names.saturating_sub(1)))
+            .sum();
+        let inodes = self.nodes + links;
+        if inodes > self.engine.cfg.max_inodes {
+            return Err(ImageError::TooManyFiles { nodes: inodes, limit: self.engine.cfg.max_inodes });
         }
         // The root is charged already (the engine made one).
         let nodes = self.staged.iter().filter(|(&ino, _)| ino != ROOT);
@@ -1373,7 +1382,7 @@ impl Loader {
             }
             self.engine.nodes.insert(Arc::new(node));
         }
-        self.engine.inodes.store(self.nodes, Ordering::Release);
+        self.engine.inodes.store(inodes, Ordering::Release);
         self.engine.logical.store(logical, Ordering::Relaxed);
         self.engine.next_ino.store(max_ino + 1, Ordering::Relaxed);
         for (at, ino, r) in std::mem::take(&mut self.clones) {

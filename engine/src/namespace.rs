@@ -321,7 +321,8 @@ impl Engine {
     ///
     /// # Errors
     /// `Permission` (directories), `Exists`, `NotFound`, `NotDir`,
-    /// `TooManyLinks`, `NoSpace` (metadata), name errors.
+    /// `TooManyLinks`, `NoInodes` (each name beyond a file's first counts
+    /// as an inode, as on tmpfs), `NoSpace` (metadata), name errors.
     ///
     /// # References
     /// `link(2)`
@@ -341,7 +342,10 @@ impl Engine {
         if d.contains(&key) {
             return Err(Error::Exists);
         }
-        let reserved = self.reserve(None, entry_cost(newname.len()))?;
+        // A name beyond the file's first is an inode (not an `O_TMPFILE`
+        // file's first name): read here, decided again under the lock.
+        let first = n.life.lock().nlink == 0;
+        let mut reserved = self.reserve_link(entry_cost(newname.len()), !first)?;
         {
             let mut l = n.life.lock();
             if n.gone(&l) || (l.nlink == 0 && l.opens == 0) {
@@ -350,6 +354,7 @@ impl Engine {
             if l.nlink >= LINK_MAX {
                 return Err(Error::TooManyLinks);
             }
+            reserved.set_inode(l.nlink > 0)?;
             let nl = l.nlink + 1;
             n.set_nlink(&mut l, nl);
             l.lookups += 1;
@@ -386,10 +391,16 @@ impl Engine {
         }
         p.sync_entries(&d);
         self.touch(&p, true);
+        let mut named = false;
         let freed = self.adjust_life(&child, |n, l| {
             let nl = l.nlink.saturating_sub(1);
             n.set_nlink(l, nl);
+            named = nl > 0;
         });
+        if named {
+            // A name beyond the first goes: its inode (`reserve_link`).
+            self.release_link();
+        }
         if !freed {
             // Another link or an open handle still shows the status change.
             self.touch(&child, false);
@@ -737,10 +748,15 @@ impl Engine {
                 self.unlink_dir_locked(&p2, tn);
             } else {
                 self.touch(tn, false);
+                let mut named = false;
                 self.adjust_life(tn, |n, l| {
                     let nl = l.nlink.saturating_sub(1);
                     n.set_nlink(l, nl);
+                    named = nl > 0;
                 });
+                if named {
+                    self.release_link();
+                }
             }
         }
         if src_dir && cross {

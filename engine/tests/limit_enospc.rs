@@ -211,19 +211,63 @@ fn inode_limit() {
     assert_eq!(e.symlink(ROOT, b"x", b"t", 0, 0).err(), Some(Error::NoInodes));
     assert_eq!(e.tmpfile(ROOT, 0o600, 0, 0).err(), Some(Error::NoInodes));
     assert_eq!(names(&e, ROOT), vec![b"a".to_vec(), b"d".to_vec()], "nothing created");
-    // Existing-name errors come first; links need no new inode.
+    // Existing-name errors come first; a second name is an inode too, as
+    // on tmpfs (each pins a dentry there).
     assert_eq!(e.create(ROOT, b"a", 0o644, 0, 0).err(), Some(Error::Exists));
-    e.forget(e.link(a, d, b"a2").unwrap().ino, 1);
+    assert_eq!(e.link(a, d, b"a2").err(), Some(Error::NoInodes));
+    assert_eq!(names(&e, d), vec![b"l".to_vec()], "no name added");
     // Reads and deletes work at the limit; deleting frees an inode.
     e.write(a, 0, b"data").unwrap();
     assert_eq!(read_all(&e, a), b"data");
     e.unlink(d, b"l").unwrap();
     assert_eq!(e.stats().inodes, 3);
+    e.forget(e.link(a, d, b"a2").unwrap().ino, 1);
+    assert_eq!((e.stats().inodes, e.statfs().ffree), (4, 0));
+    assert_eq!(e.create(ROOT, b"x", 0o644, 0, 0).err(), Some(Error::NoInodes));
+    // Removing a name while another stays gives its inode back.
+    e.unlink(ROOT, b"a").unwrap();
+    assert_eq!(e.stats().inodes, 3);
+    assert_eq!(read_all(&e, a), b"data");
     let t = e.tmpfile(ROOT, 0o600, 0, 0).unwrap();
     assert_eq!(e.create(ROOT, b"x", 0o644, 0, 0).err(), Some(Error::NoInodes));
+    // An `O_TMPFILE` file's first name takes no inode more: it has one.
+    e.forget(e.link(t.ino, ROOT, b"t").unwrap().ino, 1);
+    assert_eq!(e.stats().inodes, 4);
     e.release(t.ino);
     e.forget(t.ino, 1);
+    e.unlink(ROOT, b"t").unwrap();
+    assert_eq!(e.stats().inodes, 3);
     e.forget(e.create(ROOT, b"x", 0o644, 0, 0).unwrap().ino, 1);
+    teardown(&e);
+}
+
+/// Every name of a file beyond its first counts against `max_inodes`, as on
+/// tmpfs: `link` takes one, `unlink` and a rename over a name give it back
+/// when the file keeps another name, and an image load counts them.
+#[test]
+fn names_beyond_the_first_are_inodes() {
+    let e = Engine::new(Config { max_inodes: 10, sector_size: 4096, ..Config::default() }).unwrap();
+    let a = mkfile(&e, ROOT, b"a");
+    for n in [&b"l0"[..], b"l1", b"l2"] {
+        e.forget(e.link(a, ROOT, n).unwrap().ino, 1);
+    }
+    assert_eq!((e.stats().inodes, e.statfs().ffree), (5, 5), "the root, a, three more names");
+    let b = mkfile(&e, ROOT, b"b");
+    e.rename(ROOT, b"b", ROOT, b"l0", 0).unwrap();
+    assert_eq!(e.stats().inodes, 5, "a lost a name to the rename");
+    assert_eq!(e.getattr(a).unwrap().nlink, 3);
+    let mut img = Vec::new();
+    e.snapshot().write_to(&mut img, &[]).unwrap();
+    let l = Engine::load_image(&img[..], |i| Ok(i.config.clone())).unwrap();
+    assert_eq!(l.stats().inodes, 5, "loaded: the same count");
+    let err = Engine::load_image(&img[..], |i| Ok(Config { max_inodes: 4, ..i.config.clone() })).unwrap_err();
+    assert!(matches!(err, engine::image::ImageError::TooManyFiles { nodes: 5, limit: 4 }), "{err}");
+    for n in [&b"a"[..], b"l1", b"l2"] {
+        e.unlink(ROOT, n).unwrap();
+    }
+    e.forget(a, 1);
+    assert_eq!(e.stats().inodes, 2, "the root and b");
+    e.forget(b, 1);
     teardown(&e);
 }
 

@@ -324,6 +324,14 @@ impl Harness {
         }
     }
 
+    /// Inodes counted against `max_inodes`: every node, and every name of a
+    /// file beyond its first (as tmpfs).
+    fn inodes(&self) -> u64 {
+        let extra: u64 =
+            self.nodes.keys().filter(|&&i| !self.is_dir(i)).map(|&i| u64::from(self.nlink(i).saturating_sub(1))).sum();
+        self.nodes.len() as u64 + extra
+    }
+
     fn nlink(&self, ino: Ino) -> u32 {
         if self.is_dir(ino) {
             // `.`, the entry in the parent (the root: its own `..`), and `..` of each subdirectory.
@@ -431,7 +439,7 @@ impl Harness {
     fn make(&mut self, dir: Ino, name: &[u8], kind: Kind) {
         let want = if self.get(dir, name).is_some() {
             Err(Error::Exists)
-        } else if self.nodes.len() as u64 >= self.g.max_inodes {
+        } else if self.inodes() >= self.g.max_inodes {
             Err(Error::NoInodes)
         } else {
             Ok(())
@@ -686,7 +694,7 @@ impl Harness {
             }
         }
         // The whiteout needs an inode (the replaced target is freed only after).
-        if flags & WHITEOUT != 0 && self.nodes.len() as u64 >= self.g.max_inodes {
+        if flags & WHITEOUT != 0 && self.inodes() >= self.g.max_inodes {
             return Err(Error::NoInodes);
         }
         Ok(())
@@ -750,6 +758,9 @@ impl Harness {
             Err(Error::Permission)
         } else if self.get(dd, dn).is_some() {
             Err(Error::Exists)
+        } else if self.nlink(ino) > 0 && self.inodes() >= self.g.max_inodes {
+            // A name beyond the first is an inode (not an `O_TMPFILE` file's first).
+            Err(Error::NoInodes)
         } else {
             Ok(ino)
         };
@@ -1002,7 +1013,7 @@ impl Harness {
                 }
             }
             Op::Tmpfile { dir } => {
-                let want = if self.nodes.len() as u64 >= g.max_inodes { Err(Error::NoInodes) } else { Ok(()) };
+                let want = if self.inodes() >= g.max_inodes { Err(Error::NoInodes) } else { Ok(()) };
                 match (self.e.tmpfile(self.dir(dir), 0o600, 0, 0), want) {
                     (Ok(a), Ok(())) => {
                         self.e.forget(a.ino, 1);
@@ -1065,7 +1076,7 @@ impl Harness {
             }
         }
         let st = self.e.stats();
-        assert_eq!(st.inodes, self.nodes.len() as u64, "step {s}: inode count");
+        assert_eq!(st.inodes, self.inodes(), "step {s}: inode count");
         assert!(st.pool.used <= self.g.limit, "step {s}: used {} over the limit {}", st.pool.used, self.g.limit);
         // Memory is exactly what live files hold (st_blocks rounds each up
         // to 512, and counts a page shared by clones once per holder).

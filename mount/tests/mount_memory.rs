@@ -245,3 +245,25 @@ fn a_small_disk_takes_files_as_tmpfs_does() {
     }
     assert_eq!(statvfs(&m.path).unwrap().3, max);
 }
+
+/// Hard links count against `--max-files`, as on tmpfs (each name pins a
+/// dentry there): `df -i` shows them used, `link(2)` at the limit fails
+/// with ENOSPC, and removing a second name gives its inode back.
+#[test]
+fn hard_links_count_as_inodes() {
+    let Some(m) = Mount::new(&["--size", "8M", "--max-files", "8"]) else { return };
+    fs::write(m.p("a"), b"data").unwrap();
+    let free = |m: &Mount| statvfs(&m.path).unwrap().4;
+    assert_eq!(free(&m), 6, "the root and a");
+    for i in 0..6 {
+        fs::hard_link(m.p("a"), m.p(&format!("l{i}"))).unwrap_or_else(|e| panic!("link {i}: {e}"));
+    }
+    assert_eq!(free(&m), 0);
+    let err = fs::hard_link(m.p("a"), m.p("l6")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    fs::remove_file(m.p("a")).unwrap();
+    assert_eq!(free(&m), 1, "a second name went, the file stays");
+    assert_eq!(fs::read(m.p("l0")).unwrap(), b"data");
+    fs::write(m.p("b"), b"").unwrap();
+    assert_eq!(free(&m), 0);
+}
