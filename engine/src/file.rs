@@ -16,7 +16,22 @@ impl Engine {
     /// # Errors
     /// `NotFound`.
     pub fn open(&self, ino: Ino) -> Result<Attr> {
+        self.open_for(ino, false, false)
+    }
+
+    /// [`Engine::open`] for writing (`write`: `O_WRONLY` or `O_RDWR`) or
+    /// appending (`append`: `O_APPEND`). A truncating open is a
+    /// [`Engine::setattr`] of the size.
+    ///
+    /// # Errors
+    /// `NotFound`; `Permission` for writing to an immutable file, or to an
+    /// append-only one without `append` (chattr `i`, `a`; Linux `may_open`).
+    pub fn open_for(&self, ino: Ino, write: bool, append: bool) -> Result<Attr> {
         let n = self.node(ino)?;
+        let guards = n.guards();
+        if write && (guards & inode_flags::IMMUTABLE != 0 || (guards & inode_flags::APPEND != 0 && !append)) {
+            return Err(Error::Permission);
+        }
         let mut l = n.life.lock();
         l.opens = l.opens.saturating_add(1);
         drop(l);

@@ -1345,13 +1345,16 @@ impl Loader {
             m
         };
         let cfg = self.engine.cfg.clone();
-        // A clone's destination gets its times and capabilities back after
-        // the replay (which, as any change of data, drops both).
+        // A clone's destination gets its times, capabilities and inode
+        // flags back after the replay (which, as any change of data, drops
+        // the first two, and which chattr `i` or `a` would refuse).
         let mut restore = HashMap::new();
         for &(_, ino, _) in &self.clones {
-            if let Some(s) = self.staged.get(&ino) {
+            if let Some(s) = self.staged.get_mut(&ino) {
                 let caps = s.xattrs.as_ref().and_then(|x| x.get(CAPS)).map(|v| v.to_vec());
-                restore.insert(ino, (s.meta.mtime.get(), s.meta.ctime.get(), caps));
+                let flags = s.meta.flags & inode_flags::ALL;
+                s.meta.flags &= !inode_flags::GUARDS;
+                restore.insert(ino, (s.meta.mtime.get(), s.meta.ctime.get(), caps, flags));
             }
         }
         for (ino, mut s) in self.staged.drain() {
@@ -1393,12 +1396,17 @@ impl Loader {
                 Err(e) => return Err(corrupt(at, format!("cannot replay CLONE: {e}"))),
             }
         }
-        for (ino, (mtime, ctime, caps)) in restore {
+        for (ino, (mtime, ctime, caps, flags)) in restore {
             let fail = |e: Error| corrupt(at, format!("cannot restore a file after CLONE: {e}"));
             if let Some(c) = caps {
                 self.engine.setxattr(ino, CAPS, &c, 0).map_err(fail)?;
             }
-            let back = SetAttr { mtime: Some(SetTime::At(mtime)), ctime: Some(ctime), ..SetAttr::default() };
+            let back = SetAttr {
+                mtime: Some(SetTime::At(mtime)),
+                ctime: Some(ctime),
+                inode_flags: Some(flags),
+                ..SetAttr::default()
+            };
             self.engine.setattr(ino, &back).map_err(fail)?;
         }
         Ok(self.engine)

@@ -157,6 +157,7 @@ impl Engine {
         if d.contains(&key) {
             return Err(Error::Exists);
         }
+        may_add(&p)?;
         let kind = new.kind;
         let inode = (new.special.boxed(kind), new.special.target_len());
         let reserved = self.reserve(Some(inode), entry_cost(name.len()))?;
@@ -304,6 +305,7 @@ impl Engine {
     /// As [`Engine::tmpfile`].
     pub fn tmpfile_umask(&self, parent: Ino, mode: u32, umask: u32, uid: u32, gid: u32) -> Result<Attr> {
         let p = self.dir_node(parent)?;
+        may_add(&p)?;
         let reserved = self.reserve(Some((false, 0)), 0)?;
         let new = New { kind: FileType::Regular, perm: mode, uid, gid, special: Special::None, umask };
         let node = self.new_node(&p, new, 0)?;
@@ -341,6 +343,10 @@ impl Engine {
         }
         if d.contains(&key) {
             return Err(Error::Exists);
+        }
+        may_add(&p)?;
+        if n.guards() != 0 {
+            return Err(Error::Permission);
         }
         // A name beyond the file's first is an inode (not an `O_TMPFILE`
         // file's first name): read here, decided again under the lock.
@@ -382,10 +388,11 @@ impl Engine {
         let key = self.key(name);
         let mut d = p.dir().ok_or(Error::NotDir)?.write();
         let e = d.get(&key).ok_or(Error::NotFound)?;
+        let child = self.node(e.ino)?;
+        may_remove(&p, &child)?;
         if e.kind == FileType::Directory {
             return Err(Error::IsDir);
         }
-        let child = self.node(e.ino)?;
         if let Some((_, stored)) = d.remove(&key) {
             self.release_entry(stored.len());
         }
@@ -423,10 +430,11 @@ impl Engine {
         let key = self.key(name);
         let mut d = p.dir().ok_or(Error::NotDir)?.write();
         let e = d.get(&key).ok_or(Error::NotFound)?;
+        let child = self.node(e.ino)?;
+        may_remove(&p, &child)?;
         if e.kind != FileType::Directory {
             return Err(Error::NotDir);
         }
-        let child = self.node(e.ino)?;
         {
             let mut cd = child.dir().ok_or(Error::NotDir)?.write();
             if !cd.is_empty() {
@@ -619,6 +627,12 @@ impl Engine {
             }
         }
         let src_node = self.node(src.ino)?;
+        may_remove(&p1, &src_node)?;
+        match &dst {
+            // The target's name is replaced (or exchanged): removed.
+            Some(t) => may_remove(&p2, &*self.node(t.ino)?)?,
+            None => may_add(&p2)?,
+        }
         if flags & EXCHANGE != 0 {
             let dst = dst.ok_or(Error::NotFound)?;
             let dst_dir = dst.kind == FileType::Directory;
@@ -839,4 +853,22 @@ impl Engine {
             }
         })
     }
+}
+
+/// chattr `i` on directory `p` forbids new entries (Linux `may_create`:
+/// EPERM, to root too; the VFS does not see the flag on a FUSE inode).
+fn may_add(p: &Node) -> Result<()> {
+    if p.guards() & inode_flags::IMMUTABLE != 0 {
+        return Err(Error::Permission);
+    }
+    Ok(())
+}
+
+/// chattr `i` or `a` on directory `p` or on `child` forbids removing (or
+/// renaming, or replacing) `child`'s name there (Linux `may_delete`).
+fn may_remove(p: &Node, child: &Node) -> Result<()> {
+    if p.guards() != 0 || child.guards() != 0 {
+        return Err(Error::Permission);
+    }
+    Ok(())
 }

@@ -776,6 +776,39 @@ pub(crate) enum Op<'a> {
     },
 }
 
+/// Whether `op` may change a file whose `guards` (`IMMUTABLE`, `APPEND`,
+/// not both 0) are set and whose size is `len`: Linux refuses the rest
+/// with EPERM, to root too (`may_setattr`, `vfs_fallocate`,
+/// `xattr_permission`, `may_open`), where the VFS sees the flags; on a FUSE
+/// inode it does not, so the file's runner checks, in the same batch order
+/// as the `chattr` that set them. Only the inode flags themselves may
+/// change on an immutable file; an append-only one takes data at its end
+/// and reservations (`fallocate` with no mode but `KEEP_SIZE`).
+fn allowed_when_guarded(op: &Op<'_>, guards: u32, len: u64) -> bool {
+    let append_only = guards & inode_flags::IMMUTABLE == 0;
+    match op {
+        Op::Write { off, .. } => append_only && *off >= len,
+        Op::Append { .. } => append_only,
+        Op::Fallocate { mode, .. } => append_only && mode & !crate::data::FALLOC_KEEP_SIZE == 0,
+        Op::SetAttr(s) => {
+            let owner_or_times = s.mode.is_some()
+                || s.uid.is_some()
+                || s.gid.is_some()
+                || s.atime.is_some()
+                || s.mtime.is_some()
+                || s.size.is_some();
+            let other = s.ctime.is_some() || s.crtime.is_some() || s.flags.is_some();
+            !owner_or_times && (append_only || !other)
+        }
+        // A clone's source only lends pages; time updates from reads and
+        // from changes elsewhere (a link count, entries) are the kernel's.
+        Op::Share { .. } | Op::Touch { .. } | Op::Accessed { .. } => true,
+        Op::Zero { .. } | Op::Install { .. } | Op::SetXattr { .. } | Op::RemoveXattr { .. } | Op::SetAcl { .. } => {
+            false
+        }
+    }
+}
+
 fn own(c: Cow<'_, [u8]>) -> Cow<'static, [u8]> {
     Cow::Owned(c.into_owned())
 }
@@ -1118,6 +1151,10 @@ impl Node {
         op: Op<'_>,
     ) -> Result<u64> {
         let now = Time::now();
+        let guards = w.meta.flags & inode_flags::GUARDS;
+        if guards != 0 && !allowed_when_guarded(&op, guards, w.data.len()) {
+            return Err(Error::Permission);
+        }
         match op {
             Op::Write { off, data, short } => {
                 self.regular()?;
@@ -1347,6 +1384,11 @@ impl Node {
                 Ok(1)
             }
         }
+    }
+
+    /// `IMMUTABLE` and `APPEND` of the published version (chattr `i`, `a`).
+    pub(crate) fn guards(&self) -> u32 {
+        self.load().meta.flags & inode_flags::GUARDS
     }
 
     fn regular(&self) -> Result<()> {

@@ -254,16 +254,24 @@ pub mod rename_flags {
 /// 24). As on tmpfs, a new node inherits `NODUMP` and `NOATIME` from its
 /// directory.
 pub mod inode_flags {
-    /// `chattr +i`: not kept (setting it is `NotSupported`).
+    /// `chattr +i`: the file cannot be changed, renamed, linked or
+    /// removed, nor can entries of a directory (`Permission`, to root too,
+    /// as Linux; only the flags themselves can be changed). Not inherited.
     pub const IMMUTABLE: u32 = 1 << 24;
-    /// `chattr +a`: not kept (setting it is `NotSupported`).
+    /// `chattr +a`: data can only be added at the end (writes below the
+    /// size, truncation and `fallocate` other than a reservation are
+    /// `Permission`); the file cannot be renamed, linked or removed, nor
+    /// its mode, owner, times or extended attributes changed; a directory
+    /// takes new entries but loses none. Not inherited.
     pub const APPEND: u32 = 1 << 25;
     /// `chattr +d`: not for `dump(8)` and the backup tools that honour it.
     pub const NODUMP: u32 = 1 << 26;
     /// `chattr +A`: reads do not update the access time.
     pub const NOATIME: u32 = 1 << 27;
     /// The flags the engine keeps and acts on.
-    pub const SETTABLE: u32 = NODUMP | NOATIME;
+    pub const SETTABLE: u32 = IMMUTABLE | APPEND | NODUMP | NOATIME;
+    /// The flags that forbid changes ([`IMMUTABLE`], [`APPEND`]).
+    pub const GUARDS: u32 = IMMUTABLE | APPEND;
     /// The flags a new node takes from its directory.
     pub const INHERITED: u32 = NODUMP | NOATIME;
     /// Every bit of [`super::Attr::flags`] that is an inode flag.

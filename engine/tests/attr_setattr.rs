@@ -425,3 +425,73 @@ fn data_changes_drop_capabilities() {
     }
     teardown(&e);
 }
+
+/// chattr `i` and `a` (`inode_flags::IMMUTABLE`, `APPEND`): the engine
+/// refuses what Linux refuses for them (`Permission`), whoever asks, and
+/// lets the flags themselves be cleared.
+#[test]
+fn immutable_and_append_only_refuse_changes() {
+    use engine::data::{FALLOC_KEEP_SIZE as KEEP, FALLOC_PUNCH_HOLE as PUNCH};
+    use engine::inode_flags::{APPEND, IMMUTABLE};
+    let e = Engine::new(engine::Config::default()).unwrap();
+    let set_flags = |ino, f| e.setattr(ino, &SetAttr { inode_flags: Some(f), ..SetAttr::default() }).map(drop);
+    let perm = Err(Error::Permission);
+    let f = put(&e, ROOT, b"f", b"data");
+    let d = mkdir(&e, ROOT, b"d");
+    let inside = put(&e, d, b"in", b"");
+
+    set_flags(f, IMMUTABLE).unwrap();
+    assert_eq!(e.write(f, 4, b"x").map(drop), perm);
+    assert_eq!(e.append(f, b"x").map(drop), perm);
+    assert_eq!(e.fallocate(f, KEEP, 0, 4096), perm);
+    assert_eq!(e.setattr(f, &SetAttr { size: Some(0), ..SetAttr::default() }).map(drop), perm);
+    assert_eq!(e.setattr(f, &SetAttr { mode: Some(0o600), ..SetAttr::default() }).map(drop), perm);
+    assert_eq!(e.setattr(f, &SetAttr { mtime: Some(SetTime::Now), ..SetAttr::default() }).map(drop), perm);
+    assert_eq!(e.setxattr(f, b"user.x", b"1", 0), perm);
+    assert_eq!(e.open_for(f, true, true).map(drop), perm);
+    assert!(e.open_for(f, false, false).is_ok(), "reading is fine");
+    e.release(f);
+    assert_eq!(e.unlink(ROOT, b"f"), perm);
+    assert_eq!(e.rename(ROOT, b"f", ROOT, b"g", 0), perm);
+    assert_eq!(e.link(f, ROOT, b"g").map(drop), perm);
+    assert_eq!(read_all(&e, f), b"data");
+    assert_eq!(e.getattr(f).unwrap().flags & engine::inode_flags::ALL, IMMUTABLE);
+
+    // Append-only: data at the end and reservations only.
+    set_flags(f, APPEND).unwrap();
+    assert_eq!(e.write(f, 0, b"x").map(drop), perm);
+    assert_eq!(e.write(f, 4, b"+").map(drop), Ok(()));
+    assert_eq!(e.append(f, b"+").map(drop), Ok(()));
+    assert_eq!(e.fallocate(f, KEEP, 0, 4096), Ok(()));
+    assert_eq!(e.fallocate(f, PUNCH | KEEP, 0, 1), perm);
+    assert_eq!(e.setattr(f, &SetAttr { size: Some(1), ..SetAttr::default() }).map(drop), perm);
+    assert_eq!(e.open_for(f, true, false).map(drop), perm);
+    assert!(e.open_for(f, true, true).is_ok());
+    e.release(f);
+    assert_eq!(e.unlink(ROOT, b"f"), perm);
+    assert_eq!(read_all(&e, f), b"data++");
+
+    // Directories.
+    set_flags(d, IMMUTABLE).unwrap();
+    assert_eq!(e.create(d, b"new", 0o644, 0, 0).map(drop), perm);
+    assert_eq!(e.mkdir(d, b"sub", 0o755, 0, 0).map(drop), perm);
+    assert_eq!(e.tmpfile(d, 0o600, 0, 0).map(drop), perm);
+    assert_eq!(e.unlink(d, b"in"), perm);
+    assert_eq!(e.rename(ROOT, b"f", d, b"f", 0), perm);
+    set_flags(d, APPEND).unwrap();
+    let new = put(&e, d, b"new", b"");
+    assert_eq!(e.unlink(d, b"new"), perm);
+    assert_eq!(e.rename(d, b"in", ROOT, b"out", 0), perm);
+    assert_eq!(e.rmdir(ROOT, b"d"), perm);
+
+    // Cleared, everything works again.
+    set_flags(f, 0).unwrap();
+    set_flags(d, 0).unwrap();
+    e.unlink(ROOT, b"f").unwrap();
+    e.unlink(d, b"in").unwrap();
+    e.unlink(d, b"new").unwrap();
+    e.rmdir(ROOT, b"d").unwrap();
+    for ino in [f, inside, new, d] {
+        e.forget(ino, 1);
+    }
+}

@@ -828,3 +828,26 @@ fn unknown_inode_flags_are_dropped_at_load() {
     let a = e.lookup(ROOT, b"f").unwrap();
     assert_eq!(a.flags, 0x21 | inode_flags::SETTABLE);
 }
+
+/// Immutable and append-only files come back with their flags, even a
+/// clone's destination, whose replay at load is a change they forbid.
+#[test]
+fn immutable_clones_load() {
+    let e = Engine::new(cfg()).unwrap();
+    let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+    e.write(a, 0, &vec![7u8; 64 << 10]).unwrap();
+    let b = e.create(ROOT, b"b", 0o644, 0, 0).unwrap().ino;
+    assert_eq!(e.copy_file_range(a, 0, b, 0, 64 << 10).unwrap(), 64 << 10);
+    assert!(e.stats().pool.shared_pages > 0, "cloned");
+    let flag = |ino, f| e.setattr(ino, &SetAttr { inode_flags: Some(f), ..SetAttr::default() }).unwrap();
+    flag(b, inode_flags::IMMUTABLE);
+    flag(a, inode_flags::APPEND | inode_flags::NODUMP);
+    let before = e.getattr(b).unwrap();
+    let l = load(&save(&e)).unwrap();
+    let (la, lb) = (l.lookup(ROOT, b"a").unwrap(), l.lookup(ROOT, b"b").unwrap());
+    assert_eq!(la.flags & inode_flags::ALL, inode_flags::APPEND | inode_flags::NODUMP);
+    assert_eq!(lb.flags & inode_flags::ALL, inode_flags::IMMUTABLE);
+    assert_eq!((lb.mtime, lb.ctime), (before.mtime, before.ctime), "times kept");
+    assert!(l.stats().pool.shared_pages > 0, "still a clone");
+    assert_eq!(l.write(lb.ino, 0, b"x"), Err(engine::Error::Permission));
+}

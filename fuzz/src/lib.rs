@@ -1034,7 +1034,15 @@ impl Harness {
 
     /// Inodes the model holds: `NoInodes` expected when at the limit.
     fn inodes_full(&self) -> bool {
-        self.nodes.len() as u64 >= self.g.max_inodes
+        self.inodes() >= self.g.max_inodes
+    }
+
+    /// Inodes counted against the limit: every node, and every name of a
+    /// file beyond its first (as tmpfs).
+    fn inodes(&self) -> u64 {
+        let extra: u64 =
+            self.nodes.keys().filter(|&&i| !self.is_dir(i)).map(|&i| u64::from(self.nlink(i).saturating_sub(1))).sum();
+        self.nodes.len() as u64 + extra
     }
 
     // ---------------------------------------------------------- operations
@@ -1411,6 +1419,10 @@ impl Harness {
         }
         if errs.is_empty() && self.get(dd, dn).is_some() {
             errs.push(Error::Exists);
+        }
+        // A name beyond the first is an inode (not an `O_TMPFILE` file's first).
+        if errs.is_empty() && self.nlink(ino) > 0 && self.inodes_full() {
+            errs.push(Error::NoInodes);
         }
         let got = self.call(dn.len(), |e| e.link(ino, dd, dn));
         if let Some(a) = self.expect(got, &errs, 0, 0) {
@@ -1830,8 +1842,8 @@ impl Harness {
             }
         }
         let st = self.e.stats();
-        if st.inodes != self.nodes.len() as u64 {
-            self.fail(format!("{} inodes, model {}", st.inodes, self.nodes.len()));
+        if st.inodes != self.inodes() {
+            self.fail(format!("{} inodes, model {}", st.inodes, self.inodes()));
         }
         if st.pool.used > self.g.limit {
             self.fail(format!("used {} over the limit {}", st.pool.used, self.g.limit));

@@ -381,10 +381,12 @@ impl SectorFs {
     /// and `FS_IOC_SETFLAGS`) and of `xfs_io`'s (`FS_IOC_FSGETXATTR`,
     /// `FS_IOC_FSSETXATTR`), which the kernel sends for a regular file or a
     /// directory it opened for the purpose; `ENOTTY` for any other command.
-    /// As on tmpfs, `NODUMP` and `NOATIME` are kept (and inherited by new
-    /// entries); any other flag is `EOPNOTSUPP` (tmpfs also keeps
-    /// `IMMUTABLE` and `APPEND`, which this filesystem does not enforce, so
-    /// it does not accept them). The kernel checked that the caller owns the
+    /// As on tmpfs, `IMMUTABLE`, `APPEND`, `NODUMP` and `NOATIME` are kept
+    /// (the last two inherited by new entries); any other flag is
+    /// `EOPNOTSUPP`. The VFS does not see `i` and `a` on a FUSE inode, so
+    /// the engine enforces them (`inode_flags::IMMUTABLE`, `APPEND`: every
+    /// change they forbid is EPERM, to root too, as on Linux's own file
+    /// systems). The kernel checked that the caller owns the
     /// file or has `CAP_FOWNER` (`vfs_fileattr_set`, with or without
     /// `default_permissions`), and `CAP_LINUX_IMMUTABLE` for `i` and `a`;
     /// a uid check here would refuse `CAP_FOWNER`. Returns the bytes to
@@ -421,6 +423,32 @@ impl SectorFs {
             }
             _ => Err(libc::ENOTTY),
         }
+    }
+
+    /// Page-cache write-back into an append-only file (`chattr +a`): the
+    /// kernel writes whole pages, from below the size the file had. The
+    /// part below the size is dropped if it is what the file holds (the
+    /// page's unchanged head), and the write refused (`Permission`) if it
+    /// differs (a store through a mapping into the file's old bytes).
+    /// Returns where and what to write, and how many bytes were dropped.
+    fn append_only_writeback<'d>(&self, ino: u64, off: u64, data: &'d [u8]) -> engine::Result<(u64, &'d [u8], usize)> {
+        let a = self.engine.getattr(ino)?;
+        if a.flags & inode_flags::APPEND == 0 || off >= a.size {
+            return Ok((off, data, 0));
+        }
+        let below = usize::try_from(a.size - off).map_or(data.len(), |b| b.min(data.len()));
+        let same = self.engine.read_with_atime(ino, off, below, false, |held| {
+            let mut at = 0;
+            held.iter().all(|s| {
+                let ok = data.get(at..at + s.len()) == Some(&s[..]);
+                at += s.len();
+                ok
+            }) && at == below
+        })?;
+        if !same {
+            return Err(Error::Permission);
+        }
+        Ok((off + below as u64, &data[below..], below))
     }
 
     fn setattr(&self, h: &Header, s: &abi::fuse_setattr_in) -> Result<Attr, i32> {
@@ -907,7 +935,7 @@ impl Filesystem for SectorFs {
                 self.req.count(Counted::Link);
                 self.entry(reply, call(|| self.engine.link(oldnodeid, ino, name)));
             }
-            Op::Open { .. } => {
+            Op::Open { flags, .. } => {
                 self.req.count(Counted::Open);
                 // Not FUSE_ATOMIC_O_TRUNC: the kernel strips O_TRUNC here and
                 // truncates with a SETATTR under the inode's lock, which
@@ -916,7 +944,9 @@ impl Filesystem for SectorFs {
                 // as its offset then wrote there, after the truncate, and
                 // the file began with that many NUL bytes (a probe's `: >
                 // log` beside a logging process; tmpfs: none).
-                match call(|| self.engine.open(ino)) {
+                let write = flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
+                let append = flags as i32 & libc::O_APPEND != 0;
+                match call(|| self.engine.open_for(ino, write, append)) {
                     Ok(_) => reply.open(0, self.fopen),
                     Err(e) => reply.error(e),
                 }
@@ -942,7 +972,10 @@ impl Filesystem for SectorFs {
                     if kill {
                         self.kill_suidgid(h, ino)?;
                     }
-                    let n = match self.engine.write(ino, arg.offset, data) {
+                    // `kept`: the head of an append-only file's page, stored already.
+                    let (off, data, kept) =
+                        if cached { self.append_only_writeback(ino, arg.offset, data)? } else { (arg.offset, data, 0) };
+                    let n = match self.engine.write(ino, off, data) {
                         Err(Error::NoSpace) if cached => 0,
                         r => r?,
                     };
@@ -950,7 +983,7 @@ impl Filesystem for SectorFs {
                         self.writeback_refused.fetch_add((data.len() - n) as u64, Ordering::Relaxed);
                         return Err(engine::Error::NoSpace);
                     }
-                    Ok(n)
+                    Ok(kept + n)
                 }) {
                     Ok(n) => reply.written(n as u32),
                     Err(e) => reply.error(e),

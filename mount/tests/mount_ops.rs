@@ -706,9 +706,9 @@ fn inode_flags_as_chattr_sets_them() {
     set(&f, NODUMP | NOATIME).unwrap();
     assert_eq!(get(&f).unwrap(), NODUMP | NOATIME);
     assert!(ctime(&f) > before, "chattr left the change time (as stat sees it)");
-    // Not kept here (tmpfs keeps i and a; this filesystem would not enforce
-    // them): refused, nothing changed.
-    for bad in [0x10, 0x20, 0x8_0000, NODUMP | 0x10] {
+    // Flags tmpfs does not keep either (extents, compression): refused,
+    // nothing changed. `i` and `a`: `immutable_and_append_only_files`.
+    for bad in [0x8_0000, 0x4, NODUMP | 0x8_0000] {
         assert_eq!(errno(set(&f, bad)), libc::EOPNOTSUPP, "{bad:#x}");
     }
     assert_eq!(get(&f).unwrap(), NODUMP | NOATIME);
@@ -751,4 +751,118 @@ fn inode_flags_as_chattr_sets_them() {
     // SAFETY: an _IOR('z', 9, int): at most one int written.
     assert_eq!(unsafe { libc::ioctl(fd, 0x8004_7a09, &mut v) }, -1);
     assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOTTY));
+}
+
+/// `chattr +i` and `+a` are kept and enforced, as on tmpfs: the VFS does not
+/// see the flags on a FUSE inode, so the daemon refuses (EPERM, to root too)
+/// every change they forbid, and the flags themselves can be cleared.
+#[test]
+fn immutable_and_append_only_files() {
+    const SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const IMMUTABLE: i32 = 0x10;
+    const APPEND: i32 = 0x20;
+    let Some(m) = Mount::new(&[]) else { return };
+    let flags = |p: &std::path::Path, v: Option<i32>| -> io::Result<i32> {
+        let f = File::open(p)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let mut out: i32 = 0;
+        let r = match v {
+            // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer.
+            Some(v) => unsafe { libc::ioctl(fd, SETFLAGS, &v) },
+            // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer.
+            None => unsafe { libc::ioctl(fd, GETFLAGS, &mut out) },
+        };
+        if r == 0 {
+            Ok(out)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let eperm = |what: &str, r: io::Result<()>| assert_eq!(errno(r), libc::EPERM, "{what}");
+    let (f, g, d) = (m.p("f"), m.p("g"), m.p("d"));
+    fs::write(&f, b"data").unwrap();
+    fs::write(&g, b"log\n").unwrap();
+    fs::create_dir(&d).unwrap();
+    fs::write(d.join("in"), b"").unwrap();
+
+    // Immutable: nothing changes but the flags.
+    flags(&f, Some(IMMUTABLE)).unwrap();
+    assert_eq!(flags(&f, None).unwrap(), IMMUTABLE);
+    eperm("open for writing", OpenOptions::new().write(true).open(&f).map(drop));
+    eperm("open for appending", OpenOptions::new().append(true).open(&f).map(drop));
+    eperm(
+        "truncate",
+        fs::File::open(&f).and_then(|_| OpenOptions::new().write(true).truncate(true).open(&f)).map(drop),
+    );
+    eperm("unlink", fs::remove_file(&f));
+    eperm("rename", fs::rename(&f, m.p("f2")));
+    eperm("rename over it", fs::rename(&g, &f));
+    eperm("link", fs::hard_link(&f, m.p("f3")));
+    eperm("chmod", fs::set_permissions(&f, fs::Permissions::from_mode(0o600)));
+    eperm("setxattr", setxattr(&f, "user.x", b"1", 0));
+    eperm("utimes", fs::File::open(&f).and_then(|h| h.set_modified(std::time::SystemTime::now())));
+    assert_eq!(fs::read(&f).unwrap(), b"data", "reads work");
+    // An open handle from before the flag cannot write either.
+    fs::write(m.p("h"), b"x").unwrap();
+    let h = OpenOptions::new().write(true).open(m.p("h")).unwrap();
+    flags(&m.p("h"), Some(IMMUTABLE)).unwrap();
+    eperm("write through an older handle", h.write_at(b"y", 0).map(drop));
+    flags(&m.p("h"), Some(0)).unwrap();
+    flags(&f, Some(0)).unwrap();
+    fs::remove_file(&f).unwrap();
+
+    // Append-only: data goes only to the end.
+    flags(&g, Some(APPEND)).unwrap();
+    let mut a = OpenOptions::new().append(true).open(&g).unwrap();
+    a.write_all(b"more\n").unwrap();
+    eperm("open for writing without O_APPEND", OpenOptions::new().write(true).open(&g).map(drop));
+    eperm("truncate", OpenOptions::new().append(true).open(&g).and_then(|h| h.set_len(0)));
+    eperm("unlink", fs::remove_file(&g));
+    eperm("chmod", fs::set_permissions(&g, fs::Permissions::from_mode(0o600)));
+    eperm("setxattr", setxattr(&g, "user.x", b"1", 0));
+    eperm("punch a hole", fallocate(&a, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, 2));
+    fallocate(&a, libc::FALLOC_FL_KEEP_SIZE, 0, 1 << 20).unwrap();
+    assert_eq!(fs::read(&g).unwrap(), b"log\nmore\n");
+    flags(&g, Some(0)).unwrap();
+    fs::remove_file(&g).unwrap();
+
+    // Directories: immutable takes no entry and loses none; append-only
+    // takes entries and loses none.
+    flags(&d, Some(IMMUTABLE)).unwrap();
+    eperm("create in it", fs::write(d.join("new"), b"").map(drop));
+    eperm("mkdir in it", fs::create_dir(d.join("sub")));
+    eperm("unlink in it", fs::remove_file(d.join("in")));
+    flags(&d, Some(APPEND)).unwrap();
+    fs::write(d.join("new"), b"").unwrap();
+    eperm("unlink in it", fs::remove_file(d.join("new")));
+    eperm("rename out of it", fs::rename(d.join("new"), m.p("out")));
+    eperm("rmdir it", fs::remove_dir(&d));
+    flags(&d, Some(0)).unwrap();
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// Under `--cache writeback` the kernel writes an append back as whole
+/// pages, from below the file's old size: into an append-only file that
+/// head is what the file holds already, and the append is kept.
+#[test]
+fn append_only_files_take_appends_through_the_page_cache() {
+    const SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const APPEND: i32 = 0x20;
+    let Some(m) = Mount::new(&["--cache", "writeback"]) else { return };
+    let g = m.p("g");
+    let head: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(&g, &head).unwrap();
+    let f = File::open(&g).unwrap();
+    // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer.
+    assert_eq!(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), SETFLAGS, &APPEND) }, 0);
+    let mut a = OpenOptions::new().append(true).open(&g).unwrap();
+    a.write_all(b"appended").unwrap();
+    a.sync_all().unwrap();
+    drop(a);
+    let mut want = head.clone();
+    want.extend_from_slice(b"appended");
+    assert_eq!(fs::read(&g).unwrap(), want);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), SETFLAGS, &0i32) }, 0);
 }
