@@ -791,14 +791,14 @@ fn allowed_when_guarded(op: &Op<'_>, guards: u32, len: u64) -> bool {
         Op::Append { .. } => append_only,
         Op::Fallocate { mode, .. } => append_only && mode & !crate::data::FALLOC_KEEP_SIZE == 0,
         Op::SetAttr(s) => {
-            let owner_or_times = s.mode.is_some()
-                || s.uid.is_some()
-                || s.gid.is_some()
-                || s.atime.is_some()
-                || s.mtime.is_some()
-                || s.size.is_some();
+            // Both times to now (`utimensat` with no times, `touch`) is the
+            // one time change an append-only file takes (Linux `ATTR_TOUCH`;
+            // any other is `ATTR_TIMES_SET`, refused).
+            let touch = matches!((s.atime, s.mtime), (Some(SetTime::Now), Some(SetTime::Now)));
+            let times = (s.atime.is_some() || s.mtime.is_some()) && !(append_only && touch);
+            let owner_or_size = s.mode.is_some() || s.uid.is_some() || s.gid.is_some() || s.size.is_some();
             let other = s.ctime.is_some() || s.crtime.is_some() || s.flags.is_some();
-            !owner_or_times && (append_only || !other)
+            !owner_or_size && !times && (append_only || !other)
         }
         // A clone's source only lends pages; time updates from reads and
         // from changes elsewhere (a link count, entries) are the kernel's.

@@ -446,7 +446,8 @@ fn immutable_and_append_only_refuse_changes() {
     assert_eq!(e.fallocate(f, KEEP, 0, 4096), perm);
     assert_eq!(e.setattr(f, &SetAttr { size: Some(0), ..SetAttr::default() }).map(drop), perm);
     assert_eq!(e.setattr(f, &SetAttr { mode: Some(0o600), ..SetAttr::default() }).map(drop), perm);
-    assert_eq!(e.setattr(f, &SetAttr { mtime: Some(SetTime::Now), ..SetAttr::default() }).map(drop), perm);
+    let touch = SetAttr { atime: Some(SetTime::Now), mtime: Some(SetTime::Now), ..SetAttr::default() };
+    assert_eq!(e.setattr(f, &touch).map(drop), perm);
     assert_eq!(e.setxattr(f, b"user.x", b"1", 0), perm);
     assert_eq!(e.open_for(f, true, true).map(drop), perm);
     assert!(e.open_for(f, false, false).is_ok(), "reading is fine");
@@ -465,6 +466,11 @@ fn immutable_and_append_only_refuse_changes() {
     assert_eq!(e.fallocate(f, KEEP, 0, 4096), Ok(()));
     assert_eq!(e.fallocate(f, PUNCH | KEEP, 0, 1), perm);
     assert_eq!(e.setattr(f, &SetAttr { size: Some(1), ..SetAttr::default() }).map(drop), perm);
+    // Times: `touch` (both to now) only.
+    let times = |a, m| SetAttr { atime: a, mtime: m, ..SetAttr::default() };
+    assert!(e.setattr(f, &times(Some(SetTime::Now), Some(SetTime::Now))).is_ok());
+    assert_eq!(e.setattr(f, &times(Some(SetTime::Now), None)).map(drop), perm);
+    assert_eq!(e.setattr(f, &times(None, Some(SetTime::At(t(5, 0))))).map(drop), perm);
     assert_eq!(e.open_for(f, true, false).map(drop), perm);
     assert!(e.open_for(f, true, true).is_ok());
     e.release(f);
