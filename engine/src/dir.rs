@@ -166,6 +166,12 @@ impl Dir {
         self.index.len()
     }
 
+    /// The cookie the next entry inserted will get: every entry here now
+    /// has a lower one.
+    pub(crate) fn next_cookie(&self) -> u64 {
+        self.next_cookie
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.index.is_empty()
     }

@@ -152,7 +152,21 @@ impl Engine {
     /// # References
     /// `pwrite(2)`
     pub fn write(&self, ino: Ino, off: u64, data: &[u8]) -> Result<usize> {
-        self.write_op(ino, off, data, true)
+        self.write_op(ino, off, data, true, false)
+    }
+
+    /// [`Engine::write`] for page-cache write-back (FUSE's cached writes,
+    /// WinFsp's paging writes): the bytes were written into the kernel's
+    /// cache while the file took them, so chattr `i` and `a` set since do
+    /// not refuse them, as on Linux's own file systems, which write back a
+    /// file's dirty pages whatever its flags became (without this, an
+    /// append through the cache reached the daemon as whole pages from
+    /// below the old size and was refused).
+    ///
+    /// # Errors
+    /// As [`Engine::write`].
+    pub fn write_cached(&self, ino: Ino, off: u64, data: &[u8]) -> Result<usize> {
+        self.write_op(ino, off, data, true, true)
     }
 
     /// [`Engine::write`] all or nothing: at the limit it stores nothing and
@@ -161,13 +175,14 @@ impl Engine {
     /// # Errors
     /// As [`Engine::write`], and `NoSpace` whenever all of `data` does not fit.
     pub fn write_whole(&self, ino: Ino, off: u64, data: &[u8]) -> Result<()> {
-        self.write_op(ino, off, data, false).map(|_| ())
+        self.write_op(ino, off, data, false, false).map(|_| ())
     }
 
-    fn write_op(&self, ino: Ino, off: u64, data: &[u8], short: bool) -> Result<usize> {
+    fn write_op(&self, ino: Ino, off: u64, data: &[u8], short: bool, cached: bool) -> Result<usize> {
         let _gate = self.gate.enter();
         let n = self.node(ino)?;
-        n.submit(&self.cx(), &self.logical, Op::Write { off, data: Cow::Borrowed(data), short }).map(|w| w as usize)
+        let op = Op::Write { off, data: Cow::Borrowed(data), short, cached };
+        n.submit(&self.cx(), &self.logical, op).map(|w| w as usize)
     }
 
     /// Appends `data` atomically at the end; returns the offset it was written at.
@@ -307,7 +322,12 @@ impl Engine {
                 if got == 0 {
                     break; // cannot happen: `pos` is inside the snapshot's data
                 }
-                let op = Op::Write { off: off_out + (pos - off_in), data: Cow::Borrowed(&buf[..got]), short: true };
+                let op = Op::Write {
+                    off: off_out + (pos - off_in),
+                    data: Cow::Borrowed(&buf[..got]),
+                    short: true,
+                    cached: false,
+                };
                 (pos + got as u64, op)
             };
             // Only a write may store less than its piece (`Op::Zero` gives 0).

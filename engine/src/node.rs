@@ -710,10 +710,13 @@ pub(crate) type ClonePages = Arc<crate::sector::Transit>;
 pub(crate) enum Op<'a> {
     /// `short`: at the limit, store what fits and return its length
     /// (`FileData::write_some`); else all or nothing.
+    /// `cached`: page-cache write-back (`Engine::write_cached`), which
+    /// chattr `i` and `a` do not refuse.
     Write {
         off: u64,
         data: Cow<'a, [u8]>,
         short: bool,
+        cached: bool,
     },
     Append {
         data: Cow<'a, [u8]>,
@@ -787,9 +790,16 @@ pub(crate) enum Op<'a> {
 fn allowed_when_guarded(op: &Op<'_>, guards: u32, len: u64) -> bool {
     let append_only = guards & inode_flags::IMMUTABLE == 0;
     match op {
+        // Write-back carries writes made while the file allowed them (a
+        // file made immutable or append-only with dirty pages in the
+        // kernel's cache: Linux's own file systems write those back too).
+        Op::Write { cached: true, .. } => true,
         Op::Write { off, .. } => append_only && *off >= len,
         Op::Append { .. } => append_only,
         Op::Fallocate { mode, .. } => append_only && mode & !crate::data::FALLOC_KEEP_SIZE == 0,
+        Op::SetAttr(s) if s.cached_times => {
+            *s == SetAttr { mtime: s.mtime, ctime: s.ctime, cached_times: true, ..SetAttr::default() }
+        }
         Op::SetAttr(s) => {
             // Both times to now (`utimensat` with no times, `touch`) is the
             // one time change an append-only file takes (Linux `ATTR_TOUCH`;
@@ -817,7 +827,7 @@ impl<'a> Request<'a> for Op<'a> {
     type Owned = Op<'static>;
     fn into_owned(self) -> Op<'static> {
         match self {
-            Op::Write { off, data, short } => Op::Write { off, data: own(data), short },
+            Op::Write { off, data, short, cached } => Op::Write { off, data: own(data), short, cached },
             Op::Append { data } => Op::Append { data: own(data) },
             Op::SetAttr(s) => Op::SetAttr(s),
             Op::Fallocate { mode, off, len } => Op::Fallocate { mode, off, len },
@@ -1156,7 +1166,7 @@ impl Node {
             return Err(Error::Permission);
         }
         match op {
-            Op::Write { off, data, short } => {
+            Op::Write { off, data, short, .. } => {
                 self.regular()?;
                 let ed = &mut Self::edit(cx, retiring, w.ver, young_after);
                 let n = if short {

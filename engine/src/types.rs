@@ -236,6 +236,11 @@ pub struct SetAttr {
     /// With `kill_suidgid`: clear the set-group-ID bit even without group
     /// execute (the caller is outside the file's group and unprivileged).
     pub kill_sgid: bool,
+    /// The kernel's write-back of the modification and change times it
+    /// kept for writes through its cache (FUSE's writeback cache flushes
+    /// them with the data): as `Engine::write_cached`, chattr `i` and `a`
+    /// do not refuse it. Only `mtime` and `ctime` may be set with it.
+    pub cached_times: bool,
 }
 
 /// `renameat2(2)` flags.

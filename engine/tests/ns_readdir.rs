@@ -258,3 +258,46 @@ fn directory_size_grows_with_entries() {
     assert_eq!(e.getattr(d).unwrap().size, s0);
     teardown(&e);
 }
+
+/// A listing that stops at `readdir_end` taken when it starts lists each
+/// entry once, even while every entry it returns is renamed away and back
+/// (which moves the name to the end): xfstests generic/736 never finished.
+#[test]
+fn a_listing_to_its_end_survives_renames() {
+    let e = Engine::new(engine::Config::default()).unwrap();
+    let d = mkdir(&e, ROOT, b"d");
+    for i in 0..100 {
+        e.forget(e.create(d, format!("f{i}").as_bytes(), 0o644, 0, 0).unwrap().ino, 1);
+    }
+    let end = e.readdir_end(d).unwrap();
+    let mut seen = Vec::new();
+    let mut from = 0;
+    loop {
+        let mut batch = Vec::new();
+        e.readdir_to(d, from, end, |x| {
+            batch.push((x.name.to_vec(), x.next));
+            batch.len() < 7
+        })
+        .unwrap();
+        let Some(&(_, next)) = batch.last() else { break };
+        from = next;
+        for (name, _) in batch {
+            if name != b"." && name != b".." {
+                e.rename(d, &name, d, b"tmp", 0).unwrap();
+                e.rename(d, b"tmp", d, &name, 0).unwrap();
+            }
+            seen.push(name);
+        }
+        assert!(seen.len() <= 102, "the listing did not end");
+    }
+    assert_eq!(seen.len(), 102, "each entry once, with . and ..");
+    // A new listing sees them all (at their new cookies), and what came after.
+    e.forget(e.create(d, b"late", 0o644, 0, 0).unwrap().ino, 1);
+    let mut n = 0;
+    e.readdir_to(d, 0, e.readdir_end(d).unwrap(), |_| {
+        n += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(n, 103);
+}

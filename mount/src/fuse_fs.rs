@@ -123,6 +123,23 @@ pub(crate) struct TransportInfo {
 }
 
 /// The FUSE file system: an engine and the caching policy.
+/// An open directory handle: where its listing ends (`SectorFs::readdir`).
+/// The kernel sends one handle's reads one at a time (under the file's
+/// position lock), so relaxed loads and stores do.
+#[derive(Clone)]
+struct DirHandle(Arc<DirEnd>);
+
+struct DirEnd {
+    fh: u64,
+    end: AtomicU64,
+}
+
+impl engine::sync::Keyed for DirHandle {
+    fn key(&self) -> &u64 {
+        &self.0.fh
+    }
+}
+
 pub(crate) struct SectorFs {
     engine: Arc<Engine>,
     entry_ttl: Duration,
@@ -156,6 +173,12 @@ pub(crate) struct SectorFs {
     /// not keep the connection open): attributes a request changed without
     /// a reply that carries them.
     notifier: std::sync::Mutex<Option<sectorfs_fuse::dev::Notifier<std::os::fd::OwnedFd>>>,
+    /// Open directory handles: where each one's listing ends
+    /// (`Engine::readdir_end`, taken again at offset 0). One entry per
+    /// directory the kernel holds open, gone at `RELEASEDIR`.
+    dir_ends: engine::sync::ShardMap<DirHandle>,
+    /// The next directory handle number.
+    next_dir_fh: AtomicU64,
 }
 
 impl SectorFs {
@@ -194,6 +217,8 @@ impl SectorFs {
             saver: None,
             writeback_refused: AtomicU64::new(0),
             notifier: std::sync::Mutex::new(None),
+            dir_ends: engine::sync::ShardMap::default(),
+            next_dir_fh: AtomicU64::new(1),
         }
     }
 
@@ -425,32 +450,6 @@ impl SectorFs {
         }
     }
 
-    /// Page-cache write-back into an append-only file (`chattr +a`): the
-    /// kernel writes whole pages, from below the size the file had. The
-    /// part below the size is dropped if it is what the file holds (the
-    /// page's unchanged head), and the write refused (`Permission`) if it
-    /// differs (a store through a mapping into the file's old bytes).
-    /// Returns where and what to write, and how many bytes were dropped.
-    fn append_only_writeback<'d>(&self, ino: u64, off: u64, data: &'d [u8]) -> engine::Result<(u64, &'d [u8], usize)> {
-        let a = self.engine.getattr(ino)?;
-        if a.flags & inode_flags::APPEND == 0 || off >= a.size {
-            return Ok((off, data, 0));
-        }
-        let below = usize::try_from(a.size - off).map_or(data.len(), |b| b.min(data.len()));
-        let same = self.engine.read_with_atime(ino, off, below, false, |held| {
-            let mut at = 0;
-            held.iter().all(|s| {
-                let ok = data.get(at..at + s.len()) == Some(&s[..]);
-                at += s.len();
-                ok
-            }) && at == below
-        })?;
-        if !same {
-            return Err(Error::Permission);
-        }
-        Ok((off + below as u64, &data[below..], below))
-    }
-
     fn setattr(&self, h: &Header, s: &abi::fuse_setattr_in) -> Result<Attr, i32> {
         let has = |f: u32| s.valid & f != 0;
         let time = |now: u32, set: u32, secs: u64, nanos: u32| {
@@ -510,6 +509,13 @@ impl SectorFs {
             inode_flags: None,
             kill_suidgid,
             kill_sgid,
+            // Under the writeback cache the kernel keeps a file's times
+            // while it writes through its cache and sends them back with
+            // the data (`fuse_flush_times`): the modification and change
+            // times alone.
+            cached_times: self.cache == CacheMode::Writeback
+                && s.valid & fields == abi::FATTR_MTIME
+                && has(abi::FATTR_CTIME),
         };
         call(|| self.engine.setattr(h.nodeid, &set))
     }
@@ -537,18 +543,31 @@ impl SectorFs {
 
     fn readdir(&self, ino: u64, arg: &abi::fuse_read_in, plus: bool, reply: Reply<'_>) {
         let max = (arg.size as usize).min(MAX_WRITE as usize);
+        // Where this handle's listing ends: taken when it starts (offset 0:
+        // the first read, or a `rewinddir`), so that entries renamed during
+        // it, which move to the end, are not listed again and again.
+        let end = if arg.offset == 0 {
+            let end = match self.engine.readdir_end(ino) {
+                Ok(e) => e,
+                Err(e) => return reply.error(e.errno()),
+            };
+            self.dir_ends.with(&arg.fh, |h| h.0.end.store(end, Ordering::Relaxed));
+            end
+        } else {
+            self.dir_ends.with(&arg.fh, |h| h.0.end.load(Ordering::Relaxed)).unwrap_or(u64::MAX)
+        };
         DIR_BUF.with_borrow_mut(|buf| {
             let mut d = DirBuf::new(buf, max);
             let res = if plus {
                 call(|| {
-                    self.engine.readdir_plus(ino, arg.offset, |e, a| {
+                    self.engine.readdir_plus_to(ino, arg.offset, end, |e, a| {
                         // False when the entry did not fit: the engine then
                         // gives back the lookup reference it took for it.
                         d.add_plus(&self.entry_out(a), e.next, dt(e.kind), e.name)
                     })
                 })
             } else {
-                call(|| self.engine.readdir(ino, arg.offset, |e| d.add(e.ino, e.next, dt(e.kind), e.name)))
+                call(|| self.engine.readdir_to(ino, arg.offset, end, |e| d.add(e.ino, e.next, dt(e.kind), e.name)))
             };
             match res {
                 Ok(()) => reply.data(d.bytes()),
@@ -972,10 +991,12 @@ impl Filesystem for SectorFs {
                     if kill {
                         self.kill_suidgid(h, ino)?;
                     }
-                    // `kept`: the head of an append-only file's page, stored already.
-                    let (off, data, kept) =
-                        if cached { self.append_only_writeback(ino, arg.offset, data)? } else { (arg.offset, data, 0) };
-                    let n = match self.engine.write(ino, off, data) {
+                    let stored = if cached {
+                        self.engine.write_cached(ino, arg.offset, data)
+                    } else {
+                        self.engine.write(ino, arg.offset, data)
+                    };
+                    let n = match stored {
                         Err(Error::NoSpace) if cached => 0,
                         r => r?,
                     };
@@ -983,7 +1004,7 @@ impl Filesystem for SectorFs {
                         self.writeback_refused.fetch_add((data.len() - n) as u64, Ordering::Relaxed);
                         return Err(engine::Error::NoSpace);
                     }
-                    Ok(kept + n)
+                    Ok(n)
                 }) {
                     Ok(n) => reply.written(n as u32),
                     Err(e) => reply.error(e),
@@ -1046,14 +1067,17 @@ impl Filesystem for SectorFs {
             }
             Op::Opendir { .. } => {
                 self.req.count(Counted::Opendir);
-                // Directory handles are stateless: readdir offsets are engine
-                // cookies. Answered, and without FOPEN_CACHE_DIR: the kernel
-                // then keeps no copy of the listing. Under
-                // FUSE_NO_OPENDIR_SUPPORT (ENOSYS here) it caches every
-                // listing and an open one went on returning entries deleted
-                // after it began (a probe: 12,286-20,000 of 20,000 deleted
-                // names; tmpfs, the 1,022 of the reader's first buffer).
-                reply.open(0, 0);
+                // Readdir offsets are engine cookies; a handle holds where
+                // its listing ends (`readdir`). Answered, and without
+                // FOPEN_CACHE_DIR: the kernel then keeps no copy of the
+                // listing. Under FUSE_NO_OPENDIR_SUPPORT (ENOSYS here) it
+                // caches every listing and an open one went on returning
+                // entries deleted after it began (a probe: 12,286-20,000 of
+                // 20,000 deleted names; tmpfs, the 1,022 of the reader's
+                // first buffer).
+                let fh = self.next_dir_fh.fetch_add(1, Ordering::Relaxed);
+                self.dir_ends.insert(DirHandle(Arc::new(DirEnd { fh, end: AtomicU64::new(u64::MAX) })));
+                reply.open(fh, 0);
             }
             Op::Readdir(r) => {
                 self.req.count(Counted::Readdir);
@@ -1063,8 +1087,9 @@ impl Filesystem for SectorFs {
                 self.req.count(Counted::Readdirplus);
                 self.readdir(ino, &r, true, reply);
             }
-            Op::Releasedir(_) => {
+            Op::Releasedir(r) => {
                 self.req.count(Counted::Releasedir);
+                self.dir_ends.remove(&r.fh);
                 reply.ok();
             }
             Op::Setxattr { name, value, flags, setxattr_flags } => {

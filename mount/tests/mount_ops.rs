@@ -843,8 +843,8 @@ fn immutable_and_append_only_files() {
 }
 
 /// Under `--cache writeback` the kernel writes an append back as whole
-/// pages, from below the file's old size: into an append-only file that
-/// head is what the file holds already, and the append is kept.
+/// pages, from below the file's old size, and writes back pages dirtied
+/// before a file became immutable or append-only: both are kept.
 #[test]
 fn append_only_files_take_appends_through_the_page_cache() {
     const SETFLAGS: libc::c_ulong = 0x4008_6602;
@@ -865,4 +865,61 @@ fn append_only_files_take_appends_through_the_page_cache() {
     assert_eq!(fs::read(&g).unwrap(), want);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), SETFLAGS, &0i32) }, 0);
+
+    // Written, then made immutable before the kernel wrote it back.
+    const IMMUTABLE: i32 = 0x10;
+    let i = m.p("i");
+    fs::write(&i, &head).unwrap();
+    let f = File::open(&i).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), SETFLAGS, &IMMUTABLE) }, 0);
+    f.sync_all().unwrap();
+    assert_eq!(fs::read(&i).unwrap(), head);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), SETFLAGS, &0i32) }, 0);
+}
+
+/// A listing ends while every entry it returns is renamed away and back
+/// (which gives the name a new place at the end of the directory):
+/// xfstests generic/736, 5,000 entries, never finished before; tmpfs ends
+/// it. `rewinddir` (a listing read again from the start) sees what was
+/// created since.
+#[test]
+fn a_listing_ends_while_its_entries_are_renamed() {
+    let Some(m) = Mount::new(&[]) else { return };
+    let d = m.p("d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..2000 {
+        File::create(d.join(format!("file{i:05}"))).unwrap();
+    }
+    let mut seen = 0;
+    for e in fs::read_dir(&d).unwrap() {
+        let p = e.unwrap().path();
+        fs::rename(&p, d.join("tmp")).unwrap();
+        fs::rename(d.join("tmp"), &p).unwrap();
+        seen += 1;
+        assert!(seen <= 2000, "the listing goes on past its 2,000 entries");
+    }
+    assert_eq!(seen, 2000);
+
+    // rewinddir: the same handle read again from the start.
+    let c = cstr(&d);
+    // SAFETY: a NUL-terminated path; the stream is closed below.
+    let dir = unsafe { libc::opendir(c.as_ptr()) };
+    assert!(!dir.is_null());
+    let count = |dir: *mut libc::DIR| {
+        let mut n = 0;
+        // SAFETY: `dir` is an open stream.
+        while !unsafe { libc::readdir(dir) }.is_null() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(count(dir), 2002);
+    File::create(d.join("late")).unwrap();
+    // SAFETY: `dir` is an open stream.
+    unsafe { libc::rewinddir(dir) };
+    assert_eq!(count(dir), 2003, "rewinddir sees the new entry");
+    // SAFETY: opened above, closed once.
+    unsafe { libc::closedir(dir) };
 }
