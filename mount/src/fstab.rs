@@ -23,6 +23,15 @@
 //! `auto`/`noauto`, `user`/`users`/`nouser`, `nofail`, `_netdev`, and
 //! `x-*`/`comment=` (for systemd and fstab tools). Anything else is an
 //! error naming the option.
+//!
+//! `mount -o remount,ro MOUNTPOINT` (and any `remount`) runs the helper with
+//! `remount` among the options: [`remount`] then changes the kernel's flags
+//! of the mount in place (`ro`/`rw`, `nosuid`, `nodev`, `noexec`, the access
+//! time modes, `sync`, `dirsync`, `lazytime`, `nodiratime`), as the kernel
+//! does for tmpfs. sectorfs's own options keep the values the disk was
+//! mounted with (mount(8) passes fstab's along on a remount); a remount
+//! that would change `size=` or another of them is not possible while the
+//! disk is mounted, and they are ignored.
 
 use std::ffi::OsString;
 
@@ -119,23 +128,8 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
                 let mode = if key == "atime" { "relatime" } else { key };
                 out.push(kv("--atime", mode));
             }
-            "async"
-            | "sync"
-            | "nodiratime"
-            | "diratime"
-            | "lazytime"
-            | "nolazytime"
-            | "default_permissions"
-            | "defaults"
-            | "auto"
-            | "noauto"
-            | "user"
-            | "users"
-            | "nouser"
-            | "nofail"
-            | "_netdev"
-            | "silent"
-            | "loud" => flag()?,
+            "async" | "sync" | "nodiratime" | "diratime" | "lazytime" | "nolazytime" => flag()?,
+            k if FOR_TOOLS.contains(&k) => flag()?,
             "comment" | "subtype" => {}
             k if k.starts_with("x-") => {}
             _ => return Err(format!("unknown mount option {opt:?} (see `sectorfs mount --help` and docs/GUIDE.md)")),
@@ -153,6 +147,99 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
         out.push("--foreground".into());
     }
     Ok(out)
+}
+
+/// Options for mount(8), fstab tools and FUSE that change nothing here.
+const FOR_TOOLS: &[&str] = &[
+    "default_permissions",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "nofail",
+    "_netdev",
+    "silent",
+    "loud",
+];
+
+/// If the helper-form `args` ask for a remount (`remount` among the
+/// options), the `mount(2)` flags to remount the mount point with, and
+/// the mount point; `None` for a mount.
+///
+/// # Errors
+/// An option that is neither a kernel flag nor one of sectorfs's (which a
+/// remount ignores: they cannot change on a mounted disk), or bad
+/// arguments.
+#[cfg(target_os = "linux")]
+pub(crate) fn remount_request(args: &[OsString]) -> Result<Option<(libc::c_ulong, OsString)>, String> {
+    let mut opts: Vec<String> = Vec::new();
+    let mut positional = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-o") => {
+                let o = it.next().and_then(|o| o.to_str()).ok_or("-o needs a list of UTF-8 options")?;
+                opts.extend(o.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+            }
+            Some(o) if o.starts_with("-o") && o.len() > 2 => {
+                opts.extend(o[2..].split(',').filter(|s| !s.is_empty()).map(str::to_string));
+            }
+            Some(o) if o.starts_with('-') => {}
+            _ => positional.push(a.clone()),
+        }
+    }
+    if !opts.iter().any(|o| o == "remount") {
+        return Ok(None);
+    }
+    let mp = positional.pop().ok_or("remount needs a mount point")?;
+    let mut flags = libc::MS_REMOUNT;
+    for opt in &last_of_each(&opts) {
+        let key = opt.split_once('=').map_or(opt.as_str(), |(k, _)| k);
+        flags |= match key {
+            "ro" => libc::MS_RDONLY,
+            "nosuid" => libc::MS_NOSUID,
+            "nodev" => libc::MS_NODEV,
+            "noexec" => libc::MS_NOEXEC,
+            "noatime" => libc::MS_NOATIME,
+            "strictatime" => libc::MS_STRICTATIME,
+            "relatime" | "atime" => libc::MS_RELATIME,
+            "nodiratime" => libc::MS_NODIRATIME,
+            "sync" => libc::MS_SYNCHRONOUS,
+            "dirsync" => libc::MS_DIRSYNC,
+            "lazytime" => libc::MS_LAZYTIME,
+            "remount" | "rw" | "suid" | "dev" | "exec" | "async" | "diratime" | "nolazytime" | "comment"
+            | "subtype" => 0,
+            k if FOR_TOOLS.contains(&k) => 0,
+            // The FUSE mount's own, as /proc/mounts shows them (mount(8)
+            // passes them along): fixed for the mount's life.
+            "user_id" | "group_id" | "rootmode" | "max_read" | "blksize" | "fd" => 0,
+            // sectorfs's own: they keep the values the disk was mounted with.
+            "size" | "nr_inodes" | "mode" | "uid" | "gid" | "sector_size" | "threads" | "cache" | "transport"
+            | "reserve" | "image" | "label" | "fsname" | "case_insensitive" | "allow_other" => 0,
+            k if k.starts_with("x-") => 0,
+            _ => return Err(format!("unknown mount option {opt:?} (see `sectorfs mount --help` and docs/GUIDE.md)")),
+        };
+    }
+    Ok(Some((flags, mp)))
+}
+
+/// Remounts `mp` with `flags` ([`remount_request`]): the kernel's flags of
+/// the mount change in place; the disk and its daemon are untouched.
+///
+/// # Errors
+/// The kernel's refusal (not a mount point, not permitted).
+#[cfg(target_os = "linux")]
+pub(crate) fn remount(flags: libc::c_ulong, mp: &std::ffi::OsStr) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(mp.as_bytes()).map_err(|_| "the mount point has a NUL byte")?;
+    // SAFETY: NUL-terminated strings alive for the call; no data argument.
+    let r = unsafe { libc::mount(c"sectorfs".as_ptr(), c.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
+    if r != 0 {
+        return Err(format!("cannot remount {}: {}", mp.to_string_lossy(), std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// The options with only the last of each repeated one kept, in order:
@@ -324,6 +411,14 @@ mod tests {
         assert_eq!(parse_count("4k"), Ok(4096));
         assert_eq!(parse_count("1G"), Ok(1 << 30));
         assert!(parse_count("99999999999999g").is_err());
+        let r = |a: &[&str]| remount_request(&os(a));
+        assert_eq!(r(&["s", "/m", "-o", "rw,size=1G"]).unwrap(), None, "a mount, not a remount");
+        let (flags, mp) = r(&["/m", "-o", "rw,remount,ro,nosuid,user_id=0,size=8G,relatime"]).unwrap().unwrap();
+        assert_eq!(mp, "/m");
+        assert_eq!(flags, libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_RELATIME);
+        let (flags, _) = r(&["s", "/m", "-o", "remount,ro,rw"]).unwrap().unwrap();
+        assert_eq!(flags, libc::MS_REMOUNT, "the last of ro and rw counts");
+        assert!(r(&["/m", "-o", "remount,huge"]).unwrap_err().contains("huge"));
         let k = parse_kernel_options("nosuid,ro,dev,suid").unwrap();
         assert_eq!(k, KernelOptions { suid: Some(true), dev: Some(true), exec: None, ro: true });
         assert_eq!(k.words(), ["ro", "suid", "dev"]);

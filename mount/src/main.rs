@@ -392,6 +392,11 @@ fn parse_cli() -> Result<Cli, String> {
             .collect();
         let subs: Vec<&str> = subcommands.iter().map(String::as_str).collect();
         if fstab::is_helper_form(&args, &subs) {
+            #[cfg(target_os = "linux")]
+            if let Some((flags, mp)) = fstab::remount_request(&args)? {
+                fstab::remount(flags, &mp)?;
+                std::process::exit(0);
+            }
             let translated = fstab::helper_args(&args)?;
             return Cli::try_parse_from(std::iter::once("sectorfs".into()).chain(translated)).map_err(|e| {
                 e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()

@@ -55,6 +55,14 @@ echo "size: $(df -B1 --output=size "$MP" | tail -1 | tr -d ' ')"
 echo "inodes: $(df --output=itotal "$MP" | tail -1 | tr -d ' ')"
 echo hello > "$MP/x"
 echo "read: $(cat "$MP/x")"
+# remount: the kernel's flags change in place, the disk stays.
+mount -o remount,ro "$MP"
+echo "ro mounts: $(grep " $MP " /proc/self/mounts)"
+if echo more > "$MP/y" 2>/dev/null; then echo "ro write: written"; else echo "ro write: refused"; fi
+mount -o remount,rw "$MP"
+echo more > "$MP/y"
+echo "rw read: $(cat "$MP/x") $(cat "$MP/y")"
+if mount -o remount,bogus "$MP" 2>"$TMP/rerr"; then echo "bad remount: done"; else echo "bad remount: $(cat "$TMP/rerr")"; fi
 umount "$MP"
 echo "after umount: $(grep -c " $MP " /proc/self/mounts || true)"
 
@@ -100,6 +108,12 @@ fi
     assert_eq!(line("size:"), (64u64 << 20).to_string());
     assert_eq!(line("inodes:"), "1024");
     assert_eq!(line("read:"), "hello");
+    let ro = line("ro mounts:");
+    assert!(ro.contains(" ro,") && ro.contains("nosuid"), "remounted read-only, nosuid kept: {ro}");
+    assert_eq!(line("ro write:"), "refused");
+    assert_eq!(line("rw read:"), "hello more");
+    let bad = line("bad remount:");
+    assert!(bad.contains("bogus") && bad.contains("unknown mount option"), "{bad}");
     assert_eq!(line("after umount:"), "0");
     let fm = line("fstab mounts:");
     assert!(fm.starts_with("build ") && fm.contains("nodev"), "{fm}");
