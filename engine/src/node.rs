@@ -819,6 +819,11 @@ fn allowed_when_guarded(op: &Op<'_>, guards: u32, len: u64) -> bool {
     }
 }
 
+/// `IMMUTABLE` and `APPEND` of `flags` as the byte `Node::guard_bits` keeps.
+fn guard_byte(flags: u32) -> u8 {
+    ((flags & inode_flags::GUARDS) >> 24) as u8
+}
+
 fn own(c: Cow<'_, [u8]>) -> Cow<'static, [u8]> {
     Cow::Owned(c.into_owned())
 }
@@ -928,6 +933,12 @@ pub(crate) struct Node {
     /// only under `life`; an atomic only so it can sit in the node's padding
     /// instead of making `Life` (and its mutex) 8 bytes larger.
     gone: AtomicBool,
+    /// The published version's `IMMUTABLE` and `APPEND` (shifted down to
+    /// a byte), for the namespace's checks (`guards`): written by the
+    /// runner with the version that changes them. A hint read relaxed: a
+    /// check races a `chattr` either way; the runner checks its own
+    /// operations against the version itself.
+    guard_bits: crate::sync::FlagsU8,
     /// A directory's entries and `..`, or a symlink's target.
     extra: Option<Box<Extra>>,
 }
@@ -973,6 +984,7 @@ impl Node {
         special: Special,
     ) -> Node {
         let boxed = special.boxed(kind);
+        let snap_flags = snap.meta.flags;
         let extra = match special {
             _ if kind == FileType::Directory => Some(Extra::Dir(DirNode {
                 lock: RwLock::new(Dir::new()),
@@ -993,6 +1005,7 @@ impl Node {
             life: Mutex::new(Life { nlink, lookups: 0, opens: 0 }),
             nlink: AtomicU32::new(nlink),
             gone: AtomicBool::new(false),
+            guard_bits: crate::sync::FlagsU8::new(guard_byte(snap_flags)),
             extra,
         }
     }
@@ -1251,6 +1264,8 @@ impl Node {
                 }
                 if let Some(f) = s.inode_flags {
                     m.flags = (m.flags & !inode_flags::ALL) | (f & inode_flags::ALL);
+                    // Nothing below fails: the draft is published with it.
+                    self.guard_bits.store(guard_byte(m.flags), Ordering::Relaxed);
                 }
                 if s.kill_suidgid && self.kind != FileType::Directory {
                     m.perm &= !0o4000;
@@ -1396,9 +1411,10 @@ impl Node {
         }
     }
 
-    /// `IMMUTABLE` and `APPEND` of the published version (chattr `i`, `a`).
+    /// `IMMUTABLE` and `APPEND` of the published version (chattr `i`, `a`),
+    /// from the node's mirror of them.
     pub(crate) fn guards(&self) -> u32 {
-        self.load().meta.flags & inode_flags::GUARDS
+        u32::from(self.guard_bits.load(Ordering::Relaxed)) << 24
     }
 
     fn regular(&self) -> Result<()> {

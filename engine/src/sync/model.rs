@@ -27,6 +27,15 @@ pub use loom::sync::atomic;
 /// reservations use, which the models do check (`limit_reservation`,
 /// `ns_races::rename_whiteout_vs_create_at_inode_limit`).
 pub(crate) type TallyU64 = std::sync::atomic::AtomicU64;
+
+/// A node's chattr `i`/`a` flags mirrored for the namespace's checks
+/// (`Node::guards`): std's atomic even under loom, as [`TallyU64`]. No
+/// memory-safety or ordering protocol depends on it (a check races a
+/// `chattr` either way, as on Linux); read as the published version's
+/// flags (a hazard-protected load) in every create, unlink and rename, it
+/// multiplied the namespace models' interleavings (CI's loom pass went past
+/// its budget).
+pub(crate) type FlagsU8 = std::sync::atomic::AtomicU8;
 pub use loom::sync::Arc;
 pub use loom::thread_local;
 

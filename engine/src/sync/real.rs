@@ -11,6 +11,8 @@ pub use std::sync::atomic;
 /// A counter for accounting only (the metadata budget): a plain atomic
 /// here; under loom one that loom does not branch on (`model.rs`).
 pub(crate) type TallyU64 = std::sync::atomic::AtomicU64;
+/// A node's chattr `i`/`a` flags, mirrored (`model.rs`).
+pub(crate) type FlagsU8 = std::sync::atomic::AtomicU8;
 pub use std::sync::{Arc, Weak};
 pub use std::thread_local;
 
