@@ -357,29 +357,22 @@ impl Engine {
         Ok(r)
     }
 
-    /// Reserves what a hard link adds: its directory entry's `bytes` of
-    /// metadata and, if `inode`, one of `max_inodes`: tmpfs counts every
-    /// name of a file beyond its first (each pins a dentry), but not an
-    /// `O_TMPFILE` file's first name. The inode is given back with
-    /// [`Engine::release_link`] when a name goes and another stays.
-    /// [`Reserved::set_inode`] corrects `inode` under the file's lock.
-    ///
-    /// # Errors
-    /// `NoInodes`, `NoSpace` (metadata); nothing reserved then.
-    pub(crate) fn reserve_link(&self, bytes: u64, inode: bool) -> Result<Reserved<'_>> {
-        if inode {
-            self.reserve_inode()?;
+    /// Removes one name of non-directory `n` (its link count drops) and
+    /// frees `n` if nothing names it now; returns whether it was freed. A
+    /// name that leaves another gives back the inode it held: tmpfs counts
+    /// every name of a file beyond its first (each pins a dentry), and so
+    /// does `link` ([`Reserved::add_inode`]).
+    pub(crate) fn drop_name(&self, n: &Node) -> bool {
+        let mut named = false;
+        let freed = self.adjust_life(n, |n, l| {
+            let nl = l.nlink.saturating_sub(1);
+            n.set_nlink(l, nl);
+            named = nl > 0;
+        });
+        if named {
+            self.inodes.fetch_sub(1, Ordering::AcqRel);
         }
-        let mut r = Reserved { engine: self, meta: 0, inode };
-        self.meta.charge(bytes)?;
-        r.meta = bytes;
-        Ok(r)
-    }
-
-    /// Gives back the inode a removed name of a file held while the file
-    /// keeps another name ([`Engine::reserve_link`]).
-    pub(crate) fn release_link(&self) {
-        self.inodes.fetch_sub(1, Ordering::AcqRel);
+        freed
     }
 
     /// Releases the charge of a removed directory entry of `name_len` bytes.
@@ -555,18 +548,16 @@ impl Reserved<'_> {
         std::mem::forget(self);
     }
 
-    /// Makes the reservation hold an inode or not (a link's, decided
-    /// again under the file's lock: [`Engine::reserve_link`]).
+    /// Adds one of `max_inodes` to the reservation (a hard link's: a name
+    /// beyond a file's first counts as an inode, as on tmpfs; given back by
+    /// [`Engine::drop_name`]).
     ///
     /// # Errors
     /// `NoInodes`; the reservation is unchanged then.
-    pub(crate) fn set_inode(&mut self, inode: bool) -> Result<()> {
-        if inode && !self.inode {
-            self.engine.reserve_inode()?;
-        } else if !inode && self.inode {
-            self.engine.inodes.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.inode = inode;
+    pub(crate) fn add_inode(&mut self) -> Result<()> {
+        debug_assert!(!self.inode, "one inode a reservation");
+        self.engine.reserve_inode()?;
+        self.inode = true;
         Ok(())
     }
 }

@@ -1314,7 +1314,7 @@ impl Loader {
             return Err(corrupt(at, "some nodes are not reachable from the root (a loop, or a node without a name)"));
         }
         // Every name of a file beyond its first counts as an inode, as on
-        // tmpfs (`Engine::reserve_link`).
+        // tmpfs (`Reserved::add_inode`).
         let links: u64 = self
             .staged
             .values()

@@ -348,10 +348,7 @@ impl Engine {
         if n.guards() != 0 {
             return Err(Error::Permission);
         }
-        // A name beyond the file's first is an inode (not an `O_TMPFILE`
-        // file's first name): read here, decided again under the lock.
-        let first = n.life.lock().nlink == 0;
-        let mut reserved = self.reserve_link(entry_cost(newname.len()), !first)?;
+        let mut reserved = self.reserve(None, entry_cost(newname.len()))?;
         {
             let mut l = n.life.lock();
             if n.gone(&l) || (l.nlink == 0 && l.opens == 0) {
@@ -360,7 +357,11 @@ impl Engine {
             if l.nlink >= LINK_MAX {
                 return Err(Error::TooManyLinks);
             }
-            reserved.set_inode(l.nlink > 0)?;
+            if l.nlink > 0 {
+                // A name beyond the file's first is an inode (an
+                // `O_TMPFILE` file's first name is not: it has one).
+                reserved.add_inode()?;
+            }
             let nl = l.nlink + 1;
             n.set_nlink(&mut l, nl);
             l.lookups += 1;
@@ -398,17 +399,7 @@ impl Engine {
         }
         p.sync_entries(&d);
         self.touch(&p, true);
-        let mut named = false;
-        let freed = self.adjust_life(&child, |n, l| {
-            let nl = l.nlink.saturating_sub(1);
-            n.set_nlink(l, nl);
-            named = nl > 0;
-        });
-        if named {
-            // A name beyond the first goes: its inode (`reserve_link`).
-            self.release_link();
-        }
-        if !freed {
+        if !self.drop_name(&child) {
             // Another link or an open handle still shows the status change.
             self.touch(&child, false);
         }
@@ -762,15 +753,7 @@ impl Engine {
                 self.unlink_dir_locked(&p2, tn);
             } else {
                 self.touch(tn, false);
-                let mut named = false;
-                self.adjust_life(tn, |n, l| {
-                    let nl = l.nlink.saturating_sub(1);
-                    n.set_nlink(l, nl);
-                    named = nl > 0;
-                });
-                if named {
-                    self.release_link();
-                }
+                self.drop_name(tn);
             }
         }
         if src_dir && cross {
