@@ -52,29 +52,7 @@ pub(crate) fn is_helper_form(args: &[OsString], subcommands: &[&str]) -> bool {
 /// The `sectorfs mount ...` arguments for a helper-form call (`args` without
 /// the program name). Errors name the option.
 pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
-    let mut positional: Vec<&OsString> = Vec::new();
-    let mut foreground = false;
-    let mut opts: Vec<String> = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.to_str() {
-            Some("-o") => {
-                let o = it.next().ok_or("-o needs a list of options")?;
-                let o = o.to_str().ok_or("mount options must be UTF-8")?;
-                opts.extend(o.split(',').filter(|s| !s.is_empty()).map(str::to_string));
-            }
-            Some(o) if o.starts_with("-o") && o.len() > 2 => {
-                opts.extend(o[2..].split(',').filter(|s| !s.is_empty()).map(str::to_string));
-            }
-            // Stay in the foreground (also how the background start re-runs
-            // this command line for its daemon).
-            Some("-f" | "--foreground") => foreground = true,
-            // mount(8)'s verbose and no-mtab flags.
-            Some("-v" | "-n") => {}
-            Some(o) if o.starts_with('-') => return Err(format!("unknown argument {o:?}")),
-            _ => positional.push(a),
-        }
-    }
+    let Split { positional, opts, foreground } = split(args)?;
     let (source, mountpoint) = match positional.as_slice() {
         [mp] => (None, *mp),
         [src, mp] => (Some(*src), *mp),
@@ -149,6 +127,40 @@ pub(crate) fn helper_args(args: &[OsString]) -> Result<Vec<OsString>, String> {
     Ok(out)
 }
 
+/// The helper form's arguments: the positional ones, the `-o` options (in
+/// order, each list split at commas), and whether to stay in the
+/// foreground.
+struct Split<'a> {
+    positional: Vec<&'a OsString>,
+    opts: Vec<String>,
+    foreground: bool,
+}
+
+fn split(args: &[OsString]) -> Result<Split<'_>, String> {
+    let mut s = Split { positional: Vec::new(), opts: Vec::new(), foreground: false };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-o") => {
+                let o = it.next().ok_or("-o needs a list of options")?;
+                let o = o.to_str().ok_or("mount options must be UTF-8")?;
+                s.opts.extend(o.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+            }
+            Some(o) if o.starts_with("-o") && o.len() > 2 => {
+                s.opts.extend(o[2..].split(',').filter(|s| !s.is_empty()).map(str::to_string));
+            }
+            // Stay in the foreground (also how the background start re-runs
+            // this command line for its daemon).
+            Some("-f" | "--foreground") => s.foreground = true,
+            // mount(8)'s verbose and no-mtab flags.
+            Some("-v" | "-n") => {}
+            Some(o) if o.starts_with('-') => return Err(format!("unknown argument {o:?}")),
+            _ => s.positional.push(a),
+        }
+    }
+    Ok(s)
+}
+
 /// Options for mount(8), fstab tools and FUSE that change nothing here.
 const FOR_TOOLS: &[&str] = &[
     "default_permissions",
@@ -174,26 +186,11 @@ const FOR_TOOLS: &[&str] = &[
 /// arguments.
 #[cfg(target_os = "linux")]
 pub(crate) fn remount_request(args: &[OsString]) -> Result<Option<(libc::c_ulong, OsString)>, String> {
-    let mut opts: Vec<String> = Vec::new();
-    let mut positional = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.to_str() {
-            Some("-o") => {
-                let o = it.next().and_then(|o| o.to_str()).ok_or("-o needs a list of UTF-8 options")?;
-                opts.extend(o.split(',').filter(|s| !s.is_empty()).map(str::to_string));
-            }
-            Some(o) if o.starts_with("-o") && o.len() > 2 => {
-                opts.extend(o[2..].split(',').filter(|s| !s.is_empty()).map(str::to_string));
-            }
-            Some(o) if o.starts_with('-') => {}
-            _ => positional.push(a.clone()),
-        }
-    }
+    let Split { positional, opts, .. } = split(args)?;
     if !opts.iter().any(|o| o == "remount") {
         return Ok(None);
     }
-    let mp = positional.pop().ok_or("remount needs a mount point")?;
+    let mp = positional.last().ok_or("remount needs a mount point")?;
     let mut flags = libc::MS_REMOUNT;
     for opt in &last_of_each(&opts) {
         let key = opt.split_once('=').map_or(opt.as_str(), |(k, _)| k);
@@ -222,7 +219,7 @@ pub(crate) fn remount_request(args: &[OsString]) -> Result<Option<(libc::c_ulong
             _ => return Err(format!("unknown mount option {opt:?} (see `sectorfs mount --help` and docs/GUIDE.md)")),
         };
     }
-    Ok(Some((flags, mp)))
+    Ok(Some((flags, (*mp).clone())))
 }
 
 /// Remounts `mp` with `flags` ([`remount_request`]): the kernel's flags of
