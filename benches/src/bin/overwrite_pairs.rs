@@ -33,7 +33,9 @@
 //! scaling and memcpy's), the range of the per-round ratios, and the ratio
 //! of the best times.
 //!
-//! Usage: `overwrite_pairs [--rounds N]` (default 15).
+//! Usage: `overwrite_pairs [--rounds N] [--only ROW]` (default 15 rounds,
+//! every row; `--only` runs the named row, e.g. `--only two_threads` to
+//! alternate that row alone for longer).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -187,104 +189,142 @@ fn report_as(row: &str, names: (&str, &str), goal: Option<f64>, t: &[(f64, f64)]
 
 fn main() {
     let mut rounds = 15;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
             ("--rounds", Some(n)) => rounds = n.parse().expect("--rounds N"),
+            ("--only", Some(r)) if ROWS.contains(&r.as_str()) => only = Some(r),
             _ => {
-                eprintln!("usage: overwrite_pairs [--rounds N]");
+                eprintln!("usage: overwrite_pairs [--rounds N] [--only ROW]; rows: {}", ROWS.join(", "));
                 std::process::exit(2);
             }
         }
     }
+    let run = |row: &str| only.as_deref().is_none_or(|o| o == row);
     println!("overwrite_pairs: {rounds} interleaved rounds per row; ratio = memcpy time / engine time");
+    if ROWS[..ROWS.len() - 1].iter().any(|r| run(r)) {
+        one_thread(rounds, &run);
+    }
+    if run("two_threads") {
+        two_threads(rounds);
+    }
+}
 
+/// Every row, in the order run; the last is the only one not on the 1 GiB file.
+const ROWS: [&str; 9] = [
+    "seq_1M_overwrite",
+    "seq_1M_append",
+    "rand_4K_overwrite",
+    "rand_4K_overwrite_cow_flat",
+    "rand_4K_overwrite_vs_cow",
+    "rand_4K_read",
+    "rand_4K_read_flat_index",
+    "rand_4K_read_vs_flat",
+    "two_threads",
+];
+
+/// The rows on one 1 GiB file (those `run` accepts).
+fn one_thread(rounds: usize, run: &dyn Fn(&str) -> bool) {
     let fs = EngineFs::new(GIB + 512 * MIB, 64 << 10);
     let id = filled(&fs, "f", GIB);
     let mut mem = Buf::new(GIB as usize, 0x5A);
 
     let one_m = Buf::new(MIB as usize, 0xC3);
     let (mut mo, mut eo) = (0u64, 0u64);
-    let t = pairs(
-        rounds,
-        || {
-            time(|| {
-                for _ in 0..256 {
-                    let o = mo as usize;
-                    mem[o..o + MIB as usize].copy_from_slice(black_box(&one_m));
-                    mo = (mo + MIB) % GIB;
-                }
-                black_box(&mem[0]);
-            })
-        },
-        || {
-            time(|| {
-                for _ in 0..256 {
-                    fs.write(id, eo, black_box(&one_m));
-                    eo = (eo + MIB) % GIB;
-                }
-            })
-        },
-    );
-    report("seq_1M_overwrite", 0.9, &t);
+    if run("seq_1M_overwrite") {
+        let t = pairs(
+            rounds,
+            || {
+                time(|| {
+                    for _ in 0..256 {
+                        let o = mo as usize;
+                        mem[o..o + MIB as usize].copy_from_slice(black_box(&one_m));
+                        mo = (mo + MIB) % GIB;
+                    }
+                    black_box(&mem[0]);
+                })
+            },
+            || {
+                time(|| {
+                    for _ in 0..256 {
+                        fs.write(id, eo, black_box(&one_m));
+                        eo = (eo + MIB) % GIB;
+                    }
+                })
+            },
+        );
+        report("seq_1M_overwrite", 0.9, &t);
+    }
 
-    let mut small = Buf::new(64 * MIB as usize, 0x5A);
-    let t = pairs(
-        rounds,
-        || {
-            time(|| {
-                for o in (0..64 * MIB as usize).step_by(MIB as usize) {
-                    small[o..o + MIB as usize].copy_from_slice(black_box(&one_m));
-                }
-                black_box(&small[0]);
-            })
-        },
-        || {
-            let a = fs.create("append");
-            let d = time(|| {
-                for o in (0..64 * MIB).step_by(MIB as usize) {
-                    fs.write(a, o, black_box(&one_m));
-                }
-            });
-            fs.remove("append", a);
-            d
-        },
-    );
-    report("seq_1M_append", 0.9, &t);
+    if run("seq_1M_append") {
+        let mut small = Buf::new(64 * MIB as usize, 0x5A);
+        let t = pairs(
+            rounds,
+            || {
+                time(|| {
+                    for o in (0..64 * MIB as usize).step_by(MIB as usize) {
+                        small[o..o + MIB as usize].copy_from_slice(black_box(&one_m));
+                    }
+                    black_box(&small[0]);
+                })
+            },
+            || {
+                let a = fs.create("append");
+                let d = time(|| {
+                    for o in (0..64 * MIB).step_by(MIB as usize) {
+                        fs.write(a, o, black_box(&one_m));
+                    }
+                });
+                fs.remove("append", a);
+                d
+            },
+        );
+        report("seq_1M_append", 0.9, &t);
+    }
 
     let four_k = Buf::new(4 * KIB as usize, 0xC3);
     let (mut mo, mut eo) = (Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB));
-    let t = pairs(
-        rounds,
-        || memcpy_writes(&mut mem, &mut mo, &four_k),
-        || random_pass(&mut eo, |o| fs.write(id, o, black_box(&four_k))),
-    );
-    report("rand_4K_overwrite", 0.5, &t);
+    if run("rand_4K_overwrite") {
+        let t = pairs(
+            rounds,
+            || memcpy_writes(&mut mem, &mut mo, &four_k),
+            || random_pass(&mut eo, |o| fs.write(id, o, black_box(&four_k))),
+        );
+        report("rand_4K_overwrite", 0.5, &t);
+    }
 
     // The least a store pays that never writes a page readers may hold: each
     // write copies into a spare page and swaps it into a flat table of page
     // numbers (the replaced page becomes the spare). No locks, no
     // reclamation, no limit: a floor, not a design. No goal.
-    let mut cow = CowFlat::new(GIB);
-    let (mut mo, mut co) = (Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB));
-    let t = pairs(
-        rounds,
-        || memcpy_writes(&mut mem, &mut mo, &four_k),
-        || random_pass(&mut co, |o| cow.write(o, black_box(&four_k))),
-    );
-    report_as("rand_4K_overwrite_cow_flat", ("memcpy", "cow"), None, &t);
-    let t = pairs(
-        rounds,
-        || random_pass(&mut co, |o| cow.write(o, black_box(&four_k))),
-        || random_pass(&mut eo, |o| fs.write(id, o, black_box(&four_k))),
-    );
-    report_as("rand_4K_overwrite_vs_cow", ("cow", "engine"), None, &t);
-    drop(cow);
+    if run("rand_4K_overwrite_cow_flat") || run("rand_4K_overwrite_vs_cow") {
+        let mut cow = CowFlat::new(GIB);
+        let (mut mo, mut co) = (Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB));
+        if run("rand_4K_overwrite_cow_flat") {
+            let t = pairs(
+                rounds,
+                || memcpy_writes(&mut mem, &mut mo, &four_k),
+                || random_pass(&mut co, |o| cow.write(o, black_box(&four_k))),
+            );
+            report_as("rand_4K_overwrite_cow_flat", ("memcpy", "cow"), None, &t);
+        }
+        if run("rand_4K_overwrite_vs_cow") {
+            let t = pairs(
+                rounds,
+                || random_pass(&mut co, |o| cow.write(o, black_box(&four_k))),
+                || random_pass(&mut eo, |o| fs.write(id, o, black_box(&four_k))),
+            );
+            report_as("rand_4K_overwrite_vs_cow", ("cow", "engine"), None, &t);
+        }
+    }
 
     let (mut out, mut eout) = (Buf::new(4 * KIB as usize, 0), Buf::new(4 * KIB as usize, 0));
     let (mut mo, mut eo) = (Offsets::new(GIB, 4 * KIB), Offsets::new(GIB, 4 * KIB));
-    let t = pairs(rounds, || memcpy_reads(&mem, &mut mo, &mut out), || engine_reads(&fs, id, &mut eo, &mut eout));
-    report("rand_4K_read", 0.9, &t);
+    if run("rand_4K_read") {
+        let t = pairs(rounds, || memcpy_reads(&mem, &mut mo, &mut out), || engine_reads(&fs, id, &mut eo, &mut eout));
+        report("rand_4K_read", 0.9, &t);
+    }
 
     // What any store whose pages are not one array pays: the same reads
     // through a flat table of 262,144 page numbers (8 bytes each, as a
@@ -302,15 +342,24 @@ fn main() {
         black_box(&out[0]);
     };
     let mut fout = Buf::new(4 * KIB as usize, 0);
-    let t = pairs(rounds, || memcpy_reads(&mem, &mut mo, &mut out), || random_pass(&mut fo, |o| flat(o, &mut fout)));
-    report_as("rand_4K_read_flat_index", ("memcpy", "flat"), None, &t);
-    let t =
-        pairs(rounds, || random_pass(&mut fo, |o| flat(o, &mut fout)), || engine_reads(&fs, id, &mut eo, &mut eout));
-    report_as("rand_4K_read_vs_flat", ("flat", "engine"), None, &t);
-    drop(mem);
-    drop(fs);
+    if run("rand_4K_read_flat_index") {
+        let t =
+            pairs(rounds, || memcpy_reads(&mem, &mut mo, &mut out), || random_pass(&mut fo, |o| flat(o, &mut fout)));
+        report_as("rand_4K_read_flat_index", ("memcpy", "flat"), None, &t);
+    }
+    if run("rand_4K_read_vs_flat") {
+        let t = pairs(
+            rounds,
+            || random_pass(&mut fo, |o| flat(o, &mut fout)),
+            || engine_reads(&fs, id, &mut eo, &mut eout),
+        );
+        report_as("rand_4K_read_vs_flat", ("flat", "engine"), None, &t);
+    }
+}
 
-    // Scaling: one thread, then two, on the engine and on memcpy.
+/// Scaling: one thread, then two, on the engine and on memcpy.
+fn two_threads(rounds: usize) {
+    let four_k = Buf::new(4 * KIB as usize, 0xC3);
     let fs = EngineFs::new(256 * MIB, 64 << 10);
     let ids = [filled(&fs, "a", 64 * MIB), filled(&fs, "b", 64 * MIB)];
     let mut mems = [Buf::new(64 * MIB as usize, 0x5A), Buf::new(64 * MIB as usize, 0x5A)];
