@@ -561,7 +561,7 @@ impl FileData {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
-        res.join(cx.pool.reserve_forced_ref(cow * ps));
+        res.join(cx.pool.reserve_forced_owed(cow * ps));
         let mut fresh = Fresh::new(cx.pool);
         if let Err(e) = res.take_pages((cow + cow_shared) as usize, &mut |m| fresh.push(m)) {
             return Some(Err(e));
@@ -1024,7 +1024,7 @@ impl FileData {
             // A copy of a page another file holds too (a clone's) is new
             // memory: limit-checked.
             let mut res = cx.pool.reserve_ref(shared * ps)?;
-            res.join(cx.pool.reserve_forced_ref((n - shared) * ps));
+            res.join(cx.pool.reserve_forced_owed((n - shared) * ps));
             // On error the pages taken so far go back as `fresh` drops.
             res.take_pages(n as usize, &mut |m| fresh.push(m))?;
         }
@@ -1145,7 +1145,7 @@ impl FileData {
             // as the last reader of the old version is done: the file's use
             // does not grow, so it may pass the limit for that moment, and an
             // overwrite works on a full file system (as on tmpfs).
-            res.join(cx.pool.reserve_forced_ref(plan.replace * cx.ps()));
+            res.join(cx.pool.reserve_forced_owed(plan.replace * cx.ps()));
         }
         Ok(res)
     }

@@ -415,7 +415,11 @@ impl FirstVersion {
         // of `GEN` are the builder's alone; nothing it replaces is
         // reachable by anyone else either (see `finish_retired`).
         let mut ed = unsafe { Edit::new(Self::GEN, &mut self.retired, &self.pool) };
-        f(&mut self.data, cx, &mut ed)
+        let r = f(&mut self.data, cx, &mut ed);
+        // As at the end of a runner's batch ("Memory limit" in
+        // `sector/pool.rs`).
+        self.pool.settle_owed();
+        r
     }
 
     /// Writes `bytes` at `off` (as `FileData::write`).
@@ -594,6 +598,10 @@ impl<'p> Draft<'p> {
                     // reached by no version up to it, and every version
                     // between it and `old` is gone, `old` too.
                     unsafe { free_retired(&mut young, pool) };
+                    // What the block takes may be released by another
+                    // thread: the copies that replaced it are charged first
+                    // ("Memory limit" in `sector/pool.rs`).
+                    pool.settle_owed();
                     b.add(&mut retired);
                 }
                 // SAFETY: no block alive (or it took the rest), so no older
@@ -602,6 +610,12 @@ impl<'p> Draft<'p> {
                 give_back_list(retired);
             }
             Err(old) => {
+                // Readers hold `old`: what it reaches may be released by
+                // one of them, on another thread, so the copies that
+                // replaced it are charged first ("Memory limit" in
+                // `sector/pool.rs`).
+                #[cfg(not(loom_bug = "pool_owed_settled_late"))]
+                pool.settle_owed();
                 // Made after the newest block's version: of the versions
                 // that reach them, only `old` is still alive.
                 let own = split_young(&mut retired);
@@ -640,16 +654,18 @@ impl Drop for Draft<'_> {
                 }
             });
         }
-        if self.published {
-            return;
+        if !self.published {
+            // SAFETY: an unpublished draft: its table changed only through
+            // edits of `w.ver`, and it is dropped here.
+            unsafe { self.w.data.abort(self.w.ver, self.pool) };
+            // What the batch retired is still reached by the current version.
+            let mut list = std::mem::take(&mut self.retiring);
+            list.clear();
+            give_back_list(list);
         }
-        // SAFETY: an unpublished draft: its table changed only through
-        // edits of `w.ver`, and it is dropped here.
-        unsafe { self.w.data.abort(self.w.ver, self.pool) };
-        // What the batch retired is still reached by the current version.
-        let mut list = std::mem::take(&mut self.retiring);
-        list.clear();
-        give_back_list(list);
+        // The batch ends: what its copies still owe goes to `forced`
+        // (nothing, when the pages they replaced were freed here).
+        self.pool.settle_owed();
     }
 }
 

@@ -23,6 +23,12 @@
 //!
 //! * An overwrite in flight (copy-on-write: a forced charge, outside `used`)
 //!   never makes a write that grows another file fail when both fit.
+//! * An overwrite's copy is charged (to `forced`) before the page it
+//!   replaced can be released by a reader on another thread: the runner
+//!   defers the charge while its batch runs (`Pool::reserve_forced_owed`)
+//!   and settles it before the old version is left to its readers, so
+//!   whoever releases the replaced page last, `forced` and `used` end
+//!   exact.
 //!
 //! # What it does not cover
 //! `reserve_forced` for shrinks (single-threaded unit tests),
@@ -41,6 +47,11 @@
 //! `used` (as before `forced` existed); `an_overwrite_leaves_an_appenders_room`
 //! fails ("peak past the limit" first; in other interleavings the growing
 //! write gets `NoSpace` while the overwrite's copy is charged).
+//! `bash .ci/loom-bugs pool_owed_settled_late` settles the runner's owed
+//! charge only when its batch ends, after it let go of the version a reader
+//! still holds; `a_held_overwrite_settles_its_copy` fails when the reader's
+//! release of the replaced page comes in between (it comes off `used`, and
+//! the late settle leaves the copy's charge in `forced`).
 
 #[cfg(loom)]
 mod tests {
@@ -235,6 +246,30 @@ mod tests {
             assert!(st.peak <= st.limit, "peak past the limit");
             assert_eq!(contents(&e, a), vec![2; SS]);
             assert_eq!(contents(&e, b), vec![3; SS]);
+        });
+    }
+
+    /// A reader on another thread may hold the version an overwrite
+    /// replaces, and release the replaced page after the writer is done
+    /// with it. `a` holds one sector; one thread reads it while another
+    /// overwrites it: the reader sees the old bytes or the new, whole, and
+    /// afterwards `used` is exactly the one sector and nothing stays
+    /// forced, whichever thread released the replaced page.
+    #[test]
+    fn a_held_overwrite_settles_its_copy() {
+        loom_tests::check("limit_reservation::a_held_overwrite_settles_its_copy", Bound::Exhaustive, || {
+            let e = Arc::new(tiny_engine(2 * S, 0));
+            let a = e.create(ROOT, b"a", 0o644, 0, 0).unwrap().ino;
+            e.write(a, 0, &[1; SS]).unwrap();
+            let e2 = Arc::clone(&e);
+            let reader = thread::spawn(move || contents(&e2, a));
+            assert_eq!(e.write(a, 0, &[2; SS]), Ok(SS));
+            let seen = reader.join().unwrap();
+            assert!(seen == vec![1; SS] || seen == vec![2; SS], "a torn read: {seen:?}");
+            let st = e.stats().pool;
+            assert_eq!((st.used, st.forced, st.sectors), (S, 0, 1), "the copy's charge is not exact");
+            assert!(st.peak <= st.limit, "peak past the limit");
+            assert_eq!(contents(&e, a), vec![2; SS]);
         });
     }
 }

@@ -56,6 +56,26 @@
 //! `limit_reservation::an_overwrite_leaves_an_appenders_room`, injected bug
 //! `pool_forced_in_used`).
 //!
+//! A file's runner defers its copies' forced charges
+//! ([`Pool::reserve_forced_owed`]): the bytes are *owed* by its thread
+//! (a thread-local count, for one pool at a time) instead of added to
+//! `forced`, and every release on that thread cancels what it owes first
+//! (as it would have matched `forced` first). The runner settles what is
+//! left ([`Pool::settle_owed`]: added to `forced`) before anything its
+//! batch replaced can reach another thread (a version readers still hold,
+//! a block of older versions) and when the batch ends. So in the usual
+//! overwrite, where nobody holds the old version, the copy's charge and
+//! the replaced page's release cancel on the runner's thread and no
+//! shared counter is written (two writers of two files wrote `forced`
+//! twice a write each: 10-12% of their scaling, BENCHMARKS "two
+//! threads"); while a reader holds the replaced page, its copy is in
+//! `forced` as before, and that reader's release (on another thread)
+//! matches it. A release on another thread never sees owed bytes, and
+//! owed bytes are only ever the batch's own copies, whose replaced memory
+//! no other thread can release before the settle; `used` is not touched
+//! by either (loom: `limit_reservation::a_held_overwrite_settles_its_copy`,
+//! injected bug `pool_owed_settled_late`).
+//!
 //! # Fields and who touches them
 //! * `used`, `forced`, `peak`: atomics, any thread, each on its own cache line.
 //! * slot `i`'s `held` and `allocs` counters: atomics, written by the threads
@@ -341,6 +361,11 @@ pub struct PoolStats {
 thread_local! {
     #[allow(clippy::missing_const_for_thread_local)] // loom's thread_local! has no const form
     static SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    /// Forced bytes this thread's runner reserved and has not added to
+    /// `forced` yet, and the pool they are owed to (`Pool::id`): see
+    /// "Memory limit".
+    #[allow(clippy::missing_const_for_thread_local)]
+    static OWED: std::cell::Cell<(usize, u64)> = std::cell::Cell::new((0, 0));
 }
 static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -590,6 +615,71 @@ impl Pool {
         Reservation { pool, bytes }
     }
 
+    /// [`Pool::reserve_forced_ref`] for a file's runner inside a batch: the
+    /// bytes are owed by this thread instead of added to `forced` ("Memory
+    /// limit"), unless it owes another pool (then they are added at once).
+    /// The runner calls [`Pool::settle_owed`] before anything its batch
+    /// replaced can be released by another thread, and when the batch ends.
+    pub(crate) fn reserve_forced_owed(&self, bytes: u64) -> Reservation<&Pool> {
+        // Under the injected bug forced charges go to `used`: keep that
+        // path (`an_overwrite_leaves_an_appenders_room` must still fail).
+        #[cfg(loom_bug = "pool_forced_in_used")]
+        return self.reserve_forced_ref(bytes);
+        #[cfg(not(loom_bug = "pool_forced_in_used"))]
+        {
+            let id = self.id();
+            let owed = bytes > 0
+                && OWED
+                    .try_with(|o| {
+                        let (at, n) = o.get();
+                        (n == 0 || at == id).then(|| o.set((id, n + bytes))).is_some()
+                    })
+                    .unwrap_or(false);
+            if !owed && bytes > 0 {
+                self.inner.forced.fetch_add(bytes, Ordering::AcqRel);
+            }
+            Reservation { pool: self, bytes }
+        }
+    }
+
+    /// Adds what this thread owes this pool to `forced` ("Memory limit").
+    pub(crate) fn settle_owed(&self) {
+        let id = self.id();
+        let n = OWED
+            .try_with(|o| match o.get() {
+                (at, n) if n > 0 && at == id => {
+                    o.set((at, 0));
+                    n
+                }
+                _ => 0,
+            })
+            .unwrap_or(0);
+        if n > 0 {
+            self.inner.forced.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Cancels up to `bytes` of what this thread owes this pool; the bytes
+    /// left to release.
+    fn cancel_owed(&self, bytes: u64) -> u64 {
+        let id = self.id();
+        OWED.try_with(|o| match o.get() {
+            (at, n) if n > 0 && at == id => {
+                let c = n.min(bytes);
+                o.set((at, n - c));
+                bytes - c
+            }
+            _ => bytes,
+        })
+        .unwrap_or(bytes)
+    }
+
+    /// What tells this pool's owed bytes from another's (its address; a
+    /// pool cannot go while a batch on it owes anything).
+    fn id(&self) -> usize {
+        &*self.inner as *const PoolInner as usize
+    }
+
     /// Raises `peak` to `v`; a plain load when it is already higher (the
     /// usual case once a mount is warm), so reservations do not all write
     /// the peak's cache line.
@@ -607,6 +697,12 @@ impl Pool {
     /// `used`.
     pub(crate) fn uncharge(&self, bytes: u64) {
         let i = &self.inner;
+        // Owed bytes first: forced charges of this thread's batch not yet
+        // added to `forced` (see `reserve_forced_owed`).
+        let bytes = self.cancel_owed(bytes);
+        if bytes == 0 {
+            return;
+        }
         let mut rest = bytes;
         let mut f = i.forced.load(Ordering::Acquire);
         while f > 0 {
