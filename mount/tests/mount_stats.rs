@@ -163,6 +163,12 @@ fn forecast_meets_a_steady_writer_within_20_percent() {
     let late = (full - start).as_secs_f64() / (0.1 * f64::from(k));
     eprintln!("predicted {predicted:.2} s, real {real:.2} s, schedule ratio {late:.2}; {r}");
     assert!(late < 1.15, "the writer fell behind its schedule ({late:.2}x): too loaded to judge");
+    // And when it was asked: a writer stalled for seconds before the
+    // question and caught up after it (a probe on a loaded machine: one
+    // 4 MiB write took 8 s) kept the schedule at the end but not the
+    // steady rate the forecast is judged on.
+    let late_asked = (at - start).as_secs_f64() / (0.1 * 60.0);
+    assert!(late_asked < 1.15, "the writer was behind its schedule when asked ({late_asked:.2}x): too loaded to judge");
     assert!((predicted / real - 1.0).abs() < 0.2, "predicted {predicted:.2} s, real {real:.2} s");
     let trend = r["trend_short_bytes_per_s"].as_f64().unwrap();
     assert!((trend / (40.0 * 1048576.0) - 1.0).abs() < 0.2, "trend {trend}");
