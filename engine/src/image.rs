@@ -1181,6 +1181,14 @@ impl Loader {
                         "DATA out of place (not a regular file, empty, overlapping or past the size)",
                     ));
                 }
+                // More than the header counted: damaged, not too large for
+                // the limit (which the header's count was checked against).
+                if self.data_bytes + bytes.len() as u64 > self.info.data_bytes {
+                    return Err(corrupt(
+                        at,
+                        format!("more file data than the header's {} bytes", self.info.data_bytes),
+                    ));
+                }
                 match n.data.write(&cx, off, bytes) {
                     Ok(()) => {}
                     Err(Error::NoSpace) => return Err(self.info.too_large(&self.engine.cfg)),
@@ -1245,7 +1253,8 @@ impl Loader {
                         Some(other) if other != name => {
                             return Err(ImageError::Refused(format!(
                                 "the image has names that differ only in case ({:?} and {:?} in one directory), \
-                                 which a case-insensitive disk cannot hold: load it without --case-insensitive",
+                                 which a case-insensitive disk cannot hold (load it without --case-insensitive; \
+                                 if it was saved from a case-insensitive disk, the image is damaged)",
                                 String::from_utf8_lossy(other),
                                 String::from_utf8_lossy(name)
                             )))

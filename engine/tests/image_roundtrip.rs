@@ -319,6 +319,28 @@ fn a_bad_sector_size_in_the_header_is_corrupt() {
     }
 }
 
+/// A header that counts less file data than the image holds is damaged,
+/// and says so where the data passes the count, even with its checksum
+/// right and a limit the data would not fit (not "too large": the limit
+/// was checked against the count).
+#[test]
+fn more_data_than_the_header_counts_is_corrupt() {
+    let img = small_image();
+    let data = u64::from_le_bytes(img[88..96].try_into().unwrap());
+    assert!(data > 0, "the small image holds file data");
+    for claimed in [0, 1, data - 1] {
+        let mut bad = img.clone();
+        bad[88..96].copy_from_slice(&claimed.to_le_bytes());
+        image::reseal(&mut bad);
+        match load(&bad) {
+            Err(ImageError::Corrupt { at, what }) => {
+                assert!(at > 0 && what.contains(&format!("more file data than the header's {claimed} bytes")), "{what}")
+            }
+            other => panic!("{claimed}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn snapshot_is_unaffected_by_later_changes() {
     let e = Engine::new(cfg()).unwrap();

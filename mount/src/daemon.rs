@@ -79,7 +79,11 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     };
     // Bad values are refused here, before any daemon starts (exit status 2).
     let ram = cli::total_ram();
-    let set = settings(args, ram, cli::open_file_limit(), info.as_ref()).map_err(cli::Usage)?;
+    let set = settings(args, ram, cli::open_file_limit(), info.as_ref()).map_err(|e| match (e, &image) {
+        // A bad value the image brought is a damaged image, not bad input.
+        (Bad::Saved(e), Some(p)) => anyhow!("cannot load image {}: {e}", p.display()),
+        (Bad::Saved(e) | Bad::Given(e), _) => anyhow::Error::new(cli::Usage(e)),
+    })?;
     if let Some(ram) = ram.filter(|&r| set.size > r && !background::is_daemon()) {
         // As tmpfs, a limit above memory is allowed; but here the daemon
         // holds the disk, and the OOM killer ends it, disk and all.
@@ -303,45 +307,104 @@ struct Settings {
     label: String,
 }
 
+/// A bad value for `sectorfs mount`: one the command line gave, or one the
+/// image saved (whose header is then damaged: the save checks them).
+#[derive(Debug, PartialEq, Eq)]
+enum Bad {
+    Given(String),
+    Saved(String),
+}
+
+impl From<String> for Bad {
+    fn from(e: String) -> Bad {
+        Bad::Given(e)
+    }
+}
+
+/// Checks `v`, the command line's value if it gave one (`given`), else the
+/// image's (`saved`), with `check`; an error names the option, or the
+/// image's setting (`what`) when the value came from the image.
+fn checked<T: Copy + std::fmt::Display, U>(
+    given: Option<T>,
+    saved: Option<T>,
+    default: impl FnOnce() -> T,
+    what: &str,
+    check: impl FnOnce(T) -> Result<U, String>,
+) -> Result<U, Bad> {
+    match (given, saved) {
+        (Some(v), _) => check(v).map_err(Bad::Given),
+        // The check's message names the option ("--max-files 0: ..."): the
+        // image's says what is wrong with its own setting instead.
+        (None, Some(v)) => check(v).map_err(|e| {
+            let why = e.split_once(": ").map_or(e.as_str(), |(_, why)| why);
+            Bad::Saved(format!("its {what} {v} is out of range: {why}"))
+        }),
+        (None, None) => check(default()).map_err(Bad::Given),
+    }
+}
+
 /// Checks every option of `args` (`ram`: the machine's memory, for `50%`;
 /// `nofile`: the hard open-file limit) and fills in the defaults: the
 /// image's settings (`image`) where it has one, else sectorfs's. The
-/// error is one line naming the option.
+/// error is one line naming the option, or the image's setting.
 fn settings(
     args: &MountArgs,
     ram: Option<u64>,
     nofile: Option<u64>,
     image: Option<&engine::image::ImageInfo>,
-) -> Result<Settings, String> {
+) -> Result<Settings, Bad> {
     let saved = image.map(|i| &i.config);
-    let sector_size =
-        args.sector_size.or(saved.map(|c| c.sector_size as u64)).unwrap_or(engine::DEFAULT_SECTOR_SIZE as u64);
-    let sector_size = cli::check_sector_size(sector_size)?;
+    let sector_size = checked(
+        args.sector_size,
+        saved.map(|c| c.sector_size as u64),
+        || engine::DEFAULT_SECTOR_SIZE as u64,
+        "sector size",
+        cli::check_sector_size,
+    )?;
     let size = match (args.size, saved) {
         (Some(s), _) => s.resolve(ram)?,
         (None, Some(c)) => c.max_bytes,
         (None, None) => cli::DEFAULT_SIZE.resolve(ram)?,
     };
     let size = cli::round_limit(size, sector_size as u64);
-    let max_files = args.max_files.or(saved.map(|c| c.max_inodes)).unwrap_or_else(|| cli::default_max_files(size, ram));
-    if max_files == 0 {
-        return Err("--max-files 0: at least 1 (the root directory is one)".into());
-    }
     // Each inode of the limit brings PER_INODE bytes of metadata limit (as
     // tmpfs's nr_inodes brings its inode space); past this the product
     // overflows and `df -i` would count nonsense.
     let most = u64::MAX / engine::budget::PER_INODE;
-    if max_files > most {
-        return Err(format!("--max-files {max_files}: at most {most}"));
-    }
+    let max_files = checked(
+        args.max_files,
+        saved.map(|c| c.max_inodes),
+        || cli::default_max_files(size, ram),
+        "inode limit",
+        |n| match n {
+            0 => Err("--max-files 0: at least 1 (the root directory is one)".to_string()),
+            n if n > most => Err(format!("--max-files {n}: at most {most}")),
+            n => Ok(n),
+        },
+    )?;
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let threads = cli::check_threads(args.threads.unwrap_or_else(|| cli::default_threads(cores)), cores, nofile)?;
-    let uid = args.uid.or(saved.map(|c| c.root_uid)).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-    let gid = args.gid.or(saved.map(|c| c.root_gid)).unwrap_or_else(|| nix::unistd::getegid().as_raw());
-    let (uid, gid) = (cli::check_id("--uid", uid)?, cli::check_id("--gid", gid)?);
+    let euid = || nix::unistd::geteuid().as_raw();
+    let egid = || nix::unistd::getegid().as_raw();
+    let uid =
+        checked(args.uid, saved.map(|c| c.root_uid), euid, "root directory's owner", |u| cli::check_id("--uid", u))?;
+    let gid =
+        checked(args.gid, saved.map(|c| c.root_gid), egid, "root directory's group", |g| cli::check_id("--gid", g))?;
     let mode = args.mode.or(saved.map(|c| c.root_mode)).unwrap_or(0o1777);
     let saved_label = image.and_then(|i| i.extras.iter().find(|(k, _)| k == "label").map(|(_, v)| v.clone()));
-    let label = args.label.clone().or(saved_label).unwrap_or_else(|| "sectorfs".to_string());
+    let label = match (&args.label, saved_label) {
+        (Some(l), _) => l.clone(),
+        (None, Some(l)) => {
+            cli::check_label(&l).map_err(|_| {
+                Bad::Saved(format!(
+                    "its label {l:?} is not one a disk can have (1 to {} bytes, no control characters)",
+                    cli::LABEL_MAX
+                ))
+            })?;
+            l
+        }
+        (None, None) => "sectorfs".to_string(),
+    };
     cli::check_label(&label)?;
     Ok(Settings { size, sector_size, max_files, threads, uid, gid, mode, label })
 }
@@ -971,6 +1034,62 @@ pub(crate) fn stats(mountpoint: &Path, format: Format, watch: Option<Duration>) 
 
 #[cfg(test)]
 mod tests {
+    /// A bad setting an image brought (its header damaged) is the image's
+    /// fault: the message says so and names no option the user did not
+    /// give; the same value on the command line is still a usage error.
+    #[test]
+    fn an_images_bad_settings_name_the_image() {
+        use clap::Parser;
+        let parse = |a: &[&str]| {
+            let c = crate::Cli::try_parse_from(a).unwrap();
+            let crate::Cmd::Mount(m) = c.cmd else { panic!("not mount") };
+            m
+        };
+        let plain = parse(&["sectorfs", "mount", "/m"]);
+        let info = |f: &dyn Fn(&mut engine::Config)| {
+            let mut config = engine::Config::default();
+            f(&mut config);
+            engine::image::ImageInfo {
+                version: 2,
+                config,
+                nodes: 1,
+                data_bytes: 0,
+                used_bytes: 0,
+                saved_at: engine::Time { secs: 0, nanos: 0 },
+                extras: Vec::new(),
+            }
+        };
+        let ram = Some(1 << 30);
+        let saved = |f: &dyn Fn(&mut engine::Config)| settings(&plain, ram, None, Some(&info(f))).unwrap_err();
+        assert_eq!(
+            saved(&|c| c.max_inodes = 0),
+            Bad::Saved("its inode limit 0 is out of range: at least 1 (the root directory is one)".into())
+        );
+        assert!(
+            matches!(saved(&|c| c.max_inodes = u64::MAX), Bad::Saved(e) if e.starts_with("its inode limit 18446744073709551615 is out of range: at most "))
+        );
+        assert_eq!(
+            saved(&|c| c.root_uid = u32::MAX),
+            Bad::Saved(
+                "its root directory's owner 4294967295 is out of range: not a valid id (it is -1, \"no id\")".into()
+            )
+        );
+        assert!(
+            matches!(saved(&|c| c.root_gid = u32::MAX), Bad::Saved(e) if e.starts_with("its root directory's group 4294967295"))
+        );
+        assert!(
+            matches!(saved(&|c| c.sector_size = 3000), Bad::Saved(e) if e.starts_with("its sector size 3000 is out of range: must be"))
+        );
+        // The command line's value wins, and is checked as the user's.
+        let given = parse(&["sectorfs", "mount", "/m", "--max-files", "0"]);
+        assert_eq!(
+            settings(&given, ram, None, Some(&info(&|_| {}))).unwrap_err(),
+            Bad::Given("--max-files 0: at least 1 (the root directory is one)".into())
+        );
+        let fixed = parse(&["sectorfs", "mount", "/m", "--max-files", "10"]);
+        assert_eq!(settings(&fixed, ram, None, Some(&info(&|c| c.max_inodes = 0))).map(|s| s.max_files), Ok(10));
+    }
+
     #[test]
     fn a_closed_dev_fuse_gets_a_hint() {
         let m = super::with_hint("failed to open /dev/fuse: Permission denied".into(), Some(0o600));
