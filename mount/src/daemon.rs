@@ -765,8 +765,12 @@ fn lazy_unmount(mp: &Path) {
 }
 
 /// `sectorfs unmount`.
-pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
-    let mp = resolve_without_stat(&follow_symlinks(mountpoint)?)?;
+pub(crate) fn unmount(mountpoint: &Path, lazy: bool, force: bool) -> Result<ExitCode> {
+    // A mount point is never looked at itself: the kernel would ask the
+    // daemon, which may not answer (stopped, hung). Only a path that is not
+    // one has its symlinks followed.
+    let raw = resolve_without_stat(mountpoint)?;
+    let mp = if mount_entry(&raw).is_some() { raw } else { resolve_without_stat(&follow_symlinks(mountpoint)?)? };
     let shown = mountpoint.display();
     let entry = mount_entry(&mp).ok_or_else(|| anyhow!("{shown} is not mounted"))?;
     if entry.fstype != "fuse" && !entry.fstype.starts_with("fuse.") {
@@ -776,6 +780,9 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
     if let Some(owner) = entry.user_id.filter(|&u| !me.is_root() && u != me.as_raw()) {
         let who = nix::unistd::User::from_uid(owner.into()).ok().flatten().map_or(format!("uid {owner}"), |u| u.name);
         bail!("cannot unmount {shown}: it was mounted by {who}; only that user or root can unmount it");
+    }
+    if force {
+        return force_unmount(&mp, &shown.to_string());
     }
     // The daemon's pid, to wait for it to exit (its memory is freed then,
     // and its image saved).
@@ -856,6 +863,26 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
         (_, Some(pid)) => wait_gone(pid, Duration::from_secs(10)),
         _ => {}
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sectorfs unmount --force`: for a daemon that does not answer. Nothing
+/// here touches the mount (a request to it would wait for the daemon, and
+/// on the io_uring transport even `SIGKILL` does not end that wait):
+/// `MNT_FORCE` makes the kernel abort the connection (FUSE's
+/// `umount_begin`), which fails every request in flight and wakes whoever
+/// waits for one; `MNT_DETACH` then takes the mount away however busy.
+fn force_unmount(mp: &Path, shown: &str) -> Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("--force needs root (it aborts the kernel's connection to the daemon); `sectorfs unmount --lazy {shown}` detaches the mount");
+    }
+    let flags = nix::mount::MntFlags::MNT_FORCE | nix::mount::MntFlags::MNT_DETACH;
+    nix::mount::umount2(mp, flags).map_err(|e| anyhow!("cannot unmount {shown}: {}", e.desc()))?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "sectorfs: {shown}: connection aborted and unmounted; the daemon exits once it runs again (a stopped one: \
+         kill -CONT), and requests it had already taken wait for that"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -126,6 +126,12 @@ enum Cmd {
         /// Detach now even if busy; the kernel finishes when it is no longer used.
         #[arg(short = 'z', long)]
         lazy: bool,
+        /// For a daemon that does not answer (stopped, or hung): abort its
+        /// connection without asking it (root only), then detach. Requests in
+        /// flight fail with an error, nothing is saved first, and the files
+        /// are lost (a daemon with --image saves when it runs again).
+        #[arg(short = 'f', long)]
+        force: bool,
     },
     /// Show a mounted RAM disk's memory and file counters, its usage trend
     /// and when it will be full.
@@ -351,7 +357,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Mount(args) => daemon::mount(&args),
-        Cmd::Unmount { mountpoint, lazy } => daemon::unmount(&mountpoint, lazy),
+        Cmd::Unmount { mountpoint, lazy, force } => daemon::unmount(&mountpoint, lazy, force),
         Cmd::Stats { mountpoint, json, prometheus, watch } => {
             daemon::stats(&mountpoint, stats_format(json, prometheus), watch)
         }
@@ -364,7 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = stats::STATS_XATTR;
     match cli.cmd {
         Cmd::Mount(args) => win_daemon::mount(&args),
-        Cmd::Unmount { mountpoint, lazy } => win_daemon::unmount(&mountpoint, lazy),
+        Cmd::Unmount { mountpoint, lazy, force } => win_daemon::unmount(&mountpoint, lazy, force),
         Cmd::Stats { mountpoint, json, prometheus, watch } => {
             win_daemon::stats(&mountpoint, stats_format(json, prometheus), watch)
         }

@@ -322,9 +322,12 @@ fn target_of(mountpoint: &Path) -> Result<MountTarget> {
 
 /// `sectorfs unmount` on Windows: sets the mount's unmount event and waits
 /// (bounded) for its daemon to exit.
-pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> Result<ExitCode> {
+pub(crate) fn unmount(mountpoint: &Path, lazy: bool, force: bool) -> Result<ExitCode> {
     if lazy {
         bail!("--lazy has no meaning on Windows (WinFsp unmounts at once)");
+    }
+    if force {
+        bail!("--force is for Linux (it aborts the kernel's FUSE connection); end the daemon's process instead");
     }
     let shown = mountpoint.display();
     let target = target_of(mountpoint)?;

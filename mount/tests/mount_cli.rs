@@ -162,6 +162,56 @@ fn busy_mount_detaches_on_signal() {
     assert!(m.wait_exit(Duration::from_secs(20)), "daemon did not exit after the last user left");
 }
 
+/// A daemon that does not answer (stopped here; a hung one is the same to
+/// the kernel) blocks every request to its mount. `unmount --force` takes
+/// the mount away without asking it: on the classic transport the waiting
+/// request fails at once; on io_uring the daemon had already taken it, and
+/// it fails once the daemon runs again, which then exits.
+#[test]
+fn force_unmounts_a_daemon_that_does_not_answer() {
+    if !is_root() {
+        return;
+    }
+    for transport in ["classic", "uring"] {
+        let Some(mut m) = Mount::new(&["--size", "16M", "--transport", transport]) else { return };
+        fs::write(m.p("f"), b"x").unwrap();
+        let pid = m.pid();
+        // Runs the daemon again whatever happens below, so nothing stays
+        // blocked behind it.
+        struct Resume(i32);
+        impl Drop for Resume {
+            fn drop(&mut self) {
+                // SAFETY: kill has no memory preconditions; our child.
+                unsafe { libc::kill(self.0, libc::SIGCONT) };
+            }
+        }
+        let resume = Resume(pid);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        let mut reader = Command::new("cat").arg(m.p("f")).stdout(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(reader.try_wait().unwrap().is_none(), "{transport}: the read did not wait for the stopped daemon");
+        let mut un = Command::new(BIN).args(["unmount", "--force", m.path.to_str().unwrap()]).spawn().unwrap();
+        let done = (0..1000).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            un.try_wait().unwrap()
+        });
+        assert!(done.is_some_and(|s| s.success()), "{transport}: unmount --force: {done:?}");
+        assert!(!m.mounted(), "{transport}: still mounted");
+        if transport == "classic" {
+            let r = (0..500).find_map(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                reader.try_wait().unwrap()
+            });
+            assert!(r.is_some_and(|s| !s.success()), "{transport}: the waiting read did not fail: {r:?}");
+        }
+        drop(resume);
+        let r = reader.wait().unwrap();
+        assert!(!r.success(), "{transport}: the read got data from an aborted mount");
+        assert!(m.wait_exit(Duration::from_secs(20)), "{transport}: the daemon did not exit");
+    }
+}
+
 #[test]
 fn foreground_mount_ends_on_external_umount() {
     let Some(mut m) = Mount::new(&["--threads", "2"]) else { return };
