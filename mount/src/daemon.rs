@@ -77,7 +77,8 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
         Some(p) => crate::save::read_info(p)?,
         None => None,
     };
-    // Bad values are refused here, before any daemon starts (exit status 2).
+    // Bad values are refused here, before any daemon starts (exit status 2;
+    // 1 for a bad value the image's header holds).
     let ram = cli::total_ram();
     let set = settings(args, ram, cli::open_file_limit(), info.as_ref()).map_err(|e| match (e, &image) {
         // A bad value the image brought is a damaged image, not bad input.
@@ -321,9 +322,10 @@ impl From<String> for Bad {
     }
 }
 
-/// Checks `v`, the command line's value if it gave one (`given`), else the
-/// image's (`saved`), with `check`; an error names the option, or the
-/// image's setting (`what`) when the value came from the image.
+/// Checks, with `check`, the command line's value if it gave one
+/// (`given`), else the image's (`saved`), else the `default`; an error
+/// names the option, or the image's setting (`what`) when the value came
+/// from the image.
 fn checked<T: Copy + std::fmt::Display, U>(
     given: Option<T>,
     saved: Option<T>,
