@@ -775,7 +775,10 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool, force: bool) -> Result<Exit
     let mp = if mount_entry(&raw).is_some() { raw } else { resolve_without_stat(&follow_symlinks(mountpoint)?)? };
     let shown = mountpoint.display();
     let entry = mount_entry(&mp).ok_or_else(|| anyhow!("{shown} is not mounted"))?;
-    if entry.fstype != "fuse" && !entry.fstype.starts_with("fuse.") {
+    // Every sectorfs mount has the subtype (`fuse.sectorfs`), as root and
+    // through fusermount3: another FUSE file system's mount is not ours to
+    // take down (nor, with --force, its connection to abort).
+    if entry.fstype != "fuse.sectorfs" {
         bail!("{shown} is not a sectorfs mount (it is {}); not unmounting it", entry.fstype);
     }
     let me = nix::unistd::geteuid();

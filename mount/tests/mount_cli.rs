@@ -212,6 +212,36 @@ fn force_unmounts_a_daemon_that_does_not_answer() {
     }
 }
 
+/// `unmount` (with or without `--force`) takes down sectorfs mounts only:
+/// another file system's mount point is refused with one line and stays
+/// mounted.
+#[test]
+fn unmount_refuses_other_file_systems() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("sectorfs-test-tmpfs-").tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1M", "tmpfs", &path]).status().unwrap().success();
+    if !ok {
+        return;
+    }
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(path.clone());
+    let mounted = || fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&format!(" {path} "));
+    for args in [vec!["unmount", path.as_str()], vec!["unmount", "--force", path.as_str()]] {
+        let (ok, _, err) = run(&args);
+        assert!(!ok && err.contains("is not a sectorfs mount (it is tmpfs)"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(mounted(), "{args:?} unmounted a tmpfs");
+    }
+}
+
 #[test]
 fn foreground_mount_ends_on_external_umount() {
     let Some(mut m) = Mount::new(&["--threads", "2"]) else { return };
