@@ -745,6 +745,10 @@ fn resolve_without_stat(p: &Path) -> Result<PathBuf> {
 fn follow_symlinks(p: &Path) -> Result<PathBuf> {
     let mut p = p.to_path_buf();
     for _ in 0..40 {
+        // A mount point is never looked at (its daemon may not answer).
+        if resolve_without_stat(&p).is_ok_and(|r| mount_entry(&r).is_some()) {
+            return Ok(p);
+        }
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
                 let target = std::fs::read_link(&p).with_context(|| format!("cannot read the link {}", p.display()))?;
@@ -769,10 +773,9 @@ fn lazy_unmount(mp: &Path) {
 /// `sectorfs unmount`.
 pub(crate) fn unmount(mountpoint: &Path, lazy: bool, force: bool) -> Result<ExitCode> {
     // A mount point is never looked at itself: the kernel would ask the
-    // daemon, which may not answer (stopped, hung). Only a path that is not
-    // one has its symlinks followed.
-    let raw = resolve_without_stat(mountpoint)?;
-    let mp = if mount_entry(&raw).is_some() { raw } else { resolve_without_stat(&follow_symlinks(mountpoint)?)? };
+    // daemon, which may not answer (stopped, hung); `follow_symlinks` stops
+    // at one.
+    let mp = resolve_without_stat(&follow_symlinks(mountpoint)?)?;
     let shown = mountpoint.display();
     let entry = mount_entry(&mp).ok_or_else(|| anyhow!("{shown} is not mounted"))?;
     // Every sectorfs mount has the subtype (`fuse.sectorfs`), as root and
