@@ -601,6 +601,7 @@ impl<'p> Draft<'p> {
                     // What the block takes may be released by another
                     // thread: the copies that replaced it are charged first
                     // ("Memory limit" in `sector/pool.rs`).
+                    #[cfg(not(loom_bug = "pool_owed_block_settled_late"))]
                     pool.settle_owed();
                     b.add(&mut retired);
                 }
@@ -646,6 +647,16 @@ impl<'p> Draft<'p> {
 
 impl Drop for Draft<'_> {
     fn drop(&mut self) {
+        // The batch ends: what its copies still owe goes to `forced`
+        // (nothing, when the pages they replaced were freed here), last,
+        // and even if something below panics.
+        struct Settle<'p>(&'p Pool);
+        impl Drop for Settle<'_> {
+            fn drop(&mut self) {
+                self.0.settle_owed();
+            }
+        }
+        let _settle = Settle(self.pool);
         if let Some(a) = self.spare.take() {
             let _ = SPARES.try_with(move |sp| {
                 let mut sp = sp.borrow_mut();
@@ -663,9 +674,6 @@ impl Drop for Draft<'_> {
             list.clear();
             give_back_list(list);
         }
-        // The batch ends: what its copies still owe goes to `forced`
-        // (nothing, when the pages they replaced were freed here).
-        self.pool.settle_owed();
     }
 }
 

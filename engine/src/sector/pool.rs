@@ -73,8 +73,9 @@
 //! matches it. A release on another thread never sees owed bytes, and
 //! owed bytes are only ever the batch's own copies, whose replaced memory
 //! no other thread can release before the settle; `used` is not touched
-//! by either (loom: `limit_reservation::a_held_overwrite_settles_its_copy`,
-//! injected bug `pool_owed_settled_late`).
+//! by either (loom: `limit_reservation::a_held_overwrite_settles_its_copy`
+//! and `::an_overwrite_into_a_live_block_settles_its_copy`, injected bugs
+//! `pool_owed_settled_late` and `pool_owed_block_settled_late`).
 //!
 //! # Fields and who touches them
 //! * `used`, `forced`, `peak`: atomics, any thread, each on its own cache line.
@@ -167,6 +168,9 @@ impl std::fmt::Debug for Pool {
 }
 
 pub(super) struct PoolInner {
+    /// Tells this pool's owed bytes from another's (`Pool::id`): a number
+    /// no other pool of the process has had.
+    id: u64,
     pub(super) sector_size: usize,
     page_size: usize,
     limit: u64,
@@ -365,9 +369,11 @@ thread_local! {
     /// `forced` yet, and the pool they are owed to (`Pool::id`): see
     /// "Memory limit".
     #[allow(clippy::missing_const_for_thread_local)]
-    static OWED: std::cell::Cell<(usize, u64)> = std::cell::Cell::new((0, 0));
+    static OWED: std::cell::Cell<(u64, u64)> = std::cell::Cell::new((0, 0));
 }
 static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The next pool's `id` (a count, not a protocol: std's atomic under loom too).
+static NEXT_POOL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn my_slot(n: usize) -> usize {
     SLOT.with(|s| {
@@ -405,6 +411,7 @@ impl Pool {
         let slots = (0..slots.max(1)).map(|_| CachePadded::new(Slot::default())).collect();
         Pool {
             inner: Arc::new(PoolInner {
+                id: NEXT_POOL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 sector_size,
                 page_size,
                 limit,
@@ -674,10 +681,10 @@ impl Pool {
         .unwrap_or(bytes)
     }
 
-    /// What tells this pool's owed bytes from another's (its address; a
-    /// pool cannot go while a batch on it owes anything).
-    fn id(&self) -> usize {
-        &*self.inner as *const PoolInner as usize
+    /// What tells this pool's owed bytes from another's (a number, not the
+    /// pool's address, which a later pool may have).
+    fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// Raises `peak` to `v`; a plain load when it is already higher (the
