@@ -373,7 +373,7 @@ thread_local! {
 }
 static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// The next pool's `id` (a count, not a protocol: std's atomic under loom too).
-static NEXT_POOL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static NEXT_POOL: crate::sync::TallyU64 = crate::sync::TallyU64::new(1);
 
 fn my_slot(n: usize) -> usize {
     SLOT.with(|s| {
@@ -411,7 +411,7 @@ impl Pool {
         let slots = (0..slots.max(1)).map(|_| CachePadded::new(Slot::default())).collect();
         Pool {
             inner: Arc::new(PoolInner {
-                id: NEXT_POOL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
                 sector_size,
                 page_size,
                 limit,
