@@ -395,7 +395,10 @@ fn settings(
     let mode = args.mode.or(saved.map(|c| c.root_mode)).unwrap_or(0o1777);
     let saved_label = image.and_then(|i| i.extras.iter().find(|(k, _)| k == "label").map(|(_, v)| v.clone()));
     let label = match (&args.label, saved_label) {
-        (Some(l), _) => l.clone(),
+        (Some(l), _) => {
+            cli::check_label(l)?;
+            l.clone()
+        }
         (None, Some(l)) => {
             cli::check_label(&l).map_err(|_| {
                 Bad::Saved(format!(
@@ -407,7 +410,6 @@ fn settings(
         }
         (None, None) => "sectorfs".to_string(),
     };
-    cli::check_label(&label)?;
     Ok(Settings { size, sector_size, max_files, threads, uid, gid, mode, label })
 }
 

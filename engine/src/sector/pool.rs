@@ -168,7 +168,7 @@ impl std::fmt::Debug for Pool {
 }
 
 pub(super) struct PoolInner {
-    /// Tells this pool's owed bytes from another's (`Pool::id`): a number
+    /// Tells this pool's owed bytes from another's (`Pool::take_owed`): a number
     /// no other pool of the process has had.
     id: u64,
     pub(super) sector_size: usize,
@@ -366,7 +366,7 @@ thread_local! {
     #[allow(clippy::missing_const_for_thread_local)] // loom's thread_local! has no const form
     static SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
     /// Forced bytes this thread's runner reserved and has not added to
-    /// `forced` yet, and the pool they are owed to (`Pool::id`): see
+    /// `forced` yet, and the pool they are owed to (its `id`): see
     /// "Memory limit".
     #[allow(clippy::missing_const_for_thread_local)]
     static OWED: std::cell::Cell<(u64, u64)> = std::cell::Cell::new((0, 0));
@@ -630,37 +630,27 @@ impl Pool {
     pub(crate) fn reserve_forced_owed(&self, bytes: u64) -> Reservation<&Pool> {
         // Under the injected bug forced charges go to `used`: keep that
         // path (`an_overwrite_leaves_an_appenders_room` must still fail).
-        #[cfg(loom_bug = "pool_forced_in_used")]
-        return self.reserve_forced_ref(bytes);
         #[cfg(not(loom_bug = "pool_forced_in_used"))]
-        {
-            let id = self.id();
-            let owed = bytes > 0
-                && OWED
-                    .try_with(|o| {
-                        let (at, n) = o.get();
-                        (n == 0 || at == id).then(|| o.set((id, n + bytes))).is_some()
-                    })
-                    .unwrap_or(false);
-            if !owed && bytes > 0 {
-                self.inner.forced.fetch_add(bytes, Ordering::AcqRel);
-            }
-            Reservation { pool: self, bytes }
+        if bytes == 0 || self.owe(bytes) {
+            return Reservation { pool: self, bytes };
         }
+        self.reserve_forced_ref(bytes)
+    }
+
+    /// Adds `bytes` to what this thread owes this pool; `false` (nothing
+    /// owed) if it owes another pool.
+    fn owe(&self, bytes: u64) -> bool {
+        let id = self.inner.id;
+        OWED.try_with(|o| {
+            let (at, n) = o.get();
+            (n == 0 || at == id).then(|| o.set((id, n + bytes))).is_some()
+        })
+        .unwrap_or(false)
     }
 
     /// Adds what this thread owes this pool to `forced` ("Memory limit").
     pub(crate) fn settle_owed(&self) {
-        let id = self.id();
-        let n = OWED
-            .try_with(|o| match o.get() {
-                (at, n) if n > 0 && at == id => {
-                    o.set((at, 0));
-                    n
-                }
-                _ => 0,
-            })
-            .unwrap_or(0);
+        let n = self.take_owed(u64::MAX);
         if n > 0 {
             self.inner.forced.fetch_add(n, Ordering::AcqRel);
         }
@@ -669,22 +659,23 @@ impl Pool {
     /// Cancels up to `bytes` of what this thread owes this pool; the bytes
     /// left to release.
     fn cancel_owed(&self, bytes: u64) -> u64 {
-        let id = self.id();
-        OWED.try_with(|o| match o.get() {
-            (at, n) if n > 0 && at == id => {
-                let c = n.min(bytes);
-                o.set((at, n - c));
-                bytes - c
-            }
-            _ => bytes,
-        })
-        .unwrap_or(bytes)
+        bytes - self.take_owed(bytes)
     }
 
-    /// What tells this pool's owed bytes from another's (a number, not the
-    /// pool's address, which a later pool may have).
-    fn id(&self) -> u64 {
-        self.inner.id
+    /// Takes up to `most` bytes off what this thread owes this pool (the
+    /// pool named by a number, not its address, which a later pool may
+    /// have); the bytes taken.
+    fn take_owed(&self, most: u64) -> u64 {
+        let id = self.inner.id;
+        OWED.try_with(|o| match o.get() {
+            (at, n) if n > 0 && at == id => {
+                let c = n.min(most);
+                o.set((at, n - c));
+                c
+            }
+            _ => 0,
+        })
+        .unwrap_or(0)
     }
 
     /// Raises `peak` to `v`; a plain load when it is already higher (the

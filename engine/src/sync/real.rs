@@ -622,6 +622,10 @@ impl RawMem {
 /// list holds them).
 pub unsafe fn discard(pages: &mut [Page], len: usize) {
     pages.sort_unstable_by_key(|p| p.addr());
+    // The end of the blocks advised so far: runs come in address order, and
+    // a block with many runs (a fragmented give-back) is advised once.
+    #[cfg(target_os = "linux")]
+    let mut advised = 0usize;
     let mut i = 0;
     while i < pages.len() {
         let mut run = pages[i].mem(len);
@@ -648,15 +652,19 @@ pub unsafe fn discard(pages: &mut [Page], len: usize) {
             }
             #[cfg(target_os = "linux")]
             {
-                let first = start as usize / REGION_BYTES * REGION_BYTES;
+                let first = (start as usize / REGION_BYTES * REGION_BYTES).max(advised);
                 let end = (start as usize + n).next_multiple_of(REGION_BYTES);
-                // SAFETY: `first..end` is inside the run's region (regions
-                // are REGION_BYTES-aligned multiples of it, and the run is
-                // in one), a live mapping of the pool's; the advice changes
-                // no byte of it (pages other threads use included), only how
-                // the kernel backs the block from now on.
-                unsafe {
-                    libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_NOHUGEPAGE);
+                if first < end {
+                    // SAFETY: `first..end` is inside the run's region (regions
+                    // are REGION_BYTES-aligned multiples of it, and the run
+                    // is in one), a live mapping of the pool's; the advice
+                    // changes no byte of it (pages other threads use
+                    // included), only how the kernel backs the block from
+                    // now on.
+                    unsafe {
+                        libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_NOHUGEPAGE);
+                    }
+                    advised = end;
                 }
             }
         }
