@@ -188,6 +188,10 @@ fn force_unmounts_a_daemon_that_does_not_answer() {
         let resume = Resume(pid);
         // SAFETY: as above.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        // kill returns once one thread is signalled; the others stop when
+        // that one handles it. Until all have, one of them could still
+        // answer the read below.
+        assert!(all_threads_stopped(pid), "{transport}: the daemon did not stop");
         let mut reader = Command::new("cat").arg(m.p("f")).stdout(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(300));
         assert!(reader.try_wait().unwrap().is_none(), "{transport}: the read did not wait for the stopped daemon");
@@ -216,6 +220,23 @@ fn force_unmounts_a_daemon_that_does_not_answer() {
         assert!(!r.success(), "{transport}: the read got data from an aborted mount");
         assert!(m.wait_exit(Duration::from_secs(20)), "{transport}: the daemon did not exit");
     }
+}
+
+/// Waits (up to 10 s) until every thread of `pid` is in the stopped state.
+fn all_threads_stopped(pid: i32) -> bool {
+    let stopped = || {
+        fs::read_dir(format!("/proc/{pid}/task")).unwrap().all(|t| {
+            let stat = fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('T' | 't'))
+        })
+    };
+    (0..1000).any(|_| {
+        stopped() || {
+            std::thread::sleep(Duration::from_millis(10));
+            false
+        }
+    })
 }
 
 /// `unmount` (with or without `--force`) takes down sectorfs mounts only:
