@@ -7,7 +7,7 @@
 //!   non-zero is the **runner** and stays runner until it moves it back to 0
 //!   or hands the role over (below).
 //! * `mailbox`: requests from submitters that were not the runner, each with
-//!   its completion slot ([`Done`]).
+//!   its completion slot (`Done`).
 //! * A completion slot is written once by the runner, under its mutex, with
 //!   either the request's result or the runner role itself (a hand-over), and
 //!   read by its submitter.

@@ -22,7 +22,7 @@
 //!
 //! Inode and entry charges are released by the operation that removes them
 //! (the engine frees a node, a directory drops an entry); an attribute's
-//! charge lives in its value ([`XValue`]), shared by every version of the
+//! charge lives in its value (`XValue`), shared by every version of the
 //! attribute map that holds it, and is released when the last one goes.
 
 use std::ops::Deref;

@@ -30,7 +30,7 @@
 //!   handed to one, so another table slot may hold the page too (the
 //!   pool's share counts say whether one still does). A shared page has
 //!   `init` at the page size and is never written in place, even if fresh
-//!   ([`Leaf::marked_fresh`] and [`LeafMut::is_fresh`] say "writable in
+//!   (`Leaf::marked_fresh` and `LeafMut::is_fresh` say "writable in
 //!   place": fresh and not shared); a copy-on-write of one that another
 //!   slot still holds needs a limit-checked reservation (`data.rs`). The
 //!   mark is kept by copies and cleared when the slot gets another page;
@@ -38,11 +38,11 @@
 //! * what is retired (a node, a page, or a whole detached subtree) is
 //!   reachable from the version being replaced (and older ones) but from no
 //!   newer one; it is freed when that version and every older one are gone
-//!   ([`free_retired`]), and the nodes go to a per-thread cache of spare
+//!   (`free_retired`), and the nodes go to a per-thread cache of spare
 //!   nodes that the next path copy takes, so a steady stream of writes
 //!   allocates nothing.
 //!
-//! Every way of creating a changed table goes through an [`Edit`], whose
+//! Every way of creating a changed table goes through an `Edit`, whose
 //! constructor is `unsafe`: its caller promises that `gen` is newer than
 //! every node any published version reaches, which is what makes "private"
 //! mean private. loom: a node carries a `Stamp` that readers observe and
@@ -409,7 +409,7 @@ fn slot_of(idx: u64, height: u32) -> usize {
 /// A `Table` value lives inside one version of a file (or the runner's
 /// draft of the next one); the nodes and pages it reaches stay alive for as
 /// long as that version does (the version protocol), which is what makes
-/// its `&self` methods sound. It is not `Clone`: [`Table::share`] (unsafe)
+/// its `&self` methods sound. It is not `Clone`: `Table::share` (unsafe)
 /// is the one way to make a second value over the same nodes.
 #[derive(Default)]
 pub struct Table {
