@@ -63,16 +63,15 @@ impl Ctx<'_> {
 /// A small file's bytes, charged against the limit: exactly their length,
 /// given back when the last version holding them lets go (the header's
 /// `Drop`). One allocation: the count, the pool, the length and the bytes
-/// (`triomphe`'s header-and-slice `Arc`): 24 bytes besides the file's, a
-/// 144-byte heap chunk for 100 bytes where an `Arc` of a box took two (48
-/// and 112; issue 17, per-file cost). The header keeps the pool instead of
-/// a [`Charge`], whose byte count would be the length again. Under loom, a
-/// loom `Arc` of a box (whose counts loom checks).
+/// (`triomphe`'s thin header-and-slice `Arc`): 32 bytes besides the file's,
+/// a 144-byte heap chunk for 100 bytes where an `Arc` of a box took two (48
+/// and 112; issue 17, per-file cost). Thin (one word, the slice's length in
+/// the allocation), so that [`Content`] is 16 bytes, a [`Table`] with a
+/// niche. The header keeps the pool instead of a [`Charge`], whose byte
+/// count would be the length again. Under loom, a loom `Arc` of a box (whose
+/// counts loom checks).
 #[derive(Clone)]
-struct Inline(
-    #[cfg(not(loom))] triomphe::Arc<triomphe::HeaderSlice<InlineHead, [u8]>>,
-    #[cfg(loom)] Arc<(InlineHead, Box<[u8]>)>,
-);
+struct Inline(#[cfg(not(loom))] triomphe::ThinArc<InlineHead, u8>, #[cfg(loom)] Arc<(InlineHead, Box<[u8]>)>);
 
 /// What [`Inline`] keeps besides the bytes: who to give their charge back to.
 struct InlineHead {
@@ -92,7 +91,7 @@ impl Inline {
     fn new(bytes: &[u8], pool: Pool) -> Inline {
         let head = InlineHead { pool, len: u32::try_from(bytes.len()).expect("inline bytes fit a sector") };
         #[cfg(not(loom))]
-        return Inline(triomphe::Arc::from_header_and_slice(head, bytes));
+        return Inline(triomphe::ThinArc::from_header_and_slice(head, bytes));
         #[cfg(loom)]
         return Inline(Arc::new((head, bytes.into())));
     }

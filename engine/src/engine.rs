@@ -365,7 +365,7 @@ impl Engine {
     pub(crate) fn drop_name(&self, n: &Node) -> bool {
         let mut named = false;
         let freed = self.adjust_life(n, |n, l| {
-            let nl = l.nlink.saturating_sub(1);
+            let nl = n.links(l).saturating_sub(1);
             n.set_nlink(l, nl);
             named = nl > 0;
         });

@@ -170,7 +170,7 @@ impl Engine {
         p.sync_entries(&d);
         if kind == FileType::Directory {
             let mut pl = p.life.lock();
-            let nl = pl.nlink + 1;
+            let nl = p.links(&pl) + 1;
             p.set_nlink(&mut pl, nl);
         }
         self.touch(&p, true);
@@ -351,18 +351,18 @@ impl Engine {
         let mut reserved = self.reserve(None, entry_cost(newname.len()))?;
         {
             let mut l = n.life.lock();
-            if n.gone(&l) || (l.nlink == 0 && l.opens == 0) {
+            if n.gone(&l) || (n.links(&l) == 0 && l.opens == 0) {
                 return Err(Error::NotFound);
             }
-            if l.nlink >= LINK_MAX {
+            if n.links(&l) >= LINK_MAX {
                 return Err(Error::TooManyLinks);
             }
-            if l.nlink > 0 {
+            if n.links(&l) > 0 {
                 // A name beyond the file's first is an inode (an
                 // `O_TMPFILE` file's first name is not: it has one).
                 reserved.add_inode()?;
             }
-            let nl = l.nlink + 1;
+            let nl = n.links(&l) + 1;
             n.set_nlink(&mut l, nl);
             l.lookups += 1;
         }
@@ -446,7 +446,7 @@ impl Engine {
     fn unlink_dir_locked(&self, p: &Node, child: &Node) {
         {
             let mut pl = p.life.lock();
-            let nl = pl.nlink.saturating_sub(1);
+            let nl = p.links(&pl).saturating_sub(1);
             p.set_nlink(&mut pl, nl);
         }
         self.touch(p, true);
@@ -643,11 +643,11 @@ impl Engine {
             if cross && src_dir != dst_dir {
                 let (gain, lose) = if src_dir { (&p2, &p1) } else { (&p1, &p2) };
                 let mut l = gain.life.lock();
-                let nl = l.nlink + 1;
+                let nl = gain.links(&l) + 1;
                 gain.set_nlink(&mut l, nl);
                 drop(l);
                 let mut l = lose.life.lock();
-                let nl = l.nlink.saturating_sub(1);
+                let nl = lose.links(&l).saturating_sub(1);
                 lose.set_nlink(&mut l, nl);
             }
             if src_dir {
@@ -760,7 +760,7 @@ impl Engine {
             src_node.set_parent(newparent);
             for (p, up) in [(&p1, false), (&p2, true)] {
                 let mut l = p.life.lock();
-                let nl = if up { l.nlink + 1 } else { l.nlink.saturating_sub(1) };
+                let nl = if up { p.links(&l) + 1 } else { p.links(&l).saturating_sub(1) };
                 p.set_nlink(&mut l, nl);
             }
         }

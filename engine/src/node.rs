@@ -87,7 +87,7 @@ use crate::dir::Dir;
 use crate::sector::table::{free_one, free_retired, Edit, Retired};
 use crate::sector::Pool;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{thread_local, Arc, ArcSwap, Mutex, RwLock, UnsafeCell};
+use crate::sync::{thread_local, Arc, ArcSwap, Mutex, RwLock, SmallMutex, UnsafeCell};
 use crate::types::{
     inode_flags, xattr_flags, FileType, Ino, SetAttr, SetTime, Time, NAME_MAX, XATTR_LIST_MAX, XATTR_SIZE_MAX,
 };
@@ -181,11 +181,12 @@ pub(crate) struct Snap {
 unsafe impl Sync for Snap {}
 
 // What every file pays (issue 17, per-file cost; docs/ARCHITECTURE.md,
-// "Node", "Size"): each `Arc` block sits at a glibc chunk boundary (96 and
-// 160 bytes), so 8 bytes more in either cost 16 per file. A change that
+// "Node", "Size"): each `Arc` block (an 8-byte count, `triomphe`) sits at a
+// glibc chunk boundary (80 and 144 bytes), so 8 bytes more in either cost
+// 16 per file. A change that
 // grows them must change this line and say why.
 #[cfg(all(not(loom), target_os = "linux", target_pointer_width = "64"))]
-const _: () = assert!(std::mem::size_of::<Node>() == 72 && std::mem::size_of::<Snap>() == 136);
+const _: () = assert!(std::mem::size_of::<Node>() == 64 && std::mem::size_of::<Snap>() == 128);
 
 enum Link {
     /// A draft, or a spare version waiting to become one.
@@ -875,15 +876,19 @@ impl<'a> Request<'a> for Op<'a> {
     }
 }
 
-/// Link, lookup and open counts (under the node's `life` mutex).
+/// Lookup and open counts (under the node's `life` mutex; the link count,
+/// changed under it too, is the node's `nlink`: [`Node::links`]).
 ///
-/// 16 bytes, so that the mutex is 24 (issue 17: per-file cost): the open
-/// count is a `u32` (open handles are bounded by the kernel's file table
-/// long before that), and `gone` sits in the node ([`Node::gone`]).
-#[derive(Debug, Default)]
+/// 12 bytes aligned to 4, so that with a one-byte lock the mutex is 16 and
+/// the node 64 (issue 17: per-file cost): the open count is a `u32` (open
+/// handles are bounded by the kernel's file table long before that), the
+/// lookup count a `u64` (the kernel's `nlookup`) packed to 4-byte
+/// alignment (its fields are only copied, never borrowed), and `gone` sits
+/// in the node ([`Node::gone`]).
+#[derive(Debug, Default, Clone, Copy)]
+#[repr(C, packed(4))]
 pub(crate) struct Life {
     pub(crate) lookups: u64,
-    pub(crate) nlink: u32,
     pub(crate) opens: u32,
 }
 
@@ -950,7 +955,7 @@ pub(crate) struct Node {
     /// Published only by the runner (`Draft::publish`): see "Versions".
     snap: ArcSwap<Snap>,
     pub(crate) actor: Combiner<Op<'static>, Result<u64>>,
-    pub(crate) life: Mutex<Life>,
+    pub(crate) life: SmallMutex<Life>,
     pub(crate) nlink: AtomicU32,
     /// Set once, under `life`, when the three counts of `life` were all zero
     /// (`Node::settle`): nothing can name the node again. Read and written
@@ -1026,7 +1031,7 @@ impl Node {
             kind,
             snap: ArcSwap::new(Arc::new(snap)),
             actor: Combiner::new(),
-            life: Mutex::new(Life { nlink, lookups: 0, opens: 0 }),
+            life: SmallMutex::new(Life { lookups: 0, opens: 0 }),
             nlink: AtomicU32::new(nlink),
             gone: AtomicBool::new(false),
             guard_bits: crate::sync::FlagsU8::new(guard_byte(snap_flags)),
@@ -1089,16 +1094,21 @@ impl Node {
     /// Whether nothing can name the node any more (and it was not yet
     /// marked); marks it. The caller holds `life` (given as `life`).
     pub(crate) fn settle(&self, life: &Life) -> bool {
-        if !self.gone(life) && life.nlink == 0 && life.lookups == 0 && life.opens == 0 {
+        if !self.gone(life) && self.links(life) == 0 && life.lookups == 0 && life.opens == 0 {
             self.gone.store(true, Ordering::Relaxed);
             return true;
         }
         false
     }
 
-    /// Updates the link count under `life` (caller holds it) and its mirror.
-    pub(crate) fn set_nlink(&self, life: &mut Life, n: u32) {
-        life.nlink = n;
+    /// The link count, for a caller that holds `life` (given as `life`),
+    /// under which it changes.
+    pub(crate) fn links(&self, _life: &Life) -> u32 {
+        self.nlink.load(Ordering::Relaxed)
+    }
+
+    /// Sets the link count, under `life` (the caller holds it).
+    pub(crate) fn set_nlink(&self, _life: &mut Life, n: u32) {
         self.nlink.store(n, Ordering::Release);
     }
 
@@ -1521,7 +1531,7 @@ pub(crate) fn layout() -> Vec<(&'static str, usize)> {
         ("PTime", size_of::<PTime>()),
         ("FileData", size_of::<FileData>()),
         ("Combiner", size_of::<Combiner<Op<'static>, Result<u64>>>()),
-        ("Mutex<Life>", size_of::<Mutex<Life>>()),
+        ("Mutex<Life>", size_of::<SmallMutex<Life>>()),
         ("ArcSwap<Snap>", size_of::<ArcSwap<Snap>>()),
         ("Link", size_of::<Link>()),
         ("Dir", size_of::<Dir>()),

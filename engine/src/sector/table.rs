@@ -411,14 +411,43 @@ fn slot_of(idx: u64, height: u32) -> usize {
 /// long as that version does (the version protocol), which is what makes
 /// its `&self` methods sound. It is not `Clone`: `Table::share` (unsafe)
 /// is the one way to make a second value over the same nodes.
+///
+/// 16 bytes (issue 17, per-file cost: every version of every file holds
+/// one, and 8 bytes more put a version in the next allocator size class):
+/// the height a byte (at most `MAX_HEIGHT`, 15), the page count in 48 bits.
 #[derive(Default)]
 pub struct Table {
     root: Option<NodePtr>,
-    height: u32,
+    height: u8,
     /// Pages present.
-    count: u64,
+    count: Count,
     /// log2 of the page size.
     shift: Shift,
+}
+
+#[cfg(all(not(loom), target_pointer_width = "64"))]
+const _: () = assert!(std::mem::size_of::<Table>() == 16);
+
+/// A page count in 48 bits and 6 bytes (aligned to 2, so that it packs into
+/// [`Table`] beside the height and shift). A table's pages each hold memory
+/// or a clone's slot charged against the limit (`SLOT_COST`, 11 bytes), so
+/// 2^48 of them are far beyond any machine.
+#[derive(Clone, Copy, Default)]
+#[repr(C, packed(2))]
+struct Count {
+    lo: u32,
+    hi: u16,
+}
+
+impl Count {
+    fn get(self) -> u64 {
+        u64::from(self.lo) | u64::from(self.hi) << 32
+    }
+
+    fn set(&mut self, n: u64) {
+        debug_assert!(n < 1 << 48, "a table of {n} pages");
+        (self.lo, self.hi) = (n as u32, (n >> 32) as u16);
+    }
 }
 
 /// log2 of a page size (pages are 1 byte to 64 KiB, `Pool::with_page_size`).
@@ -445,7 +474,7 @@ impl Shift {
 
 impl std::fmt::Debug for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Table").field("height", &self.height).field("pages", &self.count).finish()
+        f.debug_struct("Table").field("height", &self.height).field("pages", &self.count()).finish()
     }
 }
 
@@ -479,7 +508,7 @@ unsafe fn node_mut<'a>(p: NodePtr) -> &'a mut TNode {
 impl Table {
     /// An empty table of pages of `page_size` bytes (a power of two).
     pub fn new(page_size: usize) -> Table {
-        Table { root: None, height: 0, count: 0, shift: Shift::of(page_size) }
+        Table { root: None, height: 0, count: Count::default(), shift: Shift::of(page_size) }
     }
 
     /// Bytes of one page.
@@ -487,9 +516,14 @@ impl Table {
         1 << self.shift as u32
     }
 
+    /// Levels above the leaves.
+    fn height(&self) -> u32 {
+        u32::from(self.height)
+    }
+
     /// Number of pages present.
     pub fn count(&self) -> u64 {
-        self.count
+        self.count.get()
     }
 
     /// The node behind `p`, for as long as `self` is borrowed.
@@ -507,12 +541,12 @@ impl Table {
 
     /// The leaf holding page `p`, its version number, and `p`'s slot in it.
     pub fn leaf(&self, p: u64) -> Option<(&Leaf, u64, usize)> {
-        if p >= span(self.height) && self.height < MAX_HEIGHT {
+        if p >= span(self.height()) && self.height() < MAX_HEIGHT {
             return None;
         }
         // SAFETY: the root of `self`.
         let mut n = unsafe { self.node(self.root?) };
-        let mut h = self.height;
+        let mut h = self.height();
         loop {
             match &n.body {
                 Body::Inner(kids) => {
@@ -563,7 +597,7 @@ impl Table {
     /// The draft's private leaf holding page `p` (path-copied from the
     /// published nodes, or made if absent), to change pages in.
     pub(crate) fn leaf_mut(&mut self, p: u64, ed: &mut Edit<'_>) -> LeafMut<'_> {
-        while p >= span(self.height) && self.height < MAX_HEIGHT {
+        while p >= span(self.height()) && self.height() < MAX_HEIGHT {
             self.height += 1;
             if let Some(old) = self.root {
                 let mut kids = [None; FAN];
@@ -571,7 +605,7 @@ impl Table {
                 self.root = Some(alloc(ed.gen, 0, |b| *b = Body::Inner(kids)));
             }
         }
-        let mut h = self.height;
+        let mut h = self.height();
         let mut n = Self::make_private(&mut self.root, h, ed);
         loop {
             // SAFETY: `n` is private (`make_private`), and the only
@@ -593,14 +627,15 @@ impl Table {
         if from >= to || self.root.is_none() {
             return;
         }
-        let removed = remove_in(&mut self.root, self.height, 0, from, to, ed);
-        self.count -= removed;
+        let h = self.height();
+        let removed = remove_in(&mut self.root, h, 0, from, to, ed);
+        self.count.set(self.count() - removed);
         self.prune(ed);
     }
 
     /// Drops empty levels at the top.
     fn prune(&mut self, ed: &mut Edit<'_>) {
-        if self.count == 0 {
+        if self.count() == 0 {
             if let Some(r) = self.root.take() {
                 // SAFETY: the draft's root, just cut out of it.
                 unsafe { unlink(r, ed) };
@@ -608,7 +643,7 @@ impl Table {
             self.height = 0;
             return;
         }
-        while self.height > 0 {
+        while self.height() > 0 {
             let Some(r) = self.root else { break };
             // SAFETY: the root of `self`.
             let rn = unsafe { self.node(r) };
@@ -633,7 +668,7 @@ impl Table {
     pub fn count_range(&self, from: u64, to: u64) -> u64 {
         match self.root {
             // SAFETY: the root of `self`.
-            Some(root) if from < to => count_range_in(unsafe { self.node(root) }, self.height, 0, from, to),
+            Some(root) if from < to => count_range_in(unsafe { self.node(root) }, self.height(), 0, from, to),
             _ => 0,
         }
     }
@@ -648,7 +683,7 @@ impl Table {
     pub fn next_present_before(&self, from: u64, to: u64) -> Option<u64> {
         // SAFETY: the root of `self`.
         let root = unsafe { self.node(self.root?) };
-        next_in(root, self.height, 0, from, to, true)
+        next_in(root, self.height(), 0, from, to, true)
     }
 
     /// The first index in `from..to` holding no page, visiting only the
@@ -659,11 +694,11 @@ impl Table {
         }
         let k = match self.root {
             None => from,
-            Some(_) if from >= span(self.height) && self.height < MAX_HEIGHT => from,
+            Some(_) if from >= span(self.height()) && self.height() < MAX_HEIGHT => from,
             Some(root) => {
                 // SAFETY: the root of `self`.
                 let n = unsafe { self.node(root) };
-                next_in(n, self.height, 0, from, to, false).unwrap_or(span(self.height).max(from))
+                next_in(n, self.height(), 0, from, to, false).unwrap_or(span(self.height()).max(from))
             }
         };
         (k < to).then_some(k)
@@ -690,7 +725,7 @@ impl Table {
     /// Takes the whole tree out (the last version of a file going away),
     /// to be freed as one retired subtree, leaving the table empty.
     pub(crate) fn take_tree(&mut self) -> Option<Retired> {
-        self.count = 0;
+        self.count = Count::default();
         self.height = 0;
         self.root.take().map(Retired::Tree)
     }
@@ -774,7 +809,7 @@ unsafe fn unlink(p: NodePtr, ed: &mut Edit<'_>) {
 /// A private leaf of the draft, to change pages in.
 pub(crate) struct LeafMut<'t> {
     leaf: &'t mut Leaf,
-    count: &'t mut u64,
+    count: &'t mut Count,
 }
 
 impl LeafMut<'_> {
@@ -816,7 +851,7 @@ impl LeafMut<'_> {
     /// Puts `m` in slot `i`, freeing (fresh) or retiring what was there.
     fn replace(&mut self, i: usize, m: Page, ed: &mut Edit<'_>) {
         match self.leaf.pages[i].replace(m) {
-            None => *self.count += 1,
+            None => self.count.set(self.count.get() + 1),
             // SAFETY: `old` was fresh in this private leaf and has just
             // been replaced in its slot: nothing reaches it any more (a
             // shared one loses this slot's holder only: `free_pages`).

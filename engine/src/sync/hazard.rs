@@ -52,7 +52,7 @@ use std::marker::PhantomData;
 use std::ptr;
 
 use super::atomic::{fence, AtomicBool, AtomicPtr, Ordering};
-use super::Arc;
+use super::{arc_decrement, arc_increment, Arc};
 
 /// Slots per chunk: guards one thread may hold at once before it borrows a
 /// spare chunk (the engine holds one or two).
@@ -174,14 +174,14 @@ impl<T> Drop for HazardGuard<T> {
                 if slot.compare_exchange(p, ptr::null_mut(), Ordering::Release, Ordering::Acquire).is_err() {
                     // SAFETY: a writer paid for `p` (added a count and
                     // cleared the slot): that count is this guard's.
-                    unsafe { Arc::decrement_strong_count(self.p) };
+                    unsafe { arc_decrement(self.p) };
                 }
                 // During thread exit the local may be gone; the chunk is
                 // released by its destructor then, and the bit is moot.
                 let _ = LOCAL.try_with(|l| l.used.set(l.used.get() & !(1 << i)));
             }
             // SAFETY: the slow path took one count of `p` for this guard.
-            None => unsafe { Arc::decrement_strong_count(self.p) },
+            None => unsafe { arc_decrement(self.p) },
         }
     }
 }
@@ -215,7 +215,7 @@ impl<T> HazardSwap<T> {
             #[cfg(not(loom_bug = "hazard_no_recheck"))]
             if slot.compare_exchange(p.cast(), ptr::null_mut(), Ordering::Release, Ordering::Acquire).is_err() {
                 // SAFETY: a writer paid for `p`: this thread owns that count.
-                unsafe { Arc::decrement_strong_count(p) };
+                unsafe { arc_decrement(p) };
             }
         }
     }
@@ -254,13 +254,13 @@ impl<T> HazardSwap<T> {
         let p = self.protect(&c.slots[0]);
         // SAFETY: `p` is protected by the slot: alive, and its count may be
         // raised.
-        unsafe { Arc::increment_strong_count(p) };
+        unsafe { arc_increment(p) };
         if c.slots[0]
             .compare_exchange(p.cast_mut().cast(), ptr::null_mut(), Ordering::Release, Ordering::Acquire)
             .is_err()
         {
             // SAFETY: a writer paid for `p` as well: drop its count.
-            unsafe { Arc::decrement_strong_count(p) };
+            unsafe { arc_decrement(p) };
         }
         c.claimed.store(false, Ordering::Release);
         // SAFETY: one count of `p` was taken above for this `Arc`.
@@ -271,7 +271,7 @@ impl<T> HazardSwap<T> {
     pub fn load_full(&self) -> Arc<T> {
         let g = self.load();
         // SAFETY: `g` keeps `p` alive while its count is raised.
-        unsafe { Arc::increment_strong_count(g.p) };
+        unsafe { arc_increment(g.p) };
         // SAFETY: the count raised above is this `Arc`'s.
         unsafe { Arc::from_raw(g.p) }
     }
@@ -295,7 +295,7 @@ impl<T> HazardSwap<T> {
         // SAFETY: `p` is the cell's, counted by it, and nobody can swap it
         // out meanwhile (the caller's contract).
         unsafe {
-            Arc::increment_strong_count(p)
+            arc_increment(p)
         };
         // SAFETY: the count taken above is this `Arc`'s.
         unsafe { Arc::from_raw(p) }
@@ -319,12 +319,12 @@ impl<T> HazardSwap<T> {
             for slot in &c.slots {
                 if slot.load(Ordering::Acquire) == key {
                     // SAFETY: this call still owns the cell's count of `old`.
-                    unsafe { Arc::increment_strong_count(old) };
+                    unsafe { arc_increment(old) };
                     if slot.compare_exchange(key, ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire).is_err() {
                         // The reader let go first: take the count back
                         // (ours keeps `old` alive).
                         // SAFETY: the count was raised just above.
-                        unsafe { Arc::decrement_strong_count(old) };
+                        unsafe { arc_decrement(old) };
                     }
                 }
             }

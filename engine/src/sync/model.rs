@@ -37,12 +37,34 @@ pub(crate) type TallyU64 = std::sync::atomic::AtomicU64;
 /// its budget).
 pub(crate) type FlagsU8 = std::sync::atomic::AtomicU8;
 pub use loom::sync::Arc;
+
+/// Raises the count of the `Arc` whose `into_raw` pointer is `p` (real:
+/// `real::arc_increment`).
+///
+/// # Safety
+/// `p` came from `Arc::into_raw` of an `Arc<T>` that is still alive.
+pub unsafe fn arc_increment<T>(p: *const T) {
+    // SAFETY: the caller's contract.
+    unsafe { Arc::increment_strong_count(p) }
+}
+
+/// Drops one count of the `Arc` whose `into_raw` pointer is `p`.
+///
+/// # Safety
+/// The caller owns one count of `p`'s `Arc`, which this gives up.
+pub unsafe fn arc_decrement<T>(p: *const T) {
+    // SAFETY: the caller's contract.
+    unsafe { Arc::decrement_strong_count(p) }
+}
 pub use loom::thread_local;
 
 /// Spinning under loom must yield so the scheduler can run someone else.
 pub fn spin_loop() {
     loom::thread::yield_now();
 }
+
+/// The one-byte mutex of real builds (`real::SmallMutex`): loom's, here.
+pub type SmallMutex<T> = Mutex<T>;
 
 /// loom `Mutex` without poisoning.
 #[derive(Debug)]

@@ -13,7 +13,36 @@ pub use std::sync::atomic;
 pub(crate) type TallyU64 = std::sync::atomic::AtomicU64;
 /// A node's chattr `i`/`a` flags, mirrored (`model.rs`).
 pub(crate) type FlagsU8 = std::sync::atomic::AtomicU8;
-pub use std::sync::{Arc, Weak};
+/// Reference counting without weak counts (`triomphe`): one word of header
+/// instead of std's two, 8 bytes off every node, version and block, which
+/// puts a node (64 bytes) and a version (128) one glibc chunk class lower
+/// (issue 17, per-file cost). The engine has no weak references.
+pub use triomphe::Arc;
+
+/// Raises the count of the `Arc` whose [`Arc::into_raw`] pointer is `p`
+/// (std's `Arc::increment_strong_count`, which `triomphe` lacks).
+///
+/// # Safety
+/// `p` came from `Arc::into_raw` of an `Arc<T>` that is still alive (some
+/// count of it is held for as long as this runs).
+pub unsafe fn arc_increment<T>(p: *const T) {
+    // SAFETY: `p` is a live `Arc`'s (the caller's contract); `ManuallyDrop`
+    // keeps the borrowed count, the clone's count is leaked on purpose: it
+    // is the one this function adds.
+    let a = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(p) });
+    std::mem::forget(Arc::clone(&a));
+}
+
+/// Drops one count of the `Arc` whose [`Arc::into_raw`] pointer is `p`
+/// (std's `Arc::decrement_strong_count`).
+///
+/// # Safety
+/// `p` came from `Arc::into_raw` and the caller owns one count of it, which
+/// this gives up.
+pub unsafe fn arc_decrement<T>(p: *const T) {
+    // SAFETY: a count the caller owns (contract), dropped here.
+    drop(unsafe { Arc::from_raw(p) });
+}
 pub use std::thread_local;
 
 /// Hints that the caller is spinning.
@@ -40,6 +69,11 @@ impl<T> Mutex<T> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// A mutex whose lock is one byte (`parking_lot`), for a small value in a
+/// structure every inode has (a node's life counts: issue 17, per-file
+/// cost); no poisoning. Not for [`Condvar`].
+pub type SmallMutex<T> = parking_lot::Mutex<T>;
 
 /// A condition variable for [`Mutex`].
 #[derive(Debug, Default)]
