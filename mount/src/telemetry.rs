@@ -175,21 +175,27 @@ pub(crate) fn trim_step(pool: &engine::sector::Pool, reserve: u64, was_over: &mu
 
 /// Free heap bytes kept below which the heap is never trimmed.
 const HEAP_TRIM_MIN: u64 = 16 << 20;
-/// How much the free heap must have moved since the last trim for another,
-/// and how much RSS a trim must give back for the next not to wait longer.
+/// How much the process's RSS must have grown since the last trim for
+/// another, and how much a trim must give back for the next not to wait
+/// longer.
 const HEAP_TRIM_MOVED: u64 = 4 << 20;
 /// The longest wait, in periods, between two trims that gave back little.
 const HEAP_TRIM_MAX_WAIT: u32 = 64;
 
 /// The heap's part of the memory-return policy (issue 17: "memory follows
 /// use"). The metadata of deleted files (nodes, versions, names, directory
-/// slots) goes back to glibc's malloc, which keeps it in its arenas: after
-/// 200,000 small files were created and deleted the daemon held 77 MiB for
-/// 3 MiB of heap in use, until unmount. When more than [`HEAP_TRIM_MIN`] of
-/// the heap is free at two steps in a row (it stayed free for a period,
-/// as for sectors) and that amount moved by [`HEAP_TRIM_MOVED`] since the
-/// last trim (so a heap that stays as it is costs one trim, not one a
-/// second), `malloc_trim(0)` gives its free pages back to the OS.
+/// slots, xattr values) goes back to glibc's malloc, which keeps it in its
+/// arenas: after 200,000 small files were created and deleted the daemon
+/// held 77 MiB for 3 MiB of heap in use, until unmount. When more than
+/// [`HEAP_TRIM_MIN`] of the heap is free at two steps in a row (it stayed
+/// free for a period, as for sectors) and the process's RSS grew by
+/// [`HEAP_TRIM_MOVED`] since the last trim, `malloc_trim(0)` gives the
+/// heap's free pages back to the OS. So a heap that stays as it is costs
+/// one trim, not one a second; and a heap filled and emptied again between
+/// two steps is trimmed again. (Until 2026-12-07 the rule compared the free
+/// heap at the last trim with the free heap now, which a fill and delete
+/// within one period leaves where it was: a probe's repeated cycles of
+/// files with 64 KiB xattrs left 110–255 MiB resident for 1 MiB in use.)
 ///
 /// A trim walks every free block, and holds each arena's lock meanwhile:
 /// it returns whole free pages, but free memory in holes between live
@@ -198,12 +204,13 @@ const HEAP_TRIM_MAX_WAIT: u32 = 64;
 /// 40–340 bytes, 116 ms; 200,000 such blocks all freed, 13 ms). So a trim
 /// that gave back less than [`HEAP_TRIM_MOVED`] of RSS doubles the wait
 /// before the next (up to [`HEAP_TRIM_MAX_WAIT`] periods); one that gave
-/// back more resets it to a period.
+/// back more resets it to a period. (RSS grows with file data too: then a
+/// trim that finds little backs off the same way.)
 #[derive(Debug)]
 pub(crate) struct HeapTrim {
     was_over: bool,
-    /// The free heap bytes at the last trim.
-    last: u64,
+    /// The process's RSS just after the last trim (0 before the first).
+    rss_after: u64,
     /// Periods left before a trim may run again.
     wait: u32,
     /// The wait after the next trim that gives back little.
@@ -212,37 +219,39 @@ pub(crate) struct HeapTrim {
 
 impl Default for HeapTrim {
     fn default() -> Self {
-        HeapTrim { was_over: false, last: 0, wait: 0, backoff: 1 }
+        HeapTrim { was_over: false, rss_after: 0, wait: 0, backoff: 1 }
     }
 }
 
 impl HeapTrim {
-    /// Whether to trim now, with `free` bytes free on the heap.
-    pub(crate) fn due(&mut self, free: u64) -> bool {
+    /// Whether to trim now, with `free` bytes free on the heap and `rss`
+    /// bytes resident.
+    pub(crate) fn due(&mut self, free: u64, rss: u64) -> bool {
         let over = free > HEAP_TRIM_MIN;
-        let due = over && self.was_over && self.wait == 0 && free.abs_diff(self.last) >= HEAP_TRIM_MOVED;
+        let due = over && self.was_over && self.wait == 0 && rss >= self.rss_after.saturating_add(HEAP_TRIM_MOVED);
         self.was_over = over;
         self.wait = self.wait.saturating_sub(1);
-        if due {
-            self.last = free;
-        }
         due
     }
 
-    /// A trim gave back `bytes` of RSS: sets the wait before the next.
-    pub(crate) fn gave_back(&mut self, bytes: u64) {
-        self.backoff = if bytes < HEAP_TRIM_MOVED { (self.backoff * 2).min(HEAP_TRIM_MAX_WAIT) } else { 1 };
+    /// A trim took RSS from `before` to `after` bytes: sets the wait
+    /// before the next.
+    pub(crate) fn gave_back(&mut self, before: u64, after: u64) {
+        self.backoff =
+            if before.saturating_sub(after) < HEAP_TRIM_MOVED { (self.backoff * 2).min(HEAP_TRIM_MAX_WAIT) } else { 1 };
         self.wait = self.backoff;
+        self.rss_after = after;
     }
 
     /// One step: trims the heap if [`HeapTrim::due`]. Returns whether it
     /// did (never where the allocator is not glibc's).
     pub(crate) fn step(&mut self) -> bool {
-        let due = crate::stats::heap().is_some_and(|h| self.due(h.free));
+        let Some(heap) = crate::stats::heap() else { return false };
+        let before = resident_bytes();
+        let due = self.due(heap.free, before);
         if due {
-            let before = resident_bytes();
             heap_trim();
-            self.gave_back(before.saturating_sub(resident_bytes()));
+            self.gave_back(before, resident_bytes());
         }
         due
     }
@@ -498,20 +507,39 @@ mod tests {
     }
 
     #[test]
-    fn the_heap_is_trimmed_once_it_stays_free_and_again_only_when_it_moved() {
+    fn the_heap_is_trimmed_once_it_stays_free_and_again_only_when_rss_grew() {
         let mut h = HeapTrim::default();
         let mib = 1u64 << 20;
-        assert!(!h.due(100 * mib), "not at the first step over the minimum");
-        assert!(h.due(100 * mib), "free for a period: trim");
-        h.gave_back(90 * mib);
-        assert!(!h.due(200 * mib), "a period's wait after a trim");
-        assert!(!h.due(100 * mib), "the same heap again: no second trim");
-        assert!(!h.due(102 * mib), "moved less than the step");
-        assert!(h.due(110 * mib), "more freed since: trim again");
-        h.gave_back(90 * mib);
-        assert!(!h.due(8 * mib), "below the minimum");
-        assert!(!h.due(40 * mib), "over again, but only for one step");
-        assert!(h.due(40 * mib));
+        assert!(!h.due(100 * mib, 120 * mib), "not at the first step over the minimum");
+        assert!(h.due(100 * mib, 120 * mib), "free for a period: trim");
+        h.gave_back(120 * mib, 20 * mib);
+        assert!(!h.due(100 * mib, 30 * mib), "a period's wait after a trim");
+        assert!(!h.due(100 * mib, 20 * mib), "the same heap again: no second trim");
+        assert!(!h.due(100 * mib, 22 * mib), "RSS grew less than the step");
+        assert!(h.due(110 * mib, 40 * mib), "memory used since, and freed: trim again");
+        h.gave_back(40 * mib, 20 * mib);
+        assert!(!h.due(8 * mib, 40 * mib), "below the minimum");
+        assert!(!h.due(40 * mib, 40 * mib), "over again, but only for one step");
+        assert!(h.due(40 * mib, 40 * mib));
+    }
+
+    /// A heap filled and emptied again between two steps (the free heap
+    /// the same at every step: a probe's create-and-delete cycles of files
+    /// with 64 KiB xattrs) is trimmed again: its RSS grew.
+    #[test]
+    fn a_heap_filled_and_emptied_again_is_trimmed_again() {
+        let mut h = HeapTrim::default();
+        let mib = 1u64 << 20;
+        assert!(!h.due(125 * mib, 129 * mib));
+        assert!(h.due(125 * mib, 129 * mib), "the first cycle's free heap");
+        h.gave_back(129 * mib, 4 * mib);
+        assert!(!h.due(125 * mib, 4 * mib), "waits a period");
+        assert!(!h.due(125 * mib, 4 * mib), "nothing happened");
+        // The second cycle, between two steps: the same free heap, the
+        // RSS of the first.
+        assert!(h.due(125 * mib, 129 * mib), "the second cycle's heap is trimmed too");
+        h.gave_back(129 * mib, 4 * mib);
+        assert!(!h.due(125 * mib, 4 * mib) && !h.due(125 * mib, 4 * mib), "and not again while it stays");
     }
 
     #[test]
@@ -526,20 +554,23 @@ mod tests {
     fn trims_that_give_back_little_back_off() {
         let mut h = HeapTrim::default();
         let mib = 1u64 << 20;
-        let mut free = 100 * mib;
-        let mut next = |h: &mut HeapTrim| {
-            free += 8 * mib;
-            (1..=200).find(|_| h.due(free)).expect("a trim within 200 steps")
+        let mut rss = 100 * mib;
+        // RSS grows (file data), the free heap stays: steps to a trim.
+        let next = |h: &mut HeapTrim, rss: &mut u64| {
+            *rss += 8 * mib;
+            let r = *rss;
+            (1..=200).find(|_| h.due(100 * mib, r)).expect("a trim within 200 steps")
         };
-        next(&mut h);
+        next(&mut h, &mut rss);
         let mut waits = Vec::new();
         for _ in 0..8 {
-            h.gave_back(mib / 2);
-            waits.push(next(&mut h));
+            h.gave_back(rss, rss - mib / 2);
+            waits.push(next(&mut h, &mut rss));
         }
         assert_eq!(waits, [3, 5, 9, 17, 33, 65, 65, 65], "steps to the next trim");
-        h.gave_back(50 * mib);
-        assert_eq!(next(&mut h), 2);
+        h.gave_back(rss, rss - 50 * mib);
+        rss -= 50 * mib;
+        assert_eq!(next(&mut h, &mut rss), 2);
     }
 
     #[test]
