@@ -43,7 +43,8 @@ use std::cell::Cell;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{thread_local, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::atomic::Ordering;
+use crate::sync::{thread_local, RwLock, RwLockReadGuard, RwLockWriteGuard, TallyU64};
 
 thread_local! {
     #[allow(clippy::missing_const_for_thread_local)] // loom's thread_local! has no const form
@@ -56,7 +57,15 @@ static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 
 /// The mutation gate (see the module doc).
 pub(crate) struct Gate {
-    slots: Box<[CachePadded<RwLock<()>>]>,
+    slots: Box<[CachePadded<Slot>]>,
+}
+
+/// One slot: its lock, and how many mutations entered through it (a count
+/// on the line its mutators write anyway), so that a save can tell whether
+/// anything changed since another ([`Gate::changes`]).
+struct Slot {
+    lock: RwLock<()>,
+    entered: TallyU64,
 }
 
 /// A mutator's shared hold (nothing if this thread already holds the gate).
@@ -72,7 +81,11 @@ pub(crate) struct Closed<'a> {
 impl Gate {
     /// A gate of `slots` (at least one) locks.
     pub(crate) fn new(slots: usize) -> Gate {
-        Gate { slots: (0..slots.max(1)).map(|_| CachePadded::new(RwLock::new(()))).collect() }
+        Gate {
+            slots: (0..slots.max(1))
+                .map(|_| CachePadded::new(Slot { lock: RwLock::new(()), entered: TallyU64::new(0) }))
+                .collect(),
+        }
     }
 
     fn addr(&self) -> usize {
@@ -92,7 +105,8 @@ impl Gate {
             }
             s.get() % n
         });
-        let guard = self.slots[slot].read();
+        let guard = self.slots[slot].lock.read();
+        self.slots[slot].entered.fetch_add(1, Ordering::Relaxed);
         HELD.with(|h| h.set(self.addr()));
         Entered { guard: Some(guard) }
     }
@@ -100,7 +114,18 @@ impl Gate {
     /// Closes the gate: waits for the mutations in flight, then holds off
     /// new ones until the returned hold drops.
     pub(crate) fn close(&self) -> Closed<'_> {
-        Closed { _guards: self.slots.iter().map(|s| s.write()).collect() }
+        Closed { _guards: self.slots.iter().map(|s| s.lock.write()).collect() }
+    }
+
+    /// How many mutations have entered the gate so far (nested entries
+    /// once; an entry whose operation then failed too). Exact while the
+    /// caller holds the gate closed (each count changes only under its
+    /// slot's shared hold); otherwise a value from around the call. The same
+    /// count at a capture and later (gate closed both times, or nothing
+    /// running) means nothing that an image holds changed in between,
+    /// except access times (readers do not enter).
+    pub(crate) fn changes(&self) -> u64 {
+        self.slots.iter().map(|s| s.entered.load(Ordering::Relaxed)).sum()
     }
 }
 

@@ -240,6 +240,8 @@ pub struct Snapshot {
     entries: u64,
     data_bytes: u64,
     held: Duration,
+    /// [`Engine::changes`] at the capture.
+    changes: u64,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -346,6 +348,8 @@ impl Engine {
         }
         let used = self.pool.used();
         let any_shared = self.pool.any_shared();
+        // Exact: the gate is closed.
+        let changes = self.gate.changes();
         let held = t0.elapsed();
         drop(closed);
         // Outside the gate: the versions are immutable.
@@ -355,7 +359,15 @@ impl Engine {
             .map(|(_, s)| extents(&s.data, ss).map(|(a, b)| b - a).sum::<u64>())
             .sum();
         let ps = self.pool.page_size() as u64;
-        Snapshot { cfg, ps, any_shared, used, nodes, dirs, entries, data_bytes, held }
+        Snapshot { cfg, ps, any_shared, used, nodes, dirs, entries, data_bytes, held, changes }
+    }
+
+    /// How many mutations the engine has taken so far (namespace changes,
+    /// writes, attribute changes: everything an image holds except access
+    /// times; an attempt that failed counts too). Monotonic; compare with
+    /// [`Snapshot::changes`] to tell whether a saved image is still current.
+    pub fn changes(&self) -> u64 {
+        self.gate.changes()
     }
 
     /// Loads an image written by [`Snapshot::write_to`] into a new engine.
@@ -608,6 +620,13 @@ impl Snapshot {
     /// How long the mutation gate was closed while it was taken.
     pub fn held(&self) -> Duration {
         self.held
+    }
+
+    /// How many mutations the engine had taken when this was captured
+    /// ([`Engine::changes`]): if the engine's count is still this, the file
+    /// system is what this snapshot holds (access times aside).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Every directory entry in the snapshot: (directory, name, inode).

@@ -873,3 +873,33 @@ fn immutable_clones_load() {
     assert!(l.stats().pool.shared_pages > 0, "still a clone");
     assert_eq!(l.write(lb.ino, 0, b"x"), Err(engine::Error::Permission));
 }
+
+/// `Engine::changes` tells whether a snapshot is still current: it moves
+/// with every kind of change an image holds (data, namespace, attributes,
+/// xattrs) and not with reads; a snapshot records it at its capture.
+#[test]
+fn changes_tell_whether_a_snapshot_is_current() {
+    let e = Engine::new(cfg()).unwrap();
+    let f = e.create(ROOT, b"f", 0o644, 0, 0).unwrap().ino;
+    e.write(f, 0, b"data").unwrap();
+    let snap = e.snapshot();
+    assert_eq!(snap.changes(), e.changes());
+    let mut buf = [0u8; 4];
+    e.read(f, 0, &mut buf).unwrap();
+    let _ = e.lookup(ROOT, b"f").unwrap();
+    let _ = e.getattr(f).unwrap();
+    assert_eq!(e.changes(), snap.changes(), "reads change nothing");
+    let changes: [&dyn Fn(&Engine); 5] = [
+        &|e| assert_eq!(e.write(f, 0, b"x").unwrap(), 1),
+        &|e| assert!(e.mkdir(ROOT, b"d", 0o755, 0, 0).is_ok()),
+        &|e| assert!(e.setattr(f, &SetAttr { mode: Some(0o600), ..SetAttr::default() }).is_ok()),
+        &|e| e.setxattr(f, b"user.a", b"v", 0).unwrap(),
+        &|e| e.rename(ROOT, b"d", ROOT, b"d2", 0).unwrap(),
+    ];
+    let mut last = e.changes();
+    for (i, change) in changes.iter().enumerate() {
+        change(&e);
+        assert!(e.changes() > last, "change {i} did not count");
+        last = e.changes();
+    }
+}

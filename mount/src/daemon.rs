@@ -131,6 +131,9 @@ pub(crate) fn mount(args: &MountArgs) -> Result<ExitCode> {
     };
     let engine = Arc::new(engine);
     let saver = Arc::new(crate::save::Saver::new(engine.clone(), image.clone(), mp.clone(), set.label.clone()));
+    if info.is_some() {
+        saver.loaded();
+    }
 
     let name = set.label;
     // Block the stop signals before any thread starts, so that every thread
@@ -855,7 +858,8 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool, force: bool) -> Result<Exit
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            // A saved image is a new file (renamed over the old one).
+            // A saved image is a new file (renamed over the old one), or
+            // the same one with new times (current: `save::Saver::save`).
             if image_id(img).is_none_or(|id| Some(id) == before) {
                 if saved_first {
                     bail!(
@@ -896,9 +900,12 @@ fn force_unmount(mp: &Path, shown: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The identity of a file (device, inode), if it exists.
-fn image_id(p: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+/// The identity of a file (device, inode) and its times, if it exists: a
+/// save makes a new file (renamed over the old one); a save that finds
+/// the image current sets its modification time to the clock's now (to
+/// the nanosecond, where the change time may be as coarse as a tick).
+fn image_id(p: &Path) -> Option<(u64, u64, i64, i64, i64, i64)> {
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
 }
 
 /// Whether process `pid` has exited (a zombie counts as gone).
@@ -952,6 +959,11 @@ pub(crate) fn save(mountpoint: &Path, file: Option<&Path>) -> Result<ExitCode> {
         None => None,
     };
     let o = save_now(&mp, &shown.to_string(), file.as_deref())?;
+    if o.unchanged {
+        writeln!(std::io::stdout(), "{} is current: nothing changed on {shown} since it was saved or loaded", o.path)
+            .context("saved, but the report cannot be written to stdout")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let secs = o.seconds.max(1e-6);
     // Not println!: it panics when stdout cannot be written (`> /dev/full`),
     // after the save has succeeded.

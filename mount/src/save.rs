@@ -70,6 +70,9 @@ pub(crate) struct Outcome {
     pub(crate) held_ms: f64,
     /// The whole save, snapshot to directory fsync.
     pub(crate) seconds: f64,
+    /// Nothing changed since the file was saved or loaded: it was kept
+    /// (its times set), not written again.
+    pub(crate) unchanged: bool,
 }
 
 /// The state [`SAVE_XATTR`] reports.
@@ -88,6 +91,9 @@ struct State {
     running: Option<String>,
     thread: Option<JoinHandle<()>>,
     done: VecDeque<Outcome>,
+    /// The last save that succeeded: its target, the engine's change
+    /// count at its capture, and the image file it made (device, inode).
+    last: Option<(PathBuf, u64, (u64, u64))>,
 }
 
 /// A mount's saver: on-demand saves while it serves, and the last save.
@@ -108,7 +114,7 @@ impl Saver {
             mountpoint,
             owner: nix::unistd::geteuid().as_raw(),
             label,
-            state: Mutex::new(State { running: None, thread: None, done: VecDeque::new() }),
+            state: Mutex::new(State { running: None, thread: None, done: VecDeque::new(), last: None }),
         }
     }
 
@@ -203,8 +209,34 @@ impl Saver {
             ));
             return out;
         }
+        if self.current(path) {
+            // Nothing changed since the disk was saved to (or loaded from)
+            // this very file: it is current, and writing it again would
+            // need room for a second copy beside it. `sectorfs unmount`
+            // saves while the disk serves, then the daemon saves after the
+            // unmount: the second used to fail for lack of that room on an
+            // image file system with room for one copy (reported as a lost
+            // final save, though nothing was lost), and a write between
+            // the two saves was lost so. Its times are set to now (what
+            // tells the unmount command that its final save is done).
+            let image = File::open(path).and_then(|f| {
+                f.set_modified(std::time::SystemTime::now())?;
+                f.metadata()
+            });
+            match image {
+                Ok(m) => {
+                    out.image_bytes = m.len();
+                    out.unchanged = true;
+                    log::info!("{} is current (nothing changed since it was saved)", path.display());
+                }
+                Err(e) => out.error = Some(format!("cannot set the times of {}: {e}", path.display())),
+            }
+            out.seconds = t0.elapsed().as_secs_f64();
+            return out;
+        }
         match save_to(&self.engine, path, &self.label) {
-            Ok((r, held)) => {
+            Ok((r, held, changes)) => {
+                self.lock().last = file_id(path).map(|id| (path.to_path_buf(), changes, id));
                 out.files = r.nodes;
                 out.data_bytes = r.data_bytes;
                 out.image_bytes = r.image_bytes;
@@ -240,6 +272,24 @@ impl Saver {
         }
         let path = self.image.clone()?;
         Some(self.save("unmount", &path, false))
+    }
+
+    /// The engine was just loaded from its image: that file holds the disk
+    /// as it is, like an image a save just made ([`Saver::current`]).
+    pub(crate) fn loaded(&self) {
+        if let Some(p) = &self.image {
+            self.lock().last = file_id(p).map(|id| (p.clone(), self.engine.changes(), id));
+        }
+    }
+
+    /// Whether the last successful save went to `path`, the image there is
+    /// still the one it made, and the engine has not changed since its
+    /// capture (access times aside: `Engine::changes`).
+    fn current(&self, path: &Path) -> bool {
+        let st = self.lock();
+        st.last.as_ref().is_some_and(|(p, changes, id)| {
+            p == path && *changes == self.engine.changes() && file_id(path).as_ref() == Some(id)
+        })
     }
 }
 
@@ -315,18 +365,25 @@ pub(crate) fn can_save(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The identity of file `p` (device, inode), if it exists.
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// Saves `engine` to `path` atomically (module doc); returns what was
-/// written and how long writers were held off.
-pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(SaveReport, std::time::Duration)> {
+/// written, how long writers were held off, and the engine's change count
+/// at the capture (`Engine::changes`).
+pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(SaveReport, std::time::Duration, u64)> {
     // Checked again here: the daemon runs as root, its client may not be
     // ours, and the target may have changed since the mount.
     let path = &image_target(path)?;
     let dir = image_dir(path);
     let tmp = temp_path(path);
     let file = open_temp(&tmp, path)?;
-    let result = (|| -> Result<(SaveReport, std::time::Duration)> {
+    let result = (|| -> Result<(SaveReport, std::time::Duration, u64)> {
         let snap = engine.snapshot();
-        let held = snap.held();
+        let (held, changes) = (snap.held(), snap.changes());
         let report = snap.write_to(ImageWriter::new(&file), &[("label", label)]).context("cannot write the image")?;
         drop(snap);
         crate::fault::fail_point!("daemon.save.before_rename", |_| Err(anyhow!("failpoint daemon.save.before_rename")));
@@ -339,7 +396,7 @@ pub(crate) fn save_to(engine: &Engine, path: &Path, label: &str) -> Result<(Save
             // If the thread cannot start, the closure (and the file) drops here.
             let _ = std::thread::Builder::new().name("sectorfs-close".into()).spawn(move || drop(old));
         }
-        Ok((report, held))
+        Ok((report, held, changes))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
