@@ -264,14 +264,33 @@ impl Saver {
     }
 
     /// After the unmount: waits for a save in flight, then saves to the
-    /// mount's `--image` (if any). `None`: nothing to save.
+    /// mount's `--image` (if any). `None`: nothing to save. Should that
+    /// save fail while the disk holds something its image does not, the
+    /// disk is saved to a rescue copy ([`rescue_path`]) instead of being
+    /// lost with the daemon; the outcome's error names it.
     pub(crate) fn finish(&self) -> Option<Outcome> {
         let t = self.lock().thread.take();
         if let Some(t) = t {
             let _ = t.join();
         }
         let path = self.image.clone()?;
-        Some(self.save("unmount", &path, false))
+        let mut out = self.save("unmount", &path, false);
+        if let Some(e) = &out.error {
+            let rescued = rescue_path(&path, std::process::id()).into_iter().find_map(|p| {
+                match save_to(&self.engine, &p, &self.label) {
+                    Ok(_) => Some(p),
+                    Err(e) => {
+                        log::error!("cannot save a rescue copy to {}: {e:#}", p.display());
+                        None
+                    }
+                }
+            });
+            if let Some(p) = rescued {
+                log::error!("the disk was saved to {} instead of its image {}", p.display(), path.display());
+                out.error = Some(format!("{e}; the disk was saved to {} instead (mount it with --image)", p.display()));
+            }
+        }
+        Some(out)
     }
 
     /// The engine was just loaded from its image: that file holds the disk
@@ -363,6 +382,29 @@ pub(crate) fn can_save(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Where the final save of a disk whose image `image` could not be written
+/// goes instead, for the daemon `pid` (its file system full, say: a probe
+/// lost acknowledged appends so): `/var/tmp` (kept across reboots), then
+/// `/tmp`, each in a directory `sectorfs-rescue-UID` that is ours alone
+/// (mode 0700, made if absent; one that is a symbolic link, someone
+/// else's, or open to others is passed over: the copy holds the disk's
+/// data), named `IMAGE-PID.img`. The unmount command looks there too.
+pub(crate) fn rescue_path(image: &Path, pid: u32) -> Vec<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = nix::unistd::geteuid().as_raw();
+    let name = image.file_name().map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    ["/var/tmp", "/tmp"]
+        .iter()
+        .map(|base| Path::new(base).join(format!("sectorfs-rescue-{uid}")))
+        .filter(|dir| {
+            let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+            std::fs::symlink_metadata(dir)
+                .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0)
+        })
+        .map(|dir| dir.join(format!("{name}-{pid}.img")))
+        .collect()
 }
 
 /// The identity of file `p` (device, inode), if it exists.

@@ -725,6 +725,59 @@ fn an_unmount_needs_room_for_one_image_only() {
     drop(tmpfs);
 }
 
+/// A final save that fails (the image's file system has no room for a
+/// second copy beside the first, and the disk changed since that was
+/// saved) no longer ends the daemon with the disk's last changes: it saves
+/// the disk to a rescue copy under `/var/tmp/sectorfs-rescue-UID`, says
+/// where, and that copy mounts with everything. (A probe's appender lost
+/// acknowledged lines so.)
+#[test]
+fn a_failed_final_save_leaves_a_rescue_copy() {
+    if !is_root() {
+        eprintln!("SKIP: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = image_dir();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    /// Unmounts the tmpfs this test mounted, even on failure.
+    struct Tmpfs<'a>(&'a Path);
+    impl Drop for Tmpfs<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=5M", "tmpfs"]).arg(&small).status();
+    assert!(ok.is_ok_and(|s| s.success()), "cannot mount a tmpfs on {}", small.display());
+    let tmpfs = Tmpfs(&small);
+    let img = small.join("d.img");
+    let Some(mut m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(m.p("big"), &big).unwrap();
+    run_ok(&["save", s(&m.path)]);
+    std::fs::write(m.p("late"), b"written after the last save").unwrap();
+    let rescue = std::path::PathBuf::from(format!("/var/tmp/sectorfs-rescue-0/d.img-{}.img", m.pid()));
+    /// Removes the rescue copy however the test ends.
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&rescue);
+    // A plain umount: the daemon's final save is the only one.
+    umount_settled(&m.path).unwrap();
+    assert!(m.wait_exit(Duration::from_secs(20)), "the daemon did not exit");
+    assert!(!m.exit_status().unwrap().success(), "the failed save was not reported");
+    drop(m);
+    assert!(rescue.exists(), "no rescue copy at {}", rescue.display());
+    let Some(m2) = Mount::new(&["--image", s(&rescue)]) else { return };
+    assert_eq!(std::fs::read(m2.p("late")).unwrap(), b"written after the last save");
+    assert_eq!(std::fs::read(m2.p("big")).unwrap(), big);
+    drop(m2);
+    drop(tmpfs);
+}
+
 /// `sectorfs save` refuses to write over the image of another mounted disk
 /// (directly or through a symbolic link): that disk's image would hold
 /// this one's files, and a killed daemon would leave it so.
