@@ -160,6 +160,42 @@ fn image_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("sectorfs-image-").tempdir_in("/dev/shm").unwrap()
 }
 
+/// `n` bytes that do not compress.
+fn noise(n: u32) -> Vec<u8> {
+    (0..n).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()
+}
+
+/// A tmpfs of a few MiB for an image that must run out of room, in a
+/// fresh directory; unmounted (and its directory removed) when dropped,
+/// even on failure. `None` (the test is skipped) unless root.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn new(mib: u32) -> Option<SmallTmpfs> {
+        if !is_root() {
+            eprintln!("SKIP: mounting a tmpfs needs root");
+            return None;
+        }
+        let t = SmallTmpfs { dir: image_dir() };
+        let ok =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mib}M"), "tmpfs"]).arg(t.path()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "cannot mount a tmpfs on {}", t.path().display());
+        Some(t)
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
 #[test]
 fn save_unmount_and_mount_again_keep_everything() {
     let dir = image_dir();
@@ -626,29 +662,14 @@ fn unmount_keeps_the_disk_when_its_image_cannot_be_saved() {
 /// again, the unmount saves.
 #[test]
 fn unmount_keeps_the_disk_when_its_save_fails_partway() {
-    if !is_root() {
-        eprintln!("SKIP: mounting a tmpfs needs root");
-        return;
-    }
-    let dir = image_dir();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    /// Unmounts the tmpfs this test mounted, even on failure.
-    struct Tmpfs<'a>(&'a Path);
-    impl Drop for Tmpfs<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"]).arg(&small).status();
-    assert!(ok.is_ok_and(|s| s.success()), "cannot mount a tmpfs on {}", small.display());
-    let tmpfs = Tmpfs(&small);
+    let Some(tmpfs) = SmallTmpfs::new(1) else { return };
+    let small = tmpfs.path();
     let img = small.join("d.img");
     let Some(m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
     std::fs::write(m.p("small"), b"fits").unwrap();
     run_ok(&["save", s(&m.path)]);
     let first = std::fs::read(&img).unwrap();
-    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let big = noise(3 << 20);
     std::fs::write(m.p("big"), &big).unwrap();
     let out = sectorfs(&["unmount".as_ref(), m.path.as_os_str()]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -656,7 +677,7 @@ fn unmount_keeps_the_disk_when_its_save_fails_partway() {
     assert!(m.mounted(), "unmounted although the image could not be saved");
     assert_eq!(std::fs::read(m.p("big")).unwrap(), big, "the disk keeps its data");
     assert_eq!(std::fs::read(&img).unwrap(), first, "the previous image is intact");
-    let leftovers: Vec<_> = std::fs::read_dir(&small).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(small).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(leftovers.iter().all(|n| n == "d.img" || n.to_string_lossy().ends_with("sectorfs-lock")), "{leftovers:?}");
     // With the big file gone the image fits: the unmount saves.
     std::fs::remove_file(m.p("big")).unwrap();
@@ -678,26 +699,11 @@ fn unmount_keeps_the_disk_when_its_save_fails_partway() {
 /// saves was lost so.
 #[test]
 fn an_unmount_needs_room_for_one_image_only() {
-    if !is_root() {
-        eprintln!("SKIP: mounting a tmpfs needs root");
-        return;
-    }
-    let dir = image_dir();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    /// Unmounts the tmpfs this test mounted, even on failure.
-    struct Tmpfs<'a>(&'a Path);
-    impl Drop for Tmpfs<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=5M", "tmpfs"]).arg(&small).status();
-    assert!(ok.is_ok_and(|s| s.success()), "cannot mount a tmpfs on {}", small.display());
-    let tmpfs = Tmpfs(&small);
+    let Some(tmpfs) = SmallTmpfs::new(5) else { return };
+    let small = tmpfs.path();
     let img = small.join("d.img");
     let Some(mut m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
-    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let big = noise(3 << 20);
     std::fs::write(m.p("big"), &big).unwrap();
     run_ok(&["unmount", s(&m.path)]);
     assert!(m.wait_exit(Duration::from_secs(20)), "the daemon did not exit");
@@ -733,26 +739,11 @@ fn an_unmount_needs_room_for_one_image_only() {
 /// acknowledged lines so.)
 #[test]
 fn a_failed_final_save_leaves_a_rescue_copy() {
-    if !is_root() {
-        eprintln!("SKIP: mounting a tmpfs needs root");
-        return;
-    }
-    let dir = image_dir();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    /// Unmounts the tmpfs this test mounted, even on failure.
-    struct Tmpfs<'a>(&'a Path);
-    impl Drop for Tmpfs<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=5M", "tmpfs"]).arg(&small).status();
-    assert!(ok.is_ok_and(|s| s.success()), "cannot mount a tmpfs on {}", small.display());
-    let tmpfs = Tmpfs(&small);
+    let Some(tmpfs) = SmallTmpfs::new(5) else { return };
+    let small = tmpfs.path();
     let img = small.join("d.img");
     let Some(mut m) = Mount::new(&["--image", s(&img), "--size", "64M"]) else { return };
-    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let big = noise(3 << 20);
     std::fs::write(m.p("big"), &big).unwrap();
     run_ok(&["save", s(&m.path)]);
     std::fs::write(m.p("late"), b"written after the last save").unwrap();
