@@ -267,7 +267,18 @@ impl Engine {
             return Cow::Borrowed(name);
         }
         match std::str::from_utf8(name) {
-            Ok(s) => Cow::Owned(s.to_lowercase().into_bytes()),
+            // Character by character, not `str::to_lowercase`, whose Greek
+            // final-sigma rule lowers a capital sigma by its place in the
+            // word (a probe: `ΑΣ` matched `ας` but not `ασ`); and the final
+            // small sigma folds with the other (as Windows' upcase table
+            // does), so that `σ`, `ς` and `Σ` are one letter.
+            Ok(s) => Cow::Owned(
+                s.chars()
+                    .flat_map(char::to_lowercase)
+                    .map(|c| if c == 'ς' { 'σ' } else { c })
+                    .collect::<String>()
+                    .into_bytes(),
+            ),
             Err(_) => Cow::Owned(name.to_ascii_lowercase()),
         }
     }

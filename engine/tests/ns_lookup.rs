@@ -203,3 +203,20 @@ fn case_sensitive_by_default() {
     assert_eq!(names(&e, ROOT), vec![b"a".to_vec(), b"A".to_vec()]);
     teardown(&e);
 }
+
+/// Greek sigma folds as one letter wherever it stands: `str::to_lowercase`
+/// lowers a capital sigma at the end of a word to the final form `ς`, so
+/// `ΑΣ` matched `ας` but not `ασ`, and `ασ` and `ας` could both exist (a
+/// probe).
+#[test]
+fn case_insensitive_sigma_is_one_letter() {
+    let e = ci();
+    let f = mkfile(&e, ROOT, "ΑΣ".as_bytes());
+    for n in ["ας", "ασ", "Ας", "ΑΣ"] {
+        assert_eq!(peek(&e, ROOT, n.as_bytes()).unwrap().ino, f, "{n}");
+    }
+    assert_eq!(e.create(ROOT, "ασ".as_bytes(), 0o644, 0, 0).err(), Some(Error::Exists));
+    let g = mkfile(&e, ROOT, "σας".as_bytes());
+    assert_eq!(peek(&e, ROOT, "ΣΑΣ".as_bytes()).unwrap().ino, g);
+    assert_eq!(peek(&e, ROOT, "ςασ".as_bytes()).unwrap().ino, g);
+}
