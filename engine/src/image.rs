@@ -171,11 +171,12 @@ pub enum ImageError {
     },
     /// More metadata than the metadata limit allows ([`crate::budget`]).
     #[error(
-        "image needs {needed} bytes of metadata (inodes, names, extended attributes), more than the limit of {limit} \
-         bytes (1 KiB per inode of the inode limit)"
+        "image needs {needed} bytes of metadata (inodes, names, extended attributes) or more, more than the limit of \
+         {limit} bytes (1 KiB per inode of the inode limit)"
     )]
     TooMuchMetadata {
-        /// Bytes of metadata the image's nodes charge.
+        /// Bytes of metadata the image's nodes charge (those read so far
+        /// when the limit was passed before the end).
         needed: u64,
         /// The metadata limit it was loaded under.
         limit: u64,
@@ -1078,6 +1079,17 @@ fn check_name(name: &[u8]) -> bool {
 }
 
 impl Loader {
+    /// `Err` once the metadata charged so far passes the limit (the
+    /// image's inodes are charged at the end, so before that it is a
+    /// lower bound of what the image needs).
+    fn within_metadata_limit(&self) -> Result<(), ImageError> {
+        let meta = self.engine.meta.as_ref();
+        if meta.used() > meta.limit() {
+            return Err(ImageError::TooMuchMetadata { needed: meta.used(), limit: meta.limit() });
+        }
+        Ok(())
+    }
+
     fn node(&mut self, ino: Ino, at: u64) -> Result<&mut Staged, ImageError> {
         self.staged.get_mut(&ino).ok_or_else(|| corrupt(at, format!("record for inode {ino}, which has no NODE")))
     }
@@ -1181,9 +1193,12 @@ impl Loader {
                 if x.contains_key(name) {
                     return Err(corrupt(at, "an extended attribute appears twice"));
                 }
-                // Charged past the limit: the image is refused as a whole
-                // at the end if its metadata does not fit.
+                // Charged past the limit, checked at once: an image whose
+                // attributes alone pass it is refused before it takes more
+                // memory (a probe's 250 MiB of attributes took 250 MiB of
+                // heap, loaded under a limit of 1 MB, before the refusal).
                 x.insert_mut(name.into(), XValue::forced(&budget, name.len(), value.into()));
+                self.within_metadata_limit()?;
             }
             DATA => {
                 let ino = c.u64()?;
@@ -1284,9 +1299,10 @@ impl Loader {
                         None => {}
                     }
                     d.insert(&key, name, ino, ckind);
-                    // Charged past the limit, checked as a whole at the end.
+                    // Charged past the limit, checked at once (as attributes).
                     self.engine.meta.force(crate::budget::entry_cost(name.len()));
                     self.entries += 1;
+                    self.within_metadata_limit()?;
                 }
             }
             META => return Err(corrupt(at, "a second META record")),
@@ -1359,9 +1375,7 @@ impl Loader {
         meta.force(
             nodes.map(|(_, s)| crate::budget::inode_cost(s.special.boxed(s.kind), s.special.target_len())).sum(),
         );
-        if meta.used() > meta.limit() {
-            return Err(ImageError::TooMuchMetadata { needed: meta.used(), limit: meta.limit() });
-        }
+        self.within_metadata_limit()?;
         let cx = self.engine.cx();
         let mut logical = 0u64;
         let mut max_ino = ROOT;

@@ -310,3 +310,26 @@ fn free_inodes_follow_the_metadata_left() {
     e.unlink(ROOT, b"f").unwrap();
     assert_eq!(e.statfs().ffree, 98);
 }
+
+/// An image whose attributes alone pass the metadata limit is refused as
+/// soon as they do, not after all of them were loaded (a probe's 250 MiB
+/// of attributes took 250 MiB of heap under a limit of 1 MB first).
+#[test]
+fn an_image_over_the_metadata_limit_is_refused_early() {
+    let e = engine(1 << 24);
+    for i in 0..200 {
+        let f = mkfile(&e, ROOT, format!("file{i}").as_bytes());
+        e.setxattr(f, b"user.x", &[1; 60_000], 0).unwrap();
+    }
+    let charged = meta(&e);
+    let mut img = Vec::new();
+    e.snapshot().write_to(&mut img, &[]).unwrap();
+    let err = Engine::load_image(&img[..], |i| Ok(Config { max_inodes: 300, ..i.config.clone() })).err();
+    match err {
+        Some(ImageError::TooMuchMetadata { needed, limit }) => {
+            assert_eq!(limit, 300 * PER_INODE);
+            assert!(needed > limit && needed < limit + 70_000, "refused after {needed} of {charged} bytes");
+        }
+        other => panic!("{other:?}"),
+    }
+}
