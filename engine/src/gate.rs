@@ -19,7 +19,10 @@
 //!
 //! # Fields and who touches them
 //! * `slots[i]`: shared by the mutators mapped to slot `i` for the length of
-//!   one operation; exclusive by a capture for the length of the copy.
+//!   one operation; exclusive by a capture for the length of the copy. Its
+//!   count of entries (`entered`) is raised by each mutator under its
+//!   shared hold and read by anyone (`Gate::changes`: exact under a
+//!   capture's exclusive hold, which no raise can overlap).
 //! * `HELD` (thread-local): the address of the gate this thread holds
 //!   shared, so a gated operation that calls another one (a namespace change
 //!   submitting a time stamp through an actor, `setxattr` on an ACL name)

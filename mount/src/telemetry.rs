@@ -195,7 +195,7 @@ const HEAP_TRIM_MAX_WAIT: u32 = 64;
 /// two steps is trimmed again. (Until 2026-12-07 the rule compared the free
 /// heap at the last trim with the free heap now, which a fill and delete
 /// within one period leaves where it was: a probe's repeated cycles of
-/// files with 64 KiB xattrs left 110–255 MiB resident for 1 MiB in use.)
+/// files with 64 KiB xattrs left 129–198 MiB resident for 1 MiB in use.)
 ///
 /// A trim walks every free block, and holds each arena's lock meanwhile:
 /// it returns whole free pages, but free memory in holes between live

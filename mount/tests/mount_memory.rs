@@ -74,7 +74,7 @@ fn rss_returns_after_deleting_many_small_files() {
 /// And again after the same heap was filled and emptied again: a probe's
 /// repeated cycles of files with 64 KiB xattrs (created and deleted between
 /// two of the daemon's one-second steps, so the free heap it saw was the
-/// same at every step) left 110–255 MiB resident for 1 MiB in use after
+/// same at every step) left 129–198 MiB resident for 1 MiB in use after
 /// the second to fourth cycle, until unmount.
 #[test]
 fn rss_returns_after_each_of_repeated_cycles() {
