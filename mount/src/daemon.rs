@@ -862,7 +862,7 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool, force: bool) -> Result<Exit
             // the same one with new times (current: `save::Saver::save`).
             if image_id(img).is_none_or(|id| Some(id) == before) {
                 let pid = u32::try_from(pid).unwrap_or_default();
-                if let Some(r) = crate::save::rescue_path(img, pid).into_iter().find(|p| p.exists()) {
+                if let Some(r) = crate::save::rescue_path(img, pid, false).into_iter().find(|p| p.exists()) {
                     bail!(
                         "{shown} is unmounted, but its final save to {} failed; the disk was saved to {} instead: \
                          mount it with `--image {}` (or move it over the image once there is room)",

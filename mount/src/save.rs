@@ -276,7 +276,7 @@ impl Saver {
         let path = self.image.clone()?;
         let mut out = self.save("unmount", &path, false);
         if let Some(e) = &out.error {
-            let rescued = rescue_path(&path, std::process::id()).into_iter().find_map(|p| {
+            let rescued = rescue_path(&path, std::process::id(), true).into_iter().find_map(|p| {
                 match save_to(&self.engine, &p, &self.label) {
                     Ok(_) => Some(p),
                     Err(e) => {
@@ -390,8 +390,9 @@ pub(crate) fn can_save(path: &Path) -> io::Result<()> {
 /// `/tmp`, each in a directory `sectorfs-rescue-UID` that is ours alone
 /// (mode 0700, made if absent; one that is a symbolic link, someone
 /// else's, or open to others is passed over: the copy holds the disk's
-/// data), named `IMAGE-PID.img`. The unmount command looks there too.
-pub(crate) fn rescue_path(image: &Path, pid: u32) -> Vec<PathBuf> {
+/// data), named `IMAGE-PID.img`. `make`: the daemon, about to save there,
+/// makes the directories; the unmount command only looks.
+pub(crate) fn rescue_path(image: &Path, pid: u32, make: bool) -> Vec<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let uid = nix::unistd::geteuid().as_raw();
     let name = image.file_name().map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
@@ -399,7 +400,9 @@ pub(crate) fn rescue_path(image: &Path, pid: u32) -> Vec<PathBuf> {
         .iter()
         .map(|base| Path::new(base).join(format!("sectorfs-rescue-{uid}")))
         .filter(|dir| {
-            let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+            if make {
+                let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+            }
             std::fs::symlink_metadata(dir)
                 .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0)
         })

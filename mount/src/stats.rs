@@ -156,6 +156,8 @@ impl Report {
     pub(crate) fn new(engine: &engine::Engine, pid: u32, trends: Option<&Trends>) -> Report {
         let st = engine.stats();
         let p = st.pool;
+        // One `mallinfo2` (it walks every arena under its lock).
+        let heap = heap();
         let mut r = Report {
             used_bytes: p.used,
             free_bytes: p.limit.saturating_sub(p.used),
@@ -167,8 +169,8 @@ impl Report {
             returned_bytes: p.returned,
             shared_bytes: p.shared_pages * p.page_size,
             replacing_bytes: p.forced,
-            heap_bytes: heap().map_or(0, |h| h.in_use),
-            heap_free_bytes: heap().map_or(0, |h| h.free),
+            heap_bytes: heap.as_ref().map_or(0, |h| h.in_use),
+            heap_free_bytes: heap.as_ref().map_or(0, |h| h.free),
             metadata_bytes: st.meta_bytes,
             metadata_limit_bytes: st.max_meta_bytes,
             sectors: p.sectors,

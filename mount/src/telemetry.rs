@@ -247,7 +247,9 @@ impl HeapTrim {
     /// did (never where the allocator is not glibc's).
     pub(crate) fn step(&mut self) -> bool {
         let Some(heap) = crate::stats::heap() else { return false };
-        let before = resident_bytes();
+        // RSS matters only over the minimum (under it nothing is due): an
+        // idle daemon with a small heap does not read /proc every step.
+        let before = if heap.free > HEAP_TRIM_MIN { resident_bytes() } else { 0 };
         let due = self.due(heap.free, before);
         if due {
             heap_trim();
