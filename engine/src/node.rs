@@ -182,23 +182,117 @@ unsafe impl Sync for Snap {}
 
 // What every file pays (issue 17, per-file cost; docs/ARCHITECTURE.md,
 // "Node", "Size"): each `Arc` block (an 8-byte count, `triomphe`) sits at a
-// glibc chunk boundary (80 and 144 bytes), so 8 bytes more in either cost
-// 16 per file. A change that
-// grows them must change this line and say why.
+// glibc chunk boundary (80 and 128 bytes), so 8 bytes more in either cost
+// 16 per file. A change that grows them must change this line and say why.
 #[cfg(all(not(loom), target_os = "linux", target_pointer_width = "64"))]
-const _: () = assert!(std::mem::size_of::<Node>() == 64 && std::mem::size_of::<Snap>() == 128);
+const _: () = assert!(std::mem::size_of::<Node>() == 64 && std::mem::size_of::<Snap>() == 112);
 
-enum Link {
+/// Where a version stands (see "Versions"): what its [`Link`] holds.
+enum LinkState {
     /// A draft, or a spare version waiting to become one.
     Draft,
     /// The current version. `pool` (set once the contents have ever been a
-    /// table) frees the table should this turn out to be the file's last
-    /// version; `newest` is the block of the newest superseded version
-    /// (rule 3), which may be dead already.
+    /// table, and always with a block) frees the table should this turn
+    /// out to be the file's last version; `newest` is the block of the
+    /// newest superseded version (rule 3), which may be dead already.
     Published { pool: Option<Pool>, newest: Option<Arc<Block>> },
-    /// Replaced while a reader still held it (rare, so boxed: every
-    /// version pays one pointer for it, not three words).
+    /// Replaced while a reader still held it (rare, so boxed).
     Superseded(Box<Superseded>),
+}
+
+/// A [`LinkState`] in one word: a pointer whose two low bits say which
+/// state (every pointee is aligned to at least 4). Issue 17, per-file
+/// cost: the enum takes 24 bytes (a tag and two pointers) of every
+/// version, this 8, which puts a version in a 128-byte heap chunk, not 144.
+/// * `DRAFT`: null.
+/// * `POOL`: published without a block: the pool's reference
+///   (`Pool::into_raw`), or null for none.
+/// * `BLOCK`: published with a block: the block's `Arc`; the pool is the
+///   block's (one engine, one pool), given out as a clone.
+/// * `SUPERSEDED`: the `Box`.
+///
+/// It owns what it points to (its `Drop` unpacks and drops it), and is
+/// read and written only through [`Link::new`], [`Link::take`] and
+/// [`Link::block`].
+struct Link(*const ());
+
+// SAFETY: a link owns a `Pool`, an `Arc<Block>` or a `Box<Superseded>`,
+// each `Send`: moving the word to another thread moves that ownership.
+unsafe impl Send for Link {}
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Pool>();
+    send::<Arc<Block>>();
+    send::<Box<Superseded>>();
+};
+
+// The two tag bits are free in every pointer a link holds.
+const _: () = assert!(
+    std::mem::align_of::<Block>() >= 4
+        && std::mem::align_of::<Superseded>() >= 4
+        && crate::sector::Pool::RAW_ALIGN >= 4
+);
+
+impl Link {
+    const TAG: usize = 0b11;
+    const DRAFT: usize = 0;
+    const POOL: usize = 1;
+    const BLOCK: usize = 2;
+    const SUPERSEDED: usize = 3;
+
+    fn new(state: LinkState) -> Link {
+        let (p, tag): (*const (), usize) = match state {
+            LinkState::Draft => (std::ptr::null(), Self::DRAFT),
+            LinkState::Published { pool, newest: Some(b) } => {
+                debug_assert!(pool.as_ref().is_none_or(|p| p.same(&b.pool)), "one engine, one pool");
+                (Arc::into_raw(b).cast(), Self::BLOCK)
+            }
+            LinkState::Published { pool, newest: None } => (pool.map_or(std::ptr::null(), Pool::into_raw), Self::POOL),
+            LinkState::Superseded(s) => (Box::into_raw(s).cast_const().cast(), Self::SUPERSEDED),
+        };
+        Link(p.map_addr(|a| a | tag))
+    }
+
+    fn tag(&self) -> usize {
+        self.0.addr() & Self::TAG
+    }
+
+    fn ptr(&self) -> *const () {
+        self.0.map_addr(|a| a & !Self::TAG)
+    }
+
+    /// The state, leaving `Draft`.
+    fn take(&mut self) -> LinkState {
+        let (tag, p) = (self.tag(), self.ptr());
+        self.0 = std::ptr::null();
+        // SAFETY: `p` and `tag` were made by `Link::new` from the pointer's
+        // owner (`into_raw`), and the word is null (`Draft`, owning
+        // nothing) from here on, so each reference is taken back once.
+        unsafe {
+            match tag {
+                Self::POOL => LinkState::Published { pool: (!p.is_null()).then(|| Pool::from_raw(p)), newest: None },
+                Self::BLOCK => {
+                    let b = Arc::from_raw(p.cast::<Block>());
+                    LinkState::Published { pool: Some(b.pool.clone()), newest: Some(b) }
+                }
+                Self::SUPERSEDED => LinkState::Superseded(Box::from_raw(p.cast::<Superseded>().cast_mut())),
+                _ => LinkState::Draft,
+            }
+        }
+    }
+
+    /// The newest block, if the version is published with one.
+    fn block(&self) -> Option<&Block> {
+        // SAFETY: a `BLOCK` link holds a reference to the block (`Arc`),
+        // which lives while `self` does.
+        (self.tag() == Self::BLOCK).then(|| unsafe { &*self.ptr().cast::<Block>() })
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
 }
 
 /// A version replaced while a reader still held it: `own` (what only this
@@ -315,7 +409,7 @@ impl Snap {
             data: FileData::default(),
             xattrs,
             ver: 0,
-            link: UnsafeCell::new(Link::Published { pool: None, newest: None }),
+            link: UnsafeCell::new(Link::new(LinkState::Published { pool: None, newest: None })),
         }
     }
 
@@ -332,14 +426,14 @@ impl Snap {
             data: contents,
             xattrs,
             ver: FirstVersion::GEN,
-            link: UnsafeCell::new(Link::Published { pool, newest: None }),
+            link: UnsafeCell::new(Link::new(LinkState::Published { pool, newest: None })),
         }
     }
 
     /// Takes the link out (replaced by `Draft`).
-    fn take_link(&mut self) -> Link {
+    fn take_link(&mut self) -> LinkState {
         // SAFETY: `&mut self`: no other access to the cell.
-        self.link.with_mut(|l| unsafe { std::mem::replace(&mut *l, Link::Draft) })
+        self.link.with_mut(|l| unsafe { (*l).take() })
     }
 
     /// Turns a version nobody else holds into a spare allocation for a
@@ -355,8 +449,8 @@ impl Snap {
 impl Drop for Snap {
     fn drop(&mut self) {
         match self.take_link() {
-            Link::Draft => {}
-            Link::Published { pool, newest } => {
+            LinkState::Draft => {}
+            LinkState::Published { pool, newest } => {
                 debug_assert!(pool.is_some() || !self.data.has_table(), "a table without its pool leaks");
                 let Some(pool) = pool else { return };
                 // A published version dropped without being superseded is
@@ -372,7 +466,7 @@ impl Drop for Snap {
                 // (rule 3): nobody else reaches the table.
                 unsafe { free_one(tree, &pool) };
             }
-            Link::Superseded(sup) => {
+            LinkState::Superseded(sup) => {
                 let Superseded { mut own, pool, block } = *sup;
                 if let Some(pool) = pool {
                     // SAFETY: this version is being dropped (no holder left)
@@ -509,8 +603,8 @@ impl<'p> Draft<'p> {
         let spare = take_spare();
         // SAFETY: the runner reads the link of the version it holds; only
         // it writes links, and readers never touch them.
-        let young_after = cur.link.with(|l| match unsafe { &*l } {
-            Link::Published { newest: Some(b), .. } if b.holders.load(Ordering::Acquire) != 0 => b.ver,
+        let young_after = cur.link.with(|l| match unsafe { &*l }.block() {
+            Some(b) if b.holders.load(Ordering::Acquire) != 0 => b.ver,
             _ => u64::MAX,
         });
         let retiring = LISTS.try_with(|l| l.borrow_mut().pop()).ok().flatten().unwrap_or_default();
@@ -527,7 +621,7 @@ impl<'p> Draft<'p> {
             // are changed in place under its readers.
             #[cfg(loom_bug = "draft_reuses_gen")]
             ver: cur.ver,
-            link: UnsafeCell::new(Link::Draft),
+            link: UnsafeCell::new(Link::new(LinkState::Draft)),
         };
         Draft { w, retiring, young_after, installed: Vec::new(), spare, published: false, pool }
     }
@@ -545,14 +639,14 @@ impl<'p> Draft<'p> {
         // (rule 4).
         // SAFETY: `cur` is published; only the runner (here) writes its
         // link while it holds `cur`, and readers never touch it.
-        let (carried, newest) = cur.link.with_mut(|l| match unsafe { &mut *l } {
-            Link::Published { pool, newest } => (pool.take(), newest.take()),
+        let (carried, newest) = cur.link.with_mut(|l| match unsafe { &mut *l }.take() {
+            LinkState::Published { pool, newest } => (pool, newest),
             _ => (None, None),
         });
         let carried = carried.or_else(|| self.w.data.has_table().then(|| pool.clone()));
         // A dead block never takes items again: let it go.
         let newest = newest.filter(|b| b.holders.load(Ordering::Acquire) != 0);
-        self.w.link = UnsafeCell::new(Link::Published { pool: carried, newest: newest.clone() });
+        self.w.link = UnsafeCell::new(Link::new(LinkState::Published { pool: carried, newest: newest.clone() }));
         self.published = true;
         let placeholder = Snap::new(self.w.meta.clone(), None);
         let w = std::mem::replace(&mut self.w, placeholder);
@@ -629,7 +723,11 @@ impl<'p> Draft<'p> {
                 // SAFETY: the runner holds `old` (so no `Drop` runs
                 // meanwhile) and readers never touch the link.
                 old.link.with_mut(|l| unsafe {
-                    *l = Link::Superseded(Box::new(Superseded { own, pool: keep, block: Some(Arc::clone(&block)) }))
+                    *l = Link::new(LinkState::Superseded(Box::new(Superseded {
+                        own,
+                        pool: keep,
+                        block: Some(Arc::clone(&block)),
+                    })))
                 });
                 // SAFETY: the caller is the runner, the only one who
                 // stores into `slot`.
@@ -637,8 +735,8 @@ impl<'p> Draft<'p> {
                 // SAFETY: as above, for the version just published, which
                 // the runner holds in `now`.
                 now.link.with_mut(|l| unsafe {
-                    if let Link::Published { newest, .. } = &mut *l {
-                        *newest = Some(block);
+                    if let LinkState::Published { pool, .. } = (*l).take() {
+                        *l = Link::new(LinkState::Published { pool, newest: Some(block) });
                     }
                 });
             }
@@ -1538,4 +1636,72 @@ pub(crate) fn layout() -> Vec<(&'static str, usize)> {
         ("Dir slot", Dir::SLOT_BYTES),
         ("Extra", size_of::<Extra>()),
     ]
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Every state comes back out of a [`Link`] as it went in, and every
+    /// reference a link holds is given back once, whether it is taken out
+    /// or dropped with the link.
+    #[test]
+    fn a_link_keeps_every_state_and_drops_what_it_holds() {
+        let pool = Pool::new(4096, 1 << 20, 1);
+        let base = pool.handles();
+        let block = Block::new(7, Vec::new(), None, &pool);
+        let with_block = pool.handles();
+        let published = |p: Option<Pool>, b: Option<Arc<Block>>| LinkState::Published { pool: p, newest: b };
+        let superseded = || {
+            LinkState::Superseded(Box::new(Superseded {
+                own: Vec::new(),
+                pool: Some(pool.clone()),
+                block: Some(Arc::clone(&block)),
+            }))
+        };
+        // Taken out: the same state, the same references.
+        assert!(matches!(Link::new(LinkState::Draft).take(), LinkState::Draft));
+        match Link::new(published(None, None)).take() {
+            LinkState::Published { pool: None, newest: None } => {}
+            _ => panic!("published without a pool"),
+        }
+        match Link::new(published(Some(pool.clone()), None)).take() {
+            LinkState::Published { pool: Some(p), newest: None } => assert!(p.same(&pool)),
+            _ => panic!("published with a pool"),
+        }
+        for p in [Some(pool.clone()), None] {
+            let mut l = Link::new(published(p, Some(Arc::clone(&block))));
+            assert_eq!(l.block().map(|b| b.ver), Some(7));
+            match l.take() {
+                // The pool comes from the block.
+                LinkState::Published { pool: Some(p), newest: Some(b) } => {
+                    assert!(p.same(&pool) && Arc::ptr_eq(&b, &block));
+                }
+                _ => panic!("published with a block"),
+            }
+            assert!(l.block().is_none() && matches!(l.take(), LinkState::Draft), "taken: a draft");
+        }
+        match Link::new(superseded()).take() {
+            LinkState::Superseded(s) => {
+                assert!(s.pool.as_ref().is_some_and(|p| p.same(&pool)));
+                assert!(s.block.as_ref().is_some_and(|b| Arc::ptr_eq(b, &block)));
+            }
+            _ => panic!("superseded"),
+        }
+        assert!(Link::new(published(Some(pool.clone()), None)).block().is_none());
+        assert_eq!((pool.handles(), Arc::count(&block)), (with_block, 1), "every reference back");
+        // Dropped with the link.
+        for state in [
+            LinkState::Draft,
+            published(Some(pool.clone()), None),
+            published(Some(pool.clone()), Some(Arc::clone(&block))),
+            published(None, Some(Arc::clone(&block))),
+            superseded(),
+        ] {
+            drop(Link::new(state));
+        }
+        assert_eq!((pool.handles(), Arc::count(&block)), (with_block, 1), "every reference back");
+        drop(block);
+        assert_eq!(pool.handles(), base);
+    }
 }

@@ -387,6 +387,37 @@ fn my_slot(n: usize) -> usize {
 }
 
 impl Pool {
+    /// The alignment of [`Pool::into_raw`]'s pointer.
+    pub(crate) const RAW_ALIGN: usize = std::mem::align_of::<PoolInner>();
+
+    /// Whether `self` and `other` are the same pool.
+    pub(crate) fn same(&self, other: &Pool) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// References to the pool alive (its handles).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn handles(&self) -> usize {
+        Arc::count(&self.inner)
+    }
+
+    /// The pool as one pointer (its reference moves into it), aligned to
+    /// [`Pool::RAW_ALIGN`]: for a version's one-word link (`node::Link`).
+    pub(crate) fn into_raw(self) -> *const () {
+        Arc::into_raw(self.inner).cast()
+    }
+
+    /// The pool whose reference [`Pool::into_raw`] moved into `p`.
+    ///
+    /// # Safety
+    /// `p` came from `Pool::into_raw` and this takes its reference back:
+    /// once per `into_raw`.
+    pub(crate) unsafe fn from_raw(p: *const ()) -> Pool {
+        // SAFETY: as the caller promises, `p` is `Arc::into_raw` of a pool's
+        // `Arc<PoolInner>` whose reference nobody took back yet.
+        Pool { inner: unsafe { Arc::from_raw(p.cast::<PoolInner>()) } }
+    }
+
     /// A pool for sectors of `sector_size` bytes (a power of two) in pages
     /// of [`PAGE`] bytes (or `sector_size` if smaller), with a limit of
     /// `limit` bytes and `slots` per-thread cache slots.
