@@ -32,8 +32,8 @@ use crate::sync::{Arc, TallyU64};
 use crate::{Error, Result};
 
 /// Bytes of an inode: its node (64 bytes, an 80-byte heap block with its
-/// `Arc`), its first version (128, 144) and its inode-map slot (about 12).
-pub const INODE_COST: u64 = 248;
+/// `Arc`), its first version (112, 128) and its inode-map slot (about 12).
+pub const INODE_COST: u64 = 232;
 /// Bytes a directory, a symlink or a device adds to its inode (its boxed
 /// `Extra`).
 pub const EXTRA_COST: u64 = 144;

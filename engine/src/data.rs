@@ -28,10 +28,12 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+pub mod inline;
+
+use inline::Inline;
+
 use crate::sector::table::{Edit, Leaf, LeafMut, Retired, Table, LEAF, SLOT_COST};
 use crate::sector::{Charge, Pool, Reservation};
-#[cfg(loom)]
-use crate::sync::Arc;
 use crate::sync::{Page, RawMem};
 use crate::{Error, Result};
 
@@ -57,50 +59,6 @@ impl Ctx<'_> {
     }
     fn ps(&self) -> u64 {
         self.pool.page_size() as u64
-    }
-}
-
-/// A small file's bytes, charged against the limit: exactly their length,
-/// given back when the last version holding them lets go (the header's
-/// `Drop`). One allocation: the count, the pool, the length and the bytes
-/// (`triomphe`'s thin header-and-slice `Arc`): 32 bytes besides the file's,
-/// a 144-byte heap chunk for 100 bytes where an `Arc` of a box took two (48
-/// and 112; issue 17, per-file cost). Thin (one word, the slice's length in
-/// the allocation), so that [`Content`] is 16 bytes, a [`Table`] with a
-/// niche. The header keeps the pool instead of a [`Charge`], whose byte
-/// count would be the length again. Under loom, a loom `Arc` of a box (whose
-/// counts loom checks).
-#[derive(Clone)]
-struct Inline(#[cfg(not(loom))] triomphe::ThinArc<InlineHead, u8>, #[cfg(loom)] Arc<(InlineHead, Box<[u8]>)>);
-
-/// What [`Inline`] keeps besides the bytes: who to give their charge back to.
-struct InlineHead {
-    pool: Pool,
-    /// The bytes' length (at most a sector, `Config::inline_max`).
-    len: u32,
-}
-
-impl Drop for InlineHead {
-    fn drop(&mut self) {
-        self.pool.uncharge(u64::from(self.len));
-    }
-}
-
-impl Inline {
-    /// `bytes` (at most `u32::MAX` of them), charged to `pool` already.
-    fn new(bytes: &[u8], pool: Pool) -> Inline {
-        let head = InlineHead { pool, len: u32::try_from(bytes.len()).expect("inline bytes fit a sector") };
-        #[cfg(not(loom))]
-        return Inline(triomphe::ThinArc::from_header_and_slice(head, bytes));
-        #[cfg(loom)]
-        return Inline(Arc::new((head, bytes.into())));
-    }
-
-    fn bytes(&self) -> &[u8] {
-        #[cfg(not(loom))]
-        return &self.0.slice;
-        #[cfg(loom)]
-        return &self.0 .1;
     }
 }
 
@@ -954,8 +912,7 @@ impl FileData {
     fn set_inline(&mut self, bytes: Vec<u8>, charge: Charge) {
         debug_assert_eq!(charge.bytes(), bytes.len() as u64, "an inline buffer is charged its length");
         self.len = bytes.len() as u64;
-        self.content =
-            if bytes.is_empty() { Content::Empty } else { Content::Inline(Inline::new(&bytes, charge.keep())) };
+        self.content = if bytes.is_empty() { Content::Empty } else { Content::Inline(Inline::new(&bytes, charge)) };
     }
 
     fn shrink(&mut self, cx: &Ctx<'_>, ed: &mut Edit<'_>, new_len: u64) {

@@ -15,6 +15,7 @@
 use super::Keyed;
 use std::collections::{HashMap, VecDeque};
 
+pub use loom::alloc::{alloc, dealloc};
 pub use loom::sync::atomic;
 
 /// A counter for accounting only, which loom does not branch on: std's

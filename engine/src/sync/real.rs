@@ -6,6 +6,7 @@ use std::hash::Hash;
 
 use super::Keyed;
 
+pub use std::alloc::{alloc, dealloc};
 pub use std::sync::atomic;
 
 /// A counter for accounting only (the metadata budget): a plain atomic
