@@ -8,7 +8,7 @@
 //! 32-bit length and the pool, a 128-byte chunk. The bytes are written once,
 //! before the first reference is handed out, and never after.
 //!
-//! # The count (as `std::sync::Arc`'s)
+//! # The count (as the standard library's `Arc`)
 //! A clone adds one (relaxed: the cloner holds a reference, so the count
 //! cannot reach zero meanwhile); a drop takes one with release ordering,
 //! and the drop that takes the last one fences with acquire before it reads
@@ -43,7 +43,7 @@ struct Head {
 const _: () = assert!(std::mem::size_of::<Head>() == 16);
 
 /// A count this high is a leak of references (each one a version, 112
-/// bytes or more): abort as `std::sync::Arc` does rather than let it wrap.
+/// bytes or more): abort as the standard `Arc` does rather than let it wrap.
 const MAX_COUNT: u32 = u32::MAX / 2;
 
 /// A small file's bytes (at most `u32::MAX`), charged to a pool already:
