@@ -150,6 +150,9 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// The width of [`Report::to_table`]'s label column.
+const TABLE_LABEL_WIDTH: usize = 27;
+
 impl Report {
     /// The counters of `engine` for the daemon `pid`, with `trends` if the
     /// mount keeps them.
@@ -230,6 +233,8 @@ impl Report {
     /// A human-readable table, one counter per line, then the trends.
     pub(crate) fn to_table(&self) -> String {
         let mut s = String::new();
+        // The labels' column: the longest label and two spaces.
+        const W: usize = TABLE_LABEL_WIDTH;
         let bytes = |v: u64| format!("{} ({v} bytes)", format_bytes(v));
         let rows = [
             ("used", bytes(self.used_bytes)),
@@ -256,32 +261,32 @@ impl Report {
             ("daemon pid", self.pid.to_string()),
         ];
         for (label, v) in rows {
-            let _ = writeln!(s, "{label:<22}{v}");
+            let _ = writeln!(s, "{label:<W$}{v}");
         }
         if let Some(t) = &self.transport {
             let buf =
                 self.transport_buffer_bytes.map_or(String::new(), |b| format!(", buffers up to {}", format_bytes(b)));
             let ring = self.ring_requests.map_or(String::new(), |n| format!(", {n} requests through the ring"));
-            let _ = writeln!(s, "{:<22}{t}{ring}{buf}", "transport");
+            let _ = writeln!(s, "{:<W$}{t}{ring}{buf}", "transport");
         }
         if let Some(p) = self.use_percent() {
-            let _ = writeln!(s, "{:<22}{p:.1}%", "use");
+            let _ = writeln!(s, "{:<W$}{p:.1}%", "use");
         }
         if let (Some(a), Some(f)) = (self.alloc_rate_bytes_per_s, self.free_rate_bytes_per_s) {
             let over = self.trend_short_window_s.map_or(String::new(), |w| format!(" (last {})", format_duration(w)));
-            let _ = writeln!(s, "{:<22}{} allocated, {} freed{over}", "sector churn", format_rate(a), format_rate(f));
+            let _ = writeln!(s, "{:<W$}{} allocated, {} freed{over}", "sector churn", format_rate(a), format_rate(f));
         }
         if let Some(t) = self.trend_line() {
-            let _ = writeln!(s, "{:<22}{t}", "trend");
+            let _ = writeln!(s, "{:<W$}{t}", "trend");
         }
         let reqs: Vec<(&str, u64)> = self.requests().collect();
         if !reqs.is_empty() {
-            let _ = writeln!(s, "{:<22}{}", "requests served", self.requests_total());
+            let _ = writeln!(s, "{:<W$}{}", "requests served", self.requests_total());
             let mut busy: Vec<_> = reqs.into_iter().filter(|&(_, v)| v > 0).collect();
             busy.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             for line in busy.chunks(4) {
                 let items: Vec<String> = line.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                let _ = writeln!(s, "{:<22}{}", "", items.join(", "));
+                let _ = writeln!(s, "{:<W$}{}", "", items.join(", "));
             }
         }
         s
@@ -642,16 +647,21 @@ mod tests {
 
     #[test]
     fn table_shows_counters_and_trends() {
+        let row = |label: &str, v: &str| format!("{label:<TABLE_LABEL_WIDTH$}{v}");
         let s = Report { used_bytes: 1 << 20, limit_bytes: 4 << 20, files: 3, ..Report::default() };
         let t = s.to_table();
-        assert!(t.contains("used                  1 MiB (1048576 bytes)"), "{t}");
-        assert!(t.contains("inodes in use         3"), "{t}");
-        assert!(t.contains("use                   25.0%"), "{t}");
+        assert!(t.contains(&row("used", "1 MiB (1048576 bytes)")), "{t}");
+        assert!(t.contains(&row("inodes in use", "3")), "{t}");
+        assert!(t.contains(&row("use", "25.0%")), "{t}");
         assert!(!t.contains("trend"), "{t}");
+        // Every label ends two spaces or more before its value.
+        for line in t.lines().filter(|l| !l.starts_with(' ')) {
+            assert!(line.get(TABLE_LABEL_WIDTH - 2..TABLE_LABEL_WIDTH) == Some("  "), "{line:?}");
+        }
         let e = engine::Engine::new(engine::Config::default()).unwrap();
         let t = Report::new(&e, 1, Some(&trends())).to_table();
-        assert!(t.contains("trend                 +12.3 MiB/s (10 s), +8.1 MiB/s (5 min); full in 3 min 20 s"), "{t}");
-        assert!(t.contains("sector churn          13.0 MiB/s allocated, 1.0 MiB/s freed (last 10 s)"), "{t}");
+        assert!(t.contains(&row("trend", "+12.3 MiB/s (10 s), +8.1 MiB/s (5 min); full in 3 min 20 s")), "{t}");
+        assert!(t.contains(&row("sector churn", "13.0 MiB/s allocated, 1.0 MiB/s freed (last 10 s)")), "{t}");
         let flat = Trends { seconds_to_full: None, short: None, ..trends() };
         let t = Report::new(&e, 1, Some(&flat)).to_table();
         assert!(t.contains("+8.1 MiB/s (5 min); not filling up"), "{t}");
