@@ -258,6 +258,35 @@ fn the_metadata_charge_follows_the_heap() {
     assert!((0.8..=1.5).contains(&ratio), "charged {meta} for {heap} bytes of heap");
 }
 
+/// Issue 17, item 3, through a real mount: a 100-byte file costs the
+/// daemon at most 400 bytes of heap all-in (node, version, name, entry,
+/// inline bytes, map slot), an empty one at most 300: 20,000 of each, 1,000
+/// a directory, the daemon's heap in use (glibc's count) before and after.
+/// (Its RSS, which adds malloc's slack and moves with its arenas, is the
+/// bench's: `benches/per_file_mount.sh`, "Per-file memory" in
+/// docs/BENCHMARKS.md.)
+#[test]
+fn a_small_file_costs_the_daemon_what_the_goal_says() {
+    let Some(m) = Mount::new(&["--size", "256M"]) else { return };
+    if m.stat("heap_bytes") == 0 {
+        return; // not glibc: the heap is not measured
+    }
+    let n = 20_000u64;
+    for (size, goal) in [(100usize, 400u64), (0, 300)] {
+        let heap0 = m.stat("heap_bytes");
+        let body = vec![b'x'; size];
+        for d in 0..n / 1000 {
+            fs::create_dir(m.p(&format!("s{size}-{d}"))).unwrap();
+            for i in 0..1000 {
+                fs::write(m.p(&format!("s{size}-{d}/file{i:06}.o")), &body).unwrap();
+            }
+        }
+        let per_file = (m.stat("heap_bytes") - heap0) as f64 / n as f64;
+        eprintln!("{size}-byte files: {per_file:.1} bytes of daemon heap each");
+        assert!(per_file <= goal as f64, "a {size}-byte file costs {per_file:.1} bytes of heap (goal {goal})");
+    }
+}
+
 /// The default inode limit is tmpfs's `nr_inodes` (half the memory's 4 KiB
 /// pages), not one per 4 KiB of `--size`: a small disk of small files fills
 /// its bytes before its inodes, as tmpfs does (a probe's `cp -r /usr` into
