@@ -641,7 +641,12 @@ impl<'p> Draft<'p> {
         // link while it holds `cur`, and readers never touch it.
         let (carried, newest) = cur.link.with_mut(|l| match unsafe { &mut *l }.take() {
             LinkState::Published { pool, newest } => (pool, newest),
-            _ => (None, None),
+            // Not reached (`cur` is the published version); left as it was.
+            other => {
+                // SAFETY: as above.
+                unsafe { *l = Link::new(other) };
+                (None, None)
+            }
         });
         let carried = carried.or_else(|| self.w.data.has_table().then(|| pool.clone()));
         // A dead block never takes items again: let it go.
@@ -735,9 +740,11 @@ impl<'p> Draft<'p> {
                 // SAFETY: as above, for the version just published, which
                 // the runner holds in `now`.
                 now.link.with_mut(|l| unsafe {
-                    if let LinkState::Published { pool, .. } = (*l).take() {
-                        *l = Link::new(LinkState::Published { pool, newest: Some(block) });
-                    }
+                    *l = Link::new(match (*l).take() {
+                        LinkState::Published { pool, .. } => LinkState::Published { pool, newest: Some(block) },
+                        // Not reached (`now` was just published); left as it was.
+                        other => other,
+                    });
                 });
             }
         }

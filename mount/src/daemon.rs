@@ -33,7 +33,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ use sectorfs_fuse::session::Session;
 use crate::background::{self, READY};
 use crate::cli::{self, format_bytes};
 use crate::fuse_fs::{SectorFs, TransportInfo};
-use crate::stats::{self as st, Format, Report, STATS_XATTR};
+use crate::stats::{self as st, Format, NoAnswer, Report, STATS_XATTR};
 use crate::telemetry::Telemetry;
 use crate::{MountArgs, Transport};
 
@@ -799,7 +799,11 @@ pub(crate) fn unmount(mountpoint: &Path, lazy: bool, force: bool) -> Result<Exit
     }
     // The daemon's pid, to wait for it to exit (its memory is freed then,
     // and its image saved).
-    let pid = read_stats(&mp).ok().map(|s| s.pid);
+    let pid = match read_stats(&mp) {
+        Ok(s) => Some(s.pid),
+        Err(e) if e.is::<NoAnswer>() => return Err(e),
+        Err(_) => None,
+    };
     let image = read_save_status(&mp).ok().and_then(|s| s.image).map(PathBuf::from);
     // A save that cannot begin would lose the disk: keep it mounted.
     if let (Some(img), false) = (&image, lazy) {
@@ -1043,8 +1047,92 @@ fn wait_gone(pid: i32, limit: Duration) {
     }
 }
 
-/// Reads the stats attribute of the mount at `mp`.
+/// How long `sectorfs stats` and `sectorfs unmount` wait for the daemon's
+/// answer before they say it does not answer (a stopped or hung daemon
+/// would otherwise hold them forever, `--watch` included).
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// Reads the stats attribute of the mount at `mp`, or fails with
+/// [`NoAnswer`] if its daemon does not answer within [`ANSWER_WITHIN`].
+///
+/// The request runs in a child process: a request the daemon has taken and
+/// not answered (on io_uring, where the kernel hands requests to the
+/// daemon's ring at once, even while it is stopped) cannot be interrupted,
+/// not even by the exit of the process that made it, so a thread of ours
+/// would keep this command from ending. The child is left to finish (when
+/// the daemon runs again, or its connection is aborted by `unmount
+/// --force`); this command returns at once.
 fn read_stats(mp: &Path) -> Result<Report> {
+    use nix::unistd::ForkResult;
+    use std::io::Read;
+    // Fork only a process of one thread (the command's own: nothing here
+    // starts another); otherwise ask directly, without the bound.
+    if std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0) != 1 {
+        return read_stats_now(mp);
+    }
+    let (r, w) = nix::unistd::pipe()?;
+    // SAFETY: the process has one thread (checked above), so the child
+    // starts with a consistent heap and may allocate; it ends with `_exit`,
+    // without running down anything of the parent's.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => {
+            drop(r);
+            // The command's own output stays the command's: a child left
+            // waiting must not keep its pipes open (a shell's `$(...)`, a
+            // caller reading them to their end, would wait with it).
+            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                for fd in 0..3 {
+                    // SAFETY: `dup2` onto the standard descriptors, which
+                    // nothing in this child holds a handle to.
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+            let answer = match read_stats_now(mp) {
+                Ok(rep) => format!("o{}", rep.to_json()),
+                Err(e) => format!("e{e:#}"),
+            };
+            let _ = std::fs::File::from(w).write_all(answer.as_bytes());
+            // SAFETY: ends the child at once; nothing of it is needed.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            let deadline = Instant::now() + ANSWER_WITHIN;
+            let mut pipe = std::fs::File::from(r);
+            let mut out = Vec::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ms = nix::poll::PollTimeout::try_from(left.as_millis().min(60_000) as u32)
+                    .unwrap_or(nix::poll::PollTimeout::MAX);
+                let mut fds = [nix::poll::PollFd::new(pipe.as_fd(), nix::poll::PollFlags::POLLIN)];
+                match nix::poll::poll(&mut fds, ms) {
+                    Ok(0) => {
+                        return Err(NoAnswer { mountpoint: mp.display().to_string(), within: ANSWER_WITHIN }.into())
+                    }
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let mut buf = [0u8; 16 << 10];
+                match pipe.read(&mut buf)? {
+                    0 => break,
+                    n => out.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            match out.split_first() {
+                Some((b'o', json)) => Report::from_json(&String::from_utf8_lossy(json))
+                    .map_err(|e| anyhow!("bad stats from {}: {e}", mp.display())),
+                Some((b'e', msg)) => Err(anyhow!("{}", String::from_utf8_lossy(msg))),
+                _ => Err(anyhow!("the stats request for {} ended without an answer", mp.display())),
+            }
+        }
+    }
+}
+
+/// Reads the stats attribute of the mount at `mp`, waiting as long as its
+/// daemon takes.
+fn read_stats_now(mp: &Path) -> Result<Report> {
     let path = CString::new(mp.as_os_str().as_bytes())?;
     let name = CString::new(STATS_XATTR)?;
     let mut buf = vec![0u8; 64 << 10];

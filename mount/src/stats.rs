@@ -528,9 +528,31 @@ pub(crate) fn watch_line(r: &Report, req_rate: Option<f64>) -> String {
     )
 }
 
+/// A mount's daemon did not answer in time (`sectorfs stats`, `sectorfs
+/// unmount`): stopped or hung.
+#[derive(Debug)]
+pub(crate) struct NoAnswer {
+    pub(crate) mountpoint: String,
+    pub(crate) within: Duration,
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the daemon of {0} did not answer within {1} s (stopped, or hung?); `sectorfs unmount --force {0}` \
+             (as root) takes the disk away without it",
+            self.mountpoint,
+            self.within.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
 /// `sectorfs stats --watch`: one line (or JSON object) per `every`, until
-/// `wait` says stop (Ctrl-C: status 0) or the mount goes away (a one-line
-/// error, status 1). `read` asks the mount; `wait(d)` sleeps `d` and
+/// `wait` says stop (Ctrl-C: status 0) or the mount goes away or its daemon stops answering (a
+/// one-line error, status 1). `read` asks the mount; `wait(d)` sleeps `d` and
 /// returns true if the user asked to stop. Each read is one GETXATTR of
 /// our own, taken out of the requests/s.
 pub(crate) fn watch(
@@ -546,7 +568,7 @@ pub(crate) fn watch(
     loop {
         let r = match read() {
             Ok(r) => r,
-            Err(e) if prev.is_none() => return Err(e),
+            Err(e) if prev.is_none() || e.is::<NoAnswer>() => return Err(e),
             Err(e) => anyhow::bail!("{shown} went away (unmounted or its daemon ended): {e:#}"),
         };
         let now = Instant::now();

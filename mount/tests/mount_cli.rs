@@ -222,6 +222,61 @@ fn force_unmounts_a_daemon_that_does_not_answer() {
     }
 }
 
+/// A stopped daemon: `sectorfs stats` (once and `--watch`) and `sectorfs
+/// unmount` say that it does not answer, name `unmount --force`, and exit
+/// non-zero after their 10 s, instead of waiting for it forever (they did);
+/// once it runs again the disk unmounts as usual.
+#[test]
+fn stats_and_unmount_say_when_the_daemon_does_not_answer() {
+    let Some(m) = Mount::new(&["--size", "16M"]) else { return };
+    let pid = m.pid();
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            // SAFETY: kill has no memory preconditions; our child.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    let resume = Resume(pid);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    assert!(all_threads_stopped(pid), "the daemon did not stop");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg(&m.path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let kids = [
+        ("stats", run(&["stats"])),
+        ("stats --watch", run(&["stats", "--watch", "1"])),
+        ("unmount", run(&["unmount"])),
+    ];
+    for (what, mut k) in kids {
+        // A bound on the wait, so that a hang fails instead of blocking.
+        let done = (0..3000).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            k.try_wait().unwrap()
+        });
+        if done.is_none() {
+            let _ = k.kill();
+        }
+        let out = k.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(done.is_some_and(|s| !s.success()), "{what}: {done:?} {err}");
+        assert!(err.contains("did not answer within 10 s") && err.contains("unmount --force"), "{what}: {err}");
+    }
+    assert!(m.mounted(), "a daemon that does not answer is not unmounted without --force");
+    drop(resume);
+    let out = Command::new(BIN).arg("stats").arg(&m.path).output().unwrap();
+    assert!(out.status.success(), "stats once the daemon runs again: {out:?}");
+    let out = Command::new(BIN).arg("unmount").arg(&m.path).output().unwrap();
+    assert!(out.status.success() && !m.mounted(), "unmount once the daemon runs again: {out:?}");
+}
+
 /// Waits (up to 10 s) until every thread of `pid` is in the stopped state.
 fn all_threads_stopped(pid: i32) -> bool {
     let stopped = || {
