@@ -175,23 +175,7 @@ fn force_unmounts_a_daemon_that_does_not_answer() {
     for transport in ["classic", "uring"] {
         let Some(mut m) = Mount::new(&["--size", "16M", "--transport", transport]) else { return };
         fs::write(m.p("f"), b"x").unwrap();
-        let pid = m.pid();
-        // Runs the daemon again whatever happens below, so nothing stays
-        // blocked behind it.
-        struct Resume(i32);
-        impl Drop for Resume {
-            fn drop(&mut self) {
-                // SAFETY: kill has no memory preconditions; our child.
-                unsafe { libc::kill(self.0, libc::SIGCONT) };
-            }
-        }
-        let resume = Resume(pid);
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-        // kill returns once one thread is signalled; the others stop when
-        // that one handles it. Until all have, one of them could still
-        // answer the read below.
-        assert!(all_threads_stopped(pid), "{transport}: the daemon did not stop");
+        let resume = Stopped::new(m.pid());
         let mut reader = Command::new("cat").arg(m.p("f")).stdout(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(300));
         assert!(reader.try_wait().unwrap().is_none(), "{transport}: the read did not wait for the stopped daemon");
@@ -229,18 +213,7 @@ fn force_unmounts_a_daemon_that_does_not_answer() {
 #[test]
 fn stats_and_unmount_say_when_the_daemon_does_not_answer() {
     let Some(m) = Mount::new(&["--size", "16M"]) else { return };
-    let pid = m.pid();
-    struct Resume(i32);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            // SAFETY: kill has no memory preconditions; our child.
-            unsafe { libc::kill(self.0, libc::SIGCONT) };
-        }
-    }
-    let resume = Resume(pid);
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    assert!(all_threads_stopped(pid), "the daemon did not stop");
+    let resume = Stopped::new(m.pid());
     let run = |args: &[&str]| {
         Command::new(BIN)
             .args(args)
@@ -275,6 +248,29 @@ fn stats_and_unmount_say_when_the_daemon_does_not_answer() {
     assert!(out.status.success(), "stats once the daemon runs again: {out:?}");
     let out = Command::new(BIN).arg("unmount").arg(&m.path).output().unwrap();
     assert!(out.status.success() && !m.mounted(), "unmount once the daemon runs again: {out:?}");
+}
+
+/// A daemon stopped with SIGSTOP (every one of its threads: `kill` returns
+/// once one thread is signalled and the others stop when that one handles
+/// it, and until all have, one could still answer), run again with SIGCONT
+/// when dropped, whatever happens, so nothing stays blocked behind it.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: i32) -> Stopped {
+        let s = Stopped(pid);
+        // SAFETY: kill has no memory preconditions; `pid` is our child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        assert!(all_threads_stopped(pid), "the daemon did not stop");
+        s
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
 }
 
 /// Waits (up to 10 s) until every thread of `pid` is in the stopped state.
