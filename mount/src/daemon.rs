@@ -1114,9 +1114,11 @@ fn read_stats(mp: &Path) -> Result<Report> {
                     Err(e) => return Err(e.into()),
                 }
                 let mut buf = [0u8; 16 << 10];
-                match pipe.read(&mut buf)? {
-                    0 => break,
-                    n => out.extend_from_slice(&buf[..n]),
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
             let _ = nix::sys::wait::waitpid(child, None);
