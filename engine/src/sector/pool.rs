@@ -1072,7 +1072,7 @@ impl<P: AsRef<Pool>> Reservation<P> {
 
     /// Moves `other`'s bytes into this reservation (both from one pool).
     pub fn join<Q: AsRef<Pool>>(&mut self, mut other: Reservation<Q>) {
-        debug_assert!(Arc::ptr_eq(&self.pool.as_ref().inner, &other.pool.as_ref().inner), "reservations of two pools");
+        debug_assert!(self.pool.as_ref().same(other.pool.as_ref()), "reservations of two pools");
         self.bytes += std::mem::take(&mut other.bytes);
     }
 
